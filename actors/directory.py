@@ -1,0 +1,139 @@
+"""The directory of service: who is online, at which address, with which session token.
+
+Pure core (no I/O): the node actor passes wall-clock `now` (seconds since the Unix epoch: entries
+are replicated between nodes, so expiry must not depend on one process's monotonic clock).
+
+Agreement on the session token without a round of messages: every node derives it from the
+same inputs, `HMAC(directory key, user | host:port | join request id)`, so all nodes that see a
+Join return the same token and the client may take the first answer. The directory stores only
+a digest of the token (sha256, 16 bytes): a peer proves who it is by presenting the token, and
+whoever reads the directory learns the digest, never the token.
+
+Rules:
+- Join from the address the user is already registered at: refreshed (a client that rejoins).
+- Join while the user is online from another address: refused (`AlreadyOnline`), unless that
+  entry has expired.
+- Heartbeat with the right token: expiry pushed to now + ttl. Leave with the right token: removed.
+- Replication: `merge(entry)` keeps, per user, the entry that expires last. A leave travels as
+  the entry with `expires == 0`; its token digest is kept as a tombstone for one ttl, so a late
+  copy of that session's join or heartbeat cannot bring it back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass, field, replace
+
+from codec.messages import UserEntry
+
+
+class DirectoryError(Exception):
+    """A directory operation was refused; the message is for the client."""
+
+    code = "directory"
+
+
+class AlreadyOnline(DirectoryError):
+    code = "already_online"
+
+
+class BadToken(DirectoryError):
+    code = "bad_token"
+
+
+def token_digest(token: bytes) -> bytes:
+    return hashlib.sha256(token).digest()[:16]
+
+
+def derive_token(key: bytes, user: str, host: str, port: int, rid: str) -> bytes:
+    msg = f"{user}|{host}:{port}|{rid}".encode()
+    return hmac.new(key, msg, hashlib.sha256).digest()[:16]
+
+
+@dataclass
+class Directory:
+    key: bytes
+    ttl_s: float
+    entries: dict[str, UserEntry] = field(default_factory=dict)
+    tombs: dict[bytes, float] = field(default_factory=dict)  # token digest -> when it left
+
+    def online(self, now: float) -> list[UserEntry]:
+        return sorted((e for e in self.entries.values() if e.expires > now), key=lambda e: e.user)
+
+    def get(self, user: str, now: float) -> UserEntry | None:
+        e = self.entries.get(user)
+        return e if e is not None and e.expires > now else None
+
+    def join(self, user: str, host: str, port: int, rid: str, sign_key: bytes, box_key: bytes,
+             now: float) -> tuple[bytes, UserEntry]:
+        """Register a user; returns (token, entry). Raises AlreadyOnline."""
+        current = self.get(user, now)
+        if current is not None and (current.host, current.port) != (host, port):
+            left = int(current.expires - now) + 1
+            raise AlreadyOnline(
+                f"{user} is already online from {current.host}:{current.port}; if that session "
+                f"crashed it expires within {left} s")
+        token = derive_token(self.key, user, host, port, rid)
+        entry = UserEntry(user=user, host=host, port=port, token_digest=token_digest(token),
+                          sign_key=sign_key, box_key=box_key, expires=now + self.ttl_s)
+        self.entries[user] = entry
+        return token, entry
+
+    def check(self, user: str, token: bytes, now: float) -> UserEntry:
+        """The online entry of `user` if `token` is theirs. Raises BadToken."""
+        e = self.get(user, now)
+        if e is None or not hmac.compare_digest(e.token_digest, token_digest(token)):
+            raise BadToken(f"no valid session for {user}: join again")
+        return e
+
+    def heartbeat(self, user: str, token: bytes, now: float) -> UserEntry:
+        e = self.check(user, token, now)
+        fresh = replace(e, expires=now + self.ttl_s)
+        self.entries[user] = fresh
+        return fresh
+
+    def leave(self, user: str, token: bytes, now: float) -> UserEntry:
+        """Remove a user; returns the tombstone entry (expires == 0) to replicate."""
+        e = self.check(user, token, now)
+        return self._bury(e, now)
+
+    def _bury(self, e: UserEntry, now: float) -> UserEntry:
+        del self.entries[e.user]
+        self.tombs[e.token_digest] = now
+        return replace(e, expires=0.0)
+
+    def merge(self, entry: UserEntry, now: float) -> bool:
+        """Apply a replicated entry; True if it changed our view."""
+        cur = self.entries.get(entry.user)
+        if entry.expires == 0.0:  # a leave: ends that session (same token digest) only
+            if cur is not None and cur.token_digest == entry.token_digest:
+                self._bury(cur, now)
+                return True
+            self.tombs.setdefault(entry.token_digest, now)
+            return False
+        if entry.token_digest in self.tombs or entry.expires <= now:
+            return False  # a late copy of a session that already left, or stale
+        if cur is None or entry.expires > cur.expires:
+            self.entries[entry.user] = entry
+            return True
+        return False
+
+    def expire(self, now: float) -> list[str]:
+        """Drop entries past expiry and tombstones older than one ttl; returns users dropped."""
+        gone = [user for user, e in self.entries.items() if e.expires <= now]
+        for user in gone:
+            del self.entries[user]
+        for digest, when in list(self.tombs.items()):
+            if now - when > self.ttl_s:
+                del self.tombs[digest]
+        return gone
+
+    def snapshot(self) -> list[UserEntry]:
+        return sorted(self.entries.values(), key=lambda e: e.user)
+
+    def digest(self, now: float) -> bytes:
+        h = hashlib.sha256()
+        for e in self.online(now):
+            h.update(f"{e.user}|{e.host}|{e.port}|".encode() + e.token_digest)
+        return h.digest()[:16]

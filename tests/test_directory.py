@@ -1,0 +1,79 @@
+"""Directory core: tokens agreed without messages, expiry, leave, refusal, replication."""
+
+import pytest
+
+from actors.directory import AlreadyOnline, BadToken, Directory, token_digest
+
+KEY = b"k" * 32
+
+
+def _dir() -> Directory:
+    return Directory(KEY, ttl_s=10.0)
+
+
+def test_nodes_derive_the_same_token_for_one_join() -> None:
+    a, b = _dir(), _dir()
+    ta, ea = a.join("alice", "127.0.0.1", 4000, "alice#1", b"", b"", now=100.0)
+    tb, eb = b.join("alice", "127.0.0.1", 4000, "alice#1", b"", b"", now=100.5)
+    assert ta == tb and len(ta) == 16
+    assert ea.token_digest == token_digest(ta) != ta
+
+
+def test_another_join_gives_another_token() -> None:
+    d = _dir()
+    t1, _ = d.join("alice", "127.0.0.1", 4000, "alice#1", b"", b"", now=0.0)
+    t2, _ = d.join("alice", "127.0.0.1", 4000, "alice#2", b"", b"", now=1.0)
+    assert t1 != t2
+    with pytest.raises(BadToken):
+        d.check("alice", t1, now=2.0)
+    assert d.check("alice", t2, now=2.0).user == "alice"
+
+
+def test_second_address_refused_while_online_then_allowed_after_expiry() -> None:
+    d = _dir()
+    d.join("alice", "127.0.0.1", 4000, "alice#1", b"", b"", now=0.0)
+    with pytest.raises(AlreadyOnline, match="127.0.0.1:4000"):
+        d.join("alice", "127.0.0.1", 4001, "alice#2", b"", b"", now=5.0)
+    token, entry = d.join("alice", "127.0.0.1", 4001, "alice#3", b"", b"", now=10.5)
+    assert entry.port == 4001
+
+
+def test_heartbeat_extends_and_silence_expires() -> None:
+    d = _dir()
+    t, _ = d.join("bob", "127.0.0.1", 5000, "bob#1", b"", b"", now=0.0)
+    d.heartbeat("bob", t, now=8.0)
+    assert [e.user for e in d.online(now=17.0)] == ["bob"]
+    assert d.online(now=18.5) == []
+    assert d.expire(now=18.5) == ["bob"]
+
+
+def test_wrong_token_refused_for_heartbeat_and_leave() -> None:
+    d = _dir()
+    d.join("bob", "127.0.0.1", 5000, "bob#1", b"", b"", now=0.0)
+    with pytest.raises(BadToken):
+        d.heartbeat("bob", b"x" * 16, now=1.0)
+    with pytest.raises(BadToken):
+        d.leave("bob", b"x" * 16, now=1.0)
+    assert len(d.online(now=1.0)) == 1
+
+
+def test_leave_replicates_and_late_join_copy_does_not_resurrect() -> None:
+    a, b = _dir(), _dir()
+    t, entry = a.join("bob", "127.0.0.1", 5000, "bob#1", b"", b"", now=0.0)
+    tomb = a.leave("bob", t, now=1.0)
+    assert a.online(now=1.0) == []
+    # b hears the leave before the join (reordered replication)
+    assert b.merge(tomb, now=1.0) is False
+    assert b.merge(entry, now=1.1) is False
+    assert b.online(now=1.1) == []
+    assert a.digest(now=2.0) == b.digest(now=2.0)
+
+
+def test_merge_keeps_the_later_expiry() -> None:
+    a, b = _dir(), _dir()
+    t, e1 = a.join("carol", "127.0.0.1", 6000, "carol#1", b"", b"", now=0.0)
+    e2 = a.heartbeat("carol", t, now=5.0)
+    assert b.merge(e2, now=5.0) is True
+    assert b.merge(e1, now=5.0) is False
+    assert b.get("carol", now=5.0) == e2
+    assert a.digest(now=6.0) == b.digest(now=6.0)
