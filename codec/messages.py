@@ -1,0 +1,435 @@
+"""Every message of Veilshare: frozen, slotted dataclasses <-> one canonical CBOR map each.
+
+A message class is declared in a few lines:
+
+    @register(1, bulk=True)
+    @dataclass(frozen=True, slots=True)
+    class EncryptRequest(Message):
+        rid: Rid
+        image: ImageName
+        data: Blob
+
+Field types are the aliases of codec.records (`Annotated` types carrying a codec.fields spec).
+Building a message checks every field and raises DecodeError(reason, field): one rule for local and remote.
+The type code is not in the body; it travels in the transport header (`msg.TYPE`).
+
+Body limits: control types (BULK False) at most CONTROL_MAX_BODY bytes; BULK types up to the
+transport's max_message. `max_body` gives the limit from the type code alone, so the transport can
+refuse before buffering. Codes: 1-29 client <-> node, 30-59 node <-> node, 60-89 client <-> client.
+Callers: transport (max_body, decode, encode), actors, client, shell.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, ClassVar, TypeVar
+
+import cbor2
+
+from codec import errors, records
+from codec.fields import (
+    Items,
+    Nested,
+    OneOf,
+    Record,
+    Text,
+    from_map,
+    kind_of,
+    max_items,
+    record,
+    to_map,
+)
+from codec.records import (
+    STATE_SYNC_UPDATES_MAX,
+    BearerToken,
+    Blob,
+    Count,
+    Digest,
+    Epoch,
+    Grant,
+    ImageName,
+    Millis,
+    NodeId,
+    NodeOrZero,
+    PublicKey,
+    Rid,
+    UpdateIds,
+    Updates,
+    UpDown,
+    UserEntries,
+    UserName,
+    Views,
+    WallClock,
+)
+from codec.wire import strict_load
+
+CONTROL_MAX_BODY = 64 * 1024
+DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
+# Re-exported here: part of this module's API.
+DecodeError = errors.DecodeError
+Update = records.Update
+UserEntry = records.UserEntry
+Preview = records.Preview
+
+ITEM_SLACK = 64
+"""CBOR items allowed beyond a type's largest valid body, so that a stray key or a wrong-typed
+value is refused by the field checks (naming the field) rather than by the item count."""
+
+
+class Message(Record):
+    """Base of every message. TYPE: the unique code; BULK: body may exceed CONTROL_MAX_BODY."""
+
+    __slots__ = ()
+    TYPE: ClassVar[int]
+    BULK: ClassVar[bool] = False
+
+
+MESSAGE_TYPES: dict[int, type[Message]] = {}
+_MAX_ITEMS: dict[int, int] = {}
+M = TypeVar("M", bound=Message)
+
+
+def register(code: int, *, bulk: bool = False) -> Callable[[type[M]], type[M]]:
+    """Class decorator: give a message class its TYPE code and BULK flag and enter it in MESSAGE_TYPES."""
+
+    def decorate(cls: type[M]) -> type[M]:
+        if type(code) is not int or not 1 <= code <= 65535 or code in MESSAGE_TYPES:
+            raise TypeError(f"{cls.__name__}: type code {code!r} invalid or already used")
+        record(cls)
+        cls.TYPE = code
+        cls.BULK = bulk
+        MESSAGE_TYPES[code] = cls
+        _MAX_ITEMS[code] = max_items(cls) + ITEM_SLACK
+        return cls
+
+    return decorate
+
+
+# ---- client <-> node (1-29) -----------------------------------------------------------------
+
+
+@register(1, bulk=True)
+@dataclass(frozen=True, slots=True)
+class EncryptRequest(Message):
+    rid: Rid
+    image: ImageName
+    data: Blob
+
+
+@register(2, bulk=True)
+@dataclass(frozen=True, slots=True)
+class EncryptReply(Message):
+    rid: Rid
+    node: NodeId
+    sealed: Blob
+    seal_ms: Millis
+
+
+@register(3)
+@dataclass(frozen=True, slots=True)
+class ErrorReply(Message):
+    rid: Rid
+    code: Annotated[str, Text(32, min_len=1, pattern="[a-z_]+")]
+    message: Annotated[str, Text(512)]
+    retryable: bool
+
+
+@register(4)
+@dataclass(frozen=True, slots=True)
+class Join(Message):
+    rid: Rid
+    user: UserName
+    sign_key: PublicKey
+    box_key: PublicKey
+
+
+@register(5, bulk=True)
+@dataclass(frozen=True, slots=True)
+class JoinReply(Message):
+    rid: Rid
+    token: BearerToken
+    updates: Updates
+
+
+@register(6)
+@dataclass(frozen=True, slots=True)
+class ClientHeartbeat(Message):
+    user: UserName
+    token: BearerToken
+
+
+@register(7)
+@dataclass(frozen=True, slots=True)
+class Leave(Message):
+    user: UserName
+    token: BearerToken
+
+
+@register(8)
+@dataclass(frozen=True, slots=True)
+class DirectoryQuery(Message):
+    rid: Rid
+
+
+@register(9, bulk=True)
+@dataclass(frozen=True, slots=True)
+class DirectoryReply(Message):
+    rid: Rid
+    users: UserEntries
+
+
+@register(10)
+@dataclass(frozen=True, slots=True)
+class StatusQuery(Message):
+    rid: Rid
+
+
+@register(11)
+@dataclass(frozen=True, slots=True)
+class StatusReply(Message):
+    """One node's status. down_since: wall clock s (0.0 = not down); token_holder 0 = unknown."""
+
+    rid: Rid
+    node: NodeId
+    state: UpDown
+    served: Count
+    cached: Count
+    token: bool
+    users: Count
+    pending: Count
+    down_since: WallClock
+    token_holder: NodeOrZero
+    majority: bool
+
+
+@register(12)
+@dataclass(frozen=True, slots=True)
+class PostUpdate(Message):
+    rid: Rid
+    user: UserName
+    token: BearerToken
+    update: Update
+
+
+@register(13)
+@dataclass(frozen=True, slots=True)
+class Ack(Message):
+    rid: Rid
+
+
+@register(14)
+@dataclass(frozen=True, slots=True)
+class ConfirmUpdates(Message):
+    rid: Rid
+    user: UserName
+    token: BearerToken
+    ids: UpdateIds
+
+
+# ---- node <-> node (30-59) ------------------------------------------------------------------
+
+
+@register(30)
+@dataclass(frozen=True, slots=True)
+class PeerHeartbeat(Message):
+    node: NodeId
+    epoch: Epoch
+    state: UpDown
+    load: Count
+    token_epoch: Epoch
+    token_holder: NodeOrZero
+    digest: Digest
+
+
+@register(31)
+@dataclass(frozen=True, slots=True)
+class Election(Message):
+    rid: Rid
+    node: NodeId
+    priority: Count
+
+
+@register(32)
+@dataclass(frozen=True, slots=True)
+class ElectionOk(Message):
+    rid: Rid
+    node: NodeId
+
+
+@register(33)
+@dataclass(frozen=True, slots=True)
+class Coordinator(Message):
+    rid: Rid
+    node: NodeId
+
+
+@register(34)
+@dataclass(frozen=True, slots=True)
+class Done(Message):
+    rid: Rid
+    node: NodeId
+
+
+@register(35)
+@dataclass(frozen=True, slots=True)
+class Token(Message):
+    epoch: Epoch
+    holder: NodeId
+    seq: Count
+
+
+@register(36)
+@dataclass(frozen=True, slots=True)
+class GoingDown(Message):
+    node: NodeId
+    epoch: Epoch
+
+
+@register(37)
+@dataclass(frozen=True, slots=True)
+class ComingUp(Message):
+    node: NodeId
+    epoch: Epoch
+
+
+@register(38)
+@dataclass(frozen=True, slots=True)
+class StateRequest(Message):
+    node: NodeId
+
+
+@register(39, bulk=True)
+@dataclass(frozen=True, slots=True)
+class StateSync(Message):
+    node: NodeId
+    users: UserEntries
+    updates: Annotated[tuple[Update, ...], Items(Nested(Update), STATE_SYNC_UPDATES_MAX)]
+    digest: Digest
+
+
+@register(40)
+@dataclass(frozen=True, slots=True)
+class DirectoryChange(Message):
+    op: Annotated[str, OneOf(("join", "leave"))]
+    entry: UserEntry
+
+
+@register(41)
+@dataclass(frozen=True, slots=True)
+class ReplicateUpdate(Message):
+    update: Update
+
+
+@register(42)
+@dataclass(frozen=True, slots=True)
+class ForgetUpdates(Message):
+    ids: UpdateIds
+
+
+@register(43)
+@dataclass(frozen=True, slots=True)
+class TokenVote(Message):
+    epoch: Epoch
+    candidate: NodeId
+    voter: NodeId
+
+
+# ---- client <-> client (60-89) --------------------------------------------------------------
+
+
+@register(60)
+@dataclass(frozen=True, slots=True)
+class PreviewRequest(Message):
+    rid: Rid
+    user: UserName
+    token: BearerToken
+
+
+@register(61, bulk=True)
+@dataclass(frozen=True, slots=True)
+class PreviewReply(Message):
+    rid: Rid
+    previews: Annotated[tuple[Preview, ...], Items(Nested(Preview), 256)]
+
+
+@register(62)
+@dataclass(frozen=True, slots=True)
+class ImageRequest(Message):
+    rid: Rid
+    user: UserName
+    token: BearerToken
+    image: ImageName
+    views: Views
+
+
+@register(63, bulk=True)
+@dataclass(frozen=True, slots=True)
+class ImageReply(Message):
+    rid: Rid
+    image: ImageName
+    sealed: Blob
+    grant: Grant
+
+
+@register(64)
+@dataclass(frozen=True, slots=True)
+class AccessUpdate(Message):
+    rid: Rid
+    user: UserName
+    token: BearerToken
+    update: Update
+
+
+@register(65)
+@dataclass(frozen=True, slots=True)
+class MoreViews(Message):
+    rid: Rid
+    user: UserName
+    token: BearerToken
+    image: ImageName
+    views: Views
+
+
+# ---- encode / decode ------------------------------------------------------------------------
+
+
+def max_body(type_code: int, max_message: int, *, control_max: int = CONTROL_MAX_BODY) -> int:
+    """Body limit in bytes of `type_code`: max_message for BULK types, else control_max (capped by
+    max_message). Raises DecodeError for an unknown type. The transport calls it on a message's
+    first fragment, before buffering anything."""
+    cls = MESSAGE_TYPES.get(type_code) if type(type_code) is int else None
+    if cls is None:
+        raise DecodeError(f"unknown message type {type_code!r}")
+    return max_message if cls.BULK else min(control_max, max_message)
+
+
+def encode(msg: Message) -> bytes:
+    """The canonical CBOR body of `msg` (deterministic: equal messages give equal bytes)."""
+    if MESSAGE_TYPES.get(getattr(msg, "TYPE", -1)) is not type(msg):
+        raise TypeError(f"not a registered message: {type(msg).__name__}")
+    return cbor2.dumps(to_map(msg), canonical=True)
+
+
+def decode(
+    type_code: int,
+    body: bytes | bytearray | memoryview,
+    max_message: int = DEFAULT_MAX_MESSAGE,
+    *,
+    control_max: int = CONTROL_MAX_BODY,
+) -> Message:
+    """Strictly decode the body of a message of `type_code` (RELIABILITY 3.1). Raises only
+    DecodeError(reason, field): field None for a bad body, else the offending field's path."""
+    limit = max_body(type_code, max_message, control_max=control_max)
+    cls = MESSAGE_TYPES[type_code]
+    if not isinstance(body, (bytes, bytearray, memoryview)):
+        raise DecodeError(f"body is {kind_of(body)}, not bytes")
+    data = bytes(body) if isinstance(body, memoryview) else body
+    if len(data) > limit:
+        raise DecodeError(
+            f"body of {len(data)} bytes over the {limit}-byte limit of {cls.__name__}"
+        )
+    raw = strict_load(data, _MAX_ITEMS[type_code])
+    if type(raw) is not dict:
+        raise DecodeError(f"body is {kind_of(raw)}, not a map")
+    return from_map(cls, raw)
