@@ -112,9 +112,13 @@ def register(code: int, *, bulk: bool = False) -> Callable[[type[M]], type[M]]:
 @register(1, bulk=True)
 @dataclass(frozen=True, slots=True)
 class EncryptRequest(Message):
+    """attempt: 0 for the first send, +1 per client retry (a late copy of a served attempt is
+    ignored; a higher attempt is served again)."""
+
     rid: Rid
     image: ImageName
     data: Blob
+    attempt: Count
 
 
 @register(2, bulk=True)
@@ -124,6 +128,7 @@ class EncryptReply(Message):
     node: NodeId
     sealed: Blob
     seal_ms: Millis
+    wait_ms: Millis  # from the request's arrival at the node to the start of the seal (election)
 
 
 @register(3)
@@ -218,7 +223,7 @@ class Ack(Message):
     rid: Rid
 
 
-@register(14)
+@register(14, bulk=True)
 @dataclass(frozen=True, slots=True)
 class ConfirmUpdates(Message):
     rid: Rid
@@ -321,7 +326,7 @@ class ReplicateUpdate(Message):
     update: Update
 
 
-@register(42)
+@register(42, bulk=True)
 @dataclass(frozen=True, slots=True)
 class ForgetUpdates(Message):
     ids: UpdateIds

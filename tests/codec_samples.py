@@ -38,8 +38,8 @@ CAROL = m.UserEntry(
 SAMPLES: dict[int, m.Message] = {
     msg.TYPE: msg
     for msg in [
-        m.EncryptRequest(rid="alice#1", image="sunset.jpg", data=JPEG),
-        m.EncryptReply(rid="alice#1", node=2, sealed=PNG, seal_ms=12.75),
+        m.EncryptRequest(rid="alice#1", image="sunset.jpg", data=JPEG, attempt=0),
+        m.EncryptReply(rid="alice#1", node=2, sealed=PNG, seal_ms=12.75, wait_ms=1.5),
         m.ErrorReply(
             rid="alice#1",
             code="not_in_majority",

@@ -25,7 +25,7 @@ def test_codes_in_their_ranges_and_classes_well_formed() -> None:
         params = cls.__dataclass_params__  # type: ignore[attr-defined]
         assert params.frozen and "__slots__" in cls.__dict__
     bulk = {c for c, cls in MESSAGE_TYPES.items() if cls.BULK}
-    assert bulk == {1, 2, 5, 9, 39, 61, 63}
+    assert bulk == {1, 2, 5, 9, 14, 39, 42, 61, 63}  # 14, 42: 4096 ids exceed 64 KiB
 
 
 @pytest.mark.parametrize("code", sorted(MESSAGE_TYPES))
@@ -48,12 +48,13 @@ def test_exact_bytes_of_a_small_message() -> None:
 
 
 def test_float_fields_accept_int_refuse_bool_and_non_finite() -> None:
-    reply = m.EncryptReply(rid="a#1", node=1, sealed=b"", seal_ms=3)
+    reply = m.EncryptReply(rid="a#1", node=1, sealed=b"", seal_ms=3, wait_ms=0)
     assert reply.seal_ms == 3.0 and type(reply.seal_ms) is float
-    assert decode(2, cbor2.dumps({"rid": "a#1", "node": 1, "sealed": b"", "seal_ms": 3})) == reply
+    body = {"rid": "a#1", "node": 1, "sealed": b"", "seal_ms": 3, "wait_ms": 0}
+    assert decode(2, cbor2.dumps(body)) == reply
     for bad in [True, float("nan"), float("inf"), -0.5, "3"]:
         with pytest.raises(DecodeError) as info:
-            m.EncryptReply(rid="a#1", node=1, sealed=b"", seal_ms=bad)  # type: ignore[arg-type]
+            m.EncryptReply(rid="a#1", node=1, sealed=b"", seal_ms=bad, wait_ms=0)  # type: ignore[arg-type]
         assert info.value.field == "seal_ms"
 
 
