@@ -1,0 +1,255 @@
+"""Cover tiers: choosing, scaling and caching the default images that carry sealed payloads.
+
+Callers: codec.seal (every seal), benchmarks/seal.py. The art lives in default_images/ as
+cover_<W>x<H>.png (drawn by default_images/draw.py).
+
+Tier ladder (`CoverSet.tiers`). The first tier is the configured minimum size
+(seal.min_cover_width x seal.min_cover_height); then every base file at least that big; then,
+past the largest base, sizes that grow by GROWTH (x1.25 per side, x1.56 in pixels) without end.
+A payload gets the smallest tier whose capacity holds it, so there is no fixed upper size but
+the caller's payload limit. A tier that is not a base file is scaled (Lanczos) from the smallest
+base at least as big, else from the largest one.
+
+Cache. Scaling costs 70-250 ms, so it is done once per tier and kept: `Prepared` holds the
+cover's raw rows (filter byte 0 at the head of each row) for one number of cleared low bits, and
+the rows cut in bands of about BAND_BYTES, each compressed on its own (filter None, LZ77) at
+TAIL_LEVEL the first time a seal needs it (6: within 5% of level 9's size at a third of its time
+on this art). A seal compresses only its own rows (and the rest of their band) and reuses the
+cached bands after them, Adler-32 included, so a 4 KB seal touches ~130 KB of rows, not the tier.
+The cache is an LRU bounded by `cache_bytes` (default 512 MiB); a tier bigger than that is built
+for one use and dropped. Thread-safe: the node's encoder pool seals from several threads; one
+tier is never built twice at once.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from codec import png
+from codec.png import SealError
+
+DEFAULT_DIR = Path(__file__).resolve().parent.parent / "default_images"
+GROWTH = 1.25
+BAND_BYTES = 128 * 1024
+SLICE_BYTES = 1024 * 1024  # rows handed to zlib at a time when sealing
+TAIL_LEVEL = 6
+_FILE_RE = re.compile(r"cover_([1-9][0-9]{0,4})x([1-9][0-9]{0,4})\.png")
+_BASE_MAX_PIXELS = 16_000_000
+
+
+@dataclass(slots=True)
+class Prepared:
+    """One tier ready to seal: raw cover rows plus the tail bands cached with `clear_bits` low
+    bits cleared (the sealer's max(bits, header bits))."""
+
+    width: int
+    height: int
+    clear_bits: int
+    rows: np.ndarray  # (height, 1 + 3*width) uint8, column 0 all zero (PNG filter None)
+    band_rows: int
+    tail_level: int
+    bands: list[png.Piece | None] = field(default_factory=list)  # compressed on first use
+    nbytes: int = 0
+
+    @property
+    def samples(self) -> int:
+        return 3 * self.width * self.height
+
+    def keep_mask(self) -> np.uint8:
+        return np.uint8(0xFF ^ ((1 << self.clear_bits) - 1))
+
+    def encode(self, stream: np.ndarray, level: int) -> bytes:
+        """The sealed PNG: `stream` (uint8 samples of whole rows, each < 2**clear_bits) OR-ed into
+        the cover's cleared low bits. The stream's rows are compressed now at zlib `level` (filter
+        Up, Huffman-only), then the cover rows up to the end of that band (filter None, LZ77);
+        the cached bands follow."""
+        spr = 3 * self.width
+        used = len(stream) // spr
+        nband = -(-used // self.band_rows)
+        data = stream.reshape(used, spr)
+        keep = self.keep_mask()
+
+        def slices(start: int, stop: int) -> Iterator[np.ndarray]:
+            for rows in png.row_slices(self.rows[start:stop], SLICE_BYTES):
+                part = rows & keep
+                if start < used:
+                    part[:, 1:] |= data[start : start + len(part)]
+                start += len(part)
+                yield part
+
+        pieces = [png.compress_rows(slices(0, used), level, up=True)]
+        fresh_end = min(self.height, nband * self.band_rows)
+        if fresh_end > used:
+            pieces.append(png.compress_rows(slices(used, fresh_end), level, up=False))
+        return png.assemble(self.width, self.height, [*pieces, *self._bands_from(nband)])
+
+    def _bands_from(self, first: int) -> list[png.Piece]:
+        """Cached bands first.. (compressed now if never used before; two threads racing here
+        compute the same bytes, so the unlocked fill is harmless)."""
+        out = []
+        for i in range(first, len(self.bands)):
+            band = self.bands[i]
+            if band is None:
+                r0 = i * self.band_rows
+                rows = self.rows[r0 : r0 + self.band_rows] & self.keep_mask()
+                band = self.bands[i] = png.compress_rows([rows], self.tail_level, up=False)
+            out.append(band)
+        return out
+
+
+def _prepare(
+    rows: np.ndarray, width: int, height: int, clear_bits: int, tail_level: int
+) -> Prepared:
+    band_rows = max(1, BAND_BYTES // rows.shape[1])
+    bands: list[png.Piece | None] = [None] * -(-height // band_rows)
+    # compressed flat cover bands are a few % of the raw rows: count them at 1/8
+    return Prepared(
+        width,
+        height,
+        clear_bits,
+        rows,
+        band_rows,
+        tail_level,
+        bands,
+        rows.nbytes + rows.nbytes // 8,
+    )
+
+
+def raw_rows(image: Image.Image) -> np.ndarray:
+    """An RGB image as PNG raw rows with filter byte 0: (height, 1 + 3*width) uint8."""
+    arr = np.asarray(image.convert("RGB"))
+    h, w, _ = arr.shape
+    rows = np.zeros((h, 1 + 3 * w), dtype=np.uint8)
+    rows[:, 1:] = arr.reshape(h, 3 * w)
+    return rows
+
+
+def prepare_image(image: Image.Image, clear_bits: int, tail_level: int) -> Prepared:
+    """A caller-supplied cover (not cached)."""
+    return _prepare(raw_rows(image), image.width, image.height, clear_bits, tail_level)
+
+
+class CoverSet:
+    """The tier ladder over one directory of base covers, with the LRU cache of prepared tiers."""
+
+    def __init__(
+        self,
+        directory: Path = DEFAULT_DIR,
+        cache_bytes: int = 512 * 1024 * 1024,
+        tail_level: int = TAIL_LEVEL,
+    ) -> None:
+        self.directory = directory
+        self.cache_bytes = cache_bytes
+        self.tail_level = tail_level
+        self.bases = self._scan(directory)
+        self._lock = threading.Lock()
+        self._building: dict[tuple[int, int, int], threading.Lock] = {}
+        self._cache: OrderedDict[tuple[int, int, int], Prepared] = OrderedDict()
+        self.builds = 0  # tiers prepared so far (tests check that the cache works)
+
+    @staticmethod
+    def _scan(directory: Path) -> tuple[tuple[int, int], ...]:
+        try:
+            names = [p.name for p in directory.iterdir()]
+        except OSError as exc:
+            raise SealError(f"no cover art: cannot list {directory} ({exc.strerror})") from None
+        sizes = sorted((int(m[1]), int(m[2])) for n in names if (m := _FILE_RE.fullmatch(n)))
+        if not sizes:
+            raise SealError(f"no cover art: no cover_<W>x<H>.png in {directory}")
+        return tuple(sorted(sizes, key=lambda s: (s[0] * s[1], s)))
+
+    def tiers(self, min_width: int, min_height: int) -> Iterator[tuple[int, int]]:
+        """The ladder, smallest first, without end (see the module docstring)."""
+        current = (min_width, min_height)
+        yield current
+        for size in self.bases:
+            if (
+                size[0] >= min_width
+                and size[1] >= min_height
+                and size[0] * size[1] > (current[0] * current[1])
+            ):
+                current = size
+                yield current
+        while True:
+            current = (round(current[0] * GROWTH), round(current[1] * GROWTH))
+            yield current
+
+    def pick(self, samples: int, min_width: int, min_height: int) -> tuple[int, int]:
+        """The smallest tier with at least `samples` channel samples."""
+        for w, h in self.tiers(min_width, min_height):
+            if 3 * w * h >= samples:
+                return w, h
+        raise AssertionError("unreachable: the ladder has no end")
+
+    def prepared(self, size: tuple[int, int], clear_bits: int) -> Prepared:
+        """The tier `size` with `clear_bits` cleared, from the cache or built now (once)."""
+        key = (size[0], size[1], clear_bits)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+            gate = self._building.setdefault(key, threading.Lock())
+        with gate:
+            with self._lock:
+                hit = self._cache.get(key)
+            if hit is not None:
+                return hit
+            prep = _prepare(
+                raw_rows(self.scaled(size)), size[0], size[1], clear_bits, self.tail_level
+            )
+            with self._lock:
+                self.builds += 1
+                self._building.pop(key, None)
+                if prep.nbytes <= self.cache_bytes:
+                    self._cache[key] = prep
+                    self._evict()
+            return prep
+
+    def _evict(self) -> None:
+        total = sum(p.nbytes for p in self._cache.values())
+        while total > self.cache_bytes and len(self._cache) > 1:
+            _, old = self._cache.popitem(last=False)
+            total -= old.nbytes
+
+    def load_base(self, size: tuple[int, int]) -> Image.Image:
+        """One base file, checked to be the PNG of the size its name says."""
+        path = self.directory / f"cover_{size[0]}x{size[1]}.png"
+        try:
+            with Image.open(path, formats=["PNG"]) as im:
+                if im.size != size or size[0] * size[1] > _BASE_MAX_PIXELS:
+                    raise SealError(f"cover {path} is {im.size[0]}x{im.size[1]}, not as named")
+                return im.convert("RGB")
+        except (OSError, ValueError, SyntaxError) as exc:
+            if isinstance(exc, SealError):
+                raise
+            raise SealError(f"cover {path} cannot be read ({exc})") from None
+
+    def scaled(self, size: tuple[int, int]) -> Image.Image:
+        """The cover at `size`: a base file, or one scaled to it."""
+        if size in self.bases:
+            return self.load_base(size)
+        bigger = [b for b in self.bases if b[0] >= size[0] and b[1] >= size[1]]
+        source = self.load_base(bigger[0] if bigger else self.bases[-1])
+        return source.resize(size, Image.Resampling.LANCZOS)
+
+
+_default: CoverSet | None = None
+_default_lock = threading.Lock()
+
+
+def default_covers() -> CoverSet:
+    """The process-wide CoverSet over default_images/ (created on first use)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = CoverSet()
+        return _default

@@ -1,0 +1,179 @@
+"""Users' own images: which formats we take, checking them, viewing them, previews, file names.
+
+Callers: the node (`probe` on EncryptRequest data: the cloud never decodes beyond the header),
+the client (probe before encrypt, `make_preview` for low/, `open_for_view` to show a hidden image,
+`sealed_name` for encrypted/ and received/), codec.png (`sniff`, `open_image`).
+
+Accepted formats: PNG, JPEG, GIF and WEBP, what people share. Pillow is only ever asked to open
+the format the magic bytes name (`formats=[that one]`), so the plugins of other formats (PSD,
+EPS, PDF, FITS, JPEG 2000, DDS, ... where Pillow's recent CVEs live) never see our input. WebP
+is decoded by the libwebp bundled with Pillow (1.6 here, after the CVE-2023-4863 fix).
+
+Pixel limits: Pillow's DecompressionBombWarning is an error while a file is opened, and the
+caller's `max_pixels` is checked from the header, before any pixel is decoded.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import warnings
+from collections.abc import Collection
+
+from PIL import Image, ImageOps
+
+from codec.errors import CodecError
+from codec.names import check_name
+from config import Config
+
+ACCEPTED: tuple[str, ...] = ("PNG", "JPEG", "GIF", "WEBP")
+NAME_MAX = 64
+
+# Magic bytes at offset 0 -> format name. Unaccepted ones are listed for a clear error message.
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"8BPS", "PSD"),
+    (b"%PDF-", "PDF"),
+    (b"%!PS", "EPS"),
+    (b"\xc5\xd0\xd3\xc6", "EPS"),
+    (b"SIMPLE  =", "FITS"),
+    (b"\xff\x4f\xff\x51", "JPEG2000"),
+    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG2000"),
+    (b"DDS ", "DDS"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"\x00\x00\x01\x00", "ICO"),
+    (b"qoif", "QOI"),
+)
+_warn_lock = threading.Lock()  # warnings.catch_warnings is process-wide: one opener at a time
+
+
+class ImageError(CodecError, ValueError):
+    """A user's image is refused: "not an image", "unsupported format X", "too many pixels", or
+    "not a valid X image" (it does not decode)."""
+
+
+def sniff(data: bytes) -> str | None:
+    """The format named by the magic bytes at the start of `data` (Pillow's names), or None."""
+    head = bytes(data[:16])
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    if head[4:8] == b"ftyp":
+        return "AVIF" if head[8:12] in (b"avif", b"avis") else "HEIF"
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return name
+    return None
+
+
+def open_image(data: bytes, formats: list[str]) -> Image.Image:
+    """Image.open restricted to `formats`, with the decompression-bomb warning as an error.
+    Pillow's exceptions pass through (callers turn them into their own error)."""
+    with _warn_lock, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return Image.open(io.BytesIO(data), formats=formats)
+
+
+def max_user_pixels(cfg: Config) -> int:
+    """Decode limit for users' images: Pillow's default MAX_IMAGE_PIXELS (89,478,485, a 256 MiB
+    RGBA bitmap), lower when transport.max_message is small: RGB at most 4x the largest message."""
+    return min(Image.MAX_IMAGE_PIXELS or 0, 4 * cfg.transport.max_message // 3)
+
+
+def _open_checked(data: bytes, max_pixels: int) -> tuple[str, Image.Image]:
+    fmt = sniff(data)
+    if fmt is None:
+        raise ImageError("not an image (no known signature)")
+    if fmt not in ACCEPTED:
+        raise ImageError(f"unsupported format {fmt} (accepted: {', '.join(ACCEPTED)})")
+    try:
+        im = open_image(data, [fmt])
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"too many pixels: {exc}") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageError(f"not a valid {fmt} image ({exc})") from None
+    w, h = im.size
+    if w * h > max_pixels:
+        im.close()
+        raise ImageError(f"too many pixels: {w}x{h} is over the limit of {max_pixels}")
+    return fmt, im
+
+
+def probe(data: bytes, max_pixels: int) -> tuple[str, int, int]:
+    """(format, width, height) from the header only; no pixel is decoded. Raises ImageError."""
+    fmt, im = _open_checked(data, max_pixels)
+    with im:
+        return fmt, im.width, im.height
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """Loaded, EXIF-upright RGB; transparency is composed over white."""
+    im.load()
+    im = ImageOps.exif_transpose(im)
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def open_for_view(data: bytes, max_pixels: int) -> Image.Image:
+    """The image decoded to RGB (first frame of an animation), checked as in probe."""
+    fmt, im = _open_checked(data, max_pixels)
+    try:
+        with im:
+            return _to_rgb(im)
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageError(f"not a valid {fmt} image ({exc})") from None
+
+
+def make_preview(
+    data: bytes,
+    max_side: int = 256,
+    quality: int = 80,
+    *,
+    max_pixels: int = Image.MAX_IMAGE_PIXELS or 0,
+) -> bytes:
+    """A small JPEG (longest side at most `max_side` pixels) of a user's image, for low/ and
+    PreviewReply (a 256-pixel preview is tens of KB, far under its 256 KiB limit). JPEGs are
+    decoded at reduced scale (draft) so a large photo costs little. Raises ImageError."""
+    fmt, im = _open_checked(data, max_pixels)
+    try:
+        with im:
+            if fmt == "JPEG":
+                im.draft("RGB", (max_side, max_side))
+            rgb = _to_rgb(im)
+            rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+            out = io.BytesIO()
+            rgb.save(out, format="JPEG", quality=quality)
+            return out.getvalue()
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageError(f"not a valid {fmt} image ({exc})") from None
+
+
+def _fit(base: str, suffix: str) -> str:
+    return base[: NAME_MAX - len(suffix)] + suffix
+
+
+def sealed_name(image_name: str, taken: Collection[str] = frozenset()) -> str:
+    """The file name of a sealed image in encrypted/ or received/<owner>/.
+
+    Rule: the image name's extension becomes ".png" ("b.jpg" -> "b.png", "a.png" -> "a.png",
+    "notes" -> "notes.png"), as the shell's `encrypt a.png b.jpg` -> encrypted/a.png, b.png.
+    The image's real name is inside the sealed file (its grant) and in state.db, so the file
+    name is only storage. Clashes: `taken` holds the names already used in that folder by OTHER
+    images; then the full name is kept ("a.jpg" -> "a.jpg.png" when a.png holds "a.png"), then
+    "<stem>-2.png", "-3", ... Results are cut to 64 characters, so they are valid names too.
+    """
+    check_name(image_name, "image name")
+    stem = image_name.rsplit(".", 1)[0] if "." in image_name else image_name
+    first = [_fit(stem, ".png"), _fit(image_name, ".png")]
+    for n in range(len(first) + len(taken) + 1):
+        candidate = first[n] if n < len(first) else _fit(stem, f"-{n}.png")
+        if candidate not in taken:
+            return candidate
+    raise AssertionError("unreachable: more candidates than taken names")
