@@ -318,8 +318,9 @@ def read_header(
     return _open(data, cfg, max_payload, covers)[1]
 
 
-def _payload(info: png.PngInfo, header: Header) -> tuple[bytes, np.ndarray]:
-    count = HEADER_SAMPLES + payload_samples(header.length, header.bits)
+def _payload(info: png.PngInfo, header: Header, count: int = 0) -> tuple[bytes, np.ndarray]:
+    """The checked payload, and the first max(count, what the payload needs) samples."""
+    count = max(count, HEADER_SAMPLES + payload_samples(header.length, header.bits))
     samples = png.read_samples(info, count)
     payload = unpack(samples[HEADER_SAMPLES:], header.bits, header.length)
     if hashlib.sha256(payload).digest() != header.checksum:
@@ -356,16 +357,19 @@ def regrant(
     and every other pixel stay as they are. The input is checked in full first (SealError)."""
     cfg = cfg or SealConfig()
     info, header = _open(data, cfg, max_payload, covers)
-    _payload(info, header)
-    samples = png.read_samples(info, 3 * info.width * info.height).copy()
-    head = _header_bytes(header.bits, header.length, header.checksum, grant)
+    spr, height = 3 * info.width, info.height
+    _, samples = _payload(info, header, spr * height)  # one decode of every row, checked
+    rows = np.zeros((height, 1 + spr), dtype=np.uint8)
+    rows[:, 1:] = samples.reshape(height, spr)
+    head_rows = -(-HEADER_SAMPLES // spr)
     fresh = np.empty(HEADER_SAMPLES, dtype=np.uint8)
+    head = _header_bytes(header.bits, header.length, header.checksum, grant)
     pack(np.frombuffer(head, dtype=np.uint8), HEADER_BITS, fresh)
-    samples[:HEADER_SAMPLES] = samples[:HEADER_SAMPLES] & 0xFC | fresh
-    rows = np.zeros((info.height, 1 + 3 * info.width), dtype=np.uint8)
-    rows[:, 1:] = samples.reshape(info.height, 3 * info.width)
-    used = -(-(HEADER_SAMPLES + payload_samples(header.length, header.bits)) // (3 * info.width))
+    top = rows[:head_rows, 1:].reshape(-1)  # a copy: the view is not contiguous
+    top[:HEADER_SAMPLES] = top[:HEADER_SAMPLES] & 0xFC | fresh
+    rows[:head_rows, 1:] = top.reshape(head_rows, spr)
+    used = -(-(HEADER_SAMPLES + payload_samples(header.length, header.bits)) // spr)
     pieces = [png.compress_rows(png.row_slices(rows[:used]), cfg.zlib_level, up=True)]
-    if used < info.height:
+    if used < height:
         pieces.append(png.compress_rows(png.row_slices(rows[used:]), cfg.zlib_level, up=False))
-    return png.assemble(info.width, info.height, pieces)
+    return png.assemble(info.width, height, pieces)

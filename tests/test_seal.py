@@ -424,3 +424,25 @@ def test_checksums_in_header_match_payload(covers: CoverSet) -> None:
     header = S.read_header(S.seal(p, grant=GRANT, covers=covers), covers=covers)
     assert header.checksum == hashlib.sha256(p).digest()
     assert (header.length, header.bits, header.grant) == (5000, 2, GRANT)
+
+
+@settings(max_examples=200, derandomize=True, deadline=None)
+@given(
+    edits=st.lists(st.tuples(st.integers(0, 10**9), st.integers(0, 255)), min_size=1, max_size=4),
+    cut=st.one_of(st.none(), st.integers(0, 10**9)),
+)
+def test_mutated_files_raise_only_seal_error(edits: list[tuple[int, int]], cut: int | None) -> None:
+    data = bytearray(MUTATED_BASE)
+    for pos, value in edits:
+        data[pos % len(data)] = value
+    if cut is not None:
+        data = data[: cut % len(data)]
+    try:
+        got = S.unseal(bytes(data))
+    except SealError:
+        return
+    assert got.payload == MUTATED_PAYLOAD  # a change the format ignores (CRC, unread tail)
+
+
+MUTATED_PAYLOAD = payload(3000, 9)
+MUTATED_BASE = S.seal(MUTATED_PAYLOAD, grant=GRANT)
