@@ -1,0 +1,1 @@
+"""Network-namespace hosts for the N-level tests (issue 9). See hosts.py."""
