@@ -7,8 +7,10 @@ a retry or a copy replicated from another node is stored once. Order is post ord
 which this node first stored them (insertion order, stable across restarts).
 
 Only Update records (ids, names, counts, the small grant blob) are stored: nothing of an image.
-A forgotten id can come back through `merge` from a peer that missed the forget; the addressee then
-gets it again and drops it by id (delivery is at least once, applying is once).
+Forgotten ids are kept as tombstones (`forgotten`, ids only, for TOMBSTONE_TTL_S): `add` and
+`merge` refuse them, and a StateSync carries them, so a node that missed a ForgetUpdates (it was
+down or cut off) forgets too, and the nodes converge. Delivery stays at least once either way
+(the addressee applies each id once).
 Callers: the node service (PostUpdate, ReplicateUpdate, ConfirmUpdates, StateSync, Join hand-over)
 and, if it wishes, the transport's epoch store.
 """
@@ -16,6 +18,7 @@ and, if it wishes, the transport's epoch store.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -32,8 +35,13 @@ _SCHEMA = (
         addressee TEXT NOT NULL, grant BLOB NOT NULL, created REAL NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS updates_addressee ON updates (addressee, seq)",
     "CREATE TABLE IF NOT EXISTS epochs (node INTEGER PRIMARY KEY, epoch INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS forgotten (id TEXT PRIMARY KEY, at REAL NOT NULL)",
 )
-_INSERT = f"INSERT OR IGNORE INTO updates ({_COLS}) VALUES (?,?,?,?,?,?,?,?,?)"
+_INSERT = (
+    f"INSERT OR IGNORE INTO updates ({_COLS}) SELECT ?,?,?,?,?,?,?,?,? "
+    "WHERE NOT EXISTS (SELECT 1 FROM forgotten WHERE id=?1)"
+)
+TOMBSTONE_TTL_S = 7 * 24 * 3600.0
 MAX_EPOCH = 2**63 - 1
 
 
@@ -100,16 +108,27 @@ class PendingStore(SqliteStore):
         """Every pending update in post order (what a StateSync carries)."""
         return [_update(r) for r in self._db.query(f"SELECT {_COLS} FROM updates ORDER BY seq")]
 
-    def forget(self, ids: Iterable[str]) -> int:
-        """Drop the updates with these ids (confirmed by their addressee); returns how many were here."""
+    def forget(self, ids: Iterable[str], now: float | None = None) -> int:
+        """Drop the updates with these ids (confirmed by their addressee) and keep their ids as
+        tombstones; returns how many were here. `now`: wall-clock seconds (for tombstone expiry)."""
         wanted = list(ids)
         if not all(isinstance(i, str) for i in wanted):
             raise StoreError("forget needs update ids (str)")
+        at = time.time() if now is None else now
         removed = 0
         with self._db.write() as cur:
             for uid in wanted:
                 removed += cur.execute("DELETE FROM updates WHERE id=?", (uid,)).rowcount
+                cur.execute("INSERT OR IGNORE INTO forgotten (id, at) VALUES (?, ?)", (uid, at))
         return removed
+
+    def forgotten(self) -> list[str]:
+        """Tombstoned ids, sorted (what a StateSync carries)."""
+        return [str(r[0]) for r in self._db.query("SELECT id FROM forgotten ORDER BY id")]
+
+    def expire_tombstones(self, now: float, ttl_s: float = TOMBSTONE_TTL_S) -> int:
+        with self._db.write() as cur:
+            return cur.execute("DELETE FROM forgotten WHERE at < ?", (now - ttl_s,)).rowcount
 
     def count(self) -> int:
         """Number of pending updates (StatusReply.pending)."""

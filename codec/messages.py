@@ -32,6 +32,7 @@ from codec.fields import (
     Items,
     Nested,
     OneOf,
+    RequestIdText,
     Record,
     Text,
     from_map,
@@ -310,6 +311,7 @@ class StateSync(Message):
     node: NodeId
     users: UserEntries
     updates: Annotated[tuple[Update, ...], Items(Nested(Update), STATE_SYNC_UPDATES_MAX)]
+    forgotten: Annotated[tuple[str, ...], Items(RequestIdText(), STATE_SYNC_UPDATES_MAX)]
     digest: Digest
 
 

@@ -86,7 +86,7 @@ SAMPLES: dict[int, m.Message] = {
         m.GoingDown(node=1, epoch=1_767_225_600_123),
         m.ComingUp(node=1, epoch=1_767_225_600_124),
         m.StateRequest(node=1),
-        m.StateSync(node=2, users=(BOB, CAROL), updates=(GRANT, MORE, REVOKE), digest=DIGEST),
+        m.StateSync(node=2, users=(BOB, CAROL), updates=(GRANT, MORE, REVOKE), forgotten=("alice#1",), digest=DIGEST),
         m.DirectoryChange(op="join", entry=BOB),
         m.ReplicateUpdate(update=MORE),
         m.ForgetUpdates(ids=("alice#42", "bob#17")),

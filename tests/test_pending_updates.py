@@ -95,7 +95,8 @@ def test_digest_depends_on_the_id_set_only(tmp_path: Path) -> None:
         assert a.digest() == b.digest()
         b.forget(["alice#2"])
         assert a.digest() != b.digest()
-        b.add(up("alice#2"))
+        assert b.add(up("alice#2")) is False  # a tombstone keeps a forgotten id out
+        a.forget(["alice#2"])
         assert a.digest() == b.digest()
         a.add(up("alice#12"))
         b.add(up("alice#1", addressee="carol"))  # duplicate id: ignored
@@ -189,3 +190,17 @@ def test_a_corrupt_file_is_a_store_error(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a sqlite database" * 100)
     with pytest.raises(StoreError, match="cannot open"):
         PendingStore(path)
+
+
+def test_forgotten_ids_stay_out_of_merge_and_travel_as_tombstones(tmp_path: Path) -> None:
+    with PendingStore(tmp_path / "a.db") as a, PendingStore(tmp_path / "b.db") as b:
+        for i in (1, 2):
+            a.add(up(f"alice#{i}"))
+            b.add(up(f"alice#{i}"))
+        a.forget(["alice#1"], now=100.0)  # b missed the ForgetUpdates
+        assert a.merge(b.all()) == 0  # b's copy does not bring it back
+        b.forget(a.forgotten(), now=101.0)  # what a StateSync from a does on b
+        assert b.merge(a.all()) == 0
+        assert a.digest() == b.digest() and [u.id for u in b.all()] == ["alice#2"]
+        assert a.expire_tombstones(now=100.0 + 10, ttl_s=5) == 1
+        assert a.forgotten() == []
