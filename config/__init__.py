@@ -215,7 +215,9 @@ def _nodes(raw: Any) -> tuple[NodeConfig, ...]:
             raise ConfigError(f"{key}.id", f"must be an integer 1..255, not {node_id!r}")
         host = entry.get("host")
         try:
-            ipaddress.ip_address(host)  # type: ignore[arg-type]
+            if not isinstance(host, str):
+                raise ValueError(host)
+            ipaddress.ip_address(host)
         except ValueError:
             raise ConfigError(f"{key}.host", f"must be an IP address, not {host!r}") from None
         nodes.append(
