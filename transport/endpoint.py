@@ -1,0 +1,294 @@
+"""One socket's protocol core (sans-IO, after aioquic's connection): datagrams, messages and `now`
+in; datagrams to send, events and the next deadline out. No sockets, threads or clocks.
+
+    ep = Endpoint(cfg, epoch=..., rng=random.Random(1), max_body=codec.max_body)
+    handle = ep.send(addr, type_code, body, now)       # MessageRejected if refused locally
+    ep.datagram_received(addr, data, now)              # never raises for peer input
+    for addr, data in ep.datagrams_to_send(now): ...   # also runs due timers
+    ep.next_deadline()                                 # when to call datagrams_to_send again
+    ep.pop_events()                                    # Delivered / SendDone / SendFailed
+
+Modes: plain (CRC32 trailer, senders keyed by address), peer (`PeerGuard`: HMAC tag, node id and
+configured address, epoch rules; senders keyed by node id) and, on node client sockets,
+`validate_addresses`: until an address echoed our nonce for it (carried in every frame we send,
+echoed in its ACKs and ECHO frames) we send it at most 3x the bytes received from it; a PROBE
+(header only) asks it to echo, and is answered only if it proves it got a datagram of ours.
+
+Counters (`stats()`): datagrams_in/out, bytes_in/out, bad_datagrams (does not parse, bad CRC or
+tag, bad field, unknown type or sender, conflicting header), unknown_sender, dropped_epoch,
+dropped_replay, dropped_limit, expired, duplicates, dup_fragments, conflicts, delivered, bad_acks,
+data_sent, retransmits, probes, timeouts, sent_ok, send_failed, acks_sent, amp_blocked,
+rejects_sent, epoch_rotations; gauges held_bytes, partials, pending.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from config import TransportConfig
+from transport import auth as A
+from transport import frames as F
+from transport.errors import FrameError, MessageRejected
+from transport.receiver import Receiver
+from transport.sender import Addr, Outgoing, SendDone, Sender, SendFailed
+
+AMPLIFICATION = 3
+MAX_ADDR_STATE = 65536  # addresses with amplification / nonce state kept (LRU)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """A whole message arrived from `addr` (delivered once per message)."""
+
+    addr: Addr
+    type_code: int
+    body: bytes
+
+
+Event = Delivered | SendDone | SendFailed
+
+
+class _Lru(OrderedDict[Addr, list[int]]):
+    def touch(self, addr: Addr) -> list[int]:
+        v = self.get(addr)
+        if v is None:
+            v = self[addr] = [0, 0]
+            if len(self) > MAX_ADDR_STATE:
+                self.popitem(last=False)
+        else:
+            self.move_to_end(addr)
+        return v
+
+
+class Endpoint:
+    """Sender + Receiver of one socket with framing, peer authentication and amplification
+    limits. Callers: `transport.udp` (real socket) and the pure tests."""
+
+    def __init__(
+        self,
+        cfg: TransportConfig,
+        *,
+        epoch: int,
+        rng: random.Random,
+        max_body: Callable[[int, int], int],
+        guard: A.PeerGuard | None = None,
+        validate_addresses: bool = False,
+    ) -> None:
+        self.cfg = cfg
+        self.epoch = epoch
+        self.guard = guard
+        self.framer: F.Framer = guard.framer if guard is not None else F.CrcFramer()
+        self.self_id = guard.self_id if guard is not None else 0
+        self.validate = validate_addresses
+        self.overhead = F.HEADER_SIZE + self.framer.trailer
+        self.counters: dict[str, int] = {}
+        for k in ("datagrams_in", "datagrams_out", "bytes_in", "bytes_out", "bad_datagrams",
+                  "unknown_sender", "dropped_epoch", "acks_sent", "amp_blocked", "rejects_sent",
+                  "epoch_rotations"):  # fmt: skip
+            self.counters[k] = 0
+        self.sender = Sender(cfg, self.overhead, self._emit, self.counters)
+        self.receiver = Receiver(cfg, max_body, self.counters)
+        self._max_body = max_body
+        self._nonce_key = rng.randbytes(16)
+        self._nonces: dict[Addr, int] = {}
+        self._echo: dict[Addr, int] = {}  # last nonce received from an address
+        self._amp = _Lru()  # addr -> [bytes received, bytes sent] (validate mode)
+        self._validated: OrderedDict[Addr, None] = OrderedDict()
+        self._waiting: dict[Addr, float] = {}  # unvalidated addr with data -> next probe time
+        self._dest_epoch: dict[Addr, int] = {}
+        self._queue: list[tuple[Addr, bytes]] = []
+        self._events: list[Event] = []
+
+    # ----------------------------------------------------------------- API
+    def send(self, addr: Addr, type_code: int, body: bytes, now: float,
+             deadline_s: float | None = None) -> int:  # fmt: skip
+        """Queue a message; returns its handle. Raises MessageRejected when it cannot be sent
+        (unknown type, body over the type's limit or max_message)."""
+        try:
+            limit = min(self._max_body(type_code, self.cfg.max_message), self.cfg.max_message)
+        except Exception as exc:  # reported to the caller as a rejection
+            raise MessageRejected(f"type {type_code} refused by the codec: {exc}") from exc
+        if len(body) > limit:
+            raise MessageRejected(
+                f"body of {len(body)} bytes over the limit {limit} of type {type_code}"
+            )
+        if not 0 <= type_code <= 0xFFFF:
+            raise MessageRejected(f"type code {type_code} out of range")
+        epoch = self._dest_epoch.get(addr, self.epoch)
+        handle = self.sender.send(addr, type_code, epoch, body, now, deadline_s)
+        if self.validate and addr not in self._validated:
+            self._waiting.setdefault(addr, now)
+        return handle
+
+    def datagram_received(self, addr: Addr, data: bytes, now: float) -> None:
+        """Feed one datagram from `addr`. Bad input is counted and dropped, never raised."""
+        c = self.counters
+        c["datagrams_in"] += 1
+        c["bytes_in"] += len(data)
+        if self.validate and addr not in self._validated:
+            self._amp.touch(addr)[0] += len(data)
+        try:
+            h, payload = F.parse(self.framer, data)
+            if self.guard is not None and not self.guard.sender_ok(addr, h.sender):
+                c["unknown_sender"] += 1
+                raise FrameError("sender not a configured peer at this address")
+            if h.echo and self.validate and h.echo == self._nonce(addr):
+                self._set_validated(addr)
+            if h.nonce:
+                self._remember_echo(addr, h.nonce)
+            kind = h.kind
+            if kind == F.DATA:
+                self._on_data(addr, h, payload, now)
+            elif kind == F.ACK:
+                self.sender.on_ack(addr, h, F.bitmap_int(payload), now)
+            elif kind == F.PROBE:
+                if h.echo == self._nonce(addr):
+                    self._control(addr, F.ECHO, echo=h.nonce)
+            elif kind == F.REJECT:
+                self._on_reject(addr, h)
+        except FrameError:
+            c["bad_datagrams"] += 1
+
+    def datagrams_to_send(self, now: float) -> list[tuple[Addr, bytes]]:
+        """Run due timers and return every datagram to send now, in order."""
+        rd = self.receiver.next_deadline()
+        if rd is not None and rd <= now:
+            self.receiver.expire(now)
+        self.sender.poll(now, self._budget if self.validate else None)
+        if self._waiting:
+            self._probe(now)
+        out, self._queue = self._queue, []
+        return out
+
+    def next_deadline(self) -> float | None:
+        """When `datagrams_to_send` has timer work next (same clock as `now`), or None."""
+        times = [
+            t for t in (self.sender.next_deadline(), self.receiver.next_deadline()) if t is not None
+        ]
+        times.extend(self._waiting.values())
+        return min(times) if times else None
+
+    def pop_events(self) -> list[Event]:
+        """Events since the last call: Delivered, SendDone, SendFailed."""
+        events = self._events
+        if self.sender.events:
+            events.extend(self.sender.events)
+            self.sender.events.clear()
+        self._events = []
+        return events
+
+    def stats(self) -> dict[str, int]:
+        """Counters and gauges (see module docstring)."""
+        s = dict(self.counters)
+        s["held_bytes"] = self.receiver.held_bytes
+        s["partials"] = self.receiver.partials
+        s["pending"] = self.sender.pending()
+        return s
+
+    # ----------------------------------------------------------------- receiving
+    def _on_data(self, addr: Addr, h: F.Header, payload: bytes, now: float) -> None:
+        key: object = addr
+        guard = self.guard
+        if guard is not None:
+            verdict = guard.check_epoch(h.sender, h.epoch)
+            if verdict != A.ACCEPT and not self._epoch_ok(addr, h, verdict):
+                return
+            key = h.sender
+        ack, body = self.receiver.on_data(key, h, payload, now)
+        if ack is not None:
+            self.counters["acks_sent"] += 1
+            self._control(addr, F.ACK, flags=F.FLAG_COMPLETE if ack.complete else 0,
+                          type_code=h.type_code, epoch=h.epoch, msg_id=h.msg_id,
+                          frag_index=ack.index, total=ack.cum, seq=h.seq, echo=h.nonce,
+                          payload=ack.bitmap)  # fmt: skip
+        if body is not None:
+            self._events.append(Delivered(addr, h.type_code, body))
+
+    def _epoch_ok(self, addr: Addr, h: F.Header, verdict: int) -> bool:
+        if verdict == A.NEW_EPOCH:
+            self.receiver.forget_sender(h.sender, h.epoch)
+            return True
+        if verdict == A.RESTARTED:
+            self.counters["rejects_sent"] += 1
+            self._control(addr, F.REJECT, epoch=h.epoch, msg_id=h.msg_id)
+        c = "dropped_epoch" if verdict == A.FUTURE else "dropped_replay"
+        self.counters[c] += 1
+        return False
+
+    def _on_reject(self, addr: Addr, h: F.Header) -> None:
+        if self.guard is None:
+            raise FrameError("REJECT on an unauthenticated socket")
+        current = self._dest_epoch.get(addr, self.epoch)
+        if h.epoch != current:
+            return  # an old REJECT: we already moved on
+        self._dest_epoch[addr] = self.guard.next_epoch(current)
+        self.counters["epoch_rotations"] += 1
+        self.sender.abort(addr, current, "peer restarted and refused our epoch")
+
+    # ----------------------------------------------------------------- sending
+    def _emit(self, out: Outgoing, i: int, seq: int, flags: int) -> None:
+        fs = self.cfg.fragment_size
+        addr = out.addr
+        data = F.pack(
+            self.framer, F.DATA, flags=flags, sender=self.self_id, type_code=out.type_code,
+            epoch=out.epoch, msg_id=out.msg_id, frag_index=i, frag_size=fs,
+            block_size=self.cfg.block_size, total=len(out.body), seq=seq,
+            nonce=self._nonce(addr), echo=self._echo.get(addr, 0),
+            payload=out.body[i * fs : (i + 1) * fs],
+        )  # fmt: skip
+        self._push(addr, data)
+
+    def _control(self, addr: Addr, kind: int, **fields: object) -> None:
+        """Queue a header-only (or bitmap) frame, within the amplification budget."""
+        data = F.pack(self.framer, kind, sender=self.self_id, nonce=self._nonce(addr), **fields)  # type: ignore[arg-type]
+        budget = self._budget(addr) if self.validate else None
+        if budget is not None and len(data) > budget:
+            self.counters["amp_blocked"] += 1
+            return
+        self._push(addr, data)
+
+    def _push(self, addr: Addr, data: bytes) -> None:
+        self.counters["datagrams_out"] += 1
+        self.counters["bytes_out"] += len(data)
+        if self.validate and addr not in self._validated:
+            self._amp.touch(addr)[1] += len(data)
+        self._queue.append((addr, data))
+
+    def _probe(self, now: float) -> None:
+        for addr, due in list(self._waiting.items()):
+            if addr in self._validated or not self.sender.has_work(addr):
+                del self._waiting[addr]
+            elif due <= now:
+                self._waiting[addr] = now + self.sender.rtt(addr).rto
+                self._control(addr, F.PROBE, echo=self._echo.get(addr, 0))
+
+    # ----------------------------------------------------------------- addresses
+    def _budget(self, addr: Addr) -> int | None:
+        if addr in self._validated:
+            return None
+        received, sent = self._amp.touch(addr)
+        return max(0, AMPLIFICATION * received - sent)
+
+    def _set_validated(self, addr: Addr) -> None:
+        if addr not in self._validated:
+            self._validated[addr] = None
+            if len(self._validated) > MAX_ADDR_STATE:
+                self._validated.popitem(last=False)
+            self._amp.pop(addr, None)
+
+    def _nonce(self, addr: Addr) -> int:
+        n = self._nonces.get(addr)
+        if n is None:
+            if len(self._nonces) >= 4096:
+                self._nonces.clear()
+            n = self._nonces[addr] = F.address_nonce(self._nonce_key, addr)
+        return n
+
+    def _remember_echo(self, addr: Addr, nonce: int) -> None:
+        if self._echo.get(addr) != nonce:
+            if len(self._echo) >= MAX_ADDR_STATE:
+                self._echo.clear()
+            self._echo[addr] = nonce

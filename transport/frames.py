@@ -1,0 +1,205 @@
+"""Wire format of one datagram: fixed binary header + payload + trailer (CRC32 or HMAC tag).
+
+Layout (network byte order, `HEADER.size` = 56 bytes)::
+
+    magic    2s  b"VS"
+    version  B   1
+    kind     B   DATA=1 ACK=2 PROBE=3 ECHO=4 REJECT=5
+    flags    B   DATA: ACK_NOW (ask for an ACK of this fragment's block); ACK: COMPLETE
+    sender   B   node id of the sender (peer sockets, authenticated); 0 for clients
+    type     H   message type code (DATA: of the message; ACK: echoed)
+    epoch    Q   DATA: sender's boot epoch (ms, wall clock); ACK/REJECT: the epoch of the data concerned
+    msg_id   I   message id, per sender and epoch
+    index    I   DATA: fragment index; ACK: index of the fragment that triggered the ACK
+                 (field `frag_index` of Header)
+    frag     H   DATA: fragment size used by the sender (bytes); 0 otherwise
+    block    H   DATA: block size used by the sender (fragments); 0 otherwise
+    total    Q   DATA: total message length (bytes); ACK: fragments [0, total) are all held
+    seq      I   DATA: per-destination transmission number; ACK: the seq of the trigger fragment
+    nonce    Q   the sender's nonce for the destination (anti-amplification; 0 = none)
+    echo     Q   the last nonce received from the destination (0 = none)
+
+ACK payload: little-endian bitmap of the trigger's block (bit j = fragment block_start + j held);
+empty with the COMPLETE flag. PROBE / ECHO / REJECT carry no payload.
+
+Trailer: `CrcFramer` appends CRC32 (4 bytes) over header + payload (client sockets: corruption is
+counted, never delivered); `HmacFramer` appends HMAC-SHA256 truncated to 16 bytes keyed with
+`HKDF(cluster.secret, info=b"veilshare peer v1")` (peer sockets), checked with compare_digest
+before anything else is looked at. With the default fragment size 1400 a datagram is at most
+1400 + 56 + 16 = 1472 bytes: it fits a 1500-byte IPv4 path without IP fragmentation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+import zlib
+from typing import NamedTuple, Protocol
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from transport.errors import FrameError
+
+MAGIC = b"VS"
+VERSION = 1
+
+DATA = 1
+ACK = 2
+PROBE = 3
+ECHO = 4
+REJECT = 5
+KINDS = frozenset((DATA, ACK, PROBE, ECHO, REJECT))
+
+FLAG_ACK_NOW = 0x01  # DATA: acknowledge this fragment's block now
+FLAG_COMPLETE = 0x01  # ACK: the whole message was delivered
+
+HEADER = struct.Struct("!2sBBBBHQIIHHQIQQ")
+HEADER_SIZE = HEADER.size  # 56
+MAX_UDP_PAYLOAD = 1472  # IPv4 on a 1500-byte MTU path
+PEER_INFO = b"veilshare peer v1"
+MAX_ACK_BITMAP = 64  # bytes: block_size <= 512 fragments
+_U32 = 0xFFFFFFFF
+
+
+class Header(NamedTuple):
+    """One parsed header (see the module docstring for the meaning of each field per kind)."""
+
+    kind: int
+    flags: int
+    sender: int
+    type_code: int
+    epoch: int
+    msg_id: int
+    frag_index: int
+    frag_size: int
+    block_size: int
+    total: int
+    seq: int
+    nonce: int
+    echo: int
+
+
+class Framer(Protocol):
+    """Seals (appends the trailer) and opens (checks and strips it) datagrams."""
+
+    trailer: int
+
+    def seal(self, buf: bytearray) -> None:
+        """Fill the last `trailer` bytes of `buf` from the bytes before them."""
+
+    def check(self, data: bytes) -> bool:
+        """True if the trailer of `data` matches the bytes before it."""
+
+
+class CrcFramer:
+    """CRC32 trailer: catches corruption on unauthenticated sockets (not an authenticator)."""
+
+    trailer = 4
+
+    def seal(self, buf: bytearray) -> None:
+        view = memoryview(buf)
+        struct.pack_into("!I", buf, len(buf) - 4, zlib.crc32(view[:-4]))
+
+    def check(self, data: bytes) -> bool:
+        view = memoryview(data)
+        return int.from_bytes(view[-4:], "big") == zlib.crc32(view[:-4])
+
+
+class HmacFramer:
+    """HMAC-SHA256/128 trailer keyed with `derive_peer_key(secret)` (peer sockets)."""
+
+    trailer = 16
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 16:
+            raise ValueError("HMAC key must be at least 16 bytes")
+        self._key = key
+
+    def seal(self, buf: bytearray) -> None:
+        view = memoryview(buf)
+        view[-16:] = hmac.digest(self._key, view[:-16], "sha256")[:16]
+
+    def check(self, data: bytes) -> bool:
+        view = memoryview(data)
+        tag = hmac.digest(self._key, view[:-16], "sha256")[:16]
+        return hmac.compare_digest(tag, view[-16:])
+
+
+def derive_peer_key(secret: bytes) -> bytes:
+    """HKDF-SHA256(secret, salt=None, info=b"veilshare peer v1") -> 32-byte HMAC key."""
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=PEER_INFO)
+    return hkdf.derive(secret)
+
+
+def pack(
+    framer: Framer,
+    kind: int,
+    *,
+    flags: int = 0,
+    sender: int = 0,
+    type_code: int = 0,
+    epoch: int = 0,
+    msg_id: int = 0,
+    frag_index: int = 0,
+    frag_size: int = 0,
+    block_size: int = 0,
+    total: int = 0,
+    seq: int = 0,
+    nonce: int = 0,
+    echo: int = 0,
+    payload: bytes | memoryview = b"",
+) -> bytes:
+    """One sealed datagram: header + payload + trailer. Field ranges are the caller's duty
+    (struct.error on overflow is a programming error, not peer input)."""
+    n = len(payload)
+    buf = bytearray(HEADER_SIZE + n + framer.trailer)
+    HEADER.pack_into(
+        buf, 0, MAGIC, VERSION, kind, flags, sender, type_code, epoch, msg_id, frag_index,
+        frag_size, block_size, total, seq & _U32, nonce, echo,
+    )  # fmt: skip
+    buf[HEADER_SIZE : HEADER_SIZE + n] = payload
+    framer.seal(buf)
+    return bytes(buf)
+
+
+def parse(framer: Framer, data: bytes) -> tuple[Header, bytes]:
+    """Check the trailer, then the header; return (header, payload). Raises FrameError."""
+    if len(data) < HEADER_SIZE + framer.trailer:
+        raise FrameError("short datagram")
+    if not framer.check(data):
+        raise FrameError("bad checksum or tag")
+    magic, version, *fields = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise FrameError("bad magic")
+    if version != VERSION:
+        raise FrameError(f"unsupported version {version}")
+    header = Header._make(fields)
+    if header.kind not in KINDS:
+        raise FrameError(f"unknown kind {header.kind}")
+    return header, data[HEADER_SIZE : len(data) - framer.trailer]
+
+
+def bitmap_bytes(bits: int, nbits: int) -> bytes:
+    """Encode an ACK bitmap of `nbits` fragments (bit j = block_start + j held)."""
+    return bits.to_bytes((nbits + 7) // 8, "little")
+
+
+def bitmap_int(payload: bytes) -> int:
+    """Decode an ACK bitmap (FrameError if longer than MAX_ACK_BITMAP bytes)."""
+    if len(payload) > MAX_ACK_BITMAP:
+        raise FrameError("ACK bitmap too long")
+    return int.from_bytes(payload, "little")
+
+
+def address_nonce(key: bytes, addr: tuple[str, int]) -> int:
+    """A 64-bit nonce for `addr`, keyed so an attacker cannot learn another address's nonce.
+    Never 0 (0 means "no nonce")."""
+    digest = hashlib.blake2b(f"{addr[0]}|{addr[1]}".encode(), key=key, digest_size=8).digest()
+    return int.from_bytes(digest, "big") or 1
+
+
+def fragment_count(total: int, frag_size: int) -> int:
+    """Fragments of a `total`-byte message (an empty message still takes one datagram)."""
+    return max(1, -(-total // frag_size))

@@ -1,0 +1,301 @@
+"""Receiving half of the fragment protocol: a pure state machine (no sockets, threads or clocks).
+
+States of one message (sender key, epoch, msg id): unknown -> partial (fragments buffered) ->
+delivered (remembered in a 1024-wide `ReplayWindow` per (sender key, epoch)). A partial leaves by
+delivery, by idle expiry, or by a conflicting header (dropped and counted).
+
+Rules, checked in this order for each DATA fragment, before anything is allocated:
+1. delivered already -> re-acknowledge COMPLETE, never deliver again (duplicates, replays);
+   older than the replay window and not partial -> dropped (`dropped_replay`);
+2. header sanity (fragment size >= MIN_FRAGMENT, block size 1..512, index < count, payload length
+   exactly what the index implies) -> else `bad_datagrams`;
+3. header equal to the partial's (type, total, fragment and block size) -> else the partial is
+   dropped (`conflicts`, counted in `bad_datagrams` too);
+4. limits: total <= max_body(type) (codec limit: control messages are small), partial messages per
+   sender, bytes held in reassembly overall -> else `dropped_limit`.
+Bytes held are charged per fragment as it arrives (payload + FRAGMENT_OVERHEAD, plus
+PARTIAL_OVERHEAD per partial): a claimed total is a promise, not an allocation. `held_bytes` never
+exceeds `max_reassembly_bytes`.
+
+An ACK is asked for when a new fragment completes its block or the fragment carries ACK_NOW; it
+holds the bitmap of that block and the count of leading fragments all held.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+from config import TransportConfig
+from transport.frames import FLAG_ACK_NOW, Header, bitmap_bytes, fragment_count
+
+REPLAY_WINDOW = 1024  # message ids remembered per (sender, epoch)
+MIN_FRAGMENT = 64  # bytes: bounds the fragment count (and bookkeeping) of a claimed total
+MAX_BLOCK = 512  # fragments per ACK bitmap
+FRAGMENT_OVERHEAD = 64  # bytes charged per buffered fragment on top of its payload
+PARTIAL_OVERHEAD = 512  # bytes charged per partial message
+MAX_WINDOWS = 65536  # (sender, epoch) replay windows kept, least recently used evicted
+
+NEW, DELIVERED, STALE = 0, 1, 2
+
+
+class ReplayWindow:
+    """Which of the last REPLAY_WINDOW message ids of one (sender, epoch) were delivered
+    (RFC 4303 style sliding bitmap). Ids below the window are STALE."""
+
+    __slots__ = ("bits", "top")
+
+    def __init__(self) -> None:
+        self.top = -1
+        self.bits = 0  # bit k: id (top - k) delivered
+
+    def check(self, msg_id: int) -> int:
+        """NEW, DELIVERED or STALE."""
+        if msg_id > self.top:
+            return NEW
+        back = self.top - msg_id
+        if back >= REPLAY_WINDOW:
+            return STALE
+        return DELIVERED if (self.bits >> back) & 1 else NEW
+
+    def mark(self, msg_id: int) -> None:
+        """Remember `msg_id` as delivered (ignored if already below the window)."""
+        if msg_id > self.top:
+            shift = msg_id - self.top
+            self.bits = ((self.bits << shift) | 1) & ((1 << REPLAY_WINDOW) - 1)
+            self.top = msg_id
+        elif self.top - msg_id < REPLAY_WINDOW:
+            self.bits |= 1 << (self.top - msg_id)
+
+
+@dataclass(frozen=True, slots=True)
+class AckOrder:
+    """What the endpoint must acknowledge: COMPLETE, or `bitmap` of the block of `index`."""
+
+    complete: bool
+    index: int
+    cum: int
+    bitmap: bytes
+
+
+class _Partial:
+    __slots__ = (
+        "block_size",
+        "blocks",
+        "charged",
+        "count",
+        "cum",
+        "frag_size",
+        "frags",
+        "last",
+        "sender",
+        "total",
+        "type_code",
+    )  # fmt: skip
+
+    def __init__(self, sender: Hashable, h: Header, count: int, now: float) -> None:
+        self.sender = sender
+        self.type_code = h.type_code
+        self.total = h.total
+        self.frag_size = h.frag_size
+        self.block_size = h.block_size
+        self.count = count
+        self.frags: dict[int, bytes] = {}
+        self.blocks: dict[int, int] = {}  # block index -> fragments held
+        self.charged = PARTIAL_OVERHEAD
+        self.cum = 0
+        self.last = now
+
+    def same_shape(self, h: Header) -> bool:
+        return (h.type_code, h.total, h.frag_size, h.block_size) == (
+            self.type_code, self.total, self.frag_size, self.block_size,
+        )  # fmt: skip
+
+    def bitmap(self, index: int) -> bytes:
+        start = index - index % self.block_size
+        end = min(start + self.block_size, self.count)
+        frags = self.frags
+        bits = 0
+        for k in range(start, end):
+            if k in frags:
+                bits |= 1 << (k - start)
+        return bitmap_bytes(bits, end - start)
+
+
+class Receiver:
+    """Reassembles messages from DATA fragments. Driven by `transport.endpoint.Endpoint`.
+
+    `max_body(type_code, max_message)` is the codec's per-type body limit (raises for unknown
+    types). `counters` is shared with the endpoint (keys listed in `COUNTERS`)."""
+
+    COUNTERS = ("delivered", "duplicates", "dup_fragments", "dropped_replay", "dropped_limit",
+                "expired", "conflicts", "bad_datagrams")  # fmt: skip
+
+    def __init__(
+        self,
+        cfg: TransportConfig,
+        max_body: Callable[[int, int], int],
+        counters: dict[str, int],
+    ) -> None:
+        self._cfg = cfg
+        self._max_body = max_body
+        self.counters = counters
+        for k in self.COUNTERS:
+            counters.setdefault(k, 0)
+        self._partials: OrderedDict[tuple[Hashable, int, int], _Partial] = OrderedDict()
+        self._per_sender: dict[Hashable, int] = {}
+        self._windows: OrderedDict[tuple[Hashable, int], ReplayWindow] = OrderedDict()
+        self.held_bytes = 0
+
+    @property
+    def partials(self) -> int:
+        """Partial messages currently buffered."""
+        return len(self._partials)
+
+    def on_data(
+        self, sender: Hashable, h: Header, payload: bytes, now: float
+    ) -> tuple[AckOrder | None, bytes | None]:
+        """Take one DATA fragment from `sender` (node id or address). Returns the ACK to send
+        (or None) and the whole message body when this fragment completed it (else None)."""
+        c = self.counters
+        state = NEW
+        win = self._windows.get((sender, h.epoch))
+        if win is not None:
+            state = win.check(h.msg_id)
+            if state == DELIVERED:
+                c["duplicates"] += 1
+                return AckOrder(True, h.frag_index, 0, b""), None
+        key = (sender, h.epoch, h.msg_id)
+        p = self._partials.get(key)
+        if p is None:
+            if state == STALE:
+                c["dropped_replay"] += 1
+                return None, None
+            p = self._open(sender, key, h, len(payload), now)
+            if p is None:
+                return None, None
+        elif not p.same_shape(h):
+            self._drop(key, p)
+            c["conflicts"] += 1
+            c["bad_datagrams"] += 1
+            return None, None
+        elif not self._fits(p, h.frag_index, len(payload)):
+            c["bad_datagrams"] += 1
+            return None, None
+        return self._store(key, p, h, payload, now)
+
+    def _fits(self, p: _Partial, index: int, length: int) -> bool:
+        return index < p.count and length == min(p.frag_size, p.total - index * p.frag_size)
+
+    def _open(
+        self, sender: Hashable, key: tuple[Hashable, int, int], h: Header, length: int, now: float
+    ) -> _Partial | None:
+        """Check a first fragment and open its partial, or count why not."""
+        c = self.counters
+        cfg = self._cfg
+        if h.frag_size < MIN_FRAGMENT or not 1 <= h.block_size <= MAX_BLOCK:
+            c["bad_datagrams"] += 1
+            return None
+        count = fragment_count(h.total, h.frag_size)
+        if h.frag_index >= count or length != min(
+            h.frag_size, h.total - h.frag_index * h.frag_size
+        ):
+            c["bad_datagrams"] += 1
+            return None
+        try:
+            limit = min(self._max_body(h.type_code, cfg.max_message), cfg.max_message)
+        except Exception:  # noqa: BLE001 - any codec refusal of a peer's type is counted
+            c["bad_datagrams"] += 1
+            return None
+        if (
+            h.total > limit
+            or self._per_sender.get(sender, 0) >= cfg.max_partial_per_sender
+            or self.held_bytes + PARTIAL_OVERHEAD + length + FRAGMENT_OVERHEAD
+            > cfg.max_reassembly_bytes
+        ):
+            c["dropped_limit"] += 1
+            return None
+        p = _Partial(sender, h, count, now)
+        self._partials[key] = p
+        self._per_sender[sender] = self._per_sender.get(sender, 0) + 1
+        self.held_bytes += PARTIAL_OVERHEAD
+        return p
+
+    def _store(
+        self, key: tuple[Hashable, int, int], p: _Partial, h: Header, payload: bytes, now: float
+    ) -> tuple[AckOrder | None, bytes | None]:
+        i = h.frag_index
+        block_done = False
+        if i in p.frags:
+            self.counters["dup_fragments"] += 1
+        else:
+            charge = len(payload) + FRAGMENT_OVERHEAD
+            if self.held_bytes + charge > self._cfg.max_reassembly_bytes:
+                self.counters["dropped_limit"] += 1
+                return None, None
+            p.frags[i] = payload
+            p.charged += charge
+            self.held_bytes += charge
+            while p.cum in p.frags:
+                p.cum += 1
+            if p.cum == p.count:
+                return AckOrder(True, i, p.count, b""), self._deliver(key, p)
+            b = i // p.block_size
+            held = p.blocks.get(b, 0) + 1
+            p.blocks[b] = held
+            block_done = held == min(p.block_size, p.count - b * p.block_size)
+        p.last = now
+        self._partials.move_to_end(key)
+        if block_done or h.flags & FLAG_ACK_NOW:
+            return AckOrder(False, i, p.cum, p.bitmap(i)), None
+        return None, None
+
+    def _deliver(self, key: tuple[Hashable, int, int], p: _Partial) -> bytes:
+        frags = p.frags
+        body = b"".join([frags[k] for k in range(p.count)])
+        self._drop(key, p)
+        wkey = (key[0], key[1])
+        win = self._windows.get(wkey)
+        if win is None:
+            win = self._windows[wkey] = ReplayWindow()
+            if len(self._windows) > MAX_WINDOWS:
+                self._windows.popitem(last=False)
+        else:
+            self._windows.move_to_end(wkey)
+        win.mark(key[2])
+        self.counters["delivered"] += 1
+        return body
+
+    def _drop(self, key: tuple[Hashable, int, int], p: _Partial) -> None:
+        del self._partials[key]
+        self.held_bytes -= p.charged
+        n = self._per_sender[p.sender] - 1
+        if n:
+            self._per_sender[p.sender] = n
+        else:
+            del self._per_sender[p.sender]
+
+    def expire(self, now: float) -> None:
+        """Free partial messages idle for `partial_idle_s` or longer (`expired` counter)."""
+        idle = self._cfg.partial_idle_s
+        while self._partials:
+            key, p = next(iter(self._partials.items()))
+            if p.last + idle > now:
+                return
+            self._drop(key, p)
+            self.counters["expired"] += 1
+
+    def next_deadline(self) -> float | None:
+        """When the oldest partial expires (seconds, same clock as `now`), or None."""
+        if not self._partials:
+            return None
+        return next(iter(self._partials.values())).last + self._cfg.partial_idle_s
+
+    def forget_sender(self, sender: Hashable, below_epoch: int) -> None:
+        """Drop partials and windows of `sender` with an epoch lower than `below_epoch`
+        (a peer restarted: its older epochs are refused from now on)."""
+        for key in [k for k in self._partials if k[0] == sender and k[1] < below_epoch]:
+            self._drop(key, self._partials[key])
+        for wkey in [k for k in self._windows if k[0] == sender and k[1] < below_epoch]:
+            del self._windows[wkey]

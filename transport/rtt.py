@@ -1,0 +1,67 @@
+"""Retransmission timeout from measured round trips (RFC 6298 srtt/rttvar), one per destination.
+
+Rules: the first sample sets srtt = r, rttvar = r/2; later ones use alpha = 1/8, beta = 1/4.
+RTO = srtt + max(granularity, 4 * rttvar), clamped to [floor, ceiling]. Each consecutive timeout
+doubles the backoff factor (RTO * 2^n, still capped at the ceiling) and the backed-off RTO is kept
+until a valid sample arrives (RFC 6298 section 5, Karn): callers feed only samples from first
+transmissions, as a sample from a retransmitted fragment is ambiguous. All times in seconds.
+"""
+
+from __future__ import annotations
+
+INITIAL_RTO_S = 0.2  # before any sample, clamped to [floor, ceiling]
+GRANULARITY_S = 0.001
+MAX_BACKOFF_SHIFT = 16
+
+
+class RttEstimator:
+    """srtt/rttvar/RTO state of one path. Used by `fragments.Sender` per destination."""
+
+    __slots__ = ("_shift", "ceiling", "floor", "latest", "rttvar", "samples", "srtt")
+
+    def __init__(self, floor_s: float, ceiling_s: float) -> None:
+        if not 0 < floor_s <= ceiling_s:
+            raise ValueError(f"need 0 < floor ({floor_s}) <= ceiling ({ceiling_s})")
+        self.floor = floor_s
+        self.ceiling = ceiling_s
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+        self.latest = 0.0
+        self.samples = 0
+        self._shift = 0
+
+    def sample(self, rtt_s: float) -> None:
+        """Feed one round-trip measurement of a first transmission (seconds, >= 0)."""
+        r = max(0.0, rtt_s)
+        self.latest = r
+        self.samples += 1
+        if self.srtt is None:
+            self.srtt = r
+            self.rttvar = r / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - r)
+            self.srtt = 0.875 * self.srtt + 0.125 * r
+        self._shift = 0
+
+    def timeout(self) -> None:
+        """The retransmission timer fired: back off (x2, capped)."""
+        self._shift = min(self._shift + 1, MAX_BACKOFF_SHIFT)
+
+    @property
+    def base_rto(self) -> float:
+        """RTO without backoff, clamped to [floor, ceiling] (seconds)."""
+        if self.srtt is None:
+            raw = INITIAL_RTO_S
+        else:
+            raw = self.srtt + max(GRANULARITY_S, 4 * self.rttvar)
+        return min(self.ceiling, max(self.floor, raw))
+
+    @property
+    def rto(self) -> float:
+        """Current RTO with backoff, always within [floor, ceiling] (seconds)."""
+        return min(self.ceiling, self.base_rto * (1 << self._shift))
+
+    @property
+    def backoff_shift(self) -> int:
+        """Consecutive timeouts since the last valid sample."""
+        return self._shift

@@ -1,0 +1,410 @@
+"""Sending half of the fragment protocol: a pure state machine (no sockets, threads or clocks).
+
+A message is cut into fragments of `fragment_size` bytes, grouped in blocks of `block_size`.
+Per destination, at most `window_blocks * block_size` fragments are in flight (sent, neither
+acknowledged nor declared lost); messages to one destination share that window round robin, one
+batch of at most a block per turn, retransmissions before new fragments. The last fragment of each
+block in a batch carries ACK_NOW.
+
+Per fragment: acked, transmissions, seq of the last transmission (per-destination counter echoed
+by the ACK). An ACK for block B triggered by transmission s marks the fragments it holds; a
+fragment of B it lacks whose last transmission is older than s is declared lost and queued for
+retransmission (selective repeat). When the oldest in-flight fragment of a destination is older
+than the RTO, each block with expired fragments gets one probe (its highest expired fragment again,
+ACK_NOW) and the RTO backs off; the probe's ACK tells what is really missing. RTT samples come only
+from first transmissions (Karn). A message completes on a COMPLETE ACK (or when every fragment is
+acknowledged) and fails when no ACK made progress on it for its deadline: "undelivered" if some
+fragment never left, else "unacknowledged" (it may have been delivered).
+"""
+
+from __future__ import annotations
+
+import heapq
+from array import array
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from config import TransportConfig
+from transport.errors import MessageRejected
+from transport.frames import FLAG_ACK_NOW, FLAG_COMPLETE, Header, fragment_count
+from transport.rtt import RttEstimator
+
+Addr = tuple[str, int]
+MAX_MSG_ID = 0xFFFFFFFF
+_U32 = 0xFFFFFFFF
+MAX_IDLE_DESTS = 4096  # idle destinations (RTT state) kept, oldest forgotten first
+
+
+@dataclass(frozen=True, slots=True)
+class SendDone:
+    """The peer acknowledged the whole message of `handle`."""
+
+    handle: int
+
+
+@dataclass(frozen=True, slots=True)
+class SendFailed:
+    """The send of `handle` failed: `kind` "unacknowledged" / "undelivered" (see SendError)."""
+
+    handle: int
+    kind: str
+    reason: str
+
+
+class Outgoing:
+    """One message being sent (read by the endpoint to build its DATA datagrams)."""
+
+    __slots__ = (
+        "acked",
+        "addr",
+        "body",
+        "count",
+        "created",
+        "cum",
+        "deadline_s",
+        "epoch",
+        "handle",
+        "last_progress",
+        "last_seq",
+        "msg_id",
+        "n_acked",
+        "next_new",
+        "queued",
+        "retx",
+        "sent_at",
+        "tx",
+        "type_code",
+    )  # fmt: skip
+
+    def __init__(self, handle: int, addr: Addr, type_code: int, epoch: int, msg_id: int,
+                 body: bytes, count: int, now: float, deadline_s: float) -> None:  # fmt: skip
+        self.handle = handle
+        self.addr = addr
+        self.type_code = type_code
+        self.epoch = epoch
+        self.msg_id = msg_id
+        self.body = memoryview(body)
+        self.count = count
+        self.acked = bytearray(count)
+        self.n_acked = 0
+        self.tx = bytearray(count)  # transmissions, capped at 255
+        self.last_seq = array("q", bytes(8 * count))
+        self.sent_at = array("d", bytes(8 * count))
+        self.next_new = 0
+        self.retx: deque[int] = deque()
+        self.queued = False
+        self.created = now
+        self.last_progress = now
+        self.deadline_s = deadline_s
+        self.cum = 0
+
+    def has_work(self) -> bool:
+        return bool(self.retx) or self.next_new < self.count
+
+
+class _Dest:
+    __slots__ = ("addr", "inflight", "last_progress", "queue", "rtt", "seq")
+
+    def __init__(self, addr: Addr, rtt: RttEstimator) -> None:
+        self.addr = addr
+        self.rtt = rtt
+        self.inflight: dict[
+            tuple[int, int], float
+        ] = {}  # (handle, index) -> timer base, oldest first
+        self.queue: deque[Outgoing] = deque()
+        self.seq = 0
+        self.last_progress = float("-inf")
+
+
+# emit(out, index, seq, flags): the endpoint builds and queues the DATA datagram.
+Emit = Callable[[Outgoing, int, int, int], None]
+# budget(addr) -> bytes that may still be sent to addr (None: unlimited).
+Budget = Callable[[Addr], int | None]
+
+
+class Sender:
+    """All outgoing messages of one socket. Driven by `transport.endpoint.Endpoint`."""
+
+    COUNTERS = ("data_sent", "retransmits", "probes", "timeouts", "bad_acks", "sent_ok",
+                "send_failed")  # fmt: skip
+
+    def __init__(self, cfg: TransportConfig, overhead: int, emit: Emit,
+                 counters: dict[str, int]) -> None:  # fmt: skip
+        self._cfg = cfg
+        self._fs = cfg.fragment_size
+        self._bs = cfg.block_size
+        self._window = cfg.window_blocks * cfg.block_size
+        self._overhead = overhead
+        self._emit = emit
+        self.counters = counters
+        for k in self.COUNTERS:
+            counters.setdefault(k, 0)
+        self._next_handle = 1
+        self._next_id = 1
+        self._outs: dict[int, Outgoing] = {}
+        self._by_id: dict[tuple[Addr, int], Outgoing] = {}
+        self._dests: dict[Addr, _Dest] = {}
+        self._busy: dict[Addr, _Dest] = {}
+        self._deadlines: list[tuple[float, int]] = []
+        self.events: list[SendDone | SendFailed] = []
+
+    def rtt(self, addr: Addr) -> RttEstimator:
+        """The RTT estimator of `addr` (created on first use)."""
+        return self._dest(addr).rtt
+
+    def has_work(self, addr: Addr) -> bool:
+        """True while some message to `addr` is neither acknowledged nor failed."""
+        return addr in self._busy
+
+    def pending(self) -> int:
+        """Messages not yet acknowledged nor failed."""
+        return len(self._outs)
+
+    def send(self, addr: Addr, type_code: int, epoch: int, body: bytes, now: float,
+             deadline_s: float | None = None) -> int:  # fmt: skip
+        """Queue `body` for `addr`; returns the handle named by SendDone/SendFailed."""
+        if self._next_id > MAX_MSG_ID:
+            raise MessageRejected("message id space of this epoch exhausted; restart")
+        deadline = self._cfg.send_deadline_s if deadline_s is None else deadline_s
+        handle = self._next_handle
+        self._next_handle += 1
+        out = Outgoing(handle, addr, type_code, epoch, self._next_id, body,
+                       fragment_count(len(body), self._fs), now, deadline)  # fmt: skip
+        self._next_id += 1
+        self._outs[handle] = out
+        self._by_id[(addr, out.msg_id)] = out
+        dest = self._dest(addr)
+        self._enqueue(dest, out)
+        heapq.heappush(self._deadlines, (now + deadline, handle))
+        return handle
+
+    def _dest(self, addr: Addr) -> _Dest:
+        dest = self._dests.get(addr)
+        if dest is None:
+            if len(self._dests) >= MAX_IDLE_DESTS:
+                for a, d in list(self._dests.items())[: MAX_IDLE_DESTS // 4]:
+                    if a not in self._busy:
+                        del self._dests[a]
+            rtt = RttEstimator(self._cfg.rto_floor_ms / 1000, self._cfg.rto_ceiling_ms / 1000)
+            dest = self._dests[addr] = _Dest(addr, rtt)
+        return dest
+
+    def _enqueue(self, dest: _Dest, out: Outgoing) -> None:
+        if not out.queued:
+            out.queued = True
+            dest.queue.append(out)
+            self._busy[dest.addr] = dest
+
+    # ----------------------------------------------------------------- acknowledgements
+    def on_ack(self, addr: Addr, h: Header, bitmap: int, now: float) -> bool:
+        """Apply one ACK from `addr`. False (and `bad_acks`) if it matches no message of ours."""
+        out = self._by_id.get((addr, h.msg_id))
+        if (
+            out is None
+            or out.epoch != h.epoch
+            or out.type_code != h.type_code
+            or h.frag_index >= out.count
+        ):
+            self.counters["bad_acks"] += 1
+            return False
+        dest = self._dests[addr]
+        d = ((dest.seq - h.seq - 1) & _U32) + 1
+        trigger = dest.seq - d
+        i = h.frag_index
+        if out.tx[i] == 1 and out.last_seq[i] == trigger and not out.acked[i]:
+            dest.rtt.sample(now - out.sent_at[i])
+        if h.flags & FLAG_COMPLETE:
+            self._finish(out, dest, SendDone(out.handle))
+            return True
+        progress = self._mark(out, dest, h, bitmap, trigger)
+        if progress:
+            out.last_progress = dest.last_progress = now
+        if out.n_acked == out.count:
+            self._finish(out, dest, SendDone(out.handle))
+        elif out.retx:
+            self._enqueue(dest, out)
+        return True
+
+    def _mark(self, out: Outgoing, dest: _Dest, h: Header, bitmap: int, trigger: int) -> bool:
+        """Mark acknowledged fragments and declare lost ones. True if anything new was acked."""
+        before = out.n_acked
+        inflight = dest.inflight
+        handle = out.handle
+        acked = out.acked
+        cum = min(h.total, out.count)
+        for i in range(out.cum, cum):
+            if not acked[i]:
+                acked[i] = 1
+                out.n_acked += 1
+                inflight.pop((handle, i), None)
+        out.cum = max(out.cum, cum)
+        start = h.frag_index - h.frag_index % self._bs
+        for i in range(start, min(start + self._bs, out.count)):
+            if acked[i]:
+                continue
+            if (bitmap >> (i - start)) & 1:
+                acked[i] = 1
+                out.n_acked += 1
+                inflight.pop((handle, i), None)
+            elif out.last_seq[i] < trigger and inflight.pop((handle, i), None) is not None:
+                out.retx.append(i)
+        return out.n_acked > before
+
+    def _finish(self, out: Outgoing, dest: _Dest, event: SendDone | SendFailed) -> None:
+        handle = out.handle
+        for key in [k for k in dest.inflight if k[0] == handle]:
+            del dest.inflight[key]
+        if out.queued:
+            dest.queue.remove(out)
+            out.queued = False
+        del self._outs[handle]
+        del self._by_id[(out.addr, out.msg_id)]
+        if not dest.inflight and not dest.queue:
+            self._busy.pop(dest.addr, None)
+        self.counters["sent_ok" if isinstance(event, SendDone) else "send_failed"] += 1
+        self.events.append(event)
+
+    def _fail(self, out: Outgoing, reason: str) -> None:
+        kind = "undelivered" if out.next_new < out.count else "unacknowledged"
+        self._finish(out, self._dests[out.addr], SendFailed(out.handle, kind, reason))
+
+    def abort(self, addr: Addr, epoch: int, reason: str) -> None:
+        """Fail every message to `addr` sent under `epoch` (the peer restarted and refused it)."""
+        for out in [o for o in self._outs.values() if o.addr == addr and o.epoch == epoch]:
+            self._fail(out, reason)
+
+    # ----------------------------------------------------------------- timers and sending
+    def poll(self, now: float, budget: Budget | None = None) -> None:
+        """Run due timers (deadlines, RTO probes), then fill every window (calls `emit`)."""
+        if self._deadlines and self._deadlines[0][0] <= now:
+            self._expire(now)
+        for dest in list(self._busy.values()):
+            if dest.inflight and next(iter(dest.inflight.values())) + dest.rtt.rto <= now:
+                self._timeout(dest, now, budget)
+            if dest.queue and len(dest.inflight) < self._window:
+                self._fill(dest, now, budget)
+
+    def _expire(self, now: float) -> None:
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, handle = heapq.heappop(self._deadlines)
+            out = self._outs.get(handle)
+            if out is None:
+                continue
+            base = out.last_progress
+            if out.next_new == 0:  # nothing sent yet: waiting for the window; the path counts
+                base = max(base, self._dests[out.addr].last_progress)
+            due = base + out.deadline_s
+            if due > now:
+                heapq.heappush(self._deadlines, (due, handle))
+            else:
+                self._fail(out, f"no acknowledgement for {out.deadline_s:g} s")
+
+    def _timeout(self, dest: _Dest, now: float, budget: Budget | None) -> None:
+        """RTO fired: one probe per block with expired fragments, back off."""
+        rto = dest.rtt.rto
+        expired: list[tuple[int, int]] = []
+        for key, t in dest.inflight.items():
+            if t + rto > now:  # the same test as in poll(): no float mismatch
+                break
+            expired.append(key)
+        if not expired:
+            return
+        dest.rtt.timeout()
+        self.counters["timeouts"] += 1
+        probes: dict[tuple[int, int], int] = {}
+        for key in expired:
+            del dest.inflight[key]
+            handle, i = key
+            group = (handle, i // self._bs)
+            probes[group] = max(probes.get(group, -1), i)
+        for key in expired:
+            if probes[(key[0], key[1] // self._bs)] != key[1]:
+                dest.inflight[key] = now  # not resent: its timer restarts, the probe tells
+        allow = budget(dest.addr) if budget is not None else None
+        for (handle, _), i in probes.items():
+            out = self._outs[handle]
+            size = self._overhead + len(out.body[i * self._fs : (i + 1) * self._fs])
+            if allow is not None:
+                if size > allow:
+                    dest.inflight[(handle, i)] = now
+                    continue
+                allow -= size
+            self.counters["probes"] += 1
+            self._transmit(out, dest, i, FLAG_ACK_NOW, now)
+
+    def _fill(self, dest: _Dest, now: float, budget: Budget | None) -> None:
+        """Send batches round robin while the window has room."""
+        allow = budget(dest.addr) if budget is not None else None
+        queue = dest.queue
+        while queue and len(dest.inflight) < self._window:
+            out = queue[0]
+            room = min(self._bs, self._window - len(dest.inflight))
+            batch, first_new = self._batch(out, room)
+            sent, allow = self._send_batch(out, dest, batch, now, allow)
+            if sent < len(batch):  # budget exhausted: put the rest back, untouched
+                out.retx.extendleft(reversed(batch[sent:first_new]))
+                if first_new < len(batch):
+                    out.next_new = batch[max(sent, first_new)]
+                queue.rotate(-1)
+                break
+            if out.has_work():
+                queue.rotate(-1)
+            else:
+                queue.popleft()
+                out.queued = False
+        if not dest.inflight and not dest.queue:
+            self._busy.pop(dest.addr, None)
+
+    def _batch(self, out: Outgoing, room: int) -> tuple[list[int], int]:
+        """Up to `room` fragments: retransmissions first, then new ones (starting at the
+        returned position in the list)."""
+        batch: list[int] = []
+        acked = out.acked
+        while out.retx and len(batch) < room:
+            i = out.retx.popleft()
+            if not acked[i]:
+                batch.append(i)
+        first_new = len(batch)
+        while out.next_new < out.count and len(batch) < room:
+            batch.append(out.next_new)
+            out.next_new += 1
+        return batch, first_new
+
+    def _send_batch(self, out: Outgoing, dest: _Dest, batch: list[int], now: float,
+                    allow: int | None) -> tuple[int, int | None]:  # fmt: skip
+        """Transmit `batch` (ACK_NOW on the last fragment of each block in it) within `allow`
+        bytes; returns (fragments sent, bytes still allowed)."""
+        bs = self._bs
+        n = len(batch)
+        for k, i in enumerate(batch):
+            if allow is not None:
+                size = self._overhead + len(out.body[i * self._fs : (i + 1) * self._fs])
+                if size > allow:
+                    return k, allow
+                allow -= size
+            last = k == n - 1 or batch[k + 1] // bs != i // bs
+            self._transmit(out, dest, i, FLAG_ACK_NOW if last else 0, now)
+        return n, allow
+
+    def _transmit(self, out: Outgoing, dest: _Dest, i: int, flags: int, now: float) -> None:
+        seq = dest.seq
+        dest.seq = seq + 1
+        tx = out.tx[i]
+        if tx:
+            self.counters["retransmits"] += 1
+        if tx < 255:
+            out.tx[i] = tx + 1
+        out.last_seq[i] = seq
+        out.sent_at[i] = now
+        dest.inflight[(out.handle, i)] = now
+        self.counters["data_sent"] += 1
+        self._emit(out, i, seq, flags)
+
+    def next_deadline(self) -> float | None:
+        """Earliest time `poll` has timer work (seconds), or None."""
+        times = [self._deadlines[0][0]] if self._deadlines else []
+        for dest in self._busy.values():
+            if dest.inflight:
+                times.append(next(iter(dest.inflight.values())) + dest.rtt.rto)
+        return min(times) if times else None

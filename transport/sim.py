@@ -1,0 +1,208 @@
+"""A deterministic fake network for pure `Endpoint`s (tests and what-if runs; no sockets, no clock).
+
+`Net` holds endpoints by address and a heap of datagrams in flight. Each direction (src, dst) has
+an `Impairment`: a loss model (Bernoulli, bursts, Gilbert-Elliott), duplication, one-way delay with
+jitter (FIFO: jitter never reorders unless `reorder` holds a datagram back), bit flips and an
+optional `cut(now, data) -> bool` filter (blackholes, "drop every ACK"). Time jumps to the next
+arrival or endpoint deadline; all randomness comes from one seeded `random.Random`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from transport.endpoint import Delivered, Endpoint, Event
+from transport.sender import Addr, SendDone, SendFailed
+
+
+class Bernoulli:
+    """Each datagram lost independently with probability p."""
+
+    def __init__(self, p: float) -> None:
+        self.p = p
+
+    def lost(self, rng: random.Random) -> bool:
+        return rng.random() < self.p
+
+
+class Bursty:
+    """Losses start with probability p and continue with probability `cont`, at most `max_burst`
+    datagrams in a row."""
+
+    def __init__(self, p: float, cont: float = 0.5, max_burst: int = 3) -> None:
+        self.p, self.cont, self.max_burst = p, cont, max_burst
+        self._run = 0
+
+    def lost(self, rng: random.Random) -> bool:
+        if 0 < self._run < self.max_burst and rng.random() < self.cont:
+            self._run += 1
+            return True
+        self._run = 1 if rng.random() < self.p else 0
+        return self._run == 1
+
+
+class GilbertElliott:
+    """Two-state channel: good (loss `loss_good`) and bad (loss `loss_bad`)."""
+
+    def __init__(self, p_gb: float, p_bg: float, loss_bad: float = 0.5, loss_good: float = 0.0):
+        self.p_gb, self.p_bg, self.loss_bad, self.loss_good = p_gb, p_bg, loss_bad, loss_good
+        self.bad = False
+
+    def lost(self, rng: random.Random) -> bool:
+        if rng.random() < (self.p_bg if self.bad else self.p_gb):
+            self.bad = not self.bad
+        return rng.random() < (self.loss_bad if self.bad else self.loss_good)
+
+
+@dataclass
+class Impairment:
+    """What one direction does to datagrams (seconds for times, probabilities in [0, 1])."""
+
+    loss: Bernoulli | Bursty | GilbertElliott | None = None
+    duplicate: float = 0.0
+    delay: float = 0.005
+    jitter: float = 0.0
+    fifo: bool = True  # False: jitter reorders freely (shuffle within the jitter span)
+    reorder: float = 0.0  # probability of holding a datagram back by `reorder_delay`
+    reorder_delay: float = 0.02
+    corrupt: float = 0.0  # probability of flipping one random bit
+    cut: Callable[[float, bytes], bool] | None = None
+    counts: dict[str, int] = field(default_factory=lambda: {"sent": 0, "lost": 0, "flipped": 0})
+
+
+class Net:
+    """Endpoints on a fake network. `on_datagram(dst, ep)` runs after every datagram delivered
+    (limit checks at every step)."""
+
+    def __init__(self, rng: random.Random, start: float = 0.0) -> None:
+        self.rng = rng
+        self.now = start
+        self.endpoints: dict[Addr, Endpoint] = {}
+        self.impairments: dict[tuple[Addr, Addr], Impairment] = {}
+        self.events: dict[Addr, list[Event]] = {}
+        self.on_datagram: Callable[[Addr, Endpoint], None] | None = None
+        self.tap: Callable[[Addr, Addr, bytes], None] | None = None
+        self._heap: list[tuple[float, int, Addr, Addr, bytes]] = []
+        self._seq = 0
+        self._last: dict[tuple[Addr, Addr], float] = {}
+
+    def add(self, addr: Addr, ep: Endpoint) -> Endpoint:
+        self.endpoints[addr] = ep
+        self.events[addr] = []
+        return ep
+
+    def impair(self, src: Addr, dst: Addr, imp: Impairment) -> Impairment:
+        self.impairments[(src, dst)] = imp
+        return imp
+
+    def inject(self, src: Addr, dst: Addr, data: bytes, at: float | None = None) -> None:
+        """Put a datagram on the wire as if `src` sent it (seen by `tap`, no impairment)."""
+        if self.tap is not None:
+            self.tap(src, dst, data)
+        self._push(self.now if at is None else at, src, dst, data)
+
+    def _push(self, at: float, src: Addr, dst: Addr, data: bytes) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (at, self._seq, src, dst, data))
+
+    def _transmit(self, src: Addr, dst: Addr, data: bytes) -> None:
+        if self.tap is not None:
+            self.tap(src, dst, data)
+        imp = self.impairments.get((src, dst))
+        if imp is None:
+            self._push(self.now, src, dst, data)
+            return
+        rng = self.rng
+        imp.counts["sent"] += 1
+        if (imp.cut is not None and imp.cut(self.now, data)) or (imp.loss and imp.loss.lost(rng)):
+            imp.counts["lost"] += 1
+            return
+        copies = 2 if imp.duplicate and rng.random() < imp.duplicate else 1
+        for _ in range(copies):
+            d = data
+            if imp.corrupt and rng.random() < imp.corrupt:
+                bit = rng.randrange(len(d) * 8)
+                b = bytearray(d)
+                b[bit // 8] ^= 1 << (bit % 8)
+                d = bytes(b)
+                imp.counts["flipped"] += 1
+            at = self.now + imp.delay + (rng.random() * imp.jitter if imp.jitter else 0.0)
+            if imp.reorder and rng.random() < imp.reorder:
+                at += imp.reorder_delay
+            elif imp.fifo:
+                at = max(at, self._last.get((src, dst), at))
+                self._last[(src, dst)] = at
+            self._push(at, src, dst, d)
+
+    def flush(self) -> None:
+        """Collect what every endpoint wants to send now and put it on the wire."""
+        for addr, ep in self.endpoints.items():
+            for dst, data in ep.datagrams_to_send(self.now):
+                self._transmit(addr, dst, data)
+            evs = ep.pop_events()
+            if evs:
+                self.events[addr].extend(evs)
+
+    def step(self) -> bool:
+        """Advance to the next arrival or deadline and process it. False when nothing is left."""
+        self.flush()
+        times = [ep.next_deadline() for ep in self.endpoints.values()]
+        nxt = min((t for t in times if t is not None), default=None)
+        if self._heap and (nxt is None or self._heap[0][0] <= nxt):
+            nxt = self._heap[0][0]
+        if nxt is None:
+            return False
+        self.now = max(self.now, nxt)
+        while self._heap and self._heap[0][0] <= self.now:
+            _, _, src, dst, data = heapq.heappop(self._heap)
+            ep = self.endpoints.get(dst)
+            if ep is not None:
+                ep.datagram_received(src, data, self.now)
+                if self.on_datagram is not None:
+                    self.on_datagram(dst, ep)
+        self.flush()
+        return True
+
+    def run(self, until: Callable[[], bool] | None = None, max_time: float = 3600.0) -> None:
+        """Step until `until()` holds, nothing is left, or `max_time` (fake seconds) passed."""
+        while (until is None or not until()) and self.now < max_time:
+            if not self.step():
+                return
+
+
+# ------------------------------------------------------------------ helpers for tests
+BULK_TYPE = 1  # fake codec: a bulk type (body up to max_message)
+CONTROL_TYPE = 2  # fake codec: a control type (body up to 64 KiB)
+CONTROL_LIMIT = 64 * 1024
+
+
+def fake_max_body(type_code: int, max_message: int) -> int:
+    """The codec's `max_body` for two fake types; raises KeyError for any other type."""
+    if type_code == BULK_TYPE:
+        return max_message
+    if type_code == CONTROL_TYPE:
+        return CONTROL_LIMIT
+    raise KeyError(f"unknown message type {type_code}")
+
+
+def outcomes(events: list[Event]) -> dict[int, Event]:
+    """SendDone / SendFailed events by handle."""
+    return {e.handle: e for e in events if isinstance(e, (SendDone, SendFailed))}
+
+
+def delivered(events: list[Event]) -> list[Delivered]:
+    return [e for e in events if isinstance(e, Delivered)]
+
+
+def settle(net: Net, addr: Addr, handles: list[int], max_time: float = 3600.0) -> dict[int, Event]:
+    """Run until every handle sent from `addr` is done or failed; return their outcomes."""
+    want = set(handles)
+
+    def done() -> bool:
+        return want <= outcomes(net.events[addr]).keys()
+
+    net.run(done, max_time=net.now + max_time)
+    return {h: e for h, e in outcomes(net.events[addr]).items() if h in want}
