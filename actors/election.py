@@ -1,0 +1,453 @@
+"""Bully election per request id, many at once (pure core: `now` passed in, sends returned).
+
+Each request id (rid) has its own election among the nodes that cached that request. A node's
+*key* in the election of `rid` is (priority, tie_hash(rid, node), node): priority is the free
+capacity the node computed from its own load (`priority()`), the hash spreads equal loads over
+the nodes, the node id only breaks hash collisions. Higher key wins.
+
+Messages (codec.messages):
+  Election(rid, node, priority)  "I take part, this is my key". Every participant sends it once per
+                                 round to every live peer; it is also the *answer* to a peer's
+                                 Election, whatever the order of the two keys (a higher node's
+                                 Election plays the bully's Ok: it carries the key, which Ok
+                                 lacks). So a node knows when every live peer has answered.
+  Coordinator(rid, node)         "I won": sent by the winner to its live peers, resent every
+                                 answer timeout to those that have not acknowledged.
+  ElectionOk(rid, node)          "I accept you as coordinator": the acknowledgement of Coordinator.
+
+States of one rid on one node, and rules:
+  pending   Peers' Elections (or a Coordinator) arrived before our own request: keys are kept;
+            nothing is answered (our own Election goes out at start). Expires after pending_ttl_s.
+  electing  start(): send Election to live peers, round deadline = now + answer_timeout_s.
+            - a live peer with a higher key is known          -> waiting (for that peer)
+            - every live peer has answered, ours is highest   -> decide now (no timer wait)
+            - round deadline passes (some live peers silent)  -> decide: silent peers are ignored
+            decide: with a majority (Membership.has_majority) -> won; without, never win: emit
+            NoMajority once, stay electing and decide again every answer timeout.
+  waiting   A higher live peer exists; wait 2 x answer_timeout_s for a Coordinator. Timeout ->
+            restart with that peer *suspected* (ignored until it says anything new on this rid).
+            The expected peer going down/unreachable -> restart.
+  won       Emit Won(rid); send Coordinator to live peers until each acknowledges (ElectionOk),
+            for at most pending_ttl_s.
+            A latecomer's Election is answered with Coordinator ("first coordinator stays").
+  lost      Emit Lost(rid, winner); acknowledge. The winner going down/unreachable (or sending a
+            new Election: it abdicated) -> restart. This is the re-election from the cache.
+  (gone)    forget(rid) on Done; clear() when this node goes down (a down node keeps nothing and
+            takes no part: while Membership says self is down, every input is ignored).
+  restart   = new round: keys heard stay known (they are facts about peers), Election is sent to
+            every live peer again, emit Restart(rid, reason).
+
+Any Coordinator accepted while electing/waiting -> lost (whoever claims first). Two claimants
+(possible only when messages were lost, or the nodes disagree on membership) are resolved by
+tie_hash alone, which every node can compute for any node: a won node that hears a Coordinator
+of a node with a higher tie_hash yields (Lost), else it answers with its own Coordinator; a lost
+node follows the claimant with the higher tie_hash. With Coordinator resent until acknowledged,
+at most one claimant remains once messages get through. Messages between two nodes are assumed
+not to be reordered (a reordered Election after a Coordinator only costs a re-election).
+
+Callers: the node actor (via its cluster wrapper) feeds start/on_message/on_tick/peer_down and
+performs `Output.sends`; the encrypt service acts on the Won/Lost/Restart/NoMajority events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from actors.membership import CloudCoreError, Membership, Output
+from codec.messages import Coordinator, Election, ElectionOk, Message
+
+Key = tuple[int, int, int]  # (priority, tie hash, node id)
+TieHash = Callable[[str, int], int]
+
+SLOT_POINTS = 100  # priority points of one free encoder slot
+BASE_SLOTS = 10_000  # keeps the priority >= 0 with up to this many jobs beyond capacity
+
+
+def tie_hash(rid: str, node: int) -> int:
+    """Deterministic on every host (not Python's salted hash): 64 bits of BLAKE2b."""
+    digest = hashlib.blake2b(f"{rid}\x00{node}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def priority(jobs_in_flight: int, queued: int, loadavg: float, capacity: int) -> int:
+    """Election priority (>= 0, higher = more free capacity).
+
+    jobs_in_flight, queued: jobs of this node's encoder pool; capacity: its worker count;
+    loadavg: the host's 1-minute load average divided by its CPU count (psutil). One free slot
+    is worth SLOT_POINTS; load costs 1 point per 0.1, at most SLOT_POINTS - 1, so the jobs decide
+    and the host load only orders nodes with equal jobs (nodes sharing a host then tie, and the
+    tie hash spreads them)."""
+    free = capacity - jobs_in_flight - queued
+    penalty = min(SLOT_POINTS - 1, int(max(0.0, loadavg) * 10))
+    return max(0, SLOT_POINTS * (BASE_SLOTS + free) - penalty)
+
+
+@dataclass(frozen=True, slots=True)
+class Won:
+    rid: str
+
+
+@dataclass(frozen=True, slots=True)
+class Lost:
+    rid: str
+    winner: int
+
+
+@dataclass(frozen=True, slots=True)
+class Restart:
+    rid: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class NoMajority:
+    """This node cannot win `rid` for now: it sees no majority (answer clients "not in majority")."""
+
+    rid: str
+
+
+@dataclass(slots=True)
+class _Rid:
+    rid: str
+    state: str  # pending | electing | waiting | won | lost
+    prio: int = -1
+    keys: dict[int, Key] = field(default_factory=dict)
+    sent_to: set[int] = field(default_factory=set)
+    suspects: set[int] = field(default_factory=set)
+    unacked: set[int] = field(default_factory=set)
+    # lost: the coordinator; waiting: the peer expected; pending: a Coordinator heard
+    winner: int = 0
+    round_start: float = 0.0
+    won_at: float = 0.0
+    deadline: float | None = None
+    gen: int = 0
+    no_majority_said: bool = False
+
+
+class ElectionCore:
+    """All elections of one node. Times in seconds of the caller's monotonic clock."""
+
+    def __init__(
+        self,
+        self_id: int,
+        membership: Membership,
+        answer_timeout_s: float,
+        tie_hash: TieHash = tie_hash,
+        *,
+        pending_ttl_s: float | None = None,
+        max_pending: int = 4096,
+    ) -> None:
+        if self_id != membership.self_id:
+            raise CloudCoreError(
+                f"self id {self_id} differs from membership's {membership.self_id}"
+            )
+        if not answer_timeout_s > 0:
+            raise CloudCoreError(f"answer_timeout_s must be > 0, not {answer_timeout_s!r}")
+        self.self_id = self_id
+        self.m = membership
+        self.answer_timeout_s = answer_timeout_s
+        self.coordinator_timeout_s = 2 * answer_timeout_s
+        self.pending_ttl_s = pending_ttl_s if pending_ttl_s is not None else 20 * answer_timeout_s
+        self.max_pending = max_pending
+        self._tie = tie_hash
+        self._rids: dict[str, _Rid] = {}
+        self._heap: list[tuple[float, int, str]] = []
+        self._watch: dict[int, set[str]] = {}  # node -> rids waiting for it / lost to it
+        self._npending = 0
+        self.counters: dict[str, int] = {}
+
+    # ---- queries ------------------------------------------------------------------------------
+    def key(self, rid: str, node: int, prio: int) -> Key:
+        return (prio, self._tie(rid, node), node)
+
+    def state_of(self, rid: str) -> str | None:
+        e = self._rids.get(rid)
+        return e.state if e is not None else None
+
+    def winner(self, rid: str) -> int | None:
+        """The coordinator of `rid` as this node knows it (self if won), else None."""
+        e = self._rids.get(rid)
+        if e is None or e.state not in ("won", "lost"):
+            return None
+        return self.self_id if e.state == "won" else e.winner
+
+    def active(self) -> int:
+        """Elections this node takes part in (pending ones excluded)."""
+        return len(self._rids) - self._npending
+
+    def next_deadline(self) -> float | None:
+        heap = self._heap
+        while heap:
+            when, gen, rid = heap[0]
+            e = self._rids.get(rid)
+            if e is not None and e.gen == gen and e.deadline == when:
+                return when
+            heapq.heappop(heap)
+        return None
+
+    # ---- inputs -------------------------------------------------------------------------------
+    def start(self, rid: str, prio: int, now: float) -> Output:
+        """Take part in the election of `rid` with priority `prio` (>= 0). Idempotent while the
+        election runs; on a lost election whose winner is no longer up it restarts."""
+        out = Output()
+        if not self.m.self_up:
+            return out
+        e = self._rids.get(rid)
+        if e is not None and e.state != "pending":
+            if e.state == "lost" and self.m.state_of(e.winner, now) != "up":
+                self._restart(e, now, "winner not up", out)
+            return out
+        if e is None:
+            e = self._rids[rid] = _Rid(rid, "electing")
+        else:
+            self._npending -= 1
+        e.prio = prio
+        e.round_start = now
+        heard = e.winner
+        e.state, e.winner = "electing", 0
+        if heard and self.m.state_of(heard, now) == "up":
+            self._lose(e, heard, out)
+            return out
+        self._evaluate(e, now, out)
+        return out
+
+    def on_message(self, src: int, msg: Message, now: float) -> Output:
+        """Feed an Election, ElectionOk or Coordinator received from peer `src`."""
+        out = Output()
+        node = getattr(msg, "node", None)
+        if src not in self.m.peer_ids or node != src:
+            self._count("bad_sender")
+            return out
+        if not self.m.self_up:
+            return out
+        if isinstance(msg, Election):
+            self._on_election(msg, now, out)
+        elif isinstance(msg, Coordinator):
+            self._on_coordinator(msg.rid, src, now, out)
+        elif isinstance(msg, ElectionOk):
+            e = self._rids.get(msg.rid)
+            if e is not None and e.state == "won":
+                e.unacked.discard(src)
+                if not e.unacked:
+                    self._disarm(e)
+        return out
+
+    def on_tick(self, now: float) -> Output:
+        out = Output()
+        if not self.m.self_up:
+            return out
+        for node in [n for n in self._watch if self.m.state_of(n, now) != "up"]:
+            for rid in sorted(self._watch.get(node, ())):
+                self._restart(self._rids[rid], now, f"node {node} not up", out)
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            when, gen, rid = heapq.heappop(heap)
+            e = self._rids.get(rid)
+            if e is not None and e.gen == gen and e.deadline == when:
+                e.deadline = None
+                self._on_timer(e, now, out)
+        return out
+
+    def peer_down(self, node: int, now: float) -> Output:
+        """`node` went down, became unreachable or restarted: forget what it said; elections it
+        won or was expected to win restart; others decide without it."""
+        out = Output()
+        for e in list(self._rids.values()):
+            e.keys.pop(node, None)
+            e.sent_to.discard(node)
+            e.unacked.discard(node)
+            e.suspects.discard(node)
+            if e.state in ("lost", "waiting") and e.winner == node:
+                self._restart(e, now, f"node {node} down", out)
+            elif e.state == "electing" and self.m.self_up:
+                self._evaluate(e, now, out)
+        return out
+
+    def forget(self, rid: str) -> None:
+        """Done(rid) arrived (or the request expired): drop everything about it."""
+        e = self._rids.pop(rid, None)
+        if e is not None:
+            self._unwatch(e)
+            if e.state == "pending":
+                self._npending -= 1
+
+    def clear(self) -> None:
+        """This node goes down: keep nothing."""
+        self._rids.clear()
+        self._heap.clear()
+        self._watch.clear()
+        self._npending = 0
+
+    # ---- message handlers ---------------------------------------------------------------------
+    def _on_election(self, msg: Election, now: float, out: Output) -> None:
+        p = msg.node
+        e = self._entry(msg.rid, now)
+        if e is None:
+            return
+        e.keys[p] = self.key(msg.rid, p, msg.priority)
+        e.suspects.discard(p)
+        if e.state == "pending":
+            return
+        if e.state == "won":
+            out.send(p, Coordinator(rid=e.rid, node=self.self_id))
+            self._await_ack(e, p, now)
+            return
+        if e.state == "lost" and p == e.winner:
+            self._restart(e, now, f"winner {p} re-elects", out)
+            return
+        if p not in e.sent_to:
+            e.sent_to.add(p)
+            out.send(p, self._election_msg(e))
+        if e.state != "lost":
+            self._evaluate(e, now, out)
+
+    def _on_coordinator(self, rid: str, w: int, now: float, out: Output) -> None:
+        e = self._entry(rid, now)
+        if e is None:
+            return
+        e.suspects.discard(w)
+        if e.state == "pending":
+            e.winner = w
+            out.send(w, ElectionOk(rid=rid, node=self.self_id))
+        elif e.state in ("electing", "waiting"):
+            self._lose(e, w, out)
+        elif e.state == "lost":
+            if w == e.winner:
+                out.send(w, ElectionOk(rid=rid, node=self.self_id))
+            elif self._claim(rid, w) > self._claim(rid, e.winner):
+                self._lose(e, w, out)
+        elif self._claim(rid, w) > self._claim(rid, self.self_id):  # won: two claimants
+            self._lose(e, w, out)
+        else:
+            out.send(w, Coordinator(rid=rid, node=self.self_id))
+            self._await_ack(e, w, now)
+
+    # ---- transitions --------------------------------------------------------------------------
+    def _evaluate(self, e: _Rid, now: float, out: Output) -> None:
+        """electing/waiting: introduce ourselves to new live peers, then wait, or decide."""
+        live = self.m.up_peers(now)
+        new = live - e.sent_to
+        if new:  # peers that were not live before get a full answer timeout to answer
+            e.sent_to |= new
+            e.round_start = now
+            out.send_all(new, self._election_msg(e))
+        candidates = live - e.suspects
+        mine = self.key(e.rid, self.self_id, e.prio)
+        higher = [e.keys[q] for q in candidates if q in e.keys and e.keys[q] > mine]
+        if higher:
+            best = max(higher)[2]
+            if e.state != "waiting" or e.winner != best:
+                self._unwatch(e)
+                e.state, e.winner = "waiting", best
+                self._watch.setdefault(best, set()).add(e.rid)
+                self._arm(e, now + self.coordinator_timeout_s)
+            return
+        if e.state == "waiting":
+            self._unwatch(e)
+            e.state, e.winner = "electing", 0
+        round_end = e.round_start + self.answer_timeout_s
+        if now < round_end and not candidates <= e.keys.keys():
+            self._arm(e, round_end)
+            return
+        self._decide(e, live, now, out)
+
+    def _decide(self, e: _Rid, live: set[int], now: float, out: Output) -> None:
+        if not self.m.has_majority(now):
+            if not e.no_majority_said:
+                e.no_majority_said = True
+                out.events.append(NoMajority(e.rid))
+            e.round_start = now
+            self._arm(e, now + self.answer_timeout_s)
+            return
+        e.state = "won"
+        e.won_at = now
+        e.unacked = set(live)
+        out.events.append(Won(e.rid))
+        out.send_all(live, Coordinator(rid=e.rid, node=self.self_id))
+        if live:
+            self._arm(e, now + self.answer_timeout_s)
+        else:
+            self._disarm(e)
+
+    def _lose(self, e: _Rid, w: int, out: Output) -> None:
+        self._unwatch(e)
+        e.state, e.winner = "lost", w
+        e.unacked.clear()
+        self._disarm(e)
+        self._watch.setdefault(w, set()).add(e.rid)
+        out.events.append(Lost(e.rid, w))
+        out.send(w, ElectionOk(rid=e.rid, node=self.self_id))
+
+    def _restart(self, e: _Rid, now: float, reason: str, out: Output) -> None:
+        if e.state == "waiting" and reason == "no coordinator":
+            e.suspects.add(e.winner)
+        self._unwatch(e)
+        e.state, e.winner = "electing", 0
+        e.sent_to.clear()
+        e.unacked.clear()
+        e.round_start = now
+        out.events.append(Restart(e.rid, reason))
+        self._evaluate(e, now, out)
+
+    def _on_timer(self, e: _Rid, now: float, out: Output) -> None:
+        if e.state == "pending":
+            self.forget(e.rid)
+        elif e.state == "electing":
+            self._evaluate(e, now, out)
+        elif e.state == "waiting":
+            self._restart(e, now, "no coordinator", out)
+        elif e.state == "won":
+            e.unacked &= self.m.up_peers(now)
+            if now - e.won_at > self.pending_ttl_s:
+                e.unacked.clear()  # a peer silent that long is hung: stop resending
+            out.send_all(e.unacked, Coordinator(rid=e.rid, node=self.self_id))
+            if e.unacked:
+                self._arm(e, now + self.answer_timeout_s)
+
+    # ---- helpers ------------------------------------------------------------------------------
+    def _entry(self, rid: str, now: float) -> _Rid | None:
+        e = self._rids.get(rid)
+        if e is not None:
+            return e
+        if self._npending >= self.max_pending:
+            self._count("pending_full")
+            return None
+        e = self._rids[rid] = _Rid(rid, "pending")
+        self._npending += 1
+        self._arm(e, now + self.pending_ttl_s)
+        return e
+
+    def _claim(self, rid: str, node: int) -> tuple[int, int]:
+        """Order of two claimants of one rid: tie hash, then node id (computable anywhere)."""
+        return (self._tie(rid, node), node)
+
+    def _election_msg(self, e: _Rid) -> Election:
+        return Election(rid=e.rid, node=self.self_id, priority=e.prio)
+
+    def _await_ack(self, e: _Rid, peer: int, now: float) -> None:
+        if not e.unacked:
+            self._arm(e, now + self.answer_timeout_s)
+        e.unacked.add(peer)
+
+    def _arm(self, e: _Rid, when: float) -> None:
+        e.gen += 1
+        e.deadline = when
+        heapq.heappush(self._heap, (when, e.gen, e.rid))
+
+    def _disarm(self, e: _Rid) -> None:
+        e.gen += 1
+        e.deadline = None
+
+    def _unwatch(self, e: _Rid) -> None:
+        if e.state in ("waiting", "lost"):
+            rids = self._watch.get(e.winner)
+            if rids is not None:
+                rids.discard(e.rid)
+                if not rids:
+                    del self._watch[e.winner]
+
+    def _count(self, what: str) -> None:
+        self.counters[what] = self.counters.get(what, 0) + 1

@@ -1,0 +1,235 @@
+"""ElectionCore: bully election per request id, on a fake network of 3 cores with a fake clock."""
+
+import random
+
+import pytest
+from cloud_sim import ElectionCluster
+
+from actors.election import (
+    ElectionCore,
+    Lost,
+    NoMajority,
+    Restart,
+    Won,
+    priority,
+    tie_hash,
+)
+from actors.membership import CloudCoreError, Membership
+from codec.messages import Coordinator, Election, ElectionOk, GoingDown
+
+A = 0.3  # answer timeout, seconds
+BASE = priority(0, 0, 0.0, 2)
+
+
+def outcome(c: ElectionCluster, rid: str) -> tuple[list[int], dict[int, int]]:
+    """(nodes that consider themselves winner, {loser: the winner it follows})."""
+    winners = [i for i in c.ids if c.cores[i].state_of(rid) == "won"]
+    losers = {
+        i: w for i in c.ids if c.cores[i].state_of(rid) == "lost" and (w := c.cores[i].winner(rid))
+    }
+    return winners, losers
+
+
+def test_all_up_one_winner_the_highest_priority_without_waiting_a_timeout() -> None:
+    c = ElectionCluster()
+    prios = {1: BASE, 2: BASE + 300, 3: BASE + 100}
+    for i in c.ids:
+        c.start(i, "u#1", prios[i])
+    c.run()
+    assert outcome(c, "u#1") == ([2], {1: 2, 3: 2})
+    assert [e for _, e in c.rec[2].events] == [Won("u#1")]
+    assert [e for _, e in c.rec[1].events] == [Lost("u#1", 2)]
+    # decided as soon as the last answer arrived: a few link delays (<= 0.8 ms each), not A
+    assert c.rec[2].won["u#1"] < 0.002
+    # 6 Elections, 2 Coordinators, 2 acknowledgements
+    assert c.net.sent == 10
+
+
+def test_staggered_starts_still_elect_one_winner() -> None:
+    c = ElectionCluster()
+    c.start(3, "u#1", BASE)
+    c.run_for(0.1)  # 1 and 2 got the request 100 ms later than 3
+    c.start(1, "u#1", BASE + 5)
+    c.start(2, "u#1", BASE + 1)
+    c.run()
+    assert outcome(c, "u#1") == ([1], {2: 1, 3: 1})
+    assert c.rec[1].won["u#1"] < 0.1 + 0.002
+
+
+def test_a_silent_higher_node_costs_exactly_one_answer_timeout() -> None:
+    c = ElectionCluster()
+    c.silent.add(3)  # alive by heartbeat, but says nothing in elections
+    for i, p in ((1, BASE), (2, BASE + 100), (3, BASE + 900)):
+        c.start(i, "u#1", p)
+    c.run()
+    assert c.cores[2].state_of("u#1") == "won" and c.cores[1].winner("u#1") == 2
+    assert c.rec[2].won["u#1"] == pytest.approx(A)
+    assert c.rec[1].lost["u#1"] == 2
+
+
+def test_a_node_that_never_got_the_request_is_waited_for_once() -> None:
+    c = ElectionCluster()
+    c.start(1, "u#1", BASE)
+    c.start(2, "u#1", BASE)
+    c.run_for(1.0)
+    winners, losers = outcome(c, "u#1")
+    assert len(winners) == 1 and set(losers) == {1, 2} - set(winners)
+    assert c.rec[winners[0]].won["u#1"] == pytest.approx(A)
+    # node 3 kept the keys it heard, took no part, and learnt the winner: no election of its own
+    assert c.cores[3].state_of("u#1") == "pending"
+    c.start(3, "u#1", BASE + 10_000)  # its copy of the request arrives late, with a higher priority
+    c.run()
+    assert outcome(c, "u#1") == (winners, {**losers, 3: winners[0]})  # the first coordinator stays
+
+
+def test_concurrent_elections_for_different_requests_do_not_interfere() -> None:
+    c = ElectionCluster(seed=4)
+    rng = random.Random(4)
+    expected = {}
+    for n in range(60):
+        rid = f"u#{n}"
+        prios = {i: BASE + rng.randrange(0, 500) for i in c.ids}
+        expected[rid] = max(c.ids, key=lambda i: (prios[i], tie_hash(rid, i), i))
+        for i in rng.sample(c.ids, 3):
+            c.start(i, rid, prios[i])
+        c.run_for(rng.uniform(0.0, 0.0005))  # interleave the elections
+    c.run()
+    for rid, winner in expected.items():
+        others = {i: winner for i in c.ids if i != winner}
+        assert outcome(c, rid) == ([winner], others), rid
+
+
+def test_equal_loads_spread_over_the_nodes() -> None:
+    c = ElectionCluster()
+    n = 3000
+    for k in range(n):
+        for i in c.ids:
+            c.start(i, f"carol#{k}", BASE)
+    c.run()
+    wins = {i: len(c.rec[i].won) for i in c.ids}
+    assert sum(wins.values()) == n
+    for i in c.ids:
+        assert 0.25 * n <= wins[i] <= 0.42 * n, wins
+
+
+def test_a_node_without_majority_never_wins() -> None:
+    c = ElectionCluster()
+    c.hb_alive = {2, 3}  # node 1 hears nobody (and nobody hears it)
+    for i in c.ids:
+        c.net.cut |= {(1, i), (i, 1)}
+    c.run_for(2.0)  # node 1's view of 2 and 3 times out
+    c.start(1, "u#1", BASE + 1000)
+    c.run_for(10.0)
+    assert [e for _, e in c.rec[1].events] == [NoMajority("u#1")]
+    assert c.cores[1].state_of("u#1") == "electing"
+    # 2 and 3 are a majority: they elect one of them
+    c.start(2, "u#1", BASE)
+    c.start(3, "u#1", BASE + 1)
+    c.run_for(1.0)
+    assert outcome(c, "u#1")[0] == [3]
+    # healed: node 1 joins, learns the coordinator and stands down
+    c.hb_alive = set(c.ids)
+    c.net.cut.clear()
+    c.run_for(2.0)
+    assert outcome(c, "u#1") == ([3], {1: 3, 2: 3})
+    assert all(not isinstance(e, Won) for _, e in c.rec[1].events)
+
+
+def test_winner_going_down_makes_the_others_elect_again() -> None:
+    c = ElectionCluster()
+    for i, p in ((1, BASE), (2, BASE + 1), (3, BASE + 2)):
+        c.start(i, "u#1", p)
+    c.run()
+    assert outcome(c, "u#1")[0] == [3]
+    c.hb_alive = {1, 2}  # node 3 crashes: silent
+    c.silent.add(3)
+    c.run_for(1.5)
+    assert c.cores[2].state_of("u#1") == "won"
+    assert [type(e) for _, e in c.rec[2].events] == [Lost, Restart, Won]
+    assert c.cores[1].winner("u#1") == 2
+
+
+def test_peer_down_restarts_at_once_and_forget_drops_the_election() -> None:
+    c = ElectionCluster()
+    for i, p in ((1, BASE), (2, BASE + 1), (3, BASE + 2)):
+        c.start(i, "u#1", p)
+    c.run()
+    t0 = c.now
+    c.silent.add(3)
+    out1 = c.cores[1].peer_down(3, c.now)
+    out2 = c.cores[2].peer_down(3, c.now)
+    assert Restart("u#1", "node 3 down") in out1.events
+    c.members[1].observe(GoingDown(node=3, epoch=1), c.now)
+    c.members[2].observe(GoingDown(node=3, epoch=1), c.now)
+    c.apply(1, out1)
+    c.apply(2, out2)
+    c.run()
+    assert c.cores[2].state_of("u#1") == "won" and c.rec[2].won["u#1"] - t0 < 0.005
+    for i in c.ids:
+        c.cores[i].forget("u#1")
+        assert c.cores[i].state_of("u#1") is None and c.cores[i].next_deadline() is None
+
+
+def test_a_down_node_takes_no_part() -> None:
+    c = ElectionCluster()
+    c.members[3].set_self_up(False)
+    c.cores[3].clear()
+    c.heartbeats()
+    assert c.cores[3].start("u#1", BASE + 1000, c.now).sends == []
+    c.start(1, "u#1", BASE)
+    c.start(2, "u#1", BASE + 1)
+    c.run()
+    assert outcome(c, "u#1") == ([2], {1: 2})
+    assert c.rec[2].won["u#1"] < 0.002  # node 3 is down: nobody waits for it
+    assert c.cores[3].state_of("u#1") is None
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_message_loss_leaves_at_most_one_coordinator(seed: int) -> None:
+    c = ElectionCluster(seed=seed, loss=0.25)
+    rng = random.Random(seed)
+    rids = [f"dave#{k}" for k in range(80)]
+    for rid in rids:
+        for i in c.ids:
+            c.start(i, rid, BASE + rng.randrange(0, 3))
+        c.run_for(rng.uniform(0.0, 0.002))
+    c.run()
+    for rid in rids:
+        winners, losers = outcome(c, rid)
+        assert len(winners) == 1, (rid, winners)
+        assert losers == {i: winners[0] for i in c.ids if i != winners[0]}, rid
+    assert c.net.dropped > 0
+
+
+def test_messages_from_unknown_or_lying_senders_are_ignored() -> None:
+    m = Membership(1, [1, 2, 3], 1.0)
+    core = ElectionCore(1, m, A)
+    assert not core.on_message(2, Election(rid="u#1", node=3, priority=5), 0.0)
+    assert not core.on_message(7, Coordinator(rid="u#1", node=7), 0.0)
+    assert not core.on_message(2, ElectionOk(rid="u#9", node=2), 0.0)
+    assert core.counters == {"bad_sender": 2}
+    assert core.state_of("u#1") is None
+
+
+def test_pending_elections_are_bounded_and_expire() -> None:
+    m = Membership(1, [1, 2, 3], 1.0)
+    core = ElectionCore(1, m, A, max_pending=2)
+    for k in range(3):
+        core.on_message(2, Election(rid=f"u#{k}", node=2, priority=1), 0.0)
+    assert core.counters == {"pending_full": 1}
+    assert core.next_deadline() == pytest.approx(20 * A)
+    core.on_tick(20 * A)
+    assert core.state_of("u#0") is None and core.next_deadline() is None
+
+
+def test_priority_is_free_capacity_then_load() -> None:
+    assert priority(0, 0, 0.0, 2) > priority(1, 0, 0.0, 2) > priority(1, 1, 0.0, 2)
+    assert priority(1, 0, 0.0, 2) > priority(1, 0, 0.5, 2) > priority(1, 0, 9.0, 2)
+    assert priority(0, 0, 50.0, 2) > priority(1, 0, 0.0, 2)  # load never outweighs a free slot
+    assert priority(10**9, 0, 0.0, 1) == 0
+    assert tie_hash("u#1", 1) == tie_hash("u#1", 1) != tie_hash("u#1", 2)
+
+
+def test_core_and_membership_must_agree_on_self() -> None:
+    with pytest.raises(CloudCoreError):
+        ElectionCore(2, Membership(1, [1, 2], 1.0), A)
