@@ -93,8 +93,11 @@ class Directory:
         self.entries[user] = fresh
         return fresh
 
-    def leave(self, user: str, token: bytes, now: float) -> UserEntry:
-        """Remove a user; returns the tombstone entry (expires == 0) to replicate."""
+    def leave(self, user: str, token: bytes, now: float) -> UserEntry | None:
+        """Remove a user; returns the tombstone entry (expires == 0) to replicate, or None when
+        that session already left (its leave reached us through a peer first)."""
+        if token_digest(token) in self.tombs:
+            return None
         e = self.check(user, token, now)
         return self._bury(e, now)
 

@@ -61,7 +61,8 @@ def test_leave_replicates_and_late_join_copy_does_not_resurrect() -> None:
     a, b = _dir(), _dir()
     t, entry = a.join("bob", "127.0.0.1", 5000, "bob#1", b"", b"", now=0.0)
     tomb = a.leave("bob", t, now=1.0)
-    assert a.online(now=1.0) == []
+    assert tomb is not None and a.online(now=1.0) == []
+    assert a.leave("bob", t, now=1.1) is None  # the direct copy after the replicated one
     # b hears the leave before the join (reordered replication)
     assert b.merge(tomb, now=1.0) is False
     assert b.merge(entry, now=1.1) is False

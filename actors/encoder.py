@@ -1,0 +1,86 @@
+"""The encoder pool: EncoderActors that run the seal off the node actor's thread.
+
+The node actor `submit`s (request id, payload); the least busy encoder seals it and tells the
+result back to the `reply_to` actor as `Sealed`. numpy and zlib release the GIL, so threads run
+in parallel on a multi-core host; `benchmarks/cloud.py --pool N` measures how many pay off.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pykka
+
+from codec import seal as seal_mod
+from config import SealConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SealJob:
+    rid: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    """Result told back to the submitter: png is None when sealing failed (error says why)."""
+
+    rid: str
+    png: bytes | None
+    ms: float
+    error: str | None
+
+
+class EncoderActor(pykka.ThreadingActor):
+    def __init__(self, cfg: SealConfig, deliver: Callable[[Sealed], None]) -> None:
+        super().__init__()
+        self._cfg = cfg
+        self._deliver = deliver
+
+    def on_receive(self, message: object) -> None:
+        if not isinstance(message, SealJob):
+            return
+        start = time.perf_counter()
+        try:
+            png = seal_mod.seal(message.payload, cfg=self._cfg)
+            result = Sealed(message.rid, png, (time.perf_counter() - start) * 1000, None)
+        except Exception as exc:  # a seal failure must not stop the encoder (pykka would)
+            log.warning("seal of %s failed: %s", message.rid, exc)
+            result = Sealed(message.rid, None, 0.0, f"seal failed: {exc}")
+        self._deliver(result)
+
+
+class EncoderPool:
+    """Owned by one node actor (single-threaded use). Tracks jobs in flight per encoder."""
+
+    def __init__(self, size: int, cfg: SealConfig, deliver: Callable[[Sealed], None]) -> None:
+        self._refs = [EncoderActor.start(cfg, deliver) for _ in range(size)]
+        self._busy = [0] * size
+        self._where: dict[str, int] = {}
+
+    def submit(self, rid: str, payload: bytes) -> None:
+        i = min(range(len(self._refs)), key=self._busy.__getitem__)
+        self._busy[i] += 1
+        self._where[rid] = i
+        self._refs[i].tell(SealJob(rid, payload))
+
+    def finished(self, rid: str) -> None:
+        i = self._where.pop(rid, None)
+        if i is not None:
+            self._busy[i] -= 1
+
+    @property
+    def size(self) -> int:
+        return len(self._refs)
+
+    def in_flight(self) -> int:
+        return sum(self._busy)
+
+    def stop(self) -> None:
+        for ref in self._refs:
+            ref.stop(block=False)

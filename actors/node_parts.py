@@ -1,0 +1,229 @@
+"""What a node does with each message: the routing between transports, cores and services.
+
+Runs on the node actor's thread only. `NodeParts` holds the cores (membership, election,
+failure token) and services (encrypt flow, directory, pending updates) and decides, per
+message, who handles it. Rules enforced here, before any service sees a message:
+- a node that is down (simulated) answers clients nothing but `StatusQuery`;
+- a node without a majority answers state-changing client requests with a retryable
+  "not_in_majority" error and wins no election (the election core checks that too);
+- a client request that breaks a rule gets an ErrorReply, and is counted and logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from actors import cluster_state
+from actors.directory import Directory, DirectoryError
+from actors.pending_updates import PendingStore
+from actors.service import EncryptService
+from codec import images
+from codec.messages import (
+    Ack,
+    ClientHeartbeat,
+    ConfirmUpdates,
+    DirectoryChange,
+    DirectoryQuery,
+    DirectoryReply,
+    Done,
+    EncryptRequest,
+    ErrorReply,
+    ForgetUpdates,
+    Join,
+    JoinReply,
+    Leave,
+    Message,
+    PostUpdate,
+    ReplicateUpdate,
+    StateRequest,
+    StateSync,
+    StatusQuery,
+    StatusReply,
+)
+
+if TYPE_CHECKING:
+    from actors.node import NodeActor
+
+log = logging.getLogger(__name__)
+
+Addr = tuple[str, int]
+STATE_CHANGING = (EncryptRequest, Join, Leave, PostUpdate, ConfirmUpdates)
+
+
+class NodeParts:
+    def __init__(self, node: NodeActor, data_dir: Path, rng: random.Random, failures: bool) -> None:
+        cfg = node.cfg
+        self.node = node
+        self.cfg = cfg
+        self.id = node.node_id
+        self.wall = time.time
+        self.pending = PendingStore(data_dir / "pending.db")
+        dir_key = hashlib.sha256(b"veilshare directory v1|" + cfg.secret_bytes()).digest()
+        self.directory = Directory(dir_key, cfg.directory.ttl_s)
+        self.cluster = cluster_state.ClusterState(node, rng, failures)
+        self.service = EncryptService(
+            node_id=self.id,
+            send_client=lambda addr, msg, rid: node.send_client(addr, msg, f"reply:{rid}"),
+            send_peers=node.send_peers,
+            start_election=self.cluster.start_election,
+            cancel_election=self.cluster.forget_election,
+            submit_seal=lambda rid, data: node.pool.submit(rid, data),
+            max_pixels=images.max_user_pixels(cfg),
+            clock=node.clock,
+            cache_ttl_s=2 * cfg.client.request_deadline_s,
+        )
+        self.cluster.on_won = self.service.on_won
+        self.cluster.on_lost = self.service.on_lost
+        self.cluster.on_peer_down = self.service.on_node_down
+        self.cluster.on_going_down = self.going_down
+        self.cluster.job_load = lambda: (node.pool.in_flight(), 0)
+        self.cluster.state_digest = self.state_digest
+        self.cluster.state_snapshot = self.state_snapshot
+        self.cluster.state_apply = self.state_apply
+        self.served_status = 0
+
+    def started(self, now: float) -> None:
+        self.cluster.started(now)
+
+    def close(self) -> None:
+        self.pending.close()
+
+    # ---- client socket ------------------------------------------------------------------------
+    def on_client(self, addr: Addr, msg: Message, now: float) -> None:
+        if isinstance(msg, StatusQuery):
+            self.node.send_client(addr, self.status_reply(msg.rid))
+            return
+        if not self.cluster.is_up():
+            self.node.count("client_while_down", type(msg).__name__)
+            return
+        rid = getattr(msg, "rid", None)
+        if isinstance(msg, STATE_CHANGING) and not self.cluster.has_majority(now):
+            if rid is not None:
+                self.node.send_client(addr, ErrorReply(
+                    rid=rid, code="not_in_majority", retryable=True,
+                    message=f"node {self.id} sees no majority of the cloud; try again"))
+            return
+        try:
+            self._client_message(addr, msg, now)
+        except DirectoryError as exc:
+            self.node.count("directory_refused", str(exc))
+            if rid is not None:
+                self.node.send_client(addr, ErrorReply(rid=rid, code=exc.code, message=str(exc),
+                                                       retryable=False))
+
+    def _client_message(self, addr: Addr, msg: Message, now: float) -> None:
+        wall = self.wall()
+        if isinstance(msg, EncryptRequest):
+            self.service.on_request(addr, msg, now)
+        elif isinstance(msg, Join):
+            token, entry = self.directory.join(msg.user, addr[0], addr[1], msg.rid, msg.sign_key,
+                                               msg.box_key, wall)
+            self.node.send_peers(DirectoryChange(op="join", entry=entry))
+            updates = tuple(self.pending.for_user(msg.user))
+            self.node.send_client(addr, JoinReply(rid=msg.rid, token=token, updates=updates))
+        elif isinstance(msg, ClientHeartbeat):
+            entry = self.directory.heartbeat(msg.user, msg.token, wall)
+            if entry.host != addr[0] or entry.port != addr[1]:
+                self.node.count("heartbeat_wrong_address", f"{msg.user} from {addr}")
+        elif isinstance(msg, Leave):
+            tomb = self.directory.leave(msg.user, msg.token, wall)
+            if tomb is not None:
+                self.node.send_peers(DirectoryChange(op="leave", entry=tomb))
+        elif isinstance(msg, DirectoryQuery):
+            users = tuple(self.directory.online(wall))
+            self.node.send_client(addr, DirectoryReply(rid=msg.rid, users=users))
+        elif isinstance(msg, PostUpdate):
+            self.directory.check(msg.user, msg.token, wall)
+            if msg.user not in (msg.update.owner, msg.update.borrower):
+                raise DirectoryError(f"{msg.user} may not post updates for others")
+            if self.pending.add(msg.update):  # durable (synchronous=FULL) before the Ack
+                self.node.send_peers(ReplicateUpdate(update=msg.update))
+            self.node.send_client(addr, Ack(rid=msg.rid))
+            self._push_if_online(msg.update, wall)
+        elif isinstance(msg, ConfirmUpdates):
+            self.directory.check(msg.user, msg.token, wall)
+            mine = {u.id for u in self.pending.for_user(msg.user)}
+            ids = [i for i in msg.ids if i in mine]
+            self.pending.forget(ids, wall)
+            if ids:
+                self.node.send_peers(ForgetUpdates(ids=tuple(ids)))
+            self.node.send_client(addr, Ack(rid=msg.rid))
+        else:
+            self.node.count("client_unexpected", type(msg).__name__)
+
+    def _push_if_online(self, update: Any, wall: float) -> None:
+        """Nothing to push here: an online addressee gets updates peer to peer, or at next join."""
+
+    def status_reply(self, rid: str) -> StatusReply:
+        st = self.cluster.status()
+        return StatusReply(
+            rid=rid, node=self.id, state="up" if self.cluster.is_up() else "down",
+            served=self.service.counters.served, cached=len(self.service.cache),
+            token=st["token"], users=len(self.directory.online(self.wall())),
+            pending=self.pending.count(), down_since=st["down_since"],
+            token_holder=st["token_holder"], majority=self.cluster.has_majority(self.node.clock()),
+        )
+
+    # ---- peer socket --------------------------------------------------------------------------
+    def on_peer(self, sender: int, msg: Message, now: float) -> None:
+        if getattr(msg, "node", sender) != sender:
+            self.node.count("peer_id_mismatch", f"{type(msg).__name__} claims {msg.node} from {sender}")  # type: ignore[attr-defined]
+            return
+        if self.cluster.on_peer(sender, msg, now):
+            return
+        if not self.cluster.is_up():
+            return
+        wall = self.wall()
+        if isinstance(msg, Done):
+            self.service.on_done(msg.rid, now)
+        elif isinstance(msg, DirectoryChange):
+            self.directory.merge(msg.entry, wall)
+        elif isinstance(msg, ReplicateUpdate):
+            if self.cluster.has_majority(now):
+                self.pending.add(msg.update)
+        elif isinstance(msg, ForgetUpdates):
+            self.pending.forget(msg.ids, wall)
+        elif isinstance(msg, StateRequest):
+            self.node.send_peer(sender, self.state_snapshot())
+        elif isinstance(msg, StateSync):
+            self.state_apply(msg)
+        else:
+            self.node.count("peer_unexpected", type(msg).__name__)
+
+    # ---- state sync ---------------------------------------------------------------------------
+    def state_digest(self) -> bytes:
+        wall = self.wall()
+        return hashlib.sha256(self.directory.digest(wall) + self.pending.digest()).digest()[:16]
+
+    def state_snapshot(self) -> StateSync:
+        users = tuple(self.directory.online(self.wall()))
+        return StateSync(node=self.id, users=users, updates=tuple(self.pending.all()),
+                         forgotten=tuple(self.pending.forgotten()), digest=self.state_digest())
+
+    def state_apply(self, msg: StateSync) -> None:
+        wall = self.wall()
+        for entry in msg.users:
+            self.directory.merge(entry, wall)
+        self.pending.forget(msg.forgotten, wall)
+        self.pending.merge(msg.updates)
+
+    # ---- timers and sends -------------------------------------------------------------------
+    def on_tick(self, now: float) -> None:
+        self.cluster.on_tick(now)
+        self.service.expire(now)
+        self.directory.expire(self.wall())
+
+    def on_send_result(self, key: str, error: object | None, now: float) -> None:
+        kind, _, rid = key.partition(":")
+        if kind == "reply":
+            self.service.on_reply_done(rid, error, now)
+
+    def going_down(self) -> None:
+        """Simulated fail-stop: keep nothing in memory (the pending store is on disk)."""
+        self.service.drop_all()
+        self.directory.entries.clear()

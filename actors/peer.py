@@ -1,0 +1,332 @@
+"""Peer-to-peer sharing on the client: previews, image requests, access updates, more views.
+
+Incoming peer requests are handled on a small worker pool (never on the transport's delivery
+thread: answering an image request may seal through the cloud, whose reply comes through that
+same thread). Each one must carry the sender's directory token; one that does not match the
+directory is refused with `bad_token` and touches no file.
+
+Outgoing operations are the shell's sharing commands. Update ids are request ids of their
+author ("alice#12"): the owner authors grants, revokes and answers; the borrower authors
+requests for more views. Updates to an online user go peer to peer; to an offline user (or when
+the peer does not answer) they are posted to the cloud, which hands them over at the next join.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from actors import access
+from actors.access import AccessError
+from actors.client_store import GivenGrant, ReceivedGrant, StoreError
+from actors.share_owner import OwnerSide
+from codec import images
+from codec.messages import (
+    Ack,
+    AccessUpdate,
+    ErrorReply,
+    ImageReply,
+    ImageRequest,
+    Message,
+    MoreViews,
+    PreviewReply,
+    PreviewRequest,
+    Update,
+)
+from codec.names import InvalidName, check_name
+
+if TYPE_CHECKING:
+    from actors.client_session import ClientSession
+
+log = logging.getLogger(__name__)
+
+Addr = tuple[str, int]
+PEER_REQUESTS = (PreviewRequest, ImageRequest, AccessUpdate, MoreViews)
+
+
+class Sharing:
+    def __init__(self, session: ClientSession) -> None:
+        from actors.client_session import SessionError
+
+        self.s = session
+        self.Error = SessionError
+        self.owner = OwnerSide(session)
+        self.auto_approve = False
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="peer")
+        self._answers: dict[str, Message] = {}  # rid -> reply, so a retried request is answered alike
+        self._busy: set[str] = set()
+        self._lock = threading.Lock()
+        self.refused = 0
+
+    def public_keys(self) -> tuple[bytes, bytes]:
+        return b"", b""
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    # ---- incoming -----------------------------------------------------------------------------
+    def on_peer_message(self, addr: Addr, msg: Message) -> None:
+        """Called on the delivery thread: hand peer requests to the pool."""
+        if not isinstance(msg, PEER_REQUESTS):
+            log.debug("ignored %s from %s", type(msg).__name__, addr)
+            return
+        with self._lock:
+            cached = self._answers.get(msg.rid)
+            busy = msg.rid in self._busy
+            if cached is None and not busy:
+                self._busy.add(msg.rid)
+        if cached is not None:
+            self.s.transport.send(addr, cached)
+        elif not busy:
+            self._pool.submit(self._handle, addr, msg)
+
+    def _handle(self, addr: Addr, msg: Any) -> None:
+        try:
+            if not self.s.peer_token_ok(msg.user, msg.token, addr):
+                self.refused += 1
+                log.warning("refused %s from %s: token does not match the directory",
+                            type(msg).__name__, addr)
+                reply: Message = ErrorReply(rid=msg.rid, code="bad_token", retryable=False,
+                                            message="your session token does not match the directory")
+            else:
+                reply = self._dispatch(addr, msg)
+        except (self.Error, StoreError, AccessError, InvalidName, images.ImageError) as exc:
+            reply = ErrorReply(rid=msg.rid, code=getattr(exc, "code", "refused"),
+                               message=str(exc), retryable=False)
+        except Exception as exc:  # never let a peer kill the worker silently
+            log.exception("peer request %s failed", msg.rid)
+            reply = ErrorReply(rid=msg.rid, code="internal", message=str(exc), retryable=False)
+        with self._lock:
+            self._busy.discard(msg.rid)
+            self._answers[msg.rid] = reply
+        self.s.transport.send(addr, reply)
+
+    def _dispatch(self, addr: Addr, msg: Any) -> Message:
+        if isinstance(msg, PreviewRequest):
+            return PreviewReply(rid=msg.rid, previews=tuple(self.owner.previews()))
+        if isinstance(msg, ImageRequest):
+            png, grant = self.owner.serve_image(msg.user, msg.image, msg.views)
+            return ImageReply(rid=msg.rid, image=msg.image, sealed=png, grant=grant)
+        if isinstance(msg, MoreViews):
+            req = self.owner.record_request(msg.rid, msg.user, msg.image, msg.views)
+            self.s.notify(f"{msg.user} asks for {msg.views} more views of {msg.image} "
+                          f"(approve {req.id} / deny {req.id})")
+            if self.auto_approve:
+                self._pool.submit(self._auto_approve, req.id)
+            return Ack(rid=msg.rid)
+        if isinstance(msg, AccessUpdate):
+            if msg.user != msg.update.owner or msg.update.addressee != self.s.user:
+                raise self.Error("refused", "an access update must come from the owner, to you")
+            for notice in self.apply_updates((msg.update,)):
+                self.s.notify(notice)
+            return Ack(rid=msg.rid)
+        raise self.Error("unexpected", type(msg).__name__)
+
+    def _auto_approve(self, local_id: int) -> None:
+        try:
+            self.answer(local_id, approve=True)
+        except Exception as exc:
+            log.warning("auto-approve of request %d failed: %s", local_id, exc)
+
+    # ---- updates handed to us (peer or cloud) ---------------------------------------------------
+    def apply_updates(self, updates: tuple[Update, ...] | list[Update]) -> list[str]:
+        """Apply each update once, in post order per author. Returns notices for the user."""
+        notices = []
+        for u in sorted(updates, key=lambda u: (u.id.partition("#")[0], access.position(u.id))):
+            if u.addressee != self.s.user:
+                continue
+            if u.kind == "more" and u.owner != self.s.user:
+                continue
+            if u.kind != "more" and u.borrower != self.s.user:
+                continue
+            outcome = self.s.db.apply_update(u)
+            if outcome == "duplicate":
+                continue
+            notices.append(_describe(u, outcome))
+        return notices
+
+    # ---- outgoing: borrower ---------------------------------------------------------------------
+    def _peer(self, user: str) -> tuple[Addr, bytes]:
+        entry = self.s.lookup(check_name(user, "user"), refresh=True)
+        if entry is None:
+            raise self.Error("offline", f"{user} is not online")
+        return (entry.host, entry.port), self.s.require_token()
+
+    def peer_call(self, user: str, build: Any, deadline_s: float | None = None) -> Message:
+        addr, _ = self._peer(user)
+        reply = self.s.call(build, targets=[addr], deadline_s=deadline_s)
+        return reply
+
+    def browse(self, owner: str) -> list[dict[str, Any]]:
+        _, tok = self._peer(owner)
+        reply = self.peer_call(owner, lambda rid, _a: PreviewRequest(rid=rid, user=self.s.user,
+                                                                     token=tok), deadline_s=20)
+        if not isinstance(reply, PreviewReply):
+            raise self.Error("protocol", "unexpected answer to browse")
+        rows = []
+        for p in reply.previews:
+            path = self.s.home.write(self.s.home.preview_path(owner, images.preview_name(p.image)),
+                                     p.jpeg)
+            rows.append({"image": p.image, "path": self.s.home.relative(path), "bytes": len(p.jpeg)})
+        return rows
+
+    def request(self, owner: str, image: str, views: int) -> dict[str, Any]:
+        check_name(image, "image name")
+        views = access.check_views(views)
+        if views < 1:
+            raise self.Error("bad_views", "ask for at least 1 view")
+        _, tok = self._peer(owner)
+        reply = self.peer_call(owner, lambda rid, _a: ImageRequest(
+            rid=rid, user=self.s.user, token=tok, image=image, views=views))
+        if not isinstance(reply, ImageReply):
+            raise self.Error("protocol", "unexpected answer to the image request")
+        return self.store_received(owner, reply)
+
+    def store_received(self, owner: str, reply: ImageReply) -> dict[str, Any]:
+        from codec import seal
+
+        try:
+            sealed = seal.unseal(reply.sealed)
+        except seal.SealError as exc:
+            raise self.Error("bad_image", f"{owner} sent an unreadable sealed image: {exc}") from None
+        grant = sealed.grant
+        if grant is None or grant.owner != owner or grant.borrower != self.s.user \
+                or grant.image != reply.image:
+            raise self.Error("bad_grant", f"the grant from {owner} is not for you")
+        path = self.s.home.write(
+            self.s.home.received_path(owner, images.sealed_name(reply.image)), reply.sealed)
+        old = self.s.db.get_received(owner, reply.image)
+        version = (old.version + 1) if old is not None else 1
+        self.s.db.put_received(ReceivedGrant(owner, reply.image, grant.views, version,
+                                             self.s.home.relative(path)))
+        return {"owner": owner, "image": reply.image, "views_left": grant.views,
+                "path": self.s.home.relative(path)}
+
+    def more(self, owner: str, image: str, views: int) -> dict[str, Any]:
+        views = access.check_views(views)
+        if views < 1:
+            raise self.Error("bad_views", "ask for at least 1 view")
+        rid = self.s.next_rid()
+        update = Update(id=rid, kind="more", owner=check_name(owner, "user"),
+                        borrower=self.s.user, image=check_name(image, "image name"), delta=views,
+                        addressee=owner, grant=b"", created=time.time())
+        return self._deliver(update, lambda r, t: MoreViews(rid=r, user=self.s.user, token=t,
+                                                            image=image, views=views))
+
+    def find_received(self, name: str) -> ReceivedGrant:
+        """IMAGE or OWNER/IMAGE -> the received grant. Raises SessionError."""
+        owner, _, image = name.rpartition("/")
+        check_name(image, "image name")
+        if owner:
+            check_name(owner, "owner")
+        found = [g for g in self.s.db.inbox() if g.image == image and (not owner or g.owner == owner)]
+        if not found:
+            raise self.Error("no_such_image", f"nothing called {name!r} was shared with you; see: inbox")
+        if len(found) > 1:
+            names = ", ".join(f"{g.owner}/{g.image}" for g in found)
+            raise self.Error("ambiguous", f"several owners shared {image}: say which ({names})")
+        return found[0]
+
+    def view(self, name: str) -> tuple[dict[str, Any], Any]:
+        """Take one view, then decode the hidden picture in memory. Returns (data, PIL image).
+
+        With no views left (or an ended/expired grant) the picture is the default image, and
+        the data says how to ask for more.
+        """
+        from PIL import Image
+
+        from codec import seal
+
+        g = self.find_received(name)
+        png = (self.s.home.root / g.path).read_bytes()
+        left = self.s.db.take_view(g.owner, g.image, now=time.time())
+        data: dict[str, Any] = {"owner": g.owner, "image": g.image, "path": g.path}
+        if left is None:
+            data.update(views_left=0, shown="default",
+                        hint=f"no views left: more {g.owner} {g.image} N")
+            return data, images.open_sealed_cover(png)
+        payload = seal.unseal(png).payload
+        picture: Image.Image = images.open_for_view(payload, images.max_user_pixels(self.s.cfg))
+        data.update(views_left=left, shown="image", width=picture.width, height=picture.height)
+        return data, picture
+
+    # ---- outgoing: owner ------------------------------------------------------------------------
+    def grant(self, borrower: str, image: str, change: str) -> dict[str, Any]:
+        kind, delta = parse_change(change)
+        given = self.s.db.get_given(check_name(borrower, "user"), check_name(image, "image name"))
+        if given is None:
+            raise self.Error("no_grant", f"you have not shared {image} with {borrower}")
+        update = Update(id=self.s.next_rid(), kind=kind, owner=self.s.user, borrower=borrower,
+                        image=image, delta=delta, addressee=borrower, grant=b"",
+                        created=time.time())
+        out = self.send_update(update)
+        new = self.s.db.given_apply(update)
+        out["views"] = new.views_left
+        return out
+
+    def answer(self, local_id: int, *, approve: bool, views: int | None = None) -> dict[str, Any]:
+        req = next((r for r in self.s.db.requests(None) if r.id == local_id), None)
+        if req is None:
+            raise self.Error("no_request", f"no request {local_id}; see: requests")
+        if req.state != "pending":
+            raise self.Error("answered", f"request {local_id} was already {req.state}")
+        n = access.check_views(views if views is not None else req.views) if approve else 0
+        update = Update(id=self.s.next_rid(), kind="approve" if approve else "deny",
+                        owner=self.s.user, borrower=req.borrower, image=req.image, delta=n,
+                        addressee=req.borrower, grant=b"", created=time.time())
+        out = self.send_update(update)
+        self.s.db.answer_request(local_id, approve)
+        if approve and self.s.db.get_given(req.borrower, req.image) is not None:
+            out["views"] = self.s.db.given_apply(update).views_left
+        return out
+
+    def send_update(self, update: Update) -> dict[str, Any]:
+        return self._deliver(update, lambda r, t: AccessUpdate(rid=r, user=self.s.user, token=t,
+                                                               update=update))
+
+    def _deliver(self, update: Update, build_peer: Any) -> dict[str, Any]:
+        """Peer to peer if the addressee is online and answers; else through the cloud.
+
+        The peer message carries the update's own id as its request id, so the addressee
+        records the same id whichever way the update reaches it (applied once either way).
+        """
+        tok = self.s.require_token()
+        entry = self.s.lookup(update.addressee, refresh=True)
+        if entry is not None:
+            try:
+                reply = self.s.call(lambda rid, _a: build_peer(rid, tok),
+                                    targets=[(entry.host, entry.port)], deadline_s=5.0,
+                                    rid=update.id)
+                if isinstance(reply, Ack):
+                    return {"id": update.id, "delivered": "now", "to": update.addressee}
+            except self.Error as exc:
+                if exc.code in ("bad_token", "refused", "no_grant"):
+                    raise
+                log.info("peer %s did not answer (%s): posting to the cloud", update.addressee, exc)
+        self.s.post_update(update)
+        return {"id": update.id, "delivered": "via cloud", "to": update.addressee}
+
+
+def parse_change(change: str) -> tuple[str, int]:
+    """'+N' / '-N' / 'revoke' -> (kind, delta). Raises AccessError on anything else."""
+    if change == "revoke":
+        return "revoke", 0
+    if len(change) >= 2 and change[0] in "+-" and change[1:].isdigit():
+        return "grant", access.check_delta(int(change))
+    raise AccessError("change", change, "must be +N, -N or revoke")
+
+
+def _describe(u: Update, outcome: str) -> str:
+    if u.kind == "more":
+        return f"{u.borrower} asks for {u.delta} more views of {u.image}"
+    if outcome == "no_grant":
+        return f"update {u.id} from {u.owner} for {u.image}: you hold no such image"
+    what = {"grant": f"{u.delta:+d} views", "revoke": "revoked", "approve": f"approved +{u.delta}",
+            "deny": "denied your request"}[u.kind]
+    return f"{u.owner}/{u.image}: {what}"
+
+
+__all__ = ["Sharing", "parse_change", "GivenGrant"]

@@ -1,0 +1,183 @@
+"""The encrypt flow of one node: the request cache, who seals, the reply, `Done`.
+
+States of one cached request (keyed by request id):
+
+    electing --won--> sealing --sealed--> replying --reply acked/failed--> (Done sent, dropped)
+        |                                                  
+        +--lost(winner)--> waiting --Done(rid)--> dropped
+                              |
+                              +--winner went down--> electing (re-election from the cache)
+
+Rules:
+- Every up node caches a client's EncryptRequest and takes part in the election for its id.
+- The winner seals (encoder pool), sends EncryptReply, then tells its peers Done(rid); everyone
+  drops the cached bytes. Nothing of an image is written to disk, nothing stays after Done.
+- A request id that was Done is remembered (id and attempt only, no bytes) for `done_ttl_s`: a
+  late copy of the same attempt (an upload that was still in flight) is ignored; a client retry
+  carries a higher attempt number and is served again (sealing is deterministic, the client
+  keeps the first reply).
+- Cached requests expire after `cache_ttl_s` whatever happens, so a lost Done cannot pin memory.
+
+This class does no I/O: the node actor passes `now` and callables to send and to seal.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from codec import images, sharecrypt
+from codec.messages import Done, EncryptReply, EncryptRequest, ErrorReply, Message
+
+log = logging.getLogger(__name__)
+
+Addr = tuple[str, int]
+
+
+@dataclass(slots=True)
+class Cached:
+    rid: str
+    client: Addr
+    image: str
+    data: bytes
+    attempt: int
+    since: float
+    state: str = "electing"  # electing | sealing | replying | waiting
+    winner: int = 0
+    sealing_at: float = 0.0
+
+
+@dataclass(slots=True)
+class ServiceCounters:
+    served: int = 0
+    refused: int = 0
+    reelected: int = 0
+    expired: int = 0
+    late_ignored: int = 0
+
+
+@dataclass
+class EncryptService:
+    """Cache + flow. Callers: the node actor (one thread), in message order."""
+
+    node_id: int
+    send_client: Callable[[Addr, Message, str], None]  # (addr, msg, rid) -> None; completion via on_reply_done
+    send_peers: Callable[[Message], None]
+    start_election: Callable[[str, float], None]  # (rid, now)
+    cancel_election: Callable[[str], None]
+    submit_seal: Callable[[str, bytes], None]  # (rid, payload) -> later on_sealed
+    max_pixels: int
+    clock: Callable[[], float]
+    cache_ttl_s: float = 120.0
+    done_ttl_s: float = 300.0
+    cache: dict[str, Cached] = field(default_factory=dict)
+    done: dict[str, tuple[int, float]] = field(default_factory=dict)  # rid -> (attempt, when)
+    counters: ServiceCounters = field(default_factory=ServiceCounters)
+
+    # ---- client side -------------------------------------------------------------------
+    def on_request(self, client: Addr, msg: EncryptRequest, now: float) -> None:
+        rid = msg.rid
+        attempt = getattr(msg, "attempt", 0)
+        prior = self.done.get(rid)
+        if prior is not None and attempt <= prior[0]:
+            self.counters.late_ignored += 1
+            return
+        cached = self.cache.get(rid)
+        if cached is not None:
+            cached.client = client  # the client may have moved; same bytes (same request id)
+            cached.attempt = max(cached.attempt, attempt)
+            return
+        try:
+            if not sharecrypt.is_encrypted_payload(msg.data):  # ciphertext is sealed as opaque bytes
+                images.probe(msg.data, self.max_pixels)
+        except images.ImageError as exc:
+            self.counters.refused += 1
+            log.info("request %s refused: %s", rid, exc)
+            self.send_client(client, ErrorReply(rid=rid, code="not_an_image", message=str(exc),
+                                                retryable=False), rid)
+            return
+        self.cache[rid] = Cached(rid, client, msg.image, msg.data, attempt, now)
+        self.start_election(rid, now)
+
+    def knows(self, rid: str) -> bool:
+        return rid in self.cache
+
+    # ---- election outcomes ---------------------------------------------------------------
+    def on_won(self, rid: str) -> None:
+        cached = self.cache.get(rid)
+        if cached is None or cached.state in ("sealing", "replying"):
+            return
+        cached.state = "sealing"
+        cached.winner = self.node_id
+        cached.sealing_at = self.clock()
+        self.submit_seal(rid, cached.data)
+
+    def on_lost(self, rid: str, winner: int) -> None:
+        cached = self.cache.get(rid)
+        if cached is None or cached.state in ("sealing", "replying"):
+            return
+        cached.state = "waiting"
+        cached.winner = winner
+
+    def on_sealed(self, rid: str, png: bytes | None, ms: float, error: str | None) -> None:
+        cached = self.cache.get(rid)
+        if cached is None:
+            return
+        cached.state = "replying"
+        if png is None:
+            reply: Message = ErrorReply(rid=rid, code="seal_failed", message=error or "seal failed",
+                                        retryable=False)
+        else:
+            wait_ms = max(0.0, (cached.sealing_at - cached.since) * 1000)
+            reply = EncryptReply(rid=rid, node=self.node_id, sealed=png, seal_ms=ms,
+                                 wait_ms=wait_ms)
+        self.send_client(cached.client, reply, rid)
+
+    def on_reply_done(self, rid: str, error: object | None, now: float) -> None:
+        """The reply was acknowledged (error None) or its send failed: either way we are done."""
+        cached = self.cache.pop(rid, None)
+        if cached is None:
+            return
+        if error is None:
+            self.counters.served += 1
+        else:
+            log.info("reply %s to %s not acknowledged: %s", rid, cached.client, error)
+        self.done[rid] = (cached.attempt, now)
+        self.send_peers(Done(rid=rid, node=self.node_id))
+
+    # ---- peers -----------------------------------------------------------------------------
+    def on_done(self, rid: str, now: float) -> None:
+        cached = self.cache.pop(rid, None)
+        attempt = cached.attempt if cached is not None else 0
+        self.done[rid] = (max(attempt, self.done.get(rid, (0, 0.0))[0]), now)
+        self.cancel_election(rid)
+
+    def on_node_down(self, node: int, now: float) -> None:
+        """The winner of some requests went down before Done: elect again from the cache."""
+        for cached in list(self.cache.values()):
+            if cached.state == "waiting" and cached.winner == node:
+                cached.state = "electing"
+                cached.winner = 0
+                self.counters.reelected += 1
+                self.start_election(cached.rid, now)
+
+    def drop_all(self) -> None:
+        """Going down (simulated fail-stop): keep nothing."""
+        for rid in list(self.cache):
+            self.cancel_election(rid)
+        self.cache.clear()
+
+    def expire(self, now: float) -> None:
+        for rid, cached in list(self.cache.items()):
+            if now - cached.since > self.cache_ttl_s:
+                del self.cache[rid]
+                self.cancel_election(rid)
+                self.counters.expired += 1
+        for rid, (_, when) in list(self.done.items()):
+            if now - when > self.done_ttl_s:
+                del self.done[rid]
+
+    def load(self) -> int:
+        """Requests this node is sealing or replying to (part of its election priority)."""
+        return sum(1 for c in self.cache.values() if c.state in ("sealing", "replying"))

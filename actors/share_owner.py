@@ -1,0 +1,80 @@
+"""The owner's side of sharing: previews of `high/`, serving image requests, the request inbox.
+
+Images an owner shares live in `high/` (the `encrypt` command copies them there). Previews are
+small JPEGs made once into `low/` and sent on `browse`. An image request is capped by
+`client.max_views_per_grant`, sealed through the cloud if `encrypted/` holds no copy yet, given
+the borrower's grant in place (`codec.seal.regrant`) and recorded in `state.db`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from actors import access
+from actors.client_store import GivenGrant, ViewRequest
+from codec import images, seal
+from codec.messages import Preview
+from codec.names import check_name, is_valid_name
+
+if TYPE_CHECKING:
+    from actors.client_session import ClientSession
+
+log = logging.getLogger(__name__)
+
+MAX_PREVIEWS = 256
+
+
+class OwnerSide:
+    def __init__(self, session: ClientSession) -> None:
+        self.s = session
+
+    def shareable(self) -> list[str]:
+        """Names of the images in high/ (valid names only, sorted)."""
+        folder = self.s.home.root / "high"
+        return sorted(p.name for p in folder.iterdir() if p.is_file() and is_valid_name(p.name))
+
+    def previews(self) -> list[Preview]:
+        out = []
+        for name in self.shareable()[:MAX_PREVIEWS]:
+            low = self.s.home.low_path(images.preview_name(name))
+            if not low.exists():
+                try:
+                    data = self.s.home.high_path(name).read_bytes()
+                    jpeg = images.make_preview(data, max_pixels=images.max_user_pixels(self.s.cfg))
+                except (OSError, images.ImageError) as exc:
+                    log.warning("no preview for %s: %s", name, exc)
+                    continue
+                self.s.home.write(low, jpeg)
+            out.append(Preview(image=name, jpeg=low.read_bytes()))
+        return out
+
+    def sealed_copy(self, image: str) -> bytes:
+        """encrypted/<image>.png, sealing it through the cloud first if it is not there."""
+        target = self.s.home.encrypted_path(images.sealed_name(image))
+        if target.exists():
+            return target.read_bytes()
+        data = self.s.home.high_path(image).read_bytes()
+        png, _node = self.s.seal_through_cloud(image, data)
+        self.s.home.write(target, png)
+        return png
+
+    def serve_image(self, borrower: str, image: str, views: int) -> tuple[bytes, bytes]:
+        """(sealed png with the borrower's grant, extra grant bytes) for an image request."""
+        check_name(image, "image name")
+        if not self.s.home.high_path(image).is_file():
+            from actors.client_session import SessionError
+
+            raise SessionError("no_such_image", f"{self.s.user} has no image {image!r}")
+        views = access.cap_views(views, self.s.cfg.client.max_views_per_grant)
+        png = self.sealed_copy(image)
+        grant = seal.Grant(owner=self.s.user, borrower=borrower, image=image, views=views)
+        out = seal.regrant(png, grant)
+        old = self.s.db.get_given(borrower, image)
+        version = old.version + 1 if old is not None else 1
+        self.s.db.put_given(GivenGrant(borrower, image, views, views, version))
+        self.s.notify(f"shared {image} with {borrower}: {views} views")
+        return out, b""
+
+    def record_request(self, rid: str, borrower: str, image: str, views: int) -> ViewRequest:
+        return self.s.db.add_request(rid, borrower, image, views)

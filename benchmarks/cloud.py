@@ -1,0 +1,222 @@
+"""`python -m benchmarks.cloud`: the reference evaluation of the encrypt service.
+
+(a) 1 client, 50 images 1 s apart; (b) 1..6 clients back to back, 500 images in all; each with
+1 node (no load balancing) and with 3 nodes. Per row: average, p50 and p95 response time,
+images/s, failure rate, and how the requests spread over the nodes. (c) a breakdown of one
+~4.8 KB and one ~1.9 MB request: election, upload, seal, download.
+
+Images are generated deterministically (small PNGs of 3-5 KB, one photo-like JPEG of ~1.9 MB),
+or taken from `--images DIR`. Every client is its own process (its own socket and GIL). The
+cloud runs with the failure simulation off. Prints tables, saves a PNG plot of response time
+against clients (`--plot`, matplotlib), `--json` prints the figures as one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import multiprocessing as mp
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from benchmarks.localcloud import Cloud
+
+
+# ---- images -------------------------------------------------------------------------------------
+def small_png(i: int) -> bytes:
+    """A deterministic PNG of about 3-5 KB (a gradient with some noise), different per i."""
+    rng = np.random.default_rng(i)
+    y, x = np.mgrid[0:48, 0:48]
+    base = np.stack([(x * 5 + i) % 256, (y * 5) % 256, ((x + y) * 3) % 256], axis=-1)
+    noisy = (base + rng.integers(0, 24, base.shape)).clip(0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noisy, "RGB").save(buf, "PNG")
+    return buf.getvalue()
+
+
+def photo_jpeg(target: int = 1_900_000) -> bytes:
+    """A deterministic photo-like JPEG of about `target` bytes (noise over smooth gradients)."""
+    rng = np.random.default_rng(7)
+    w, h = 2400, 1800
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.stack([128 + 100 * np.sin(x / 170), 128 + 100 * np.cos(y / 130),
+                    128 + 90 * np.sin((x + y) / 210)], axis=-1)
+    img += rng.normal(0, 28, img.shape)
+    arr = img.clip(0, 255).astype(np.uint8)
+    best = b""
+    for q in (95, 92, 90, 88, 85, 80, 75, 70):
+        buf = io.BytesIO()
+        Image.fromarray(arr, "RGB").save(buf, "JPEG", quality=q)
+        best = buf.getvalue()
+        if len(best) <= target * 1.05:
+            break
+    return best
+
+
+def load_images(folder: Path | None, count: int) -> list[tuple[str, bytes]]:
+    if folder is None:
+        return [(f"img{i:04d}.png", small_png(i)) for i in range(count)]
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    return [(files[i % len(files)].name, files[i % len(files)].read_bytes()) for i in range(count)]
+
+
+# ---- clients --------------------------------------------------------------------------------------
+def _client(args: tuple[str, str, str, list[tuple[str, bytes]], float]) -> list[dict[str, Any]]:
+    config_path, user, home, items, spacing = args
+    import config as config_mod
+    from actors.client_session import ClientSession, SessionError
+
+    cfg = config_mod.load(config_path)
+    session = ClientSession(user, Path(home), cfg)
+    out: list[dict[str, Any]] = []
+    try:
+        for name, data in items:
+            start = time.perf_counter()
+            try:
+                _png, node = session.seal_through_cloud(name, data)
+                out.append({"ms": (time.perf_counter() - start) * 1000, "node": node, "ok": True})
+            except SessionError as exc:
+                out.append({"ms": (time.perf_counter() - start) * 1000, "ok": False,
+                            "error": str(exc)})
+            if spacing:
+                time.sleep(spacing)
+        out.append({"stats": vars(session.caller.stats)})
+    finally:
+        session.close()
+    return out
+
+
+def run_clients(cloud: Cloud, n_clients: int, images: list[tuple[str, bytes]], spacing: float,
+                root: Path) -> dict[str, Any]:
+    shares = [images[i::n_clients] for i in range(n_clients)]
+    jobs = [(str(cloud.config), f"bench{c}", str(root / f"home{c}"), shares[c], spacing)
+            for c in range(n_clients)]
+    start = time.perf_counter()
+    with mp.get_context("spawn").Pool(n_clients) as pool:
+        results = pool.map(_client, jobs)
+    wall = time.perf_counter() - start
+    rows = [r for res in results for r in res if "ms" in r]
+    dups = sum(r["stats"]["duplicates"] for res in results for r in res if "stats" in r)
+    ok = [r["ms"] for r in rows if r["ok"]]
+    nodes: dict[int, int] = {}
+    for r in rows:
+        if r["ok"]:
+            nodes[r["node"]] = nodes.get(r["node"], 0) + 1
+    q = statistics.quantiles(ok, n=20) if len(ok) >= 2 else [0.0] * 19
+    return {
+        "clients": n_clients, "images": len(rows), "avg_ms": statistics.fmean(ok) if ok else 0.0,
+        "p50_ms": statistics.median(ok) if ok else 0.0, "p95_ms": q[18],
+        "images_per_s": len(ok) / wall if wall else 0.0,
+        "failure_rate": 1 - len(ok) / len(rows) if rows else 0.0,
+        "by_node": {str(k): v for k, v in sorted(nodes.items())}, "duplicate_replies": dups,
+    }
+
+
+def breakdown(cloud: Cloud, root: Path) -> list[dict[str, Any]]:
+    """Per-phase times of one small and one large request, from the client's and node's clocks."""
+    import config as config_mod
+    from actors.client_session import ClientSession
+
+    cfg = config_mod.load(cloud.config)
+    session = ClientSession("breakdown", root / "bd", cfg)
+    rows = []
+    try:
+        for label, data in (("4.8 KB", small_png(4242)), ("1.9 MB", photo_jpeg())):
+            session.seal_through_cloud("warm.png", small_png(1))
+            t = session.timed_seal("x.jpg" if label == "1.9 MB" else "x.png", data)
+            rows.append({"request": label, "bytes": len(data), **t})
+    finally:
+        session.close()
+    return rows
+
+
+# ---- report ---------------------------------------------------------------------------------------
+def table(rows: list[dict[str, Any]], cols: list[str]) -> str:
+    from shell.render import table as render
+
+    fmt = [{k: (round(v, 1) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
+    return render(fmt, cols)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.cloud", description=__doc__.split("\n")[0])
+    p.add_argument("--images", type=Path, help="folder of images to use instead of generated ones")
+    p.add_argument("--total", type=int, default=500, help="images in all for (b)")
+    p.add_argument("--spaced", type=int, default=50, help="images for (a)")
+    p.add_argument("--spacing", type=float, default=1.0, help="seconds between images in (a)")
+    p.add_argument("--max-clients", type=int, default=6)
+    p.add_argument("--nodes", default="1,3", help="cloud sizes to measure")
+    p.add_argument("--pool", type=int, default=None, help="encoder pool size per node")
+    p.add_argument("--plot", type=Path, default=Path("bench-out/cloud.png"))
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    out: dict[str, Any] = {"spaced": [], "load": [], "breakdown": []}
+    sections = {"encoder": {"pool_size": args.pool}} if args.pool else {}
+    images = load_images(args.images, max(args.total, args.spaced))
+    with tempfile.TemporaryDirectory() as tmp:
+        for n_nodes in [int(x) for x in args.nodes.split(",")]:
+            root = Path(tmp) / f"n{n_nodes}"
+            root.mkdir()
+            cloud = Cloud(root, n_nodes, sections=sections).start()
+            try:
+                r = run_clients(cloud, 1, images[: args.spaced], args.spacing, root)
+                out["spaced"].append({"nodes": n_nodes, **r})
+                for c in range(1, args.max_clients + 1):
+                    r = run_clients(cloud, c, images[: args.total], 0.0, root)
+                    out["load"].append({"nodes": n_nodes, **r})
+                if n_nodes == max(int(x) for x in args.nodes.split(",")):
+                    out["breakdown"] = breakdown(cloud, root)
+            finally:
+                cloud.stop()
+    if args.json:
+        print(json.dumps(out))
+    else:
+        cols = ["nodes", "clients", "images", "avg_ms", "p50_ms", "p95_ms", "images_per_s",
+                "failure_rate", "by_node"]
+        print("(a) one client, images spaced", args.spacing, "s apart")
+        print(table(out["spaced"], cols))
+        print("\n(b) clients back to back,", args.total, "images in all")
+        print(table(out["load"], cols))
+        print("\n(c) one request, by phase (ms)")
+        print(table(out["breakdown"], ["request", "bytes", "total_ms", "upload_ms", "election_ms",
+                                       "seal_ms", "download_ms"]))
+    plot(out["load"], args.plot)
+    return 0
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed (pip install -e '.[bench]'): no plot")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for n in sorted({r["nodes"] for r in rows}):
+        pts = [r for r in rows if r["nodes"] == n]
+        ax.plot([r["clients"] for r in pts], [r["p50_ms"] for r in pts], marker="o",
+                label=f"{n} node{'s' if n > 1 else ''} p50")
+        ax.plot([r["clients"] for r in pts], [r["p95_ms"] for r in pts], marker="x",
+                linestyle="--", label=f"{n} node{'s' if n > 1 else ''} p95")
+    ax.set_xlabel("clients (back to back)")
+    ax.set_ylabel("response time (ms)")
+    ax.set_title("Veilshare encrypt: response time against clients")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"plot saved to {path}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

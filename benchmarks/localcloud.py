@@ -1,0 +1,171 @@
+"""A real local cloud for tests and benchmarks: node processes on 127.0.0.1 with free ports, a temp config.
+
+Each node runs as its own process (`python -m actors.server --node ID`), so a test can SIGKILL,
+SIGSTOP or restart one. `Cloud.stop()` ends every process it started; the `cloud` fixtures in
+conftest.py call it even when the test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent  # the checkout (benchmarks/ sits in it)
+SECRET = "test-secret-" + "0123456789abcdef" * 3
+
+
+def free_udp_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """Ports free for UDP right now (kept bound until all are chosen, so they differ)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v)
+    return repr(v)
+
+
+def write_config(path: Path, nodes: list[tuple[int, str, int, int]],
+                 sections: dict[str, dict[str, Any]] | None = None) -> Path:
+    lines = ["[cluster]", f'secret = "{SECRET}"', ""]
+    for node_id, host, cport, pport in nodes:
+        lines += ["[[nodes]]", f"id = {node_id}", f'host = "{host}"',
+                  f"client_port = {cport}", f"peer_port = {pport}", ""]
+    for name, values in (sections or {}).items():
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
+    e.setdefault("PYTHONUNBUFFERED", "1")
+    return e
+
+
+class Cloud:
+    def __init__(self, root: Path, n: int = 3, *, failures: bool = False,
+                 sections: dict[str, dict[str, Any]] | None = None) -> None:
+        self.root = root
+        ports = free_udp_ports(2 * n)
+        self.nodes = [(i + 1, "127.0.0.1", ports[2 * i], ports[2 * i + 1]) for i in range(n)]
+        secs = {"failures": {"enabled": failures}}
+        for k, v in (sections or {}).items():
+            secs.setdefault(k, {}).update(v)
+        self.config = write_config(root / "cluster.toml", self.nodes, secs)
+        self.failures = failures
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.logs: dict[int, Path] = {}
+
+    # ---- processes ------------------------------------------------------------------------
+    def start_node(self, node_id: int) -> None:
+        log = self.root / f"node-{node_id}.log"
+        self.logs[node_id] = log
+        cmd = [sys.executable, "-m", "actors.server", "--node", str(node_id), "--config",
+               str(self.config), "--data", str(self.root / f"data-{node_id}"),
+               "--log-level", "INFO"]
+        if not self.failures:
+            cmd.append("--no-failures")
+        with open(log, "ab") as fh:
+            self.procs[node_id] = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT,
+                                                   env=env(), cwd=str(REPO))
+
+    def start(self, wait: bool = True) -> Cloud:
+        for node_id, *_ in self.nodes:
+            self.start_node(node_id)
+        if wait:
+            self.wait_up()
+        return self
+
+    def kill(self, node_id: int, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs[node_id]
+        proc.send_signal(sig)
+        if sig == signal.SIGKILL:
+            proc.wait(timeout=10)
+
+    def restart(self, node_id: int) -> None:
+        proc = self.procs.get(node_id)
+        if proc is not None and proc.poll() is None:
+            self.kill(node_id)
+        self.start_node(node_id)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                try:
+                    proc.send_signal(signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def log_text(self, node_id: int) -> str:
+        return self.logs[node_id].read_text(errors="replace")
+
+    # ---- queries ---------------------------------------------------------------------------
+    def status(self, timeout: float = 1.0) -> list[dict[str, Any]]:
+        out = subprocess.run(
+            [sys.executable, "-m", "actors.server", "status", "--json", "--config",
+             str(self.config), "--timeout", str(timeout)],
+            capture_output=True, env=env(), cwd=str(REPO), timeout=30, check=True,
+        )
+        return list(json.loads(out.stdout)["nodes"])
+
+    def wait_up(self, timeout: float = 30.0, ids: list[int] | None = None) -> None:
+        want = set(ids or [n[0] for n in self.nodes])
+        deadline = time.monotonic() + timeout
+        last: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            last = self.status(timeout=0.5)
+            up = {r["id"] for r in last if r["state"] == "up" and r.get("majority", True)}
+            if want <= up:
+                return
+            time.sleep(0.2)
+        logs = {i: self.log_text(i)[-2000:] for i in self.logs}
+        raise AssertionError(f"nodes {sorted(want)} not up within {timeout}s: {last}\n{logs}")
+
+    def shell(self, user: str, home: Path, commands: str, *, json_out: bool = True,
+              timeout: float = 120, extra: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "shell", "--user", user, "--home", str(home), "--config",
+               str(self.config), "-c", commands]
+        if json_out:
+            cmd.append("--json")
+        cmd += extra or []
+        return subprocess.run(cmd, capture_output=True, text=True, env=env(), cwd=str(REPO),
+                              timeout=timeout)
+
+    def spawn_shell(self, user: str, home: Path, args: list[str]) -> subprocess.Popen[str]:
+        cmd = [sys.executable, "-m", "shell", "--user", user, "--home", str(home), "--config",
+               str(self.config), *args]
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env(), cwd=str(REPO))
+
+
+def json_lines(stdout: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]

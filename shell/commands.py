@@ -1,0 +1,236 @@
+"""The command table: name, arguments, help, handler. Handlers return data, never print.
+
+`run_line(ctx, line)` parses one command line and returns an `Outcome` (data for `--json`,
+text for people, ok flag for the exit status). Errors are `CommandError` with a clear
+message; nothing here raises a traceback at the user.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from actors.access import AccessError
+from actors.client_session import ClientSession, SessionError
+from actors.client_store import StoreError
+from codec.names import InvalidName
+from shell import render
+
+
+class CommandError(Exception):
+    """Bad usage or a failed command: the message is for the user."""
+
+
+@dataclass
+class Outcome:
+    data: dict[str, Any]
+    text: str
+    ok: bool = True
+
+
+@dataclass
+class Context:
+    session: ClientSession
+    progress: Callable[[int, int, str], None] | None = None
+    quit_requested: bool = False
+    show_pictures: bool = True
+    art_out: Any = None  # where terminal art goes (None: stdout)
+
+
+Handler = Callable[[Context, list[str]], Outcome]
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    usage: str
+    help: str
+    handler: Handler
+    min_args: int = 0
+    max_args: int | None = 0
+    arg_kinds: tuple[str, ...] = field(default=())  # for completion: file, user, image, ...
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, usage: str, help_text: str, *, min_args: int = 0,
+            max_args: int | None = 0, arg_kinds: tuple[str, ...] = ()) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        COMMANDS[name] = Command(name, usage, help_text, fn, min_args, max_args, arg_kinds)
+        return fn
+
+    return register
+
+
+# ---- commands -------------------------------------------------------------------------------
+@command("encrypt", "encrypt FILE...", "seal images through the cloud into encrypted/",
+         min_args=1, max_args=None, arg_kinds=("file",))
+def _encrypt(ctx: Context, args: list[str]) -> Outcome:
+    paths = [Path(a).expanduser() for a in args]
+    out = ctx.session.encrypt(paths, progress=ctx.progress)
+    data = {"encrypted": out.encrypted, "failed": out.failed}
+    lines = []
+    if out.encrypted:
+        lines.append(render.table(out.encrypted, ["file", "path", "ms", "node"]))
+    for f in out.failed:
+        lines.append(f"failed: {f['file']}: {f['error']}")
+    return Outcome(data, "\n".join(lines), ok=not out.failed)
+
+
+@command("status", "status", "the cloud's nodes and your connection")
+def _status(ctx: Context, args: list[str]) -> Outcome:
+    rows = ctx.session.node_status()
+    host, port = ctx.session.transport.address
+    text = render.table(rows, ["id", "state", "served", "cached", "token", "users", "pending"])
+    text += f"\nyou: {ctx.session.user} at {host}:{port}"
+    return Outcome({"nodes": rows, "user": ctx.session.user, "address": f"{host}:{port}"}, text)
+
+
+@command("users", "users", "online users (the directory of service)")
+def _users(ctx: Context, args: list[str]) -> Outcome:
+    rows = [{"user": e.user, "address": f"{e.host}:{e.port}"}
+            for e in ctx.session.directory(refresh=True)]
+    return Outcome({"users": rows}, render.table(rows, ["user", "address"]))
+
+
+@command("browse", "browse USER", "fetch USER's previews into previews/USER/", min_args=1,
+         max_args=1, arg_kinds=("user",))
+def _browse(ctx: Context, args: list[str]) -> Outcome:
+    rows = ctx.session.sharing.browse(args[0])
+    text = render.table(rows, ["image", "path", "bytes"]) if rows else f"{args[0]} shares nothing yet"
+    return Outcome({"user": args[0], "previews": rows}, text)
+
+
+@command("request", "request USER IMAGE [VIEWS]", "ask USER for IMAGE with VIEWS views (default 1)",
+         min_args=2, max_args=3, arg_kinds=("user", "preview", "count"))
+def _request(ctx: Context, args: list[str]) -> Outcome:
+    views = _int(args[2], "VIEWS") if len(args) > 2 else 1
+    row = ctx.session.sharing.request(args[0], args[1], views)
+    return Outcome(row, f"{row['owner']}/{row['image']}: {row['views_left']} views -> {row['path']}")
+
+
+@command("inbox", "inbox", "images shared with you, views left")
+def _inbox(ctx: Context, args: list[str]) -> Outcome:
+    rows = [{"owner": g.owner, "image": g.image, "views_left": g.views_left, "path": g.path}
+            for g in ctx.session.db.inbox()]
+    return Outcome({"images": rows}, render.table(rows, ["owner", "image", "views_left", "path"]))
+
+
+@command("view", "view IMAGE", "show IMAGE, using one view (OWNER/IMAGE where names clash)",
+         min_args=1, max_args=1, arg_kinds=("received",))
+def _view(ctx: Context, args: list[str]) -> Outcome:
+    from shell import viewer
+
+    data, picture = ctx.session.sharing.view(args[0])
+    title = f"{data['owner']}/{data['image']}"
+    if ctx.show_pictures:
+        data["display"] = viewer.show(picture, title, out=ctx.art_out)
+    if data["shown"] == "default":
+        return Outcome(data, f"{title}: no views left; ask for more: more {data['owner']} "
+                             f"{data['image']} N")
+    return Outcome(data, f"{title}: {data['views_left']} views left")
+
+
+@command("more", "more USER IMAGE N", "ask the owner for N more views", min_args=3, max_args=3,
+         arg_kinds=("user", "received_image", "count"))
+def _more(ctx: Context, args: list[str]) -> Outcome:
+    out = ctx.session.sharing.more(args[0], args[1], _int(args[2], "N"))
+    return Outcome(out, f"asked {args[0]} for {args[2]} more views of {args[1]} ({out['delivered']})")
+
+
+@command("shared", "shared", "images you shared: borrower, views granted")
+def _shared(ctx: Context, args: list[str]) -> Outcome:
+    rows = [{"borrower": g.borrower, "image": g.image, "views": g.views_left,
+             "granted": g.views_granted} for g in ctx.session.db.shared()]
+    return Outcome({"shared": rows}, render.table(rows, ["borrower", "image", "views", "granted"]))
+
+
+@command("grant", "grant USER IMAGE +N|-N|revoke", "change a borrower's access", min_args=3,
+         max_args=3, arg_kinds=("borrower", "own_image", "change"))
+def _grant(ctx: Context, args: list[str]) -> Outcome:
+    out = ctx.session.sharing.grant(args[0], args[1], args[2])
+    return Outcome(out, f"{args[0]}/{args[1]}: {args[2]} ({out['delivered']}); views now {out['views']}")
+
+
+@command("requests", "requests", "requests for more views waiting for you")
+def _requests(ctx: Context, args: list[str]) -> Outcome:
+    rows = [{"id": r.id, "borrower": r.borrower, "image": r.image, "views": r.views}
+            for r in ctx.session.db.requests("pending")]
+    return Outcome({"requests": rows}, render.table(rows, ["id", "borrower", "image", "views"]))
+
+
+@command("approve", "approve ID [N]", "approve a request for more views (N overrides)",
+         min_args=1, max_args=2, arg_kinds=("request_id", "count"))
+def _approve(ctx: Context, args: list[str]) -> Outcome:
+    n = _int(args[1], "N") if len(args) > 1 else None
+    out = ctx.session.sharing.answer(_int(args[0], "ID"), approve=True, views=n)
+    return Outcome(out, f"approved request {args[0]} ({out['delivered']})")
+
+
+@command("deny", "deny ID", "deny a request for more views", min_args=1, max_args=1,
+         arg_kinds=("request_id",))
+def _deny(ctx: Context, args: list[str]) -> Outcome:
+    out = ctx.session.sharing.answer(_int(args[0], "ID"), approve=False)
+    return Outcome(out, f"denied request {args[0]} ({out['delivered']})")
+
+
+def _int(text: str, what: str) -> int:
+    if not text.isdigit() or len(text) > 7:
+        raise CommandError(f"{what} must be a whole number from 0 to 1000000, not {text!r}")
+    return int(text)
+
+
+@command("help", "help [CMD]", "list commands, or explain one", max_args=1, arg_kinds=("command",))
+def _help(ctx: Context, args: list[str]) -> Outcome:
+    if args:
+        cmd = COMMANDS.get(args[0])
+        if cmd is None:
+            raise CommandError(f"no command {args[0]!r}; try: help")
+        return Outcome({"command": cmd.name, "usage": cmd.usage, "help": cmd.help},
+                       f"{cmd.usage}\n  {cmd.help}")
+    rows = [{"usage": c.usage, "help": c.help} for c in COMMANDS.values()]
+    return Outcome({"commands": rows}, render.table(rows, ["usage", "help"], ["command", "what it does"]))
+
+
+@command("quit", "quit", "leave the directory and exit")
+def _quit(ctx: Context, args: list[str]) -> Outcome:
+    ctx.quit_requested = True
+    return Outcome({"quit": True}, "bye")
+
+
+# ---- dispatch -------------------------------------------------------------------------------
+def split_commands(text: str) -> list[str]:
+    """`-c "CMD; CMD"`: split on semicolons outside quotes."""
+    lexer = shlex.shlex(text, posix=True, punctuation_chars=";")
+    lexer.whitespace_split = True
+    parts: list[list[str]] = [[]]
+    for tok in lexer:
+        if tok == ";":
+            parts.append([])
+        else:
+            parts[-1].append(tok)
+    return [shlex.join(p) for p in parts if p]
+
+
+def run_line(ctx: Context, line: str) -> Outcome:
+    try:
+        words = shlex.split(line)
+    except ValueError as exc:
+        return Outcome({"error": f"cannot parse: {exc}"}, f"error: cannot parse: {exc}", ok=False)
+    if not words:
+        return Outcome({}, "", ok=True)
+    name, args = words[0], words[1:]
+    cmd = COMMANDS.get(name)
+    try:
+        if cmd is None:
+            raise CommandError(f"unknown command {name!r}; type 'help' for the list")
+        if len(args) < cmd.min_args or (cmd.max_args is not None and len(args) > cmd.max_args):
+            raise CommandError(f"usage: {cmd.usage}")
+        return cmd.handler(ctx, args)
+    except (CommandError, SessionError, StoreError, AccessError, InvalidName) as exc:
+        code = getattr(exc, "code", "usage")
+        return Outcome({"error": str(exc), "code": code}, f"error: {exc}", ok=False)

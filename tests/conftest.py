@@ -1,0 +1,43 @@
+"""Shared fixtures: a real local cloud of node processes on 127.0.0.1 (stopped even on failure)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from benchmarks.localcloud import Cloud
+
+
+@pytest.fixture
+def cloud(tmp_path: Path) -> Iterator[Cloud]:
+    """Three nodes, failure simulation off, up and in majority."""
+    c = Cloud(tmp_path, 3)
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture
+def cloud_factory(tmp_path: Path) -> Iterator[object]:
+    """Build clouds with other settings: cloud_factory(n=3, failures=False, sections={...})."""
+    made: list[Cloud] = []
+
+    def make(n: int = 3, *, failures: bool = False, sections: dict | None = None,
+             start: bool = True, sub: str = "cloud") -> Cloud:
+        root = tmp_path / f"{sub}{len(made)}"
+        root.mkdir()
+        c = Cloud(root, n, failures=failures, sections=sections)
+        made.append(c)
+        if start:
+            c.start()
+        return c
+
+    try:
+        yield make
+    finally:
+        for c in made:
+            c.stop()
