@@ -177,3 +177,27 @@ def sealed_name(image_name: str, taken: Collection[str] = frozenset()) -> str:
         if candidate not in taken:
             return candidate
     raise AssertionError("unreachable: more candidates than taken names")
+
+
+def preview_name(image_name: str) -> str:
+    """The file name of an image's preview in low/ and previews/<user>/: always a JPEG, named
+    after the whole image name ("pic.png" -> "pic.png.jpg", "pic.jpg" -> "pic.jpg"), so two images
+    that differ only by extension keep two previews. Cut to 64 characters (a valid name)."""
+    check_name(image_name, "image name")
+    if image_name.lower().endswith((".jpg", ".jpeg")):
+        return image_name
+    return _fit(image_name, ".jpg")
+
+
+def open_sealed_cover(png_bytes: bytes) -> Image.Image:
+    """What a sealed image shows to any viewer: the default image (its cover), as RGB.
+    Only PNG is accepted; the pixel limit is the sealed-image limit of the reader."""
+    from codec import png as png_mod
+    from codec.seal import SealError
+
+    try:
+        info = png_mod.parse(bytes(png_bytes), max(1, 64 * 1024 * 1024 // 3 * 4))
+    except SealError as exc:
+        raise ImageError(f"not a sealed image: {exc}") from None
+    del info
+    return _to_rgb(open_image(png_bytes, ["PNG"]))

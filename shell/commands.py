@@ -7,6 +7,7 @@ message; nothing here raises a traceback at the user.
 
 from __future__ import annotations
 
+import logging
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,9 @@ from actors.client_session import ClientSession, SessionError
 from actors.client_store import StoreError
 from codec.names import InvalidName
 from shell import render
+
+
+log = logging.getLogger(__name__)
 
 
 class CommandError(Exception):
@@ -231,6 +235,10 @@ def run_line(ctx: Context, line: str) -> Outcome:
         if len(args) < cmd.min_args or (cmd.max_args is not None and len(args) > cmd.max_args):
             raise CommandError(f"usage: {cmd.usage}")
         return cmd.handler(ctx, args)
-    except (CommandError, SessionError, StoreError, AccessError, InvalidName) as exc:
+    except (CommandError, SessionError, StoreError, AccessError, InvalidName, ValueError) as exc:
         code = getattr(exc, "code", "usage")
         return Outcome({"error": str(exc), "code": code}, f"error: {exc}", ok=False)
+    except Exception as exc:  # a bug: say so plainly, keep the traceback in the log only
+        log.exception("command %r failed", line)
+        return Outcome({"error": f"internal error: {exc}", "code": "internal"},
+                       f"error: internal error ({type(exc).__name__}: {exc}); see the log", ok=False)
