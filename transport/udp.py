@@ -1,0 +1,403 @@
+"""The transport over a real UDP socket: `Transport` (the thread-safe handle every actor uses) and
+`TransportActor` (its delivery side).
+
+Threads, and what runs where:
+- reader thread: select() on the socket and a wake-up socketpair, with the timeout of the core's
+  next deadline (RTO, send deadlines, idle partials, held-back policy datagrams). It drains up to
+  DRAIN_BATCH datagrams, feeds them to the pure `Endpoint` under one lock, sends what the core
+  asks for and resolves send futures. Per-datagram work never leaves this thread.
+- caller threads: `send()` encodes the message, hands it to the core under the lock and sends
+  the first window itself (the window paces sending; the socket buffers are raised but never
+  relied on).
+- `TransportActor` (Pykka): decodes each whole message once and gives it to the subscribers
+  (`actor_ref.tell(Delivery)`, or a call of a callable), and runs `on_done` callbacks. Slow
+  subscribers therefore never stall the socket.
+Every OSError of send/receive/select is counted (`oserrors`) and the thread goes on; no peer
+input reaches an actor as an exception. Socket I/O (buffers, IP_PMTUDISC_DO, UDP GSO/GRO
+batching with fallback) is in `transport.sockets`.
+
+A `LossPolicy` (argument, else the VEILSHARE_LOSS_POLICY environment variable) impairs incoming
+datagrams: seeded drop, duplicate, delay, reorder, bit flips.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import random
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import pykka
+
+from config import TransportConfig
+from transport.auth import (
+    EpochStore,
+    MemoryEpochStore,
+    PeerAuth,
+    PeerGuard,
+    SqliteEpochStore,
+    boot_epoch,
+)
+from transport.endpoint import Delivered, Endpoint, Event
+from transport.errors import MessageRejected, SendError, TransportError
+from transport.policy import LossPolicy, PolicyGate
+from transport.sender import SendDone
+from transport.sockets import DatagramSocket
+
+__all__ = [
+    "Delivery",
+    "EpochStore",
+    "LossPolicy",
+    "MemoryEpochStore",
+    "PeerAuth",
+    "SendError",
+    "SqliteEpochStore",
+    "Transport",
+    "TransportActor",
+    "TransportError",
+]
+
+log = logging.getLogger(__name__)
+Addr = tuple[str, int]
+DRAIN_BATCH = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One whole message from `addr`, delivered once."""
+
+    addr: Addr
+    msg: Any
+
+
+class Codec(Protocol):
+    """What the transport needs of a codec (codec.messages by default)."""
+
+    def encode(self, msg: Any) -> bytes: ...
+    def decode(self, type_code: int, body: bytes) -> Any: ...
+    def max_body(self, type_code: int, max_message: int) -> int: ...
+
+
+Handler = Any  # pykka.ActorRef[Any] | Callable[[Delivery], None]
+OnDone = Callable[[SendError | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Deliver:
+    addr: Addr
+    type_code: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    fn: OnDone
+    err: SendError | None
+
+
+class TransportActor(pykka.ThreadingActor):
+    """Delivery side of one Transport: decode once, hand to subscribers, run callbacks."""
+
+    def __init__(self, transport: Transport) -> None:
+        super().__init__()
+        self._t = transport
+
+    def on_start(self) -> None:
+        self._t._actor_thread = threading.current_thread()
+
+    def on_receive(self, message: Any) -> Any:
+        try:
+            if isinstance(message, _Deliver):
+                self._t._deliver(message)
+            elif isinstance(message, _Call):
+                message.fn(message.err)
+        except Exception:  # a subscriber's bug must not stop delivery
+            self._t._count("subscriber_errors")
+            log.exception("transport %s: subscriber failed", self._t.name)
+        return None
+
+
+def _canonical(addr: Addr, family: int) -> Addr:
+    host, port = addr[0], int(addr[1])
+    try:
+        return (ipaddress.ip_address(host).compressed, port)
+    except ValueError:
+        info = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM)
+        return (info[0][4][0], port)
+
+
+class Transport:
+    """Thread-safe handle of one UDP socket (see module docstring). Build with `start`."""
+
+    def __init__(self, sock: DatagramSocket, ep: Endpoint, codec: Codec, *, name: str,
+                 gate: PolicyGate | None) -> None:  # fmt: skip
+        self.name = name
+        self._sock = sock
+        self._ep = ep
+        self._codec = codec
+        self._gate = gate
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._pending: dict[int, tuple[pykka.Future[None], OnDone | None]] = {}
+        self._subs: list[tuple[Handler, frozenset[int] | None]] = []
+        self._extra = {"oserrors": 0, "bad_messages": 0, "subscriber_errors": 0,
+                       "internal_errors": 0}  # fmt: skip
+        self._sleep_until = 0.0
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._actor_thread: threading.Thread | None = None
+        self.address: Addr = sock.address
+        self.epoch = ep.epoch
+        self._actor = TransportActor.start(self)
+        self._reader = threading.Thread(target=self._run, name=f"transport-{name}", daemon=True)
+        self._reader.start()
+
+    @classmethod
+    def start(
+        cls,
+        bind: Addr,
+        cfg: TransportConfig,
+        *,
+        codec: Codec | None = None,
+        auth: PeerAuth | None = None,
+        validate_addresses: bool = False,
+        policy: LossPolicy | None = None,
+        name: str = "",
+        sock_wrapper: Callable[[Any], Any] | None = None,
+        batching: bool = True,
+    ) -> Transport:
+        """Bind `bind` (port 0: any) and start the reader and delivery threads.
+        `codec` defaults to codec.messages; `policy` to LossPolicy.from_env();
+        `sock_wrapper(sock)` may wrap sendto/sendmsg/recvfrom/recvmsg (fault injection in tests);
+        `batching=False` turns UDP GSO/GRO off (one syscall per datagram)."""
+        if codec is None:
+            from codec import messages as default_codec
+
+            codec = default_codec  # type: ignore[assignment]
+        assert codec is not None
+        if policy is None:
+            policy = LossPolicy.from_env()
+        wall_ms = int(time.time() * 1000)
+        guard = None
+        epoch = wall_ms
+        if auth is not None:
+            guard = PeerGuard(auth, lambda: int(time.time() * 1000))
+            epoch = boot_epoch(auth.epoch_store, auth.self_id, wall_ms)
+        rng = random.Random(int.from_bytes(os.urandom(8), "big"))
+        ep = Endpoint(cfg, epoch=epoch, rng=rng, max_body=codec.max_body, guard=guard,
+                      validate_addresses=validate_addresses)  # fmt: skip
+        sock = DatagramSocket(bind, cfg.socket_buffer, wrap=sock_wrapper, batching=batching)
+        gate = PolicyGate(policy) if policy is not None else None
+        if gate is not None:
+            log.warning("transport %s: loss policy %s", name, policy.spec())  # type: ignore[union-attr]
+        return cls(sock, ep, codec, name=name or f"{bind[0]}:{bind[1]}", gate=gate)
+
+    # ----------------------------------------------------------------- public API
+    def send(self, addr: Addr, msg: Any, *, deadline_s: float | None = None,
+             on_done: OnDone | None = None) -> pykka.Future[None]:  # fmt: skip
+        """Send `msg` to `addr`. The future resolves None once the peer acknowledged the whole
+        message, or fails with SendError (kind "unacknowledged", "undelivered" or "rejected").
+        `on_done(error_or_None)` runs on the delivery thread when the outcome is known.
+        `deadline_s`: silence after which the send fails (default transport.send_deadline_s)."""
+        fut: pykka.Future[None] = pykka.ThreadingFuture()
+        try:
+            body = self._codec.encode(msg)
+            dest = _canonical(addr, self._sock.family)
+        except Exception as exc:  # the caller's message or address is refused
+            self._resolve(fut, on_done, SendError("rejected", f"cannot send {msg!r}: {exc}"))
+            return fut
+        now = time.monotonic()
+        with self._lock:
+            if self._closed.is_set():
+                err: SendError | None = SendError("rejected", "transport stopped")
+            else:
+                try:
+                    handle = self._ep.send(dest, msg.TYPE, body, now, deadline_s)
+                    self._pending[handle] = (fut, on_done)
+                    err = None
+                except MessageRejected as exc:
+                    err = SendError("rejected", exc.reason)
+            out, events, poke = self._pump(now)
+        if err is not None:
+            self._resolve(fut, on_done, err)
+        self._flush(out, events)
+        if poke:
+            self._poke()
+        return fut
+
+    def subscribe(self, handler: Handler, types: tuple[type, ...] | None = None) -> Callable[[], None]:
+        """Deliver every whole message (of `types`, default all) to `handler`: an actor ref gets
+        `tell(Delivery)`, a callable is called on the delivery thread (keep it quick).
+        Returns a function that undoes the subscription."""
+        codes = None if types is None else frozenset(int(t.TYPE) for t in types)  # type: ignore[attr-defined]
+        entry = (handler, codes)
+        with self._lock:
+            self._subs = [*self._subs, entry]
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._subs = [s for s in self._subs if s is not entry]
+
+        return unsubscribe
+
+    def stats(self) -> dict[str, int]:
+        """Counters: the core's (see transport.endpoint) plus oserrors, bad_messages (bodies the
+        codec refused), subscriber_errors, internal_errors, policy_* and the socket buffers."""
+        with self._lock:
+            s = self._ep.stats()
+            s.update(self._extra)
+            if self._gate is not None:
+                s.update(self._gate.counts)
+        try:
+            s["rcvbuf"], s["sndbuf"] = self._sock.buffers()
+        except OSError:
+            pass
+        s["gso"], s["gro"] = int(self._sock.gso), int(self._sock.gro)
+        return s
+
+    def stop(self) -> None:
+        """Stop the threads, close the socket, fail pending sends ("rejected"). Idempotent."""
+        with self._lock:
+            if self._closed.is_set():
+                return
+            self._closed.set()
+            pending, self._pending = self._pending, {}
+        self._poke()
+        if threading.current_thread() is not self._reader:
+            self._reader.join(timeout=5.0)
+        for fut, on_done in pending.values():
+            self._resolve(fut, on_done, SendError("rejected", "transport stopped"))
+        in_actor = threading.current_thread() is self._actor_thread
+        self._actor.stop(block=not in_actor)
+        for s in (self._sock, self._wake_r, self._wake_w):
+            s.close()
+
+    # ----------------------------------------------------------------- reader thread
+    def _run(self) -> None:
+        while not self._closed.is_set():
+            try:
+                self._iterate()
+            except Exception:  # a bug must not kill the socket: count, log, go on
+                self._count("internal_errors")
+                log.exception("transport %s: reader iteration failed", self.name)
+                self._closed.wait(0.01)
+
+    def _iterate(self) -> None:
+        with self._lock:
+            wake = self._next_wake()
+            self._sleep_until = wake
+        timeout = None if wake == float("inf") else max(0.0, wake - time.monotonic())
+        try:
+            ready, _, _ = select.select([self._sock, self._wake_r], [], [], timeout)
+        except (OSError, ValueError):
+            if not self._closed.is_set():
+                self._count("oserrors")
+                self._closed.wait(0.001)
+            return
+        if self._wake_r in ready:
+            self._drain_wake()
+        batch = self._recv_batch() if self._sock in ready else []
+        now = time.monotonic()
+        with self._lock:
+            if self._closed.is_set():
+                return
+            if self._gate is not None:
+                batch = self._impair(batch, now)
+            received = self._ep.datagram_received
+            for addr, data in batch:
+                received(addr, data, now)
+            out, events, _ = self._pump(now)
+        self._flush(out, events)
+
+    def _recv_batch(self) -> list[tuple[Addr, bytes]]:
+        batch, errors = self._sock.recv(DRAIN_BATCH)
+        if errors:
+            self._count("oserrors", errors)
+        return batch
+
+    def _impair(self, batch: list[tuple[Addr, bytes]], now: float) -> list[tuple[Addr, bytes]]:
+        gate = self._gate
+        assert gate is not None
+        out = gate.due(now)
+        for addr, data in batch:
+            out.extend(gate.admit(addr, data, now))
+        return out
+
+    def _next_wake(self) -> float:
+        times = [t for t in (self._ep.next_deadline(),
+                             self._gate.next_time() if self._gate else None) if t is not None]  # fmt: skip
+        return min(times) if times else float("inf")
+
+    def _pump(self, now: float) -> tuple[list[tuple[Addr, bytes | bytearray]], list[Event], bool]:
+        """(under the lock) datagrams and events due now, and whether the reader must wake up."""
+        out = self._ep.datagrams_to_send(now)
+        events = self._ep.pop_events()
+        deadline = self._ep.next_deadline()
+        return out, events, deadline is not None and deadline < self._sleep_until
+
+    def _flush(self, out: list[tuple[Addr, bytes | bytearray]], events: list[Event]) -> None:
+        if out:
+            errors = self._sock.send(out)  # lost datagrams are the core's to resend
+            if errors:
+                self._count("oserrors", errors)
+        for ev in events:
+            if isinstance(ev, Delivered):
+                self._actor.tell(_Deliver(ev.addr, ev.type_code, ev.body))
+                continue
+            entry = self._pending.pop(ev.handle, None)
+            if entry is not None:
+                err = None if isinstance(ev, SendDone) else SendError(ev.kind, ev.reason)
+                self._resolve(entry[0], entry[1], err)
+
+    def _resolve(self, fut: pykka.Future[None], on_done: OnDone | None, err: SendError | None) -> None:
+        if err is None:
+            fut.set(None)
+        else:
+            fut.set_exception((SendError, err, None))
+        if on_done is not None and self._actor.is_alive():
+            self._actor.tell(_Call(on_done, err))
+
+    def _poke(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:  # full (a wake-up is already pending) or closed
+            pass
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except OSError:
+            pass
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self._extra[key] = self._extra.get(key, 0) + n
+
+    # ----------------------------------------------------------------- delivery thread
+    def _deliver(self, d: _Deliver) -> None:
+        try:
+            msg = self._codec.decode(d.type_code, d.body)
+        except Exception:  # the codec refused a peer's body: counted, never raised
+            self._count("bad_messages")
+            return
+        delivery = Delivery(d.addr, msg)
+        for handler, codes in self._subs:
+            if codes is not None and d.type_code not in codes:
+                continue
+            if isinstance(handler, pykka.ActorRef):
+                handler.tell(delivery)
+            else:
+                try:
+                    handler(delivery)
+                except Exception:
+                    self._count("subscriber_errors")
+                    log.exception("transport %s: subscriber %r failed", self.name, handler)
