@@ -82,8 +82,12 @@ class ClientSession:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
+        from actors.grants import Grants
+        from actors.keys import ClientKeys
         from actors.peer import Sharing  # the sharing flows use this session
 
+        self.keys = ClientKeys.load_or_create(self.home.root)
+        self.grants = Grants(self, self.keys)
         self.sharing = Sharing(self)
         self.transport.subscribe(self._on_delivery)
 

@@ -14,6 +14,8 @@ Rules:
 - Join while the user is online from another address: refused (`AlreadyOnline`), unless that
   entry has expired.
 - Heartbeat with the right token: expiry pushed to now + ttl. Leave with the right token: removed.
+- Keys: a user's public keys are pinned at the first join (trust on first use, kept on disk by
+  the node); a join or replicated entry with other keys is refused (`KeysChanged`).
 - Replication: `merge(entry)` keeps, per user, the entry that expires last. A leave travels as
   the entry with `expires == 0`; its token digest is kept as a tombstone for one ttl, so a late
   copy of that session's join or heartbeat cannot bring it back.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from codec.messages import UserEntry
@@ -42,6 +45,10 @@ class BadToken(DirectoryError):
     code = "bad_token"
 
 
+class KeysChanged(DirectoryError):
+    code = "keys_changed"
+
+
 def token_digest(token: bytes) -> bytes:
     return hashlib.sha256(token).digest()[:16]
 
@@ -57,6 +64,8 @@ class Directory:
     ttl_s: float
     entries: dict[str, UserEntry] = field(default_factory=dict)
     tombs: dict[bytes, float] = field(default_factory=dict)  # token digest -> when it left
+    pins: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)  # user -> (sign, box)
+    on_pin: Callable[[str, bytes, bytes], None] = lambda user, sign, box: None  # persist a pin
 
     def online(self, now: float) -> list[UserEntry]:
         return sorted((e for e in self.entries.values() if e.expires > now), key=lambda e: e.user)
@@ -74,11 +83,28 @@ class Directory:
             raise AlreadyOnline(
                 f"{user} is already online from {current.host}:{current.port}; if that session "
                 f"crashed it expires within {left} s")
+        self._pin(user, sign_key, box_key, refuse=True)
         token = derive_token(self.key, user, host, port, rid)
         entry = UserEntry(user=user, host=host, port=port, token_digest=token_digest(token),
                           sign_key=sign_key, box_key=box_key, expires=now + self.ttl_s)
         self.entries[user] = entry
         return token, entry
+
+    def _pin(self, user: str, sign_key: bytes, box_key: bytes, *, refuse: bool) -> bool:
+        """Keys are pinned at a user's first join (trust on first use); False/KeysChanged if a
+        later join or replicated entry names other keys."""
+        pinned = self.pins.get(user)
+        if pinned is None:
+            if sign_key or box_key:
+                self.pins[user] = (sign_key, box_key)
+                self.on_pin(user, sign_key, box_key)
+            return True
+        if pinned == (sign_key, box_key):
+            return True
+        if refuse:
+            raise KeysChanged(f"{user} joined before with other keys: refusing (a user keeps the "
+                              "keys in the keys/ folder of their client home)")
+        return False
 
     def check(self, user: str, token: bytes, now: float) -> UserEntry:
         """The online entry of `user` if `token` is theirs. Raises BadToken."""
@@ -117,6 +143,8 @@ class Directory:
             return False
         if entry.token_digest in self.tombs or entry.expires <= now:
             return False  # a late copy of a session that already left, or stale
+        if not self._pin(entry.user, entry.sign_key, entry.box_key, refuse=False):
+            return False
         if cur is None or entry.expires > cur.expires:
             self.entries[entry.user] = entry
             return True

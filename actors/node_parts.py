@@ -64,7 +64,8 @@ class NodeParts:
         self.wall = time.time
         self.pending = PendingStore(data_dir / "pending.db")
         dir_key = hashlib.sha256(b"veilshare directory v1|" + cfg.secret_bytes()).digest()
-        self.directory = Directory(dir_key, cfg.directory.ttl_s)
+        self.directory = Directory(dir_key, cfg.directory.ttl_s, pins=self.pending.pins(),
+                                   on_pin=self.pending.pin_set)
         self.cluster = cluster_state.ClusterState(node, rng, failures)
         self.service = EncryptService(
             node_id=self.id,

@@ -62,7 +62,7 @@ class Sharing:
         self.refused = 0
 
     def public_keys(self) -> tuple[bytes, bytes]:
-        return b"", b""
+        return self.s.keys.sign_public, self.s.keys.box_public
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -108,7 +108,7 @@ class Sharing:
         if isinstance(msg, PreviewRequest):
             return PreviewReply(rid=msg.rid, previews=tuple(self.owner.previews()))
         if isinstance(msg, ImageRequest):
-            png, grant = self.owner.serve_image(msg.user, msg.image, msg.views)
+            png, grant = self.owner.serve_image(msg.user, msg.image, msg.views, msg.days)
             return ImageReply(rid=msg.rid, image=msg.image, sealed=png, grant=grant)
         if isinstance(msg, MoreViews):
             req = self.owner.record_request(msg.rid, msg.user, msg.image, msg.views)
@@ -142,7 +142,13 @@ class Sharing:
                 continue
             if u.kind != "more" and u.borrower != self.s.user:
                 continue
-            outcome = self.s.db.apply_update(u)
+            try:
+                signed = self.s.grants.verify_update(u)
+            except self.Error as exc:  # unsigned or forged: recorded as seen, no effect
+                if self.s.db.apply_once(u.id, lambda _txn: None):
+                    notices.append(str(exc))
+                continue
+            outcome = self.s.db.apply_update(u, signed)
             if outcome == "duplicate":
                 continue
             notices.append(_describe(u, outcome))
@@ -173,37 +179,24 @@ class Sharing:
             rows.append({"image": p.image, "path": self.s.home.relative(path), "bytes": len(p.jpeg)})
         return rows
 
-    def request(self, owner: str, image: str, views: int) -> dict[str, Any]:
+    def request(self, owner: str, image: str, views: int, days: float = 0.0) -> dict[str, Any]:
         check_name(image, "image name")
         views = access.check_views(views)
         if views < 1:
             raise self.Error("bad_views", "ask for at least 1 view")
         _, tok = self._peer(owner)
         reply = self.peer_call(owner, lambda rid, _a: ImageRequest(
-            rid=rid, user=self.s.user, token=tok, image=image, views=views))
+            rid=rid, user=self.s.user, token=tok, image=image, views=views, days=days))
         if not isinstance(reply, ImageReply):
             raise self.Error("protocol", "unexpected answer to the image request")
         return self.store_received(owner, reply)
 
     def store_received(self, owner: str, reply: ImageReply) -> dict[str, Any]:
-        from codec import seal
-
-        try:
-            sealed = seal.unseal(reply.sealed)
-        except seal.SealError as exc:
-            raise self.Error("bad_image", f"{owner} sent an unreadable sealed image: {exc}") from None
-        grant = sealed.grant
-        if grant is None or grant.owner != owner or grant.borrower != self.s.user \
-                or grant.image != reply.image:
-            raise self.Error("bad_grant", f"the grant from {owner} is not for you")
-        path = self.s.home.write(
-            self.s.home.received_path(owner, images.sealed_name(reply.image)), reply.sealed)
-        old = self.s.db.get_received(owner, reply.image)
-        version = (old.version + 1) if old is not None else 1
-        self.s.db.put_received(ReceivedGrant(owner, reply.image, grant.views, version,
-                                             self.s.home.relative(path)))
-        return {"owner": owner, "image": reply.image, "views_left": grant.views,
-                "path": self.s.home.relative(path)}
+        g = self.s.grants.accept_image(owner, reply.image, reply.sealed)
+        rec = self.s.db.get_received(owner, reply.image)
+        assert rec is not None
+        return {"owner": owner, "image": reply.image, "views_left": rec.views_left,
+                "views": g.views, "expires": g.expires, "path": rec.path}
 
     def more(self, owner: str, image: str, views: int) -> dict[str, Any]:
         views = access.check_views(views)
@@ -215,6 +208,17 @@ class Sharing:
                         addressee=owner, grant=b"", created=time.time())
         return self._deliver(update, lambda r, t: MoreViews(rid=r, user=self.s.user, token=t,
                                                             image=image, views=views))
+
+    def inbox_rows(self) -> list[dict[str, Any]]:
+        """Images shared with you: views left of the views granted, expiry (0 = never)."""
+        from codec.sharecrypt import SignedGrant
+
+        rows = []
+        for g in self.s.db.inbox():
+            total = SignedGrant.decode(g.content_key).views if g.content_key else g.views_left
+            rows.append({"owner": g.owner, "image": g.image, "views_left": g.views_left,
+                         "views_total": total, "expires": g.expires, "path": g.path})
+        return rows
 
     def find_received(self, name: str) -> ReceivedGrant:
         """IMAGE or OWNER/IMAGE -> the received grant. Raises SessionError."""
@@ -238,33 +242,32 @@ class Sharing:
         """
         from PIL import Image
 
-        from codec import seal
-
         g = self.find_received(name)
         png = (self.s.home.root / g.path).read_bytes()
-        left = self.s.db.take_view(g.owner, g.image, now=time.time())
         data: dict[str, Any] = {"owner": g.owner, "image": g.image, "path": g.path}
-        if left is None:
+        plain = self.s.grants.open_view(g, png)
+        if plain is None:
             data.update(views_left=0, shown="default",
                         hint=f"no views left: more {g.owner} {g.image} N")
             return data, images.open_sealed_cover(png)
-        payload = seal.unseal(png).payload
-        picture: Image.Image = images.open_for_view(payload, images.max_user_pixels(self.s.cfg))
-        data.update(views_left=left, shown="image", width=picture.width, height=picture.height)
+        picture: Image.Image = images.open_for_view(plain, images.max_user_pixels(self.s.cfg))
+        del plain
+        rec = self.s.db.get_received(g.owner, g.image)
+        data.update(views_left=rec.views_left if rec else 0, shown="image",
+                    width=picture.width, height=picture.height)
         return data, picture
 
     # ---- outgoing: owner ------------------------------------------------------------------------
     def grant(self, borrower: str, image: str, change: str) -> dict[str, Any]:
         kind, delta = parse_change(change)
-        given = self.s.db.get_given(check_name(borrower, "user"), check_name(image, "image name"))
-        if given is None:
-            raise self.Error("no_grant", f"you have not shared {image} with {borrower}")
+        check_name(borrower, "user")
+        check_name(image, "image name")
+        signed = self.s.grants.reissue(borrower, image, kind, delta)
         update = Update(id=self.s.next_rid(), kind=kind, owner=self.s.user, borrower=borrower,
-                        image=image, delta=delta, addressee=borrower, grant=b"",
+                        image=image, delta=delta, addressee=borrower, grant=signed.encode(),
                         created=time.time())
         out = self.send_update(update)
-        new = self.s.db.given_apply(update)
-        out["views"] = new.views_left
+        out["views"] = self.s.grants.record_reissued(update, signed).views_left
         return out
 
     def answer(self, local_id: int, *, approve: bool, views: int | None = None) -> dict[str, Any]:
@@ -274,13 +277,17 @@ class Sharing:
         if req.state != "pending":
             raise self.Error("answered", f"request {local_id} was already {req.state}")
         n = access.check_views(views if views is not None else req.views) if approve else 0
+        signed = None
+        if approve and self.s.db.get_given(req.borrower, req.image) is not None:
+            signed = self.s.grants.reissue(req.borrower, req.image, "approve", n)
         update = Update(id=self.s.next_rid(), kind="approve" if approve else "deny",
                         owner=self.s.user, borrower=req.borrower, image=req.image, delta=n,
-                        addressee=req.borrower, grant=b"", created=time.time())
+                        addressee=req.borrower, grant=signed.encode() if signed else b"",
+                        created=time.time())
         out = self.send_update(update)
         self.s.db.answer_request(local_id, approve)
-        if approve and self.s.db.get_given(req.borrower, req.image) is not None:
-            out["views"] = self.s.db.given_apply(update).views_left
+        if signed is not None:
+            out["views"] = self.s.grants.record_reissued(update, signed).views_left
         return out
 
     def send_update(self, update: Update) -> dict[str, Any]:

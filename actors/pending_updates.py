@@ -36,6 +36,7 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS updates_addressee ON updates (addressee, seq)",
     "CREATE TABLE IF NOT EXISTS epochs (node INTEGER PRIMARY KEY, epoch INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS forgotten (id TEXT PRIMARY KEY, at REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS pins (user TEXT PRIMARY KEY, sign_key BLOB, box_key BLOB)",
 )
 _INSERT = (
     f"INSERT OR IGNORE INTO updates ({_COLS}) SELECT ?,?,?,?,?,?,?,?,? "
@@ -145,6 +146,16 @@ class PendingStore(SqliteStore):
         for uid in self.ids():
             h.update(uid.encode("utf-8") + b"\x00")
         return h.digest()
+
+    # -- users' pinned public keys (the directory's trust on first use) ---------------------
+    def pin_set(self, user: str, sign_key: bytes, box_key: bytes) -> None:
+        with self._db.write() as cur:
+            cur.execute("INSERT OR IGNORE INTO pins (user, sign_key, box_key) VALUES (?,?,?)",
+                        (user, bytes(sign_key), bytes(box_key)))
+
+    def pins(self) -> dict[str, tuple[bytes, bytes]]:
+        rows = self._db.query("SELECT user, sign_key, box_key FROM pins")
+        return {str(u): (bytes(s), bytes(b)) for u, s, b in rows}
 
     # -- boot epochs -------------------------------------------------------------------------
     def epoch_get(self, node: int) -> int:

@@ -12,8 +12,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from actors import access
-from actors.client_store import GivenGrant, ViewRequest
-from codec import images, seal
+from actors.client_store import ViewRequest
+from codec import images
 from codec.messages import Preview
 from codec.names import check_name, is_valid_name
 
@@ -59,22 +59,27 @@ class OwnerSide:
         self.s.home.write(target, png)
         return png
 
-    def serve_image(self, borrower: str, image: str, views: int) -> tuple[bytes, bytes]:
-        """(sealed png with the borrower's grant, extra grant bytes) for an image request."""
-        check_name(image, "image name")
-        if not self.s.home.high_path(image).is_file():
-            from actors.client_session import SessionError
+    def serve_image(self, borrower: str, image: str, views: int,
+                    days: float = 0.0) -> tuple[bytes, bytes]:
+        """(sealed png carrying the borrower's signed grant, the signed grant) for a request.
 
+        The payload is the image encrypted for this borrower (actors.grants): the cloud seals
+        ciphertext, and the owner's own plaintext copy in encrypted/ never leaves this client."""
+        from actors.client_session import SessionError
+
+        check_name(image, "image name")
+        high = self.s.home.high_path(image)
+        if not high.is_file():
             raise SessionError("no_such_image", f"{self.s.user} has no image {image!r}")
+        entry = self.s.lookup(borrower, refresh=True)
+        if entry is None:
+            raise SessionError("offline", f"{borrower} is not online")
+        self.s.grants.check_directory_keys(borrower, entry.sign_key, entry.box_key)
         views = access.cap_views(views, self.s.cfg.client.max_views_per_grant)
-        png = self.sealed_copy(image)
-        grant = seal.Grant(owner=self.s.user, borrower=borrower, image=image, views=views)
-        out = seal.regrant(png, grant)
-        old = self.s.db.get_given(borrower, image)
-        version = old.version + 1 if old is not None else 1
-        self.s.db.put_given(GivenGrant(borrower, image, views, views, version))
+        png, blob = self.s.grants.issue(borrower, entry.box_key, image, high.read_bytes(), views,
+                                        days)
         self.s.notify(f"shared {image} with {borrower}: {views} views")
-        return out, b""
+        return png, blob
 
     def record_request(self, rid: str, borrower: str, image: str, views: int) -> ViewRequest:
         return self.s.db.add_request(rid, borrower, image, views)

@@ -30,7 +30,9 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS grants_given (
         borrower TEXT NOT NULL, image TEXT NOT NULL, views_granted INTEGER NOT NULL,
         views_left INTEGER NOT NULL CHECK (views_left >= 0), version INTEGER NOT NULL,
-        PRIMARY KEY (borrower, image))""",
+        grant BLOB NOT NULL DEFAULT x'', PRIMARY KEY (borrower, image))""",
+    """CREATE TABLE IF NOT EXISTS peer_keys (
+        user TEXT PRIMARY KEY, sign_key BLOB NOT NULL, box_key BLOB NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS grants_received (
         owner TEXT NOT NULL, image TEXT NOT NULL,
         views_left INTEGER NOT NULL CHECK (views_left >= 0), version INTEGER NOT NULL,
@@ -53,6 +55,7 @@ class GivenGrant:
     views_granted: int
     views_left: int
     version: int
+    grant: bytes = b""  # the signed grant last issued (codec.sharecrypt.SignedGrant.encode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,11 @@ def _check_count(value: object, what: str) -> None:
         raise StoreError(f"{what} must be an int in 0..2**63-1, got {value!r}")
 
 
+def _given(row: Row) -> GivenGrant:
+    borrower, image, granted, left, version, blob = row
+    return GivenGrant(borrower, image, granted, left, version, bytes(blob))
+
+
 def _received(row: Row) -> ReceivedGrant:
     owner, image, views, version, path, expires, key, ended, last = row
     return ReceivedGrant(
@@ -100,7 +108,7 @@ def _received(row: Row) -> ReceivedGrant:
 _RECEIVED_COLS = (
     "owner, image, views_left, version, path, expires, content_key, ended, last_position"
 )
-_GIVEN_COLS = "borrower, image, views_granted, views_left, version"
+_GIVEN_COLS = "borrower, image, views_granted, views_left, version, grant"
 _REQUEST_COLS = "id, request_id, borrower, image, views, state"
 
 
@@ -159,12 +167,18 @@ class StateTxn:
             (state.views_left, int(state.ended), state.last_position, owner, image),
         )
 
+    def set_received_signed(self, owner: str, image: str, views_left: int, version: int,
+                            blob: bytes) -> None:
+        self._run(
+            "UPDATE grants_received SET views_left=?, version=?, content_key=? "
+            "WHERE owner=? AND image=?", (views_left, version, bytes(blob), owner, image))
+
     def get_given(self, borrower: str, image: str) -> GivenGrant | None:
         row = self._one(
             f"SELECT {_GIVEN_COLS} FROM grants_given WHERE borrower=? AND image=?",
             (borrower, image),
         )
-        return None if row is None else GivenGrant(*row)
+        return None if row is None else _given(row)
 
     def put_given(self, grant: GivenGrant) -> None:
         check_name(grant.borrower, "borrower")
@@ -173,8 +187,9 @@ class StateTxn:
         _check_count(grant.views_granted, "views_granted")
         _check_count(grant.version, "version")
         self._run(
-            f"INSERT OR REPLACE INTO grants_given ({_GIVEN_COLS}) VALUES (?,?,?,?,?)",
-            (grant.borrower, grant.image, grant.views_granted, grant.views_left, grant.version),
+            f"INSERT OR REPLACE INTO grants_given ({_GIVEN_COLS}) VALUES (?,?,?,?,?,?)",
+            (grant.borrower, grant.image, grant.views_granted, grant.views_left, grant.version,
+             bytes(grant.grant)),
         )
 
     def add_request(self, request_id: str, borrower: str, image: str, views: int) -> ViewRequest:
@@ -240,10 +255,14 @@ class StateDB(SqliteStore):
     def is_applied(self, update_id: str) -> bool:
         return bool(self._db.query("SELECT 1 FROM applied WHERE id=?", (update_id,)))
 
-    def apply_update(self, update: UpdateLike) -> str:
+    def apply_update(self, update: UpdateLike, signed: tuple[bytes, int, int] | None = None) -> str:
         """Apply one update addressed to this user, once. Returns what happened:
         "applied" (views changed or answer recorded), "request" (a request for more views entered the
-        inbox), "no_grant" (no such grant here: recorded, no effect), "duplicate" (already applied).
+        inbox), "no_grant" (no such grant here: recorded, no effect), "stale" (its signed grant is
+        not newer than the stored one: recorded, no effect), "duplicate" (already applied).
+        `signed` = (signed grant blob, its version, its views total), verified by the caller: the
+        version must move forward; views left are capped at the total; the blob (it carries the
+        wrapped content key) is kept only while views remain, else wiped.
         The caller has checked that the update's addressee is this user."""
         outcome = ["duplicate"]
 
@@ -257,6 +276,9 @@ class StateDB(SqliteStore):
                 access.apply(0, update)  # still refuse a malformed update
                 outcome[0] = "no_grant"
                 return
+            if signed is not None and not signed[1] > grant.version:
+                outcome[0] = "stale"
+                return
             state = GrantState(
                 grant.owner,
                 update.borrower,
@@ -266,6 +288,11 @@ class StateDB(SqliteStore):
                 grant.last_position,
             ).apply(update)
             txn.set_received_state(grant.owner, grant.image, state)
+            if signed is not None:
+                blob, version, total = signed
+                left = min(state.views_left, total)
+                keep = blob if left > 0 and not state.ended else b""
+                txn.set_received_signed(grant.owner, grant.image, left, version, keep)
             outcome[0] = "applied"
 
         self.apply_once(update.id, effect)
@@ -308,6 +335,29 @@ class StateDB(SqliteStore):
             )
             return int(row[0]) - 1
 
+    def wipe_key(self, owner: str, image: str) -> None:
+        """The grant ended (no views left, expired, revoked): forget its wrapped content key."""
+        with self._db.write() as cur:
+            cur.execute("UPDATE grants_received SET content_key=x'' WHERE owner=? AND image=?",
+                        (owner, image))
+
+    # -- peers' public keys (pinned at first sight) ------------------------------------------
+    def pin_peer(self, user: str, sign_key: bytes, box_key: bytes) -> bool:
+        """Remember a peer's public keys the first time; True if they match what is pinned."""
+        check_name(user, "user")
+        with self._db.write() as cur:
+            row = cur.execute("SELECT sign_key, box_key FROM peer_keys WHERE user=?",
+                              (user,)).fetchone()
+            if row is None:
+                cur.execute("INSERT INTO peer_keys (user, sign_key, box_key) VALUES (?,?,?)",
+                            (user, bytes(sign_key), bytes(box_key)))
+                return True
+            return bytes(row[0]) == sign_key and bytes(row[1]) == box_key
+
+    def peer_keys(self, user: str) -> tuple[bytes, bytes] | None:
+        rows = self._db.query("SELECT sign_key, box_key FROM peer_keys WHERE user=?", (user,))
+        return (bytes(rows[0][0]), bytes(rows[0][1])) if rows else None
+
     # -- owner side -------------------------------------------------------------------------
     def put_given(self, grant: GivenGrant) -> None:
         with self._db.write() as cur:
@@ -327,14 +377,15 @@ class StateDB(SqliteStore):
                 raise StoreError(f"no grant given to {update.borrower} on {update.image}")
             left = access.apply(old.views_left, update)
             added = max(update.delta, 0) if update.kind in ("grant", "approve") else 0
-            new = GivenGrant(old.borrower, old.image, old.views_granted + added, left, old.version)
+            new = GivenGrant(old.borrower, old.image, old.views_granted + added, left, old.version,
+                             old.grant)
             txn.put_given(new)
             return new
 
     def shared(self) -> list[GivenGrant]:
         """Grants given, by borrower then image (the `shared` command)."""
         rows = self._db.query(f"SELECT {_GIVEN_COLS} FROM grants_given ORDER BY borrower, image")
-        return [GivenGrant(*r) for r in rows]
+        return [_given(r) for r in rows]
 
     def add_request(self, request_id: str, borrower: str, image: str, views: int) -> ViewRequest:
         """Record a request for more views (idempotent by the borrower's request_id)."""

@@ -29,6 +29,7 @@ import cbor2
 
 from codec import errors, records
 from codec.fields import (
+    Float,
     Items,
     Nested,
     OneOf,
@@ -368,6 +369,7 @@ class ImageRequest(Message):
     token: BearerToken
     image: ImageName
     views: Views
+    days: Annotated[float, Float(0.0, 36500.0)]  # grant expiry asked for (0 = never)
 
 
 @register(63, bulk=True)

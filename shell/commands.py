@@ -109,19 +109,35 @@ def _browse(ctx: Context, args: list[str]) -> Outcome:
     return Outcome({"user": args[0], "previews": rows}, text)
 
 
-@command("request", "request USER IMAGE [VIEWS]", "ask USER for IMAGE with VIEWS views (default 1)",
-         min_args=2, max_args=3, arg_kinds=("user", "preview", "count"))
+@command("request", "request USER IMAGE [VIEWS] [--days D]",
+         "ask USER for IMAGE with VIEWS views (default 1), optionally expiring after D days",
+         min_args=2, max_args=5, arg_kinds=("user", "preview", "count"))
 def _request(ctx: Context, args: list[str]) -> Outcome:
+    days = 0.0
+    if "--days" in args:
+        i = args.index("--days")
+        if i + 1 >= len(args):
+            raise CommandError("--days needs a number of days")
+        days = _days(args[i + 1])
+        args = args[:i] + args[i + 2:]
+    if not 2 <= len(args) <= 3:
+        raise CommandError("usage: request USER IMAGE [VIEWS] [--days D]")
     views = _int(args[2], "VIEWS") if len(args) > 2 else 1
-    row = ctx.session.sharing.request(args[0], args[1], views)
-    return Outcome(row, f"{row['owner']}/{row['image']}: {row['views_left']} views -> {row['path']}")
+    row = ctx.session.sharing.request(args[0], args[1], views, days)
+    text = f"{row['owner']}/{row['image']}: {row['views_left']} views -> {row['path']}"
+    if row.get("expires"):
+        text += f" (expires {_when(row['expires'])})"
+    return Outcome(row, text)
 
 
 @command("inbox", "inbox", "images shared with you, views left")
 def _inbox(ctx: Context, args: list[str]) -> Outcome:
-    rows = [{"owner": g.owner, "image": g.image, "views_left": g.views_left, "path": g.path}
-            for g in ctx.session.db.inbox()]
-    return Outcome({"images": rows}, render.table(rows, ["owner", "image", "views_left", "path"]))
+    rows = ctx.session.sharing.inbox_rows()
+    shown = [{**r, "views": f"{r['views_left']} of {r['views_total']}",
+              "expires": _when(r["expires"]) if r["expires"] else "never"} for r in rows]
+    return Outcome({"images": rows},
+                   render.table(shown, ["owner", "image", "views", "expires", "path"],
+                                ["owner", "image", "views left", "expires", "path"]))
 
 
 @command("view", "view IMAGE", "show IMAGE, using one view (OWNER/IMAGE where names clash)",
@@ -180,6 +196,22 @@ def _approve(ctx: Context, args: list[str]) -> Outcome:
 def _deny(ctx: Context, args: list[str]) -> Outcome:
     out = ctx.session.sharing.answer(_int(args[0], "ID"), approve=False)
     return Outcome(out, f"denied request {args[0]} ({out['delivered']})")
+
+
+def _days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        raise CommandError(f"--days must be a number, not {text!r}") from None
+    if not 0 < days <= 36500:
+        raise CommandError("--days must be more than 0 and at most 36500")
+    return days
+
+
+def _when(ts: float) -> str:
+    import time as _time
+
+    return _time.strftime("%Y-%m-%d %H:%M", _time.localtime(ts))
 
 
 def _int(text: str, what: str) -> int:

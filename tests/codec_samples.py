@@ -99,7 +99,7 @@ SAMPLES: dict[int, m.Message] = {
                 m.Preview(image="cat.png", jpeg=b""),
             ),
         ),
-        m.ImageRequest(rid="bob#7", user="bob", token=TOKEN, image="sunset.jpg", views=2),
+        m.ImageRequest(rid="bob#7", user="bob", token=TOKEN, image="sunset.jpg", views=2, days=2.5),
         m.ImageReply(rid="bob#7", image="sunset.jpg", sealed=PNG, grant=b"signed grant"),
         m.AccessUpdate(rid="alice#45", user="alice", token=TOKEN, update=REVOKE),
         m.MoreViews(rid="bob#8", user="bob", token=TOKEN, image="sunset.jpg", views=1_000_000),

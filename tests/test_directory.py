@@ -78,3 +78,19 @@ def test_merge_keeps_the_later_expiry() -> None:
     assert b.merge(e1, now=5.0) is False
     assert b.get("carol", now=5.0) == e2
     assert a.digest(now=6.0) == b.digest(now=6.0)
+
+
+def test_keys_are_pinned_at_first_join_and_other_keys_refused() -> None:
+    from actors.directory import KeysChanged
+
+    saved: list[tuple[str, bytes, bytes]] = []
+    d = Directory(KEY, ttl_s=10.0, on_pin=lambda u, s, b: saved.append((u, s, b)))
+    d.join("alice", "127.0.0.1", 4000, "alice#1", b"S" * 32, b"B" * 32, now=0.0)
+    assert saved == [("alice", b"S" * 32, b"B" * 32)]
+    d.join("alice", "127.0.0.1", 4000, "alice#2", b"S" * 32, b"B" * 32, now=1.0)  # same keys: ok
+    with pytest.raises(KeysChanged):
+        d.join("alice", "127.0.0.1", 4000, "alice#3", b"X" * 32, b"B" * 32, now=2.0)
+    other = Directory(KEY, ttl_s=10.0, pins={"alice": (b"S" * 32, b"B" * 32)})
+    _, forged = Directory(KEY, ttl_s=10.0).join("alice", "127.0.0.1", 9, "alice#9", b"X" * 32,
+                                                b"Y" * 32, now=0.0)
+    assert other.merge(forged, now=1.0) is False  # a replicated entry with other keys is refused

@@ -61,14 +61,14 @@ def test_float_fields_accept_int_refuse_bool_and_non_finite() -> None:
 @pytest.mark.parametrize(
     ("build", "field"),
     [
-        (lambda: m.ImageRequest("bob#1", "bob", TOKEN, "a.jpg", views=True), "views"),
-        (lambda: m.ImageRequest("bob#1", "bob", TOKEN, "a.jpg", views=0), "views"),
-        (lambda: m.ImageRequest("bob#1", "bob", TOKEN, "a.jpg", views=2**64), "views"),
-        (lambda: m.ImageRequest("bob#1", "bob", TOKEN, "a.jpg", views=1.0), "views"),  # type: ignore[arg-type]
-        (lambda: m.ImageRequest("bob#1", "bob", TOKEN, "../a.jpg", views=1), "image"),
-        (lambda: m.ImageRequest("bob#1", "bob", TOKEN[:15], "a.jpg", views=1), "token"),
-        (lambda: m.ImageRequest("bob#01", "bob", TOKEN, "a.jpg", views=1), "rid"),
-        (lambda: m.ImageRequest("bob#1", "\u0430lice", TOKEN, "a.jpg", views=1), "user"),
+        (lambda: m.ImageRequest("bob#1", "bob", TOKEN, "a.jpg", views=True, days=0.0), "views"),
+        (lambda: m.ImageRequest("bob#1", "bob", TOKEN, "a.jpg", views=0, days=0.0), "views"),
+        (lambda: m.ImageRequest("bob#1", "bob", TOKEN, "a.jpg", views=2**64, days=0.0), "views"),
+        (lambda: m.ImageRequest("bob#1", "bob", TOKEN, "a.jpg", views=1.0, days=0.0), "views"),  # type: ignore[arg-type]
+        (lambda: m.ImageRequest("bob#1", "bob", TOKEN, "../a.jpg", views=1, days=0.0), "image"),
+        (lambda: m.ImageRequest("bob#1", "bob", TOKEN[:15], "a.jpg", views=1, days=0.0), "token"),
+        (lambda: m.ImageRequest("bob#01", "bob", TOKEN, "a.jpg", views=1, days=0.0), "rid"),
+        (lambda: m.ImageRequest("bob#1", "\u0430lice", TOKEN, "a.jpg", views=1, days=0.0), "user"),
         (lambda: m.ErrorReply("a#1", "Bad-Code", "x", False), "code"),
         (lambda: m.ErrorReply("a#1", "bad", "x" * 513, False), "message"),
         (lambda: m.ErrorReply("a#1", "bad", "\ud800", False), "message"),

@@ -1,0 +1,157 @@
+"""Directory and peer-to-peer sharing on loopback with 3 real nodes (issues 5 and 10).
+
+alice encrypts and serves; bob finds her, browses, requests, views. The shared payload is
+encrypted for bob (issue 10): what bob's client decrypts for viewing equals alice's original.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import config
+from actors.client_session import ClientSession, SessionError
+from benchmarks.localcloud import Cloud, json_lines
+from codec import seal
+from codec.messages import ImageRequest, PreviewRequest
+from imgdata import jpeg_bytes
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _serve(cloud: Cloud, user: str, home: Path) -> subprocess.Popen[str]:
+    proc = cloud.spawn_shell(user, home, ["--serve"])
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # "alice online at ..., serving peers"
+    assert "online" in line, proc.stderr.read() if proc.poll() is not None else line
+    return proc
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    proc.communicate(timeout=15)
+
+
+def _decrypted(home: Path, cfg_path: Path, user: str, owner: str, image: str) -> bytes:
+    """What the borrower's client decrypts for viewing (through its own state.db and keys)."""
+    from actors.keys import ClientKeys
+    from actors.client_store import ClientHome
+    from codec import sharecrypt
+
+    h = ClientHome(home)
+    db = h.open_state()
+    try:
+        rec = db.get_received(owner, image)
+        assert rec is not None and rec.content_key
+        g = sharecrypt.SignedGrant.decode(rec.content_key)
+        keys = ClientKeys.load_or_create(h.root)
+        payload = seal.unseal((h.root / rec.path).read_bytes()).payload
+        return sharecrypt.open_payload(g, payload, sharecrypt.open_content_key(g, keys))
+    finally:
+        db.close()
+
+
+def test_browse_request_view_until_the_default_image(cloud: Cloud, tmp_path: Path) -> None:
+    pic = tmp_path / "pic.jpg"
+    original = jpeg_bytes(7, 160)
+    pic.write_bytes(original)
+    alice_home, bob_home = tmp_path / "alice", tmp_path / "bob"
+    assert cloud.shell("alice", alice_home, f"encrypt {pic}").returncode == 0
+    alice = _serve(cloud, "alice", alice_home)
+    try:
+        r = cloud.shell("bob", bob_home, "users; browse alice; request alice pic.jpg 2; inbox")
+        assert r.returncode == 0, r.stderr
+        users, browse, got, inbox = json_lines(r.stdout)
+        assert {"alice", "bob"} <= {u["user"] for u in users["users"]}
+        assert browse["previews"][0]["image"] == "pic.jpg"
+        assert (bob_home / browse["previews"][0]["path"]).read_bytes()[:2] == b"\xff\xd8"
+        assert got["path"] == "received/alice/pic.png" and got["views_left"] == 2
+        assert inbox["images"][0]["views_left"] == 2
+        sealed = (bob_home / "received/alice/pic.png").read_bytes()
+        assert seal.unseal(sealed).payload != original  # the file alone does not give it away
+        assert _decrypted(bob_home, cloud.config, "bob", "alice", "pic.jpg") == original
+        r = cloud.shell("bob", bob_home, "view pic.jpg; inbox; view pic.jpg; inbox; view pic.jpg")
+        assert r.returncode == 0, r.stderr
+        v1, i1, v2, i2, v3 = json_lines(r.stdout)
+        assert (v1["shown"], v1["views_left"], i1["images"][0]["views_left"]) == ("image", 1, 1)
+        assert (v2["shown"], v2["views_left"], i2["images"][0]["views_left"]) == ("image", 0, 0)
+        assert v3["shown"] == "default" and "more alice pic.jpg" in v3["hint"]
+    finally:
+        _stop(alice)
+
+
+def test_peer_request_with_wrong_or_missing_token_is_refused(cloud: Cloud, tmp_path: Path) -> None:
+    pic = tmp_path / "pic.jpg"
+    pic.write_bytes(jpeg_bytes(8))
+    alice_home = tmp_path / "alice"
+    assert cloud.shell("alice", alice_home, f"encrypt {pic}").returncode == 0
+    alice = _serve(cloud, "alice", alice_home)
+    cfg = config.load(cloud.config)
+    mallory = ClientSession("bob", tmp_path / "mallory", cfg)
+    try:
+        mallory.join()
+        entry = mallory.lookup("alice", refresh=True)
+        assert entry is not None
+        addr = (entry.host, entry.port)
+        for token in (b"\0" * 16, os.urandom(16)):
+            for build in (lambda rid: PreviewRequest(rid=rid, user="bob", token=token),
+                          lambda rid: ImageRequest(rid=rid, user="bob", token=token,
+                                                   image="pic.jpg", views=1, days=0.0)):
+                with pytest.raises(SessionError) as err:
+                    mallory.call(lambda rid, _a: build(rid), targets=[addr], deadline_s=5)
+                assert err.value.code == "bad_token"
+        assert not (tmp_path / "mallory" / "received" / "alice").exists()
+        assert list((alice_home / "low").iterdir()) == []  # nothing made for a refused peer
+    finally:
+        mallory.close()
+        _stop(alice)
+
+
+@pytest.mark.parametrize("name", ["../x.jpg", "/etc/passwd", "a/b.jpg", "..", ".hidden"])
+def test_bad_image_names_refused_before_any_file_is_touched(cloud: Cloud, tmp_path: Path,
+                                                            name: str) -> None:
+    home = tmp_path / "bob"
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    r = cloud.shell("bob", home, f"request alice '{name}' 1; view '{name}'")
+    assert r.returncode != 0
+    for out in json_lines(r.stdout):
+        assert "error" in out
+    after = {p.relative_to(tmp_path) for p in tmp_path.rglob("*")}
+    assert not any(".." in str(p) or "passwd" in str(p) for p in after)
+    assert set(before) <= after
+
+
+def test_killed_client_expires_within_ttl_and_leaving_is_immediate(
+        cloud_factory: object, tmp_path: Path) -> None:
+    cloud: Cloud = cloud_factory(sections={"directory": {"ttl_s": 2.0, "heartbeat_s": 0.5}})  # type: ignore[operator]
+    carol = _serve(cloud, "carol", tmp_path / "carol")
+    dave = _serve(cloud, "dave", tmp_path / "dave")
+
+    def online() -> set[str]:
+        r = cloud.shell("eve", tmp_path / "eve", "users")
+        return {u["user"] for u in json_lines(r.stdout)[0]["users"]}
+
+    assert {"carol", "dave"} <= online()
+    carol.send_signal(signal.SIGKILL)
+    carol.wait(timeout=5)
+    _stop(dave)  # leaves at once
+    assert "dave" not in online()
+    deadline = time.monotonic() + 2.0 + 3.0
+    while "carol" in online():
+        assert time.monotonic() < deadline, "a killed client stayed in the directory past its TTL"
+        time.sleep(0.3)
+
+
+def test_second_session_of_an_online_user_is_refused(cloud: Cloud, tmp_path: Path) -> None:
+    alice = _serve(cloud, "alice", tmp_path / "alice")
+    try:
+        r = cloud.shell("alice", tmp_path / "alice", "users")
+        assert r.returncode == 3
+        assert "already online" in r.stderr and "Traceback" not in r.stderr
+    finally:
+        _stop(alice)
