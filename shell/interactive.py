@@ -1,0 +1,266 @@
+"""The interactive prompt: prompt_toolkit session, completion, history, toolbar, notifications.
+
+- Completion: `shell.completer.ShellCompleter` over `shell.names.NameSource` (names refreshed
+  in background threads; completing never touches the network).
+- History: `<home>/history` (the home is per user, so the history is too), mode 0600.
+- Notifications (an access update or a request arriving while you type): the shell replaces
+  `session.notify` for as long as it runs; notices (and any print or log line) go through
+  prompt_toolkit's StdoutProxy (`patch_stdout`), which erases the prompt, prints them, and
+  redraws the prompt with the line being typed intact.
+  Retry notices of the background name refresh are logged, not shown.
+- Each command runs in a worker thread while this thread waits. Ctrl-C while it runs returns
+  to the prompt at once ("cancelled"); the command itself cannot be stopped half-way (a request
+  may already be with the cloud or a peer), so it may still finish in the background, and the
+  shell says so when it does. Ctrl-C at the prompt clears the line; Ctrl-D (or `quit`) ends the
+  loop, and the caller's `session.close()` leaves the directory.
+
+Callers: shell.__main__ (`run_interactive(ctx)`), tests (pipe input, dummy output).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO, cast
+
+from prompt_toolkit import PromptSession
+from prompt_toolkit.application import create_app_session
+from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
+from prompt_toolkit.formatted_text import StyleAndTextTuples
+from prompt_toolkit.history import FileHistory, History
+from prompt_toolkit.input import Input
+from prompt_toolkit.output import Output
+from prompt_toolkit.patch_stdout import StdoutProxy
+from prompt_toolkit.styles import Style
+
+from shell import render
+from shell.commands import Context, Outcome, run_line
+from shell.completer import ShellCompleter
+from shell.names import NameSource
+from shell.toolbar import make_toolbar
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.1  # how often the waiting thread wakes while a command runs (Ctrl-C latency bound)
+STYLE = Style.from_dict(
+    {
+        "prompt.user": "ansigreen bold",
+        "bottom-toolbar": "noreverse bg:#303030 #d0d0d0",
+        "toolbar.user": "bold",
+        "toolbar.bad": "ansired bold",
+        "toolbar.count": "ansiyellow bold",
+    }
+)
+
+
+class _SessionStdoutProxy(StdoutProxy):
+    """prompt_toolkit's StdoutProxy whose flush thread runs in the creator's context.
+
+    The proxy hands each write to the running application with `run_in_terminal`, which finds
+    the application through a context variable (the AppSession). A thread starts with an empty
+    context, so under `create_app_session` (our own input/output) the flush thread would see the
+    default session, find no application running and write straight through the prompt line.
+    Running the thread inside a copy of the creating context keeps the session. (Overrides
+    `_start_write_thread`, prompt_toolkit 3.0.x; tests/test_interactive.py checks the notice is
+    drawn after the prompt was erased.)"""
+
+    def _start_write_thread(self) -> threading.Thread:
+        context = contextvars.copy_context()
+        thread = threading.Thread(
+            target=context.run,
+            args=(self._write_thread,),
+            name="patch-stdout-flush-thread",
+            daemon=True,
+        )
+        thread.start()
+        return thread
+
+
+@contextmanager
+def output_above_the_prompt() -> Iterator[None]:
+    """patch_stdout(raw=True) with the proxy above: sys.stdout and sys.stderr print above the
+    prompt while it runs, and straight to the output between prompts."""
+    with _SessionStdoutProxy(raw=True) as proxy:
+        saved = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = cast(TextIO, proxy)
+        try:
+            yield
+        finally:
+            sys.stdout, sys.stderr = saved
+
+
+@contextmanager
+def logs_above_the_prompt() -> Iterator[None]:
+    """Point the root logger's terminal handlers at the (patched) sys.stderr for the duration,
+    so a log line is drawn above the prompt like any other output instead of through it."""
+    terminal = (sys.__stderr__, sys.__stdout__)
+    moved: list[tuple[logging.StreamHandler[Any], Any]] = []
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler and handler.stream in terminal:
+            moved.append((handler, handler.stream))
+            handler.setStream(sys.stderr)
+    try:
+        yield
+    finally:
+        for handler, stream in moved:
+            handler.setStream(stream)
+
+
+def history_file(home: Path) -> FileHistory:
+    """`<home>/history`, created private (0600) before prompt_toolkit appends to it."""
+    path = Path(home) / "history"
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    return FileHistory(str(path))
+
+
+class Shell:
+    """One interactive session over `ctx`. `input`/`output` default to the terminal."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        input: Input | None = None,
+        output: Output | None = None,
+        names: NameSource | None = None,
+        history: History | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self._input = input
+        self._output = output
+        self._owns_names = names is None
+        self.names = names if names is not None else NameSource(ctx.session)
+        self._history = history
+        self.prompt: PromptSession[str] | None = None
+        self.cancelled = 0  # commands abandoned with Ctrl-C
+
+    # ---- notifications and progress (any thread) ------------------------------------------------
+    def notify(self, text: str) -> None:
+        """Print a notice above the prompt (the session calls this from its threads)."""
+        if self.names.in_refresh_thread():
+            log.debug("background: %s", text)
+            return
+        print(f"* {text}", file=sys.stdout, flush=True)
+        self.names.poke()
+
+    def _progress_for(self, abandoned: threading.Event) -> Any:
+        def progress(i: int, n: int, name: str) -> None:
+            if n <= 1 or abandoned.is_set():
+                return
+            end = "\n" if i >= n else ""
+            sys.stdout.write("\r" + render.progress_line(i, n, name) + end)
+            sys.stdout.flush()
+
+        return progress
+
+    # ---- one command ----------------------------------------------------------------------------
+    def run_command(self, line: str) -> Outcome | None:
+        """Run `line` in a worker thread; None if Ctrl-C abandoned it."""
+        done: Future[Outcome] = Future()
+        abandoned = threading.Event()
+        self.ctx.progress = self._progress_for(abandoned)
+
+        def work() -> None:
+            try:
+                outcome = run_line(self.ctx, line)
+            except Exception as exc:  # never a traceback at the user
+                log.debug("command %r failed", line, exc_info=True)
+                outcome = Outcome(
+                    {"error": str(exc), "code": "internal"},
+                    f"error: {type(exc).__name__}: {exc}",
+                    ok=False,
+                )
+            done.set_result(outcome)
+            if abandoned.is_set():
+                state = "done" if outcome.ok else "failed"
+                self.notify(f"the cancelled command finished in the background ({state}): {line}")
+
+        try:  # Ctrl-C may come while the thread starts: inside the try
+            threading.Thread(target=work, name="command", daemon=True).start()
+            while True:
+                try:
+                    return done.result(timeout=POLL_S)
+                except TimeoutError:
+                    continue
+        except KeyboardInterrupt:
+            abandoned.set()
+            self.cancelled += 1
+            print("\ncancelled (the command may still finish in the background)", flush=True)
+            return None
+
+    def _show(self, outcome: Outcome) -> None:
+        self.names.learn(outcome.data)
+        self.names.poke()
+        if outcome.text:
+            print(outcome.text, flush=True)
+
+    # ---- the loop -------------------------------------------------------------------------------
+    def _message(self) -> StyleAndTextTuples:
+        return [("class:prompt.user", self.ctx.session.user), ("", "> ")]
+
+    def _make_prompt(self) -> PromptSession[str]:
+        history = self._history or history_file(Path(self.ctx.session.home.root))
+        return PromptSession(
+            input=self._input,
+            output=self._output,
+            history=history,
+            completer=ShellCompleter(self.names.sources()),
+            complete_while_typing=True,
+            auto_suggest=AutoSuggestFromHistory(),
+            bottom_toolbar=make_toolbar(self.ctx.session, self.names),
+            style=STYLE,
+            refresh_interval=1.0,  # the toolbar's count and connection follow without a key
+        )
+
+    def _loop(self, prompt: PromptSession[str]) -> None:
+        while not self.ctx.quit_requested:
+            try:
+                line = prompt.prompt(self._message)
+            except KeyboardInterrupt:
+                continue
+            except EOFError:
+                break
+            outcome = self.run_command(line)
+            if outcome is not None:
+                self._show(outcome)
+
+    def run(self) -> int:
+        """Prompt until Ctrl-D or `quit`. Returns the exit status (0)."""
+        session = self.ctx.session
+        with (
+            create_app_session(input=self._input, output=self._output),
+            output_above_the_prompt(),
+            logs_above_the_prompt(),
+        ):
+            self.prompt = self._make_prompt()
+            old_notify, session.notify = session.notify, self.notify
+            if self._owns_names:
+                self.names.start()
+            try:
+                print(
+                    f"Veilshare: you are {session.user}. Type help for the commands, "
+                    "Tab to complete.",
+                    flush=True,
+                )
+                self._loop(self.prompt)
+                print("bye", flush=True)
+            finally:
+                session.notify = old_notify
+                if self._owns_names:
+                    self.names.stop()
+        return 0
+
+
+def run_interactive(
+    ctx: Context, *, input: Input | None = None, output: Output | None = None
+) -> int:
+    """The `python -m shell --user NAME` prompt. The caller closes the session (Leave)."""
+    return Shell(ctx, input=input, output=output).run()
