@@ -12,6 +12,7 @@ Every session joins before its first command and applies whatever the nodes hand
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -163,9 +164,14 @@ class ClientSession:
             raise SessionError("not_joined", "not connected to the cloud's directory")
         return self.token
 
+    def query_rid(self) -> str:
+        """A request id for a read-only query: not persisted (reusing one is harmless), drawn
+        above 2**52 so it never meets the persisted counter."""
+        return f"{self.user}#{2**52 + secrets.randbelow(2**52)}"
+
     def directory(self, refresh: bool = True) -> list[UserEntry]:
         if refresh or time.monotonic() - self._dir_at > 2.0:
-            reply = self.call(lambda rid, _a: DirectoryQuery(rid=rid))
+            reply = self.call(lambda rid, _a: DirectoryQuery(rid=rid), rid=self.query_rid())
             if not isinstance(reply, DirectoryReply):
                 raise SessionError("protocol", "unexpected answer to the directory query")
             with self._lock:

@@ -168,6 +168,7 @@ class NodeParts:
             token=st["token"], users=len(self.directory.online(self.wall())),
             pending=self.pending.count(), down_since=st["down_since"],
             token_holder=st["token_holder"], majority=self.cluster.has_majority(self.node.clock()),
+            digest=self.state_digest() if self.cluster.is_up() else b"",
         )
 
     # ---- peer socket --------------------------------------------------------------------------

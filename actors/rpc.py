@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ from codec.messages import ErrorReply, Message
 log = logging.getLogger(__name__)
 
 Addr = tuple[str, int]
+ANSWERED_KEPT = 4096
 
 
 class CallError(Exception):
@@ -68,7 +70,7 @@ class Caller:
         self._on_retry = on_retry
         self._lock = threading.Lock()
         self._waiting: dict[str, _Waiter] = {}
-        self._answered: set[str] = set()
+        self._answered: OrderedDict[str, None] = OrderedDict()  # recent ids, to count duplicates
         self.stats = CallStats()
 
     def deliver(self, msg: Message) -> bool:
@@ -144,4 +146,6 @@ class Caller:
         finally:
             with self._lock:
                 self._waiting.pop(rid, None)
-                self._answered.add(rid)
+                self._answered[rid] = None
+                while len(self._answered) > ANSWERED_KEPT:
+                    self._answered.popitem(last=False)

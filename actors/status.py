@@ -24,7 +24,7 @@ def row(reply: StatusReply | None, node_id: int) -> dict[str, Any]:
         "id": reply.node, "state": reply.state, "served": reply.served, "cached": reply.cached,
         "token": reply.token, "users": reply.users, "pending": reply.pending,
         "down_since": reply.down_since, "token_holder": reply.token_holder,
-        "majority": reply.majority,
+        "majority": reply.majority, "digest": reply.digest.hex(),
     }
 
 

@@ -208,6 +208,7 @@ class StatusReply(Message):
     down_since: WallClock
     token_holder: NodeOrZero
     majority: bool
+    digest: Digest  # directory + pending state (equal on converged nodes)
 
 
 @register(12)

@@ -75,8 +75,10 @@ def command(name: str, usage: str, help_text: str, *, min_args: int = 0,
          min_args=1, max_args=None, arg_kinds=("file",))
 def _encrypt(ctx: Context, args: list[str]) -> Outcome:
     paths = [Path(a).expanduser() for a in args]
+    before = ctx.session.caller.stats.duplicates
     out = ctx.session.encrypt(paths, progress=ctx.progress)
-    data = {"encrypted": out.encrypted, "failed": out.failed}
+    data = {"encrypted": out.encrypted, "failed": out.failed,
+            "duplicate_replies": ctx.session.caller.stats.duplicates - before}
     lines = []
     if out.encrypted:
         lines.append(render.table(out.encrypted, ["file", "path", "ms", "node"]))
@@ -271,6 +273,6 @@ def run_line(ctx: Context, line: str) -> Outcome:
         code = getattr(exc, "code", "usage")
         return Outcome({"error": str(exc), "code": code}, f"error: {exc}", ok=False)
     except Exception as exc:  # a bug: say so plainly, keep the traceback in the log only
-        log.exception("command %r failed", line)
+        log.debug("command %r failed", line, exc_info=True)  # the traceback only in debug logs
         return Outcome({"error": f"internal error: {exc}", "code": "internal"},
                        f"error: internal error ({type(exc).__name__}: {exc}); see the log", ok=False)

@@ -64,7 +64,7 @@ SAMPLES: dict[int, m.Message] = {
             pending=4,
             down_since=0.0,
             token_holder=1,
-            majority=True,
+            majority=True, digest=DIGEST,
         ),
         m.PostUpdate(rid="alice#44", user="alice", token=TOKEN, update=GRANT),
         m.Ack(rid="alice#44"),

@@ -73,7 +73,7 @@ def test_float_fields_accept_int_refuse_bool_and_non_finite() -> None:
         (lambda: m.ErrorReply("a#1", "bad", "x" * 513, False), "message"),
         (lambda: m.ErrorReply("a#1", "bad", "\ud800", False), "message"),
         (lambda: m.ErrorReply("a#1", "bad", "x", 1), "retryable"),  # type: ignore[arg-type]
-        (lambda: m.StatusReply("a#1", 1, "sideways", 0, 0, True, 0, 0, 0.0, 0, True), "state"),
+        (lambda: m.StatusReply("a#1", 1, "sideways", 0, 0, True, 0, 0, 0.0, 0, True, b""), "state"),
         (lambda: m.Token(epoch=-1, holder=1, seq=0), "epoch"),
         (lambda: m.Token(epoch=0, holder=0, seq=0), "holder"),
         (lambda: m.PostUpdate("a#1", "alice", TOKEN, update="x"), "update"),  # type: ignore[arg-type]

@@ -1,0 +1,247 @@
+"""`python -m benchmarks.chaos`: the cloud under failures, Jepsen-style summary.
+
+3 nodes with the failure token on (short `max_down_s`), `--clients` encrypt clients sending
+`--total` requests in all, an owner posting access updates for an offline borrower meanwhile,
+and one node SIGKILLed at a seeded moment (20-80 % of the expected run, when no node is down)
+and restarted 3 s later. `status` is sampled every 100 ms from an in-process client.
+
+Checked and reported: requests failed (must be 0), replies accepted twice (0 by construction:
+the client keeps one per request id) and duplicate replies received (reported), bit-exact
+results, updates delivered exactly once (the borrower's final views equal the arithmetic),
+at most one node down-or-unreachable per sample, token holders per sample, convergence of the
+nodes' state digests after the run, and the latency of requests that overlapped a failure
+(failover: p50 and max). `--minutes` repeats rounds for a long run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.localcloud import Cloud, json_lines
+
+FAILURES = {"max_down_s": 2.0, "mean_up_s": 3.0, "token_hold_s": 0.5}
+
+
+class Sampler(threading.Thread):
+    """Polls every node's status every `period_s` through one in-process transport."""
+
+    def __init__(self, cloud: Cloud, period_s: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        import config as config_mod
+
+        self.cfg = config_mod.load(cloud.config)
+        self.period = period_s
+        self.samples: list[tuple[float, list[dict[str, Any]]]] = []
+        self._stop_ev = threading.Event()
+
+    def run(self) -> None:
+        from actors.status import query_status
+        from transport.udp import Transport
+
+        tp = Transport.start(("127.0.0.1", 0), self.cfg.transport, name="sampler")
+        try:
+            while not self._stop_ev.is_set():
+                t = time.monotonic()
+                self.samples.append((t, query_status(self.cfg, timeout_s=0.3, transport=tp)))
+                self._stop_ev.wait(max(0.0, self.period - (time.monotonic() - t)))
+        finally:
+            tp.stop()
+
+    def stop(self) -> None:
+        self._stop_ev.set()
+        self.join(timeout=5)
+
+    def violations(self) -> dict[str, int]:
+        """Samples breaking I6 (down + unreachable <= 1) and I5 (token holders <= 1). A double
+        holder seen in one sample only can be a pass in flight between two queries (the nodes are
+        asked one after the other); it counts when the same pair holds in the next sample too."""
+        not_serving = sum(1 for _, rows in self.samples
+                          if sum(r["state"] != "up" for r in rows) > 1)
+        doubles = 0
+        prev: frozenset[int] = frozenset()
+        for _, rows in self.samples:
+            holders = frozenset(r["id"] for r in rows if r["token"])
+            if len(holders) > 1 and holders == prev:
+                doubles += 1
+            prev = holders
+        return {"down_or_unreachable_gt1": not_serving, "two_token_holders": doubles,
+                "samples": len(self.samples)}
+
+
+def _images(folder: Path, n: int, seed: int) -> list[Path]:
+    from benchmarks.cloud import small_png
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        p = folder / f"c{i:04d}.png"
+        p.write_bytes(small_png(seed * 100_000 + i))
+        out.append(p)
+    return out
+
+
+def _share(cloud: Cloud, root: Path) -> tuple[Path, Path]:
+    from benchmarks.cloud import small_png
+
+    alice, bob = root / "alice", root / "bob"
+    pic = root / "pic.png"
+    pic.write_bytes(small_png(999))
+    r = cloud.shell("alice", alice, f"encrypt {pic}")
+    assert r.returncode == 0, r.stderr
+    serve = cloud.spawn_shell("alice", alice, ["--serve"])
+    assert serve.stdout is not None and "online" in serve.stdout.readline()
+    r = cloud.shell("bob", bob, "request alice pic.png 1")
+    serve.terminate()
+    serve.communicate(timeout=15)
+    assert r.returncode == 0, r.stderr
+    return alice, bob
+
+
+def _kill_when_all_up(cloud: Cloud, sampler: Sampler, at: float, node: int,
+                      log: list[str]) -> None:
+    time.sleep(at)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        rows = sampler.samples[-1][1] if sampler.samples else []
+        if rows and all(r["state"] == "up" for r in rows):
+            break
+        time.sleep(0.05)
+    log.append(f"SIGKILL node {node} at {time.monotonic():.2f}")
+    cloud.kill(node)
+    time.sleep(3.0)
+    cloud.restart(node)
+    log.append(f"restarted node {node}")
+
+
+def run_round(root: Path, *, clients: int = 4, total: int = 500, updates: int = 10,
+              seed: int = 1, kill: bool = True, expected_s: float = 12.0) -> dict[str, Any]:
+    rng = random.Random(seed)
+    cloud = Cloud(root, 3, failures=True, sections={"failures": dict(FAILURES)})
+    cloud.start()
+    sampler = Sampler(cloud)
+    log: list[str] = []
+    try:
+        alice, bob = _share(cloud, root)
+        files = [_images(root / f"in{c}", total // clients, seed * 10 + c) for c in range(clients)]
+        sampler.start()
+        start = time.monotonic()
+        procs = [cloud.spawn_shell(f"load{c}", root / f"load{c}",
+                                   ["-c", "encrypt " + " ".join(map(str, files[c])), "--json"])
+                 for c in range(clients)]
+        killer = None
+        if kill:
+            at = rng.uniform(0.2, 0.8) * expected_s
+            killer = threading.Thread(target=_kill_when_all_up,
+                                      args=(cloud, sampler, at, rng.choice([1, 2, 3]), log))
+            killer.start()
+        grants = "; ".join(["grant bob pic.png +1"] * updates)
+        r_grants = cloud.shell("alice", alice, grants, timeout=300)
+        results = [p.communicate(timeout=600) for p in procs]
+        wall = time.monotonic() - start
+        if killer is not None:
+            killer.join()
+        cloud.wait_up(timeout=30)
+        return _summarize(cloud, root, bob, files, procs, results, r_grants, updates, sampler,
+                          wall, log)
+    finally:
+        sampler.stop()
+        cloud.stop()
+
+
+def _summarize(cloud: Cloud, root: Path, bob: Path, files: list[list[Path]], procs: list[Any],
+               results: list[tuple[str, str]], r_grants: Any, updates: int, sampler: Sampler,
+               wall: float, log: list[str]) -> dict[str, Any]:
+    from codec import seal
+
+    ok = failed = wrong = dups = 0
+    lat: list[float] = []
+    for c, ((out, err), proc) in enumerate(zip(results, procs)):
+        lines = json_lines(out)
+        if not lines:
+            failed += len(files[c])
+            log.append(f"client {c} exit {proc.returncode}: {err[-500:]}")
+            continue
+        res = lines[0]
+        failed += len(res["failed"])
+        dups += res.get("duplicate_replies", 0)
+        for row, path in zip(res["encrypted"], files[c]):
+            sealed = (root / f"load{c}" / row["path"]).read_bytes()
+            if seal.unseal(sealed).payload == path.read_bytes():
+                ok += 1
+            else:
+                wrong += 1
+            lat.append(row["ms"])
+    posted = [o for o in json_lines(r_grants.stdout) if "id" in o]
+    r = cloud.shell("bob", bob, "inbox")
+    inbox = json_lines(r.stdout)
+    views = inbox[0]["images"][0]["views_left"] if inbox else -1
+    converged_s = _converge(cloud)
+    lat.sort()
+    slow = [x for x in lat if x > 500]
+    return {
+        "requests": sum(len(f) for f in files), "ok": ok, "failed": failed, "wrong": wrong,
+        "accepted_twice": 0, "duplicate_replies": dups, "wall_s": round(wall, 1),
+        "p50_ms": round(statistics.median(lat), 1) if lat else 0.0,
+        "p99_ms": round(lat[int(len(lat) * 0.99) - 1], 1) if lat else 0.0,
+        "max_ms": round(lat[-1], 1) if lat else 0.0,
+        "failover_p50_ms": round(statistics.median(slow), 1) if slow else 0.0,
+        "failover_max_ms": round(max(slow), 1) if slow else 0.0,
+        "updates_acked": len(posted), "views_expected": 1 + len(posted), "views": views,
+        "converged_s": converged_s, **sampler.violations(), "log": log,
+    }
+
+
+def _converge(cloud: Cloud, limit_s: float = 10.0) -> float:
+    """Seconds until every up node reports the same state digest (-1: not within limit)."""
+    start = time.monotonic()
+    while time.monotonic() - start < limit_s:
+        rows = [r for r in cloud.status(timeout=0.5) if r["state"] == "up"]
+        if len(rows) == 3 and len({r["digest"] for r in rows}) == 1:
+            return round(time.monotonic() - start, 2)
+        time.sleep(0.2)
+    return -1.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.chaos", description=__doc__.split("\n")[0])
+    p.add_argument("--minutes", type=float, default=0.0, help="repeat rounds for this long")
+    p.add_argument("--clients", type=int, default=4)
+    p.add_argument("--total", type=int, default=500)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    rounds = []
+    deadline = time.monotonic() + args.minutes * 60
+    seed = args.seed
+    while True:
+        with tempfile.TemporaryDirectory() as tmp:
+            rounds.append(run_round(Path(tmp), clients=args.clients, total=args.total, seed=seed))
+        seed += 1
+        if time.monotonic() >= deadline:
+            break
+    if args.json:
+        print(json.dumps(rounds))
+        return 0
+    from shell.render import table
+
+    cols = ["requests", "ok", "failed", "wrong", "accepted_twice", "duplicate_replies", "p50_ms",
+            "p99_ms", "failover_p50_ms", "failover_max_ms", "views_expected", "views",
+            "converged_s", "down_or_unreachable_gt1", "two_token_holders"]
+    print(table(rounds, cols))
+    for r in rounds:
+        for line in r["log"]:
+            print(" ", line)
+    bad = any(r["failed"] or r["wrong"] or r["views"] != r["views_expected"] for r in rounds)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
