@@ -1,8 +1,9 @@
 """Entry point of the cloud: `python -m actors.server`.
 
 - no arguments: the embedded default. Starts every node of the cluster file as a child process
-  (`--node ID`), prints where each listens, stops them all on Ctrl-C or SIGTERM. Children die with
-  the supervisor even when it is SIGKILLed (PR_SET_PDEATHSIG), so no orphan keeps a port.
+  (`--node ID`), prints where each listens, restarts a node that dies (its durable state is in
+  its data dir), stops them all on Ctrl-C or SIGTERM. Children die with the supervisor even when
+  it is SIGKILLed (PR_SET_PDEATHSIG), so no orphan keeps a port.
 - `--node ID`: one node (for a real multi-host cloud, one per host).
 - `status [--json]`: asks every node over its client socket (works from any host).
 
@@ -26,6 +27,7 @@ import config
 from config import Config, ConfigError
 
 PR_SET_PDEATHSIG = 1
+RESTART_DELAY_S = 1.0
 
 
 def default_data_root() -> Path:
@@ -83,10 +85,14 @@ def run_cloud(cfg: Config, args: argparse.Namespace) -> int:
           flush=True)
     try:
         while not stopping:
-            for node_id, proc in children.items():
+            for node_id, proc in list(children.items()):
                 if proc.poll() is not None and not stopping:
-                    print(f"node {node_id} exited with status {proc.returncode}", flush=True)
-                    stop()
+                    print(f"node {node_id} exited with status {proc.returncode}; restarting it "
+                          f"(its pending updates are on disk)", flush=True)
+                    time.sleep(RESTART_DELAY_S)
+                    if not stopping:
+                        children[node_id] = subprocess.Popen(
+                            _node_command(node_id, args), preexec_fn=_die_with_parent)
             time.sleep(0.2)
     finally:
         stop()
@@ -107,7 +113,15 @@ def _print_status(rows: list[dict[str, Any]], as_json: bool) -> None:
         return
     from shell.render import table  # local import: the server itself does not need the shell
 
-    print(table(rows, ["id", "state", "served", "cached", "token", "users", "pending", "since"]))
+    for r in rows:
+        since = r.get("down_since") or 0.0
+        r["down since"] = time.strftime("%H:%M:%S", time.localtime(since)) if since else "-"
+        r["token"] = "yes" if r["token"] else ("-" if r["state"] != "up" else "no")
+    print(table(rows, ["id", "state", "served", "cached", "token", "users", "pending",
+                       "down since"]))
+    holders = {r.get("token_holder") for r in rows if r.get("token_holder")}
+    if holders:
+        print(f"failure token held by node {', '.join(map(str, sorted(holders)))}")
 
 
 def status(cfg: Config, args: argparse.Namespace) -> int:
