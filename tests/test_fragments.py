@@ -157,7 +157,10 @@ def test_rto_estimator_bounds_backoff_and_reset() -> None:
     for _ in range(10):
         r2.timeout()
     assert r2.rto == 1.0
-    r2.sample(0.05)  # a valid sample ends the backoff
+    r2.progress()  # new data acknowledged: the backoff ends
+    assert r2.rto == pytest.approx(base)
+    r2.timeout()
+    r2.sample(0.05)  # so does a valid sample
     assert r2.rto == pytest.approx(0.05 + 4 * (0.75 * 0.025))
 
 

@@ -64,7 +64,8 @@ def test_pack_parse_round_trip_exact_fields() -> None:
 
 def test_crc_trailer_is_crc32_of_header_and_payload() -> None:
     d = _data(F.CrcFramer())
-    assert int.from_bytes(d[-4:], "big") == zlib.crc32(d[:-4])
+    assert int.from_bytes(d[-4:], "little") == zlib.crc32(d[:-4])
+    assert zlib.crc32(d) == 0x2144DF1C  # the residue the receiver checks
     assert d[:2] == b"VS" and d[2] == F.VERSION
 
 
@@ -119,11 +120,14 @@ def test_random_bytes_never_parse() -> None:
             F.parse(framer, rng.randbytes(rng.randrange(0, 1500)))
 
 
-def test_bitmap_round_trip_and_limit() -> None:
-    assert F.bitmap_bytes(0b1011, 4) == b"\x0b"
-    assert F.bitmap_int(F.bitmap_bytes((1 << 511) | 1, 512)) == (1 << 511) | 1
-    with pytest.raises(FrameError):
-        F.bitmap_int(b"\xff" * 65)
+def test_ack_payload_round_trip_and_limits() -> None:
+    body = F.ack_payload(16, b"\x0b\xff")
+    assert body == b"\x00\x00\x00\x10\x0b\xff"
+    assert F.parse_ack(body) == (16, b"\x0b\xff")
+    assert F.parse_ack(b"") == (0, b"")
+    for bad in (b"\x00\x00\x00", F.ack_payload(8, b"\xff" * 65), F.ack_payload(3, b"\x01")):
+        with pytest.raises(FrameError):
+            F.parse_ack(bad)
 
 
 def test_address_nonce_depends_on_key_and_address_and_is_never_zero() -> None:

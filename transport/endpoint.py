@@ -16,7 +16,7 @@ echoed in its ACKs and ECHO frames) we send it at most 3x the bytes received fro
 
 Counters (`stats()`): datagrams_in/out, bytes_in/out, bad_datagrams (does not parse, bad CRC or
 tag, bad field, unknown type or sender, conflicting header), unknown_sender, dropped_epoch,
-dropped_replay, dropped_limit, expired, duplicates, dup_fragments, conflicts, delivered, bad_acks,
+dropped_replay, dropped_limit, expired, duplicates, dup_fragments, conflicts, delivered, bad_acks, late_acks,
 data_sent, retransmits, probes, timeouts, sent_ok, send_failed, acks_sent, amp_blocked,
 rejects_sent, epoch_rotations; gauges held_bytes, partials, pending.
 """
@@ -137,13 +137,14 @@ class Endpoint:
                 raise FrameError("sender not a configured peer at this address")
             if h.echo and self.validate and h.echo == self._nonce(addr):
                 self._set_validated(addr)
-            if h.nonce:
+            if h.nonce and self._echo.get(addr) != h.nonce:
                 self._remember_echo(addr, h.nonce)
             kind = h.kind
             if kind == F.DATA:
                 self._on_data(addr, h, payload, now)
             elif kind == F.ACK:
-                self.sender.on_ack(addr, h, F.bitmap_int(payload), now)
+                start, bitmap = F.parse_ack(payload)
+                self.sender.on_ack(addr, h, start, bitmap, now)
             elif kind == F.PROBE:
                 if h.echo == self._nonce(addr):
                     self._control(addr, F.ECHO, echo=h.nonce)
@@ -203,7 +204,7 @@ class Endpoint:
             self._control(addr, F.ACK, flags=F.FLAG_COMPLETE if ack.complete else 0,
                           type_code=h.type_code, epoch=h.epoch, msg_id=h.msg_id,
                           frag_index=ack.index, total=ack.cum, seq=h.seq, echo=h.nonce,
-                          payload=ack.bitmap)  # fmt: skip
+                          payload=ack.payload)  # fmt: skip
         if body is not None:
             self._events.append(Delivered(addr, h.type_code, body))
 
@@ -232,12 +233,10 @@ class Endpoint:
     def _emit(self, out: Outgoing, i: int, seq: int, flags: int) -> None:
         fs = self.cfg.fragment_size
         addr = out.addr
-        data = F.pack(
-            self.framer, F.DATA, flags=flags, sender=self.self_id, type_code=out.type_code,
-            epoch=out.epoch, msg_id=out.msg_id, frag_index=i, frag_size=fs,
-            block_size=self.cfg.block_size, total=len(out.body), seq=seq,
-            nonce=self._nonce(addr), echo=self._echo.get(addr, 0),
-            payload=out.body[i * fs : (i + 1) * fs],
+        data = F.seal(
+            self.framer, F.DATA, flags, self.self_id, out.type_code, out.epoch, out.msg_id, i, fs,
+            self.cfg.block_size, len(out.body), seq, self._nonce(addr), self._echo.get(addr, 0),
+            out.body[i * fs : (i + 1) * fs],
         )  # fmt: skip
         self._push(addr, data)
 
@@ -288,7 +287,6 @@ class Endpoint:
         return n
 
     def _remember_echo(self, addr: Addr, nonce: int) -> None:
-        if self._echo.get(addr) != nonce:
-            if len(self._echo) >= MAX_ADDR_STATE:
-                self._echo.clear()
-            self._echo[addr] = nonce
+        if len(self._echo) >= MAX_ADDR_STATE:
+            self._echo.clear()
+        self._echo[addr] = nonce

@@ -19,11 +19,13 @@ Layout (network byte order, `HEADER.size` = 56 bytes)::
     nonce    Q   the sender's nonce for the destination (anti-amplification; 0 = none)
     echo     Q   the last nonce received from the destination (0 = none)
 
-ACK payload: little-endian bitmap of the trigger's block (bit j = fragment block_start + j held);
-empty with the COMPLETE flag. PROBE / ECHO / REJECT carry no payload.
+ACK payload: `start` (u32, a multiple of 8) then a little-endian bitmap of at most 64 bytes
+(bit j = fragment start + j held), usually starting at the first fragment still missing, so one
+ACK describes a whole window; empty with the COMPLETE flag. PROBE / ECHO / REJECT: no payload.
 
-Trailer: `CrcFramer` appends CRC32 (4 bytes) over header + payload (client sockets: corruption is
-counted, never delivered); `HmacFramer` appends HMAC-SHA256 truncated to 16 bytes keyed with
+Trailer: `CrcFramer` appends CRC32 (4 bytes, little-endian) over header + payload (client sockets:
+corruption is counted, never delivered; checked as one crc32 over the whole datagram, which gives
+the CRC-32 residue 0x2144DF1C when intact); `HmacFramer` appends HMAC-SHA256 truncated to 16 bytes keyed with
 `HKDF(cluster.secret, info=b"veilshare peer v1")` (peer sockets), checked with compare_digest
 before anything else is looked at. With the default fragment size 1400 a datagram is at most
 1400 + 56 + 16 = 1472 bytes: it fits a 1500-byte IPv4 path without IP fragmentation.
@@ -57,9 +59,12 @@ FLAG_COMPLETE = 0x01  # ACK: the whole message was delivered
 
 HEADER = struct.Struct("!2sBBBBHQIIHHQIQQ")
 HEADER_SIZE = HEADER.size  # 56
+_FIELDS = struct.Struct("!BBBHQIIHHQIQQ")  # HEADER after magic and version
+_PREFIX = MAGIC + bytes([VERSION])
+_CRC_RESIDUE = 0x2144DF1C  # crc32(m + crc32(m) as 4 little-endian bytes)
 MAX_UDP_PAYLOAD = 1472  # IPv4 on a 1500-byte MTU path
 PEER_INFO = b"veilshare peer v1"
-MAX_ACK_BITMAP = 64  # bytes: block_size <= 512 fragments
+MAX_ACK_BITMAP = 64  # bytes: an ACK describes at most 512 fragments
 _U32 = 0xFFFFFFFF
 
 
@@ -99,12 +104,10 @@ class CrcFramer:
     trailer = 4
 
     def seal(self, buf: bytearray) -> None:
-        view = memoryview(buf)
-        struct.pack_into("!I", buf, len(buf) - 4, zlib.crc32(view[:-4]))
+        struct.pack_into("<I", buf, len(buf) - 4, zlib.crc32(memoryview(buf)[:-4]))
 
     def check(self, data: bytes) -> bool:
-        view = memoryview(data)
-        return int.from_bytes(view[-4:], "big") == zlib.crc32(view[:-4])
+        return zlib.crc32(data) == _CRC_RESIDUE
 
 
 class HmacFramer:
@@ -151,8 +154,16 @@ def pack(
     echo: int = 0,
     payload: bytes | memoryview = b"",
 ) -> bytes:
-    """One sealed datagram: header + payload + trailer. Field ranges are the caller's duty
-    (struct.error on overflow is a programming error, not peer input)."""
+    """One sealed datagram: header + payload + trailer (keyword form, any kind). Field ranges
+    are the caller's duty (struct.error on overflow is a programming error, not peer input)."""
+    return seal(framer, kind, flags, sender, type_code, epoch, msg_id, frag_index, frag_size,
+                block_size, total, seq, nonce, echo, payload)  # fmt: skip
+
+
+def seal(framer: Framer, kind: int, flags: int, sender: int, type_code: int, epoch: int,
+         msg_id: int, frag_index: int, frag_size: int, block_size: int, total: int, seq: int,
+         nonce: int, echo: int, payload: bytes | memoryview) -> bytes:  # fmt: skip
+    """`pack` with positional fields (the sender's hot path for DATA)."""
     n = len(payload)
     buf = bytearray(HEADER_SIZE + n + framer.trailer)
     HEADER.pack_into(
@@ -170,27 +181,32 @@ def parse(framer: Framer, data: bytes) -> tuple[Header, bytes]:
         raise FrameError("short datagram")
     if not framer.check(data):
         raise FrameError("bad checksum or tag")
-    magic, version, *fields = HEADER.unpack_from(data)
-    if magic != MAGIC:
-        raise FrameError("bad magic")
-    if version != VERSION:
-        raise FrameError(f"unsupported version {version}")
-    header = Header._make(fields)
+    if not data.startswith(_PREFIX):
+        raise FrameError("bad magic or unsupported version")
+    header = Header._make(_FIELDS.unpack_from(data, 3))
     if header.kind not in KINDS:
         raise FrameError(f"unknown kind {header.kind}")
     return header, data[HEADER_SIZE : len(data) - framer.trailer]
 
 
-def bitmap_bytes(bits: int, nbits: int) -> bytes:
-    """Encode an ACK bitmap of `nbits` fragments (bit j = block_start + j held)."""
-    return bits.to_bytes((nbits + 7) // 8, "little")
+_ACK_START = struct.Struct("!I")
 
 
-def bitmap_int(payload: bytes) -> int:
-    """Decode an ACK bitmap (FrameError if longer than MAX_ACK_BITMAP bytes)."""
-    if len(payload) > MAX_ACK_BITMAP:
-        raise FrameError("ACK bitmap too long")
-    return int.from_bytes(payload, "little")
+def ack_payload(start: int, bitmap: bytes) -> bytes:
+    """ACK body: `start` (multiple of 8) and the bitmap bytes of fragments start, start+1, ..."""
+    return _ACK_START.pack(start) + bitmap
+
+
+def parse_ack(payload: bytes) -> tuple[int, bytes]:
+    """(start, bitmap) of an ACK body (b"" for COMPLETE). FrameError if malformed."""
+    if not payload:
+        return 0, b""
+    if len(payload) < 4 or len(payload) > 4 + MAX_ACK_BITMAP:
+        raise FrameError("bad ACK bitmap length")
+    (start,) = _ACK_START.unpack_from(payload)
+    if start % 8:
+        raise FrameError("ACK bitmap start not a multiple of 8")
+    return start, payload[4:]
 
 
 def address_nonce(key: bytes, addr: tuple[str, int]) -> int:

@@ -17,8 +17,9 @@ Bytes held are charged per fragment as it arrives (payload + FRAGMENT_OVERHEAD, 
 PARTIAL_OVERHEAD per partial): a claimed total is a promise, not an allocation. `held_bytes` never
 exceeds `max_reassembly_bytes`.
 
-An ACK is asked for when a new fragment completes its block or the fragment carries ACK_NOW; it
-holds the bitmap of that block and the count of leading fragments all held.
+An ACK is sent when a new fragment completes its block or the fragment carries ACK_NOW. It holds
+the count of leading fragments all held and a bitmap of up to 512 fragments starting at the first
+missing one (8-aligned), so one ACK describes the whole window and a lost ACK costs nothing.
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 from config import TransportConfig
-from transport.frames import FLAG_ACK_NOW, Header, bitmap_bytes, fragment_count
+from transport.frames import FLAG_ACK_NOW, MAX_ACK_BITMAP, Header, ack_payload, fragment_count
 
 REPLAY_WINDOW = 1024  # message ids remembered per (sender, epoch)
 MIN_FRAGMENT = 64  # bytes: bounds the fragment count (and bookkeeping) of a claimed total
-MAX_BLOCK = 512  # fragments per ACK bitmap
+MAX_BLOCK = 512  # fragments per block
+ACK_SPAN = 8 * MAX_ACK_BITMAP  # fragments described by one ACK
 FRAGMENT_OVERHEAD = 64  # bytes charged per buffered fragment on top of its payload
 PARTIAL_OVERHEAD = 512  # bytes charged per partial message
 MAX_WINDOWS = 65536  # (sender, epoch) replay windows kept, least recently used evicted
@@ -71,12 +73,13 @@ class ReplayWindow:
 
 @dataclass(frozen=True, slots=True)
 class AckOrder:
-    """What the endpoint must acknowledge: COMPLETE, or `bitmap` of the block of `index`."""
+    """What the endpoint must acknowledge: COMPLETE, or the held fragments (`payload`: the ACK
+    body, see frames.ack_payload). `index` is the fragment that asked for it."""
 
     complete: bool
     index: int
     cum: int
-    bitmap: bytes
+    payload: bytes
 
 
 class _Partial:
@@ -88,6 +91,7 @@ class _Partial:
         "cum",
         "frag_size",
         "frags",
+        "held",
         "last",
         "sender",
         "total",
@@ -102,25 +106,27 @@ class _Partial:
         self.block_size = h.block_size
         self.count = count
         self.frags: dict[int, bytes] = {}
+        self.held = bytearray((count + 7) >> 3)  # bit i: fragment i held
         self.blocks: dict[int, int] = {}  # block index -> fragments held
-        self.charged = PARTIAL_OVERHEAD
+        self.charged = PARTIAL_OVERHEAD + len(self.held)
         self.cum = 0
         self.last = now
 
     def same_shape(self, h: Header) -> bool:
-        return (h.type_code, h.total, h.frag_size, h.block_size) == (
-            self.type_code, self.total, self.frag_size, self.block_size,
-        )  # fmt: skip
+        return (
+            h.type_code == self.type_code
+            and h.total == self.total
+            and h.frag_size == self.frag_size
+            and h.block_size == self.block_size
+        )
 
-    def bitmap(self, index: int) -> bytes:
-        start = index - index % self.block_size
-        end = min(start + self.block_size, self.count)
-        frags = self.frags
-        bits = 0
-        for k in range(start, end):
-            if k in frags:
-                bits |= 1 << (k - start)
-        return bitmap_bytes(bits, end - start)
+    def ack_body(self, index: int) -> bytes:
+        """Bitmap from the first missing fragment (8-aligned); moved up to keep `index` in it."""
+        start = self.cum & ~7
+        if index >= start + ACK_SPAN:
+            start = (index & ~7) - ACK_SPAN + 64
+        end = min(self.count, start + ACK_SPAN)
+        return ack_payload(start, bytes(self.held[start >> 3 : (end + 7) >> 3]))
 
 
 class Receiver:
@@ -158,30 +164,28 @@ class Receiver:
     ) -> tuple[AckOrder | None, bytes | None]:
         """Take one DATA fragment from `sender` (node id or address). Returns the ACK to send
         (or None) and the whole message body when this fragment completed it (else None)."""
-        c = self.counters
-        state = NEW
-        win = self._windows.get((sender, h.epoch))
-        if win is not None:
-            state = win.check(h.msg_id)
-            if state == DELIVERED:
-                c["duplicates"] += 1
-                return AckOrder(True, h.frag_index, 0, b""), None
         key = (sender, h.epoch, h.msg_id)
         p = self._partials.get(key)
-        if p is None:
-            if state == STALE:
-                c["dropped_replay"] += 1
+        if p is not None:
+            if not p.same_shape(h):
+                self._drop(key, p)
+                self.counters["conflicts"] += 1
+                self.counters["bad_datagrams"] += 1
                 return None, None
-            p = self._open(sender, key, h, len(payload), now)
-            if p is None:
+            if not self._fits(p, h.frag_index, len(payload)):
+                self.counters["bad_datagrams"] += 1
                 return None, None
-        elif not p.same_shape(h):
-            self._drop(key, p)
-            c["conflicts"] += 1
-            c["bad_datagrams"] += 1
+            return self._store(key, p, h, payload, now)
+        win = self._windows.get((sender, h.epoch))
+        state = NEW if win is None else win.check(h.msg_id)
+        if state == DELIVERED:
+            self.counters["duplicates"] += 1
+            return AckOrder(True, h.frag_index, 0, b""), None
+        if state == STALE:
+            self.counters["dropped_replay"] += 1
             return None, None
-        elif not self._fits(p, h.frag_index, len(payload)):
-            c["bad_datagrams"] += 1
+        p = self._open(sender, key, h, len(payload), now)
+        if p is None:
             return None, None
         return self._store(key, p, h, payload, now)
 
@@ -211,7 +215,7 @@ class Receiver:
         if (
             h.total > limit
             or self._per_sender.get(sender, 0) >= cfg.max_partial_per_sender
-            or self.held_bytes + PARTIAL_OVERHEAD + length + FRAGMENT_OVERHEAD
+            or self.held_bytes + PARTIAL_OVERHEAD + (count + 7) // 8 + length + FRAGMENT_OVERHEAD
             > cfg.max_reassembly_bytes
         ):
             c["dropped_limit"] += 1
@@ -219,15 +223,16 @@ class Receiver:
         p = _Partial(sender, h, count, now)
         self._partials[key] = p
         self._per_sender[sender] = self._per_sender.get(sender, 0) + 1
-        self.held_bytes += PARTIAL_OVERHEAD
+        self.held_bytes += p.charged
         return p
 
     def _store(
         self, key: tuple[Hashable, int, int], p: _Partial, h: Header, payload: bytes, now: float
     ) -> tuple[AckOrder | None, bytes | None]:
         i = h.frag_index
+        held = p.held
         block_done = False
-        if i in p.frags:
+        if held[i >> 3] >> (i & 7) & 1:
             self.counters["dup_fragments"] += 1
         else:
             charge = len(payload) + FRAGMENT_OVERHEAD
@@ -235,20 +240,24 @@ class Receiver:
                 self.counters["dropped_limit"] += 1
                 return None, None
             p.frags[i] = payload
+            held[i >> 3] |= 1 << (i & 7)
             p.charged += charge
             self.held_bytes += charge
-            while p.cum in p.frags:
-                p.cum += 1
-            if p.cum == p.count:
-                return AckOrder(True, i, p.count, b""), self._deliver(key, p)
+            if i == p.cum:
+                cum = i + 1
+                while cum < p.count and held[cum >> 3] >> (cum & 7) & 1:
+                    cum += 1
+                p.cum = cum
+                if cum == p.count:
+                    return AckOrder(True, i, cum, b""), self._deliver(key, p)
             b = i // p.block_size
-            held = p.blocks.get(b, 0) + 1
-            p.blocks[b] = held
-            block_done = held == min(p.block_size, p.count - b * p.block_size)
+            n = p.blocks.get(b, 0) + 1
+            p.blocks[b] = n
+            block_done = n == min(p.block_size, p.count - b * p.block_size)
         p.last = now
         self._partials.move_to_end(key)
         if block_done or h.flags & FLAG_ACK_NOW:
-            return AckOrder(False, i, p.cum, p.bitmap(i)), None
+            return AckOrder(False, i, p.cum, p.ack_body(i)), None
         return None, None
 
     def _deliver(self, key: tuple[Hashable, int, int], p: _Partial) -> bytes:

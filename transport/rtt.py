@@ -2,9 +2,9 @@
 
 Rules: the first sample sets srtt = r, rttvar = r/2; later ones use alpha = 1/8, beta = 1/4.
 RTO = srtt + max(granularity, 4 * rttvar), clamped to [floor, ceiling]. Each consecutive timeout
-doubles the backoff factor (RTO * 2^n, still capped at the ceiling) and the backed-off RTO is kept
-until a valid sample arrives (RFC 6298 section 5, Karn): callers feed only samples from first
-transmissions, as a sample from a retransmitted fragment is ambiguous. All times in seconds.
+doubles the backoff factor (RTO * 2^n, still capped at the ceiling); an acknowledgement of new data
+ends the backoff (as QUIC's PTO count and Linux TCP do). Callers feed only samples from first
+transmissions (Karn: a sample from a retransmitted fragment is ambiguous). All times in seconds.
 """
 
 from __future__ import annotations
@@ -43,6 +43,10 @@ class RttEstimator:
             self.srtt = 0.875 * self.srtt + 0.125 * r
         self._shift = 0
 
+    def progress(self) -> None:
+        """New data was acknowledged: end the timeout backoff."""
+        self._shift = 0
+
     def timeout(self) -> None:
         """The retransmission timer fired: back off (x2, capped)."""
         self._shift = min(self._shift + 1, MAX_BACKOFF_SHIFT)
@@ -63,5 +67,5 @@ class RttEstimator:
 
     @property
     def backoff_shift(self) -> int:
-        """Consecutive timeouts since the last valid sample."""
+        """Consecutive timeouts since the last progress."""
         return self._shift

@@ -6,22 +6,25 @@ acknowledged nor declared lost); messages to one destination share that window r
 batch of at most a block per turn, retransmissions before new fragments. The last fragment of each
 block in a batch carries ACK_NOW.
 
-Per fragment: acked, transmissions, seq of the last transmission (per-destination counter echoed
-by the ACK). An ACK for block B triggered by transmission s marks the fragments it holds; a
-fragment of B it lacks whose last transmission is older than s is declared lost and queued for
-retransmission (selective repeat). When the oldest in-flight fragment of a destination is older
-than the RTO, each block with expired fragments gets one probe (its highest expired fragment again,
-ACK_NOW) and the RTO backs off; the probe's ACK tells what is really missing. RTT samples come only
-from first transmissions (Karn). A message completes on a COMPLETE ACK (or when every fragment is
-acknowledged) and fails when no ACK made progress on it for its deadline: "undelivered" if some
-fragment never left, else "unacknowledged" (it may have been delivered).
+Per fragment: acked (bit-packed), transmissions, seq of the first and of the last transmission
+(a per-destination counter, echoed by the ACK as "trigger"). An ACK carries the fragments the
+receiver holds (cumulative count + a bitmap of up to 512 fragments); a missing fragment in its
+range whose last transmission is older than the trigger is declared lost and queued for
+retransmission (selective repeat). The last fragment of each block in a batch asks for an ACK, and
+so do the last TAIL fragments of a message's final batch (a lost tail costs no timeout). When the
+oldest in-flight fragment of a destination is older than the RTO, each block with expired
+fragments gets one probe (its highest expired fragment again, ACK_NOW) and the RTO backs off; the
+probe's ACK tells what is really missing. RTT samples come only from ACKs whose trigger is a first
+transmission (Karn; the echoed seq makes that exact). A message completes on a COMPLETE ACK (or
+when every fragment is acknowledged) and fails when no ACK made progress on it for its deadline:
+"undelivered" if some fragment never left, else "unacknowledged" (it may have been delivered).
 """
 
 from __future__ import annotations
 
 import heapq
 from array import array
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -34,6 +37,8 @@ Addr = tuple[str, int]
 MAX_MSG_ID = 0xFFFFFFFF
 _U32 = 0xFFFFFFFF
 MAX_IDLE_DESTS = 4096  # idle destinations (RTT state) kept, oldest forgotten first
+RECENT_DONE = 4096  # finished message ids remembered (late ACKs are not "bad")
+TAIL = 3  # fragments asking for an ACK at the end of a message's last batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +69,8 @@ class Outgoing:
         "cum",
         "deadline_s",
         "epoch",
+        "first_sent",
+        "first_seq",
         "handle",
         "last_progress",
         "last_seq",
@@ -72,7 +79,6 @@ class Outgoing:
         "next_new",
         "queued",
         "retx",
-        "sent_at",
         "tx",
         "type_code",
     )  # fmt: skip
@@ -86,11 +92,12 @@ class Outgoing:
         self.msg_id = msg_id
         self.body = memoryview(body)
         self.count = count
-        self.acked = bytearray(count)
+        self.acked = bytearray((count + 7) >> 3)  # bit i: fragment i acknowledged
         self.n_acked = 0
         self.tx = bytearray(count)  # transmissions, capped at 255
+        self.first_seq = array("q", bytes(8 * count))
+        self.first_sent = array("d", bytes(8 * count))
         self.last_seq = array("q", bytes(8 * count))
-        self.sent_at = array("d", bytes(8 * count))
         self.next_new = 0
         self.retx: deque[int] = deque()
         self.queued = False
@@ -98,6 +105,9 @@ class Outgoing:
         self.last_progress = now
         self.deadline_s = deadline_s
         self.cum = 0
+
+    def is_acked(self, i: int) -> bool:
+        return bool(self.acked[i >> 3] >> (i & 7) & 1)
 
     def has_work(self) -> bool:
         return bool(self.retx) or self.next_new < self.count
@@ -126,8 +136,8 @@ Budget = Callable[[Addr], int | None]
 class Sender:
     """All outgoing messages of one socket. Driven by `transport.endpoint.Endpoint`."""
 
-    COUNTERS = ("data_sent", "retransmits", "probes", "timeouts", "bad_acks", "sent_ok",
-                "send_failed")  # fmt: skip
+    COUNTERS = ("data_sent", "retransmits", "probes", "timeouts", "bad_acks", "late_acks",
+                "sent_ok", "send_failed")  # fmt: skip
 
     def __init__(self, cfg: TransportConfig, overhead: int, emit: Emit,
                  counters: dict[str, int]) -> None:  # fmt: skip
@@ -147,6 +157,7 @@ class Sender:
         self._dests: dict[Addr, _Dest] = {}
         self._busy: dict[Addr, _Dest] = {}
         self._deadlines: list[tuple[float, int]] = []
+        self._done: OrderedDict[tuple[Addr, int], None] = OrderedDict()  # recently finished
         self.events: list[SendDone | SendFailed] = []
 
     def rtt(self, addr: Addr) -> RttEstimator:
@@ -197,59 +208,75 @@ class Sender:
             self._busy[dest.addr] = dest
 
     # ----------------------------------------------------------------- acknowledgements
-    def on_ack(self, addr: Addr, h: Header, bitmap: int, now: float) -> bool:
-        """Apply one ACK from `addr`. False (and `bad_acks`) if it matches no message of ours."""
+    def on_ack(self, addr: Addr, h: Header, start: int, bitmap: bytes, now: float) -> bool:
+        """Apply one ACK from `addr` (bitmap of fragments start, start+1, ...; see frames).
+        False (and `bad_acks`) if it matches no message of ours."""
         out = self._by_id.get((addr, h.msg_id))
-        if (
-            out is None
-            or out.epoch != h.epoch
-            or out.type_code != h.type_code
-            or h.frag_index >= out.count
-        ):
+        if out is None or out.epoch != h.epoch or out.type_code != h.type_code:
+            self.counters["late_acks" if (addr, h.msg_id) in self._done else "bad_acks"] += 1
+            return False
+        i = h.frag_index
+        if i >= out.count or out.tx[i] == 0:
             self.counters["bad_acks"] += 1
             return False
         dest = self._dests[addr]
-        d = ((dest.seq - h.seq - 1) & _U32) + 1
-        trigger = dest.seq - d
-        i = h.frag_index
-        if out.tx[i] == 1 and out.last_seq[i] == trigger and not out.acked[i]:
-            dest.rtt.sample(now - out.sent_at[i])
+        trigger = dest.seq - (((dest.seq - h.seq - 1) & _U32) + 1)
+        first = out.first_seq[i] == trigger
+        if first and not out.is_acked(i):
+            dest.rtt.sample(now - out.first_sent[i])
         if h.flags & FLAG_COMPLETE:
             self._finish(out, dest, SendDone(out.handle))
             return True
-        progress = self._mark(out, dest, h, bitmap, trigger)
-        if progress:
+        if self._mark(out, dest, h.total, start, bitmap, trigger, i if first else out.count):
             out.last_progress = dest.last_progress = now
+            dest.rtt.progress()
         if out.n_acked == out.count:
             self._finish(out, dest, SendDone(out.handle))
         elif out.retx:
             self._enqueue(dest, out)
         return True
 
-    def _mark(self, out: Outgoing, dest: _Dest, h: Header, bitmap: int, trigger: int) -> bool:
-        """Mark acknowledged fragments and declare lost ones. True if anything new was acked."""
+    def _mark(self, out: Outgoing, dest: _Dest, cum: int, start: int, bitmap: bytes,
+              trigger: int, scan_to: int) -> bool:  # fmt: skip
+        """Mark acknowledged fragments, declare lost the missing ones sent before the trigger
+        (only below `scan_to`: after a first transmission nothing later was sent earlier).
+        True if anything new was acknowledged."""
         before = out.n_acked
-        inflight = dest.inflight
-        handle = out.handle
-        acked = out.acked
-        cum = min(h.total, out.count)
+        cum = min(cum, out.next_new)
         for i in range(out.cum, cum):
-            if not acked[i]:
-                acked[i] = 1
-                out.n_acked += 1
-                inflight.pop((handle, i), None)
+            self._ack(out, dest, i)
         out.cum = max(out.cum, cum)
-        start = h.frag_index - h.frag_index % self._bs
-        for i in range(start, min(start + self._bs, out.count)):
-            if acked[i]:
-                continue
-            if (bitmap >> (i - start)) & 1:
-                acked[i] = 1
-                out.n_acked += 1
-                inflight.pop((handle, i), None)
-            elif out.last_seq[i] < trigger and inflight.pop((handle, i), None) is not None:
-                out.retx.append(i)
+        end = min(start + 8 * len(bitmap), out.next_new)
+        if end <= start:
+            return out.n_acked > before
+        width = end - start
+        mask = (1 << width) - 1
+        held = int.from_bytes(bitmap, "little") & mask
+        have = int.from_bytes(out.acked[start >> 3 : (end + 7) >> 3], "little") & mask
+        new = held & ~have
+        while new:
+            low = new & -new
+            self._ack(out, dest, start + low.bit_length() - 1)
+            new ^= low
+        if scan_to > start:
+            holes = mask & ~(held | have)
+            if scan_to < end:
+                holes &= (1 << (scan_to - start)) - 1
+            last_seq, inflight, handle = out.last_seq, dest.inflight, out.handle
+            while holes:
+                low = holes & -holes
+                i = start + low.bit_length() - 1
+                holes ^= low
+                if last_seq[i] < trigger and inflight.pop((handle, i), None) is not None:
+                    out.retx.append(i)
         return out.n_acked > before
+
+    def _ack(self, out: Outgoing, dest: _Dest, i: int) -> None:
+        bit = 1 << (i & 7)
+        if not out.acked[i >> 3] & bit:
+            out.acked[i >> 3] |= bit
+            out.n_acked += 1
+            dest.inflight.pop((out.handle, i), None)
 
     def _finish(self, out: Outgoing, dest: _Dest, event: SendDone | SendFailed) -> None:
         handle = out.handle
@@ -260,6 +287,9 @@ class Sender:
             out.queued = False
         del self._outs[handle]
         del self._by_id[(out.addr, out.msg_id)]
+        self._done[(out.addr, out.msg_id)] = None
+        if len(self._done) > RECENT_DONE:
+            self._done.popitem(last=False)
         if not dest.inflight and not dest.queue:
             self._busy.pop(dest.addr, None)
         self.counters["sent_ok" if isinstance(event, SendDone) else "send_failed"] += 1
@@ -363,7 +393,7 @@ class Sender:
         acked = out.acked
         while out.retx and len(batch) < room:
             i = out.retx.popleft()
-            if not acked[i]:
+            if not acked[i >> 3] >> (i & 7) & 1:
                 batch.append(i)
         first_new = len(batch)
         while out.next_new < out.count and len(batch) < room:
@@ -377,14 +407,15 @@ class Sender:
         bytes; returns (fragments sent, bytes still allowed)."""
         bs = self._bs
         n = len(batch)
+        tail = n - TAIL if out.next_new == out.count else n - 1  # these ask for an ACK
         for k, i in enumerate(batch):
             if allow is not None:
                 size = self._overhead + len(out.body[i * self._fs : (i + 1) * self._fs])
                 if size > allow:
                     return k, allow
                 allow -= size
-            last = k == n - 1 or batch[k + 1] // bs != i // bs
-            self._transmit(out, dest, i, FLAG_ACK_NOW if last else 0, now)
+            ask = k >= tail or batch[k + 1] // bs != i // bs
+            self._transmit(out, dest, i, FLAG_ACK_NOW if ask else 0, now)
         return n, allow
 
     def _transmit(self, out: Outgoing, dest: _Dest, i: int, flags: int, now: float) -> None:
@@ -393,10 +424,13 @@ class Sender:
         tx = out.tx[i]
         if tx:
             self.counters["retransmits"] += 1
-        if tx < 255:
-            out.tx[i] = tx + 1
+            if tx < 255:
+                out.tx[i] = tx + 1
+        else:
+            out.tx[i] = 1
+            out.first_seq[i] = seq
+            out.first_sent[i] = now
         out.last_seq[i] = seq
-        out.sent_at[i] = now
         dest.inflight[(out.handle, i)] = now
         self.counters["data_sent"] += 1
         self._emit(out, i, seq, flags)

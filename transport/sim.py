@@ -13,6 +13,7 @@ import heapq
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from transport.endpoint import Delivered, Endpoint, Event
 from transport.sender import Addr, SendDone, SendFailed
@@ -206,3 +207,37 @@ def settle(net: Net, addr: Addr, handles: list[int], max_time: float = 3600.0) -
 
     net.run(done, max_time=net.now + max_time)
     return {h: e for h, e in outcomes(net.events[addr]).items() if h in want}
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    """A bulk message that is just bytes (tests and benchmarks with `BlobCodec`)."""
+
+    TYPE: ClassVar[int] = BULK_TYPE
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """A control message that is just bytes (at most CONTROL_LIMIT)."""
+
+    TYPE: ClassVar[int] = CONTROL_TYPE
+    data: bytes
+
+
+class BlobCodec:
+    """A codec for `Blob` and `Ping`: the body is the bytes themselves."""
+
+    @staticmethod
+    def encode(msg: Blob | Ping) -> bytes:
+        return msg.data
+
+    @staticmethod
+    def decode(type_code: int, body: bytes) -> Blob | Ping:
+        if type_code == BULK_TYPE:
+            return Blob(body)
+        if type_code == CONTROL_TYPE and len(body) <= CONTROL_LIMIT:
+            return Ping(body)
+        raise ValueError(f"cannot decode type {type_code}")
+
+    max_body = staticmethod(fake_max_body)

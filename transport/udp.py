@@ -66,7 +66,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 Addr = tuple[str, int]
-DRAIN_BATCH = 512
+DRAIN_BATCH = 128  # datagrams per select(): small enough that ACKs leave promptly
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +130,7 @@ def _canonical(addr: Addr, family: int) -> Addr:
         return (ipaddress.ip_address(host).compressed, port)
     except ValueError:
         info = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM)
-        return (info[0][4][0], port)
+        return (str(info[0][4][0]), port)
 
 
 class Transport:
@@ -143,7 +143,8 @@ class Transport:
         self._ep = ep
         self._codec = codec
         self._gate = gate
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the core, counters, subscribers
+        self._send_lock = threading.Lock()  # order of datagrams on the wire (see _pump)
         self._closed = threading.Event()
         self._pending: dict[int, tuple[pykka.Future[None], OnDone | None]] = {}
         self._subs: list[tuple[Handler, frozenset[int] | None]] = []
@@ -181,8 +182,7 @@ class Transport:
         if codec is None:
             from codec import messages as default_codec
 
-            codec = default_codec  # type: ignore[assignment]
-        assert codec is not None
+            codec = default_codec
         if policy is None:
             policy = LossPolicy.from_env()
         wall_ms = int(time.time() * 1000)
@@ -211,7 +211,7 @@ class Transport:
         try:
             body = self._codec.encode(msg)
             dest = _canonical(addr, self._sock.family)
-        except Exception as exc:  # the caller's message or address is refused
+        except Exception as exc:  # noqa: BLE001 - the caller's message or address is refused
             self._resolve(fut, on_done, SendError("rejected", f"cannot send {msg!r}: {exc}"))
             return fut
         now = time.monotonic()
@@ -226,14 +226,16 @@ class Transport:
                 except MessageRejected as exc:
                     err = SendError("rejected", exc.reason)
             out, events, poke = self._pump(now)
+        self._flush(out, events)
         if err is not None:
             self._resolve(fut, on_done, err)
-        self._flush(out, events)
         if poke:
             self._poke()
         return fut
 
-    def subscribe(self, handler: Handler, types: tuple[type, ...] | None = None) -> Callable[[], None]:
+    def subscribe(
+        self, handler: Handler, types: tuple[type, ...] | None = None
+    ) -> Callable[[], None]:
         """Deliver every whole message (of `types`, default all) to `handler`: an actor ref gets
         `tell(Delivery)`, a callable is called on the delivery thread (keep it quick).
         Returns a function that undoes the subscription."""
@@ -296,15 +298,16 @@ class Transport:
             self._sleep_until = wake
         timeout = None if wake == float("inf") else max(0.0, wake - time.monotonic())
         try:
-            ready, _, _ = select.select([self._sock, self._wake_r], [], [], timeout)
+            fds = [self._sock.fileno(), self._wake_r.fileno()]
+            ready, _, _ = select.select(fds, [], [], timeout)
         except (OSError, ValueError):
             if not self._closed.is_set():
                 self._count("oserrors")
                 self._closed.wait(0.001)
             return
-        if self._wake_r in ready:
+        if fds[1] in ready:
             self._drain_wake()
-        batch = self._recv_batch() if self._sock in ready else []
+        batch = self._recv_batch() if fds[0] in ready else []
         now = time.monotonic()
         with self._lock:
             if self._closed.is_set():
@@ -336,18 +339,23 @@ class Transport:
                              self._gate.next_time() if self._gate else None) if t is not None]  # fmt: skip
         return min(times) if times else float("inf")
 
-    def _pump(self, now: float) -> tuple[list[tuple[Addr, bytes | bytearray]], list[Event], bool]:
-        """(under the lock) datagrams and events due now, and whether the reader must wake up."""
+    def _pump(self, now: float) -> tuple[list[tuple[Addr, bytes]], list[Event], bool]:
+        """(under the lock) datagrams and events due now, and whether the reader must wake up.
+        Takes the send lock, which `_flush` releases: datagrams leave in the order the core made
+        them even when two threads pump (a reordered burst would look like loss)."""
         out = self._ep.datagrams_to_send(now)
         events = self._ep.pop_events()
         deadline = self._ep.next_deadline()
+        self._send_lock.acquire()
         return out, events, deadline is not None and deadline < self._sleep_until
 
-    def _flush(self, out: list[tuple[Addr, bytes | bytearray]], events: list[Event]) -> None:
-        if out:
-            errors = self._sock.send(out)  # lost datagrams are the core's to resend
-            if errors:
-                self._count("oserrors", errors)
+    def _flush(self, out: list[tuple[Addr, bytes]], events: list[Event]) -> None:
+        try:
+            errors = self._sock.send(out) if out else 0  # lost datagrams: the core resends
+        finally:
+            self._send_lock.release()
+        if errors:
+            self._count("oserrors", errors)
         for ev in events:
             if isinstance(ev, Delivered):
                 self._actor.tell(_Deliver(ev.addr, ev.type_code, ev.body))
@@ -357,7 +365,9 @@ class Transport:
                 err = None if isinstance(ev, SendDone) else SendError(ev.kind, ev.reason)
                 self._resolve(entry[0], entry[1], err)
 
-    def _resolve(self, fut: pykka.Future[None], on_done: OnDone | None, err: SendError | None) -> None:
+    def _resolve(
+        self, fut: pykka.Future[None], on_done: OnDone | None, err: SendError | None
+    ) -> None:
         if err is None:
             fut.set(None)
         else:
@@ -386,7 +396,7 @@ class Transport:
     def _deliver(self, d: _Deliver) -> None:
         try:
             msg = self._codec.decode(d.type_code, d.body)
-        except Exception:  # the codec refused a peer's body: counted, never raised
+        except Exception:  # noqa: BLE001 - the codec refused a peer's body: counted, never raised
             self._count("bad_messages")
             return
         delivery = Delivery(d.addr, msg)

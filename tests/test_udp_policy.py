@@ -1,0 +1,77 @@
+"""The seeded loss policy (spec strings, environment, gate) and the socket batching helpers."""
+
+from __future__ import annotations
+
+import socket
+import sys
+
+import pytest
+
+from transport.policy import ENV, LossPolicy, PolicyGate
+from transport.sockets import MAX_GSO_SEGMENTS, DatagramSocket, _segment_size
+
+A = ("127.0.0.1", 1)
+
+
+def test_spec_round_trip_and_env() -> None:
+    spec = "drop=0,dup=0,delay_ms=20,jitter_ms=5,reorder=0.1,seed=1"  # the netns fixture's form
+    p = LossPolicy.parse(spec)
+    assert p == LossPolicy(delay_ms=20, jitter_ms=5, reorder=0.1, seed=1)
+    assert LossPolicy.parse(p.spec()) == p
+    assert LossPolicy.from_env({ENV: spec}) == p
+    assert LossPolicy.from_env({}) is None and LossPolicy.from_env({ENV: " "}) is None
+
+
+@pytest.mark.parametrize(
+    "spec", ["drop=2", "nope=1", "drop", "drop=x", "delay_ms=5,jitter_ms=10", "delay_ms=-1"]
+)
+def test_bad_specs_refused(spec: str) -> None:
+    with pytest.raises(ValueError):
+        LossPolicy.parse(spec)
+
+
+def test_gate_is_seeded_and_counts_exactly() -> None:
+    def run() -> tuple[list[tuple[float, bytes]], dict[str, int]]:
+        gate = PolicyGate(LossPolicy(drop=0.2, dup=0.1, corrupt=0.1, reorder=0.2, delay_ms=2,
+                                     jitter_ms=1, seed=7))  # fmt: skip
+        out: list[tuple[float, bytes]] = []
+        for i in range(2000):
+            now = i * 0.0001
+            out += [(now, d) for _, d in gate.admit(A, i.to_bytes(4, "big"), now)]
+            out += [(now, d) for _, d in gate.due(now)]
+        out += [(1.0, d) for _, d in gate.due(1.0)]
+        return out, gate.counts
+
+    first, counts = run()
+    assert run() == (first, counts)  # same seed, same schedule
+    assert len(first) == 2000 - counts["policy_dropped"] + counts["policy_duplicated"]
+    assert counts["policy_delayed"] == len(first)  # every copy was held back (delay 1..3 ms)
+    assert 300 < counts["policy_dropped"] < 500
+    intact = sum(1 for _, d in first if int.from_bytes(d, "big") < 2000)
+    assert len(first) - intact <= counts["policy_corrupted"]
+
+
+def test_gate_without_delay_delivers_at_once() -> None:
+    gate = PolicyGate(LossPolicy(seed=1))
+    assert gate.admit(A, b"x", 0.0) == [(A, b"x")] and gate.next_time() is None
+
+
+def test_gso_runs_group_same_address_and_size_with_a_shorter_last() -> None:
+    s = DatagramSocket(("127.0.0.1", 0), 65536)
+    try:
+        b = ("127.0.0.1", 2)
+        out = [(A, b"x" * 100)] * 3 + [(A, b"y" * 40), (A, b"z" * 100), (b, b"x" * 100)]
+        assert s._run_end(out, 0) == 4  # three full ones and the shorter last
+        assert s._run_end(out, 4) == 5  # address changes
+        many = [(A, b"x" * 10)] * 100
+        assert s._run_end(many, 0) == MAX_GSO_SEGMENTS
+        big = [(A, b"x" * 30000)] * 5
+        assert s._run_end(big, 0) == 2  # at most 65507 bytes in one send
+    finally:
+        s.close()
+
+
+def test_gro_segment_size_from_control_message() -> None:
+    assert _segment_size([(17, 104, (1460).to_bytes(4, sys.byteorder))]) == 1460
+    assert _segment_size([]) == 0
+    assert _segment_size([(socket.SOL_SOCKET, 1, b"\x00\x00\x00\x00")]) == 0

@@ -1,0 +1,175 @@
+"""One UDP socket with batched I/O (used by transport.udp; no protocol logic here).
+
+- Buffers raised to `socket_buffer` (SO_RCVBUFFORCE when privileged, else capped by the kernel);
+  they absorb bursts but the protocol never relies on them (the window paces sending).
+- Linux: IP_MTU_DISCOVER = IP_PMTUDISC_DO (a datagram too big for the path fails with EMSGSIZE
+  instead of being fragmented), UDP GSO on send (consecutive datagrams of one size to one address
+  leave in one sendmsg; the kernel cuts them into ordinary datagrams, each <= the path MTU) and UDP
+  GRO on receive (one recvmsg may return several datagrams with their segment size). Where the
+  kernel refuses either, it falls back to one sendto/recvfrom per datagram, for good.
+- Every OSError is counted by the caller (`send` and `recv` return the number) and never raised.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+Addr = tuple[str, int]
+RECV_SIZE = 65536
+MAX_GSO_SEGMENTS = 64
+MAX_GSO_BYTES = 65507  # UDP payload limit of one (super-)datagram
+_SOL_UDP, _UDP_SEGMENT, _UDP_GRO = 17, 103, 104
+_IP_MTU_DISCOVER, _IPV6_MTU_DISCOVER, _PMTUDISC_DO = 10, 23, 2
+_SO_RCVBUFFORCE, _SO_SNDBUFFORCE = 33, 32
+_NO_GSO = {errno.EINVAL, errno.EOPNOTSUPP, errno.ENOPROTOOPT, errno.EIO}
+_GRO_ANC = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
+
+
+def open_socket(bind: Addr, buffer_bytes: int) -> socket.socket:
+    """A bound UDP socket with raised buffers and (Linux) path-MTU discovery forced on."""
+    family = socket.AF_INET6 if ":" in bind[0] else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        for force, plain in (
+            (_SO_RCVBUFFORCE, socket.SO_RCVBUF),
+            (_SO_SNDBUFFORCE, socket.SO_SNDBUF),
+        ):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, force, buffer_bytes)
+            except OSError:  # not privileged: the kernel caps at rmem_max / wmem_max
+                sock.setsockopt(socket.SOL_SOCKET, plain, buffer_bytes)
+        if sys.platform.startswith("linux"):
+            if family == socket.AF_INET:
+                sock.setsockopt(socket.IPPROTO_IP, _IP_MTU_DISCOVER, _PMTUDISC_DO)
+            else:
+                sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_MTU_DISCOVER, _PMTUDISC_DO)
+        sock.bind(bind)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class DatagramSocket:
+    """A bound UDP socket; `wrap(sock)` may interpose on sendto/sendmsg/recvfrom/recvmsg
+    (fault injection in tests). `batching=False` forces one syscall per datagram."""
+
+    def __init__(self, bind: Addr, buffer_bytes: int, *, wrap: Callable[[Any], Any] | None = None,
+                 batching: bool = True) -> None:  # fmt: skip
+        self.sock = open_socket(bind, buffer_bytes)
+        self.family = self.sock.family
+        self.io: Any = wrap(self.sock) if wrap is not None else self.sock
+        linux = sys.platform.startswith("linux") and batching
+        self.gso = linux
+        self.gro = False
+        if linux:
+            try:
+                self.sock.setsockopt(_SOL_UDP, _UDP_GRO, 1)
+                self.gro = True
+            except OSError:
+                pass
+
+    @property
+    def address(self) -> Addr:
+        host, port = self.sock.getsockname()[:2]
+        return (host, port)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def buffers(self) -> tuple[int, int]:
+        """(SO_RCVBUF, SO_SNDBUF) as the kernel set them."""
+        get = self.sock.getsockopt
+        return get(socket.SOL_SOCKET, socket.SO_RCVBUF), get(socket.SOL_SOCKET, socket.SO_SNDBUF)
+
+    # ----------------------------------------------------------------- sending
+    def send(self, out: Sequence[tuple[Addr, bytes]]) -> int:
+        """Send every datagram (in order); returns the number of OSErrors (those are lost)."""
+        errors = 0
+        n = len(out)
+        i = 0
+        while i < n:
+            addr, first = out[i]
+            j = self._run_end(out, i) if self.gso else i + 1
+            if j - i == 1:
+                try:
+                    self.io.sendto(first, addr)
+                except OSError:
+                    errors += 1
+            else:
+                errors += self._send_gso(out, i, j)
+            i = j
+        return errors
+
+    def _run_end(self, out: Sequence[tuple[Addr, bytes]], i: int) -> int:
+        """End of the run of datagrams from i that can leave in one GSO send: same address,
+        same size (the last one may be shorter), within the segment and byte limits."""
+        addr, first = out[i]
+        size = len(first)
+        limit = min(len(out), i + MAX_GSO_SEGMENTS, i + MAX_GSO_BYTES // max(size, 1))
+        j = i + 1
+        while j < limit and out[j][0] == addr:
+            n = len(out[j][1])
+            if n == size:
+                j += 1
+                continue
+            if n < size:
+                j += 1
+            break
+        return j
+
+    def _send_gso(self, out: Sequence[tuple[Addr, bytes]], i: int, j: int) -> int:
+        addr, first = out[i]
+        anc = [(_SOL_UDP, _UDP_SEGMENT, struct.pack("=H", len(first)))]
+        try:
+            self.io.sendmsg([d for _, d in out[i:j]], anc, 0, addr)
+            return 0
+        except OSError as exc:
+            if exc.errno not in _NO_GSO:
+                return 1  # ENOBUFS, ENETUNREACH...: the whole batch is lost, the core resends
+        self.gso = False  # the kernel or path refuses GSO: one datagram per syscall from now on
+        return self.send(out[i:j])
+
+    # ----------------------------------------------------------------- receiving
+    def recv(self, limit: int) -> tuple[list[tuple[Addr, bytes]], int]:
+        """Up to about `limit` datagrams that are already waiting (never blocks) and the number of
+        OSErrors met (ICMP errors such as ECONNREFUSED surface here)."""
+        batch: list[tuple[Addr, bytes]] = []
+        errors = 0
+        io = self.io
+        while len(batch) < limit:
+            try:
+                if self.gro:
+                    data, anc, _flags, addr = io.recvmsg(RECV_SIZE, _GRO_ANC, socket.MSG_DONTWAIT)
+                else:
+                    data, addr = io.recvfrom(RECV_SIZE, socket.MSG_DONTWAIT)
+                    anc = ()
+            except BlockingIOError:
+                break
+            except OSError:
+                errors += 1
+                if errors > limit:
+                    break
+                continue
+            src = (addr[0], addr[1])
+            seg = _segment_size(anc)
+            if seg and len(data) > seg:
+                batch.extend((src, data[k : k + seg]) for k in range(0, len(data), seg))
+            else:
+                batch.append((src, data))
+        return batch, errors
+
+
+def _segment_size(anc: Sequence[tuple[int, int, bytes]]) -> int:
+    for level, kind, value in anc:
+        if level == _SOL_UDP and kind == _UDP_GRO and len(value) >= 2:
+            return int.from_bytes(value[:4] if len(value) >= 4 else value[:2], sys.byteorder)
+    return 0
