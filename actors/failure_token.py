@@ -26,7 +26,9 @@ Rules:
     WentDown, Membership self down, for uniform(0, cfg.max_down_s) seconds, keeping the token.
     With fewer than 3 nodes no node ever goes down: the others would have no majority left.
  3. Coming back: ComingUp to all, event NeedSync; the token is passed on only after sync_done()
-    (RELIABILITY 2.3 rule 5).
+    (RELIABILITY 2.3 rule 5). A down node comes back early when another node becomes unreachable
+    (a real crash or cut while it simulates one): the simulation never holds the cloud below a
+    majority for longer than the failure detector needs to notice.
  4. Lost token: the node believed to hold it (or to be receiving it) is unreachable for longer
     than the failure timeout, or restarted (new boot epoch), or nobody is known to hold it one
     failure timeout after start. A node with a majority in view then proposes epoch
@@ -160,8 +162,9 @@ class TokenRing:
         if not self.cfg.enabled:
             return None
         times: list[float] = []
-        if self.phase == "down":
-            return self.up_at
+        if self.phase == "down":  # also when a peer may turn unreachable: come back early then
+            peer_timeout = self.m.next_deadline()
+            return self.up_at if peer_timeout is None else min(self.up_at, peer_timeout)
         if self.holding and self.phase == "up":
             times.append(self.hold_until if self.down_at is None else self.down_at)
         if self.pending is not None:
@@ -198,7 +201,7 @@ class TokenRing:
             return out
         self._wake(now)
         if self.phase == "down":
-            if now >= self.up_at:
+            if now >= self.up_at or self._peer_lost(now):
                 self._come_up(out)
             return out
         if self.holding and self.phase == "up":
@@ -292,6 +295,14 @@ class TokenRing:
             if view.token_epoch != self.epoch or view.token_holder != self.self_id:
                 return False
         return True
+
+    def _peer_lost(self, now: float) -> bool:
+        """While down (simulated): another node became unreachable (a real crash or a cut). Come
+        back at once, so a simulation never keeps the cloud below a majority (rule 2)."""
+        lost = any(self.m.state_of(n, now) == "unreachable" for n in self.m.peer_ids)
+        if lost:
+            self._count("early_come_up")
+        return lost
 
     def _come_up(self, out: Output) -> None:
         self.phase = "syncing"

@@ -63,8 +63,10 @@ class Sampler(threading.Thread):
         """Samples breaking I6 (down + unreachable <= 1) and I5 (token holders <= 1). A double
         holder seen in one sample only can be a pass in flight between two queries (the nodes are
         asked one after the other); it counts when the same pair holds in the next sample too."""
-        not_serving = sum(1 for _, rows in self.samples
-                          if sum(r["state"] != "up" for r in rows) > 1)
+        bad = [(t, [(r["id"], r["state"], r["token"]) for r in rows])
+               for t, rows in self.samples if sum(r["state"] != "up" for r in rows) > 1]
+        not_serving = len(bad)
+        self.bad_samples = bad
         doubles = 0
         prev: frozenset[int] = frozenset()
         for _, rows in self.samples:
@@ -107,11 +109,13 @@ def _share(cloud: Cloud, root: Path) -> tuple[Path, Path]:
 
 def _kill_when_all_up(cloud: Cloud, sampler: Sampler, at: float, node: int,
                       log: list[str]) -> None:
+    from actors.status import query_status
+
     time.sleep(at)
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        rows = sampler.samples[-1][1] if sampler.samples else []
-        if rows and all(r["state"] == "up" for r in rows):
+    while time.monotonic() < deadline:  # a fresh status, not the sampler's last one
+        rows = query_status(sampler.cfg, timeout_s=0.3)
+        if all(r["state"] == "up" for r in rows):
             break
         time.sleep(0.05)
     log.append(f"SIGKILL node {node} at {time.monotonic():.2f}")
@@ -195,7 +199,8 @@ def _summarize(cloud: Cloud, root: Path, bob: Path, files: list[list[Path]], pro
         "failover_p50_ms": round(statistics.median(slow), 1) if slow else 0.0,
         "failover_max_ms": round(max(slow), 1) if slow else 0.0,
         "updates_acked": len(posted), "views_expected": 1 + len(posted), "views": views,
-        "converged_s": converged_s, **sampler.violations(), "log": log,
+        "converged_s": converged_s, **sampler.violations(),
+        "log": log + [f"not serving: {t:.2f} {rows}" for t, rows in sampler.bad_samples],
     }
 
 

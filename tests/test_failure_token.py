@@ -96,6 +96,18 @@ def test_nobody_goes_down_while_another_node_is_unreachable() -> None:
     assert any(d[0] > t0 + 20.0 for d in c.downs)
 
 
+def test_a_down_node_comes_back_early_when_another_becomes_unreachable() -> None:
+    cfg = replace(FAST_FAILURES, mean_up_s=0.1, max_down_s=60.0)
+    c = TokenCluster(4, cfg=cfg)
+    run_until(c, lambda: bool(c.downs))
+    t_down, node, _ = c.downs[0]
+    other = next(i for i in c.ids if i != node)
+    c.freeze(other, 30.0)  # a real crash while `node` simulates one
+    run_until(c, lambda: c.rings[node].phase != "down", limit_s=T + 1.0)
+    assert c.now - t_down < T + 1.0  # not the up to 60 s it drew
+    assert c.rings[node].counters.get("early_come_up") == 1
+
+
 def test_lost_token_is_replaced_once_by_the_next_node() -> None:
     c = TokenCluster(4, cfg=NEVER_DOWN)
     run_until(c, lambda: c.rings[2].holding and c.rings[2].seq > 3)
