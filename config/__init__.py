@@ -50,7 +50,7 @@ class NodeConfig:
 class TransportConfig:
     fragment_size: int = 1400
     block_size: int = 32
-    window_blocks: int = 8
+    window_blocks: int = 32
     rto_floor_ms: int = 20
     rto_ceiling_ms: int = 1000
     send_deadline_s: float = 5.0

@@ -153,7 +153,9 @@ def test_rto_estimator_bounds_backoff_and_reset() -> None:
     base = r2.rto
     assert base == pytest.approx(0.05 + 4 * 0.025)
     r2.timeout()
-    assert r2.rto == pytest.approx(2 * base)
+    assert r2.rto == pytest.approx(1.5 * base)
+    r2.timeout()
+    assert r2.rto == pytest.approx(2.25 * base)
     for _ in range(10):
         r2.timeout()
     assert r2.rto == 1.0

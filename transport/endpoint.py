@@ -162,6 +162,9 @@ class Endpoint:
         if self._waiting:
             self._probe(now)
         out, self._queue = self._queue, []
+        if out:
+            self.counters["datagrams_out"] += len(out)
+            self.counters["bytes_out"] += sum([len(d) for _, d in out])
         return out
 
     def next_deadline(self) -> float | None:
@@ -250,8 +253,6 @@ class Endpoint:
         self._push(addr, data)
 
     def _push(self, addr: Addr, data: bytes) -> None:
-        self.counters["datagrams_out"] += 1
-        self.counters["bytes_out"] += len(data)
         if self.validate and addr not in self._validated:
             self._amp.touch(addr)[1] += len(data)
         self._queue.append((addr, data))

@@ -91,11 +91,14 @@ class Framer(Protocol):
 
     trailer: int
 
-    def seal(self, buf: bytearray) -> None:
-        """Fill the last `trailer` bytes of `buf` from the bytes before them."""
+    def seal(self, header: bytes, payload: bytes | memoryview) -> bytes:
+        """The datagram: header + payload + the trailer computed over both."""
 
     def check(self, data: bytes) -> bool:
         """True if the trailer of `data` matches the bytes before it."""
+
+
+_CRC = struct.Struct("<I")
 
 
 class CrcFramer:
@@ -103,8 +106,9 @@ class CrcFramer:
 
     trailer = 4
 
-    def seal(self, buf: bytearray) -> None:
-        struct.pack_into("<I", buf, len(buf) - 4, zlib.crc32(memoryview(buf)[:-4]))
+    def seal(self, header: bytes, payload: bytes | memoryview) -> bytes:
+        crc = zlib.crc32(payload, zlib.crc32(header))
+        return b"".join((header, payload, _CRC.pack(crc)))
 
     def check(self, data: bytes) -> bool:
         return zlib.crc32(data) == _CRC_RESIDUE
@@ -119,10 +123,13 @@ class HmacFramer:
         if len(key) < 16:
             raise ValueError("HMAC key must be at least 16 bytes")
         self._key = key
+        self._keyed = hmac.new(key, digestmod=hashlib.sha256)
 
-    def seal(self, buf: bytearray) -> None:
-        view = memoryview(buf)
-        view[-16:] = hmac.digest(self._key, view[:-16], "sha256")[:16]
+    def seal(self, header: bytes, payload: bytes | memoryview) -> bytes:
+        mac = self._keyed.copy()
+        mac.update(header)
+        mac.update(payload)
+        return b"".join((header, payload, mac.digest()[:16]))
 
     def check(self, data: bytes) -> bool:
         view = memoryview(data)
@@ -164,15 +171,11 @@ def seal(framer: Framer, kind: int, flags: int, sender: int, type_code: int, epo
          msg_id: int, frag_index: int, frag_size: int, block_size: int, total: int, seq: int,
          nonce: int, echo: int, payload: bytes | memoryview) -> bytes:  # fmt: skip
     """`pack` with positional fields (the sender's hot path for DATA)."""
-    n = len(payload)
-    buf = bytearray(HEADER_SIZE + n + framer.trailer)
-    HEADER.pack_into(
-        buf, 0, MAGIC, VERSION, kind, flags, sender, type_code, epoch, msg_id, frag_index,
-        frag_size, block_size, total, seq & _U32, nonce, echo,
+    header = HEADER.pack(
+        MAGIC, VERSION, kind, flags, sender, type_code, epoch, msg_id, frag_index, frag_size,
+        block_size, total, seq & _U32, nonce, echo,
     )  # fmt: skip
-    buf[HEADER_SIZE : HEADER_SIZE + n] = payload
-    framer.seal(buf)
-    return bytes(buf)
+    return framer.seal(header, payload)
 
 
 def parse(framer: Framer, data: bytes) -> tuple[Header, bytes]:

@@ -93,6 +93,7 @@ class _Partial:
         "frags",
         "held",
         "last",
+        "last_len",
         "sender",
         "total",
         "type_code",
@@ -105,20 +106,13 @@ class _Partial:
         self.frag_size = h.frag_size
         self.block_size = h.block_size
         self.count = count
+        self.last_len = h.total - (count - 1) * h.frag_size  # length of the last fragment
         self.frags: dict[int, bytes] = {}
         self.held = bytearray((count + 7) >> 3)  # bit i: fragment i held
         self.blocks: dict[int, int] = {}  # block index -> fragments held
         self.charged = PARTIAL_OVERHEAD + len(self.held)
         self.cum = 0
         self.last = now
-
-    def same_shape(self, h: Header) -> bool:
-        return (
-            h.type_code == self.type_code
-            and h.total == self.total
-            and h.frag_size == self.frag_size
-            and h.block_size == self.block_size
-        )
 
     def ack_body(self, index: int) -> bytes:
         """Bitmap from the first missing fragment (8-aligned); moved up to keep `index` in it."""
@@ -167,12 +161,18 @@ class Receiver:
         key = (sender, h.epoch, h.msg_id)
         p = self._partials.get(key)
         if p is not None:
-            if not p.same_shape(h):
+            if (
+                h.total != p.total
+                or h.type_code != p.type_code
+                or h.frag_size != p.frag_size
+                or h.block_size != p.block_size
+            ):
                 self._drop(key, p)
                 self.counters["conflicts"] += 1
                 self.counters["bad_datagrams"] += 1
                 return None, None
-            if not self._fits(p, h.frag_index, len(payload)):
+            i = h.frag_index
+            if i >= p.count or len(payload) != (p.frag_size if i < p.count - 1 else p.last_len):
                 self.counters["bad_datagrams"] += 1
                 return None, None
             return self._store(key, p, h, payload, now)
@@ -188,9 +188,6 @@ class Receiver:
         if p is None:
             return None, None
         return self._store(key, p, h, payload, now)
-
-    def _fits(self, p: _Partial, index: int, length: int) -> bool:
-        return index < p.count and length == min(p.frag_size, p.total - index * p.frag_size)
 
     def _open(
         self, sender: Hashable, key: tuple[Hashable, int, int], h: Header, length: int, now: float
@@ -253,7 +250,7 @@ class Receiver:
             b = i // p.block_size
             n = p.blocks.get(b, 0) + 1
             p.blocks[b] = n
-            block_done = n == min(p.block_size, p.count - b * p.block_size)
+            block_done = n == p.block_size or n == p.count - b * p.block_size  # last may be short
         p.last = now
         self._partials.move_to_end(key)
         if block_done or h.flags & FLAG_ACK_NOW:

@@ -2,7 +2,8 @@
 
 Rules: the first sample sets srtt = r, rttvar = r/2; later ones use alpha = 1/8, beta = 1/4.
 RTO = srtt + max(granularity, 4 * rttvar), clamped to [floor, ceiling]. Each consecutive timeout
-doubles the backoff factor (RTO * 2^n, still capped at the ceiling); an acknowledgement of new data
+multiplies it by BACKOFF = 1.5 (RTO * 1.5^n, still capped at the ceiling: gentler than TCP's x2,
+so a lossy but live path recovers its stragglers sooner); an acknowledgement of new data
 ends the backoff (as QUIC's PTO count and Linux TCP do). Callers feed only samples from first
 transmissions (Karn: a sample from a retransmitted fragment is ambiguous). All times in seconds.
 """
@@ -11,7 +12,8 @@ from __future__ import annotations
 
 INITIAL_RTO_S = 0.2  # before any sample, clamped to [floor, ceiling]
 GRANULARITY_S = 0.001
-MAX_BACKOFF_SHIFT = 16
+BACKOFF = 1.5
+MAX_BACKOFF_SHIFT = 32
 
 
 class RttEstimator:
@@ -48,7 +50,7 @@ class RttEstimator:
         self._shift = 0
 
     def timeout(self) -> None:
-        """The retransmission timer fired: back off (x2, capped)."""
+        """The retransmission timer fired: back off (x1.5, capped)."""
         self._shift = min(self._shift + 1, MAX_BACKOFF_SHIFT)
 
     @property
@@ -63,7 +65,7 @@ class RttEstimator:
     @property
     def rto(self) -> float:
         """Current RTO with backoff, always within [floor, ceiling] (seconds)."""
-        return min(self.ceiling, self.base_rto * (1 << self._shift))
+        return min(self.ceiling, self.base_rto * BACKOFF**self._shift)
 
     @property
     def backoff_shift(self) -> int:
