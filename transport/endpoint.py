@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 from config import TransportConfig
@@ -125,40 +125,63 @@ class Endpoint:
 
     def datagram_received(self, addr: Addr, data: bytes, now: float) -> None:
         """Feed one datagram from `addr`. Bad input is counted and dropped, never raised."""
-        c = self.counters
-        c["datagrams_in"] += 1
-        c["bytes_in"] += len(data)
-        if self.validate and addr not in self._validated:
-            self._amp.touch(addr)[0] += len(data)
-        try:
-            h, payload = F.parse(self.framer, data)
-            if self.guard is not None and not self.guard.sender_ok(addr, h.sender):
-                c["unknown_sender"] += 1
-                raise FrameError("sender not a configured peer at this address")
-            if h.echo and self.validate and h.echo == self._nonce(addr):
-                self._set_validated(addr)
-            if h.nonce and self._echo.get(addr) != h.nonce:
-                self._remember_echo(addr, h.nonce)
-            kind = h.kind
-            if kind == F.DATA:
-                self._on_data(addr, h, payload, now)
-            elif kind == F.ACK:
-                start, bitmap = F.parse_ack(payload)
-                self.sender.on_ack(addr, h, start, bitmap, now)
-            elif kind == F.PROBE:
-                if h.echo == self._nonce(addr):
-                    self._control(addr, F.ECHO, echo=h.nonce)
-            elif kind == F.REJECT:
-                self._on_reject(addr, h)
-        except FrameError:
-            c["bad_datagrams"] += 1
+        self.datagrams_received([(addr, data)], now)
 
-    def datagrams_to_send(self, now: float) -> list[tuple[Addr, bytes]]:
-        """Run due timers and return every datagram to send now, in order."""
+    def datagrams_received(self, batch: Sequence[tuple[Addr, bytes]], now: float) -> None:
+        """Feed datagrams in arrival order (the socket layer's batches; lookups done once)."""
+        c = self.counters
+        c["datagrams_in"] += len(batch)
+        c["bytes_in"] += sum([len(d) for _, d in batch])
+        framer, parse, echo = self.framer, F.parse, self._echo
+        plain_data = self.guard is None and not self.validate  # DATA needs no address checks
+        for addr, data in batch:
+            if self.validate and addr not in self._validated:
+                self._amp.touch(addr)[0] += len(data)
+            try:
+                h, payload = parse(framer, data)
+                if h.nonce and echo.get(addr) != h.nonce:
+                    self._remember_echo(addr, h.nonce)
+                if plain_data and h.kind == F.DATA:
+                    self._on_data(addr, addr, h, payload, now)
+                else:
+                    self._dispatch(addr, h, payload, now)
+            except FrameError:
+                c["bad_datagrams"] += 1
+
+    def _dispatch(self, addr: Addr, h: F.Header, payload: bytes, now: float) -> None:
+        """Every frame but plain-socket DATA: sender checks, validation, kinds."""
+        guard = self.guard
+        if guard is not None and not guard.sender_ok(addr, h.sender):
+            self.counters["unknown_sender"] += 1
+            raise FrameError("sender not a configured peer at this address")
+        if h.echo and self.validate and h.echo == self._nonce(addr):
+            self._set_validated(addr)
+        kind = h.kind
+        if kind == F.DATA:
+            key: Hashable = addr
+            if guard is not None:
+                verdict = guard.check_epoch(h.sender, h.epoch)
+                if verdict != A.ACCEPT and not self._epoch_ok(addr, h, verdict):
+                    return
+                key = h.sender
+            self._on_data(addr, key, h, payload, now)
+        elif kind == F.ACK:
+            start, bitmap = F.parse_ack(payload)
+            self.sender.on_ack(addr, h, start, bitmap, now)
+        elif kind == F.PROBE:
+            if h.echo == self._nonce(addr):
+                self._control(addr, F.ECHO, echo=h.nonce)
+        elif kind == F.REJECT:
+            self._on_reject(addr, h)
+
+    def datagrams_to_send(self, now: float, limit: int | None = None) -> list[tuple[Addr, bytes]]:
+        """Run due timers and return the datagrams to send now, in order: every control frame
+        and at most `limit` DATA transmissions (None: all the windows allow). A caller that
+        got `limit` of them calls again for the rest (so sending can start sooner)."""
         rd = self.receiver.next_deadline()
         if rd is not None and rd <= now:
             self.receiver.expire(now)
-        self.sender.poll(now, self._budget if self.validate else None)
+        self.sender.poll(now, self._budget if self.validate else None, limit)
         if self._waiting:
             self._probe(now)
         out, self._queue = self._queue, []
@@ -193,14 +216,8 @@ class Endpoint:
         return s
 
     # ----------------------------------------------------------------- receiving
-    def _on_data(self, addr: Addr, h: F.Header, payload: bytes, now: float) -> None:
-        key: object = addr
-        guard = self.guard
-        if guard is not None:
-            verdict = guard.check_epoch(h.sender, h.epoch)
-            if verdict != A.ACCEPT and not self._epoch_ok(addr, h, verdict):
-                return
-            key = h.sender
+    def _on_data(self, addr: Addr, key: Hashable, h: F.Header, payload: bytes, now: float) -> None:
+        """A DATA fragment from `key` (node id or address) at `addr`: acknowledge, deliver."""
         ack, body = self.receiver.on_data(key, h, payload, now)
         if ack is not None:
             self.counters["acks_sent"] += 1

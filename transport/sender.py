@@ -305,15 +305,18 @@ class Sender:
             self._fail(out, reason)
 
     # ----------------------------------------------------------------- timers and sending
-    def poll(self, now: float, budget: Budget | None = None) -> None:
-        """Run due timers (deadlines, RTO probes), then fill every window (calls `emit`)."""
+    def poll(self, now: float, budget: Budget | None = None, limit: int | None = None) -> None:
+        """Run due timers (deadlines, RTO probes), then fill the windows (calls `emit`) with at
+        most `limit` new transmissions (None: as many as the windows allow)."""
         if self._deadlines and self._deadlines[0][0] <= now:
             self._expire(now)
+        left = limit
         for dest in list(self._busy.values()):
             if dest.inflight and next(iter(dest.inflight.values())) + dest.rtt.rto <= now:
                 self._timeout(dest, now, budget)
-            if dest.queue and len(dest.inflight) < self._window:
-                self._fill(dest, now, budget)
+            if dest.queue and len(dest.inflight) < self._window and (left is None or left > 0):
+                sent = self._fill(dest, now, budget, left)
+                left = None if left is None else left - sent
 
     def _expire(self, now: float) -> None:
         while self._deadlines and self._deadlines[0][0] <= now:
@@ -363,15 +366,20 @@ class Sender:
             self.counters["probes"] += 1
             self._transmit(out, dest, i, FLAG_ACK_NOW, now)
 
-    def _fill(self, dest: _Dest, now: float, budget: Budget | None) -> None:
-        """Send batches round robin while the window has room."""
+    def _fill(self, dest: _Dest, now: float, budget: Budget | None, limit: int | None) -> int:
+        """Send batches round robin while the window has room and `limit` allows; returns the
+        number of fragments sent."""
         allow = budget(dest.addr) if budget is not None else None
         queue = dest.queue
-        while queue and len(dest.inflight) < self._window:
+        total = 0
+        while queue and len(dest.inflight) < self._window and (limit is None or total < limit):
             out = queue[0]
             room = min(self._bs, self._window - len(dest.inflight))
+            if limit is not None:
+                room = min(room, limit - total)
             batch, first_new = self._batch(out, room)
             sent, allow = self._send_batch(out, dest, batch, now, allow)
+            total += sent
             if sent < len(batch):  # budget exhausted: put the rest back, untouched
                 out.retx.extendleft(reversed(batch[sent:first_new]))
                 if first_new < len(batch):
@@ -385,6 +393,7 @@ class Sender:
                 out.queued = False
         if not dest.inflight and not dest.queue:
             self._busy.pop(dest.addr, None)
+        return total
 
     def _batch(self, out: Outgoing, room: int) -> tuple[list[int], int]:
         """Up to `room` fragments: retransmissions first, then new ones (starting at the

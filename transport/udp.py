@@ -67,6 +67,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 Addr = tuple[str, int]
 DRAIN_BATCH = 128  # datagrams per select(): small enough that ACKs leave promptly
+CHUNK = 128  # DATA datagrams built per core-lock hold: sending starts before a window is built
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +230,7 @@ class Transport:
         self._flush(out, events)
         if err is not None:
             self._resolve(fut, on_done, err)
+        self._pump_rest(out, now)
         if poke:
             self._poke()
         return fut
@@ -314,11 +316,11 @@ class Transport:
                 return
             if self._gate is not None:
                 batch = self._impair(batch, now)
-            received = self._ep.datagram_received
-            for addr, data in batch:
-                received(addr, data, now)
+            if batch:
+                self._ep.datagrams_received(batch, now)
             out, events, _ = self._pump(now)
         self._flush(out, events)
+        self._pump_rest(out, now)
 
     def _recv_batch(self) -> list[tuple[Addr, bytes]]:
         batch, errors = self._sock.recv(DRAIN_BATCH)
@@ -339,11 +341,19 @@ class Transport:
                              self._gate.next_time() if self._gate else None) if t is not None]  # fmt: skip
         return min(times) if times else float("inf")
 
+    def _pump_rest(self, out: list[tuple[Addr, bytes]], now: float) -> None:
+        """Send the rest of what the windows allow, a chunk at a time, releasing the core lock in
+        between (the peer starts on the first chunk while we build the next)."""
+        while len(out) >= CHUNK:
+            with self._lock:
+                out, events, _ = self._pump(now)
+            self._flush(out, events)
+
     def _pump(self, now: float) -> tuple[list[tuple[Addr, bytes]], list[Event], bool]:
-        """(under the lock) datagrams and events due now, and whether the reader must wake up.
-        Takes the send lock, which `_flush` releases: datagrams leave in the order the core made
-        them even when two threads pump (a reordered burst would look like loss)."""
-        out = self._ep.datagrams_to_send(now)
+        """(under the lock) datagrams (at most CHUNK DATA) and events due now, and whether the
+        reader must wake up. Takes the send lock, which `_flush` releases: datagrams leave in the
+        order the core made them even when two threads pump (a reordered burst looks like loss)."""
+        out = self._ep.datagrams_to_send(now, CHUNK)
         events = self._ep.pop_events()
         deadline = self._ep.next_deadline()
         self._send_lock.acquire()

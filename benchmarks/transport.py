@@ -1,0 +1,216 @@
+"""Transport throughput and latency on loopback, two processes: `python -m benchmarks.transport`.
+
+The parent process sends; a child process (multiprocessing, spawn) receives. For a 2 MB and a
+20 MB message it measures:
+- transport MB/s: size / (time from send() to the future resolving on the peer's last ACK),
+  default TransportConfig (fragment 1400 B) and the Blob codec (body = the bytes);
+- raw MB/s: the same bytes blasted as fragment-size UDP datagrams, one sendto each, no
+  reliability: the rate the receiver saw (bytes received / first-to-last datagram); the ratio
+  transport / raw is the figure the targets are set on;
+- the transport figure again with 10 % of datagrams dropped in each direction (seeded policy);
+- the round trip of a one-fragment message (send -> ACK), p50 and p99 over `--pings` sends.
+Each throughput figure is the median of `--repeat` runs. `--json` prints one JSON object with
+the 20 MB figures at the top level (raw_mbps, mbps, ratio, loss10_mbps, loss10_ratio,
+rtt_p50_ms, rtt_p99_ms) and every size under "sizes". The machine should be otherwise idle:
+both processes need a core each, and the figures swing widely when other jobs run.
+Targets (RELIABILITY 1.2): transport >= 0.5 x raw at 0 % loss, >= 0.25 x raw at 10 %, RTT p50 < 1 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import statistics
+import threading
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+from config import TransportConfig
+from transport.policy import LossPolicy
+from transport.sim import Blob, BlobCodec, Ping
+from transport.sockets import open_socket
+from transport.udp import Transport
+
+SIZES = (2_000_000, 20_000_000)
+LOOPBACK = "127.0.0.1"
+
+
+class _RawSink:
+    """Counts the bytes of raw datagrams arriving on one UDP socket (child process)."""
+
+    def __init__(self, buffer_bytes: int) -> None:
+        self.sock = open_socket((LOOPBACK, 0), buffer_bytes)
+        self.sock.settimeout(0.3)
+        self.bytes = 0
+        self.first = self.last = 0.0
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def reset(self) -> tuple[str, int]:
+        self.bytes = 0
+        self.first = self.last = 0.0
+        host, port = self.sock.getsockname()[:2]
+        return (host, port)
+
+    def _run(self) -> None:
+        recv = self.sock.recv
+        while True:
+            try:
+                n = len(recv(65536))
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            now = time.perf_counter()
+            if not self.bytes:
+                self.first = now
+            self.bytes += n
+            self.last = now
+
+
+def _child(conn: Connection, cfg: TransportConfig) -> None:
+    tp: Transport | None = None
+    sink = _RawSink(cfg.socket_buffer)
+    while True:
+        cmd, arg = conn.recv()
+        if cmd == "transport":
+            if tp is not None:
+                tp.stop()
+            tp = Transport.start((LOOPBACK, 0), cfg, codec=BlobCodec, policy=arg, name="sink")
+            tp.subscribe(lambda d: None)
+            conn.send(tp.address)
+        elif cmd == "sink":
+            conn.send(sink.reset())
+        elif cmd == "sink_result":
+            conn.send((sink.bytes, sink.last - sink.first))
+        else:
+            if tp is not None:
+                tp.stop()
+            conn.send("bye")
+            return
+
+
+class Bench:
+    """Parent side: drives the child over a pipe."""
+
+    def __init__(self, cfg: TransportConfig) -> None:
+        self.cfg = cfg
+        ctx = mp.get_context("spawn")
+        self.conn, child_conn = ctx.Pipe()
+        self.proc = ctx.Process(target=_child, args=(child_conn, cfg), daemon=True)
+        self.proc.start()
+
+    def ask(self, cmd: str, arg: Any = None) -> Any:
+        self.conn.send((cmd, arg))
+        return self.conn.recv()
+
+    def close(self) -> None:
+        self.ask("stop")
+        self.proc.join(5)
+
+    def transport_mbps(self, repeat: int, loss: float) -> dict[int, float]:
+        """Median MB/s per size, `loss` dropped on receive at both ends."""
+        policy = LossPolicy(drop=loss, seed=1) if loss else None
+        peer = tuple(self.ask("transport", policy))
+        me = Transport.start((LOOPBACK, 0), self.cfg, codec=BlobCodec, policy=policy, name="src")
+        try:
+            me.send(peer, Blob(b"warm-up")).get(timeout=10)
+            out = {}
+            for size in SIZES:
+                body = Blob(os.urandom(size))
+                runs = []
+                for _ in range(repeat):
+                    t0 = time.perf_counter()
+                    me.send(peer, body, deadline_s=30).get(timeout=120)
+                    runs.append(size / (time.perf_counter() - t0) / 1e6)
+                out[size] = statistics.median(runs)
+            return out
+        finally:
+            me.stop()
+
+    def raw_mbps(self, size: int, repeat: int) -> float:
+        """Median receiver-side MB/s of a blast of `size` bytes in fragment-size datagrams."""
+        fs = self.cfg.fragment_size
+        chunks = [os.urandom(fs) for _ in range(-(-size // fs))]
+        sock = open_socket((LOOPBACK, 0), self.cfg.socket_buffer)
+        runs = []
+        try:
+            for _ in range(repeat):
+                peer = tuple(self.ask("sink"))
+                sendto = sock.sendto
+                for c in chunks:
+                    sendto(c, peer)
+                time.sleep(0.5)  # let the sink drain and go quiet
+                received, seconds = self.ask("sink_result")
+                runs.append(received / max(seconds, 1e-6) / 1e6)
+        finally:
+            sock.close()
+        return float(statistics.median(runs))
+
+    def rtt_ms(self, n: int) -> tuple[float, float]:
+        peer = tuple(self.ask("transport", None))
+        me = Transport.start((LOOPBACK, 0), self.cfg, codec=BlobCodec, name="pinger")
+        try:
+            lat = []
+            for _ in range(n):
+                t0 = time.perf_counter()
+                me.send(peer, Ping(b"ping")).get(timeout=5)
+                lat.append((time.perf_counter() - t0) * 1000)
+        finally:
+            me.stop()
+        lat.sort()
+        return lat[len(lat) // 2], lat[min(len(lat) - 1, int(0.99 * len(lat)))]
+
+
+def measure(repeat: int, pings: int) -> dict[str, Any]:
+    """Every figure of the module docstring, as a dict."""
+    cfg = TransportConfig()
+    bench = Bench(cfg)
+    try:
+        clean = bench.transport_mbps(repeat, 0.0)
+        lossy = bench.transport_mbps(repeat, 0.1)
+        raw = {s: bench.raw_mbps(s, repeat) for s in SIZES}
+        p50, p99 = bench.rtt_ms(pings)
+    finally:
+        bench.close()
+    per_size = {
+        str(s): {
+            "mbps": clean[s],
+            "raw_mbps": raw[s],
+            "ratio": clean[s] / raw[s],
+            "loss10_mbps": lossy[s],
+            "loss10_ratio": lossy[s] / raw[s],
+        }
+        for s in SIZES
+    }
+    top = per_size[str(SIZES[-1])]
+    extra = {"rtt_p50_ms": p50, "rtt_p99_ms": p99, "sizes": per_size}
+    return {**top, **extra, "fragment_size": cfg.fragment_size, "repeat": repeat}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Transport vs raw UDP on loopback (two processes)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--repeat", type=int, default=5, help="runs per throughput figure (median)")
+    ap.add_argument("--pings", type=int, default=1000, help="one-fragment round trips")
+    args = ap.parse_args(argv)
+    r = measure(args.repeat, args.pings)
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(f"loopback, two processes, fragment {r['fragment_size']} B, median of {r['repeat']} runs")
+    print(
+        f"{'size':>11} {'transport':>11} {'raw UDP':>11} {'ratio':>6} {'10% loss':>11} {'ratio':>6}"
+    )
+    for size, v in r["sizes"].items():
+        print(f"{int(size):>11,} {v['mbps']:>6.1f} MB/s {v['raw_mbps']:>6.1f} MB/s {v['ratio']:>6.2f}"
+              f" {v['loss10_mbps']:>6.1f} MB/s {v['loss10_ratio']:>6.2f}")  # fmt: skip
+    print(f"one-fragment round trip: p50 {r['rtt_p50_ms']:.3f} ms, p99 {r['rtt_p99_ms']:.3f} ms")
+    print("targets: ratio >= 0.5 at 0 % loss, >= 0.25 at 10 % loss, round trip p50 < 1 ms")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
