@@ -83,21 +83,8 @@ class AckOrder:
 
 
 class _Partial:
-    __slots__ = (
-        "block_size",
-        "blocks",
-        "charged",
-        "count",
-        "cum",
-        "frag_size",
-        "frags",
-        "held",
-        "last",
-        "last_len",
-        "sender",
-        "total",
-        "type_code",
-    )  # fmt: skip
+    __slots__ = ("block_size", "blocks", "charged", "count", "cum", "frag_size", "frags", "held",
+                 "last", "last_len", "sender", "total", "type_code")  # fmt: skip
 
     def __init__(self, sender: Hashable, h: Header, count: int, now: float) -> None:
         self.sender = sender

@@ -3,8 +3,7 @@
 A message is cut into fragments of `fragment_size` bytes, grouped in blocks of `block_size`.
 Per destination, at most `window_blocks * block_size` fragments are in flight (sent, neither
 acknowledged nor declared lost); messages to one destination share that window round robin, one
-batch of at most a block per turn, retransmissions before new fragments. The last fragment of each
-block in a batch carries ACK_NOW.
+batch of at most a block per turn, retransmissions before new fragments.
 
 Per fragment: acked (bit-packed), transmissions, seq of the first and of the last transmission
 (a per-destination counter, echoed by the ACK as "trigger"). An ACK carries the fragments the
@@ -23,108 +22,22 @@ when every fragment is acknowledged) and fails when no ACK made progress on it f
 from __future__ import annotations
 
 import heapq
-from array import array
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from config import TransportConfig
 from transport.errors import MessageRejected
 from transport.frames import FLAG_ACK_NOW, FLAG_COMPLETE, Header, fragment_count
+from transport.outgoing import Addr, Outgoing, Path, SendDone, SendFailed
 from transport.rtt import RttEstimator
 
-Addr = tuple[str, int]
+__all__ = ["Addr", "Budget", "Emit", "Outgoing", "SendDone", "SendFailed", "Sender"]
+
 MAX_MSG_ID = 0xFFFFFFFF
 _U32 = 0xFFFFFFFF
 MAX_IDLE_DESTS = 4096  # idle destinations (RTT state) kept, oldest forgotten first
 RECENT_DONE = 4096  # finished message ids remembered (late ACKs are not "bad")
 TAIL = 3  # fragments asking for an ACK at the end of a message's last batch
-
-
-@dataclass(frozen=True, slots=True)
-class SendDone:
-    """The peer acknowledged the whole message of `handle`."""
-
-    handle: int
-
-
-@dataclass(frozen=True, slots=True)
-class SendFailed:
-    """The send of `handle` failed: `kind` "unacknowledged" / "undelivered" (see SendError)."""
-
-    handle: int
-    kind: str
-    reason: str
-
-
-class Outgoing:
-    """One message being sent (read by the endpoint to build its DATA datagrams)."""
-
-    __slots__ = (
-        "acked",
-        "addr",
-        "body",
-        "count",
-        "created",
-        "cum",
-        "deadline_s",
-        "epoch",
-        "first_sent",
-        "first_seq",
-        "handle",
-        "last_progress",
-        "last_seq",
-        "msg_id",
-        "n_acked",
-        "next_new",
-        "queued",
-        "retx",
-        "tx",
-        "type_code",
-    )  # fmt: skip
-
-    def __init__(self, handle: int, addr: Addr, type_code: int, epoch: int, msg_id: int,
-                 body: bytes, count: int, now: float, deadline_s: float) -> None:  # fmt: skip
-        self.handle = handle
-        self.addr = addr
-        self.type_code = type_code
-        self.epoch = epoch
-        self.msg_id = msg_id
-        self.body = memoryview(body)
-        self.count = count
-        self.acked = bytearray((count + 7) >> 3)  # bit i: fragment i acknowledged
-        self.n_acked = 0
-        self.tx = bytearray(count)  # transmissions, capped at 255
-        self.first_seq = array("q", bytes(8 * count))
-        self.first_sent = array("d", bytes(8 * count))
-        self.last_seq = array("q", bytes(8 * count))
-        self.next_new = 0
-        self.retx: deque[int] = deque()
-        self.queued = False
-        self.created = now
-        self.last_progress = now
-        self.deadline_s = deadline_s
-        self.cum = 0
-
-    def is_acked(self, i: int) -> bool:
-        return bool(self.acked[i >> 3] >> (i & 7) & 1)
-
-    def has_work(self) -> bool:
-        return bool(self.retx) or self.next_new < self.count
-
-
-class _Dest:
-    __slots__ = ("addr", "inflight", "last_progress", "queue", "rtt", "seq")
-
-    def __init__(self, addr: Addr, rtt: RttEstimator) -> None:
-        self.addr = addr
-        self.rtt = rtt
-        self.inflight: dict[
-            tuple[int, int], float
-        ] = {}  # (handle, index) -> timer base, oldest first
-        self.queue: deque[Outgoing] = deque()
-        self.seq = 0
-        self.last_progress = float("-inf")
 
 
 # emit(out, index, seq, flags): the endpoint builds and queues the DATA datagram.
@@ -154,8 +67,8 @@ class Sender:
         self._next_id = 1
         self._outs: dict[int, Outgoing] = {}
         self._by_id: dict[tuple[Addr, int], Outgoing] = {}
-        self._dests: dict[Addr, _Dest] = {}
-        self._busy: dict[Addr, _Dest] = {}
+        self._dests: dict[Addr, Path] = {}
+        self._busy: dict[Addr, Path] = {}
         self._deadlines: list[tuple[float, int]] = []
         self._done: OrderedDict[tuple[Addr, int], None] = OrderedDict()  # recently finished
         self.events: list[SendDone | SendFailed] = []
@@ -190,7 +103,7 @@ class Sender:
         heapq.heappush(self._deadlines, (now + deadline, handle))
         return handle
 
-    def _dest(self, addr: Addr) -> _Dest:
+    def _dest(self, addr: Addr) -> Path:
         dest = self._dests.get(addr)
         if dest is None:
             if len(self._dests) >= MAX_IDLE_DESTS:
@@ -198,10 +111,10 @@ class Sender:
                     if a not in self._busy:
                         del self._dests[a]
             rtt = RttEstimator(self._cfg.rto_floor_ms / 1000, self._cfg.rto_ceiling_ms / 1000)
-            dest = self._dests[addr] = _Dest(addr, rtt)
+            dest = self._dests[addr] = Path(addr, rtt)
         return dest
 
-    def _enqueue(self, dest: _Dest, out: Outgoing) -> None:
+    def _enqueue(self, dest: Path, out: Outgoing) -> None:
         if not out.queued:
             out.queued = True
             dest.queue.append(out)
@@ -236,7 +149,7 @@ class Sender:
             self._enqueue(dest, out)
         return True
 
-    def _mark(self, out: Outgoing, dest: _Dest, cum: int, start: int, bitmap: bytes,
+    def _mark(self, out: Outgoing, dest: Path, cum: int, start: int, bitmap: bytes,
               trigger: int, scan_to: int) -> bool:  # fmt: skip
         """Mark acknowledged fragments, declare lost the missing ones sent before the trigger
         (only below `scan_to`: after a first transmission nothing later was sent earlier).
@@ -271,14 +184,14 @@ class Sender:
                     out.retx.append(i)
         return out.n_acked > before
 
-    def _ack(self, out: Outgoing, dest: _Dest, i: int) -> None:
+    def _ack(self, out: Outgoing, dest: Path, i: int) -> None:
         bit = 1 << (i & 7)
         if not out.acked[i >> 3] & bit:
             out.acked[i >> 3] |= bit
             out.n_acked += 1
             dest.inflight.pop((out.handle, i), None)
 
-    def _finish(self, out: Outgoing, dest: _Dest, event: SendDone | SendFailed) -> None:
+    def _finish(self, out: Outgoing, dest: Path, event: SendDone | SendFailed) -> None:
         handle = out.handle
         for key in [k for k in dest.inflight if k[0] == handle]:
             del dest.inflight[key]
@@ -333,7 +246,7 @@ class Sender:
             else:
                 self._fail(out, f"no acknowledgement for {out.deadline_s:g} s")
 
-    def _timeout(self, dest: _Dest, now: float, budget: Budget | None) -> None:
+    def _timeout(self, dest: Path, now: float, budget: Budget | None) -> None:
         """RTO fired: one probe per block with expired fragments, back off."""
         rto = dest.rtt.rto
         expired: list[tuple[int, int]] = []
@@ -366,7 +279,7 @@ class Sender:
             self.counters["probes"] += 1
             self._transmit(out, dest, i, FLAG_ACK_NOW, now)
 
-    def _fill(self, dest: _Dest, now: float, budget: Budget | None, limit: int | None) -> int:
+    def _fill(self, dest: Path, now: float, budget: Budget | None, limit: int | None) -> int:
         """Send batches round robin while the window has room and `limit` allows; returns the
         number of fragments sent."""
         allow = budget(dest.addr) if budget is not None else None
@@ -410,7 +323,7 @@ class Sender:
             out.next_new += 1
         return batch, first_new
 
-    def _send_batch(self, out: Outgoing, dest: _Dest, batch: list[int], now: float,
+    def _send_batch(self, out: Outgoing, dest: Path, batch: list[int], now: float,
                     allow: int | None) -> tuple[int, int | None]:  # fmt: skip
         """Transmit `batch` (ACK_NOW on the last fragment of each block in it) within `allow`
         bytes; returns (fragments sent, bytes still allowed)."""
@@ -427,7 +340,7 @@ class Sender:
             self._transmit(out, dest, i, FLAG_ACK_NOW if ask else 0, now)
         return n, allow
 
-    def _transmit(self, out: Outgoing, dest: _Dest, i: int, flags: int, now: float) -> None:
+    def _transmit(self, out: Outgoing, dest: Path, i: int, flags: int, now: float) -> None:
         seq = dest.seq
         dest.seq = seq + 1
         tx = out.tx[i]

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import errno
+import ipaddress
 import socket
 import struct
 import sys
@@ -53,6 +54,17 @@ def open_socket(bind: Addr, buffer_bytes: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def canonical_address(addr: Addr, family: int) -> Addr:
+    """(host, port) with the host as the kernel reports it in recvfrom (compressed IP literal;
+    names resolved once), so replies from a peer match the address we sent to."""
+    host, port = addr[0], int(addr[1])
+    try:
+        return (ipaddress.ip_address(host).compressed, port)
+    except ValueError:
+        info = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM)
+        return (str(info[0][4][0]), port)
 
 
 class DatagramSocket:

@@ -7,8 +7,8 @@ Threads, and what runs where:
   DRAIN_BATCH datagrams, feeds them to the pure `Endpoint` under one lock, sends what the core
   asks for and resolves send futures. Per-datagram work never leaves this thread.
 - caller threads: `send()` encodes the message, hands it to the core under the lock and sends
-  the first window itself (the window paces sending; the socket buffers are raised but never
-  relied on).
+  what the window allows, CHUNK datagrams per lock hold (the window paces sending; the socket
+  buffers are raised but never relied on). A send lock keeps datagrams in the core's order.
 - `TransportActor` (Pykka): decodes each whole message once and gives it to the subscribers
   (`actor_ref.tell(Delivery)`, or a call of a callable), and runs `on_done` callbacks. Slow
   subscribers therefore never stall the socket.
@@ -22,7 +22,6 @@ datagrams: seeded drop, duplicate, delay, reorder, bit flips.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import random
@@ -49,7 +48,7 @@ from transport.endpoint import Delivered, Endpoint, Event
 from transport.errors import MessageRejected, SendError, TransportError
 from transport.policy import LossPolicy, PolicyGate
 from transport.sender import SendDone
-from transport.sockets import DatagramSocket
+from transport.sockets import DatagramSocket, canonical_address
 
 __all__ = [
     "Delivery",
@@ -125,15 +124,6 @@ class TransportActor(pykka.ThreadingActor):
         return None
 
 
-def _canonical(addr: Addr, family: int) -> Addr:
-    host, port = addr[0], int(addr[1])
-    try:
-        return (ipaddress.ip_address(host).compressed, port)
-    except ValueError:
-        info = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM)
-        return (str(info[0][4][0]), port)
-
-
 class Transport:
     """Thread-safe handle of one UDP socket (see module docstring). Build with `start`."""
 
@@ -196,9 +186,10 @@ class Transport:
         ep = Endpoint(cfg, epoch=epoch, rng=rng, max_body=codec.max_body, guard=guard,
                       validate_addresses=validate_addresses)  # fmt: skip
         sock = DatagramSocket(bind, cfg.socket_buffer, wrap=sock_wrapper, batching=batching)
-        gate = PolicyGate(policy) if policy is not None else None
-        if gate is not None:
-            log.warning("transport %s: loss policy %s", name, policy.spec())  # type: ignore[union-attr]
+        gate = None
+        if policy is not None:
+            gate = PolicyGate(policy)
+            log.warning("transport %s: loss policy %s", name, policy.spec())
         return cls(sock, ep, codec, name=name or f"{bind[0]}:{bind[1]}", gate=gate)
 
     # ----------------------------------------------------------------- public API
@@ -211,7 +202,7 @@ class Transport:
         fut: pykka.Future[None] = pykka.ThreadingFuture()
         try:
             body = self._codec.encode(msg)
-            dest = _canonical(addr, self._sock.family)
+            dest = canonical_address(addr, self._sock.family)
         except Exception as exc:  # noqa: BLE001 - the caller's message or address is refused
             self._resolve(fut, on_done, SendError("rejected", f"cannot send {msg!r}: {exc}"))
             return fut
@@ -236,12 +227,12 @@ class Transport:
         return fut
 
     def subscribe(
-        self, handler: Handler, types: tuple[type, ...] | None = None
+        self, handler: Handler, types: tuple[type[Any], ...] | None = None
     ) -> Callable[[], None]:
         """Deliver every whole message (of `types`, default all) to `handler`: an actor ref gets
         `tell(Delivery)`, a callable is called on the delivery thread (keep it quick).
         Returns a function that undoes the subscription."""
-        codes = None if types is None else frozenset(int(t.TYPE) for t in types)  # type: ignore[attr-defined]
+        codes = None if types is None else frozenset(int(t.TYPE) for t in types)
         entry = (handler, codes)
         with self._lock:
             self._subs = [*self._subs, entry]
