@@ -4,6 +4,7 @@ in; datagrams to send, events and the next deadline out. No sockets, threads or 
     ep = Endpoint(cfg, epoch=..., rng=random.Random(1), max_body=codec.max_body)
     handle = ep.send(addr, type_code, body, now)       # MessageRejected if refused locally
     ep.datagram_received(addr, data, now)              # never raises for peer input
+    ep.datagrams_received([(addr, data), ...], now)    # the same for a batch
     for addr, data in ep.datagrams_to_send(now): ...   # also runs due timers
     ep.next_deadline()                                 # when to call datagrams_to_send again
     ep.pop_events()                                    # Delivered / SendDone / SendFailed
@@ -16,9 +17,9 @@ echoed in its ACKs and ECHO frames) we send it at most 3x the bytes received fro
 
 Counters (`stats()`): datagrams_in/out, bytes_in/out, bad_datagrams (does not parse, bad CRC or
 tag, bad field, unknown type or sender, conflicting header), unknown_sender, dropped_epoch,
-dropped_replay, dropped_limit, expired, duplicates, dup_fragments, conflicts, delivered, bad_acks, late_acks,
-data_sent, retransmits, probes, timeouts, sent_ok, send_failed, acks_sent, amp_blocked,
-rejects_sent, epoch_rotations; gauges held_bytes, partials, pending.
+dropped_replay, dropped_limit, expired, duplicates, dup_fragments, conflicts, delivered,
+bad_acks, late_acks, data_sent, retransmits, probes, timeouts, sent_ok, send_failed, acks_sent,
+amp_blocked, rejects_sent, epoch_rotations; gauges held_bytes, partials, pending.
 """
 
 from __future__ import annotations
