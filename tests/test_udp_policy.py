@@ -75,3 +75,16 @@ def test_gro_segment_size_from_control_message() -> None:
     assert _segment_size([(17, 104, (1460).to_bytes(4, sys.byteorder))]) == 1460
     assert _segment_size([]) == 0
     assert _segment_size([(socket.SOL_SOCKET, 1, b"\x00\x00\x00\x00")]) == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="IP_MTU_DISCOVER is Linux-only")
+def test_sockets_forbid_ip_fragmentation_and_raise_buffers() -> None:
+    s = DatagramSocket(("127.0.0.1", 0), 1 << 20)
+    try:
+        assert s.sock.getsockopt(socket.IPPROTO_IP, 10) == 2  # IP_MTU_DISCOVER = IP_PMTUDISC_DO
+        rcv, snd = s.buffers()
+        assert rcv >= 1 << 20 and snd >= 1 << 20  # the kernel reports twice the request
+        with pytest.raises(OSError):  # too big for one IPv4 datagram: refused, never fragmented
+            s.sock.sendto(b"x" * 70000, ("127.0.0.1", 9))
+    finally:
+        s.close()
