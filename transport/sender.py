@@ -329,15 +329,20 @@ class Sender:
         bytes; returns (fragments sent, bytes still allowed)."""
         bs = self._bs
         n = len(batch)
-        tail = n - TAIL if out.next_new == out.count else n - 1  # these ask for an ACK
+        last_batch = out.next_new == out.count
+        tail = n - TAIL if last_batch else n - 1  # these ask for an ACK
+        # The last few retransmissions of a multi-block message go out twice: losing a lone
+        # straggler (or its ACK) would otherwise cost a whole RTO at the end of a transfer.
+        copies = 2 if last_batch and n <= TAIL and out.count > bs and out.tx[batch[-1]] else 1
         for k, i in enumerate(batch):
             if allow is not None:
-                size = self._overhead + len(out.body[i * self._fs : (i + 1) * self._fs])
+                size = copies * (self._overhead + len(out.body[i * self._fs : (i + 1) * self._fs]))
                 if size > allow:
                     return k, allow
                 allow -= size
             ask = k >= tail or batch[k + 1] // bs != i // bs
-            self._transmit(out, dest, i, FLAG_ACK_NOW if ask else 0, now)
+            for _ in range(copies):
+                self._transmit(out, dest, i, FLAG_ACK_NOW if ask else 0, now)
         return n, allow
 
     def _transmit(self, out: Outgoing, dest: Path, i: int, flags: int, now: float) -> None:
