@@ -82,6 +82,7 @@ class ClientSession:
         self._dir_at = 0.0
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._timing: dict[str, dict[Addr, float]] = {}  # rid -> ack time per node (benchmarks)
         self._heartbeat: threading.Thread | None = None
         from actors.grants import Grants
         from actors.keys import ClientKeys
@@ -94,7 +95,12 @@ class ClientSession:
 
     # ---- plumbing ---------------------------------------------------------------------------
     def _send(self, addr: Addr, msg: Message) -> None:
-        self.transport.send(addr, msg)
+        acks = self._timing.get(getattr(msg, "rid", ""))
+        if acks is None:
+            self.transport.send(addr, msg)
+            return
+        self.transport.send(addr, msg, on_done=lambda err: acks.setdefault(
+            addr, time.perf_counter() if err is None else float("nan")))
 
     def _on_retry(self, rid: str, reason: str) -> None:
         self.notify(f"request {rid}: {reason}; trying again")
@@ -220,6 +226,30 @@ class ClientSession:
         if not isinstance(reply, EncryptReply):
             raise SessionError("protocol", f"unexpected answer {type(reply).__name__}")
         return reply.sealed, reply.node
+
+    def timed_seal(self, name: str, data: bytes) -> dict[str, float]:
+        """One seal with its phases in ms (benchmarks): upload (until the node that answered
+        acknowledged the request), election (the node's wait before sealing), seal, download
+        (the rest: the reply's transfer)."""
+        rid = self.next_rid()
+        acks: dict[Addr, float] = {}
+        self._timing[rid] = acks
+        start = time.perf_counter()
+        try:
+            reply = self.caller.call(rid, lambda a: EncryptRequest(rid=rid, image=name, data=data,
+                                                                   attempt=a), self.node_addrs)
+        except CallError as exc:
+            raise SessionError(exc.code, str(exc)) from None
+        finally:
+            self._timing.pop(rid, None)
+        total = (time.perf_counter() - start) * 1000
+        if not isinstance(reply, EncryptReply):
+            raise SessionError("protocol", f"unexpected answer {type(reply).__name__}")
+        winner = self.cfg.node(reply.node).client_addr
+        upload = (acks.get(winner, float("nan")) - start) * 1000
+        return {"total_ms": total, "upload_ms": upload, "election_ms": reply.wait_ms,
+                "seal_ms": reply.seal_ms,
+                "download_ms": max(0.0, total - upload - reply.wait_ms - reply.seal_ms)}
 
     def encrypt_file(self, path: Path) -> dict[str, Any]:
         """Seal one file through the cloud into encrypted/. Raises SessionError."""

@@ -22,3 +22,41 @@ def test_chaos_round_loses_nothing_and_answers_everything(tmp_path: Path) -> Non
     assert r["two_token_holders"] == 0
     assert 0 <= r["converged_s"] <= 10
     assert any("SIGKILL" in line for line in r["log"]) and any("restarted" in line for line in r["log"])
+
+
+def test_frozen_token_holder_resumes_under_the_newer_epoch_without_a_second_token(
+        tmp_path: Path) -> None:
+    import signal
+    import time
+
+    from benchmarks.chaos import FAILURES, Sampler
+    from benchmarks.localcloud import Cloud
+
+    never_down = {**FAILURES, "mean_up_s": 86_400.0}  # the token moves, nobody goes down
+    cloud = Cloud(tmp_path, 3, failures=True, sections={"failures": never_down})
+    cloud.start()
+    sampler = Sampler(cloud)
+    try:
+        sampler.start()
+        deadline = time.monotonic() + 20
+        holder = 0
+        while not holder and time.monotonic() < deadline:
+            holder = next((r["id"] for r in cloud.status() if r["token"]), 0)
+        assert holder, "no token holder appeared"
+        cloud.kill(holder, signal.SIGSTOP)
+        time.sleep(5.0)  # longer than the failure timeout: the others mint a newer token
+        others = [r for r in cloud.status() if r["id"] != holder]
+        assert any(r["token"] for r in others), others
+        cloud.kill(holder, signal.SIGCONT)
+        time.sleep(3.0)
+        rows = cloud.status()
+        assert sum(r["token"] for r in rows) <= 1
+        assert len({r["token_holder"] for r in rows}) == 1  # the resumed node follows the newer token
+        assert sampler.violations()["two_token_holders"] == 0
+        deadline = time.monotonic() + 10
+        while len({r["digest"] for r in cloud.status()}) != 1:
+            assert time.monotonic() < deadline, "no convergence within 10 s of SIGCONT"
+            time.sleep(0.2)
+    finally:
+        sampler.stop()
+        cloud.stop()
