@@ -102,8 +102,10 @@ class Directory:
         if pinned == (sign_key, box_key):
             return True
         if refuse:
-            raise KeysChanged(f"{user} joined before with other keys: refusing (a user keeps the "
-                              "keys in the keys/ folder of their client home)")
+            raise KeysChanged(
+                f"{user} joined this cloud before with other keys, so this client is refused. "
+                f"Use the client home that holds {user}'s keys/ folder, or pick another name "
+                "(an operator can reset the pin in each node's pending.db)")
         return False
 
     def check(self, user: str, token: bytes, now: float) -> UserEntry:
