@@ -99,8 +99,11 @@ class ClientSession:
         if acks is None:
             self.transport.send(addr, msg)
             return
-        self.transport.send(addr, msg, on_done=lambda err: acks.setdefault(
-            addr, time.perf_counter() if err is None else float("nan")))
+
+        def record(err: object) -> None:
+            acks.setdefault(addr, time.perf_counter() if err is None else float("nan"))
+
+        self.transport.send(addr, msg, on_done=record)
 
     def _on_retry(self, rid: str, reason: str) -> None:
         self.notify(f"request {rid}: {reason}; trying again")

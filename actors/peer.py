@@ -25,8 +25,8 @@ from actors.client_store import GivenGrant, ReceivedGrant, StoreError
 from actors.share_owner import OwnerSide
 from codec import images
 from codec.messages import (
-    Ack,
     AccessUpdate,
+    Ack,
     ErrorReply,
     ImageReply,
     ImageRequest,
@@ -336,4 +336,4 @@ def _describe(u: Update, outcome: str) -> str:
     return f"{u.owner}/{u.image}: {what}"
 
 
-__all__ = ["Sharing", "parse_change", "GivenGrant"]
+__all__ = ["GivenGrant", "Sharing", "parse_change"]

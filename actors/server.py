@@ -119,7 +119,7 @@ def _print_status(rows: list[dict[str, Any]], as_json: bool) -> None:
         r["token"] = "yes" if r["token"] else ("-" if r["state"] != "up" else "no")
     print(table(rows, ["id", "state", "served", "cached", "token", "users", "pending",
                        "down since"]))
-    holders = {r.get("token_holder") for r in rows if r.get("token_holder")}
+    holders = {int(r["token_holder"]) for r in rows if r.get("token_holder")}
     if holders:
         print(f"failure token held by node {', '.join(map(str, sorted(holders)))}")
 

@@ -20,7 +20,6 @@ from actors.client_store import StoreError
 from codec.names import InvalidName
 from shell import render
 
-
 log = logging.getLogger(__name__)
 
 

@@ -11,6 +11,7 @@ import os
 import shutil
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 UPPER_HALF = "\u2580"
@@ -34,15 +35,12 @@ def terminal_art(img: Image.Image, columns: int = 80, rows: int | None = None) -
     max_rows = rows if rows is not None else 10_000
     w, h = fit(rgb.size, (columns, max_rows * 2))
     h += h % 2
-    small = rgb.resize((w, h), Image.Resampling.LANCZOS)
-    px = small.load()
+    px = np.asarray(rgb.resize((w, h), Image.Resampling.LANCZOS), dtype=np.uint8)
     lines = []
     for y in range(0, h, 2):
-        cells = []
-        for x in range(w):
-            r1, g1, b1 = px[x, y]
-            r2, g2, b2 = px[x, y + 1]
-            cells.append(f"\x1b[38;2;{r1};{g1};{b1}m\x1b[48;2;{r2};{g2};{b2}m{UPPER_HALF}")
+        top, bottom = px[y], px[y + 1]
+        cells = [f"\x1b[38;2;{t[0]};{t[1]};{t[2]}m\x1b[48;2;{b[0]};{b[1]};{b[2]}m{UPPER_HALF}"
+                 for t, b in zip(top.tolist(), bottom.tolist())]
         lines.append("".join(cells) + "\x1b[0m")
     return "\n".join(lines)
 
@@ -88,8 +86,8 @@ def show(img: Image.Image, title: str, *, out: Any = None) -> str:
         try:
             show_window(img, title)
             return "window"
-        except Exception:  # no usable display after all (e.g. refused): fall back, say so
-            pass
+        except Exception as exc:  # noqa: BLE001  any Tk failure: fall back to the terminal, say so
+            print(f"(no window: {exc}; showing it in the terminal)", file=out, flush=True)
     cols, lines = shutil.get_terminal_size((80, 24))
     art = terminal_art(img, columns=min(cols, 120), rows=max(8, lines - 4))
     print(art, file=out, flush=True)
