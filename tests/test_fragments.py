@@ -283,3 +283,22 @@ def test_ack_with_unknown_id_or_wrong_epoch_is_counted_not_applied() -> None:
     a.datagram_received(B, ack, 0.002)
     a.datagrams_to_send(0.002)
     assert a.pop_events() == [SendDone(h)]
+
+
+def test_last_lone_retransmission_of_a_large_message_goes_out_twice() -> None:
+    net, a, _b = pair()
+    seen: list[int] = []
+
+    def drop_first_of_fragment_5(now: float, d: bytes) -> bool:
+        h, _ = F.parse(F.CrcFramer(), d)
+        seen.append(h.frag_index)
+        return h.frag_index == 5 and seen.count(5) == 1
+
+    net.impair(A, B, Impairment(cut=drop_first_of_fragment_5))
+    small = a.send(B, BULK_TYPE, bytes(10 * FS), 0.0)  # one block: no second copy
+    assert settle(net, A, [small]) == {small: SendDone(small)}
+    assert seen.count(5) == 2
+    seen.clear()
+    big = a.send(B, BULK_TYPE, bytes((BS + 8) * FS), net.now)  # two blocks: two copies
+    assert settle(net, A, [big]) == {big: SendDone(big)}
+    assert seen.count(5) == 3 and a.stats()["timeouts"] == 0

@@ -333,7 +333,7 @@ class Sender:
         tail = n - TAIL if last_batch else n - 1  # these ask for an ACK
         # The last few retransmissions of a multi-block message go out twice: losing a lone
         # straggler (or its ACK) would otherwise cost a whole RTO at the end of a transfer.
-        copies = 2 if last_batch and n <= TAIL and out.count > bs and out.tx[batch[-1]] else 1
+        copies = 2 if last_batch and 0 < n <= TAIL and out.count > bs and out.tx[batch[-1]] else 1
         for k, i in enumerate(batch):
             if allow is not None:
                 size = copies * (self._overhead + len(out.body[i * self._fs : (i + 1) * self._fs]))
