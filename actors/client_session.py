@@ -230,7 +230,7 @@ class ClientSession:
             raise SessionError("protocol", f"unexpected answer {type(reply).__name__}")
         return reply.sealed, reply.node
 
-    def timed_seal(self, name: str, data: bytes) -> dict[str, float]:
+    def timed_seal(self, name: str, data: bytes) -> dict[str, Any]:
         """One seal with its phases in ms (benchmarks): upload (until the node that answered
         acknowledged the request), election (the node's wait before sealing), seal, download
         (the rest: the reply's transfer)."""
@@ -250,7 +250,8 @@ class ClientSession:
             raise SessionError("protocol", f"unexpected answer {type(reply).__name__}")
         winner = self.cfg.node(reply.node).client_addr
         upload = (acks.get(winner, float("nan")) - start) * 1000
-        return {"total_ms": total, "upload_ms": upload, "election_ms": reply.wait_ms,
+        return {"node": reply.node, "total_ms": total, "upload_ms": upload,
+                "election_ms": reply.wait_ms,
                 "seal_ms": reply.seal_ms,
                 "download_ms": max(0.0, total - upload - reply.wait_ms - reply.seal_ms)}
 

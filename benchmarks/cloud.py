@@ -80,8 +80,9 @@ def _client(args: tuple[str, str, str, list[tuple[str, bytes]], float]) -> list[
         for name, data in items:
             start = time.perf_counter()
             try:
-                _png, node = session.seal_through_cloud(name, data)
-                out.append({"ms": (time.perf_counter() - start) * 1000, "node": node, "ok": True})
+                t = session.timed_seal(name, data)
+                out.append({"ms": (time.perf_counter() - start) * 1000, "node": t["node"],
+                            "election_ms": t["election_ms"], "ok": True})
             except SessionError as exc:
                 out.append({"ms": (time.perf_counter() - start) * 1000, "ok": False,
                             "error": str(exc)})
@@ -110,11 +111,13 @@ def run_clients(cloud: Cloud, n_clients: int, images: list[tuple[str, bytes]], s
         if r["ok"]:
             nodes[r["node"]] = nodes.get(r["node"], 0) + 1
     q = statistics.quantiles(ok, n=20) if len(ok) >= 2 else [0.0] * 19
+    elections = [r["election_ms"] for r in rows if r["ok"]]
     return {
         "clients": n_clients, "images": len(rows), "avg_ms": statistics.fmean(ok) if ok else 0.0,
         "p50_ms": statistics.median(ok) if ok else 0.0, "p95_ms": q[18],
         "images_per_s": len(ok) / wall if wall else 0.0,
         "failure_rate": 1 - len(ok) / len(rows) if rows else 0.0,
+        "election_p50_ms": statistics.median(elections) if elections else 0.0,
         "by_node": {str(k): v for k, v in sorted(nodes.items())}, "duplicate_replies": dups,
     }
 
@@ -179,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(out))
     else:
         cols = ["nodes", "clients", "images", "avg_ms", "p50_ms", "p95_ms", "images_per_s",
-                "failure_rate", "by_node"]
+                "failure_rate", "election_p50_ms", "by_node"]
         print("(a) one client, images spaced", args.spacing, "s apart")
         print(table(out["spaced"], cols))
         print("\n(b) clients back to back,", args.total, "images in all")

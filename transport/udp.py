@@ -102,6 +102,26 @@ class _Call:
     err: SendError | None
 
 
+class _ConfiguredCodec:
+    """codec.messages with the limits of this transport's config: control bodies up to
+    `control_max_body`, bulk bodies up to `max_message` (checked before buffering and again
+    when decoding)."""
+
+    def __init__(self, messages: Any, cfg: TransportConfig) -> None:
+        self._m = messages
+        self._cfg = cfg
+
+    def encode(self, msg: Any) -> bytes:
+        return bytes(self._m.encode(msg))
+
+    def max_body(self, type_code: int, max_message: int) -> int:
+        return int(self._m.max_body(type_code, max_message, control_max=self._cfg.control_max_body))
+
+    def decode(self, type_code: int, body: bytes) -> Any:
+        return self._m.decode(type_code, body, self._cfg.max_message,
+                              control_max=self._cfg.control_max_body)
+
+
 class TransportActor(pykka.ThreadingActor):
     """Delivery side of one Transport: decode once, hand to subscribers, run callbacks."""
 
@@ -173,7 +193,7 @@ class Transport:
         if codec is None:
             from codec import messages as default_codec
 
-            codec = default_codec
+            codec = _ConfiguredCodec(default_codec, cfg)
         if policy is None:
             policy = LossPolicy.from_env()
         wall_ms = int(time.time() * 1000)
