@@ -186,6 +186,20 @@ class Host:
         self.sockets.append(s)
         return s
 
+    def raw_socket(self, family: int, kind: int, proto: int) -> socket.socket:
+        """A raw socket in this host's namespace (e.g. AF_PACKET to record what arrives on
+        `dev`, or AF_INET/SOCK_RAW/IPPROTO_RAW to send hand-built IP datagrams); closed by
+        `Net.close`. Root only."""
+        s = _in_thread_ns(self.ns, lambda: socket.socket(family, kind, proto))
+        self.sockets.append(s)
+        return s
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run `fn` in a thread that entered this host's namespace and return its result:
+        sockets it makes (e.g. a `transport.udp.Transport`) live in this host. The caller
+        stops what `fn` started."""
+        return _in_thread_ns(self.ns, fn)
+
 
 HostRef = Host | str
 
@@ -368,7 +382,11 @@ class Net:
         """IP fragments this host has created so far (/proc/net/snmp Ip FragCreates; TN-1)."""
         return impair.snmp_counter(self._host(ref).ns, "Ip", "FragCreates")
 
-    def cluster_toml(self, base_text: str | None = None) -> str:
-        """Cluster TOML whose node `i` is host `n<i>` (its address), fresh secret; see cluster.py."""
+    def cluster_toml(
+        self, base_text: str | None = None, sections: dict[str, dict[str, Any]] | None = None,
+        secret: str | None = None,
+    ) -> str:  # fmt: skip
+        """Cluster TOML whose node `i` is host `n<i>` (its address), fresh secret unless
+        `secret`, knobs overridden by `sections`; see cluster.py."""
         addrs = {int(n[1:]): h.addr for n, h in self.hosts.items() if re.fullmatch(r"n\d+", n)}
-        return cluster_toml(addrs, base_text)
+        return cluster_toml(addrs, base_text, sections, secret)

@@ -1,0 +1,261 @@
+"""A real client (actors.client_session.ClientSession, what the shell runs) driven by a script,
+run inside a client host by the N-level tests: `python tests/net/driver.py MODE --config F
+--user U --home H --host ADDR [options]`. Prints one JSON object per line on stdout.
+
+Modes:
+- `encrypt`: seal generated images (PNG, seeded) every `--interval` s until `--count` are done,
+  `--duration` s passed or SIGTERM; one line per request {"op": "encrypt", "i", "rid", "t0",
+  "t1", "ok", "node", "exact", "code"}, then {"summary": ...}: caller counters, and every reply the
+  transport delivered (EncryptReply per request id; ErrorReply codes with the node address and
+  time), so the test sees replies received twice and who answered "not in majority".
+- `burst`: on each "go" line of stdin, `--count` encrypt requests at once (threads, request ids
+  taken beforehand); rows as `encrypt`, the summary at the end of stdin.
+- `interactive`: reads "encrypt PATH" lines on stdin; prints {"sent": t, "rid"} just before the
+  request and {"reply": t, "node", "seal_ms", "exact", "retries"} or {"error"...} after it;
+  at the end of stdin, after `--linger` s, the summary (TN-4).
+- `post`: join, post `--count` grant updates for the offline user `--to`, leave (TS-2 traffic).
+- `peer-attack`: peer requests to `--owner` with a zero, random and expired (earlier session)
+  token; one line per attempt with the error code (TS-4).
+Times are time.monotonic() seconds (one clock for every namespace of the machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import config
+from actors.client_session import ClientSession, SessionError
+from codec import seal
+from codec.messages import (
+    EncryptReply,
+    EncryptRequest,
+    ErrorReply,
+    ImageRequest,
+    PreviewRequest,
+    Update,
+)
+from transport.udp import Delivery
+
+STOP = threading.Event()
+
+
+def emit(obj: dict[str, Any]) -> None:
+    print(json.dumps(obj), flush=True)
+
+
+class Recorder:
+    """Every EncryptReply and ErrorReply the client's transport delivers, with time and sender."""
+
+    def __init__(self, session: ClientSession) -> None:
+        self.lock = threading.Lock()
+        self.encrypt_replies: dict[str, list[int]] = {}
+        self.errors: list[tuple[float, str, str]] = []
+        session.transport.subscribe(self.on_delivery, (EncryptReply, ErrorReply))
+
+    def on_delivery(self, d: Delivery) -> None:
+        with self.lock:
+            if isinstance(d.msg, EncryptReply):
+                self.encrypt_replies.setdefault(d.msg.rid, []).append(d.msg.node)
+            else:
+                self.errors.append((time.monotonic(), f"{d.addr[0]}:{d.addr[1]}", d.msg.code))
+
+
+def summary(session: ClientSession, rec: Recorder) -> dict[str, Any]:
+    st = session.caller.stats
+    with rec.lock:
+        replies = dict(rec.encrypt_replies)
+        errors = list(rec.errors)
+    return {"summary": {"accepted": st.replies_accepted, "received": st.replies_received,
+                        "duplicates": st.duplicates, "retries": st.retries,
+                        "encrypt_replies": replies, "errors": errors}}  # fmt: skip
+
+
+def small_png(seed: int) -> bytes:
+    from benchmarks.cloud import small_png as make
+
+    return make(seed)
+
+
+def run_encrypt(session: ClientSession, args: argparse.Namespace) -> None:
+    rec = Recorder(session)
+    last = [""]
+    next_rid = session.next_rid
+
+    def recording_next_rid() -> str:  # the request id of each row
+        last[0] = next_rid()
+        return last[0]
+
+    session.next_rid = recording_next_rid  # type: ignore[method-assign]
+    folder = Path(args.home).parent / f"in-{args.user}"
+    folder.mkdir(parents=True, exist_ok=True)
+    end = time.monotonic() + args.duration if args.duration else float("inf")
+    i = 0
+    while not STOP.is_set() and i < args.count and time.monotonic() < end:
+        data = small_png(args.seed * 100_000 + i)
+        path = folder / f"{args.user}-{i:04d}.png"
+        path.write_bytes(data)
+        t0 = time.monotonic()
+        row: dict[str, Any] = {"op": "encrypt", "i": i, "t0": t0}
+        try:
+            out = session.encrypt_file(path)
+            sealed = (session.home.root / out["path"]).read_bytes()
+            row.update(ok=True, node=out["node"], exact=seal.unseal(sealed).payload == data)
+        except SessionError as exc:
+            row.update(ok=False, code=exc.code, error=str(exc))
+        row["t1"] = time.monotonic()
+        row["rid"] = last[0]
+        emit(row)
+        i += 1
+        STOP.wait(args.interval)
+    emit(summary(session, rec))
+
+
+def run_burst(session: ClientSession, args: argparse.Namespace) -> None:
+    """On each "go" line of stdin: `--count` encrypt requests at once (threads), one row each."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rec = Recorder(session)
+    pool = ThreadPoolExecutor(max_workers=args.count)
+    n = 0
+    emit({"ready": True})
+    for line in sys.stdin:
+        if line.strip() != "go":
+            continue
+        rids = [session.next_rid() for _ in range(args.count)]  # sqlite: this thread only
+        jobs = [(rid, small_png(args.seed * 100_000 + n + k)) for k, rid in enumerate(rids)]
+        n += args.count
+        for row in pool.map(lambda job: burst_one(session, *job), jobs):
+            emit(row)
+    pool.shutdown()
+    emit(summary(session, rec))
+
+
+def burst_one(session: ClientSession, rid: str, data: bytes) -> dict[str, Any]:
+    row: dict[str, Any] = {"op": "encrypt", "rid": rid, "t0": time.monotonic()}
+    try:
+        reply = session.call(lambda r, a: EncryptRequest(rid=r, image="b.png", data=data,
+                                                         attempt=a), rid=rid)  # fmt: skip
+        assert isinstance(reply, EncryptReply)
+        row.update(ok=True, node=reply.node, exact=seal.unseal(reply.sealed).payload == data)
+    except SessionError as exc:
+        row.update(ok=False, code=exc.code, error=str(exc))
+    row["t1"] = time.monotonic()
+    return row
+
+
+def run_interactive(session: ClientSession, args: argparse.Namespace) -> None:
+    rec = Recorder(session)
+    emit({"ready": True})
+    for line in sys.stdin:
+        words = line.split()
+        if not words or words[0] != "encrypt":
+            continue
+        path = Path(words[1])
+        data = path.read_bytes()
+        before = session.caller.stats.retries
+        rid = session.next_rid()
+        emit({"sent": time.monotonic(), "rid": rid})
+        try:
+            reply = session.call(lambda r, a, p=path, d=data: EncryptRequest(
+                rid=r, image=p.name, data=d, attempt=a), rid=rid)
+            assert isinstance(reply, EncryptReply)
+            emit({"reply": time.monotonic(), "node": reply.node, "seal_ms": reply.seal_ms,
+                  "exact": seal.unseal(reply.sealed).payload == data,
+                  "retries": session.caller.stats.retries - before})  # fmt: skip
+        except SessionError as exc:
+            emit({"error": str(exc), "code": exc.code, "t": time.monotonic()})
+    STOP.wait(args.linger)  # late replies still count in the summary
+    emit(summary(session, rec))
+
+
+def run_post(session: ClientSession, args: argparse.Namespace) -> None:
+    for _ in range(args.count):
+        update = Update(id=session.next_rid(), kind="grant", owner=session.user, borrower=args.to,
+                        image="pic.png", delta=1, addressee=args.to, grant=b"",
+                        created=time.time())  # fmt: skip
+        session.post_update(update)
+        emit({"posted": update.id})
+
+
+def run_peer_attack(session: ClientSession, args: argparse.Namespace,
+                    expired: bytes) -> None:  # fmt: skip
+    entry = session.lookup(args.owner, refresh=True)
+    if entry is None:
+        emit({"error": f"{args.owner} is not online"})
+        return
+    addr = (entry.host, entry.port)
+    tokens = {"zero": b"\0" * 16, "random": os.urandom(16), "expired": expired}
+    for variant, tok in tokens.items():
+        builds = {
+            "preview": lambda rid, t=tok: PreviewRequest(rid=rid, user=session.user, token=t),
+            "image": lambda rid, t=tok: ImageRequest(rid=rid, user=session.user, token=t,
+                                                     image=args.image, views=1, days=0.0),
+        }  # fmt: skip
+        for name, build in builds.items():
+            row: dict[str, Any] = {"variant": variant, "request": name}
+            try:
+                reply = session.call(lambda rid, _a, b=build: b(rid), targets=[addr],
+                                     deadline_s=10)  # fmt: skip
+                row["reply"] = type(reply).__name__
+            except SessionError as exc:
+                row["code"] = exc.code
+            emit(row)
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="driver.py")
+    p.add_argument("mode", choices=["encrypt", "burst", "interactive", "post", "peer-attack"])
+    p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--user", required=True)
+    p.add_argument("--home", required=True)
+    p.add_argument("--host", required=True)
+    p.add_argument("--interval", type=float, default=0.1)
+    p.add_argument("--count", type=int, default=1_000_000)
+    p.add_argument("--duration", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--linger", type=float, default=0.0, help="interactive: wait at the end")
+    p.add_argument("--to", default="bob")
+    p.add_argument("--owner", default="alice")
+    p.add_argument("--image", default="pic.png")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv)
+    signal.signal(signal.SIGTERM, lambda *_: STOP.set())
+    cfg = config.load(args.config)
+    expired = b""
+    if args.mode == "peer-attack":  # a session that has ended: its token is expired
+        first = ClientSession(args.user, Path(args.home), cfg, host=args.host)
+        first.join()
+        expired = first.require_token()
+        first.close()
+    session = ClientSession(args.user, Path(args.home), cfg, host=args.host)
+    try:
+        session.join()
+        emit({"joined": session.user, "at": list(session.transport.address)})
+        if args.mode == "encrypt":
+            run_encrypt(session, args)
+        elif args.mode == "burst":
+            run_burst(session, args)
+        elif args.mode == "interactive":
+            run_interactive(session, args)
+        elif args.mode == "post":
+            run_post(session, args)
+        else:
+            run_peer_attack(session, args, expired)
+    finally:
+        session.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
