@@ -117,7 +117,8 @@ class Grants:
 
         path = self.s.home.write(self.s.home.received_path(owner, images.sealed_name(image)), png)
         stored = self.s.db.put_received(ReceivedGrant(
-            owner, image, g.views, g.version, self.s.home.relative(path), g.expires, g.encode()))
+            owner, image, g.views, g.version, self.s.home.relative(path), g.expires, g.encode(),
+            views_total=g.views))
         if not stored:
             raise self._error("stale_grant", "an equal or newer grant of this image is stored")
         return g
@@ -143,11 +144,15 @@ class Grants:
         if not sharecrypt.may_view(g, rec.views_left, now):
             self.end(rec)
             return None
-        left = self.s.db.take_view(rec.owner, rec.image, now=now)
+        try:  # decrypt first: a damaged file costs no view
+            payload = seal.unseal(png, max_payload=self._max()).payload
+            plain = sharecrypt.open_payload(g, payload, sharecrypt.open_content_key(g, self.keys))
+        except (seal.SealError, ShareCryptError) as exc:
+            raise self._error("damaged", f"{rec.owner}/{rec.image} cannot be opened: {exc}") \
+                from None
+        left = self.s.db.take_view(rec.owner, rec.image, now=now)  # before it is shown
         if left is None:
             return None
-        payload = seal.unseal(png, max_payload=self._max()).payload
-        plain = sharecrypt.open_payload(g, payload, sharecrypt.open_content_key(g, self.keys))
         if left == 0:
             self.end(rec)
         return plain

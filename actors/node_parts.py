@@ -140,8 +140,11 @@ class NodeParts:
             self.node.send_client(addr, DirectoryReply(rid=msg.rid, users=users))
         elif isinstance(msg, PostUpdate):
             self.directory.check(msg.user, msg.token, wall)
-            if msg.user not in (msg.update.owner, msg.update.borrower):
-                raise DirectoryError(f"{msg.user} may not post updates for others")
+            u = msg.update
+            author = u.id.partition("#")[0]
+            poster_role = u.borrower if u.kind == "more" else u.owner
+            if msg.user != author or msg.user != poster_role:  # ids and kinds belong to their author
+                raise DirectoryError(f"{msg.user} may not post update {u.id} ({u.kind})")
             if self.pending.add(msg.update):  # durable (synchronous=FULL) before the Ack
                 self.node.send_peers(ReplicateUpdate(update=msg.update))
             self.node.send_client(addr, Ack(rid=msg.rid))

@@ -111,6 +111,8 @@ class Sharing:
             png, grant = self.owner.serve_image(msg.user, msg.image, msg.views, msg.days)
             return ImageReply(rid=msg.rid, image=msg.image, sealed=png, grant=grant)
         if isinstance(msg, MoreViews):
+            if self.s.db.get_given(msg.user, msg.image) is None:
+                raise self.Error("no_grant", f"{self.s.user} never shared {msg.image} with you")
             req = self.owner.record_request(msg.rid, msg.user, msg.image, msg.views)
             self.s.notify(f"{msg.user} asks for {msg.views} more views of {msg.image} "
                           f"(approve {req.id} / deny {req.id})")
@@ -140,17 +142,24 @@ class Sharing:
                 continue
             if u.kind == "more" and u.owner != self.s.user:
                 continue
+            if u.kind == "more" and self.s.db.get_given(u.borrower, u.image) is None:
+                if self.s.db.apply_once(u.id, lambda _txn: None):  # seen, no effect
+                    notices.append(f"{u.borrower} asked for more views of {u.image}, which you "
+                                   "never shared with them: ignored")
+                continue
             if u.kind != "more" and u.borrower != self.s.user:
                 continue
             try:
                 signed = self.s.grants.verify_update(u)
-            except self.Error as exc:  # unsigned or forged: recorded as seen, no effect
-                if self.s.db.apply_once(u.id, lambda _txn: None):
-                    notices.append(str(exc))
+            except self.Error as exc:  # unsigned or forged: refused, not recorded (the id stays
+                notices.append(str(exc))  # free for the owner's real update)
                 continue
             outcome = self.s.db.apply_update(u, signed)
-            if outcome == "duplicate":
+            if outcome in ("duplicate", "stale"):
                 continue
+            rec = self.s.db.get_received(u.owner, u.image)
+            if rec is not None and (rec.ended or rec.views_left == 0):
+                self.s.grants.end(rec)  # the wrapped key leaves the file too
             notices.append(_describe(u, outcome))
         return notices
 
@@ -196,7 +205,8 @@ class Sharing:
         rec = self.s.db.get_received(owner, reply.image)
         assert rec is not None
         return {"owner": owner, "image": reply.image, "views_left": rec.views_left,
-                "views": g.views, "expires": g.expires, "path": rec.path}
+                "views": g.views, "views_total": g.views, "expires": g.expires,
+                "path": rec.path}
 
     def more(self, owner: str, image: str, views: int) -> dict[str, Any]:
         views = access.check_views(views)
@@ -211,14 +221,9 @@ class Sharing:
 
     def inbox_rows(self) -> list[dict[str, Any]]:
         """Images shared with you: views left of the views granted, expiry (0 = never)."""
-        from codec.sharecrypt import SignedGrant
-
-        rows = []
-        for g in self.s.db.inbox():
-            total = SignedGrant.decode(g.content_key).views if g.content_key else g.views_left
-            rows.append({"owner": g.owner, "image": g.image, "views_left": g.views_left,
-                         "views_total": total, "expires": g.expires, "path": g.path})
-        return rows
+        return [{"owner": g.owner, "image": g.image, "views_left": g.views_left,
+                 "views_total": g.views_total, "expires": g.expires, "path": g.path}
+                for g in self.s.db.inbox()]
 
     def find_received(self, name: str) -> ReceivedGrant:
         """IMAGE or OWNER/IMAGE -> the received grant. Raises SessionError."""

@@ -37,7 +37,8 @@ _SCHEMA = (
         owner TEXT NOT NULL, image TEXT NOT NULL,
         views_left INTEGER NOT NULL CHECK (views_left >= 0), version INTEGER NOT NULL,
         path TEXT NOT NULL, expires REAL NOT NULL, content_key BLOB NOT NULL,
-        ended INTEGER NOT NULL, last_position INTEGER NOT NULL, PRIMARY KEY (owner, image))""",
+        ended INTEGER NOT NULL, last_position INTEGER NOT NULL,
+        views_total INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (owner, image))""",
     "CREATE TABLE IF NOT EXISTS applied (id TEXT PRIMARY KEY)",
     """CREATE TABLE IF NOT EXISTS requests (
         id INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL UNIQUE,
@@ -72,6 +73,7 @@ class ReceivedGrant:
     content_key: bytes = b""
     ended: bool = False
     last_position: int = 0
+    views_total: int = 0  # the views total of the last signed grant (0 = unsigned or revoked)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,14 +101,15 @@ def _given(row: Row) -> GivenGrant:
 
 
 def _received(row: Row) -> ReceivedGrant:
-    owner, image, views, version, path, expires, key, ended, last = row
+    owner, image, views, version, path, expires, key, ended, last, total = row
     return ReceivedGrant(
-        owner, image, views, version, path, float(expires), bytes(key), bool(ended), last
+        owner, image, views, version, path, float(expires), bytes(key), bool(ended), last, total
     )
 
 
 _RECEIVED_COLS = (
-    "owner, image, views_left, version, path, expires, content_key, ended, last_position"
+    "owner, image, views_left, version, path, expires, content_key, ended, last_position, "
+    "views_total"
 )
 _GIVEN_COLS = "borrower, image, views_granted, views_left, version, grant"
 _REQUEST_COLS = "id, request_id, borrower, image, views, state"
@@ -146,7 +149,7 @@ class StateTxn:
         if old is not None and old.version >= grant.version:
             return False
         self._run(
-            f"INSERT OR REPLACE INTO grants_received ({_RECEIVED_COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
+            f"INSERT OR REPLACE INTO grants_received ({_RECEIVED_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (
                 grant.owner,
                 grant.image,
@@ -157,6 +160,7 @@ class StateTxn:
                 bytes(grant.content_key),
                 int(grant.ended),
                 grant.last_position,
+                grant.views_total,
             ),
         )
         return True
@@ -168,10 +172,11 @@ class StateTxn:
         )
 
     def set_received_signed(self, owner: str, image: str, views_left: int, version: int,
-                            blob: bytes) -> None:
+                            blob: bytes, views_total: int, ended: bool) -> None:
         self._run(
-            "UPDATE grants_received SET views_left=?, version=?, content_key=? "
-            "WHERE owner=? AND image=?", (views_left, version, bytes(blob), owner, image))
+            "UPDATE grants_received SET views_left=?, version=?, content_key=?, views_total=?, "
+            "ended=? WHERE owner=? AND image=?",
+            (views_left, version, bytes(blob), views_total, int(ended), owner, image))
 
     def get_given(self, borrower: str, image: str) -> GivenGrant | None:
         row = self._one(
@@ -210,6 +215,28 @@ class StateTxn:
         if row is None:
             raise StoreError(f"request {request_id} vanished inside its own transaction")
         return ViewRequest(*row)
+
+
+def _apply_signed(txn: StateTxn, grant: ReceivedGrant, update: UpdateLike,
+                  signed: tuple[bytes, int, int]) -> str:
+    """A signed access update: the views follow the signed totals, never the unsigned delta.
+
+    views_left moves by (new total - old total), kept within 0..new total; a revoke (or any
+    total of 0) ends the grant, and a newer signed grant with views reopens it. The signed blob
+    (with the wrapped content key) is kept only while views remain."""
+    blob, version, total = signed
+    if not version > grant.version:
+        return "stale"
+    access.check_views(total, "views total")
+    if update.kind == "revoke" or total == 0:
+        left, ended = 0, True
+    else:
+        base = 0 if grant.ended else grant.views_left
+        old_total = 0 if grant.ended else grant.views_total
+        left, ended = max(0, min(base + total - old_total, total)), False
+    txn.set_received_signed(grant.owner, grant.image, left, version,
+                            blob if left > 0 and not ended else b"", total, ended)
+    return "applied"
 
 
 class StateDB(SqliteStore):
@@ -276,8 +303,8 @@ class StateDB(SqliteStore):
                 access.apply(0, update)  # still refuse a malformed update
                 outcome[0] = "no_grant"
                 return
-            if signed is not None and not signed[1] > grant.version:
-                outcome[0] = "stale"
+            if signed is not None:
+                outcome[0] = _apply_signed(txn, grant, update, signed)
                 return
             state = GrantState(
                 grant.owner,
@@ -288,11 +315,6 @@ class StateDB(SqliteStore):
                 grant.last_position,
             ).apply(update)
             txn.set_received_state(grant.owner, grant.image, state)
-            if signed is not None:
-                blob, version, total = signed
-                left = min(state.views_left, total)
-                keep = blob if left > 0 and not state.ended else b""
-                txn.set_received_signed(grant.owner, grant.image, left, version, keep)
             outcome[0] = "applied"
 
         self.apply_once(update.id, effect)

@@ -19,7 +19,8 @@ from transport.udp import Delivery, Transport
 def row(reply: StatusReply | None, node_id: int) -> dict[str, Any]:
     if reply is None:
         return {"id": node_id, "state": "unreachable", "served": 0, "cached": 0, "token": False,
-                "users": 0, "pending": 0}
+                "users": 0, "pending": 0, "down_since": 0.0, "token_holder": 0,
+                "majority": False, "digest": ""}
     return {
         "id": reply.node, "state": reply.state, "served": reply.served, "cached": reply.cached,
         "token": reply.token, "users": reply.users, "pending": reply.pending,

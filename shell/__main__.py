@@ -41,7 +41,13 @@ def _emit(outcome: Outcome, as_json: bool) -> None:
 
 def run_script(ctx: Context, text: str, as_json: bool) -> int:
     ok = True
-    for line in split_commands(text):
+    try:
+        lines = split_commands(text)
+    except ValueError as exc:
+        _emit(Outcome({"error": f"cannot parse the commands: {exc}", "code": "usage"},
+                      f"error: cannot parse the commands: {exc}", ok=False), as_json)
+        return 1
+    for line in lines:
         outcome = run_line(ctx, line)
         _emit(outcome, as_json)
         ok = ok and outcome.ok

@@ -236,7 +236,7 @@ def _help(ctx: Context, args: list[str]) -> Outcome:
 @command("quit", "quit", "leave the directory and exit")
 def _quit(ctx: Context, args: list[str]) -> Outcome:
     ctx.quit_requested = True
-    return Outcome({"quit": True}, "bye")
+    return Outcome({"quit": True}, "")
 
 
 # ---- dispatch -------------------------------------------------------------------------------
@@ -253,11 +253,16 @@ def split_commands(text: str) -> list[str]:
     return [shlex.join(p) for p in parts if p]
 
 
+_ERROR_CODES: dict[type, str] = {InvalidName: "bad_name", AccessError: "bad_value",
+                                 StoreError: "store"}
+
+
 def run_line(ctx: Context, line: str) -> Outcome:
     try:
         words = shlex.split(line)
     except ValueError as exc:
-        return Outcome({"error": f"cannot parse: {exc}"}, f"error: cannot parse: {exc}", ok=False)
+        return Outcome({"error": f"cannot parse: {exc}", "code": "usage"},
+                       f"error: cannot parse: {exc}", ok=False)
     if not words:
         return Outcome({}, "", ok=True)
     name, args = words[0], words[1:]
@@ -269,7 +274,7 @@ def run_line(ctx: Context, line: str) -> Outcome:
             raise CommandError(f"usage: {cmd.usage}")
         return cmd.handler(ctx, args)
     except (CommandError, SessionError, StoreError, AccessError, InvalidName, ValueError) as exc:
-        code = getattr(exc, "code", "usage")
+        code = getattr(exc, "code", None) or _ERROR_CODES.get(type(exc), "usage")
         return Outcome({"error": str(exc), "code": code}, f"error: {exc}", ok=False)
     except Exception as exc:  # a bug: say so plainly, keep the traceback in the log only
         log.debug("command %r failed", line, exc_info=True)  # the traceback only in debug logs
