@@ -22,8 +22,10 @@ States of one rid on one node, and rules:
             - a live peer with a higher key is known          -> waiting (for that peer)
             - every live peer has answered, ours is highest   -> decide now (no timer wait)
             - round deadline passes (some live peers silent)  -> decide: silent peers are ignored
-            decide: with a majority (Membership.has_majority) -> won; without, never win: emit
-            NoMajority once, stay electing and decide again every answer timeout.
+            decide: with a majority (Membership.has_majority) AND answers in this election from
+            a majority of the nodes (self included) -> won; without, never win: emit NoMajority
+            once, stay electing and decide again every answer timeout. (The quorum of answers
+            keeps a node that is cut off, but does not know it yet, from serving.)
   waiting   A higher live peer exists; wait 2 x answer_timeout_s for a Coordinator. Timeout ->
             restart with that peer *suspected* (ignored until it says anything new on this rid).
             The expected peer going down/unreachable -> restart.
@@ -355,7 +357,12 @@ class ElectionCore:
         self._decide(e, live, now, out)
 
     def _decide(self, e: _Rid, live: set[int], now: float, out: Output) -> None:
-        if not self.m.has_majority(now):
+        # Win only on evidence: a majority (self included) must have answered this election.
+        # A node cut off from its peers still counts them live until the failure detector
+        # notices; without this quorum it would win its requests on the round timeout alone
+        # while the majority side serves them too (two replies for one request).
+        answered = sum(1 for q in live if q in e.keys)
+        if not self.m.has_majority(now) or answered + 1 < self.m.majority:
             if not e.no_majority_said:
                 e.no_majority_said = True
                 out.events.append(NoMajority(e.rid))

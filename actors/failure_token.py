@@ -38,6 +38,9 @@ Rules:
     candidate mints Token(E, itself, 0) once it has a majority of votes, its own included
     (RELIABILITY 2.3 rule 1). No vote twice per epoch => at most one token per epoch. A failed
     round is retried after a random 0.5..1 failure timeout with a higher epoch.
+ 4b. A holder that sees no majority (cut off, or back from a simulated failure into a
+    partition) releases the token: the majority side mints a newer one, and a minority node
+    never reports holding a token meanwhile.
  5. Epoch rule: a token or heartbeat with a newer epoch supersedes ours (event Dropped if we held
     one); a Token of an older (epoch, seq) is dropped and answered with our newer knowledge.
  6. A node that is down takes no part: it votes for nothing and proposes nothing.
@@ -204,6 +207,10 @@ class TokenRing:
             if now >= self.up_at or self._peer_lost(now):
                 self._come_up(out)
             return out
+        if self.holding and self.phase != "down" and not self.m.has_majority(now):
+            self.holding = False  # cut off from the majority: it will mint a newer token
+            self.pending = None
+            self._count("released_no_majority")
         if self.holding and self.phase == "up":
             if self.down_at is not None and now >= self.down_at and self._try_go_down(now, out):
                 return out
