@@ -169,6 +169,8 @@ def measure(repeat: int, pings: int) -> dict[str, Any]:
     cfg = TransportConfig()
     bench = Bench(cfg)
     try:
+        bench.transport_mbps(1, 0.0)  # warm-up, not measured: buffers, allocator, code paths
+        bench.raw_mbps(SIZES[-1], 1)
         clean = bench.transport_mbps(repeat, 0.0)
         lossy = bench.transport_mbps(repeat, 0.1)
         raw = {s: bench.raw_mbps(s, repeat) for s in SIZES}
