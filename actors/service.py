@@ -10,6 +10,8 @@ States of one cached request (keyed by request id):
 
 Rules:
 - Every up node caches a client's EncryptRequest and takes part in the election for its id.
+  Only the winner looks at the payload (an image header check; ciphertext is opaque): a bad
+  one gets one "not_an_image" answer, and the request is Done like any other.
 - The winner seals (encoder pool), sends EncryptReply, then tells its peers Done(rid); everyone
   drops the cached bytes. Nothing of an image is written to disk, nothing stays after Done.
 - A request id that was Done is remembered (id and attempt only, no bytes) for `done_ttl_s`: a
@@ -88,15 +90,6 @@ class EncryptService:
             cached.client = client  # the client may have moved; same bytes (same request id)
             cached.attempt = max(cached.attempt, attempt)
             return
-        try:
-            if not sharecrypt.is_encrypted_payload(msg.data):  # ciphertext is sealed as opaque bytes
-                images.probe(msg.data, self.max_pixels)
-        except images.ImageError as exc:
-            self.counters.refused += 1
-            log.info("request %s refused: %s", rid, exc)
-            self.send_client(client, ErrorReply(rid=rid, code="not_an_image", message=str(exc),
-                                                retryable=False), rid)
-            return
         self.cache[rid] = Cached(rid, client, msg.image, msg.data, attempt, now)
         self.start_election(rid, now)
 
@@ -111,6 +104,16 @@ class EncryptService:
         cached.state = "sealing"
         cached.winner = self.node_id
         cached.sealing_at = self.clock()
+        try:  # only the winner looks at the payload (its header only)
+            if not sharecrypt.is_encrypted_payload(cached.data):  # ciphertext: opaque bytes
+                images.probe(cached.data, self.max_pixels)
+        except images.ImageError as exc:
+            self.counters.refused += 1
+            log.info("request %s refused: %s", rid, exc)
+            cached.state = "replying"
+            self.send_client(cached.client, ErrorReply(rid=rid, code="not_an_image",
+                                                       message=str(exc), retryable=False), rid)
+            return
         self.submit_seal(rid, cached.data)
 
     def on_lost(self, rid: str, winner: int) -> None:
