@@ -4,18 +4,22 @@ One 3-node loopback cloud for the module; alice is an in-process ClientSession (
 she serves image requests and issues access changes); each test has its own borrower, who runs
 the real shell (`python -m shell -c ...`) in its own process.
 
-TD-3: restoring the sealed file from before a view, replaying older signed grants (through the
-cloud, peer to peer, as an image reply), racing two `view` processes and opening previews never
-give views back. Not covered, because not promised (README): restoring an old state.db (or a
-row of it), a patched client.
+TD-3: restoring the sealed file from before a view, replaying older signed grants (the nodes
+refuse the borrower's posts of them; peer to peer and as an image reply they reach his client,
+which keeps the newer grant), racing two `view` processes and opening previews never give views
+back. Signed updates move the views by the change of the signed totals, never by the unsigned
+delta; ids of refused updates stay free for the owner's real ones. Not covered, because not
+promised (README): restoring an old state.db (or a row of it), a patched client.
 TD-4: viewing (terminal rendering, no display, TMPDIR fresh) leaves no 32-byte window of the
 original in any file of the borrower's home or temp folder; an ended grant leaves no key on
 disk; a later grant brings a working key back.
-Bit flips of a received file's grant region run on an offline borrower (no cloud needed).
+Bit flips of a received file's grant region run on an offline borrower (no cloud needed): a
+damaged file is refused (code "damaged") before a view is taken.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import random
@@ -38,15 +42,18 @@ from viewkit import (
     offline_borrower,
     received,
     run_shell,
+    send_peer,
+    serving,
 )
 
 import config
 from actors import access
 from actors.client_session import ClientSession, SessionError
 from actors.keys import ClientKeys
+from actors.peer import parse_change
 from benchmarks.localcloud import Cloud, json_lines
 from codec import seal, sharecrypt
-from codec.messages import AccessUpdate, Ack, ImageReply, Join, JoinReply, Update
+from codec.messages import Ack, ImageReply, Join, JoinReply, Update
 from shell import viewer
 
 pytestmark = pytest.mark.timeout(120)
@@ -108,10 +115,13 @@ def _client(share: Share, user: str, home: Path) -> Iterator[ClientSession]:
         client.close()
 
 
-def _borrow(share: Share, user: str, home: Path, views: int) -> None:
-    """`user` asks alice for pic.png with `views` views (an in-process client)."""
+def _borrow(
+    share: Share, user: str, home: Path, views: int, images: tuple[str, ...] = ("pic.png",)
+) -> None:
+    """`user` asks alice for `images` with `views` views each (an in-process client)."""
     with _client(share, user, home) as client:
-        client.sharing.request("alice", "pic.png", views)
+        for image in images:
+            client.sharing.request("alice", image, views)
 
 
 def _left(home: Path) -> int:
@@ -160,36 +170,26 @@ def test_replayed_older_signed_grants_never_raise_views(share: Share, tmp_path: 
     assert alice.sharing.grant(user, "pic.png", "+2")["delivered"] == "via cloud"
     v2 = alice.db.get_given(user, "pic.png").grant  # type: ignore[union-attr]
     alice.sharing.grant(user, "pic.png", "-3")  # version 3: 2 views in all
+    replays = [("grant", 3, v1), ("grant", 2, v2), ("approve", 5, v2), ("grant", 0, v2)]
 
-    # 1. the borrower's client applies +2 and -3 at join (2 + 2 - 3 = 1 left), then posts old
-    # grants under new ids to the cloud, which hands them to his client at the next join
+    # 1. the borrower's client applies +2 and -3 at join (signed totals 3 -> 5 -> 2: 2 + 2 - 3
+    # = 1 left); the nodes refuse his posts of the old grants, under alice's ids or his own
     with _client(share, user, bob) as attacker:
-        assert (_left(bob), received(bob, "alice", "pic.png").version) == (1, 3)
-        for n, (kind, delta, blob) in enumerate(
-            [("grant", 3, v1), ("grant", 2, v2), ("approve", 5, v2), ("grant", 0, v2)]
-        ):
-            attacker.post_update(_update(user, f"alice#{5000 + n}", kind, delta, blob))
-    (inbox,) = _ok(share, user, bob, "inbox")
-    assert inbox["images"][0]["views_left"] == 1 == _left(bob)
+        held = received(bob, "alice", "pic.png")
+        assert (held.views_left, held.version, held.views_total) == (1, 3, 2)
+        for n, (kind, delta, blob) in enumerate(replays):
+            for uid in (f"alice#{5000 + n}", attacker.next_rid()):
+                _refused_post(attacker, _update(user, uid, kind, delta, blob))
+    (inbox,) = _ok(share, user, bob, "inbox")  # a join: the cloud holds nothing for him
+    assert inbox["images"][0]["views_left"] == 1 and received(bob, "alice", "pic.png") == held
 
-    # 2. an on-path replayer with alice's token sends the old grant peer to peer
-    serving = share.cloud.spawn_shell(user, bob, ["--serve"])
-    try:
-        assert serving.stdout is not None and "online" in serving.stdout.readline()
-        entry = alice.lookup(user, refresh=True)
-        assert entry is not None
-        tok, upd = alice.require_token(), _update(user, alice.next_rid(), "grant", 2, v2)
-        reply = alice.call(
-            lambda rid, _a: AccessUpdate(rid=rid, user="alice", token=tok, update=upd),
-            targets=[(entry.host, entry.port)],
-            deadline_s=10,
-            rid=upd.id,
-        )
-        assert isinstance(reply, Ack)
-    finally:
-        serving.terminate()
-        serving.communicate(timeout=15)
-    assert _left(bob) == 1
+    # 2. an on-path replayer with alice's token sends the old grants peer to peer: they reach
+    # the borrower's client, which keeps the newer signed grant
+    with serving(share.cloud, user, bob):
+        for kind, delta, blob in replays:
+            reply = send_peer(alice, user, _update(user, alice.next_rid(), kind, delta, blob))
+            assert isinstance(reply, Ack)
+    assert received(bob, "alice", "pic.png") == held
 
     # 3. the first sealed file (version 1) offered again as an image reply
     again = ClientSession(user, bob, config.load(share.cloud.config))
@@ -201,8 +201,7 @@ def test_replayed_older_signed_grants_never_raise_views(share: Share, tmp_path: 
         assert err.value.code == "stale_grant"
     finally:
         again.close()
-    rec = received(bob, "alice", "pic.png")
-    assert (rec.views_left, rec.version) == (1, 3)
+    assert received(bob, "alice", "pic.png") == held
 
 
 def _race_pair(share: Share, user: str, home: Path) -> list[str]:
@@ -344,66 +343,71 @@ def test_viewing_leaves_no_plaintext_and_an_ended_grant_no_key(
     assert windows.files_holding(bob, tmp) == [] and files_holding(key, bob, tmp) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "product bug: an update that ends the grant (revoke; also -N down to 0) wipes the "
-        "wrapped key from state.db (StateDB.apply_update keeps b'') but "
-        "Sharing.apply_updates never rewrites the sealed file: received/<owner>/<image> keeps "
-        "the signed grant with the wrapped key until the next `view` reaches Grants.end()"
-    ),
-)
-def test_a_grant_revoked_by_the_owner_leaves_no_key_in_the_file(
+def test_an_update_that_ends_a_grant_leaves_no_key_in_the_file(
     share: Share, tmp_path: Path
 ) -> None:
-    user, bob = "bob-end", tmp_path / "bob"
-    _borrow(share, user, bob, 2)
-    share.alice.sharing.grant(user, "pic.png", "revoke")
-    with _client(share, user, bob):  # applies the revoke at join
-        assert _left(bob) == 0
-    assert received(bob, "alice", "pic.png").content_key == b""
-    header = seal.read_header((bob / "received/alice/pic.png").read_bytes())
-    assert header.grant is not None and header.grant.blob == b""
+    """A revoke, and a -N down to 0, handed over at join: no wrapped key left in state.db nor
+    in the sealed file's grant region."""
+    user, bob, alice = "bob-end", tmp_path / "bob", share.alice
+    _borrow(share, user, bob, 2, images=("pic.png", "other.png"))
+    files = {image: bob / "received/alice" / image for image in ("pic.png", "other.png")}
+    wrapped = {
+        image: sharecrypt.SignedGrant.decode(received(bob, "alice", image).content_key).wrapped_key
+        for image in files
+    }
+    assert all(files_holding(w, bob) for w in wrapped.values())  # control: the finder finds them
+    assert alice.sharing.grant(user, "pic.png", "revoke")["delivered"] == "via cloud"
+    assert alice.sharing.grant(user, "other.png", "-2")["views"] == 0
+    with _client(share, user, bob):  # applies both at join
+        pass
+    for image, path in files.items():
+        rec = received(bob, "alice", image)
+        assert (rec.views_left, rec.views_total, rec.ended, rec.content_key) == (0, 0, True, b"")
+        assert seal.read_header(path.read_bytes()).grant == seal.Grant("alice", user, image, 0)
+        assert files_holding(wrapped[image], bob) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "product bug: after a revoke the borrower's grant is 'ended' and ignores later updates "
-        "(access.GrantState.apply), but the owner's `grant USER IMAGE +2` re-signs a grant of 2 "
-        "views (Grants.reissue from 0) and reports 'views now 2': the borrower keeps 0 views and "
-        "no key. Either the owner must refuse (say: share again) or the borrower must apply it"
-    ),
-)
 def test_a_grant_after_a_revoke_brings_a_working_key_back(share: Share, tmp_path: Path) -> None:
     user, bob = "bob-regrant", tmp_path / "bob"
     _borrow(share, user, bob, 2)
     share.alice.sharing.grant(user, "pic.png", "revoke")
     assert share.alice.sharing.grant(user, "pic.png", "+2")["views"] == 2
     with _client(share, user, bob) as client:  # both applied at join, in order
-        assert _left(bob) == 2
+        rec = received(bob, "alice", "pic.png")
+        assert (rec.views_left, rec.views_total, rec.ended) == (2, 2, False)
         view, _picture = client.sharing.view("pic.png")
     assert (view["shown"], view["views_left"]) == ("image", 1)
 
 
-# ---- forged updates (the borrower posts to the cloud under the owner's ids) --------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "product bug: StateDB.apply_update computes the views left from the update's UNSIGNED "
-        "delta (capped at the signed total) instead of the signed change "
-        "(sharecrypt.views_left_after): a borrower who re-posts a pending signed update with "
-        "delta +1000 gets the whole signed total (3) instead of the 1 view alice added"
-    ),
-)
+# ---- forged and edited updates ---------------------------------------------------------------
+def _refused_post(poster: ClientSession, update: Update) -> None:
+    """The nodes refuse `update` from `poster`: its id is not the poster's, or its kind is not
+    the poster's to post (access kinds: the owner; `more`: the borrower)."""
+    with pytest.raises(SessionError) as err:
+        poster.post_update(update)
+    assert err.value.code == "directory"
+    assert f"{poster.user} may not post update {update.id} ({update.kind})" in str(err.value)
+
+
+def _signed_change(alice: ClientSession, user: str, change: str, delta: int) -> Update:
+    """alice's next signed access update of pic.png for `user` (her record updated as if she
+    had sent it), with its unsigned `delta` set to `delta` (alice's would carry the change)."""
+    kind, honest = parse_change(change)
+    signed = alice.grants.reissue(user, "pic.png", kind, honest)
+    update = _update(user, alice.next_rid(), kind, honest, signed.encode())
+    alice.grants.record_reissued(update, signed)
+    return dataclasses.replace(update, delta=delta)
+
+
 def test_an_edited_delta_on_a_signed_update_gives_no_extra_views(
     share: Share, tmp_path: Path
 ) -> None:
-    user, bob = "bob-delta", tmp_path / "bob"
+    user, bob, alice = "bob-delta", tmp_path / "bob", share.alice
     with _client(share, user, bob) as client:
         client.sharing.request("alice", "pic.png", 2)
         assert [client.sharing.view("pic.png")[0]["views_left"] for _ in range(2)] == [1, 0]
-    share.alice.sharing.grant(user, "pic.png", "+1")  # signed: 3 views in all, i.e. 1 left
+    alice.sharing.grant(user, "pic.png", "+1")  # signed: 3 views in all, i.e. 1 left
+    held = received(bob, "alice", "pic.png")
     attacker = ClientSession(user, bob, config.load(share.cloud.config))
     try:  # join by hand: read the pending update without applying or confirming it
         sign, box = attacker.sharing.public_keys()
@@ -411,33 +415,128 @@ def test_an_edited_delta_on_a_signed_update_gives_no_extra_views(
         assert isinstance(reply, JoinReply) and len(reply.updates) == 1
         attacker.token = reply.token
         real = reply.updates[0]
-        attacker.post_update(_update(user, "alice#0", "grant", 1000, real.grant))
+        for uid in ("alice#0", real.id, attacker.next_rid()):  # the nodes refuse each
+            _refused_post(attacker, _update(user, uid, "grant", 1000, real.grant))
     finally:
         attacker.close()
-    with _client(share, user, bob):  # the official client applies both at join
+    assert received(bob, "alice", "pic.png") == held
+    with _client(share, user, bob):  # the official client applies alice's real update at join
         assert _left(bob) == 1
 
+    # peer to peer, alice's own fresh signed grants with edited deltas reach the borrower's
+    # client: the views follow the signed totals 3 -> 4 -> 2 -> 7, never the deltas
+    with serving(share.cloud, user, bob):
+        for change, edited, left, total in (
+            ("+1", 1000, 2, 4),
+            ("-2", 1000, 0, 2),
+            ("+5", -1000, 5, 7),
+        ):
+            assert isinstance(
+                send_peer(alice, user, _signed_change(alice, user, change, edited)), Ack
+            )
+            rec = received(bob, "alice", "pic.png")
+            assert (rec.views_left, rec.views_total) == (left, total), change
+    assert alice.db.get_given(user, "pic.png").views_left == 7  # type: ignore[union-attr]
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "product bug: a node accepts a PostUpdate from the borrower carrying the owner's id "
-        "('alice#N': node_parts only checks that the poster is owner or borrower), and "
-        "alice's real revoke under that id is then dropped as a duplicate (PendingStore.add keeps "
-        "the first update of an id; Sharing.apply_updates also records the id of an unsigned or "
-        "refused update as applied) and bob keeps his views"
-    ),
-)
+
 def test_updates_posted_under_the_owners_next_ids_do_not_block_a_revoke(
     share: Share, tmp_path: Path
 ) -> None:
     user, bob, alice = "bob-squat", tmp_path / "bob", share.alice
     with _client(share, user, bob) as client:
         client.sharing.request("alice", "pic.png", 2)
+        held = received(bob, "alice", "pic.png")
         n = alice.db.last_request_number("alice")  # ids are sequential: easy to guess ahead
         for k in range(n + 1, n + 6):
-            client.post_update(_update(user, f"alice#{k}", "deny", 0, b""))
-    alice.sharing.grant(user, "pic.png", "revoke")
+            _refused_post(client, _update(user, f"alice#{k}", "deny", 0, b""))
+    assert received(bob, "alice", "pic.png") == held
+    assert alice.sharing.grant(user, "pic.png", "revoke")["id"] == f"alice#{n + 1}"
+    with _client(share, user, bob):
+        assert _left(bob) == 0
+
+
+def test_refused_updates_that_reach_the_borrower_leave_the_ids_free(
+    share: Share, tmp_path: Path
+) -> None:
+    """Unsigned or forged access updates under alice's next ids, sent peer to peer with her
+    token (an on-path sender): the borrower refuses them and does not record their ids, so
+    alice's real updates under those ids (through the cloud) are applied."""
+    user, bob, alice = "bob-forged", tmp_path / "bob", share.alice
+    _borrow(share, user, bob, 2, images=("pic.png", "other.png"))
+    held = received(bob, "alice", "pic.png")
+    tampered = bytearray(held.content_key)
+    tampered[-1] ^= 1  # the signature's last byte
+    forged = [
+        ("revoke", 0, b""),
+        ("grant", 1000, b""),
+        ("approve", 5, bytes(tampered)),
+        ("grant", 3, received(bob, "alice", "other.png").content_key),  # signed, another image
+    ]
+    with serving(share.cloud, user, bob) as notices:
+        n = alice.db.last_request_number("alice")
+        ids = [f"alice#{k}" for k in range(n + 1, n + 9)]  # all alice's next 8 ids, each forged
+        for uid, (kind, delta, blob) in zip(ids, forged * 2):
+            assert isinstance(send_peer(alice, user, _update(user, uid, kind, delta, blob)), Ack)
+        assert received(bob, "alice", "pic.png") == held
+    assert [line.split()[1] for line in notices if " refused: " in line] == ids
+    out = [alice.sharing.grant(user, "pic.png", c) for c in ("+1", "+1", "-1", "+2")]
+    assert {o["delivered"] for o in out} == {"via cloud"} and {o["id"] for o in out} <= set(ids)
+    with _client(share, user, bob):  # 2 + 1 + 1 - 1 + 2
+        assert _left(bob) == 5
+
+
+@contextmanager
+def _squatted(
+    share: Share, user: str, home: Path, updates: list[tuple[str, int, bytes]]
+) -> Iterator[int]:
+    """`user` borrows pic.png (2 views) and is online for the block; `updates` (kind, delta,
+    grant blob) reached him first, peer to peer with alice's token, under alice's next ids
+    n + 1, n + 2, ... Yields n."""
+    _borrow(share, user, home, 2)
+    with serving(share.cloud, user, home):
+        n = share.alice.db.last_request_number("alice")
+        for k, (kind, delta, blob) in enumerate(updates, start=n + 1):
+            forged = _update(user, f"alice#{k}", kind, delta, blob)
+            assert isinstance(send_peer(share.alice, user, forged), Ack)
+        yield n
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "product bug: the borrower's peer reply cache (Sharing.on_peer_message / _answers) is "
+        "keyed by request id alone: a refused access update sent peer to peer under alice's "
+        "next id (with her token) caches an Ack for that id; alice's real update under the same "
+        "id is then answered with the cached Ack, never applied, and alice is told 'now'"
+    ),
+)
+def test_a_refused_update_does_not_block_the_owners_update_sent_peer_to_peer(
+    share: Share, tmp_path: Path
+) -> None:
+    user, bob = "bob-cached", tmp_path / "bob"
+    with _squatted(share, user, bob, [("revoke", 0, b"")]) as n:  # unsigned: refused
+        out = share.alice.sharing.grant(user, "pic.png", "+1")
+        assert (out["id"], out["delivered"]) == (f"alice#{n + 1}", "now")
+        assert _left(bob) == 3
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "product gap: `deny` is unsigned, so a deny sent peer to peer under alice's next ids "
+        "(with her token) is applied and its id recorded (Sharing.apply_updates / "
+        "StateDB.apply_once); alice's later revoke under that id, through the cloud, is dropped "
+        "as a duplicate and the borrower keeps his views"
+    ),
+)
+def test_a_deny_under_the_owners_next_id_does_not_block_a_revoke(
+    share: Share, tmp_path: Path
+) -> None:
+    user, bob = "bob-deny", tmp_path / "bob"
+    with _squatted(share, user, bob, [("deny", 0, b"")] * 2) as n:
+        pass
+    out = share.alice.sharing.grant(user, "pic.png", "revoke")
+    assert (out["id"], out["delivered"]) == (f"alice#{n + 1}", "via cloud")
     with _client(share, user, bob):
         assert _left(bob) == 0
 
@@ -451,7 +550,8 @@ def offline_bob(tmp_path: Path) -> Iterator[tuple[ClientSession, bytes]]:
 
 
 def _view_flipped(bob: ClientSession, path: Path, png: bytes) -> tuple[str, int]:
-    """Write the flipped file, view it: ("refused" | shown, views used)."""
+    """Write the flipped file, view it: ("damaged" | shown, views used). A "damaged" refusal
+    names the image; a picture shown is the original, with state.db's count less one."""
     path.write_bytes(png)
     before = bob.db.get_received("alice", "pic.png").views_left  # type: ignore[union-attr]
     try:
@@ -459,8 +559,10 @@ def _view_flipped(bob: ClientSession, path: Path, png: bytes) -> tuple[str, int]
         outcome = str(data["shown"])
         if outcome == "image":
             assert picture.tobytes() == PIXELS
-    except seal.SealError:
-        outcome = "refused"
+            assert data["views_left"] == before - 1
+    except SessionError as exc:
+        assert exc.code == "damaged" and "alice/pic.png cannot be opened: " in str(exc), exc
+        outcome = "damaged"
     after = bob.db.get_received("alice", "pic.png").views_left  # type: ignore[union-attr]
     return outcome, before - after
 
@@ -472,7 +574,7 @@ def test_every_bit_flip_of_the_grant_region_in_the_file_is_refused(
     offline_bob: tuple[ClientSession, bytes],
 ) -> None:
     """All 1752 bits of the grant region (outer fields and signed grant), flipped one at a time
-    in the PNG samples: the header checksum refuses each; never the picture."""
+    in the PNG samples: the header checksum refuses each as damaged, before any view is taken."""
     bob, png = offline_bob
     path = bob.home.root / "received/alice/pic.png"
     rw = HeaderRewriter(png)
@@ -481,17 +583,16 @@ def test_every_bit_flip_of_the_grant_region_in_the_file_is_refused(
     outcomes: Counter[tuple[str, int]] = Counter()
     for bit in range(8 * rw.grant_at, 8 * (rw.grant_at + rw.grant_len)):
         outcomes[_view_flipped(bob, path, rw.with_bits_flipped([bit]))] += 1
-    assert sum(outcomes.values()) == 1752
-    assert {o for o, _ in outcomes} == {"refused"}, outcomes
-    assert {used for _, used in outcomes} <= {0, 1}  # a view may be spent, never given back
+    assert outcomes == Counter({("damaged", 0): 1752})
+    assert _view_flipped(bob, path, png) == ("image", 1)  # the intact file still opens
 
 
 def test_grant_region_flips_with_a_fixed_checksum_never_add_views(
     offline_bob: tuple[ClientSession, bytes],
 ) -> None:
     """Every 7th bit of the grant region flipped by someone who recomputes the header checksum
-    (251 flips): refused, or the picture for exactly one view of state.db's count (the file's
-    grant is not what counts)."""
+    (251 flips): refused as damaged with no view taken, or the picture for exactly one view of
+    state.db's count (the file's grant is not what counts)."""
     bob, png = offline_bob
     path = bob.home.root / "received/alice/pic.png"
     rw = HeaderRewriter(png)
@@ -502,5 +603,5 @@ def test_grant_region_flips_with_a_fixed_checksum_never_add_views(
         header = bytes(body) + hashlib.sha256(body).digest()[:16]
         outcomes[_view_flipped(bob, path, rw.with_header(header))] += 1
     assert sum(outcomes.values()) == 251
-    assert set(outcomes) <= {("refused", 0), ("refused", 1), ("image", 1)}, outcomes
-    assert outcomes[("image", 1)] > 0 and outcomes[("refused", 0)] + outcomes[("refused", 1)] > 0
+    assert set(outcomes) <= {("damaged", 0), ("default", 0), ("image", 1)}, outcomes
+    assert outcomes[("image", 1)] > 0 and outcomes[("damaged", 0)] > 0, outcomes

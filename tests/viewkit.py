@@ -8,6 +8,9 @@
   header rows are recompressed, the rest of the picture is compressed once).
 - `offline_borrower`: bob's client holding alice's picture, sealed and signed in this process
   exactly as alice's client would (no cloud: viewing needs no network).
+- `serving`: the borrower online in a `--serve` shell process (answering peers) for a block;
+  `send_peer`: an access update sent peer to peer from an in-process session (as the owner's
+  client does, or an on-path sender holding the owner's token).
 - `RaceViewer` (this file run as a script): a client process that opens its session, says "ready",
   waits for a line on stdin, then takes one view, so two of them race on state.db.
 """
@@ -33,6 +36,7 @@ from actors.keys import ClientKeys
 from benchmarks import localcloud
 from codec import png as png_mod
 from codec import seal, sharecrypt
+from codec.messages import AccessUpdate, Message, Update
 
 WINDOW = 32
 _BLOCK = 16
@@ -244,6 +248,39 @@ def offline_borrower(
         yield bob, png
     finally:
         bob.close()
+
+
+@contextmanager
+def serving(cloud: localcloud.Cloud, user: str, home: Path) -> Iterator[list[str]]:
+    """`user` online for the block in a `python -m shell --serve` process (it joins first,
+    applying what the cloud holds for it). Yields a list that holds, after the block, the
+    process's stderr lines (its notices: updates applied or refused)."""
+    proc = cloud.spawn_shell(user, home, ["--serve"])
+    notices: list[str] = []
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "online" in line, (line, proc.stderr.read() if proc.stderr else "")
+        yield notices
+    finally:
+        proc.terminate()
+        _out, err = proc.communicate(timeout=15)
+        notices += err.splitlines()
+
+
+def send_peer(sender: ClientSession, to: str, update: Update) -> Message:
+    """`update` sent from `sender`'s session peer to peer to `to` (online) as an AccessUpdate
+    carrying `sender`'s token, the update's id as request id (as Sharing._deliver does).
+    Returns the reply; raises SessionError on an error reply."""
+    entry = sender.lookup(to, refresh=True)
+    assert entry is not None, f"{to} is not online"
+    tok = sender.require_token()
+    return sender.call(
+        lambda rid, _a: AccessUpdate(rid=rid, user=sender.user, token=tok, update=update),
+        targets=[(entry.host, entry.port)],
+        deadline_s=10,
+        rid=update.id,
+    )
 
 
 class RaceViewer:
