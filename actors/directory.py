@@ -12,7 +12,8 @@ whoever reads the directory learns the digest, never the token.
 Rules:
 - Join from the address the user is already registered at: refreshed (a client that rejoins).
 - Join while the user is online from another address: refused (`AlreadyOnline`), unless that
-  entry has expired.
+  entry has expired or the node found that session dead (it probes the old address first:
+  actors.node_parts) and joins with `replace_stale`.
 - Heartbeat with the right token: expiry pushed to now + ttl. Leave with the right token: removed.
 - Keys: a user's public keys are pinned at the first join (trust on first use, kept on disk by
   the node); a join or replicated entry with other keys is refused (`KeysChanged`).
@@ -39,6 +40,10 @@ class DirectoryError(Exception):
 
 class AlreadyOnline(DirectoryError):
     code = "already_online"
+
+    def __init__(self, message: str, current: UserEntry | None = None) -> None:
+        super().__init__(message)
+        self.current = current
 
 
 class BadToken(DirectoryError):
@@ -75,14 +80,16 @@ class Directory:
         return e if e is not None and e.expires > now else None
 
     def join(self, user: str, host: str, port: int, rid: str, sign_key: bytes, box_key: bytes,
-             now: float) -> tuple[bytes, UserEntry]:
-        """Register a user; returns (token, entry). Raises AlreadyOnline."""
+             now: float, *, replace_stale: bool = False) -> tuple[bytes, UserEntry]:
+        """Register a user; returns (token, entry). Raises AlreadyOnline (`.current` is the
+        entry in the way) unless `replace_stale`: the caller found that session dead."""
         current = self.get(user, now)
-        if current is not None and (current.host, current.port) != (host, port):
+        if current is not None and (current.host, current.port) != (host, port) \
+                and not replace_stale:
             left = int(current.expires - now) + 1
             raise AlreadyOnline(
                 f"{user} is already online from {current.host}:{current.port}; if that session "
-                f"crashed it expires within {left} s")
+                f"crashed it expires within {left} s", current)
         self._pin(user, sign_key, box_key, refuse=True)
         token = derive_token(self.key, user, host, port, rid)
         entry = UserEntry(user=user, host=host, port=port, token_digest=token_digest(token),

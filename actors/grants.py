@@ -30,7 +30,7 @@ from codec.sharecrypt import ShareCryptError, SignedGrant
 if TYPE_CHECKING:
     from actors.client_session import ClientSession
 
-SIGNED_KINDS = ("grant", "revoke", "approve")
+SIGNED_KINDS = ("grant", "revoke", "approve", "deny")  # every update the owner authors
 
 
 class Grants:
@@ -88,7 +88,8 @@ class Grants:
         if given is None or not given.grant:
             raise self._error("no_grant", f"you have not shared {image} with {borrower}")
         prev = SignedGrant.decode(given.grant)
-        total = 0 if kind == "revoke" else max(0, min(prev.views + delta, 1_000_000))
+        change = 0 if kind == "deny" else delta  # a deny re-signs the same views (authentic)
+        total = 0 if kind == "revoke" else max(0, min(prev.views + change, 1_000_000))
         return sharecrypt.reissue_grant(self.keys, prev, views=total, expires=prev.expires,
                                         version=prev.version + 1)
 

@@ -85,10 +85,11 @@ class NodeActor(pykka.ThreadingActor):
         log.error("node actor failed", exc_info=args[1] if len(args) > 1 else None)
 
     # ---- sends ---------------------------------------------------------------------------------
-    def send_client(self, addr: Addr, msg: Any, key: str | None = None) -> None:
+    def send_client(self, addr: Addr, msg: Any, key: str | None = None,
+                    deadline_s: float | None = None) -> None:
         me = self.actor_ref
         on_done = None if key is None else (lambda err: me.tell(SendResult(key, err)))
-        self.client_tp.send(addr, msg, on_done=on_done)
+        self.client_tp.send(addr, msg, on_done=on_done, deadline_s=deadline_s)
 
     def send_peer(self, node_id: int, msg: Any) -> None:
         self.peer_tp.send(self.cfg.node(node_id).peer_addr, msg)

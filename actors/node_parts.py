@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from actors import cluster_state
-from actors.directory import Directory, DirectoryError
+from actors.directory import AlreadyOnline, Directory, DirectoryError
 from actors.pending_updates import PendingStore
 from actors.service import EncryptService
 from codec import images
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Addr = tuple[str, int]
+PROBE_S = 0.5  # an online client's transport acknowledges a probe well within this
 STATE_CHANGING = (EncryptRequest, Join, Leave, PostUpdate, ConfirmUpdates)
 
 
@@ -87,6 +88,7 @@ class NodeParts:
         self.cluster.state_snapshot = self.state_snapshot
         self.cluster.state_apply = self.state_apply
         self.served_status = 0
+        self.probing: dict[str, tuple[Addr, Join]] = {}  # join rid -> (new address, Join)
 
     def started(self, now: float) -> None:
         self.cluster.started(now)
@@ -122,11 +124,14 @@ class NodeParts:
         if isinstance(msg, EncryptRequest):
             self.service.on_request(addr, msg, now)
         elif isinstance(msg, Join):
-            token, entry = self.directory.join(msg.user, addr[0], addr[1], msg.rid, msg.sign_key,
-                                               msg.box_key, wall)
-            self.node.send_peers(DirectoryChange(op="join", entry=entry))
-            updates = tuple(self.pending.for_user(msg.user))
-            self.node.send_client(addr, JoinReply(rid=msg.rid, token=token, updates=updates))
+            try:
+                self._join(addr, msg, wall)
+            except AlreadyOnline as exc:  # is that session alive? its transport must ack a probe
+                if exc.current is None or msg.rid in self.probing:
+                    raise
+                old = (exc.current.host, exc.current.port)
+                self.probing[msg.rid] = (addr, msg)
+                self.node.send_client(old, Ack(rid=msg.rid), f"probe:{msg.rid}", PROBE_S)
         elif isinstance(msg, ClientHeartbeat):
             entry = self.directory.heartbeat(msg.user, msg.token, wall)
             if entry.host != addr[0] or entry.port != addr[1]:
@@ -159,6 +164,26 @@ class NodeParts:
             self.node.send_client(addr, Ack(rid=msg.rid))
         else:
             self.node.count("client_unexpected", type(msg).__name__)
+
+    def _join(self, addr: Addr, msg: Join, wall: float, replace_stale: bool = False) -> None:
+        token, entry = self.directory.join(msg.user, addr[0], addr[1], msg.rid, msg.sign_key,
+                                           msg.box_key, wall, replace_stale=replace_stale)
+        self.node.send_peers(DirectoryChange(op="join", entry=entry))
+        updates = tuple(self.pending.for_user(msg.user))
+        self.node.send_client(addr, JoinReply(rid=msg.rid, token=token, updates=updates))
+
+    def _probed(self, rid: str, error: object | None) -> None:
+        """The old session of a joining user answered the probe (alive: refuse) or not (dead:
+        the new session replaces it)."""
+        addr, msg = self.probing.pop(rid, (None, None))
+        if addr is None or msg is None:
+            return
+        try:
+            self._join(addr, msg, self.wall(), replace_stale=error is not None)
+        except DirectoryError as exc:
+            self.node.count("directory_refused", str(exc))
+            self.node.send_client(addr, ErrorReply(rid=rid, code=exc.code, message=str(exc),
+                                                   retryable=False))
 
     def _push_if_online(self, update: Any, wall: float) -> None:
         """Nothing to push here: an online addressee gets updates peer to peer, or at next join."""
@@ -227,6 +252,8 @@ class NodeParts:
         kind, _, rid = key.partition(":")
         if kind == "reply":
             self.service.on_reply_done(rid, error, now)
+        elif kind == "probe":
+            self._probed(rid, error)
 
     def going_down(self) -> None:
         """Simulated fail-stop: keep nothing in memory (the pending store is on disk)."""

@@ -101,7 +101,8 @@ class Sharing:
             reply = ErrorReply(rid=msg.rid, code="internal", message=str(exc), retryable=False)
         with self._lock:
             self._busy.discard(msg.rid)
-            self._answers[msg.rid] = reply
+            if not isinstance(reply, ErrorReply):  # a refusal is not remembered: the same id may
+                self._answers[msg.rid] = reply     # come again, genuine, and must be handled
         self.s.transport.send(addr, reply)
 
     def _dispatch(self, addr: Addr, msg: Any) -> Message:
@@ -122,6 +123,11 @@ class Sharing:
         if isinstance(msg, AccessUpdate):
             if msg.user != msg.update.owner or msg.update.addressee != self.s.user:
                 raise self.Error("refused", "an access update must come from the owner, to you")
+            try:  # refused: the sender gets an error, the id stays free, the user a notice
+                self.s.grants.verify_update(msg.update)
+            except self.Error as exc:
+                self.s.notify(str(exc))
+                raise
             for notice in self.apply_updates((msg.update,)):
                 self.s.notify(notice)
             return Ack(rid=msg.rid)
@@ -282,17 +288,19 @@ class Sharing:
         if req.state != "pending":
             raise self.Error("answered", f"request {local_id} was already {req.state}")
         n = access.check_views(views if views is not None else req.views) if approve else 0
-        signed = None
-        if approve and self.s.db.get_given(req.borrower, req.image) is not None:
-            signed = self.s.grants.reissue(req.borrower, req.image, "approve", n)
+        if self.s.db.get_given(req.borrower, req.image) is None:
+            raise self.Error("no_grant", f"you have not shared {req.image} with {req.borrower}")
+        signed = self.s.grants.reissue(req.borrower, req.image,
+                                       "approve" if approve else "deny", n)
         update = Update(id=self.s.next_rid(), kind="approve" if approve else "deny",
                         owner=self.s.user, borrower=req.borrower, image=req.image, delta=n,
-                        addressee=req.borrower, grant=signed.encode() if signed else b"",
+                        addressee=req.borrower, grant=signed.encode(),
                         created=time.time())
         out = self.send_update(update)
         self.s.db.answer_request(local_id, approve)
-        if signed is not None:
-            out["views"] = self.s.grants.record_reissued(update, signed).views_left
+        stored = self.s.grants.record_reissued(update, signed)
+        if approve:
+            out["views"] = stored.views_left
         return out
 
     def send_update(self, update: Update) -> dict[str, Any]:

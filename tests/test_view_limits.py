@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from imgdata import png_bytes
@@ -476,13 +477,22 @@ def test_refused_updates_that_reach_the_borrower_leave_the_ids_free(
         n = alice.db.last_request_number("alice")
         ids = [f"alice#{k}" for k in range(n + 1, n + 9)]  # all alice's next 8 ids, each forged
         for uid, (kind, delta, blob) in zip(ids, forged * 2):
-            assert isinstance(send_peer(alice, user, _update(user, uid, kind, delta, blob)), Ack)
+            _refused(send_peer, alice, user, _update(user, uid, kind, delta, blob))
         assert received(bob, "alice", "pic.png") == held
     assert [line.split()[1] for line in notices if " refused: " in line] == ids
     out = [alice.sharing.grant(user, "pic.png", c) for c in ("+1", "+1", "-1", "+2")]
     assert {o["delivered"] for o in out} == {"via cloud"} and {o["id"] for o in out} <= set(ids)
     with _client(share, user, bob):  # 2 + 1 + 1 - 1 + 2
         assert _left(bob) == 5
+
+
+def _refused(send: Any, sender: ClientSession, to: str, update: Update) -> None:
+    """The borrower answers a forged or unsigned update with an error (code bad_grant), so its
+    id is neither applied nor remembered; the sender sees the refusal."""
+    with pytest.raises(SessionError) as err:
+        send(sender, to, update)
+    assert err.value.code == "bad_grant" and f"update {update.id} from alice refused" in str(
+        err.value), err.value
 
 
 @contextmanager
@@ -497,19 +507,10 @@ def _squatted(
         n = share.alice.db.last_request_number("alice")
         for k, (kind, delta, blob) in enumerate(updates, start=n + 1):
             forged = _update(user, f"alice#{k}", kind, delta, blob)
-            assert isinstance(send_peer(share.alice, user, forged), Ack)
+            _refused(send_peer, share.alice, user, forged)
         yield n
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "product bug: the borrower's peer reply cache (Sharing.on_peer_message / _answers) is "
-        "keyed by request id alone: a refused access update sent peer to peer under alice's "
-        "next id (with her token) caches an Ack for that id; alice's real update under the same "
-        "id is then answered with the cached Ack, never applied, and alice is told 'now'"
-    ),
-)
 def test_a_refused_update_does_not_block_the_owners_update_sent_peer_to_peer(
     share: Share, tmp_path: Path
 ) -> None:
@@ -520,15 +521,6 @@ def test_a_refused_update_does_not_block_the_owners_update_sent_peer_to_peer(
         assert _left(bob) == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "product gap: `deny` is unsigned, so a deny sent peer to peer under alice's next ids "
-        "(with her token) is applied and its id recorded (Sharing.apply_updates / "
-        "StateDB.apply_once); alice's later revoke under that id, through the cloud, is dropped "
-        "as a duplicate and the borrower keeps his views"
-    ),
-)
 def test_a_deny_under_the_owners_next_id_does_not_block_a_revoke(
     share: Share, tmp_path: Path
 ) -> None:
