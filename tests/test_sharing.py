@@ -155,3 +155,15 @@ def test_second_session_of_an_online_user_is_refused(cloud: Cloud, tmp_path: Pat
         assert "already online" in r.stderr and "Traceback" not in r.stderr
     finally:
         _stop(alice)
+
+
+def test_a_crashed_session_does_not_lock_its_user_out(cloud: Cloud, tmp_path: Path) -> None:
+    """The nodes probe the old address of a user who joins again: a dead session (SIGKILL) is
+    replaced at once; a live one still refuses the newcomer (previous test)."""
+    alice = _serve(cloud, "alice", tmp_path / "alice")
+    alice.send_signal(signal.SIGKILL)
+    alice.wait(timeout=5)
+    r = cloud.shell("alice", tmp_path / "alice", "users")
+    assert r.returncode == 0, r.stderr
+    users = json_lines(r.stdout)[0]["users"]
+    assert [u["user"] for u in users] == ["alice"]  # the new session, not the dead one
