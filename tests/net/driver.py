@@ -9,13 +9,14 @@ Modes:
   transport delivered (EncryptReply per request id; ErrorReply codes with the node address and
   time), so the test sees replies received twice and who answered "not in majority".
 - `burst`: on each "go" line of stdin, `--count` encrypt requests at once (threads, request ids
-  taken beforehand); rows as `encrypt`, the summary at the end of stdin.
+  taken beforehand); rows as `encrypt`, the summary at the end of stdin (after `--linger` s).
 - `interactive`: reads "encrypt PATH" lines on stdin; prints {"sent": t, "rid"} just before the
   request and {"reply": t, "node", "seal_ms", "exact", "retries"} or {"error"...} after it;
   at the end of stdin, after `--linger` s, the summary (TN-4).
 - `post`: join, post `--count` grant updates for the offline user `--to`, leave (TS-2 traffic).
-- `peer-attack`: peer requests to `--owner` with a zero, random and expired (earlier session)
-  token; one line per attempt with the error code (TS-4).
+- `peer-attack`: peer requests to `--owner` (preview, image, more views) and an access update
+  to `--to` posing as the owner, with a zero, a random and an expired (earlier session) token;
+  one line per attempt with the error code (TS-4).
 Times are time.monotonic() seconds (one clock for every namespace of the machine).
 """
 
@@ -35,10 +36,12 @@ import config
 from actors.client_session import ClientSession, SessionError
 from codec import seal
 from codec.messages import (
+    AccessUpdate,
     EncryptReply,
     EncryptRequest,
     ErrorReply,
     ImageRequest,
+    MoreViews,
     PreviewRequest,
     Update,
 )
@@ -135,6 +138,7 @@ def run_burst(session: ClientSession, args: argparse.Namespace) -> None:
         for row in pool.map(lambda job: burst_one(session, *job), jobs):
             emit(row)
     pool.shutdown()
+    STOP.wait(args.linger)  # late replies still count in the summary
     emit(summary(session, rec))
 
 
@@ -187,23 +191,31 @@ def run_post(session: ClientSession, args: argparse.Namespace) -> None:
 
 def run_peer_attack(session: ClientSession, args: argparse.Namespace,
                     expired: bytes) -> None:  # fmt: skip
-    entry = session.lookup(args.owner, refresh=True)
-    if entry is None:
-        emit({"error": f"{args.owner} is not online"})
+    """Peer requests to `--owner` (preview, image, more views) and an access update to
+    `--to` claiming to come from the owner, each with a zero, a random and an expired token."""
+    owner, borrower = session.lookup(args.owner, refresh=True), session.lookup(args.to)
+    if owner is None or borrower is None:
+        emit({"error": f"{args.owner} or {args.to} is not online"})
         return
-    addr = (entry.host, entry.port)
+    me = session.user
+    update = Update(id=f"{args.owner}#999", kind="grant", owner=args.owner, borrower=args.to,
+                    image=args.image, delta=5, addressee=args.to, grant=b"", created=time.time())
     tokens = {"zero": b"\0" * 16, "random": os.urandom(16), "expired": expired}
     for variant, tok in tokens.items():
-        builds = {
-            "preview": lambda rid, t=tok: PreviewRequest(rid=rid, user=session.user, token=t),
-            "image": lambda rid, t=tok: ImageRequest(rid=rid, user=session.user, token=t,
-                                                     image=args.image, views=1, days=0.0),
+        asks: dict[str, tuple[Any, Any]] = {
+            "preview": (owner, lambda rid, t=tok: PreviewRequest(rid=rid, user=me, token=t)),
+            "image": (owner, lambda rid, t=tok: ImageRequest(rid=rid, user=me, token=t,
+                                                             image=args.image, views=1, days=0.0)),
+            "more": (owner, lambda rid, t=tok: MoreViews(rid=rid, user=me, token=t,
+                                                         image=args.image, views=3)),
+            "access update as owner": (borrower, lambda rid, t=tok: AccessUpdate(
+                rid=rid, user=args.owner, token=t, update=update)),
         }  # fmt: skip
-        for name, build in builds.items():
+        for name, (entry, build) in asks.items():
             row: dict[str, Any] = {"variant": variant, "request": name}
             try:
-                reply = session.call(lambda rid, _a, b=build: b(rid), targets=[addr],
-                                     deadline_s=10)  # fmt: skip
+                reply = session.call(lambda rid, _a, b=build: b(rid),
+                                     targets=[(entry.host, entry.port)], deadline_s=10)
                 row["reply"] = type(reply).__name__
             except SessionError as exc:
                 row["code"] = exc.code
@@ -221,7 +233,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--count", type=int, default=1_000_000)
     p.add_argument("--duration", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--linger", type=float, default=0.0, help="interactive: wait at the end")
+    p.add_argument("--linger", type=float, default=0.0, help="burst, interactive: wait at the end")
     p.add_argument("--to", default="bob")
     p.add_argument("--owner", default="alice")
     p.add_argument("--image", default="pic.png")

@@ -343,6 +343,16 @@ class Net:
         line = impair.nft_impair(host.ns, "dup", pct, host.addr, port)
         return self._say(f"duplicate {pct}% into {host.name}", f"{line}{self._netem_note()}")
 
+    def drop_types(self, ref: HostRef, port: int, type_codes: list[int]) -> str:
+        """Drop the Veilshare frames of these message types arriving at `ref`'s `port`."""
+        host = self._host(ref)
+        line = impair.drop_types(host.ns, port, type_codes)
+        return self._say(f"drop message types {type_codes} into {host.name}:{port}", line)
+
+    def type_drops(self, ref: HostRef) -> int:
+        """Datagrams the `drop_types` rule of `ref` dropped so far."""
+        return impair.nft_type_drops(self._host(ref).ns)
+
     def impair_counts(self, ref: HostRef) -> dict[str, int]:
         """Datagrams the nft rules of `ref` dropped and duplicated so far: {"loss", "dup"}."""
         return impair.nft_counts(self._host(ref).ns)

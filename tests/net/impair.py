@@ -11,6 +11,8 @@ the mechanism it used; `hosts.Net` prints that line. Callers: `hosts.Net` only.
   Each rule has a counter, so tests can compare what arrived with what the kernel did.
 - delay, jitter and reordering: no netem on this machine kind; the seeded policy of each
   program's transport, switched on by `VEILSHARE_LOSS_POLICY` (see `delay_env`).
+- selective loss of one message type: an nftables raw-payload match on the frame header's
+  type field (`drop_types`), e.g. a node that never hears Coordinator or Done.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Sequence
 NFT_TABLE = "vs_impair"
 POLICY_ENV = "VEILSHARE_LOSS_POLICY"
 _CHAINS = {"loss": ("vs_loss", -10), "dup": ("vs_dup", 0)}
+_TYPES = ("vs_types", -20)  # drop transport DATA/ACK frames by message type (see drop_types)
 
 
 class NetError(Exception):
@@ -126,6 +129,32 @@ def nft_counts(ns: str) -> dict[str, int]:
                 if chain == current:
                     counts[kind] += int(hit.group(1))
     return counts
+
+
+def drop_types(ns: str, port: int, type_codes: list[int]) -> str:
+    """Drop every Veilshare datagram arriving at UDP `port` in `ns` whose header names one of
+    `type_codes` (bytes 6-7 of the frame header: DATA fragments and the ACKs echoing them),
+    whatever else it carries. Returns the mechanism line."""
+    chain, prio = _TYPES
+    codes = ", ".join(str(c) for c in type_codes)
+    rule = f"udp dport {port} @th,112,16 {{ {codes} }} counter drop"
+    script = [
+        f"add table ip {NFT_TABLE}",
+        f"add chain ip {NFT_TABLE} {chain} {{ type filter hook prerouting priority {prio}; }}",
+        f"flush chain ip {NFT_TABLE} {chain}",
+        f"add rule ip {NFT_TABLE} {chain} {rule}",
+    ]
+    sh(in_ns(ns, "nft", "-f", "-"), stdin="\n".join(script) + "\n")
+    return f"nftables prerouting: {rule} (frame header type field, after the 8-byte UDP header)"
+
+
+def nft_type_drops(ns: str) -> int:
+    """Packets dropped so far by the `drop_types` rule in `ns` (0 if there is none)."""
+    try:
+        text = sh(in_ns(ns, "nft", "list", "chain", "ip", NFT_TABLE, _TYPES[0]))
+    except NetError:
+        return 0
+    return sum(int(n) for n in re.findall(r"counter packets (\d+)", text))
 
 
 def nft_clear(ns: str) -> None:

@@ -35,15 +35,18 @@ class NetCloud(Cloud):
     """Three node processes on hosts n1..n3 of `net` (kill, restart, stop, log_text, wait_up
     as in `Cloud`). `sections` override knobs for everyone, `node_sections[i]` for node i only
     (its own cluster file, same secret and nodes); `node_env` is added to every node's
-    environment and `client_env` to every client's."""
+    environment and `client_env` to every client's. Nodes in `in_process` run their actors in
+    the test process (sockets in their host) so tests can read their transport counters."""
 
     def __init__(self, net: Net, root: Path, *, failures: bool = False,
                  sections: dict[str, dict[str, Any]] | None = None,
                  node_sections: dict[int, dict[str, dict[str, Any]]] | None = None,
                  node_env: dict[str, str] | None = None,
                  client_env: dict[str, str] | None = None,
-                 status_host: str = "c2") -> None:  # fmt: skip
+                 status_host: str = "c2", in_process: frozenset[int] = frozenset()) -> None:  # fmt: skip
         self.net = net
+        self.in_process = in_process
+        self.inproc: dict[int, tuple[Any, Any]] = {}
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         secs = {"failures": {"enabled": failures}, **(sections or {})}
@@ -74,6 +77,9 @@ class NetCloud(Cloud):
         return self.net[f"n{node_id}"]
 
     def start_node(self, node_id: int) -> None:
+        if node_id in self.in_process:
+            self._start_in_process(node_id)
+            return
         log = self.root / f"node-{node_id}.log"
         self.logs[node_id] = log
         cmd = [sys.executable, "-m", "actors.server", "--node", str(node_id), "--config",
@@ -85,6 +91,30 @@ class NetCloud(Cloud):
             self.procs[node_id] = self.host_of(node_id).run(
                 cmd, stdout=fh, stderr=subprocess.STDOUT, env=self.node_env, cwd=str(REPO)
             )
+
+    def _start_in_process(self, node_id: int) -> None:
+        """The node's actors in this process, its sockets in its host (for exact counters)."""
+        from actors.node import start_node
+
+        cfg = config_mod.load(self.node_configs[node_id])
+        data = self.root / f"data-{node_id}"
+        failures = self.failures and cfg.failures.enabled
+        self.inproc[node_id] = self.host_of(node_id).call(
+            lambda: start_node(cfg, node_id, data, failures=failures))
+
+    def stop_in_process(self, node_id: int) -> None:
+        _ref, stop = self.inproc.pop(node_id)
+        stop()
+
+    def transport_stats(self, node_id: int, which: str = "peer") -> dict[str, int]:
+        """Counters of an in-process node's "peer" or "client" transport (Transport.stats)."""
+        ref, _stop = self.inproc[node_id]
+        tp = getattr(ref.proxy(), f"{which}_tp").get()
+        return dict(tp.stats())
+
+    def node_counters(self, node_id: int) -> dict[str, int]:
+        """The in-process node actor's own counters (peer_unknown_sender, ...)."""
+        return dict(self.inproc[node_id][0].ask({"query": "counters"}))
 
     def start(self, wait: bool = True) -> Self:
         super().start(wait)
@@ -98,6 +128,8 @@ class NetCloud(Cloud):
         if self._status_tp is not None:
             self._status_tp.stop()
             self._status_tp = None
+        for node_id in list(self.inproc):
+            self.stop_in_process(node_id)
         super().stop()
 
     # ---- status --------------------------------------------------------------------------
