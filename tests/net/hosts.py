@@ -290,6 +290,10 @@ class Net:
         self.out(line)
         return line
 
+    def note(self, what: str, mechanism: str) -> str:
+        """Print and log a mechanism line for an impairment a test makes itself."""
+        return self._say(what, mechanism)
+
     def cut(
         self, ref: HostRef, peers: Iterable[HostRef] | None = None, both_ways: bool = True
     ) -> str:

@@ -90,6 +90,8 @@ def fuzz_once(net: Net, cloud: NetCloud, root: Path) -> dict[str, Any]:
     rss0, udp0 = node.memory_info().rss, udp_counters(net, "n1")
     t_fuzz = time.monotonic()
     fuzzer = start_fuzzer(net, cloud)
+    net.note("fuzz node 1", f"python -m net.fuzz in c1, {RATE:g}/s to its client and peer "
+             "ports (UDP sockets, no spoofing)")
     rss_max = rss_peak(node, lambda: fuzzer.poll() is not None)
     t_end = time.monotonic()
     fuzz_out, fuzz_err = fuzzer.communicate()

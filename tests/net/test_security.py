@@ -47,6 +47,7 @@ def rows(cloud: NetCloud) -> dict[int, tuple[Any, ...]]:
 def paused(cloud: NetCloud, ids: list[int]) -> Iterator[None]:
     """Nodes `ids` (processes) stopped with SIGSTOP, continued afterwards. Waits 0.3 s after
     stopping them, so what they sent before is in and counted before the caller measures."""
+    cloud.net.note(f"pause nodes {ids}", "SIGSTOP, then SIGCONT (no genuine peer traffic)")
     for i in ids:
         cloud.kill(i, signal.SIGSTOP)
     settle(0.3)
@@ -155,6 +156,9 @@ def send_forgeries(net: Net, cloud: NetCloud, target: int, ids: list[str],
     dst = cloud.cfg.node(target).peer_addr
     src = cloud.cfg.node(claimed).peer_addr
     spoof = Spoofer(net["c1"])
+    net.note(f"forge peer datagrams to node {target}", f"IPPROTO_RAW socket in c1, source "
+             f"{src[0]}:{src[1]} (node {claimed}); valid-tag copies from c1's and n{claimed}'s "
+             "own sockets")
     sent: dict[str, int] = {}
     for variant, datagrams in bad_frames(cloud, msgs, claimed).items():
         for d in datagrams:  # from the claimed node's own configured address
@@ -277,6 +281,8 @@ def test_ts2_replayed_peer_datagrams_change_nothing(net: Net, netcloud: Callable
                                                     tmp_path: Path) -> None:  # fmt: skip
     cloud = netcloud(in_process=IN_PROCESS).start()
     cap = Capture(net["n1"])  # the recorder: everything arriving at node 1's host
+    net.note("record node 2 -> node 1", "AF_PACKET socket on n1's eth0; replays from an "
+             "IPPROTO_RAW socket in c1 with node 2's source address")
     _ids, _entry, carol = protected_state(cloud, tmp_path)
     stop_proc(carol)  # carol leaves: a DirectoryChange "leave" is recorded too
     settle()
