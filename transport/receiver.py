@@ -65,7 +65,10 @@ class ReplayWindow:
         """Remember `msg_id` as delivered (ignored if already below the window)."""
         if msg_id > self.top:
             shift = msg_id - self.top
-            self.bits = ((self.bits << shift) | 1) & ((1 << REPLAY_WINDOW) - 1)
+            if shift >= REPLAY_WINDOW:  # a jump past the whole window: nothing of it stays
+                self.bits = 1  # (never shift by a peer-chosen amount: 2**63 bits is 1 GiB)
+            else:
+                self.bits = ((self.bits << shift) | 1) & ((1 << REPLAY_WINDOW) - 1)
             self.top = msg_id
         elif self.top - msg_id < REPLAY_WINDOW:
             self.bits |= 1 << (self.top - msg_id)
