@@ -117,6 +117,7 @@ class _Rid:
     state: str  # pending | electing | waiting | won | lost
     prio: int = -1
     keys: dict[int, Key] = field(default_factory=dict)
+    answered: set[int] = field(default_factory=set)  # peers heard in the current round
     sent_to: set[int] = field(default_factory=set)
     suspects: set[int] = field(default_factory=set)
     unacked: set[int] = field(default_factory=set)
@@ -290,6 +291,7 @@ class ElectionCore:
         if e is None:
             return
         e.keys[p] = self.key(msg.rid, p, msg.priority)
+        e.answered.add(p)
         e.suspects.discard(p)
         if e.state == "pending":
             return
@@ -299,6 +301,9 @@ class ElectionCore:
             return
         if e.state == "lost" and p == e.winner:
             self._restart(e, now, f"winner {p} re-elects", out)
+            return
+        if e.state == "lost":  # p restarted a round: our answer is fresh evidence for it (an
+            out.send(p, self._election_msg(e))  # electing node answers each peer once: no loop)
             return
         if p not in e.sent_to:
             e.sent_to.add(p)
@@ -351,7 +356,7 @@ class ElectionCore:
             self._unwatch(e)
             e.state, e.winner = "electing", 0
         round_end = e.round_start + self.answer_timeout_s
-        if now < round_end and not candidates <= e.keys.keys():
+        if now < round_end and not candidates <= e.answered:
             self._arm(e, round_end)
             return
         self._decide(e, live, now, out)
@@ -361,7 +366,7 @@ class ElectionCore:
         # A node cut off from its peers still counts them live until the failure detector
         # notices; without this quorum it would win its requests on the round timeout alone
         # while the majority side serves them too (two replies for one request).
-        answered = sum(1 for q in live if q in e.keys)
+        answered = sum(1 for q in live if q in e.answered)
         if not self.m.has_majority(now) or answered + 1 < self.m.majority:
             if not e.no_majority_said:
                 e.no_majority_said = True
@@ -394,6 +399,7 @@ class ElectionCore:
         self._unwatch(e)
         e.state, e.winner = "electing", 0
         e.sent_to.clear()
+        e.answered.clear()  # answers of an earlier round are no evidence for this one
         e.unacked.clear()
         e.round_start = now
         out.events.append(Restart(e.rid, reason))

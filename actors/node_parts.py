@@ -31,6 +31,7 @@ from codec.messages import (
     DirectoryQuery,
     DirectoryReply,
     Done,
+    Election,
     EncryptRequest,
     ErrorReply,
     ForgetUpdates,
@@ -203,6 +204,10 @@ class NodeParts:
     def on_peer(self, sender: int, msg: Message, now: float) -> None:
         if getattr(msg, "node", sender) != sender:
             self.node.count("peer_id_mismatch", f"{type(msg).__name__} claims {msg.node} from {sender}")  # type: ignore[attr-defined]
+            return
+        if isinstance(msg, Election) and msg.rid in self.service.done and self.cluster.is_up():
+            # a peer that missed our Done re-elects: tell it again instead of taking part
+            self.node.send_peer(sender, Done(rid=msg.rid, node=self.id))
             return
         if self.cluster.on_peer(sender, msg, now):
             return

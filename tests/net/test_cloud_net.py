@@ -465,12 +465,6 @@ def test_cut_token_holder_in_simulated_failure_leaves_one_token(
     assert v["two_token_holders"] == 0 and v["down_or_unreachable_gt1"] == 0, v
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "product bug (actors/election.py _restart/_decide): election answers (keys) heard in an "
-    "earlier round still count towards the majority quorum after a restart, so a node that "
-    "missed the winner's Coordinator and Done (as in the first second of a cut, seen once in "
-    "TN-5 for a request in flight at the cut) wins on those stale answers after its "
-    "coordinator timeout and serves the request a second time"))
 def test_node_missing_coordinator_and_done_does_not_serve_too(
     net: Net, netcloud: Any, tmp_path: Path
 ) -> None:
