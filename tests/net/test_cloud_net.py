@@ -8,8 +8,8 @@
 - TN-3/TN-5: a node cut from its peers (both ways 20 s; inbound only 10 s) under load, with the
   failure token on (max_down_s 2) and status sampled every 100 ms from a client host.
 - TN-4: the winner's link goes down with a request in flight; the reply comes by failover.
-A product bug (election answers of an earlier round counting after a restart) is pinned with a
-strict xfail reproducing it deterministically (a node that never hears Coordinator and Done).
+A node that never hears Coordinator and Done must not serve a request a second time (it once did,
+on election answers of an earlier round; the test reproduces that case deterministically).
 """
 
 from __future__ import annotations
