@@ -48,6 +48,7 @@ from shell.toolbar import make_toolbar
 
 log = logging.getLogger(__name__)
 
+TRANSFER_BAR_BYTES = 256 * 1024  # smaller transfers finish before a bar would help
 POLL_S = 0.1  # how often the waiting thread wakes while a command runs (Ctrl-C latency bound)
 STYLE = Style.from_dict(
     {
@@ -161,6 +162,19 @@ class Shell:
 
         return progress
 
+    def _transfer_bar(self, abandoned: threading.Event) -> bool:
+        """While a command waits on a large transfer (>= TRANSFER_BAR_BYTES in flight), redraw a
+        byte-level progress bar in place. True if one was drawn."""
+        progress = getattr(self.ctx.session.transport, "progress", None)
+        if progress is None or abandoned.is_set():
+            return False
+        done, total = progress()
+        if total < TRANSFER_BAR_BYTES:
+            return False
+        sys.stdout.write("\r" + render.transfer_line(done, total))
+        sys.stdout.flush()
+        return True
+
     # ---- one command ----------------------------------------------------------------------------
     def run_command(self, line: str) -> Outcome | None:
         """Run `line` in a worker thread; None if Ctrl-C abandoned it."""
@@ -185,11 +199,16 @@ class Shell:
 
         try:  # Ctrl-C may come while the thread starts: inside the try
             threading.Thread(target=work, name="command", daemon=True).start()
+            shown = False
             while True:
                 try:
-                    return done.result(timeout=POLL_S)
+                    result = done.result(timeout=POLL_S)
+                    if shown:  # finish the transfer bar's line
+                        sys.stdout.write("\n")
+                        sys.stdout.flush()
+                    return result
                 except TimeoutError:
-                    continue
+                    shown = self._transfer_bar(abandoned) or shown
         except KeyboardInterrupt:
             abandoned.set()
             self.cancelled += 1

@@ -52,3 +52,11 @@ def progress_line(i: int, n: int, name: str, width: int = 30) -> str:
     i = max(0, min(i, n))
     filled = width * i // n if n > 0 else width
     return f"[{'#' * filled}{'-' * (width - filled)}] {i}/{n} {name[:30]:<30}"
+
+
+def transfer_line(done: int, total: int, width: int = 30) -> str:
+    """`[#####-----] 1.2/3.4 MB transferred`: bytes moving through the transport right now."""
+    done = max(0, min(done, total))
+    filled = width * done // total if total > 0 else width
+    return (f"[{'#' * filled}{'-' * (width - filled)}] "
+            f"{done / 1e6:.1f}/{total / 1e6:.1f} MB transferred")

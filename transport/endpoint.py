@@ -208,6 +208,12 @@ class Endpoint:
         self._events = []
         return events
 
+    def progress(self) -> tuple[int, int]:
+        """(bytes done, bytes in all) of the messages in flight both ways (progress bars)."""
+        out_done, out_total = self.sender.progress()
+        in_done, in_total = self.receiver.progress()
+        return out_done + in_done, out_total + in_total
+
     def stats(self) -> dict[str, int]:
         """Counters and gauges (see module docstring)."""
         s = dict(self.counters)

@@ -138,6 +138,14 @@ class Receiver:
         self._windows: OrderedDict[tuple[Hashable, int], ReplayWindow] = OrderedDict()
         self.held_bytes = 0
 
+    def progress(self) -> tuple[int, int]:
+        """(bytes held, bytes announced) over the messages being reassembled (progress bars)."""
+        done = total = 0
+        for p in self._partials.values():
+            total += p.total
+            done += min(p.total, len(p.frags) * p.frag_size)
+        return done, total
+
     @property
     def partials(self) -> int:
         """Partial messages currently buffered."""

@@ -73,6 +73,15 @@ class Sender:
         self._done: OrderedDict[tuple[Addr, int], None] = OrderedDict()  # recently finished
         self.events: list[SendDone | SendFailed] = []
 
+    def progress(self) -> tuple[int, int]:
+        """(bytes acknowledged, bytes in all) over the messages being sent (progress bars)."""
+        done = total = 0
+        for out in self._outs.values():
+            size = len(out.body)
+            total += size
+            done += min(size, out.n_acked * self._fs)
+        return done, total
+
     def rtt(self, addr: Addr) -> RttEstimator:
         """The RTT estimator of `addr` (created on first use)."""
         return self._dest(addr).rtt

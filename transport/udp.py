@@ -263,6 +263,11 @@ class Transport:
 
         return unsubscribe
 
+    def progress(self) -> tuple[int, int]:
+        """(bytes done, bytes in all) of the messages being sent or received now."""
+        with self._lock:
+            return self._ep.progress()
+
     def stats(self) -> dict[str, int]:
         """Counters: the core's (see transport.endpoint) plus oserrors, bad_messages (bodies the
         codec refused), subscriber_errors, internal_errors, policy_* and the socket buffers."""
