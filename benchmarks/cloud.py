@@ -28,6 +28,8 @@ from PIL import Image
 
 from benchmarks.localcloud import Cloud
 
+STARTUP_S = 4.0  # time given to the client processes to start before they all begin
+
 
 # ---- images -------------------------------------------------------------------------------------
 def small_png(i: int) -> bytes:
@@ -68,14 +70,16 @@ def load_images(folder: Path | None, count: int) -> list[tuple[str, bytes]]:
 
 
 # ---- clients --------------------------------------------------------------------------------------
-def _client(args: tuple[str, str, str, list[tuple[str, bytes]], float]) -> list[dict[str, Any]]:
-    config_path, user, home, items, spacing = args
+def _client(args: tuple[str, str, str, list[tuple[str, bytes]], float, float]
+            ) -> list[dict[str, Any]]:
+    config_path, user, home, items, spacing, start_at = args
     import config as config_mod
     from actors.client_session import ClientSession, SessionError
 
     cfg = config_mod.load(config_path)
     session = ClientSession(user, Path(home), cfg)
     out: list[dict[str, Any]] = []
+    time.sleep(max(0.0, start_at - time.time()))  # every client starts together, ready
     try:
         for name, data in items:
             start = time.perf_counter()
@@ -88,7 +92,7 @@ def _client(args: tuple[str, str, str, list[tuple[str, bytes]], float]) -> list[
                             "error": str(exc)})
             if spacing:
                 time.sleep(spacing)
-        out.append({"stats": vars(session.caller.stats)})
+        out.append({"stats": vars(session.caller.stats), "end": time.time()})
     finally:
         session.close()
     return out
@@ -97,12 +101,14 @@ def _client(args: tuple[str, str, str, list[tuple[str, bytes]], float]) -> list[
 def run_clients(cloud: Cloud, n_clients: int, images: list[tuple[str, bytes]], spacing: float,
                 root: Path) -> dict[str, Any]:
     shares = [images[i::n_clients] for i in range(n_clients)]
-    jobs = [(str(cloud.config), f"bench{c}", str(root / f"home{c}"), shares[c], spacing)
+    # processes take a second or two to start (imports, sockets): the cloud is measured from a
+    # common start moment, once every client is ready, to the last reply
+    start_at = time.time() + STARTUP_S
+    jobs = [(str(cloud.config), f"bench{c}", str(root / f"home{c}"), shares[c], spacing, start_at)
             for c in range(n_clients)]
-    start = time.perf_counter()
     with mp.get_context("spawn").Pool(n_clients) as pool:
         results = pool.map(_client, jobs)
-    wall = time.perf_counter() - start
+    wall = max(r["end"] for res in results for r in res if "end" in r) - start_at
     rows = [r for res in results for r in res if "ms" in r]
     dups = sum(r["stats"]["duplicates"] for res in results for r in res if "stats" in r)
     ok = [r["ms"] for r in rows if r["ok"]]
