@@ -42,11 +42,16 @@ class Sampler(threading.Thread):
         self.samples: list[tuple[float, list[dict[str, Any]]]] = []
         self._stop_ev = threading.Event()
 
-    def run(self) -> None:
-        from actors.status import query_status
+    def open_transport(self) -> Any:
+        """The transport the status queries go through (a namespace sampler overrides it)."""
         from transport.udp import Transport
 
-        tp = Transport.start(("127.0.0.1", 0), self.cfg.transport, name="sampler")
+        return Transport.start(("127.0.0.1", 0), self.cfg.transport, name="sampler")
+
+    def run(self) -> None:
+        from actors.status import query_status
+
+        tp = self.open_transport()
         try:
             while not self._stop_ev.is_set():
                 t = time.monotonic()

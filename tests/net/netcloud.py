@@ -216,18 +216,10 @@ class NsSampler(Sampler):
         super().__init__(cloud, period_s)  # type: ignore[arg-type]
         self.host = host
 
-    def run(self) -> None:
-        from actors.status import query_status
-
+    def open_transport(self) -> Any:
         host = self.host
-        tp = host.call(lambda: Transport.start((host.addr, 0), self.cfg.transport, name="sampler"))
-        try:
-            while not self._stop_ev.is_set():
-                t = time.monotonic()
-                self.samples.append((t, query_status(self.cfg, timeout_s=0.3, transport=tp)))
-                self._stop_ev.wait(max(0.0, self.period - (time.monotonic() - t)))
-        finally:
-            tp.stop()
+        return host.call(lambda: Transport.start((host.addr, 0), self.cfg.transport,
+                                                 name="sampler"))
 
     def between(self, t0: float, t1: float) -> list[list[dict[str, Any]]]:
         return [rows for t, rows in self.samples if t0 <= t <= t1]
