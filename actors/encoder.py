@@ -37,9 +37,11 @@ class Sealed:
 
 
 class EncoderActor(pykka.ThreadingActor):
-    def __init__(self, cfg: SealConfig, deliver: Callable[[Sealed], None]) -> None:
+    def __init__(self, cfg: SealConfig, max_payload: int,
+                 deliver: Callable[[Sealed], None]) -> None:
         super().__init__()
         self._cfg = cfg
+        self._max_payload = max_payload
         self._deliver = deliver
 
     def on_receive(self, message: object) -> None:
@@ -47,7 +49,7 @@ class EncoderActor(pykka.ThreadingActor):
             return
         start = time.perf_counter()
         try:
-            png = seal_mod.seal(message.payload, cfg=self._cfg)
+            png = seal_mod.seal(message.payload, cfg=self._cfg, max_payload=self._max_payload)
             result = Sealed(message.rid, png, (time.perf_counter() - start) * 1000, None)
         except Exception as exc:  # a seal failure must not stop the encoder (pykka would)
             log.warning("seal of %s failed: %s", message.rid, exc)
@@ -58,8 +60,9 @@ class EncoderActor(pykka.ThreadingActor):
 class EncoderPool:
     """Owned by one node actor (single-threaded use). Tracks jobs in flight per encoder."""
 
-    def __init__(self, size: int, cfg: SealConfig, deliver: Callable[[Sealed], None]) -> None:
-        self._refs = [EncoderActor.start(cfg, deliver) for _ in range(size)]
+    def __init__(self, size: int, cfg: SealConfig, max_payload: int,
+                 deliver: Callable[[Sealed], None]) -> None:
+        self._refs = [EncoderActor.start(cfg, max_payload, deliver) for _ in range(size)]
         self._busy = [0] * size
         self._where: dict[str, int] = {}
 

@@ -47,9 +47,9 @@ class Grants:
     def peer_keys(self, user: str) -> tuple[bytes, bytes]:
         """(sign, box) public keys of `user`: pinned, or taken from the directory and pinned."""
         pinned = self.s.db.peer_keys(user)
-        entry = self.s.lookup(user) if pinned is None else None
         if pinned is not None:
             return pinned
+        entry = self.s.lookup(user)
         if entry is None or len(entry.sign_key) != 32 or len(entry.box_key) != 32:
             raise self._error("no_keys", f"{user}'s keys are unknown: {user} must be online once")
         self.s.db.pin_peer(user, entry.sign_key, entry.box_key)

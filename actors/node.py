@@ -72,7 +72,8 @@ class NodeActor(pykka.ThreadingActor):
     # ---- lifecycle ---------------------------------------------------------------------------
     def on_start(self) -> None:
         me = self.actor_ref
-        self.pool = EncoderPool(self.cfg.encoder.pool_size, self.cfg.seal, me.tell)
+        self.pool = EncoderPool(self.cfg.encoder.pool_size, self.cfg.seal,
+                                self.cfg.transport.max_message, me.tell)
         self.client_tp.subscribe(lambda d: me.tell(ClientIn(d)))
         self.peer_tp.subscribe(lambda d: me.tell(PeerIn(d)))
         self.parts.started(self.clock())

@@ -16,7 +16,7 @@ import logging
 import random
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from actors import cluster_state
 from actors.directory import AlreadyOnline, Directory, DirectoryError
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Addr = tuple[str, int]
+HOUSEKEEPING_S = 1.0  # how often caches, directory entries and tombstones are expired
 PROBE_S = 0.5  # an online client's transport acknowledges a probe well within this
 STATE_CHANGING = (EncryptRequest, Join, Leave, PostUpdate, ConfirmUpdates)
 
@@ -88,7 +89,7 @@ class NodeParts:
         self.cluster.state_digest = self.state_digest
         self.cluster.state_snapshot = self.state_snapshot
         self.cluster.state_apply = self.state_apply
-        self.served_status = 0
+        self.next_housekeeping = 0.0
         self.probing: dict[str, tuple[Addr, Join]] = {}  # join rid -> (new address, Join)
 
     def started(self, now: float) -> None:
@@ -154,7 +155,6 @@ class NodeParts:
             if self.pending.add(msg.update):  # durable (synchronous=FULL) before the Ack
                 self.node.send_peers(ReplicateUpdate(update=msg.update))
             self.node.send_client(addr, Ack(rid=msg.rid))
-            self._push_if_online(msg.update, wall)
         elif isinstance(msg, ConfirmUpdates):
             self.directory.check(msg.user, msg.token, wall)
             mine = {u.id for u in self.pending.for_user(msg.user)}
@@ -185,9 +185,6 @@ class NodeParts:
             self.node.count("directory_refused", str(exc))
             self.node.send_client(addr, ErrorReply(rid=rid, code=exc.code, message=str(exc),
                                                    retryable=False))
-
-    def _push_if_online(self, update: Any, wall: float) -> None:
-        """Nothing to push here: an online addressee gets updates peer to peer, or at next join."""
 
     def status_reply(self, rid: str) -> StatusReply:
         st = self.cluster.status()
@@ -250,8 +247,12 @@ class NodeParts:
     # ---- timers and sends -------------------------------------------------------------------
     def on_tick(self, now: float) -> None:
         self.cluster.on_tick(now)
-        self.service.expire(now)
-        self.directory.expire(self.wall())
+        if now >= self.next_housekeeping:  # expiries need seconds, not every 10 ms tick
+            self.next_housekeeping = now + HOUSEKEEPING_S
+            wall = self.wall()
+            self.service.expire(now)
+            self.directory.expire(wall)
+            self.pending.expire_tombstones(wall)
 
     def on_send_result(self, key: str, error: object | None, now: float) -> None:
         kind, _, rid = key.partition(":")

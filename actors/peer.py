@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from actors import access
 from actors.access import AccessError
-from actors.client_store import GivenGrant, ReceivedGrant, StoreError
+from actors.client_store import ReceivedGrant, StoreError
 from actors.share_owner import OwnerSide
 from codec import images
 from codec.messages import (
@@ -176,15 +176,10 @@ class Sharing:
             raise self.Error("offline", f"{user} is not online")
         return (entry.host, entry.port), self.s.require_token()
 
-    def peer_call(self, user: str, build: Any, deadline_s: float | None = None) -> Message:
-        addr, _ = self._peer(user)
-        reply = self.s.call(build, targets=[addr], deadline_s=deadline_s)
-        return reply
-
     def browse(self, owner: str) -> list[dict[str, Any]]:
-        _, tok = self._peer(owner)
-        reply = self.peer_call(owner, lambda rid, _a: PreviewRequest(rid=rid, user=self.s.user,
-                                                                     token=tok), deadline_s=20)
+        addr, tok = self._peer(owner)
+        reply = self.s.call(lambda rid, _a: PreviewRequest(rid=rid, user=self.s.user, token=tok),
+                            targets=[addr], deadline_s=20)
         if not isinstance(reply, PreviewReply):
             raise self.Error("protocol", "unexpected answer to browse")
         rows = []
@@ -199,9 +194,10 @@ class Sharing:
         views = access.check_views(views)
         if views < 1:
             raise self.Error("bad_views", "ask for at least 1 view")
-        _, tok = self._peer(owner)
-        reply = self.peer_call(owner, lambda rid, _a: ImageRequest(
-            rid=rid, user=self.s.user, token=tok, image=image, views=views, days=days))
+        addr, tok = self._peer(owner)
+        reply = self.s.call(lambda rid, _a: ImageRequest(
+            rid=rid, user=self.s.user, token=tok, image=image, views=views, days=days),
+            targets=[addr])
         if not isinstance(reply, ImageReply):
             raise self.Error("protocol", "unexpected answer to the image request")
         return self.store_received(owner, reply)
@@ -349,4 +345,4 @@ def _describe(u: Update, outcome: str) -> str:
     return f"{u.owner}/{u.image}: {what}"
 
 
-__all__ = ["GivenGrant", "Sharing", "parse_change"]
+__all__ = ["Sharing", "parse_change"]

@@ -81,11 +81,13 @@ class PendingStore(SqliteStore):
     """Pending updates in one sqlite file (`path`, created if missing). Thread-safe."""
 
     SCHEMA = _SCHEMA
+    _digest: bytes | None = None  # cache of digest(), cleared by every write of updates
 
     def add(self, update: Update) -> bool:
         """Store `update` durably. True if new, False if its id was already stored (not stored twice).
         On return the update is on disk: the caller may acknowledge it."""
         row = _row(update)
+        self._digest = None
         with self._db.write() as cur:
             return cur.execute(_INSERT, row).rowcount == 1
 
@@ -93,6 +95,7 @@ class PendingStore(SqliteStore):
         """Add a peer's updates in the peer's order, in one transaction; returns how many were new."""
         rows = [_row(u) for u in updates]
         added = 0
+        self._digest = None
         with self._db.write() as cur:
             for row in rows:
                 added += cur.execute(_INSERT, row).rowcount
@@ -117,6 +120,7 @@ class PendingStore(SqliteStore):
             raise StoreError("forget needs update ids (str)")
         at = time.time() if now is None else now
         removed = 0
+        self._digest = None
         with self._db.write() as cur:
             for uid in wanted:
                 removed += cur.execute("DELETE FROM updates WHERE id=?", (uid,)).rowcount
@@ -141,11 +145,15 @@ class PendingStore(SqliteStore):
 
     def digest(self) -> bytes:
         """sha256 over the sorted ids, each followed by a NUL (ids never contain one): 32 bytes,
-        equal on two nodes holding the same set of ids, whatever the insertion order."""
-        h = hashlib.sha256()
-        for uid in self.ids():
-            h.update(uid.encode("utf-8") + b"\x00")
-        return h.digest()
+        equal on two nodes holding the same set of ids, whatever the insertion order. Cached until
+        the next add/merge/forget (heartbeats carry it several times a second; one process owns a
+        node's store)."""
+        if self._digest is None:
+            h = hashlib.sha256()
+            for uid in self.ids():
+                h.update(uid.encode("utf-8") + b"\x00")
+            self._digest = h.digest()
+        return self._digest
 
     # -- users' pinned public keys (the directory's trust on first use) ---------------------
     def pin_set(self, user: str, sign_key: bytes, box_key: bytes) -> None:

@@ -93,9 +93,6 @@ class EncryptService:
         self.cache[rid] = Cached(rid, client, msg.image, msg.data, attempt, now)
         self.start_election(rid, now)
 
-    def knows(self, rid: str) -> bool:
-        return rid in self.cache
-
     # ---- election outcomes ---------------------------------------------------------------
     def on_won(self, rid: str) -> None:
         cached = self.cache.get(rid)
@@ -180,7 +177,3 @@ class EncryptService:
         for rid, (_, when) in list(self.done.items()):
             if now - when > self.done_ttl_s:
                 del self.done[rid]
-
-    def load(self) -> int:
-        """Requests this node is sealing or replying to (part of its election priority)."""
-        return sum(1 for c in self.cache.values() if c.state in ("sealing", "replying"))

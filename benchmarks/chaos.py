@@ -158,15 +158,14 @@ def run_round(root: Path, *, clients: int = 4, total: int = 500, updates: int = 
         if killer is not None:
             killer.join()
         cloud.wait_up(timeout=30)
-        return _summarize(cloud, root, bob, files, procs, results, r_grants, updates, sampler,
-                          wall, log)
+        return _summarize(cloud, root, bob, files, procs, results, r_grants, sampler, wall, log)
     finally:
         sampler.stop()
         cloud.stop()
 
 
 def _summarize(cloud: Cloud, root: Path, bob: Path, files: list[list[Path]], procs: list[Any],
-               results: list[tuple[str, str]], r_grants: Any, updates: int, sampler: Sampler,
+               results: list[tuple[str, str]], r_grants: Any, sampler: Sampler,
                wall: float, log: list[str]) -> dict[str, Any]:
     from codec import seal
 
