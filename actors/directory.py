@@ -19,7 +19,9 @@ Rules:
   the node); a join or replicated entry with other keys is refused (`KeysChanged`).
 - Replication: `merge(entry)` keeps, per user, the entry that expires last. A leave travels as
   the entry with `expires == 0`; its token digest is kept as a tombstone for one ttl, so a late
-  copy of that session's join or heartbeat cannot bring it back.
+  copy of that session's join (a client's retried Join still in flight after its Leave) or of a
+  replicated entry cannot bring it back. `snapshot()` carries the tombstones too, so anti-entropy
+  also ends a session at a node that missed its leave.
 """
 
 from __future__ import annotations
@@ -54,6 +56,12 @@ class KeysChanged(DirectoryError):
     code = "keys_changed"
 
 
+class SessionEnded(DirectoryError):
+    """A late copy of a Join (a client retry still in flight) whose session already left."""
+
+    code = "session_ended"
+
+
 def token_digest(token: bytes) -> bytes:
     return hashlib.sha256(token).digest()[:16]
 
@@ -69,6 +77,7 @@ class Directory:
     ttl_s: float
     entries: dict[str, UserEntry] = field(default_factory=dict)
     tombs: dict[bytes, float] = field(default_factory=dict)  # token digest -> when it left
+    left: dict[bytes, UserEntry] = field(default_factory=dict)  # token digest -> leave entry
     pins: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)  # user -> (sign, box)
     on_pin: Callable[[str, bytes, bytes], None] = lambda user, sign, box: None  # persist a pin
 
@@ -90,8 +99,10 @@ class Directory:
             raise AlreadyOnline(
                 f"{user} is already online from {current.host}:{current.port}; if that session "
                 f"crashed it expires within {left} s", current)
-        self._pin(user, sign_key, box_key, refuse=True)
         token = derive_token(self.key, user, host, port, rid)
+        if token_digest(token) in self.tombs:
+            raise SessionEnded(f"the session of {user} joined by {rid} has already left")
+        self._pin(user, sign_key, box_key, refuse=True)
         entry = UserEntry(user=user, host=host, port=port, token_digest=token_digest(token),
                           sign_key=sign_key, box_key=box_key, expires=now + self.ttl_s)
         self.entries[user] = entry
@@ -138,8 +149,10 @@ class Directory:
 
     def _bury(self, e: UserEntry, now: float) -> UserEntry:
         del self.entries[e.user]
+        tomb = replace(e, expires=0.0)
         self.tombs[e.token_digest] = now
-        return replace(e, expires=0.0)
+        self.left[e.token_digest] = tomb
+        return tomb
 
     def merge(self, entry: UserEntry, now: float) -> bool:
         """Apply a replicated entry; True if it changed our view."""
@@ -149,6 +162,7 @@ class Directory:
                 self._bury(cur, now)
                 return True
             self.tombs.setdefault(entry.token_digest, now)
+            self.left.setdefault(entry.token_digest, entry)
             return False
         if entry.token_digest in self.tombs or entry.expires <= now:
             return False  # a late copy of a session that already left, or stale
@@ -167,10 +181,13 @@ class Directory:
         for digest, when in list(self.tombs.items()):
             if now - when > self.ttl_s:
                 del self.tombs[digest]
+                self.left.pop(digest, None)
         return gone
 
-    def snapshot(self) -> list[UserEntry]:
-        return sorted(self.entries.values(), key=lambda e: e.user)
+    def snapshot(self, now: float) -> list[UserEntry]:
+        """What a StateSync carries: the online entries, then the leaves still remembered
+        (`expires == 0`), so a node that missed a leave ends that session when it merges."""
+        return self.online(now) + sorted(self.left.values(), key=lambda e: (e.user, e.token_digest))
 
     def digest(self, now: float) -> bytes:
         h = hashlib.sha256()

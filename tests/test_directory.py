@@ -2,7 +2,7 @@
 
 import pytest
 
-from actors.directory import AlreadyOnline, BadToken, Directory, token_digest
+from actors.directory import AlreadyOnline, BadToken, Directory, SessionEnded, token_digest
 
 KEY = b"k" * 32
 
@@ -94,3 +94,33 @@ def test_keys_are_pinned_at_first_join_and_other_keys_refused() -> None:
     _, forged = Directory(KEY, ttl_s=10.0).join("alice", "127.0.0.1", 9, "alice#9", b"X" * 32,
                                                 b"Y" * 32, now=0.0)
     assert other.merge(forged, now=1.0) is False  # a replicated entry with other keys is refused
+
+
+def test_late_copy_of_a_join_after_its_leave_is_refused() -> None:
+    """A client's retried Join can still be in flight when its Leave arrives: that copy must not
+    bring the session back at this node (the peers' tombstones would keep refusing its
+    replication, and the nodes' directories would differ until expiry)."""
+    d = _dir()
+    token, _ = d.join("bob", "127.0.0.1", 4000, "bob#1", b"", b"", now=0.0)
+    assert d.leave("bob", token, now=1.0) is not None
+    with pytest.raises(SessionEnded, match="bob#1"):
+        d.join("bob", "127.0.0.1", 4000, "bob#1", b"", b"", now=1.5)
+    assert d.online(2.0) == []
+    d.join("bob", "127.0.0.1", 4000, "bob#2", b"", b"", now=2.0)  # a new session is welcome
+    assert [e.user for e in d.online(3.0)] == ["bob"]
+
+
+def test_snapshot_carries_leaves_so_a_node_that_missed_one_converges() -> None:
+    a, b = _dir(), _dir()
+    token, entry = a.join("bob", "127.0.0.1", 4000, "bob#1", b"", b"", now=0.0)
+    b.merge(entry, now=0.0)
+    a.join("carol", "127.0.0.1", 4001, "carol#1", b"", b"", now=0.0)
+    a.leave("bob", token, now=1.0)  # b never hears this leave
+    snap = a.snapshot(now=2.0)
+    assert [(e.user, e.expires) for e in snap] == [("carol", 10.0), ("bob", 0.0)]
+    for e in snap:
+        b.merge(e, now=2.0)
+    assert [e.user for e in b.online(2.0)] == ["carol"]
+    assert a.digest(2.0) == b.digest(2.0)
+    a.expire(now=12.0)  # the leave is remembered for one ttl, then no longer carried
+    assert a.snapshot(now=12.0) == []

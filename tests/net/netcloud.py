@@ -224,3 +224,9 @@ class NsSampler(Sampler):
     def between(self, t0: float, t1: float) -> list[list[dict[str, Any]]]:
         return [rows for t, rows in self.samples if t0 <= t <= t1]
 
+
+
+def brief(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """Status rows as (id, state, pending, users, digest) for an assertion message (pytest cuts
+    long dicts before the fields that differ)."""
+    return [(r["id"], r["state"], r["pending"], r.get("users"), r["digest"]) for r in rows]

@@ -30,7 +30,7 @@ from codec import messages as M
 from codec import seal
 
 from .hosts import Net, leftovers
-from .netcloud import NetCloud, NsSampler, json_lines, stop_proc
+from .netcloud import NetCloud, NsSampler, brief, json_lines, stop_proc
 
 pytestmark = [pytest.mark.net, pytest.mark.timeout(240)]
 
@@ -100,14 +100,14 @@ def test_tn2_impaired_network_every_result_exact_no_ip_fragments(
     assert [(o["delivered"], o["views"]) for o in (plus, minus)] == [("via cloud", 5),
                                                                      ("via cloud", 4)]
     converged_s, rows = cloud.converge()
-    assert converged_s >= 0 and [r["pending"] for r in rows] == [2, 2, 2], rows
+    assert converged_s >= 0 and [r["pending"] for r in rows] == [2, 2, 2], brief(rows)
 
     inbox, view = cloud.ok("c2", "bob", bob, f"inbox; view {SHARED}")
     assert inbox["images"][0]["views_left"] == 2  # 0 + 3 - 1: each applied exactly once
     assert (view["shown"], view["views_left"]) == ("image", 1)
     assert views_left(bob, "alice", SHARED) == 1
     converged_s, rows = cloud.converge()
-    assert converged_s >= 0 and [r["pending"] for r in rows] == [0, 0, 0], rows  # confirmed
+    assert converged_s >= 0 and [r["pending"] for r in rows] == [0, 0, 0], brief(rows)  # confirmed
 
     for node_id in (1, 2, 3):  # the delay/reorder policy really ran in every node
         assert "loss policy drop=0.0,dup=0.0,corrupt=0.0,reorder=0.1,delay_ms=20.0" in \
@@ -331,7 +331,7 @@ def test_partition_at_most_one_token_and_one_node_down(partition: dict[str, Any]
 
 
 def test_partition_converges_within_10_s_of_healing(partition: dict[str, Any]) -> None:
-    assert 0 <= partition["converged_s"] <= 10.0, partition["rows_after_heal"]
+    assert 0 <= partition["converged_s"] <= 10.0, brief(partition["rows_after_heal"])
 
 
 def test_partition_every_request_issued_after_the_cut_gets_one_reply(
