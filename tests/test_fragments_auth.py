@@ -10,7 +10,16 @@ from transport import frames as F
 from transport.auth import MemoryEpochStore, PeerAuth, PeerGuard, boot_epoch
 from transport.endpoint import Endpoint
 from transport.sender import Addr, SendDone, SendFailed
-from transport.sim import BULK_TYPE, CONTROL_TYPE, Net, delivered, fake_max_body, settle
+from transport.sim import (
+    BULK_TYPE,
+    CONTROL_TYPE,
+    Bernoulli,
+    Impairment,
+    Net,
+    delivered,
+    fake_max_body,
+    settle,
+)
 
 CFG = TransportConfig()
 SECRET = b"k" * 32
@@ -208,3 +217,23 @@ def test_spoofed_requests_cannot_make_the_node_flood_a_victim() -> None:
     assert breaches == []
     assert VICTIM not in node._validated
     assert sent[(NODE, VICTIM)] <= 3 * sent[(VICTIM, NODE)]
+
+
+def test_a_reply_cut_short_by_the_budget_still_completes() -> None:
+    """The client never heard the node while its request went out (the node's datagrams were
+    lost), so nothing it sent echoes the node's nonce; the reply is larger than 3x the request.
+    The fragments that fit the budget end with one that asks for an ACK, and DATA leaves room for
+    a PROBE: the client's answer validates its address, and the reply completes (before, for
+    some sizes, neither side spoke again until the send deadline)."""
+    for size in range(300, 8000, 300):
+        net, node, client, _sent, breaches = amp_net()
+        net.impair(NODE, CLIENT, Impairment(loss=Bernoulli(1.0)))
+        hc = client.send(NODE, CONTROL_TYPE, b"q" * size, 0.0, deadline_s=0.3)
+        settle(net, CLIENT, [hc])
+        del net.impairments[(NODE, CLIENT)]
+        assert [len(d.body) for d in delivered(net.events[NODE])] == [size]
+        reply = random.Random(size).randbytes(40_000)
+        hn = node.send(CLIENT, BULK_TYPE, reply, net.now, deadline_s=3.0)
+        assert settle(net, NODE, [hn]) == {hn: SendDone(hn)}, size
+        assert [d.body for d in delivered(net.events[CLIENT])] == [reply]
+        assert breaches == []

@@ -14,6 +14,10 @@ configured address, epoch rules; senders keyed by node id) and, on node client s
 `validate_addresses`: until an address echoed our nonce for it (carried in every frame we send,
 echoed in its ACKs and ECHO frames) we send it at most 3x the bytes received from it; a PROBE
 (header only) asks it to echo, and is answered only if it proves it got a datagram of ours.
+DATA leaves CONTROL_RESERVE bytes of that budget to PROBEs, and the last fragment that fits asks
+for an ACK, so a reply cut short by the budget still gets the client to speak. A client socket
+echoes (and tells its nonce) in an ACK only for DATA that echoes its own nonce: data sent to a
+spoofed address cannot get that address validated.
 
 Counters (`stats()`): datagrams_in/out, bytes_in/out, bad_datagrams (does not parse, bad CRC or
 tag, bad field, unknown type or sender, conflicting header), unknown_sender, dropped_epoch,
@@ -37,6 +41,7 @@ from transport.receiver import Receiver
 from transport.sender import Addr, Outgoing, SendDone, Sender, SendFailed
 
 AMPLIFICATION = 3
+CONTROL_RESERVE = 256  # bytes of an unvalidated address's budget that DATA leaves to PROBE/ECHO
 MAX_ADDR_STATE = 65536  # addresses with amplification / nonce state kept (LRU)
 
 
@@ -84,6 +89,7 @@ class Endpoint:
         self.framer: F.Framer = guard.framer if guard is not None else F.CrcFramer()
         self.self_id = guard.self_id if guard is not None else 0
         self.validate = validate_addresses
+        self.plain = guard is None and not validate_addresses  # a client socket
         self.overhead = F.HEADER_SIZE + self.framer.trailer
         self.counters: dict[str, int] = {}
         for k in ("datagrams_in", "datagrams_out", "bytes_in", "bytes_out", "bad_datagrams",
@@ -182,7 +188,7 @@ class Endpoint:
         rd = self.receiver.next_deadline()
         if rd is not None and rd <= now:
             self.receiver.expire(now)
-        self.sender.poll(now, self._budget if self.validate else None, limit)
+        self.sender.poll(now, self._data_budget if self.validate else None, limit)
         if self._waiting:
             self._probe(now)
         out, self._queue = self._queue, []
@@ -228,10 +234,17 @@ class Endpoint:
         ack, body = self.receiver.on_data(key, h, payload, now)
         if ack is not None:
             self.counters["acks_sent"] += 1
+            nonce = None
+            echo = h.nonce
+            if self.plain and h.echo != self._nonce(addr):
+                # DATA that does not echo our nonce was not sent in answer to us (the request
+                # "from" this address may have been spoofed): the ACK neither echoes nor tells
+                # our nonce, so it cannot get this address validated by the sender
+                nonce = echo = 0
             self._control(addr, F.ACK, flags=F.FLAG_COMPLETE if ack.complete else 0,
                           type_code=h.type_code, epoch=h.epoch, msg_id=h.msg_id,
-                          frag_index=ack.index, total=ack.cum, seq=h.seq, echo=h.nonce,
-                          payload=ack.payload)  # fmt: skip
+                          frag_index=ack.index, total=ack.cum, seq=h.seq, echo=echo,
+                          payload=ack.payload, nonce=nonce)  # fmt: skip
         if body is not None:
             self._events.append(Delivered(addr, h.type_code, body))
 
@@ -267,9 +280,12 @@ class Endpoint:
         )  # fmt: skip
         self._push(addr, data)
 
-    def _control(self, addr: Addr, kind: int, **fields: object) -> None:
-        """Queue a header-only (or bitmap) frame, within the amplification budget."""
-        data = F.pack(self.framer, kind, sender=self.self_id, nonce=self._nonce(addr), **fields)  # type: ignore[arg-type]
+    def _control(self, addr: Addr, kind: int, nonce: int | None = None, **fields: object) -> None:
+        """Queue a header-only (or bitmap) frame, within the amplification budget. `nonce`:
+        ours for `addr` unless given."""
+        if nonce is None:
+            nonce = self._nonce(addr)
+        data = F.pack(self.framer, kind, sender=self.self_id, nonce=nonce, **fields)  # type: ignore[arg-type]
         budget = self._budget(addr) if self.validate else None
         if budget is not None and len(data) > budget:
             self.counters["amp_blocked"] += 1
@@ -290,6 +306,13 @@ class Endpoint:
                 self._control(addr, F.PROBE, echo=self._echo.get(addr, 0))
 
     # ----------------------------------------------------------------- addresses
+    def _data_budget(self, addr: Addr) -> int | None:
+        """DATA may not use the last CONTROL_RESERVE bytes of the budget: with a reply cut short
+        by the budget, a PROBE must still be able to ask the client to echo (else neither side
+        would speak again until the send deadline)."""
+        budget = self._budget(addr)
+        return None if budget is None else max(0, budget - CONTROL_RESERVE)
+
     def _budget(self, addr: Addr) -> int | None:
         if addr in self._validated:
             return None

@@ -343,13 +343,17 @@ class Sender:
         # The last few retransmissions of a multi-block message go out twice: losing a lone
         # straggler (or its ACK) would otherwise cost a whole RTO at the end of a transfer.
         copies = 2 if last_batch and 0 < n <= TAIL and out.count > bs and out.tx[batch[-1]] else 1
+        body, fs, overhead = out.body, self._fs, self._overhead
         for k, i in enumerate(batch):
+            ask = k >= tail or batch[k + 1] // bs != i // bs
             if allow is not None:
-                size = copies * (self._overhead + len(out.body[i * self._fs : (i + 1) * self._fs]))
+                size = copies * (overhead + len(body[i * fs : (i + 1) * fs]))
                 if size > allow:
                     return k, allow
                 allow -= size
-            ask = k >= tail or batch[k + 1] // bs != i // bs
+                if not ask:  # the budget stops the batch after this one: it asks for the ACK
+                    j = batch[k + 1]  # (whose echo validates the address and lifts the budget)
+                    ask = copies * (overhead + len(body[j * fs : (j + 1) * fs])) > allow
             for _ in range(copies):
                 self._transmit(out, dest, i, FLAG_ACK_NOW if ask else 0, now)
         return n, allow
