@@ -194,18 +194,19 @@ class ClusterState:
         self.node.send_peer(target, StateRequest(node=self.id))
 
     def _run(self, out: Output) -> None:
+        now = self.node.clock()
+        for ev in out.events:  # before the sends: the Done of replies already out must reach
+            if isinstance(ev, ft.WentDown):  # the peers before our GoingDown does
+                log.info("simulated failure: going down for %.1f s", ev.until - now)
+                self.election.clear()
+                self.on_going_down()
         for dest, msg in out.sends:
             self.node.send_peer(dest, msg)
-        now = self.node.clock()
         for ev in out.events:
             if isinstance(ev, el.Won):
                 self.on_won(ev.rid)
             elif isinstance(ev, el.Lost):
                 self.on_lost(ev.rid, ev.winner)
-            elif isinstance(ev, ft.WentDown):
-                log.info("simulated failure: going down for %.1f s", ev.until - now)
-                self.election.clear()
-                self.on_going_down()
             elif isinstance(ev, ft.NeedSync):
                 log.info("back from a simulated failure: syncing state before passing the token")
                 self.syncing_from = -1

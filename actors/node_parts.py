@@ -46,6 +46,7 @@ from codec.messages import (
     StatusQuery,
     StatusReply,
 )
+from codec.records import LIST_MAX
 
 if TYPE_CHECKING:
     from actors.node import NodeActor
@@ -202,9 +203,9 @@ class NodeParts:
         if getattr(msg, "node", sender) != sender:
             self.node.count("peer_id_mismatch", f"{type(msg).__name__} claims {msg.node} from {sender}")  # type: ignore[attr-defined]
             return
-        if isinstance(msg, Election) and msg.rid in self.service.done and self.cluster.is_up():
-            # a peer that missed our Done re-elects: tell it again instead of taking part
-            self.node.send_peer(sender, Done(rid=msg.rid, node=self.id))
+        if isinstance(msg, Election) and self.service.settled(msg.rid) and self.cluster.is_up():
+            # a peer that missed the Done of an acknowledged reply re-elects: tell it again
+            self.node.send_peer(sender, Done(rid=msg.rid, node=self.id, acked=True))
             return
         if self.cluster.on_peer(sender, msg, now):
             return
@@ -212,7 +213,7 @@ class NodeParts:
             return
         wall = self.wall()
         if isinstance(msg, Done):
-            self.service.on_done(msg.rid, now)
+            self.service.on_done(msg.rid, msg.acked, now)
         elif isinstance(msg, DirectoryChange):
             self.directory.merge(msg.entry, wall)
         elif isinstance(msg, ReplicateUpdate):
@@ -233,8 +234,11 @@ class NodeParts:
         return hashlib.sha256(self.directory.digest(wall) + self.pending.digest()).digest()[:16]
 
     def state_snapshot(self) -> StateSync:
-        users = tuple(self.directory.online(self.wall()))
-        return StateSync(node=self.id, users=users, updates=tuple(self.pending.all()),
+        users = self.directory.snapshot(self.wall())
+        if len(users) > LIST_MAX:  # online entries come first; the oldest news (leaves) wait
+            self.node.count("state_sync_truncated", f"{len(users)} directory entries")
+            users = users[:LIST_MAX]
+        return StateSync(node=self.id, users=tuple(users), updates=tuple(self.pending.all()),
                          forgotten=tuple(self.pending.forgotten()), digest=self.state_digest())
 
     def state_apply(self, msg: StateSync) -> None:
@@ -263,5 +267,5 @@ class NodeParts:
 
     def going_down(self) -> None:
         """Simulated fail-stop: keep nothing in memory (the pending store is on disk)."""
-        self.service.drop_all()
+        self.service.drop_all(self.node.clock())
         self.directory.entries.clear()

@@ -14,11 +14,17 @@ Rules:
   one gets one "not_an_image" answer, and the request is Done like any other.
 - The winner seals (encoder pool), sends EncryptReply, then tells its peers Done(rid); everyone
   drops the cached bytes. Nothing of an image is written to disk, nothing stays after Done.
-- A request id that was Done is remembered (id and attempt only, no bytes) for `done_ttl_s`: a
-  late copy of the same attempt (an upload that was still in flight) is ignored; a client retry
-  carries a higher attempt number and is served again (sealing is deterministic, the client
-  keeps the first reply).
+- A request id that was Done is remembered (id, attempt, and whether the client's transport
+  acknowledged the reply; no bytes) for `done_ttl_s`. A late copy of the same attempt (an upload
+  that was still in flight) is ignored, and so is any copy once the reply was acknowledged (a
+  retry that crossed the reply). A client retry with a higher attempt after a reply that was
+  not acknowledged is served again (sealing is deterministic, the client keeps the first reply).
+- A peer that elects for a request we know was answered and acknowledged (it missed the
+  Coordinator and the Done) is told Done again instead of being answered (`settled`); a peer
+  electing for a retry of an unacknowledged reply takes part in a normal election.
 - Cached requests expire after `cache_ttl_s` whatever happens, so a lost Done cannot pin memory.
+- A winner that goes down (simulated failure) with a reply already sent tells its peers Done
+  first: that reply still arrives, so nobody else answers the request.
 
 This class does no I/O: the node actor passes `now` and callables to send and to seal.
 """
@@ -74,7 +80,7 @@ class EncryptService:
     cache_ttl_s: float = 120.0
     done_ttl_s: float = 300.0
     cache: dict[str, Cached] = field(default_factory=dict)
-    done: dict[str, tuple[int, float]] = field(default_factory=dict)  # rid -> (attempt, when)
+    done: dict[str, tuple[int, float, bool]] = field(default_factory=dict)  # rid -> (attempt, when, acked)
     counters: ServiceCounters = field(default_factory=ServiceCounters)
 
     # ---- client side -------------------------------------------------------------------
@@ -82,7 +88,7 @@ class EncryptService:
         rid = msg.rid
         attempt = getattr(msg, "attempt", 0)
         prior = self.done.get(rid)
-        if prior is not None and attempt <= prior[0]:
+        if prior is not None and (prior[2] or attempt <= prior[0]):
             self.counters.late_ignored += 1
             return
         cached = self.cache.get(rid)
@@ -143,15 +149,22 @@ class EncryptService:
             self.counters.served += 1
         else:
             log.info("reply %s to %s not acknowledged: %s", rid, cached.client, error)
-        self.done[rid] = (cached.attempt, now)
-        self.send_peers(Done(rid=rid, node=self.node_id))
+        self.done[rid] = (cached.attempt, now, error is None)
+        self.cancel_election(rid)  # a retry must find no won election that would ignore it
+        self.send_peers(Done(rid=rid, node=self.node_id, acked=error is None))
 
     # ---- peers -----------------------------------------------------------------------------
-    def on_done(self, rid: str, now: float) -> None:
+    def on_done(self, rid: str, acked: bool, now: float) -> None:
         cached = self.cache.pop(rid, None)
         attempt = cached.attempt if cached is not None else 0
-        self.done[rid] = (max(attempt, self.done.get(rid, (0, 0.0))[0]), now)
+        prior_attempt, _, prior_acked = self.done.get(rid, (0, 0.0, False))
+        self.done[rid] = (max(attempt, prior_attempt), now, acked or prior_acked)
         self.cancel_election(rid)
+
+    def settled(self, rid: str) -> bool:
+        """True if `rid` was answered and its reply acknowledged by the client's transport."""
+        prior = self.done.get(rid)
+        return prior is not None and prior[2]
 
     def on_node_down(self, node: int, now: float) -> None:
         """The winner of some requests went down before Done: elect again from the cache."""
@@ -162,10 +175,18 @@ class EncryptService:
                 self.counters.reelected += 1
                 self.start_election(cached.rid, now)
 
-    def drop_all(self) -> None:
-        """Going down (simulated fail-stop): keep nothing."""
-        for rid in list(self.cache):
+    def drop_all(self, now: float) -> None:
+        """Going down (simulated fail-stop): keep nothing. A reply already handed to the
+        transport still reaches its client (the transport outlives the simulated failure), so
+        its Done goes out first: otherwise the peers would see the winner go down, elect again
+        and answer the same request a second time (RELIABILITY 2.3 rule 4: received = 1 when
+        there is no partition). A request still sealing is dropped unanswered; the peers elect
+        again and one of them answers it."""
+        for rid, cached in list(self.cache.items()):
             self.cancel_election(rid)
+            if cached.state == "replying":  # outcome unknown: a later retry is served again
+                self.done[rid] = (cached.attempt, now, False)
+                self.send_peers(Done(rid=rid, node=self.node_id, acked=False))
         self.cache.clear()
 
     def expire(self, now: float) -> None:
@@ -174,6 +195,6 @@ class EncryptService:
                 del self.cache[rid]
                 self.cancel_election(rid)
                 self.counters.expired += 1
-        for rid, (_, when) in list(self.done.items()):
+        for rid, (_, when, _acked) in list(self.done.items()):
             if now - when > self.done_ttl_s:
                 del self.done[rid]

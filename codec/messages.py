@@ -275,8 +275,13 @@ class Coordinator(Message):
 @register(34)
 @dataclass(frozen=True, slots=True)
 class Done(Message):
+    """The request `rid` was answered by `node`. acked: the client's transport acknowledged that
+    reply, so a retry of the request that crossed it needs no answer; False when the reply
+    failed or its outcome is unknown (a client retry with a higher attempt is served again)."""
+
     rid: Rid
     node: NodeId
+    acked: bool
 
 
 @register(35)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import subprocess
+import threading
+import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
+from imgdata import jpeg_bytes, png_bytes, windows_found
 
+import config as config_mod
 from benchmarks.localcloud import Cloud, json_lines
 from codec import seal
-from imgdata import jpeg_bytes, png_bytes, windows_found
+from codec.messages import EncryptReply, EncryptRequest, Message
+from transport.udp import Transport
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -80,3 +85,59 @@ def test_six_clients_hundred_images_each_answered_once_bit_exact_and_spread(
     data_dirs = [cloud.root / f"data-{i}" for i in (1, 2, 3)]
     for d in data_dirs:
         assert windows_found(originals, d) == []
+
+
+class DeafSocket:
+    """Wraps a client socket: while `deaf` is set, every datagram received is thrown away
+    (the client's link is down inbound: a reply cannot arrive and cannot be acknowledged)."""
+
+    def __init__(self, sock: Any, deaf: threading.Event) -> None:
+        self._sock, self._deaf = sock, deaf
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+    def recvfrom(self, *args: Any) -> Any:
+        while True:
+            got = self._sock.recvfrom(*args)  # BlockingIOError ends the reader's batch
+            if not self._deaf.is_set():
+                return got
+
+
+def test_a_reply_lost_for_good_is_served_again_when_the_client_retries(
+        cloud_factory: Any) -> None:  # fmt: skip
+    """The winner's reply fails (the client heard nothing until the send deadline): the nodes
+    say Done without "acked", so the client's retry (a higher attempt) gets a normal election
+    and an answer, instead of every node telling every other "that one is done"."""
+    c = cloud_factory(sections={"transport": {"send_deadline_s": 1.0}})
+    cfg = config_mod.load(c.config)
+    deaf = threading.Event()
+    deaf.set()
+    tp = Transport.start(("127.0.0.1", 0), cfg.transport, batching=False,
+                         sock_wrapper=lambda s: DeafSocket(s, deaf))  # fmt: skip
+    replies: list[Message] = []
+    tp.subscribe(lambda d: replies.append(d.msg))
+    data = png_bytes(7)
+    try:
+        for node in cfg.nodes:
+            tp.send(node.client_addr, EncryptRequest(rid="lost#1", image="a.png", data=data,
+                                                     attempt=0), deadline_s=3.0)  # fmt: skip
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and sum(r["served"] + r["cached"] for r in
+                                                   c.status()) == 0:  # fmt: skip
+            time.sleep(0.2)
+        time.sleep(2.5)  # the winner's reply send failed by now (deadline 1 s, RTO ceiling)
+        assert [r["cached"] for r in c.status()] == [0, 0, 0]  # Done everywhere, unanswered
+        deaf.clear()
+        for node in cfg.nodes:
+            tp.send(node.client_addr, EncryptRequest(rid="lost#1", image="a.png", data=data,
+                                                     attempt=1))  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not replies:
+            time.sleep(0.05)
+        assert replies, "the retry of a request whose reply was lost got no answer"
+        time.sleep(1.0)  # room for a second answer, which must not come
+        (reply,) = replies
+        assert isinstance(reply, EncryptReply) and seal.unseal(reply.sealed).payload == data
+    finally:
+        tp.stop()

@@ -114,7 +114,7 @@ def test_unknown_nodes_and_other_messages_are_ignored() -> None:
     m = Membership(1, [1, 2, 3], T)
     assert m.observe(hb(9), 0.0) is False
     assert m.observe(hb(1), 0.0) is False  # our own id from the network
-    assert m.observe(Done(rid="a#1", node=2), 0.0) is False
+    assert m.observe(Done(rid="a#1", node=2, acked=True), 0.0) is False
     assert m.reachable(0.0) == set()
     with pytest.raises(CloudCoreError):
         m.state_of(9, 0.0)
@@ -130,6 +130,6 @@ def test_bad_construction_is_refused() -> None:
 def test_output_collects_sends_in_destination_order() -> None:
     out = Output()
     assert not out
-    out.send_all({3, 2}, Done(rid="a#1", node=1))
+    out.send_all({3, 2}, Done(rid="a#1", node=1, acked=True))
     out.extend(Output(events=["x"]))
     assert [d for d, _ in out.sends] == [2, 3] and out.events == ["x"] and out

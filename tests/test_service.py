@@ -1,0 +1,151 @@
+"""The encrypt flow of one node (actors.service), driven by hand: no sockets, no threads, a fake
+clock, sends recorded. Several services stand for the nodes of a cloud, and the test plays the
+network between them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from actors.service import EncryptService
+from codec.messages import Done, EncryptReply, EncryptRequest, ErrorReply, Message
+from tests.imgdata import png_bytes
+
+CLIENT = ("127.0.0.1", 40000)
+
+
+@dataclass
+class Node:
+    """One EncryptService with its outgoing traffic recorded."""
+
+    id: int
+    now: float = 0.0
+    to_client: list[Message] = field(default_factory=list)
+    to_peers: list[Message] = field(default_factory=list)
+    elections: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    sealing: list[str] = field(default_factory=list)
+    svc: Any = None
+
+    def __post_init__(self) -> None:
+        self.svc = EncryptService(
+            node_id=self.id,
+            send_client=lambda addr, msg, rid: self.to_client.append(msg),
+            send_peers=self.to_peers.append,
+            start_election=lambda rid, now: self.elections.append(rid),
+            cancel_election=self.cancelled.append,
+            submit_seal=lambda rid, data: self.sealing.append(rid),
+            max_pixels=10_000_000,
+            clock=lambda: self.now,
+        )
+
+
+def request(rid: str = "alice#1", attempt: int = 0) -> EncryptRequest:
+    return EncryptRequest(rid=rid, image="pic.png", data=png_bytes(1, 8), attempt=attempt)
+
+
+def cloud() -> list[Node]:
+    nodes = [Node(i) for i in (1, 2, 3)]
+    for n in nodes:
+        n.svc.on_request(CLIENT, request(), 0.0)
+    return nodes
+
+
+def win_and_reply(winner: Node, others: list[Node]) -> None:
+    winner.svc.on_won("alice#1")
+    for n in others:
+        n.svc.on_lost("alice#1", winner.id)
+    assert winner.sealing == ["alice#1"]
+    winner.svc.on_sealed("alice#1", b"sealed png", 1.0, None)
+
+
+def test_every_node_elects_once_per_request_id_and_only_the_winner_seals() -> None:
+    a, b, c = cloud()
+    a.svc.on_request(CLIENT, request(attempt=1), 0.1)  # the client's retry: same election
+    assert [n.elections for n in (a, b, c)] == [["alice#1"]] * 3
+    win_and_reply(b, [a, c])
+    assert [type(m) for m in b.to_client] == [EncryptReply] and a.sealing == c.sealing == []
+    b.svc.on_reply_done("alice#1", None, 0.2)
+    assert b.to_peers == [Done(rid="alice#1", node=2, acked=True)] and b.svc.counters.served == 1
+    for n in (a, c):
+        n.svc.on_done("alice#1", True, 0.2)
+        assert n.svc.cache == {} and n.cancelled == ["alice#1"] and n.svc.settled("alice#1")
+
+
+def test_a_winner_that_goes_down_before_its_reply_leaves_the_request_to_the_others() -> None:
+    a, b, c = cloud()
+    b.svc.on_won("alice#1")
+    for n in (a, c):
+        n.svc.on_lost("alice#1", 2)
+    b.svc.drop_all(0.1)  # still sealing: nothing was sent, nothing is said
+    b.svc.on_sealed("alice#1", b"sealed png", 1.0, None)
+    assert b.to_client == [] and b.to_peers == []
+    for n in (a, c):
+        n.svc.on_node_down(2, 0.2)
+        assert n.elections == ["alice#1", "alice#1"] and n.svc.counters.reelected == 1
+
+
+def test_a_winner_that_goes_down_with_its_reply_in_flight_says_done_first() -> None:
+    """The reply is in the transport and still arrives: the peers must not answer again."""
+    a, b, c = cloud()
+    win_and_reply(b, [a, c])
+    b.svc.drop_all(0.1)
+    assert b.to_peers == [Done(rid="alice#1", node=2, acked=False)]
+    for n in (a, c):  # the Done comes before the GoingDown (actors.cluster_state._run)
+        n.svc.on_done("alice#1", False, 0.1)
+        n.svc.on_node_down(2, 0.2)
+        assert n.elections == ["alice#1"] and n.svc.cache == {}
+    b.svc.on_reply_done("alice#1", None, 0.3)  # acknowledged after the failure: nothing more
+    assert b.to_peers == [Done(rid="alice#1", node=2, acked=False)] and b.svc.cache == {}
+
+
+def test_after_an_unacknowledged_reply_a_retry_is_served_again_by_a_normal_election() -> None:
+    a, b, c = cloud()
+    win_and_reply(b, [a, c])
+    b.svc.on_reply_done("alice#1", "unacknowledged", 0.2)  # the reply may be lost
+    assert b.to_peers == [Done(rid="alice#1", node=2, acked=False)]
+    assert b.cancelled == ["alice#1"]  # its won election is gone: the retry starts a new one
+    for n in (a, c):
+        n.svc.on_done("alice#1", False, 0.2)
+    for n in (a, b, c):
+        n.svc.on_request(CLIENT, request(attempt=0), 0.3)  # the same upload, late: ignored
+        assert n.svc.counters.late_ignored == 1 and n.elections == ["alice#1"]
+        n.svc.on_request(CLIENT, request(attempt=1), 0.4)  # the client's retry
+        # a peer electing for the retry is not told "Done": everyone takes part
+        assert n.elections == ["alice#1", "alice#1"] and not n.svc.settled("alice#1")
+    a.svc.on_won("alice#1")
+    assert a.sealing == ["alice#1"]
+
+
+def test_after_an_acknowledged_reply_any_retry_or_late_election_is_settled() -> None:
+    """A retry that crossed the reply is not served: the client already holds that reply."""
+    a, b, c = cloud()
+    win_and_reply(b, [a, c])
+    b.svc.on_reply_done("alice#1", None, 0.2)
+    a.svc.on_done("alice#1", True, 0.2)
+    for n in (a, b):
+        n.svc.on_request(CLIENT, request(attempt=3), 0.3)
+        assert n.elections == ["alice#1"] and n.svc.counters.late_ignored == 1
+        assert n.svc.settled("alice#1")  # an Election from c is answered with Done
+    c.svc.on_done("alice#1", True, 0.3)  # c missed the first Done; it drops its copy now
+    assert c.svc.cache == {} and c.cancelled == ["alice#1"]
+
+
+def test_a_payload_that_is_no_image_gets_one_refusal_from_the_winner_only() -> None:
+    a, b, c = [Node(i) for i in (1, 2, 3)]
+    bad = EncryptRequest(rid="alice#2", image="x.png", data=b"not an image", attempt=0)
+    for n in (a, b, c):
+        n.svc.on_request(CLIENT, bad, 0.0)
+    a.svc.on_won("alice#2")
+    b.svc.on_lost("alice#2", 1)
+    assert [(type(m), getattr(m, "code", "")) for m in a.to_client] == [(ErrorReply, "not_an_image")]
+    assert a.sealing == [] and b.to_client == []
+
+
+def test_cached_bytes_and_done_ids_expire() -> None:
+    a, _, _ = cloud()
+    a.svc.expire(a.svc.cache_ttl_s + 1)
+    assert a.svc.cache == {} and a.cancelled == ["alice#1"] and a.svc.counters.expired == 1
+    a.svc.on_done("alice#1", True, 0.0)
+    a.svc.expire(a.svc.done_ttl_s + 1)
+    assert a.svc.done == {}
