@@ -59,9 +59,9 @@ FLAG_COMPLETE = 0x01  # ACK: the whole message was delivered
 
 HEADER = struct.Struct("!2sBBBBHQIIHHQIQQ")
 HEADER_SIZE = HEADER.size  # 56
-_FIELDS = struct.Struct("!BBBHQIIHHQIQQ")  # HEADER after magic and version
-_PREFIX = MAGIC + bytes([VERSION])
-_CRC_RESIDUE = 0x2144DF1C  # crc32(m + crc32(m) as 4 little-endian bytes)
+FIELDS = struct.Struct("!BBBHQIIHHQIQQ")  # HEADER after magic and version
+PREFIX = MAGIC + bytes([VERSION])
+CRC_RESIDUE = 0x2144DF1C  # crc32(m + crc32(m) as 4 little-endian bytes)
 MAX_UDP_PAYLOAD = 1472  # IPv4 on a 1500-byte MTU path
 PEER_INFO = b"veilshare peer v1"
 MAX_ACK_BITMAP = 64  # bytes: an ACK describes at most 512 fragments
@@ -111,7 +111,7 @@ class CrcFramer:
         return b"".join((header, payload, _CRC.pack(crc)))
 
     def check(self, data: bytes) -> bool:
-        return zlib.crc32(data) == _CRC_RESIDUE
+        return zlib.crc32(data) == CRC_RESIDUE
 
 
 class HmacFramer:
@@ -184,9 +184,9 @@ def parse(framer: Framer, data: bytes) -> tuple[Header, bytes]:
         raise FrameError("short datagram")
     if not framer.check(data):
         raise FrameError("bad checksum or tag")
-    if not data.startswith(_PREFIX):
+    if not data.startswith(PREFIX):
         raise FrameError("bad magic or unsupported version")
-    header = Header._make(_FIELDS.unpack_from(data, 3))
+    header = Header._make(FIELDS.unpack_from(data, 3))
     if header.kind not in KINDS:
         raise FrameError(f"unknown kind {header.kind}")
     return header, data[HEADER_SIZE : len(data) - framer.trailer]

@@ -249,8 +249,9 @@ class Receiver:
             n = p.blocks.get(b, 0) + 1
             p.blocks[b] = n
             block_done = n == p.block_size or n == p.count - b * p.block_size  # last may be short
-        p.last = now
-        self._partials.move_to_end(key)
+        if p.last != now:  # partials stay ordered by `last`; one batch shares one `now`
+            p.last = now
+            self._partials.move_to_end(key)
         if block_done or h.flags & FLAG_ACK_NOW:
             return AckOrder(False, i, p.cum, p.ack_body(i)), None
         return None, None
