@@ -10,6 +10,7 @@ and logged, the node carries on (pykka would stop an actor whose handler raises)
 from __future__ import annotations
 
 import logging
+import os
 import random
 import signal
 import threading
@@ -25,6 +26,7 @@ import pykka
 from actors.encoder import EncoderPool, Sealed
 from actors.node_parts import NodeParts
 from config import Config
+from transport.policy import PEER_FILE_ENV, PolicyFile
 from transport.udp import Delivery, PeerAuth, SendError, Transport
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,7 @@ class NodeActor(pykka.ThreadingActor):
 
     def __init__(self, cfg: Config, node_id: int, data_dir: Path, *, client_tp: Transport,
                  peer_tp: Transport, clock: Callable[[], float], rng: random.Random,
-                 failures: bool) -> None:
+                 failures: bool, peer_policy_file: str | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.node_id = node_id
@@ -68,6 +70,7 @@ class NodeActor(pykka.ThreadingActor):
         self.counters: Counter[str] = Counter()
         self.peer_ids = {n.peer_addr: n.id for n in cfg.nodes if n.id != node_id}
         self.parts = NodeParts(self, data_dir, rng, failures)
+        self.peer_policy = PolicyFile(peer_policy_file) if peer_policy_file else None
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def on_start(self) -> None:
@@ -113,6 +116,8 @@ class NodeActor(pykka.ThreadingActor):
                 else:
                     self.parts.on_peer(sender, message.delivery.msg, now)
             elif isinstance(message, Tick):
+                if self.peer_policy is not None:
+                    self._poll_peer_policy(now)
                 self.parts.on_tick(now)
             elif isinstance(message, Sealed):
                 self.pool.finished(message.rid)
@@ -125,6 +130,17 @@ class NodeActor(pykka.ThreadingActor):
             self.counters["internal_errors"] += 1
             log.exception("node %d: error handling %s", self.node_id, type(message).__name__)
         return None
+
+    def _poll_peer_policy(self, now: float) -> None:
+        """Chaos runs change the impairment of the peer socket while the node runs."""
+        assert self.peer_policy is not None
+        try:
+            changed, policy = self.peer_policy.poll(now)
+        except ValueError as exc:
+            self.count("peer_policy_refused", f"{self.peer_policy.path}: {exc}")
+            return
+        if changed:
+            self.peer_tp.set_policy(policy)
 
     def count(self, what: str, detail: str = "") -> None:
         self.counters[what] += 1
@@ -174,7 +190,8 @@ def start_node(cfg: Config, node_id: int, data_dir: Path, *, failures: bool = Tr
     peer_tp = Transport.start(me.peer_addr, cfg.transport, auth=auth, policy=peer_policy,
                               name=f"node{node_id}-peer")
     ref = NodeActor.start(cfg, node_id, data_dir, client_tp=client_tp, peer_tp=peer_tp,
-                          clock=time.monotonic, rng=rng or random.Random(), failures=failures)
+                          clock=time.monotonic, rng=rng or random.Random(), failures=failures,
+                          peer_policy_file=os.environ.get(PEER_FILE_ENV) or None)
     ticker = Ticker([ref], period_s=0.01)
     ticker.start()
 

@@ -10,13 +10,17 @@ the client keeps one per request id) and duplicate replies received (reported), 
 results, updates delivered exactly once (the borrower's final views equal the arithmetic),
 at most one node down-or-unreachable per sample, token holders per sample, convergence of the
 nodes' state digests after the run, and the latency of requests that overlapped a failure
-(failover: p50 and max). `--minutes` repeats rounds for a long run.
+(failover: p50 and max). `--minutes` repeats rounds for a long run. `--peer-faults drop|delay`
+adds etcd-style peer-network faults (TC-3, TC-4): the nodes' peer sockets drop or delay datagrams
+in timed phases (each node re-reads its VEILSHARE_PEER_POLICY_FILE), and each client's requests
+are spread over the schedule.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import tempfile
@@ -26,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.localcloud import Cloud, json_lines
+from transport.policy import PEER_FILE_ENV
 
 FAILURES = {"max_down_s": 2.0, "mean_up_s": 3.0, "token_hold_s": 0.5}
 
@@ -130,21 +135,83 @@ def _kill_when_all_up(cloud: Cloud, sampler: Sampler, at: float, node: int,
     log.append(f"restarted node {node}")
 
 
+# Peer-network faults (etcd's DropPeerNetwork / DelayPeerNetwork), as phases of (policy, seconds)
+# written to each node's peer policy file (transport.policy.PolicyFile); "" = no impairment.
+PEER_FAULTS: dict[str, list[tuple[str, float]]] = {
+    "drop": [("drop=0.5", 1.0), ("", 1.0)] * 10 + [("drop=0.3", 10.0)],  # TC-3
+    "delay": [("delay_ms=75,jitter_ms=50", 10.0)],  # TC-4
+}
+
+
+def _policy_file(root: Path, node: int) -> Path:
+    return root / f"peer-policy-{node}"
+
+
+def _set_peer_policy(root: Path, spec: str) -> None:
+    for node in (1, 2, 3):  # each node its own seed; written whole (os.replace)
+        path = _policy_file(root, node)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(f"{spec},seed={node}" if spec else "")
+        os.replace(tmp, path)
+
+
+def _run_peer_faults(root: Path, phases: list[tuple[str, float]], stop: threading.Event,
+                     log: list[str]) -> None:
+    try:
+        for spec, seconds in phases:
+            _set_peer_policy(root, spec)
+            log.append(f"peer network: {spec or 'clean'} for {seconds:g} s at {time.monotonic():.2f}")
+            if stop.wait(seconds):
+                break
+    finally:
+        _set_peer_policy(root, "")
+        log.append(f"peer network: clean at {time.monotonic():.2f}")
+
+
+def _client(cloud: Cloud, home: Path, user: str, chunks: list[list[Path]], every_s: float,
+            out: list[tuple[list[Path], Any, tuple[str, str]]]) -> None:
+    """One load client: a shell per chunk of files (each joins the cloud anew), chunk k started
+    `k * every_s` after the first (or when chunk k-1 ends, if later)."""
+    start = time.monotonic()
+    for k, chunk in enumerate(chunks):
+        time.sleep(max(0.0, start + k * every_s - time.monotonic()))
+        proc = cloud.spawn_shell(user, home, ["-c", "encrypt " + " ".join(map(str, chunk)), "--json"])
+        out.append((chunk, proc, proc.communicate(timeout=600)))
+
+
 def run_round(root: Path, *, clients: int = 4, total: int = 500, updates: int = 10,
-              seed: int = 1, kill: bool = True, expected_s: float = 12.0) -> dict[str, Any]:
+              seed: int = 1, kill: bool = True, expected_s: float = 12.0,
+              peer_faults: str | None = None) -> dict[str, Any]:
+    """One chaos round (see the module docstring). `peer_faults` ("drop" or "delay") runs that
+    schedule on the peer sockets from the start of the load, and spreads each client's requests
+    over the schedule (a shell per chunk) so that the load overlaps every phase."""
     rng = random.Random(seed)
-    cloud = Cloud(root, 3, failures=True, sections={"failures": dict(FAILURES)})
+    phases = PEER_FAULTS[peer_faults] if peer_faults else []
+    node_env = (lambda i: {PEER_FILE_ENV: str(_policy_file(root, i))}) if phases else None
+    cloud = Cloud(root, 3, failures=True, sections={"failures": dict(FAILURES)}, node_env=node_env)
     cloud.start()
     sampler = Sampler(cloud)
     log: list[str] = []
+    stop_faults = threading.Event()
     try:
         alice, bob = _share(cloud, root)
         files = [_images(root / f"in{c}", total // clients, seed * 10 + c) for c in range(clients)]
+        n_chunks = 8 if phases else 1
+        span_s = sum(t for _, t in phases)
         sampler.start()
         start = time.monotonic()
-        procs = [cloud.spawn_shell(f"load{c}", root / f"load{c}",
-                                   ["-c", "encrypt " + " ".join(map(str, files[c])), "--json"])
-                 for c in range(clients)]
+        faults = None
+        if phases:
+            faults = threading.Thread(target=_run_peer_faults,
+                                      args=(root, phases, stop_faults, log))  # fmt: skip
+            faults.start()
+        jobs: list[list[tuple[list[Path], Any, tuple[str, str]]]] = [[] for _ in range(clients)]
+        threads = [threading.Thread(target=_client, args=(
+            cloud, root / f"load{c}", f"load{c}",
+            [files[c][k::n_chunks] for k in range(n_chunks)], span_s / n_chunks, jobs[c]))
+            for c in range(clients)]  # fmt: skip
+        for t in threads:
+            t.start()
         killer = None
         if kill:
             at = rng.uniform(0.2, 0.8) * expected_s
@@ -153,34 +220,42 @@ def run_round(root: Path, *, clients: int = 4, total: int = 500, updates: int = 
             killer.start()
         grants = "; ".join(["grant bob pic.png +1"] * updates)
         r_grants = cloud.shell("alice", alice, grants, timeout=300)
-        results = [p.communicate(timeout=600) for p in procs]
+        for t in threads:
+            t.join()
         wall = time.monotonic() - start
+        stop_faults.set()
+        if faults is not None:
+            faults.join()
         if killer is not None:
             killer.join()
         cloud.wait_up(timeout=30)
-        return _summarize(cloud, root, bob, files, procs, results, r_grants, sampler, wall, log)
+        done = [(c, job) for c in range(clients) for job in jobs[c]]
+        return {"peer_faults": peer_faults or "-",
+                **_summarize(cloud, root, bob, done, r_grants, sampler, wall, log)}
     finally:
+        stop_faults.set()
         sampler.stop()
         cloud.stop()
 
 
-def _summarize(cloud: Cloud, root: Path, bob: Path, files: list[list[Path]], procs: list[Any],
-               results: list[tuple[str, str]], r_grants: Any, sampler: Sampler,
-               wall: float, log: list[str]) -> dict[str, Any]:
+def _summarize(cloud: Cloud, root: Path, bob: Path,
+               done: list[tuple[int, tuple[list[Path], Any, tuple[str, str]]]], r_grants: Any,
+               sampler: Sampler, wall: float, log: list[str]) -> dict[str, Any]:
     from codec import seal
 
     ok = failed = wrong = dups = 0
     lat: list[float] = []
-    for c, ((out, err), proc) in enumerate(zip(results, procs)):
+    for c, (chunk, proc, (out, err)) in done:
         lines = json_lines(out)
         if not lines:
-            failed += len(files[c])
+            failed += len(chunk)
             log.append(f"client {c} exit {proc.returncode}: {err[-500:]}")
             continue
         res = lines[0]
         failed += len(res["failed"])
         dups += res.get("duplicate_replies", 0)
-        for row, path in zip(res["encrypted"], files[c]):
+        for row in res["encrypted"]:
+            path = next(p for p in chunk if p.name == row["file"])
             sealed = (root / f"load{c}" / row["path"]).read_bytes()
             if seal.unseal(sealed).payload == path.read_bytes():
                 ok += 1
@@ -195,8 +270,8 @@ def _summarize(cloud: Cloud, root: Path, bob: Path, files: list[list[Path]], pro
     lat.sort()
     slow = [x for x in lat if x > 500]
     return {
-        "requests": sum(len(f) for f in files), "ok": ok, "failed": failed, "wrong": wrong,
-        "accepted_twice": 0, "duplicate_replies": dups, "wall_s": round(wall, 1),
+        "requests": sum(len(chunk) for _, (chunk, _p, _o) in done), "ok": ok, "failed": failed,
+        "wrong": wrong, "accepted_twice": 0, "duplicate_replies": dups, "wall_s": round(wall, 1),
         "p50_ms": round(statistics.median(lat), 1) if lat else 0.0,
         "p99_ms": round(lat[int(len(lat) * 0.99) - 1], 1) if lat else 0.0,
         "max_ms": round(lat[-1], 1) if lat else 0.0,
@@ -225,6 +300,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", type=int, default=4)
     p.add_argument("--total", type=int, default=500)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--peer-faults", choices=sorted(PEER_FAULTS),
+                   help="drop: 50 %% of peer datagrams for 1 s x10, then 30 %% for 10 s (TC-3); "
+                        "delay: 75 +- 50 ms for 10 s (TC-4); the load is spread over the schedule")
+    p.add_argument("--no-kill", action="store_true", help="no SIGKILL in the round")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     rounds = []
@@ -232,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     seed = args.seed
     while True:
         with tempfile.TemporaryDirectory() as tmp:
-            rounds.append(run_round(Path(tmp), clients=args.clients, total=args.total, seed=seed))
+            rounds.append(run_round(Path(tmp), clients=args.clients, total=args.total, seed=seed,
+                                    kill=not args.no_kill, peer_faults=args.peer_faults))
         seed += 1
         if time.monotonic() >= deadline:
             break
@@ -241,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from shell.render import table
 
-    cols = ["requests", "ok", "failed", "wrong", "accepted_twice", "duplicate_replies", "p50_ms",
+    cols = ["peer_faults", "requests", "ok", "failed", "wrong", "accepted_twice", "duplicate_replies", "p50_ms",
             "p99_ms", "failover_p50_ms", "failover_max_ms", "views_expected", "views",
             "converged_s", "down_or_unreachable_gt1", "two_token_holders"]
     print(table(rounds, cols))

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +67,10 @@ def env() -> dict[str, str]:
 
 class Cloud:
     def __init__(self, root: Path, n: int = 3, *, failures: bool = False,
-                 sections: dict[str, dict[str, Any]] | None = None) -> None:
+                 sections: dict[str, dict[str, Any]] | None = None,
+                 node_env: Callable[[int], dict[str, str]] | None = None) -> None:
         self.root = root
+        self.node_env = node_env  # extra environment of node i (e.g. its peer policy file)
         ports = free_udp_ports(2 * n)
         self.nodes = [(i + 1, "127.0.0.1", ports[2 * i], ports[2 * i + 1]) for i in range(n)]
         secs = {"failures": {"enabled": failures}}
@@ -88,8 +91,9 @@ class Cloud:
         if not self.failures:
             cmd.append("--no-failures")
         with open(log, "ab") as fh:
+            extra = self.node_env(node_id) if self.node_env is not None else {}
             self.procs[node_id] = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT,
-                                                   env=env(), cwd=str(REPO))
+                                                   env={**env(), **extra}, cwd=str(REPO))
 
     def start(self, wait: bool = True) -> Cloud:
         for node_id, *_ in self.nodes:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import socket
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
-from transport.policy import ENV, LossPolicy, PolicyGate
+from transport.policy import ENV, LossPolicy, PolicyFile, PolicyGate
 from transport.sockets import MAX_GSO_SEGMENTS, DatagramSocket, _segment_size
 
 A = ("127.0.0.1", 1)
@@ -54,6 +56,59 @@ def test_gate_is_seeded_and_counts_exactly() -> None:
 def test_gate_without_delay_delivers_at_once() -> None:
     gate = PolicyGate(LossPolicy(seed=1))
     assert gate.admit(A, b"x", 0.0) == [(A, b"x")] and gate.next_time() is None
+
+
+def test_gate_policy_changes_keep_what_is_held_back() -> None:
+    gate = PolicyGate(LossPolicy(delay_ms=10))
+    assert gate.admit(A, b"late", 0.0) == []
+    gate.set_policy(LossPolicy(drop=1.0))
+    assert gate.admit(A, b"dropped", 0.001) == [] and gate.counts["policy_dropped"] == 1
+    gate.set_policy(LossPolicy())
+    assert gate.admit(A, b"now", 0.002) == [(A, b"now")]
+    assert gate.due(0.0105) == [(A, b"late")]  # held by the first policy, out on time
+
+
+def test_policy_file_is_reread_when_it_changes(tmp_path: Path) -> None:
+    path = tmp_path / "peer-policy"
+    pf = PolicyFile(str(path), every_s=0.1)
+    assert pf.poll(0.0) == (False, None)  # missing: no impairment, nothing changed
+    path.write_text("drop=0.5,seed=3\n")
+    assert pf.poll(0.05) == (False, None)  # not looked at before every_s
+    assert pf.poll(0.15) == (True, LossPolicy(drop=0.5, seed=3))
+    assert pf.poll(0.3) == (False, None)
+    path.write_text("delay_ms=75,jitter_ms=50")
+    assert pf.poll(0.45) == (True, LossPolicy(delay_ms=75, jitter_ms=50))
+    path.write_text("")
+    assert pf.poll(0.6) == (True, None)
+    path.write_text("drop=7")
+    with pytest.raises(ValueError, match="drop"):
+        pf.poll(0.75)
+
+
+def test_transport_policy_switched_while_running() -> None:
+    from config import TransportConfig
+    from transport.sim import Blob, BlobCodec
+    from transport.udp import SendError, Transport
+
+    cfg = TransportConfig()
+    a = Transport.start(("127.0.0.1", 0), cfg, codec=BlobCodec)
+    b = Transport.start(("127.0.0.1", 0), cfg, codec=BlobCodec)
+    got: list[bytes] = []
+    b.subscribe(lambda d: got.append(d.msg.data))
+    try:
+        b.set_policy(LossPolicy(drop=1.0))
+        with pytest.raises(SendError):
+            a.send(b.address, Blob(b"x" * 5000), deadline_s=0.5).get(timeout=10)
+        assert got == [] and b.stats()["policy_dropped"] > 0
+        b.set_policy(None)
+        assert a.send(b.address, Blob(b"y" * 5000), deadline_s=5).get(timeout=10) is None
+        deadline = time.monotonic() + 5  # delivered on b's delivery thread, after the ACK
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert got == [b"y" * 5000]
+    finally:
+        a.stop()
+        b.stop()
 
 
 def test_gso_runs_group_same_address_and_size_with_a_shorter_last() -> None:

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
 ENV = "VEILSHARE_LOSS_POLICY"
+PEER_FILE_ENV = "VEILSHARE_PEER_POLICY_FILE"
 Addr = tuple[str, int]
 _PROBABILITIES = ("drop", "dup", "corrupt", "reorder")
 
@@ -84,6 +85,12 @@ class PolicyGate:
         self.counts = {"policy_dropped": 0, "policy_duplicated": 0, "policy_corrupted": 0,
                        "policy_delayed": 0}  # fmt: skip
 
+    def set_policy(self, policy: LossPolicy) -> None:
+        """Apply `policy` from now on (datagrams already held back still come out on time)."""
+        if policy.seed != self.policy.seed:
+            self._rng = random.Random(policy.seed)
+        self.policy = policy
+
     def admit(self, addr: Addr, data: bytes, now: float) -> list[tuple[Addr, bytes]]:
         p, rng = self.policy, self._rng
         if p.drop and rng.random() < p.drop:
@@ -123,3 +130,41 @@ class PolicyGate:
 
     def next_time(self) -> float | None:
         return self._held[0][0] if self._held else None
+
+
+class PolicyFile:
+    """A policy that changes while a program runs: the spec in a file, re-read when the file
+    changes (checked at most every `every_s`). An empty or missing file means no impairment.
+    `python -m actors.server` watches the file named by VEILSHARE_PEER_POLICY_FILE for its peer
+    socket: a chaos run drops or delays the traffic between nodes, in phases, as `tc netem`
+    would (benchmarks.chaos, TC-3 and TC-4)."""
+
+    def __init__(self, path: str, every_s: float = 0.05) -> None:
+        self.path = path
+        self.every_s = every_s
+        self._next = 0.0
+        self._seen: tuple[int, int] | None = None
+        self.text = ""
+
+    def poll(self, now: float) -> tuple[bool, LossPolicy | None]:
+        """(changed, policy). Raises ValueError for a bad spec (the caller keeps the old one)."""
+        if now < self._next:
+            return False, None
+        self._next = now + self.every_s
+        try:
+            st = os.stat(self.path)
+            stamp = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamp = (0, 0)
+        if stamp == self._seen:
+            return False, None
+        self._seen = stamp
+        try:
+            with open(self.path, encoding="utf-8") as fh:
+                text = fh.read(4096).strip()
+        except OSError:
+            text = ""
+        if text == self.text:
+            return False, None
+        self.text = text
+        return True, (LossPolicy.parse(text) if text else None)

@@ -283,6 +283,19 @@ class Transport:
         s["gso"], s["gro"] = int(self._sock.gso), int(self._sock.gro)
         return s
 
+    def set_policy(self, policy: LossPolicy | None) -> None:
+        """Impair incoming datagrams with `policy` from now on (None: none). Datagrams held back
+        by the previous policy still come out on time."""
+        with self._lock:
+            if self._gate is None:
+                if policy is None:
+                    return
+                self._gate = PolicyGate(policy)
+            else:
+                self._gate.set_policy(policy if policy is not None else LossPolicy())
+        log.warning("transport %s: loss policy now %s", self.name,
+                    policy.spec() if policy is not None else "off")
+
     def stop(self) -> None:
         """Stop the threads, close the socket, fail pending sends ("rejected"). Idempotent."""
         with self._lock:
