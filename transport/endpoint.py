@@ -48,11 +48,17 @@ MAX_ADDR_STATE = 65536  # addresses with amplification / nonce state kept (LRU)
 
 @dataclass(frozen=True, slots=True)
 class Delivered:
-    """A whole message arrived from `addr` (delivered once per message)."""
+    """A whole message arrived from `addr` (delivered once per message). `parts`: its fragments
+    in order; `body` joins them (the transport does that on its delivery thread, so the reader
+    sends the final ACK without first copying the whole message)."""
 
     addr: Addr
     type_code: int
-    body: bytes
+    parts: list[bytes]
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self.parts)
 
 
 Event = Delivered | SendDone | SendFailed

@@ -153,9 +153,10 @@ class Receiver:
 
     def on_data(
         self, sender: Hashable, h: Header, payload: bytes, now: float
-    ) -> tuple[AckOrder | None, bytes | None]:
+    ) -> tuple[AckOrder | None, list[bytes] | None]:
         """Take one DATA fragment from `sender` (node id or address). Returns the ACK to send
-        (or None) and the whole message body when this fragment completed it (else None)."""
+        (or None) and, when this fragment completed the message, its fragments in order (else
+        None): joining 20 MB of them is left to whoever decodes, after the ACK is on its way."""
         key = (sender, h.epoch, h.msg_id)
         p = self._partials.get(key)
         if p is not None:
@@ -223,7 +224,7 @@ class Receiver:
 
     def _store(
         self, key: tuple[Hashable, int, int], p: _Partial, h: Header, payload: bytes, now: float
-    ) -> tuple[AckOrder | None, bytes | None]:
+    ) -> tuple[AckOrder | None, list[bytes] | None]:
         i = h.frag_index
         held = p.held
         block_done = False
@@ -256,9 +257,9 @@ class Receiver:
             return AckOrder(False, i, p.cum, p.ack_body(i)), None
         return None, None
 
-    def _deliver(self, key: tuple[Hashable, int, int], p: _Partial) -> bytes:
+    def _deliver(self, key: tuple[Hashable, int, int], p: _Partial) -> list[bytes]:
         frags = p.frags
-        body = b"".join([frags[k] for k in range(p.count)])
+        body = [frags[k] for k in range(p.count)]
         self._drop(key, p)
         wkey = (key[0], key[1])
         win = self._windows.get(wkey)

@@ -93,7 +93,7 @@ OnDone = Callable[[SendError | None], None]
 class _Deliver:
     addr: Addr
     type_code: int
-    body: bytes
+    parts: list[bytes]  # the message's fragments, joined on the delivery thread
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,7 +397,7 @@ class Transport:
             self._count("oserrors", errors)
         for ev in events:
             if isinstance(ev, Delivered):
-                self._actor.tell(_Deliver(ev.addr, ev.type_code, ev.body))
+                self._actor.tell(_Deliver(ev.addr, ev.type_code, ev.parts))
                 continue
             entry = self._pending.pop(ev.handle, None)
             if entry is not None:
@@ -434,7 +434,7 @@ class Transport:
     # ----------------------------------------------------------------- delivery thread
     def _deliver(self, d: _Deliver) -> None:
         try:
-            msg = self._codec.decode(d.type_code, d.body)
+            msg = self._codec.decode(d.type_code, b"".join(d.parts))
         except Exception:  # noqa: BLE001 - the codec refused a peer's body: counted, never raised
             self._count("bad_messages")
             return
