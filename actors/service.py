@@ -63,6 +63,7 @@ class ServiceCounters:
     reelected: int = 0
     expired: int = 0
     late_ignored: int = 0
+    yielded: int = 0
 
 
 @dataclass
@@ -120,15 +121,21 @@ class EncryptService:
         self.submit_seal(rid, cached.data)
 
     def on_lost(self, rid: str, winner: int) -> None:
+        """Another node coordinates `rid`. Also after we won: two claimants (messages between the
+        nodes lost or late), and the other one's claim is higher. While our seal is still running
+        we yield and its result is dropped (one reply instead of two); once our reply is out, it
+        stands."""
         cached = self.cache.get(rid)
-        if cached is None or cached.state in ("sealing", "replying"):
+        if cached is None or cached.state == "replying":
             return
+        if cached.state == "sealing":
+            self.counters.yielded += 1
         cached.state = "waiting"
         cached.winner = winner
 
     def on_sealed(self, rid: str, png: bytes | None, ms: float, error: str | None) -> None:
         cached = self.cache.get(rid)
-        if cached is None:
+        if cached is None or cached.state != "sealing":  # gone, or we yielded to another claimant
             return
         cached.state = "replying"
         if png is None:

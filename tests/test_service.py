@@ -149,3 +149,30 @@ def test_cached_bytes_and_done_ids_expire() -> None:
     a.svc.on_done("alice#1", True, 0.0)
     a.svc.expire(a.svc.done_ttl_s + 1)
     assert a.svc.done == {}
+
+
+def test_a_winner_still_sealing_yields_to_a_higher_claimant_and_answers_nothing() -> None:
+    """Two claimants (late peer messages): the one with the lower claim yields. If its seal is
+    still running, its result is dropped: the client gets one reply, not two. If the claimant it
+    yielded to goes down, it elects again from its cache."""
+    a, _, _ = cloud()
+    a.svc.on_won("alice#1")
+    assert a.sealing == ["alice#1"]
+    a.svc.on_lost("alice#1", 3)  # node 3 claims too, with a higher tie hash
+    a.svc.on_sealed("alice#1", b"sealed png", 1.0, None)
+    assert a.to_client == [] and a.svc.counters.yielded == 1
+    a.svc.on_node_down(3, 0.5)
+    assert a.elections == ["alice#1", "alice#1"]
+    a.svc.on_won("alice#1")
+    a.svc.on_sealed("alice#1", b"sealed png", 1.0, None)
+    assert [type(m) for m in a.to_client] == [EncryptReply]
+
+
+def test_a_reply_already_sent_stands_when_another_claimant_appears() -> None:
+    a, _, _ = cloud()
+    a.svc.on_won("alice#1")
+    a.svc.on_sealed("alice#1", b"sealed png", 1.0, None)
+    a.svc.on_lost("alice#1", 3)
+    a.svc.on_reply_done("alice#1", None, 0.2)
+    assert [type(m) for m in a.to_client] == [EncryptReply]
+    assert a.to_peers == [Done(rid="alice#1", node=1, acked=True)] and a.svc.counters.yielded == 0
