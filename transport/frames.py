@@ -98,7 +98,7 @@ class Framer(Protocol):
         """True if the trailer of `data` matches the bytes before it."""
 
 
-_CRC = struct.Struct("<I")
+CRC = struct.Struct("<I")  # the CRC32 trailer (little-endian)
 
 
 class CrcFramer:
@@ -108,7 +108,7 @@ class CrcFramer:
 
     def seal(self, header: bytes, payload: bytes | memoryview) -> bytes:
         crc = zlib.crc32(payload, zlib.crc32(header))
-        return b"".join((header, payload, _CRC.pack(crc)))
+        return b"".join((header, payload, CRC.pack(crc)))
 
     def check(self, data: bytes) -> bool:
         return zlib.crc32(data) == CRC_RESIDUE

@@ -152,41 +152,68 @@ class Receiver:
         return len(self._partials)
 
     def on_data(
-        self, sender: Hashable, h: Header, payload: bytes, now: float
+        self, sender: Hashable, h: tuple[int, ...], payload: bytes, now: float
     ) -> tuple[AckOrder | None, list[bytes] | None]:
-        """Take one DATA fragment from `sender` (node id or address). Returns the ACK to send
-        (or None) and, when this fragment completed the message, its fragments in order (else
-        None): joining 20 MB of them is left to whoever decodes, after the ACK is on its way."""
-        key = (sender, h.epoch, h.msg_id)
+        """Take one DATA fragment from `sender` (node id or address); `h` is its `Header` (or
+        the plain tuple of the same fields, as `frames.FIELDS` unpacks them). Returns the ACK to
+        send (or None) and, when this fragment completed the message, its fragments in order
+        (else None): joining 20 MB of them is left to whoever decodes, after the ACK is on its
+        way. The per-datagram hot path of every transfer: one call, fields unpacked once."""
+        _, flags, _, type_code, epoch, msg_id, i, frag_size, block_size, total, _, _, _ = h
+        key = (sender, epoch, msg_id)
         p = self._partials.get(key)
-        if p is not None:
-            if (
-                h.total != p.total
-                or h.type_code != p.type_code
-                or h.frag_size != p.frag_size
-                or h.block_size != p.block_size
-            ):
-                self._drop(key, p)
-                self.counters["conflicts"] += 1
-                self.counters["bad_datagrams"] += 1
-                return None, None
-            i = h.frag_index
-            if i >= p.count or len(payload) != (p.frag_size if i < p.count - 1 else p.last_len):
-                self.counters["bad_datagrams"] += 1
-                return None, None
-            return self._store(key, p, h, payload, now)
-        win = self._windows.get((sender, h.epoch))
-        state = NEW if win is None else win.check(h.msg_id)
-        if state == DELIVERED:
-            self.counters["duplicates"] += 1
-            return AckOrder(True, h.frag_index, 0, b""), None
-        if state == STALE:
-            self.counters["dropped_replay"] += 1
-            return None, None
-        p = self._open(sender, key, h, len(payload), now)
+        c = self.counters
         if p is None:
+            win = self._windows.get((sender, epoch))
+            state = NEW if win is None else win.check(msg_id)
+            if state == DELIVERED:
+                c["duplicates"] += 1
+                return AckOrder(True, i, 0, b""), None
+            if state == STALE:
+                c["dropped_replay"] += 1
+                return None, None
+            p = self._open(sender, key, Header._make(h), len(payload), now)  # once a message
+            if p is None:
+                return None, None
+        elif (total != p.total or type_code != p.type_code or frag_size != p.frag_size
+              or block_size != p.block_size):  # fmt: skip
+            self._drop(key, p)
+            c["conflicts"] += 1
+            c["bad_datagrams"] += 1
             return None, None
-        return self._store(key, p, h, payload, now)
+        elif i >= p.count or len(payload) != (frag_size if i < p.count - 1 else p.last_len):
+            c["bad_datagrams"] += 1
+            return None, None
+        held = p.held
+        block_done = False
+        if held[i >> 3] >> (i & 7) & 1:
+            c["dup_fragments"] += 1
+        else:
+            charge = len(payload) + FRAGMENT_OVERHEAD
+            if self.held_bytes + charge > self._cfg.max_reassembly_bytes:
+                c["dropped_limit"] += 1
+                return None, None
+            p.frags[i] = payload
+            held[i >> 3] |= 1 << (i & 7)
+            p.charged += charge
+            self.held_bytes += charge
+            if i == p.cum:
+                cum = i + 1
+                while cum < p.count and held[cum >> 3] >> (cum & 7) & 1:
+                    cum += 1
+                p.cum = cum
+                if cum == p.count:
+                    return AckOrder(True, i, cum, b""), self._deliver(key, p)
+            b = i // block_size
+            n = p.blocks.get(b, 0) + 1
+            p.blocks[b] = n
+            block_done = n == block_size or n == p.count - b * block_size  # last may be short
+        if p.last != now:  # partials stay ordered by `last`; one batch shares one `now`
+            p.last = now
+            self._partials.move_to_end(key)
+        if block_done or flags & FLAG_ACK_NOW:
+            return AckOrder(False, i, p.cum, p.ack_body(i)), None
+        return None, None
 
     def _open(
         self, sender: Hashable, key: tuple[Hashable, int, int], h: Header, length: int, now: float
@@ -221,41 +248,6 @@ class Receiver:
         self._per_sender[sender] = self._per_sender.get(sender, 0) + 1
         self.held_bytes += p.charged
         return p
-
-    def _store(
-        self, key: tuple[Hashable, int, int], p: _Partial, h: Header, payload: bytes, now: float
-    ) -> tuple[AckOrder | None, list[bytes] | None]:
-        i = h.frag_index
-        held = p.held
-        block_done = False
-        if held[i >> 3] >> (i & 7) & 1:
-            self.counters["dup_fragments"] += 1
-        else:
-            charge = len(payload) + FRAGMENT_OVERHEAD
-            if self.held_bytes + charge > self._cfg.max_reassembly_bytes:
-                self.counters["dropped_limit"] += 1
-                return None, None
-            p.frags[i] = payload
-            held[i >> 3] |= 1 << (i & 7)
-            p.charged += charge
-            self.held_bytes += charge
-            if i == p.cum:
-                cum = i + 1
-                while cum < p.count and held[cum >> 3] >> (cum & 7) & 1:
-                    cum += 1
-                p.cum = cum
-                if cum == p.count:
-                    return AckOrder(True, i, cum, b""), self._deliver(key, p)
-            b = i // p.block_size
-            n = p.blocks.get(b, 0) + 1
-            p.blocks[b] = n
-            block_done = n == p.block_size or n == p.count - b * p.block_size  # last may be short
-        if p.last != now:  # partials stay ordered by `last`; one batch shares one `now`
-            p.last = now
-            self._partials.move_to_end(key)
-        if block_done or h.flags & FLAG_ACK_NOW:
-            return AckOrder(False, i, p.cum, p.ack_body(i)), None
-        return None, None
 
     def _deliver(self, key: tuple[Hashable, int, int], p: _Partial) -> list[bytes]:
         frags = p.frags

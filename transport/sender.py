@@ -40,8 +40,9 @@ RECENT_DONE = 4096  # finished message ids remembered (late ACKs are not "bad")
 TAIL = 3  # fragments asking for an ACK at the end of a message's last batch
 
 
-# emit(out, index, seq, flags): the endpoint builds and queues the DATA datagram.
-Emit = Callable[[Outgoing, int, int, int], None]
+# emit(out, indices, seq0, flags): the endpoint builds and queues the DATA datagrams of
+# fragments indices[k] with seq seq0 + k and flags[k], in that order.
+Emit = Callable[[Outgoing, list[int], int, list[int]], None]
 # budget(addr) -> bytes that may still be sent to addr (None: unlimited).
 Budget = Callable[[Addr], int | None]
 
@@ -286,7 +287,7 @@ class Sender:
                     continue
                 allow -= size
             self.counters["probes"] += 1
-            self._transmit(out, dest, i, FLAG_ACK_NOW, now)
+            self._transmit(out, dest, [i], [FLAG_ACK_NOW], now)
 
     def _fill(self, dest: Path, now: float, budget: Budget | None, limit: int | None) -> int:
         """Send batches round robin while the window has room and `limit` allows; returns the
@@ -327,9 +328,10 @@ class Sender:
             if not acked[i >> 3] >> (i & 7) & 1:
                 batch.append(i)
         first_new = len(batch)
-        while out.next_new < out.count and len(batch) < room:
-            batch.append(out.next_new)
-            out.next_new += 1
+        n_new = min(room - first_new, out.count - out.next_new)
+        if n_new > 0:
+            batch.extend(range(out.next_new, out.next_new + n_new))
+            out.next_new += n_new
         return batch, first_new
 
     def _send_batch(self, out: Outgoing, dest: Path, batch: list[int], now: float,
@@ -343,37 +345,65 @@ class Sender:
         # The last few retransmissions of a multi-block message go out twice: losing a lone
         # straggler (or its ACK) would otherwise cost a whole RTO at the end of a transfer.
         copies = 2 if last_batch and 0 < n <= TAIL and out.count > bs and out.tx[batch[-1]] else 1
-        body, fs, overhead = out.body, self._fs, self._overhead
+        if allow is None:  # the common case: no per-fragment budget checks
+            ack = FLAG_ACK_NOW
+            flags = [ack if i // bs != j // bs else 0 for i, j in zip(batch, batch[1:])]
+            flags.append(ack)
+            for k in range(max(tail, 0), n):
+                flags[k] = ack
+        else:
+            flags, allow = self._budgeted(out, batch, tail, copies, allow)
+        sent = len(flags)
+        batch = batch[:sent]
+        if copies > 1:
+            batch = [i for i in batch for _ in range(copies)]
+            flags = [f for f in flags for _ in range(copies)]
+        if batch:
+            self._transmit(out, dest, batch, flags, now)
+        return sent, allow
+
+    def _budgeted(self, out: Outgoing, batch: list[int], tail: int, copies: int,
+                  allow: int) -> tuple[list[int], int]:  # fmt: skip
+        """Flags of the leading fragments of `batch` that fit in `allow` bytes (the last of them
+        asks for an ACK when the budget stops the batch), and the bytes still allowed."""
+        bs, body, fs, overhead = self._bs, out.body, self._fs, self._overhead
+        flags: list[int] = []
         for k, i in enumerate(batch):
             ask = k >= tail or batch[k + 1] // bs != i // bs
-            if allow is not None:
-                size = copies * (overhead + len(body[i * fs : (i + 1) * fs]))
-                if size > allow:
-                    return k, allow
-                allow -= size
-                if not ask:  # the budget stops the batch after this one: it asks for the ACK
-                    j = batch[k + 1]  # (whose echo validates the address and lifts the budget)
-                    ask = copies * (overhead + len(body[j * fs : (j + 1) * fs])) > allow
-            for _ in range(copies):
-                self._transmit(out, dest, i, FLAG_ACK_NOW if ask else 0, now)
-        return n, allow
+            size = copies * (overhead + len(body[i * fs : (i + 1) * fs]))
+            if size > allow:
+                break
+            allow -= size
+            if not ask:  # the budget stops the batch after this one: it asks for the ACK
+                j = batch[k + 1]  # (whose echo validates the address and lifts the budget)
+                ask = copies * (overhead + len(body[j * fs : (j + 1) * fs])) > allow
+            flags.append(FLAG_ACK_NOW if ask else 0)
+        return flags, allow
 
-    def _transmit(self, out: Outgoing, dest: Path, i: int, flags: int, now: float) -> None:
-        seq = dest.seq
-        dest.seq = seq + 1
-        tx = out.tx[i]
-        if tx:
-            self.counters["retransmits"] += 1
-            if tx < 255:
-                out.tx[i] = tx + 1
-        else:
-            out.tx[i] = 1
-            out.first_seq[i] = seq
-            out.first_sent[i] = now
-        out.last_seq[i] = seq
-        dest.inflight[(out.handle, i)] = now
-        self.counters["data_sent"] += 1
-        self._emit(out, i, seq, flags)
+    def _transmit(self, out: Outgoing, dest: Path, batch: list[int], flags: list[int],
+                  now: float) -> None:  # fmt: skip
+        """Record and emit one transmission of each fragment of `batch` (consecutive seqs)."""
+        seq0 = seq = dest.seq
+        tx, first_seq, first_sent, last_seq = out.tx, out.first_seq, out.first_sent, out.last_seq
+        inflight, handle = dest.inflight, out.handle
+        retransmits = 0
+        for i in batch:
+            t = tx[i]
+            if t:
+                retransmits += 1
+                if t < 255:
+                    tx[i] = t + 1
+            else:
+                tx[i] = 1
+                first_seq[i] = seq
+                first_sent[i] = now
+            last_seq[i] = seq
+            inflight[(handle, i)] = now
+            seq += 1
+        dest.seq = seq
+        self.counters["retransmits"] += retransmits
+        self.counters["data_sent"] += len(batch)
+        self._emit(out, batch, seq0, flags)
 
     def next_deadline(self) -> float | None:
         """Earliest time `poll` has timer work (seconds), or None."""
