@@ -24,6 +24,7 @@ from __future__ import annotations
 import heapq
 from collections import OrderedDict
 from collections.abc import Callable
+from itertools import pairwise
 
 from config import TransportConfig
 from transport.errors import MessageRejected
@@ -347,7 +348,7 @@ class Sender:
         copies = 2 if last_batch and 0 < n <= TAIL and out.count > bs and out.tx[batch[-1]] else 1
         if allow is None:  # the common case: no per-fragment budget checks
             ack = FLAG_ACK_NOW
-            flags = [ack if i // bs != j // bs else 0 for i, j in zip(batch, batch[1:])]
+            flags = [ack if i // bs != j // bs else 0 for i, j in pairwise(batch)]
             flags.append(ack)
             for k in range(max(tail, 0), n):
                 flags[k] = ack
