@@ -15,7 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from config import TransportConfig
 from transport.endpoint import Delivered, Endpoint, Event
+from transport.frames import fragment_count
 from transport.sender import Addr, SendDone, SendFailed
 
 
@@ -241,3 +243,94 @@ class BlobCodec:
         raise ValueError(f"cannot decode type {type_code}")
 
     max_body = staticmethod(fake_max_body)
+
+
+# ------------------------------------------------------------------ one message over a pair
+PAIR_A: Addr = ("10.0.0.1", 4001)
+PAIR_B: Addr = ("10.0.0.2", 4002)
+
+
+def pair(cfg: TransportConfig, seed: int) -> tuple[Net, Endpoint, Endpoint]:
+    """A `Net` (rng `seed`) with plain Endpoints at PAIR_A (epoch 1, rng `seed`) and PAIR_B
+    (epoch 2, rng `seed + 1`). Callers: the TP-2 tests and `benchmarks.transport_seeds`."""
+    net = Net(random.Random(seed))
+    a = net.add(PAIR_A, Endpoint(cfg, epoch=1, rng=random.Random(seed), max_body=fake_max_body))
+    b = net.add(PAIR_B, Endpoint(cfg, epoch=2, rng=random.Random(seed + 1), max_body=fake_max_body))
+    return net, a, b
+
+
+def payload(seed: int, size: int) -> bytes:
+    """`size` seeded random bytes, none of them zero (a zero-filled gap cannot pass for data)."""
+    return random.Random(seed).randbytes(size).replace(b"\x00", b"\x01")
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """One message sent PAIR_A -> PAIR_B (see `transfer`). Counts are datagrams or events."""
+
+    outcome: Event | None  # SendDone / SendFailed; None if neither came within max_time
+    delivered: int  # Delivered events at PAIR_B once the net drained
+    late: int  # of those, delivered after the outcome (a failure: only the data still in flight)
+    exact: bool  # every delivered body equals the sent one, byte for byte
+    data_sent: int  # DATA datagrams PAIR_A sent up to the outcome (first sends and repeats)
+    data_after: int  # DATA datagrams PAIR_A sent after the outcome (while the net drained)
+    fragments: int
+    held_bytes: int  # reassembly bytes PAIR_B still holds once the net drained
+    lost: tuple[int, int]  # datagrams lost (data direction, ACK direction)
+    sent: tuple[int, int]  # datagrams put on the wire (data direction, ACK direction)
+
+    @property
+    def efficiency(self) -> float:
+        """Data datagrams sent / fragments (1.0 = nothing repeated)."""
+        return self.data_sent / self.fragments
+
+    def problems(self) -> list[str]:
+        """What broke TP-2's invariants (exactly once, bit-exact, no delivery after failure,
+        nothing held); empty when the message went through cleanly."""
+        out: list[str] = []
+        if self.outcome is None:
+            out.append("no outcome within max_time")
+        elif isinstance(self.outcome, SendFailed):
+            out.append(f"send failed ({self.outcome.kind}: {self.outcome.reason})")
+            if self.late:
+                out.append(f"{self.late} delivered after the failure")
+            if self.outcome.kind == "undelivered" and self.delivered:
+                out.append("delivered though reported undelivered")
+        if self.delivered > 1 or (isinstance(self.outcome, SendDone) and self.delivered != 1):
+            out.append(f"delivered {self.delivered} times")
+        if self.data_after:
+            out.append(f"{self.data_after} data datagrams sent after the outcome")
+        if not self.exact:
+            out.append("a delivered body differs from the one sent")
+        if self.held_bytes:
+            out.append(f"receiver still holds {self.held_bytes} bytes")
+        return out
+
+
+def transfer(cfg: TransportConfig, seed: int, body: bytes, forward: Impairment,
+             backward: Impairment, deadline_s: float = 60.0,
+             max_time: float = 3600.0) -> Transfer:  # fmt: skip
+    """Send `body` over `pair(cfg, seed)` with `forward` (data) and `backward` (ACK) impairments,
+    run until the send is done or failed (at most `max_time` fake seconds), note the data
+    datagrams sent, then drain the net and look at what PAIR_B delivered."""
+    net, a, b = pair(cfg, seed)
+    net.impair(PAIR_A, PAIR_B, forward)
+    net.impair(PAIR_B, PAIR_A, backward)
+    h = a.send(PAIR_B, BULK_TYPE, body, 0.0, deadline_s=deadline_s)
+    outcome = settle(net, PAIR_A, [h], max_time).get(h)
+    data_sent = a.stats()["data_sent"]
+    at_outcome = len(delivered(net.events[PAIR_B]))
+    net.run(max_time=net.now + max_time)
+    got = delivered(net.events[PAIR_B])
+    return Transfer(
+        outcome=outcome,
+        delivered=len(got),
+        late=len(got) - at_outcome,
+        exact=all(d.body == body for d in got),
+        data_sent=data_sent,
+        data_after=a.stats()["data_sent"] - data_sent,
+        fragments=fragment_count(len(body), cfg.fragment_size),
+        held_bytes=b.stats()["held_bytes"],
+        lost=(forward.counts["lost"], backward.counts["lost"]),
+        sent=(forward.counts["sent"], backward.counts["sent"]),
+    )
