@@ -68,7 +68,8 @@ class Path:
     """One destination: its RTT estimator, fragments in flight (oldest first), the queue of
     messages with something to send, and the transmission counter echoed by ACKs."""
 
-    __slots__ = ("addr", "inflight", "last_progress", "queue", "rtt", "seq")
+    __slots__ = ("addr", "inflight", "last_active", "last_progress", "probes", "queue", "rtt",
+                 "seq")  # fmt: skip
 
     def __init__(self, addr: Addr, rtt: RttEstimator) -> None:
         self.addr = addr
@@ -77,3 +78,5 @@ class Path:
         self.queue: deque[Outgoing] = deque()
         self.seq = 0
         self.last_progress = float("-inf")
+        self.last_active = float("-inf")  # last transmission or acknowledgement of new data
+        self.probes = 0  # tail probes since then

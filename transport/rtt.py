@@ -6,6 +6,8 @@ multiplies it by BACKOFF = 1.5 (RTO * 1.5^n, still capped at the ceiling: gentle
 so a lossy but live path recovers its stragglers sooner); an acknowledgement of new data
 ends the backoff (as QUIC's PTO count and Linux TCP do). Callers feed only samples from first
 transmissions (Karn: a sample from a retransmitted fragment is ambiguous). All times in seconds.
+PTO, the tail-probe timeout (RFC 8985 TLP, QUIC PTO), has no floor: the sender's cheap early probe
+when a path goes quiet, before the RTO (which keeps its floor) declares anything lost.
 """
 
 from __future__ import annotations
@@ -61,6 +63,14 @@ class RttEstimator:
         else:
             raw = self.srtt + max(GRANULARITY_S, 4 * self.rttvar)
         return min(self.ceiling, max(self.floor, raw))
+
+    @property
+    def pto(self) -> float | None:
+        """Tail-probe timeout (seconds): 2 srtt (RFC 8985), at least the granularity, at most the
+        RTO; None before the first sample (no estimate, no early probe)."""
+        if self.srtt is None:
+            return None
+        return min(self.rto, max(2 * self.srtt, GRANULARITY_S))
 
     @property
     def rto(self) -> float:

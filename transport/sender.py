@@ -13,8 +13,11 @@ retransmission (selective repeat). The last fragment of each block in a batch as
 so do the last TAIL fragments of a message's final batch (a lost tail costs no timeout). When the
 oldest in-flight fragment of a destination is older than the RTO, each block with expired
 fragments gets one probe (its highest expired fragment again, ACK_NOW) and the RTO backs off; the
-probe's ACK tells what is really missing. RTT samples come only from ACKs whose trigger is a first
-transmission (Karn; the echoed seq makes that exact). A message completes on a COMPLETE ACK (or
+probe's ACK tells what is really missing. Before that, when a destination went quiet (nothing
+sent, no new data acknowledged) for a PTO (see rtt: about 2 srtt, no floor), its newest fragment
+in flight goes out again with ACK_NOW, at most MAX_TAIL_PROBES times per quiet spell (a tail loss
+probe): a lost last fragment or last ACK then costs a PTO, not an RTO. RTT samples come only from
+ACKs whose trigger is a first transmission (Karn; the echoed seq makes that exact). A message completes on a COMPLETE ACK (or
 when every fragment is acknowledged) and fails when no ACK made progress on it for its deadline:
 "undelivered" if some fragment never left, else "unacknowledged" (it may have been delivered).
 """
@@ -39,6 +42,7 @@ _U32 = 0xFFFFFFFF
 MAX_IDLE_DESTS = 4096  # idle destinations (RTT state) kept, oldest forgotten first
 RECENT_DONE = 4096  # finished message ids remembered (late ACKs are not "bad")
 TAIL = 3  # fragments asking for an ACK at the end of a message's last batch
+MAX_TAIL_PROBES = 2  # per quiet spell of a destination (reset by an ACK of new data)
 
 
 # emit(out, indices, seq0, flags): the endpoint builds and queues the DATA datagrams of
@@ -152,7 +156,8 @@ class Sender:
             self._finish(out, dest, SendDone(out.handle))
             return True
         if self._mark(out, dest, h.total, start, bitmap, trigger, i if first else out.count):
-            out.last_progress = dest.last_progress = now
+            out.last_progress = dest.last_progress = dest.last_active = now
+            dest.probes = 0
             dest.rtt.progress()
         if out.n_acked == out.count:
             self._finish(out, dest, SendDone(out.handle))
@@ -236,8 +241,11 @@ class Sender:
             self._expire(now)
         left = limit
         for dest in list(self._busy.values()):
-            if dest.inflight and next(iter(dest.inflight.values())) + dest.rtt.rto <= now:
-                self._timeout(dest, now, budget)
+            if dest.inflight:
+                if next(iter(dest.inflight.values())) + dest.rtt.rto <= now:
+                    self._timeout(dest, now, budget)
+                elif (probe := self._probe_due(dest)) is not None and probe <= now:
+                    self._tail_probe(dest, now, budget)
             if dest.queue and len(dest.inflight) < self._window and (left is None or left > 0):
                 sent = self._fill(dest, now, budget, left)
                 left = None if left is None else left - sent
@@ -289,6 +297,31 @@ class Sender:
                 allow -= size
             self.counters["probes"] += 1
             self._transmit(out, dest, [i], [FLAG_ACK_NOW], now)
+
+    def _probe_due(self, dest: Path) -> float | None:
+        """When the tail probe of `dest` is due (None: none is armed)."""
+        pto = dest.rtt.pto
+        if pto is None or dest.probes >= MAX_TAIL_PROBES:
+            return None
+        return dest.last_active + pto
+
+    def _tail_probe(self, dest: Path, now: float, budget: Budget | None) -> None:
+        """Nothing sent or acknowledged for a PTO: send the newest fragment in flight again with
+        ACK_NOW. Its ACK tells what is held, so a lost tail (or a lost last ACK) costs a PTO,
+        not the RTO with its floor. No backoff, nothing declared lost; a spurious probe costs
+        one datagram and one ACK."""
+        dest.probes += 1
+        dest.last_active = now
+        key = next(reversed(dest.inflight))
+        out = self._outs[key[0]]
+        if budget is not None:
+            allow = budget(dest.addr)
+            size = self._overhead + len(out.body[key[1] * self._fs : (key[1] + 1) * self._fs])
+            if allow is not None and size > allow:
+                return
+        del dest.inflight[key]
+        self.counters["probes"] += 1
+        self._transmit(out, dest, [key[1]], [FLAG_ACK_NOW], now)
 
     def _fill(self, dest: Path, now: float, budget: Budget | None, limit: int | None) -> int:
         """Send batches round robin while the window has room and `limit` allows; returns the
@@ -402,6 +435,7 @@ class Sender:
             inflight[(handle, i)] = now
             seq += 1
         dest.seq = seq
+        dest.last_active = now
         self.counters["retransmits"] += retransmits
         self.counters["data_sent"] += len(batch)
         self._emit(out, batch, seq0, flags)
@@ -412,4 +446,7 @@ class Sender:
         for dest in self._busy.values():
             if dest.inflight:
                 times.append(next(iter(dest.inflight.values())) + dest.rtt.rto)
+                probe = self._probe_due(dest)
+                if probe is not None:
+                    times.append(probe)
         return min(times) if times else None
