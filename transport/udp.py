@@ -5,10 +5,15 @@ Threads, and what runs where:
 - reader thread: select() on the socket and a wake-up socketpair, with the timeout of the core's
   next deadline (RTO, send deadlines, idle partials, held-back policy datagrams). It drains up to
   DRAIN_BATCH datagrams, feeds them to the pure `Endpoint` under one lock, sends what the core
-  asks for and resolves send futures. Per-datagram work never leaves this thread.
+  asks for (at most CHUNK DATA datagrams per turn; after a full CHUNK it polls the socket without
+  sleeping, so ACKs are read between chunks) and resolves send futures. Per-datagram work never
+  leaves this thread.
 - caller threads: `send()` encodes the message, hands it to the core under the lock and sends
-  what the window allows, CHUNK datagrams per lock hold (the window paces sending; the socket
-  buffers are raised but never relied on). A send lock keeps datagrams in the core's order.
+  the first CHUNK itself (a small message leaves at once); the reader thread sends the rest.
+  One thread, not two, then sends a large message: a caller thread pumping chunks starved the
+  reader of the GIL, and ACKs waited up to the 5 ms switch interval (the window stalled full).
+  The window paces sending; the socket buffers are raised but never relied on. A send lock
+  keeps datagrams in the core's order.
 - `TransportActor` (Pykka): decodes each whole message once and gives it to the subscribers
   (`actor_ref.tell(Delivery)`, or a call of a callable), and runs `on_done` callbacks. Slow
   subscribers therefore never stall the socket.
@@ -162,6 +167,7 @@ class Transport:
         self._extra = {"oserrors": 0, "bad_messages": 0, "subscriber_errors": 0,
                        "internal_errors": 0}  # fmt: skip
         self._sleep_until = 0.0
+        self._more = False  # (reader thread) the last pump filled a CHUNK: more may be due now
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -241,8 +247,7 @@ class Transport:
         self._flush(out, events)
         if err is not None:
             self._resolve(fut, on_done, err)
-        self._pump_rest(out, now)
-        if poke:
+        if poke or len(out) >= CHUNK:  # the reader thread sends the rest, between its reads
             self._poke()
         return fut
 
@@ -325,7 +330,7 @@ class Transport:
 
     def _iterate(self) -> None:
         with self._lock:
-            wake = self._next_wake()
+            wake = time.monotonic() if self._more else self._next_wake()
             self._sleep_until = wake
         timeout = None if wake == float("inf") else max(0.0, wake - time.monotonic())
         try:
@@ -349,7 +354,7 @@ class Transport:
                 self._ep.datagrams_received(batch, now)
             out, events, _ = self._pump(now)
         self._flush(out, events)
-        self._pump_rest(out, now)
+        self._more = len(out) >= CHUNK  # the windows may allow more: read ACKs, then send on
 
     def _recv_batch(self) -> list[tuple[Addr, bytes]]:
         batch, errors = self._sock.recv(DRAIN_BATCH)
@@ -369,14 +374,6 @@ class Transport:
         times = [t for t in (self._ep.next_deadline(),
                              self._gate.next_time() if self._gate else None) if t is not None]  # fmt: skip
         return min(times) if times else float("inf")
-
-    def _pump_rest(self, out: list[tuple[Addr, bytes]], now: float) -> None:
-        """Send the rest of what the windows allow, a chunk at a time, releasing the core lock in
-        between (the peer starts on the first chunk while we build the next)."""
-        while len(out) >= CHUNK:
-            with self._lock:
-                out, events, _ = self._pump(now)
-            self._flush(out, events)
 
     def _pump(self, now: float) -> tuple[list[tuple[Addr, bytes]], list[Event], bool]:
         """(under the lock) datagrams (at most CHUNK DATA) and events due now, and whether the
