@@ -8,9 +8,13 @@ The parent process sends; a child process (multiprocessing, spawn) receives. For
   reliability: the rate the receiver saw (bytes received / first-to-last datagram); the ratio
   transport / raw is the figure the targets are set on;
 - the transport figure again with 10 % of datagrams dropped in each direction (seeded policy);
-- each transport run is followed at once by a raw blast, and a ratio is the median of the
-  per-pair ratios (runs that saw the same machine load; the raw rate alone swings by 1.5x here);
-- the round trip of a one-fragment message (send -> ACK), p50 and p99 over `--pings` sends.
+- each transport run is followed by a raw blast, and a ratio is the median of the per-pair
+  ratios (runs that saw the same machine load; the raw rate alone swings by 1.5x here); both
+  runs of a pair start after the same idle time (IDLE_S), so neither is timed warm and the other
+  cold;
+- the round trip of a one-fragment message (send -> ACK), p50 and p99 over `--pings` sends;
+- per datagram at 0 % loss: the wall time and the CPU time (user + system) each process spent,
+  which shows whether (and on which side) the transfer is CPU-bound.
 Each throughput figure is the median of `--repeat` runs (raw: of all the blasts). `--json` prints one JSON object with
 the 20 MB figures at the top level (raw_mbps, mbps, ratio, loss10_mbps, loss10_ratio,
 rtt_p50_ms, rtt_p99_ms) and every size under "sizes". The machine should be otherwise idle:
@@ -24,6 +28,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import resource
 import statistics
 import threading
 import time
@@ -37,7 +42,17 @@ from transport.sockets import open_socket
 from transport.udp import Transport
 
 SIZES = (2_000_000, 20_000_000)
+# Idle time before every timed run, transport and raw alike. On this VM a run that starts after
+# an idle spell is up to 1.7x slower than one started right after another (cold caches on a
+# shared host); a raw blast timed right after a transport run would be compared warm to cold.
+IDLE_S = 0.3
 LOOPBACK = "127.0.0.1"
+
+
+def _cpu_s() -> float:
+    """CPU seconds (user + system) this process used so far."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 class _RawSink:
@@ -87,6 +102,8 @@ def _child(conn: Connection, cfg: TransportConfig) -> None:
             conn.send(sink.reset())
         elif cmd == "sink_result":
             conn.send((sink.bytes, sink.last - sink.first))
+        elif cmd == "cpu":
+            conn.send(_cpu_s())
         else:
             if tp is not None:
                 tp.stop()
@@ -103,6 +120,7 @@ class Bench:
         self.conn, child_conn = ctx.Pipe()
         self.proc = ctx.Process(target=_child, args=(child_conn, cfg), daemon=True)
         self.proc.start()
+        self.cpu: dict[tuple[int, float], list[float]] = {}
 
     def ask(self, cmd: str, arg: Any = None) -> Any:
         self.conn.send((cmd, arg))
@@ -114,8 +132,10 @@ class Bench:
 
     def paired(self, repeat: int, loss: float) -> dict[int, tuple[list[float], list[float]]]:
         """Per size, `repeat` pairs of (transport MB/s, raw MB/s) measured back to back: each
-        transport run (`loss` dropped on receive at both ends) is followed at once by a raw
-        blast of the same bytes, so a ratio compares runs that saw the same machine load."""
+        transport run (`loss` dropped on receive at both ends) is followed by a raw blast of the
+        same bytes, so a ratio compares runs that saw the same machine load. Also sums the CPU
+        time both processes spent in the transport runs (`self.cpu`: size -> [sender s,
+        receiver s, datagrams])."""
         policy = LossPolicy(drop=loss, seed=1) if loss else None
         peer = tuple(self.ask("transport", policy))
         me = Transport.start((LOOPBACK, 0), self.cfg, codec=BlobCodec, policy=policy, name="src")
@@ -132,10 +152,17 @@ class Bench:
                     me.send(peer, body, deadline_s=30).get(timeout=120)
                 runs: list[float] = []
                 raws: list[float] = []
+                cpu = self.cpu.setdefault((size, loss), [0.0, 0.0, 0])
                 for _ in range(repeat):
+                    time.sleep(IDLE_S)
+                    c0, r0 = _cpu_s(), self.ask("cpu")
                     t0 = time.perf_counter()
                     me.send(peer, body, deadline_s=30).get(timeout=120)
                     runs.append(size / (time.perf_counter() - t0) / 1e6)
+                    cpu[0] += _cpu_s() - c0
+                    cpu[1] += self.ask("cpu") - r0
+                    cpu[2] += len(chunks)
+                    time.sleep(IDLE_S)
                     raws.append(self._raw_once(sock, chunks))
                 out[size] = (runs, raws)
             return out
@@ -168,6 +195,17 @@ class Bench:
         return lat[len(lat) // 2], lat[min(len(lat) - 1, int(0.99 * len(lat)))]
 
 
+def _cpu_figures(cpu: list[float], per_message: int, seconds: float) -> dict[str, float]:
+    """Microseconds per datagram (`per_message` datagrams in a message): wall time of a message
+    taking `seconds`, and the CPU time (user + system, over all the runs) of the sending and of
+    the receiving process. When the busier side's CPU time is close to the wall time, the
+    transfer is CPU-bound there."""
+    sender_s, receiver_s, datagrams = cpu
+    per = 1e6 / max(datagrams, 1)
+    return {"wall_us_per_dg": seconds * 1e6 / per_message, "sender_cpu_us_per_dg": sender_s * per,
+            "receiver_cpu_us_per_dg": receiver_s * per}  # fmt: skip
+
+
 def measure(repeat: int, pings: int) -> dict[str, Any]:
     """Every figure of the module docstring, as a dict."""
     cfg = TransportConfig()
@@ -186,6 +224,8 @@ def measure(repeat: int, pings: int) -> dict[str, Any]:
             "ratio": med([t / r for t, r in zip(*clean[s])]),
             "loss10_mbps": med(lossy[s][0]),
             "loss10_ratio": med([t / r for t, r in zip(*lossy[s])]),
+            **_cpu_figures(bench.cpu[(s, 0.0)], -(-s // cfg.fragment_size),
+                           s / (med(clean[s][0]) * 1e6)),
         }
         for s in SIZES
     }
@@ -211,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     for size, v in r["sizes"].items():
         print(f"{int(size):>11,} {v['mbps']:>6.1f} MB/s {v['raw_mbps']:>6.1f} MB/s {v['ratio']:>6.2f}"
               f" {v['loss10_mbps']:>6.1f} MB/s {v['loss10_ratio']:>6.2f}")  # fmt: skip
+    print(f"{'size':>11} {'us/datagram':>12} {'sender CPU':>11} {'receiver CPU':>13}   (0 % loss)")
+    for size, v in r["sizes"].items():
+        print(f"{int(size):>11,} {v['wall_us_per_dg']:>12.2f} {v['sender_cpu_us_per_dg']:>11.2f}"
+              f" {v['receiver_cpu_us_per_dg']:>13.2f}")  # fmt: skip
     print(f"one-fragment round trip: p50 {r['rtt_p50_ms']:.3f} ms, p99 {r['rtt_p99_ms']:.3f} ms")
     print("targets: ratio >= 0.5 at 0 % loss, >= 0.25 at 10 % loss, round trip p50 < 1 ms")
     return 0
