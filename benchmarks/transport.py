@@ -42,9 +42,9 @@ from transport.sockets import open_socket
 from transport.udp import Transport
 
 SIZES = (2_000_000, 20_000_000)
-# Idle time before every timed run, transport and raw alike. On this VM a run that starts after
-# an idle spell is up to 1.7x slower than one started right after another (cold caches on a
-# shared host); a raw blast timed right after a transport run would be compared warm to cold.
+# Idle time before every timed run, transport and raw alike. On this VM a 2 MB transfer started
+# after 0.3 s idle took 7-10 ms against 5-6 ms back to back (idle host; a pure CPU loop shows no
+# such gap): a raw blast timed right after a transport run was compared warm against cold.
 IDLE_S = 0.3
 LOOPBACK = "127.0.0.1"
 
