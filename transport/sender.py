@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from itertools import pairwise
 
 from config import TransportConfig
@@ -172,9 +172,9 @@ class Sender:
         True if anything new was acknowledged."""
         before = out.n_acked
         cum = min(cum, out.next_new)
-        for i in range(out.cum, cum):
-            self._ack(out, dest, i)
-        out.cum = max(out.cum, cum)
+        if cum > out.cum:
+            self._ack_all(out, dest, range(out.cum, cum))
+            out.cum = cum
         end = min(start + 8 * len(bitmap), out.next_new)
         if end <= start:
             return out.n_acked > before
@@ -183,10 +183,13 @@ class Sender:
         held = int.from_bytes(bitmap, "little") & mask
         have = int.from_bytes(out.acked[start >> 3 : (end + 7) >> 3], "little") & mask
         new = held & ~have
-        while new:
-            low = new & -new
-            self._ack(out, dest, start + low.bit_length() - 1)
-            new ^= low
+        if new:
+            fresh = []
+            while new:
+                low = new & -new
+                fresh.append(start + low.bit_length() - 1)
+                new ^= low
+            self._ack_all(out, dest, fresh)
         if scan_to > start:
             holes = mask & ~(held | have)
             if scan_to < end:
@@ -200,12 +203,17 @@ class Sender:
                     out.retx.append(i)
         return out.n_acked > before
 
-    def _ack(self, out: Outgoing, dest: Path, i: int) -> None:
-        bit = 1 << (i & 7)
-        if not out.acked[i >> 3] & bit:
-            out.acked[i >> 3] |= bit
-            out.n_acked += 1
-            dest.inflight.pop((out.handle, i), None)
+    def _ack_all(self, out: Outgoing, dest: Path, indices: Iterable[int]) -> None:
+        """Mark fragments `indices` acknowledged (those not yet) and out of flight."""
+        acked, pop, handle = out.acked, dest.inflight.pop, out.handle
+        n = 0
+        for i in indices:
+            bit = 1 << (i & 7)
+            if not acked[i >> 3] & bit:
+                acked[i >> 3] |= bit
+                n += 1
+                pop((handle, i), None)
+        out.n_acked += n
 
     def _finish(self, out: Outgoing, dest: Path, event: SendDone | SendFailed) -> None:
         handle = out.handle
