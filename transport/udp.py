@@ -9,7 +9,7 @@ Threads, and what runs where:
   sleeping, so ACKs are read between chunks) and resolves send futures. Per-datagram work never
   leaves this thread.
 - caller threads: `send()` encodes the message, hands it to the core under the lock and sends
-  the first CHUNK itself (a small message leaves at once); the reader thread sends the rest.
+  the first FIRST_CHUNK itself (a small message leaves at once); the reader thread sends the rest.
   One thread, not two, then sends a large message: a caller thread pumping chunks starved the
   reader of the GIL, and ACKs waited up to the 5 ms switch interval (the window stalled full).
   The window paces sending; the socket buffers are raised but never relied on. A send lock
@@ -72,6 +72,7 @@ log = logging.getLogger(__name__)
 Addr = tuple[str, int]
 DRAIN_BATCH = 128  # datagrams per select(): small enough that ACKs leave promptly
 CHUNK = 128  # DATA datagrams built per core-lock hold: sending starts before a window is built
+FIRST_CHUNK = 32  # DATA datagrams send() builds itself: the wire (and the peer) start sooner
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,11 +244,11 @@ class Transport:
                     err = None
                 except MessageRejected as exc:
                     err = SendError("rejected", exc.reason)
-            out, events, poke = self._pump(now)
+            out, events, poke = self._pump(now, FIRST_CHUNK)
         self._flush(out, events)
         if err is not None:
             self._resolve(fut, on_done, err)
-        if poke or len(out) >= CHUNK:  # the reader thread sends the rest, between its reads
+        if poke or len(out) >= FIRST_CHUNK:  # the reader thread sends the rest, between reads
             self._poke()
         return fut
 
@@ -375,11 +376,12 @@ class Transport:
                              self._gate.next_time() if self._gate else None) if t is not None]  # fmt: skip
         return min(times) if times else float("inf")
 
-    def _pump(self, now: float) -> tuple[list[tuple[Addr, bytes]], list[Event], bool]:
-        """(under the lock) datagrams (at most CHUNK DATA) and events due now, and whether the
+    def _pump(self, now: float, limit: int = CHUNK) -> tuple[list[tuple[Addr, bytes]],
+                                                          list[Event], bool]:  # fmt: skip
+        """(under the lock) datagrams (at most `limit` DATA) and events due now, and whether the
         reader must wake up. Takes the send lock, which `_flush` releases: datagrams leave in the
         order the core made them even when two threads pump (a reordered burst looks like loss)."""
-        out = self._ep.datagrams_to_send(now, CHUNK)
+        out = self._ep.datagrams_to_send(now, limit)
         events = self._ep.pop_events()
         deadline = self._ep.next_deadline()
         self._send_lock.acquire()
