@@ -60,6 +60,7 @@ class TransportConfig:
     max_reassembly_bytes: int = 256 * 1024 * 1024
     partial_idle_s: float = 30.0
     socket_buffer: int = 8 * 1024 * 1024
+    busy_poll_us: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +146,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "transport.max_reassembly_bytes": (1024, 1 << 36),
     "transport.partial_idle_s": (0.1, 3600),
     "transport.socket_buffer": (65536, 1 << 30),
+    "transport.busy_poll_us": (0, 100_000),
     "election.heartbeat_interval_ms": (10, 60_000),
     "election.failure_timeout_ms": (20, 600_000),
     "election.answer_timeout_ms": (1, 60_000),

@@ -241,6 +241,11 @@ class Endpoint:
         times.extend(self._waiting.values())
         return min(times) if times else None
 
+    def bulk_in_progress(self) -> bool:
+        """True while a message of several fragments is being received or sent (its next
+        datagram or ACK is due soon: the socket layer may busy-poll)."""
+        return bool(self.receiver.partials) or self.sender.bulk_pending()
+
     def pop_events(self) -> list[Event]:
         """Events since the last call: Delivered, SendDone, SendFailed."""
         events = self._events

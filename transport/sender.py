@@ -72,6 +72,7 @@ class Sender:
         self._next_handle = 1
         self._next_id = 1
         self._outs: dict[int, Outgoing] = {}
+        self._bulk = 0  # messages of more than one fragment in _outs
         self._by_id: dict[tuple[Addr, int], Outgoing] = {}
         self._dests: dict[Addr, Path] = {}
         self._busy: dict[Addr, Path] = {}
@@ -96,6 +97,10 @@ class Sender:
         """True while some message to `addr` is neither acknowledged nor failed."""
         return addr in self._busy
 
+    def bulk_pending(self) -> bool:
+        """True while some message of more than one fragment is being sent."""
+        return self._bulk > 0
+
     def pending(self) -> int:
         """Messages not yet acknowledged nor failed."""
         return len(self._outs)
@@ -112,6 +117,7 @@ class Sender:
                        fragment_count(len(body), self._fs), now, deadline)  # fmt: skip
         self._next_id += 1
         self._outs[handle] = out
+        self._bulk += out.count > 1
         self._by_id[(addr, out.msg_id)] = out
         dest = self._dest(addr)
         self._enqueue(dest, out)
@@ -223,6 +229,7 @@ class Sender:
             dest.queue.remove(out)
             out.queued = False
         del self._outs[handle]
+        self._bulk -= out.count > 1
         del self._by_id[(out.addr, out.msg_id)]
         self._done[(out.addr, out.msg_id)] = None
         if len(self._done) > RECENT_DONE:

@@ -169,6 +169,8 @@ class Transport:
                        "internal_errors": 0}  # fmt: skip
         self._sleep_until = 0.0
         self._more = False  # (reader thread) the last pump filled a CHUNK: more may be due now
+        self._io = False  # (reader thread) the last turn received or sent datagrams
+        self._spin_s = ep.cfg.busy_poll_us / 1e6
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -333,10 +335,11 @@ class Transport:
         with self._lock:
             wake = time.monotonic() if self._more else self._next_wake()
             self._sleep_until = wake
+            spin = self._spin_s if self._io and self._ep.bulk_in_progress() else 0.0
         timeout = None if wake == float("inf") else max(0.0, wake - time.monotonic())
+        fds = [self._sock.fileno(), self._wake_r.fileno()]
         try:
-            fds = [self._sock.fileno(), self._wake_r.fileno()]
-            ready, _, _ = select.select(fds, [], [], timeout)
+            ready = self._wait(fds, timeout, spin)
         except (OSError, ValueError):
             if not self._closed.is_set():
                 self._count("oserrors")
@@ -356,6 +359,21 @@ class Transport:
             out, events, _ = self._pump(now)
         self._flush(out, events)
         self._more = len(out) >= CHUNK  # the windows may allow more: read ACKs, then send on
+        self._io = bool(batch or out)
+
+    @staticmethod
+    def _wait(fds: list[int], timeout: float | None, spin: float) -> list[int]:
+        """select() on `fds`; first poll without sleeping for up to `spin` seconds (busy poll:
+        in a bulk transfer the next datagram is due within microseconds, and waking a thread
+        that slept costs far more here, up to milliseconds on this VM)."""
+        if spin and timeout != 0.0:
+            until = time.monotonic() + min(spin, timeout if timeout is not None else spin)
+            while True:
+                ready, _, _ = select.select(fds, [], [], 0)
+                if ready or time.monotonic() >= until:
+                    return list(ready)
+        ready, _, _ = select.select(fds, [], [], timeout)
+        return list(ready)
 
     def _recv_batch(self) -> list[tuple[Addr, bytes]]:
         batch, errors = self._sock.recv(DRAIN_BATCH)
