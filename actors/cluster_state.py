@@ -84,6 +84,10 @@ class ClusterState:
     def is_up(self) -> bool:
         return self.m.self_up
 
+    def syncing(self) -> bool:
+        """True from coming back until the state of a peer has been applied."""
+        return self.syncing_from is not None
+
     def has_majority(self, now: float) -> bool:
         return self.m.self_up and self.m.has_majority(now)
 

@@ -57,6 +57,9 @@ Addr = tuple[str, int]
 HOUSEKEEPING_S = 1.0  # how often caches, directory entries and tombstones are expired
 PROBE_S = 0.5  # an online client's transport acknowledges a probe well within this
 STATE_CHANGING = (EncryptRequest, Join, Leave, PostUpdate, ConfirmUpdates)
+# answered from the directory and pending state: a node back from a failure defers them
+# (retryable) until its state is synced, instead of refusing sessions it has not heard of yet
+NEEDS_STATE = (Join, Leave, PostUpdate, ConfirmUpdates)
 
 
 class NodeParts:
@@ -113,6 +116,13 @@ class NodeParts:
                 self.node.send_client(addr, ErrorReply(
                     rid=rid, code="not_in_majority", retryable=True,
                     message=f"node {self.id} sees no majority of the cloud; try again"))
+            return
+        if isinstance(msg, NEEDS_STATE) and self.cluster.syncing():
+            self.node.count("client_while_syncing", type(msg).__name__)
+            if rid is not None:
+                self.node.send_client(addr, ErrorReply(
+                    rid=rid, code="syncing", retryable=True,
+                    message=f"node {self.id} is syncing its state after a failure; try again"))
             return
         try:
             self._client_message(addr, msg, now)

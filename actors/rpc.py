@@ -5,6 +5,12 @@ duplicates (a race can make two nodes answer; the first one is kept), retries af
 `retry_s` with the same request id and a higher attempt number, backs off on retryable errors
 ("not in majority", no node reachable) until `deadline_s` has passed.
 
+A refusal (a non-retryable error) is the cloud's answer only when a majority of the nodes
+gives one in the same attempt, or every node answered and none accepted. One node's refusal
+alone is not: a node that was down, or restarted, may not know a session that the others
+know yet (it refuses the token until its state is synced), and its refusal must not fail a
+request the others accept. A lone refusal with no other answer fails the call at the deadline.
+
 Replies are matched by their `rid` field. The transport's delivery thread calls `deliver`.
 """
 
@@ -41,6 +47,16 @@ class _Waiter:
     reply: Message | None = None
     errors: list[ErrorReply] = field(default_factory=list)
     received: int = 0
+
+    def fatal(self) -> list[ErrorReply]:
+        """The non-retryable errors of this attempt."""
+        return [e for e in self.errors if not e.retryable]
+
+    def refused(self) -> bool:
+        """A majority of the nodes refused, or every node answered with an error and one
+        refused: the cloud's answer is a refusal."""
+        fatal = len(self.fatal())
+        return fatal > 0 and (2 * fatal > self.targets or len(self.errors) >= self.targets)
 
 
 @dataclass
@@ -89,7 +105,7 @@ class Caller:
             self.stats.replies_received += 1
             if isinstance(msg, ErrorReply):
                 waiter.errors.append(msg)
-                if not msg.retryable or len(waiter.errors) >= waiter.targets:
+                if waiter.refused() or len(waiter.errors) >= waiter.targets:
                     waiter.event.set()
                 return True
             if waiter.reply is None:
@@ -125,18 +141,21 @@ class Caller:
                     if waiter.reply is not None:
                         self.stats.replies_accepted += 1
                         return waiter.reply
-                    fatal = [e for e in waiter.errors if not e.retryable]
+                    refused = waiter.refused()
+                    fatal = waiter.fatal()
+                    every = len(waiter.errors) >= waiter.targets
                     last = waiter.errors[-1] if waiter.errors else None
                     waiter.errors.clear()
                     waiter.event.clear()
-                if fatal:
+                expired = self._clock() >= deadline
+                if fatal and (refused or expired):
                     raise CallError(fatal[0].code, fatal[0].message, retryable=False)
-                if self._clock() >= deadline:
+                if expired:
                     if last is not None:
                         raise CallError(last.code, last.message, retryable=True)
                     raise CallError("unreachable", "no node of the cloud answered", retryable=True)
                 reason = last.message if last is not None else "no answer yet"
-                if last is not None:  # every node refused for now: back off before retrying
+                if every:  # every node refused for now: back off before retrying
                     time.sleep(min(backoff, max(0.0, deadline - self._clock())))
                     backoff = min(backoff * 2, 4.0)
                 attempt += 1
