@@ -2,9 +2,13 @@
 
 TI-9: coverage-guided fuzzing with atheris (libFuzzer) of the targets in `benchmarks.fuzz_targets`.
 The corpus lives in `tests/fuzz_corpus/<target>/` (seeded with valid inputs when empty) and is
-replayed by `tests/test_fuzz_corpus.py` without atheris. An input taking over 1 s is a hang
-(`-timeout=1`); a crash, hang or out-of-memory input is written to the corpus directory as
-`crash-*`, `timeout-*` or `oom-*`.
+replayed by `tests/test_fuzz_corpus.py` without atheris. An input taking over 1 s of CPU is a
+hang (`Hang`, saved like a crash); a crash, hang or out-of-memory input is written to the corpus
+directory as `crash-*`, `timeout-*` or `oom-*`. `--minutes` counts CPU time of the fuzzing
+process: processes on this machine are at times stopped for many seconds (state T; libFuzzer saw
+18-22 s "slow units" that take under 1 ms when replayed), which a wall clock would count as
+hangs. libFuzzer's wall-clock limits are only backstops. The last lines on stderr give
+inputs run, CPU and wall seconds, the slowest input, then libFuzzer's final stats.
 
     --merge           minimise: libFuzzer -merge=1 of the corpus into a fresh directory, which
                       then replaces the corpus (keeps one input per new coverage feature)
@@ -13,7 +17,6 @@ replayed by `tests/test_fuzz_corpus.py` without atheris. An input taking over 1 
 
 Needs the optional extra `fuzz` (pip install -e '.[fuzz]'); the targets themselves do not.
 Run it niced, one target at a time: `nice -n 19 python -m benchmarks.fuzz --target frames`.
-libFuzzer's final stats (stat::number_of_executed_units, corpus size) go to stderr.
 """
 
 from __future__ import annotations
@@ -22,9 +25,12 @@ import argparse
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -32,6 +38,8 @@ TARGET_NAMES = ("frames", "fragments", "messages", "unseal")
 CORPUS_ROOT = Path("tests") / "fuzz_corpus"
 MAX_LEN = {"frames": 2048, "fragments": 8192, "messages": 4096, "unseal": 32768}
 RSS_LIMIT_MB = 2048
+HANG_S = 1.0  # CPU seconds per input
+WALL_TIMEOUT_S = 120  # libFuzzer's wall-clock backstop for an input that never returns
 INSTRUMENTED = ("codec", "transport", "benchmarks.fuzz_targets")
 
 
@@ -47,14 +55,48 @@ def _instrumented() -> ModuleType:
     return fuzz_targets
 
 
-def _libfuzzer(target: str, args: list[str], argv0: str) -> None:
+class Hang(Exception):
+    """An input took more than HANG_S of CPU time (raised to libFuzzer, which saves it)."""
+
+
+class CpuClock:
+    """Measures each input in CPU seconds of this process (`time.process_time`): the host may
+    pause low-priority jobs (SIGSTOP) for many seconds, which a wall clock would count.
+    `budget_s`: CPU seconds of fuzzing after which libFuzzer is asked to stop (SIGUSR1: it
+    finishes the unit and prints its final stats); None = no limit."""
+
+    def __init__(self, target: str, budget_s: float | None) -> None:
+        self.target = target
+        self.start_cpu, self.start_wall = time.process_time(), time.monotonic()
+        self.end = None if budget_s is None else self.start_cpu + budget_s
+        self.inputs = 0
+        self.worst = 0.0
+
+    def run(self, fn: Callable[[str, bytes], str], data: bytes) -> None:
+        before = time.process_time()
+        fn(self.target, data)
+        now = time.process_time()
+        self.inputs += 1
+        self.worst = max(self.worst, now - before)
+        if now - before > HANG_S:
+            raise Hang(f"{now - before:.2f} s of CPU for one input (bound {HANG_S} s)")
+        if self.end is not None and now >= self.end:
+            self.end = None
+            print(f"fuzz {self.target}: {self.inputs} inputs in {now - self.start_cpu:.0f} s "
+                  f"CPU ({time.monotonic() - self.start_wall:.0f} s wall), slowest input "
+                  f"{self.worst * 1000:.1f} ms CPU", file=sys.stderr, flush=True)  # fmt: skip
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+
+def _libfuzzer(target: str, args: list[str], argv0: str, budget_s: float | None) -> None:
     """Run libFuzzer in this process with `args` (exits the process when done)."""
     import atheris
 
     fuzz_targets = sys.modules.get("benchmarks.fuzz_targets") or _instrumented()
+    clock = CpuClock(target, budget_s)
 
     def one_input(data: bytes) -> None:
-        fuzz_targets.run(target, data)
+        clock.run(fuzz_targets.run, data)
 
     atheris.Setup([argv0, *args], one_input)
     atheris.Fuzz()
@@ -72,7 +114,8 @@ def write_seeds(target: str, corpus: Path) -> int:
 
 
 def _flags(target: str, corpus: Path) -> list[str]:
-    return [f"-max_len={MAX_LEN[target]}", "-timeout=1", f"-rss_limit_mb={RSS_LIMIT_MB}",
+    return [f"-max_len={MAX_LEN[target]}", f"-timeout={WALL_TIMEOUT_S}",
+            f"-report_slow_units={WALL_TIMEOUT_S}", f"-rss_limit_mb={RSS_LIMIT_MB}",
             f"-artifact_prefix={corpus}{os.sep}", "-print_final_stats=1"]  # fmt: skip
 
 
@@ -112,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--argv0", default=sys.argv[0], help="what libFuzzer re-runs (--merge)")
     args = ap.parse_args(argv)
     if args.libfuzzer is not None:
-        _libfuzzer(args.target, args.libfuzzer, args.argv0)
+        _libfuzzer(args.target, args.libfuzzer, args.argv0, None)
         return 0
     _instrumented()
     corpus: Path = args.corpus or CORPUS_ROOT / args.target
@@ -121,9 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.merge:
         _merge(args.target, corpus)
         return 0
-    seconds = max(1, round(args.minutes * 60))
-    _libfuzzer(args.target, [*_flags(args.target, corpus), f"-max_total_time={seconds}",
-                             str(corpus)], sys.argv[0])  # fmt: skip
+    budget = args.minutes * 60
+    backstop = f"-max_total_time={round(budget * 10) + 600}"  # wall: the host may pause us
+    _libfuzzer(args.target, [*_flags(args.target, corpus), backstop, str(corpus)], sys.argv[0],
+               budget)  # fmt: skip
     return 0
 
 
