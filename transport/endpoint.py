@@ -113,7 +113,7 @@ class Endpoint:
         self._validated: OrderedDict[Addr, None] = OrderedDict()
         self._waiting: dict[Addr, float] = {}  # unvalidated addr with data -> next probe time
         self._dest_epoch: dict[Addr, int] = {}
-        self._queue: list[tuple[Addr, bytes]] = []
+        self._queue: list[tuple[Addr, bytes | F.DatagramRun]] = []
         self._events: list[Event] = []
 
     # ----------------------------------------------------------------- API
@@ -221,6 +221,18 @@ class Endpoint:
         """Run due timers and return the datagrams to send now, in order: every control frame
         and at most `limit` DATA transmissions (None: all the windows allow). A caller that
         got `limit` of them calls again for the rest (so sending can start sooner)."""
+        out: list[tuple[Addr, bytes]] = []
+        for addr, d in self.gathered_to_send(now, limit):
+            if isinstance(d, bytes):
+                out.append((addr, d))
+            else:
+                out.extend((addr, x) for x in d.datagrams())
+        return out
+
+    def gathered_to_send(self, now: float,
+                         limit: int | None = None) -> list[tuple[Addr, bytes | F.DatagramRun]]:  # fmt: skip
+        """`datagrams_to_send` with DATA left as `frames.DatagramRun`s (the socket layer sends
+        their parts without joining them)."""
         rd = self.receiver.next_deadline()
         if rd is not None and rd <= now:
             self.receiver.expire(now)
@@ -229,8 +241,14 @@ class Endpoint:
             self._probe(now)
         out, self._queue = self._queue, []
         if out:
-            self.counters["datagrams_out"] += len(out)
-            self.counters["bytes_out"] += sum([len(d) for _, d in out])
+            c = self.counters
+            for _, d in out:
+                if isinstance(d, bytes):
+                    c["datagrams_out"] += 1
+                    c["bytes_out"] += len(d)
+                else:
+                    c["datagrams_out"] += d.count
+                    c["bytes_out"] += d.nbytes
         return out
 
     def next_deadline(self) -> float | None:
@@ -334,23 +352,32 @@ class Endpoint:
                 self._push(addr, self.framer.seal(header, body[i * fs : (i + 1) * fs]))
                 seq += 1
             return
-        queue = self._queue
+        # the rest leaves as DatagramRuns (parts, no join), cut after a short last fragment
         sender, type_code, epoch, msg_id = fields
-        if isinstance(self.framer, F.CrcFramer):
-            crc32, crc_pack, join = zlib.crc32, F.CRC.pack, b"".join
-            for i, fl in zip(indices, flags):
-                header = pack(magic, version, data_kind, fl, sender, type_code, epoch, msg_id, i,
-                              fs, bs, total, seq & 0xFFFFFFFF, nonce, echo)  # fmt: skip
-                payload = body[i * fs : (i + 1) * fs]
-                queue.append((addr, join((header, payload, crc_pack(crc32(payload, crc32(header)))))))
-                seq += 1
-            return
-        seal = self.framer.seal
+        crc = isinstance(self.framer, F.CrcFramer)
+        crc32, crc_pack, tag = zlib.crc32, F.CRC.pack, self.framer.tag
+        full = self.overhead + fs
+        last_len = total - (out.count - 1) * fs
+        short = out.count - 1 if last_len != fs else -1
+        parts: list[bytes | memoryview] = []
         for i, fl in zip(indices, flags):
             header = pack(magic, version, data_kind, fl, sender, type_code, epoch, msg_id, i, fs,
                           bs, total, seq & 0xFFFFFFFF, nonce, echo)  # fmt: skip
-            queue.append((addr, seal(header, body[i * fs : (i + 1) * fs])))
+            payload = body[i * fs : (i + 1) * fs]
+            parts += (header, payload,
+                      crc_pack(crc32(payload, crc32(header))) if crc else tag(header, payload))  # fmt: skip
             seq += 1
+            if i == short:
+                self._run(addr, parts, full, self.overhead + last_len)
+                parts = []
+        if parts:
+            self._run(addr, parts, full, full)
+
+    def _run(self, addr: Addr, parts: list[bytes | memoryview], full: int, last: int) -> None:
+        """Queue `parts` (3 per datagram, each `full` bytes but the last, `last` bytes)."""
+        n = len(parts) // 3
+        seg = full if n > 1 else last
+        self._queue.append((addr, F.DatagramRun(parts, seg, (n - 1) * full + last)))
 
     def _control(self, addr: Addr, kind: int, nonce: int | None = None, **fields: object) -> None:
         """Queue a header-only (or bitmap) frame, within the amplification budget. `nonce`:

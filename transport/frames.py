@@ -94,6 +94,9 @@ class Framer(Protocol):
     def seal(self, header: bytes, payload: bytes | memoryview) -> bytes:
         """The datagram: header + payload + the trailer computed over both."""
 
+    def tag(self, header: bytes, payload: bytes | memoryview) -> bytes:
+        """The trailer of header + payload (seal without joining: a gathered send)."""
+
     def check(self, data: bytes) -> bool:
         """True if the trailer of `data` matches the bytes before it."""
 
@@ -109,6 +112,9 @@ class CrcFramer:
     def seal(self, header: bytes, payload: bytes | memoryview) -> bytes:
         crc = zlib.crc32(payload, zlib.crc32(header))
         return b"".join((header, payload, CRC.pack(crc)))
+
+    def tag(self, header: bytes, payload: bytes | memoryview) -> bytes:
+        return CRC.pack(zlib.crc32(payload, zlib.crc32(header)))
 
     def check(self, data: bytes) -> bool:
         return zlib.crc32(data) == CRC_RESIDUE
@@ -126,15 +132,39 @@ class HmacFramer:
         self._keyed = hmac.new(key, digestmod=hashlib.sha256)
 
     def seal(self, header: bytes, payload: bytes | memoryview) -> bytes:
+        return b"".join((header, payload, self.tag(header, payload)))
+
+    def tag(self, header: bytes, payload: bytes | memoryview) -> bytes:
         mac = self._keyed.copy()
         mac.update(header)
         mac.update(payload)
-        return b"".join((header, payload, mac.digest()[:16]))
+        return mac.digest()[:16]
 
     def check(self, data: bytes) -> bool:
         view = memoryview(data)
         tag = hmac.digest(self._key, view[:-16], "sha256")[:16]
         return hmac.compare_digest(tag, view[-16:])
+
+
+class DatagramRun:
+    """DATA datagrams to one address kept as their parts, three per datagram: header, payload
+    (a view of the message body, not a copy) and trailer. The socket layer hands the parts of
+    up to a GSO batch to one sendmsg and the kernel copies them once; joining each datagram
+    first cost about half of the sender's CPU per datagram. Every datagram is `seg` bytes but
+    the last, which may be shorter (the rule of a GSO send)."""
+
+    __slots__ = ("count", "nbytes", "parts", "seg")
+
+    def __init__(self, parts: list[bytes | memoryview], seg: int, nbytes: int) -> None:
+        self.parts = parts
+        self.seg = seg
+        self.nbytes = nbytes
+        self.count = len(parts) // 3
+
+    def datagrams(self) -> list[bytes]:
+        """Each datagram joined (for callers that want plain bytes)."""
+        p = self.parts
+        return [b"".join(p[k : k + 3]) for k in range(0, len(p), 3)]
 
 
 def derive_peer_key(secret: bytes) -> bytes:

@@ -7,6 +7,8 @@
   leave in one sendmsg; the kernel cuts them into ordinary datagrams, each <= the path MTU) and UDP
   GRO on receive (one recvmsg may return several datagrams with their segment size). Where the
   kernel refuses either, it falls back to one sendto/recvfrom per datagram, for good.
+- DATA comes as `frames.DatagramRun`s: header, payload view and trailer per datagram, handed to
+  sendmsg as they are (the kernel gathers them), so no datagram is joined in Python.
 - Every OSError is counted by the caller (`send` and `recv` return the number) and never raised.
 """
 
@@ -18,7 +20,9 @@ import socket
 import struct
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
+
+from transport.frames import DatagramRun
 
 Addr = tuple[str, int]
 RECV_SIZE = 65536
@@ -103,13 +107,18 @@ class DatagramSocket:
         return get(socket.SOL_SOCKET, socket.SO_RCVBUF), get(socket.SOL_SOCKET, socket.SO_SNDBUF)
 
     # ----------------------------------------------------------------- sending
-    def send(self, out: Sequence[tuple[Addr, bytes]]) -> int:
-        """Send every datagram (in order); returns the number of OSErrors (those are lost)."""
+    def send(self, out: Sequence[tuple[Addr, bytes | DatagramRun]]) -> int:
+        """Send every datagram (in order); returns the number of OSErrors (those are lost).
+        A `DatagramRun` leaves as gathered parts: up to a GSO batch per sendmsg."""
         errors = 0
         n = len(out)
         i = 0
         while i < n:
             addr, first = out[i]
+            if not isinstance(first, bytes):
+                errors += self._send_run(addr, first)
+                i += 1
+                continue
             j = self._run_end(out, i) if self.gso else i + 1
             if j - i == 1:
                 try:
@@ -121,15 +130,41 @@ class DatagramSocket:
             i = j
         return errors
 
-    def _run_end(self, out: Sequence[tuple[Addr, bytes]], i: int) -> int:
+    def _send_run(self, addr: Addr, run: DatagramRun) -> int:
+        """The datagrams of `run`, GSO batches of their parts (one datagram per sendmsg where
+        the kernel refuses GSO); returns the number of OSErrors."""
+        parts, seg, n = run.parts, run.seg, run.count
+        step = min(MAX_GSO_SEGMENTS, MAX_GSO_BYTES // max(seg, 1)) if self.gso else 1
+        anc = [(_SOL_UDP, _UDP_SEGMENT, struct.pack("=H", seg))]
+        sendmsg = self.io.sendmsg
+        errors = 0
+        k = 0
+        while k < n:
+            m = min(step, n - k)
+            try:
+                sendmsg(parts[3 * k : 3 * (k + m)], anc if m > 1 else (), 0, addr)
+            except OSError as exc:
+                if m > 1 and exc.errno in _NO_GSO:  # GSO refused: one datagram per call
+                    self.gso = False
+                    step = 1
+                    continue
+                errors += 1  # ENOBUFS, ENETUNREACH...: the batch is lost, the core resends
+            k += m
+        return errors
+
+    def _run_end(self, out: Sequence[tuple[Addr, bytes | DatagramRun]], i: int) -> int:
         """End of the run of datagrams from i that can leave in one GSO send: same address,
-        same size (the last one may be shorter), within the segment and byte limits."""
+        same size (the last one may be shorter), within the segment and byte limits (out[i] is
+        bytes)."""
         addr, first = out[i]
-        size = len(first)
+        size = len(cast(bytes, first))
         limit = min(len(out), i + MAX_GSO_SEGMENTS, i + MAX_GSO_BYTES // max(size, 1))
         j = i + 1
         while j < limit and out[j][0] == addr:
-            n = len(out[j][1])
+            d = out[j][1]
+            if not isinstance(d, bytes):
+                break
+            n = len(d)
             if n == size:
                 j += 1
                 continue
@@ -138,9 +173,9 @@ class DatagramSocket:
             break
         return j
 
-    def _send_gso(self, out: Sequence[tuple[Addr, bytes]], i: int, j: int) -> int:
+    def _send_gso(self, out: Sequence[tuple[Addr, bytes | DatagramRun]], i: int, j: int) -> int:
         addr, first = out[i]
-        anc = [(_SOL_UDP, _UDP_SEGMENT, struct.pack("=H", len(first)))]
+        anc = [(_SOL_UDP, _UDP_SEGMENT, struct.pack("=H", len(cast(bytes, first))))]
         try:
             self.io.sendmsg([d for _, d in out[i:j]], anc, 0, addr)
             return 0

@@ -51,6 +51,7 @@ from transport.auth import (
 )
 from transport.endpoint import Delivered, Endpoint, Event
 from transport.errors import MessageRejected, SendError, TransportError
+from transport.frames import DatagramRun
 from transport.policy import LossPolicy, PolicyGate
 from transport.sender import SendDone
 from transport.sockets import DatagramSocket, canonical_address
@@ -73,6 +74,14 @@ Addr = tuple[str, int]
 DRAIN_BATCH = 128  # datagrams per select(): small enough that ACKs leave promptly
 CHUNK = 128  # DATA datagrams built per core-lock hold: sending starts before a window is built
 FIRST_CHUNK = 32  # DATA datagrams send() builds itself: the wire (and the peer) start sooner
+
+
+Outbox = list[tuple[Addr, bytes | DatagramRun]]
+
+
+def _datagrams(out: Outbox) -> int:
+    """How many datagrams `out` holds."""
+    return sum([1 if isinstance(d, bytes) else d.count for _, d in out])
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,7 +259,7 @@ class Transport:
         self._flush(out, events)
         if err is not None:
             self._resolve(fut, on_done, err)
-        if poke or len(out) >= FIRST_CHUNK:  # the reader thread sends the rest, between reads
+        if poke or _datagrams(out) >= FIRST_CHUNK:  # the reader thread sends the rest, between reads
             self._poke()
         return fut
 
@@ -358,7 +367,7 @@ class Transport:
                 self._ep.datagrams_received(batch, now)
             out, events, _ = self._pump(now)
         self._flush(out, events)
-        self._more = len(out) >= CHUNK  # the windows may allow more: read ACKs, then send on
+        self._more = _datagrams(out) >= CHUNK  # the windows may allow more: read ACKs, then send on
         self._io = bool(batch or out)
 
     @staticmethod
@@ -394,18 +403,17 @@ class Transport:
                              self._gate.next_time() if self._gate else None) if t is not None]  # fmt: skip
         return min(times) if times else float("inf")
 
-    def _pump(self, now: float, limit: int = CHUNK) -> tuple[list[tuple[Addr, bytes]],
-                                                          list[Event], bool]:  # fmt: skip
+    def _pump(self, now: float, limit: int = CHUNK) -> tuple[Outbox, list[Event], bool]:
         """(under the lock) datagrams (at most `limit` DATA) and events due now, and whether the
         reader must wake up. Takes the send lock, which `_flush` releases: datagrams leave in the
         order the core made them even when two threads pump (a reordered burst looks like loss)."""
-        out = self._ep.datagrams_to_send(now, limit)
+        out = self._ep.gathered_to_send(now, limit)
         events = self._ep.pop_events()
         deadline = self._ep.next_deadline()
         self._send_lock.acquire()
         return out, events, deadline is not None and deadline < self._sleep_until
 
-    def _flush(self, out: list[tuple[Addr, bytes]], events: list[Event]) -> None:
+    def _flush(self, out: Outbox, events: list[Event]) -> None:
         try:
             errors = self._sock.send(out) if out else 0  # lost datagrams: the core resends
         finally:
