@@ -119,6 +119,9 @@ class ClusterState:
     # ---- inputs ---------------------------------------------------------------------------------------
     def started(self, now: float) -> None:
         self.next_hb = now
+        if self.m.peer_ids:  # a (re)started process lost the directory: sync before serving it
+            self.syncing_from = -1
+            self.sync_deadline = now
 
     def on_peer(self, sender: int, msg: Message, now: float) -> bool:
         """Handle membership/election/token/state messages; False for the services' messages."""
@@ -189,8 +192,8 @@ class ClusterState:
 
     def _ask_state(self, now: float) -> None:
         peers = sorted(self.m.up_peers(now))
-        if not peers:
-            self.sync_deadline = now + SYNC_RETRY_S
+        if not peers:  # none heard from yet: ask as soon as a heartbeat shows one
+            self.sync_deadline = now + self.hb_period
             return
         target = peers[0] if self.syncing_from not in peers else self.syncing_from
         self.syncing_from = target

@@ -101,3 +101,19 @@ def test_a_synced_node_still_refuses_an_unknown_session(two_nodes: Any) -> None:
     pb.on_client(ALICE, post, b.now)
     ((_, err),) = b.to_client
     assert isinstance(err, ErrorReply) and not err.retryable and err.code == "bad_token"
+
+
+def test_a_started_node_syncs_before_it_serves_the_directory(two_nodes: Any) -> None:
+    a, pa, b, pb = two_nodes
+    pb.started(b.now)  # a (re)started process: its directory is empty
+    assert pb.cluster.syncing()
+    join = Join(rid="alice#1", user="alice", sign_key=bytes(32), box_key=bytes(range(32)))
+    pb.on_client(ALICE, join, b.now)
+    ((_, err),) = b.to_client
+    assert isinstance(err, ErrorReply) and err.code == "syncing" and err.retryable
+    pb.on_peer(1, pa.state_snapshot(), b.now)
+    assert not pb.cluster.syncing()
+    b.to_client.clear()
+    pb.on_client(ALICE, join, b.now)
+    ((_, reply),) = b.to_client
+    assert isinstance(reply, JoinReply)
