@@ -148,7 +148,8 @@ class ClusterState:
         if isinstance(msg, StateSync) and self.syncing_from is not None:
             self.state_apply(msg)
             self.syncing_from = None
-            log.info("state synced from node %d", sender)
+            log.info("state synced from node %d (%s)", sender,
+                     "after a failure" if self.token.status().syncing else "at start-up")
             self._run(self.token.sync_done(now))
             return True
         return False

@@ -179,8 +179,9 @@ def send_forgeries(net: Net, cloud: NetCloud, target: int, ids: list[str],
 
 
 def quiet_log(cloud: NetCloud, node: int) -> list[str]:
-    """Node log lines other than its start-up line."""
-    return [ln for ln in cloud.log_text(node).splitlines() if " ready: clients " not in ln]
+    """Node log lines other than its start-up lines (ready, state synced at start-up)."""
+    return [ln for ln in cloud.log_text(node).splitlines()
+            if " ready: clients " not in ln and "(at start-up)" not in ln]  # fmt: skip
 
 
 def settle(seconds: float = 0.5) -> None:
