@@ -1,6 +1,7 @@
 """TP-2: loss, burst, Gilbert-Elliott, duplication and reorder schedules (Hypothesis), and the
-retransmission efficiency (data datagrams sent / fragments) over 200 seeds per cell
-(the 10,000-seed long run with more schedules: `python -m benchmarks.transport_seeds`)."""
+retransmission efficiency (data datagrams sent / fragments) over up to 200 seeds per cell, on
+Bernoulli loss and on a shuffled path with duplicates (the 10,000-seed long run with more
+schedules: `python -m benchmarks.transport_seeds`)."""
 
 from __future__ import annotations
 
@@ -33,20 +34,35 @@ FS, BS = CFG.fragment_size, CFG.block_size
 A, B = PAIR_A, PAIR_B
 
 
-def _efficiency(size: int, p: float, seed: int) -> float:
+def _impairment(schedule: str, p: float) -> Impairment:
+    if schedule == "shuffled":  # 10 % duplicates, 5-25 ms delay in any order (2 windows or more)
+        return Impairment(loss=Bernoulli(p), duplicate=0.1, jitter=0.02, fifo=False)
+    return Impairment(loss=Bernoulli(p))
+
+
+def _efficiency(size: int, p: float, seed: int, schedule: str = "bernoulli") -> float:
     body = payload(seed, size)
-    t = transfer(CFG, seed, body, Impairment(loss=Bernoulli(p)), Impairment(loss=Bernoulli(p)))
+    t = transfer(CFG, seed, body, _impairment(schedule, p), _impairment(schedule, p))
     assert t.problems() == []  # done, delivered once and bit-exact, nothing left held
     return t.efficiency
 
 
-CELLS = [(100, 200), ((BS + 1) * FS, 200), (1 << 20, 200), (16 << 20, 6)]
+CELLS = [
+    (100, 200, "bernoulli"),
+    ((BS + 1) * FS, 200, "bernoulli"),
+    (1 << 20, 200, "bernoulli"),
+    (16 << 20, 6, "bernoulli"),
+    ((BS + 1) * FS, 200, "shuffled"),
+    (1 << 20, 50, "shuffled"),
+    (16 << 20, 2, "shuffled"),
+]
 
 
 @pytest.mark.parametrize("p,bound", [(0.1, 1.35), (0.3, 2.5)])
-@pytest.mark.parametrize("size,seeds", CELLS)
-def test_retransmission_efficiency(p: float, bound: float, size: int, seeds: int) -> None:
-    xs = sorted(_efficiency(size, p, s) for s in range(seeds))
+@pytest.mark.parametrize("size,seeds,schedule", CELLS)
+def test_retransmission_efficiency(p: float, bound: float, size: int, seeds: int,
+                                   schedule: str) -> None:  # fmt: skip
+    xs = sorted(_efficiency(size, p, s, schedule) for s in range(seeds))
     assert statistics.mean(xs) <= bound
     if size > FS:  # a one-fragment message is geometric: its p99 is not a property of ours
         assert xs[int(0.99 * (len(xs) - 1))] <= 1.5 * bound

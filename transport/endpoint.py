@@ -28,6 +28,7 @@ amp_blocked, rejects_sent, epoch_rotations; gauges held_bytes, partials, pending
 
 from __future__ import annotations
 
+import math
 import random
 import zlib
 from collections import OrderedDict
@@ -309,6 +310,7 @@ class Endpoint:
         self._control(addr, F.ACK, flags=F.FLAG_COMPLETE if ack.complete else 0,
                       type_code=h.type_code, epoch=h.epoch, msg_id=h.msg_id,
                       frag_index=ack.index, total=ack.cum, seq=h.seq, echo=echo,
+                      frag_size=min(0xFFFF, math.ceil(ack.late * 10_000)),
                       payload=ack.payload, nonce=nonce)  # fmt: skip
 
     def _epoch_ok(self, addr: Addr, h: F.Header, verdict: int) -> bool:

@@ -12,7 +12,9 @@ Layout (network byte order, `HEADER.size` = 56 bytes)::
     msg_id   I   message id, per sender and epoch
     index    I   DATA: fragment index; ACK: index of the fragment that triggered the ACK
                  (field `frag_index` of Header)
-    frag     H   DATA: fragment size used by the sender (bytes); 0 otherwise
+    frag     H   DATA: fragment size used by the sender (bytes); ACK: how late (0.1 ms units) the
+                 receiver saw a fragment come after a later transmission of the message (0: no
+                 reordering seen; the sender's reordering window, transport.reorder); 0 otherwise
     block    H   DATA: block size used by the sender (fragments); 0 otherwise
     total    Q   DATA: total message length (bytes); ACK: fragments [0, total) are all held
     seq      I   DATA: per-destination transmission number; ACK: the seq of the trigger fragment

@@ -6,6 +6,7 @@ from array import array
 from collections import deque
 from dataclasses import dataclass
 
+from transport.reorder import Reorder
 from transport.rtt import RttEstimator
 
 Addr = tuple[str, int]
@@ -68,8 +69,8 @@ class Path:
     """One destination: its RTT estimator, fragments in flight (oldest first), the queue of
     messages with something to send, and the transmission counter echoed by ACKs."""
 
-    __slots__ = ("addr", "inflight", "last_active", "last_progress", "probes", "queue", "rtt",
-                 "seq")  # fmt: skip
+    __slots__ = ("addr", "inflight", "last_active", "last_progress", "probes", "queue", "reorder",
+                 "rtt", "seq")  # fmt: skip
 
     def __init__(self, addr: Addr, rtt: RttEstimator) -> None:
         self.addr = addr
@@ -80,3 +81,4 @@ class Path:
         self.last_progress = float("-inf")
         self.last_active = float("-inf")  # last transmission or acknowledgement of new data
         self.probes = 0  # tail probes since then
+        self.reorder = Reorder()

@@ -17,13 +17,18 @@ Bytes held are charged per fragment as it arrives (payload + FRAGMENT_OVERHEAD, 
 PARTIAL_OVERHEAD per partial): a claimed total is a promise, not an allocation. `held_bytes` never
 exceeds `max_reassembly_bytes`.
 
-An ACK is sent when a new fragment completes its block or the fragment carries ACK_NOW. It holds
-the count of leading fragments all held and a bitmap of up to 512 fragments starting at the first
-missing one (8-aligned), so one ACK describes the whole window and a lost ACK costs nothing.
+An ACK is sent when a new fragment completes its block, the fragment carries ACK_NOW, or it came
+after an ACK that a later transmission caused (that ACK reported it missing: the sender may be
+about to count it lost). It holds the count of leading fragments all held and a bitmap of up to
+512 fragments starting at the first missing one (8-aligned), so one ACK describes the whole window
+and a lost ACK costs nothing. It also says how late, at most, a fragment came after a later
+transmission of the message (`frames`: the ACK's frag field; 0 on a FIFO path).
 """
 
 from __future__ import annotations
 
+from array import array
+from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -83,11 +88,13 @@ class AckOrder:
     index: int
     cum: int
     payload: bytes
+    late: float = 0.0  # reordering seen (seconds, see _Partial.arrived)
 
 
 class _Partial:
-    __slots__ = ("block_size", "blocks", "charged", "count", "cum", "frag_size", "frags", "held",
-                 "last", "last_len", "sender", "total", "type_code")  # fmt: skip
+    __slots__ = ("ack_seq", "block_size", "blocks", "charged", "count", "cum", "frag_size",
+                 "frags", "held", "last", "last_len", "late", "max_seq", "rec_s", "rec_t", "sender",
+                 "total", "type_code")  # fmt: skip
 
     def __init__(self, sender: Hashable, h: Header, count: int, now: float) -> None:
         self.sender = sender
@@ -103,6 +110,22 @@ class _Partial:
         self.charged = PARTIAL_OVERHEAD + len(self.held)
         self.cum = 0
         self.last = now
+        self.max_seq = -1  # highest transmission seq received
+        self.rec_s = array("q")  # rec_s[k]: the highest seq received by time rec_t[k]
+        self.rec_t = array("d")
+        self.late = 0.0
+        self.ack_seq = -1  # the highest seq that triggered an ACK
+
+    def reordered(self, seq: int, now: float) -> bool:
+        """A new fragment with transmission `seq` below the highest received: how long after a
+        later transmission it came (a FIFO path never gets here). The sender learns the
+        largest such lateness from the ACKs (its reordering window, transport.reorder).
+        True if an ACK already reported it missing: the sender may be about to count it lost,
+        so it is acknowledged at once."""
+        k = bisect_right(self.rec_s, seq)
+        if k < len(self.rec_s):
+            self.late = max(self.late, now - self.rec_t[k])
+        return seq < self.ack_seq
 
     def ack_body(self, index: int) -> bytes:
         """Bitmap from the first missing fragment (8-aligned); moved up to keep `index` in it."""
@@ -195,6 +218,16 @@ class Receiver:
                 return None, None
             p.frags[i] = payload
             held[i >> 3] |= 1 << (i & 7)
+            seq = h[10]
+            if seq > p.max_seq:  # in order: remember when the highest seq moved
+                p.max_seq = seq
+                if p.rec_t and p.rec_t[-1] == now:
+                    p.rec_s[-1] = seq
+                else:
+                    p.rec_s.append(seq)
+                    p.rec_t.append(now)
+            elif p.reordered(seq, now):
+                flags |= FLAG_ACK_NOW
             p.charged += charge
             self.held_bytes += charge
             if i == p.cum:
@@ -212,7 +245,8 @@ class Receiver:
             p.last = now
             self._partials.move_to_end(key)
         if block_done or flags & FLAG_ACK_NOW:
-            return AckOrder(False, i, p.cum, p.ack_body(i)), None
+            p.ack_seq = max(p.ack_seq, h[10])
+            return AckOrder(False, i, p.cum, p.ack_body(i), p.late), None
         return None, None
 
     def _open(

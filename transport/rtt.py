@@ -21,7 +21,7 @@ MAX_BACKOFF_SHIFT = 32
 class RttEstimator:
     """srtt/rttvar/RTO state of one path. Used by `fragments.Sender` per destination."""
 
-    __slots__ = ("_shift", "ceiling", "floor", "latest", "rttvar", "samples", "srtt")
+    __slots__ = ("_shift", "ceiling", "floor", "latest", "min", "rttvar", "samples", "srtt")
 
     def __init__(self, floor_s: float, ceiling_s: float) -> None:
         if not 0 < floor_s <= ceiling_s:
@@ -31,6 +31,7 @@ class RttEstimator:
         self.srtt: float | None = None
         self.rttvar = 0.0
         self.latest = 0.0
+        self.min = float("inf")  # smallest sample
         self.samples = 0
         self._shift = 0
 
@@ -38,6 +39,7 @@ class RttEstimator:
         """Feed one round-trip measurement of a first transmission (seconds, >= 0)."""
         r = max(0.0, rtt_s)
         self.latest = r
+        self.min = min(self.min, r)
         self.samples += 1
         if self.srtt is None:
             self.srtt = r

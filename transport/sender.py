@@ -9,7 +9,8 @@ Per fragment: acked (bit-packed), transmissions, seq of the first and of the las
 (a per-destination counter, echoed by the ACK as "trigger"). An ACK carries the fragments the
 receiver holds (cumulative count + a bitmap of up to 512 fragments); a missing fragment in its
 range whose last transmission is older than the trigger is declared lost and queued for
-retransmission (selective repeat). The last fragment of each block in a batch asks for an ACK, and
+retransmission (selective repeat): at once, or, on a path that has shown reordering, when its
+reordering window has passed without an ACK of it (`transport.reorder`, counter `reordering`). The last fragment of each block in a batch asks for an ACK, and
 so do the last TAIL fragments of a message's final batch (a lost tail costs no timeout). When the
 oldest in-flight fragment of a destination is older than the RTO, each block with expired
 fragments gets one probe (its highest expired fragment again, ACK_NOW) and the RTO backs off; the
@@ -56,7 +57,7 @@ class Sender:
     """All outgoing messages of one socket. Driven by `transport.endpoint.Endpoint`."""
 
     COUNTERS = ("data_sent", "retransmits", "probes", "timeouts", "bad_acks", "late_acks",
-                "sent_ok", "send_failed")  # fmt: skip
+                "sent_ok", "send_failed", "reordering")  # fmt: skip
 
     def __init__(self, cfg: TransportConfig, overhead: int, emit: Emit,
                  counters: dict[str, int]) -> None:  # fmt: skip
@@ -78,6 +79,7 @@ class Sender:
         self._busy: dict[Addr, Path] = {}
         self._deadlines: list[tuple[float, int]] = []
         self._done: OrderedDict[tuple[Addr, int], None] = OrderedDict()  # recently finished
+        self._trigger: tuple[int, float | None, float] = (0, None, 0.0)  # of the ACK being applied
         self.events: list[SendDone | SendFailed] = []
 
     def progress(self) -> tuple[int, int]:
@@ -161,6 +163,9 @@ class Sender:
         if h.flags & FLAG_COMPLETE:
             self._finish(out, dest, SendDone(out.handle))
             return True
+        self._trigger = (trigger, dest.inflight.get((out.handle, i)), now)
+        if h.frag_size:  # the receiver saw reordering (in 0.1 ms): wait at least that long
+            dest.reorder.reported(h.frag_size / 10_000, dest.rtt.srtt or 0.0)
         if self._mark(out, dest, h.total, start, bitmap, trigger, i if first else out.count):
             out.last_progress = dest.last_progress = dest.last_active = now
             dest.probes = 0
@@ -200,18 +205,43 @@ class Sender:
             holes = mask & ~(held | have)
             if scan_to < end:
                 holes &= (1 << (scan_to - start)) - 1
-            last_seq, inflight, handle = out.last_seq, dest.inflight, out.handle
-            while holes:
-                low = holes & -holes
-                i = start + low.bit_length() - 1
-                holes ^= low
-                if last_seq[i] < trigger and inflight.pop((handle, i), None) is not None:
-                    out.retx.append(i)
+            if holes:
+                self._holes(out, dest, start, holes, trigger)
         return out.n_acked > before
 
+    def _holes(self, out: Outgoing, dest: Path, start: int, holes: int, trigger: int) -> None:
+        """Fragments start + k (bit k of `holes`) are missing from an ACK that transmission
+        `trigger` caused: those sent before it are lost, at once or, on a path seen to
+        reorder, when the reordering window has passed (transport.reorder)."""
+        last_seq, inflight, handle, retx = out.last_seq, dest.inflight, out.handle, out.retx
+        reo = dest.reorder
+        window = reo.window(dest.rtt.min)
+        _, trigger_sent, now = self._trigger
+        while holes:
+            low = holes & -holes
+            i = start + low.bit_length() - 1
+            holes ^= low
+            seq = last_seq[i]
+            if seq >= trigger:
+                continue
+            key = (handle, i)
+            sent = inflight.get(key)
+            if sent is None:
+                continue
+            if window:  # lost a window after this ACK, less what it was sent before the trigger
+                base = now - (max(0.0, trigger_sent - sent) if trigger_sent is not None else 0.0)
+                if base + window > now:
+                    reo.suspect(key, seq, base, base + window)
+                    continue
+            del inflight[key]
+            retx.append(i)
+            reo.declared_lost(key, seq, now)
+
     def _ack_all(self, out: Outgoing, dest: Path, indices: Iterable[int]) -> None:
-        """Mark fragments `indices` acknowledged (those not yet) and out of flight."""
+        """Mark fragments `indices` acknowledged (those not yet) and out of flight; a fragment
+        declared lost may show that the path reorders (transport.reorder)."""
         acked, pop, handle = out.acked, dest.inflight.pop, out.handle
+        marks = dest.reorder.marks
         n = 0
         for i in indices:
             bit = 1 << (i & 7)
@@ -219,7 +249,16 @@ class Sender:
                 acked[i >> 3] |= bit
                 n += 1
                 pop((handle, i), None)
+                if marks and (handle, i) in marks:
+                    self._evidence(out, dest, i)
         out.n_acked += n
+
+    def _evidence(self, out: Outgoing, dest: Path, i: int) -> None:
+        """A suspected or declared-lost fragment turned out held: reordering, maybe."""
+        trigger, _, now = self._trigger
+        rtt, reo = dest.rtt, dest.reorder
+        if reo.acked((out.handle, i), trigger, now, rtt.srtt or 0.0, reo.window(rtt.min)):
+            self.counters["reordering"] += 1
 
     def _finish(self, out: Outgoing, dest: Path, event: SendDone | SendFailed) -> None:
         handle = out.handle
@@ -236,6 +275,9 @@ class Sender:
             self._done.popitem(last=False)
         if not dest.inflight and not dest.queue:
             self._busy.pop(dest.addr, None)
+        dest.reorder.forget(handle)
+        if not dest.inflight:
+            dest.reorder.clear()
         self.counters["sent_ok" if isinstance(event, SendDone) else "send_failed"] += 1
         self.events.append(event)
 
@@ -256,6 +298,9 @@ class Sender:
             self._expire(now)
         left = limit
         for dest in list(self._busy.values()):
+            heap = dest.reorder.heap
+            if heap and heap[0][0] <= now:
+                self._declare_due(dest, now)
             if dest.inflight:
                 if next(iter(dest.inflight.values())) + dest.rtt.rto <= now:
                     self._timeout(dest, now, budget)
@@ -264,6 +309,19 @@ class Sender:
             if dest.queue and len(dest.inflight) < self._window and (left is None or left > 0):
                 sent = self._fill(dest, now, budget, left)
                 left = None if left is None else left - sent
+
+    def _declare_due(self, dest: Path, now: float) -> None:
+        """Suspected holes whose reordering window has passed are lost, if their transmission is
+        still the last one and still unacknowledged."""
+        reo = dest.reorder
+        for key, seq in reo.pop_due(now, reo.window(dest.rtt.min)):
+            out = self._outs.get(key[0])
+            if out is None or out.last_seq[key[1]] != seq or key not in dest.inflight:
+                continue
+            del dest.inflight[key]
+            out.retx.append(key[1])
+            reo.declared_lost(key, seq, now)
+            self._enqueue(dest, out)
 
     def _expire(self, now: float) -> None:
         while self._deadlines and self._deadlines[0][0] <= now:
@@ -435,6 +493,7 @@ class Sender:
         seq0 = seq = dest.seq
         tx, first_seq, first_sent, last_seq = out.tx, out.first_seq, out.first_sent, out.last_seq
         inflight, handle = dest.inflight, out.handle
+        marks = dest.reorder.marks
         retransmits = 0
         for i in batch:
             t = tx[i]
@@ -442,6 +501,8 @@ class Sender:
                 retransmits += 1
                 if t < 255:
                     tx[i] = t + 1
+                if marks and (handle, i) in marks:
+                    dest.reorder.sent_again((handle, i), seq)
             else:
                 tx[i] = 1
                 first_seq[i] = seq
@@ -464,4 +525,7 @@ class Sender:
                 probe = self._probe_due(dest)
                 if probe is not None:
                     times.append(probe)
+                due = dest.reorder.next_due()
+                if due is not None:
+                    times.append(due)
         return min(times) if times else None
