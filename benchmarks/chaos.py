@@ -262,8 +262,9 @@ def _summarize(cloud: Cloud, root: Path, bob: Path,
             else:
                 wrong += 1
             lat.append(row["ms"])
-    posted = [o for o in json_lines(r_grants.stdout) if "id" in o]
-    log.extend(f"grant not acknowledged: {o}" for o in json_lines(r_grants.stdout) if "id" not in o)
+    answers = json_lines(r_grants.stdout)
+    posted = [o for o in answers if "id" in o]
+    log.extend(f"grant not acknowledged: {o}" for o in answers if "id" not in o)
     if r_grants.returncode:
         log.append(f"grants exit {r_grants.returncode}: {r_grants.stderr[-500:]}")
     r = cloud.shell("bob", bob, "inbox")

@@ -2,8 +2,8 @@
 
 No sockets, no threads: one Endpoint builds the datagrams of a 2 MB message (one window) as the
 socket layer takes them (`gathered_to_send`: header, payload view and trailer per datagram, not
-joined), another takes them in one batch, as the reader thread hands them over. Prints microseconds per datagram for
-the sending and the receiving side (median of `--repeat` runs), for a client socket (CRC framing)
+joined), another takes them in one batch, as the reader thread hands them over. Prints
+microseconds per datagram for the sending and the receiving side (median of `--repeat` runs), for a client socket (CRC framing)
 and a peer socket (HMAC framing). This is what bounds the loopback throughput of
 `benchmarks.transport` and it moves far less with the host's load than MB/s figures do.
 """

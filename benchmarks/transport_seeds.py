@@ -35,7 +35,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from config import TransportConfig
-from transport.sim import Bernoulli, Bursty, GilbertElliott, Impairment, payload, transfer
+from transport.sim import (
+    Bernoulli,
+    Bursty,
+    GilbertElliott,
+    Impairment,
+    payload,
+    shuffled,
+    transfer,
+)
 
 CFG = TransportConfig()
 FS, BS = CFG.fragment_size, CFG.block_size
@@ -64,7 +72,7 @@ def _impairment(kind: str, p: float) -> Impairment:
     if kind == "ge":  # stationary bad share p_gb / (p_gb + p_bg) = p / 0.9
         return Impairment(loss=GilbertElliott(0.2 * p / (0.9 - p), 0.2, loss_bad=0.9))
     if kind == "dupshuf":
-        return Impairment(loss=Bernoulli(p), duplicate=0.1, jitter=0.02, fifo=False)
+        return shuffled(p)
     raise ValueError(f"unknown schedule {kind!r}")
 
 

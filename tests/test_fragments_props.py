@@ -26,6 +26,7 @@ from transport.sim import (
     pair,
     payload,
     settle,
+    shuffled,
     transfer,
 )
 
@@ -35,9 +36,7 @@ A, B = PAIR_A, PAIR_B
 
 
 def _impairment(schedule: str, p: float) -> Impairment:
-    if schedule == "shuffled":  # 10 % duplicates, 5-25 ms delay in any order (2 windows or more)
-        return Impairment(loss=Bernoulli(p), duplicate=0.1, jitter=0.02, fifo=False)
-    return Impairment(loss=Bernoulli(p))
+    return shuffled(p) if schedule == "shuffled" else Impairment(loss=Bernoulli(p))
 
 
 def _efficiency(size: int, p: float, seed: int, schedule: str = "bernoulli") -> float:

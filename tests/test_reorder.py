@@ -25,6 +25,7 @@ from transport.sim import (
     pair,
     payload,
     settle,
+    shuffled,
 )
 
 CFG = TransportConfig()
@@ -112,16 +113,12 @@ def test_marks_are_bounded_and_forgotten_with_their_message(
 
 
 # ----------------------------------------------------------------- the sender on the fake net
-SHUFFLED = {"duplicate": 0.1, "delay": 0.005, "jitter": 0.02, "fifo": False}  # as transport_seeds
-
-
 def _messages(kind: str, seed: int, n: int = 4) -> tuple[list[float], int]:
     """Efficiency (data datagrams / fragments) of n 1 MiB messages in a row over one pair at
     10 % loss each way, and the sender's reordering counter."""
     net, a, _ = pair(CFG, seed)
-    extra = SHUFFLED if kind == "shuffled" else {}
-    net.impair(PAIR_A, PAIR_B, Impairment(loss=Bernoulli(0.1), **extra))  # type: ignore[arg-type]
-    net.impair(PAIR_B, PAIR_A, Impairment(loss=Bernoulli(0.1), **extra))  # type: ignore[arg-type]
+    for src, dst in ((PAIR_A, PAIR_B), (PAIR_B, PAIR_A)):
+        net.impair(src, dst, shuffled(0.1) if kind == "shuffled" else Impairment(loss=Bernoulli(0.1)))
     effs = []
     bodies = [payload(seed * 10 + m, 1 << 20) for m in range(n)]
     for body in bodies:

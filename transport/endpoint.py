@@ -230,8 +230,9 @@ class Endpoint:
                 out.extend((addr, x) for x in d.datagrams())
         return out
 
-    def gathered_to_send(self, now: float,
-                         limit: int | None = None) -> list[tuple[Addr, bytes | F.DatagramRun]]:  # fmt: skip
+    def gathered_to_send(
+        self, now: float, limit: int | None = None
+    ) -> list[tuple[Addr, bytes | F.DatagramRun]]:
         """`datagrams_to_send` with DATA left as `frames.DatagramRun`s (the socket layer sends
         their parts without joining them)."""
         rd = self.receiver.next_deadline()
@@ -366,8 +367,8 @@ class Endpoint:
             header = pack(magic, version, data_kind, fl, sender, type_code, epoch, msg_id, i, fs,
                           bs, total, seq & 0xFFFFFFFF, nonce, echo)  # fmt: skip
             payload = body[i * fs : (i + 1) * fs]
-            parts += (header, payload,
-                      crc_pack(crc32(payload, crc32(header))) if crc else tag(header, payload))  # fmt: skip
+            trailer = crc_pack(crc32(payload, crc32(header))) if crc else tag(header, payload)
+            parts += (header, payload, trailer)
             seq += 1
             if i == short:
                 self._run(addr, parts, full, self.overhead + last_len)

@@ -88,7 +88,7 @@ class AckOrder:
     index: int
     cum: int
     payload: bytes
-    late: float = 0.0  # reordering seen (seconds, see _Partial.arrived)
+    late: float = 0.0  # reordering seen (seconds, see _Partial.reordered)
 
 
 class _Partial:

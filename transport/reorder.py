@@ -16,8 +16,8 @@ costs), then at least min_rtt / 4 (RACK's default) and what the path taught, at 
 - A fragment declared lost that an ACK shows held although its retransmission cannot explain it
   (there is none yet, or the ACK's trigger was sent before it): the window doubles, and covers
   at least the time by which that declaration came too early.
-The echoed seq makes the last two exact. A suspect whose time comes after the window has grown waits for
-the new window. DECAY_AFTER declarations in a row with no evidence halve what was learned.
+The echoed seq makes the last two exact. A suspect whose time comes after the window has grown
+waits for the new window. DECAY_AFTER declarations in a row with no evidence halve what was learned.
 
 Pure state: `transport.sender` feeds it and carries out its verdicts. Times are seconds.
 """

@@ -10,9 +10,9 @@ Per fragment: acked (bit-packed), transmissions, seq of the first and of the las
 receiver holds (cumulative count + a bitmap of up to 512 fragments); a missing fragment in its
 range whose last transmission is older than the trigger is declared lost and queued for
 retransmission (selective repeat): at once, or, on a path that has shown reordering, when its
-reordering window has passed without an ACK of it (`transport.reorder`, counter `reordering`). The last fragment of each block in a batch asks for an ACK, and
-so do the last TAIL fragments of a message's final batch (a lost tail costs no timeout). When the
-oldest in-flight fragment of a destination is older than the RTO, each block with expired
+reordering window has passed without an ACK of it (`transport.reorder`, counter `reordering`).
+The last fragment of each block in a batch asks for an ACK, and so do the last TAIL fragments of
+a message's final batch (a lost tail costs no timeout). When the oldest in-flight fragment of a destination is older than the RTO, each block with expired
 fragments gets one probe (its highest expired fragment again, ACK_NOW) and the RTO backs off; the
 probe's ACK tells what is really missing. Before that, when a destination went quiet (nothing
 sent, no new data acknowledged) for a PTO (see rtt: about 2 srtt, no floor), its newest fragment
@@ -316,7 +316,7 @@ class Sender:
         reo = dest.reorder
         for key, seq in reo.pop_due(now, reo.window(dest.rtt.min)):
             out = self._outs.get(key[0])
-            if out is None or out.last_seq[key[1]] != seq or key not in dest.inflight:
+            if out is None or key not in dest.inflight:  # finished, or acknowledged meanwhile
                 continue
             del dest.inflight[key]
             out.retx.append(key[1])

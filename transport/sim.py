@@ -259,6 +259,12 @@ def pair(cfg: TransportConfig, seed: int) -> tuple[Net, Endpoint, Endpoint]:
     return net, a, b
 
 
+def shuffled(p: float) -> Impairment:
+    """Bernoulli loss `p`, 10 % duplicates and a 5-25 ms delay in any order (a shuffle over
+    two windows or more): the reordering schedule of TP-2 (tests and benchmarks.transport_seeds)."""
+    return Impairment(loss=Bernoulli(p), duplicate=0.1, delay=0.005, jitter=0.02, fifo=False)
+
+
 def payload(seed: int, size: int) -> bytes:
     """`size` seeded random bytes, none of them zero (a zero-filled gap cannot pass for data)."""
     return random.Random(seed).randbytes(size).replace(b"\x00", b"\x01")

@@ -259,7 +259,7 @@ class Transport:
         self._flush(out, events)
         if err is not None:
             self._resolve(fut, on_done, err)
-        if poke or _datagrams(out) >= FIRST_CHUNK:  # the reader thread sends the rest, between reads
+        if poke or _datagrams(out) >= FIRST_CHUNK:  # the reader thread sends the rest
             self._poke()
         return fut
 
@@ -367,7 +367,7 @@ class Transport:
                 self._ep.datagrams_received(batch, now)
             out, events, _ = self._pump(now)
         self._flush(out, events)
-        self._more = _datagrams(out) >= CHUNK  # the windows may allow more: read ACKs, then send on
+        self._more = _datagrams(out) >= CHUNK  # the windows may allow more: read ACKs, send on
         self._io = bool(batch or out)
 
     @staticmethod
