@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             return status(cfg, args)
         if args.node is not None:
-            from actors.node import run_node
+            from actors.node.supervisor import run_node
 
             data = Path(args.data) if args.data else default_data_root() / f"node-{args.node}"
             return run_node(cfg, args.node, data, failures=not args.no_failures,

@@ -74,7 +74,7 @@ def _client(args: tuple[str, str, str, list[tuple[str, bytes]], float, float]
             ) -> list[dict[str, Any]]:
     config_path, user, home, items, spacing, start_at = args
     import config as config_mod
-    from actors.client_session import ClientSession, SessionError
+    from actors.client.client_session import ClientSession, SessionError
 
     cfg = config_mod.load(config_path)
     session = ClientSession(user, Path(home), cfg)
@@ -131,7 +131,7 @@ def run_clients(cloud: Cloud, n_clients: int, images: list[tuple[str, bytes]], s
 def breakdown(cloud: Cloud, root: Path) -> list[dict[str, Any]]:
     """Per-phase times of one small and one large request, from the client's and node's clocks."""
     import config as config_mod
-    from actors.client_session import ClientSession
+    from actors.client.client_session import ClientSession
 
     cfg = config_mod.load(cloud.config)
     session = ClientSession("breakdown", root / "bd", cfg)

@@ -1,6 +1,6 @@
 """The sealed-image format: a payload and a grant hidden in the low bits of a cover PNG.
 
-Callers: actors/encoder.py (seal, in the node's encoder pool), the client (unseal to view,
+Callers: actors/node/encoder.py (seal, in the node's encoder pool), the client (unseal to view,
 regrant to share, read_header for the inbox), tests and benchmarks/seal.py.
 
 Layout. The image is 8-bit RGB. Its channel samples are taken in a fixed order, R G B of each

@@ -76,13 +76,13 @@ class ShareCryptError(CodecError, ValueError):
 
 
 class Signer(Protocol):
-    """What make_grant needs of the owner's keys (actors.keys.ClientKeys)."""
+    """What make_grant needs of the owner's keys (actors.client.keys.ClientKeys)."""
 
     def sign(self, data: bytes) -> bytes: ...
 
 
 class Unwrapper(Protocol):
-    """What open_content_key needs of the borrower's keys (actors.keys.ClientKeys)."""
+    """What open_content_key needs of the borrower's keys (actors.client.keys.ClientKeys)."""
 
     def unwrap(self, wrapped: bytes, *, info: bytes) -> bytes: ...
 

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import config
-from actors.client_session import ClientSession, SessionError
-from actors.client_store import default_home
+from actors.client.client_session import ClientSession, SessionError
+from actors.client.client_store import default_home
 from codec.names import InvalidName
 from config import ConfigError
 from shell import render

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from actors.access import AccessError
-from actors.client_session import ClientSession, SessionError
-from actors.client_store import StoreError
+from actors.core.access import AccessError
+from actors.client.client_session import ClientSession, SessionError
+from actors.client.client_store import StoreError
 from codec.names import InvalidName
 from shell import render
 

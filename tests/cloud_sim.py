@@ -11,9 +11,9 @@ import heapq
 import random
 from dataclasses import dataclass, field
 
-from actors.election import ElectionCore, Lost, Won
-from actors.failure_token import Minted, NeedSync, TokenRing, WentDown
-from actors.membership import Membership, Output
+from actors.core.election import ElectionCore, Lost, Won
+from actors.core.token_ring import Minted, NeedSync, TokenRing, WentDown
+from actors.core.membership import Membership, Output
 from codec.messages import Message
 from config import FailuresConfig
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from actors.client_store import ClientHome, GivenGrant, ReceivedGrant
-from actors.share_owner import OwnerSide
+from actors.client.client_store import ClientHome, GivenGrant, ReceivedGrant
+from actors.client.share_owner import OwnerSide
 
 
 @dataclass(frozen=True)

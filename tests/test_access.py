@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors import access
-from actors.access import MAX_VIEWS, AccessError, GrantState, cap_views, final_views
+from actors.core import access
+from actors.core.access import MAX_VIEWS, AccessError, GrantState, cap_views, final_views
 
 
 @dataclass(frozen=True)

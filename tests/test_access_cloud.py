@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.client_store import ClientHome
+from actors.client.client_store import ClientHome
 from benchmarks.localcloud import Cloud, json_lines
 from imgdata import jpeg_bytes
 

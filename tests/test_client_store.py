@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.client_store import (
+from actors.client.client_store import (
     ClientHome,
     ReceivedGrant,
     StateDB,

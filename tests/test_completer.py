@@ -16,7 +16,7 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 from shell_fakes import Entry, FakeSession, wait_for
 
-from actors.client_session import SessionError
+from actors.client.client_session import SessionError
 from codec import images
 from shell.commands import COMMANDS
 from shell.completer import ShellCompleter, expected, options

@@ -2,7 +2,7 @@
 
 import pytest
 
-from actors.directory import AlreadyOnline, BadToken, Directory, SessionEnded, token_digest
+from actors.core.directory import AlreadyOnline, BadToken, Directory, SessionEnded, token_digest
 
 KEY = b"k" * 32
 
@@ -81,7 +81,7 @@ def test_merge_keeps_the_later_expiry() -> None:
 
 
 def test_keys_are_pinned_at_first_join_and_other_keys_refused() -> None:
-    from actors.directory import KeysChanged
+    from actors.core.directory import KeysChanged
 
     saved: list[tuple[str, bytes, bytes]] = []
     d = Directory(KEY, ttl_s=10.0, on_pin=lambda u, s, b: saved.append((u, s, b)))

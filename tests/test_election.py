@@ -5,7 +5,7 @@ import random
 import pytest
 from cloud_sim import ElectionCluster
 
-from actors.election import (
+from actors.core.election import (
     ElectionCore,
     Lost,
     NoMajority,
@@ -14,7 +14,7 @@ from actors.election import (
     priority,
     tie_hash,
 )
-from actors.membership import CloudCoreError, Membership
+from actors.core.membership import CloudCoreError, Membership
 from codec.messages import Coordinator, Election, ElectionOk, GoingDown
 
 A = 0.3  # answer timeout, seconds

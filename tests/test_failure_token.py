@@ -12,8 +12,8 @@ from dataclasses import replace
 import pytest
 from cloud_sim import FAST_FAILURES, TokenCluster
 
-from actors.failure_token import Dropped, TokenRing
-from actors.membership import CloudCoreError, Membership
+from actors.core.token_ring import Dropped, TokenRing
+from actors.core.membership import CloudCoreError, Membership
 from codec.messages import PeerHeartbeat, Token, TokenVote
 
 NEVER_DOWN = replace(FAST_FAILURES, mean_up_s=86_400.0)

@@ -22,7 +22,7 @@ from prompt_toolkit.input import PipeInput, create_pipe_input
 from prompt_toolkit.output import DummyOutput
 from shell_fakes import Entry, FakeSession, wait_for
 
-from actors.client_session import ClientSession, SessionError
+from actors.client.client_session import ClientSession, SessionError
 from shell.commands import Context
 from shell.interactive import Shell, logs_above_the_prompt, run_interactive
 from shell.names import NameSource

@@ -22,7 +22,7 @@ from typing import Any, cast
 import pytest
 from imgdata import jpeg_bytes, png_bytes
 
-from actors.client_session import ClientSession
+from actors.client.client_session import ClientSession
 from benchmarks.localcloud import REPO, Cloud, env
 from shell.commands import COMMANDS, Context, run_line, split_commands
 

@@ -1,4 +1,4 @@
-"""actors.keys: client keys created once in the home, private modes, refusals."""
+"""actors.client.keys: client keys created once in the home, private modes, refusals."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from actors.keys import ClientKeys, KeyFileError
+from actors.client.keys import ClientKeys, KeyFileError
 
 
 def _rng(seed: int) -> random.Random:

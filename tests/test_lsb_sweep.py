@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from actors.keys import ClientKeys
+from actors.client.keys import ClientKeys
 from codec import seal, sharecrypt
 
 CHANNELS = {"r": [0], "g": [1], "b": [2], "rgb": [0, 1, 2], "bgr": [2, 1, 0]}

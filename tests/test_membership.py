@@ -2,7 +2,7 @@
 
 import pytest
 
-from actors.membership import CloudCoreError, Membership, Output
+from actors.core.membership import CloudCoreError, Membership, Output
 from codec.messages import ComingUp, Done, GoingDown, PeerHeartbeat
 
 T = 1.0  # failure timeout, seconds

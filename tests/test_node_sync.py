@@ -1,4 +1,4 @@
-"""A node back from a failure, before its state is synced (actors.node_parts with a fake node:
+"""A node back from a failure, before its state is synced (actors.node.node_parts with a fake node:
 no sockets, no threads, sends recorded): it defers what needs the directory with a retryable
 "syncing" answer instead of refusing sessions it has not heard of yet, then serves them once a
 peer's state is applied."""
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import config
-from actors.node_parts import NodeParts
+from actors.node.node_parts import NodeParts
 from codec.messages import Ack, ErrorReply, Join, JoinReply, Message, PostUpdate
 from codec.records import Update
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.pending_updates import PendingStore, StoreError
+from actors.node.pending_store import PendingStore, StoreError
 from codec.messages import Update
 
 
@@ -135,7 +135,7 @@ def test_contents_and_order_survive_reopen(tmp_path: Path) -> None:
 
 _ADD_THEN_DIE = """
 import os, signal, sys
-from actors.pending_updates import PendingStore
+from actors.node.pending_store import PendingStore
 from codec.messages import Update
 s = PendingStore(sys.argv[1])
 for i in range(1, 4):

@@ -1,4 +1,4 @@
-"""The client's multicast call (actors.rpc.Caller) with scripted nodes: each fake node answers
+"""The client's multicast call (actors.client.rpc.Caller) with scripted nodes: each fake node answers
 synchronously from the send callable, so a test fixes who answers what, in which order."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from actors.rpc import Caller, CallError
+from actors.client.rpc import Caller, CallError
 from codec.messages import Ack, ErrorReply, Message
 
 NODES = [("127.0.0.1", 1), ("127.0.0.1", 2), ("127.0.0.1", 3)]

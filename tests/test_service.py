@@ -1,4 +1,4 @@
-"""The encrypt flow of one node (actors.service), driven by hand: no sockets, no threads, a fake
+"""The encrypt flow of one node (actors.core.encrypt_flow), driven by hand: no sockets, no threads, a fake
 clock, sends recorded. Several services stand for the nodes of a cloud, and the test plays the
 network between them."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors.service import EncryptService
+from actors.core.encrypt_flow import EncryptService
 from codec.messages import Done, EncryptReply, EncryptRequest, ErrorReply, Message
 from tests.imgdata import png_bytes
 
@@ -91,7 +91,7 @@ def test_a_winner_that_goes_down_with_its_reply_in_flight_says_done_first() -> N
     win_and_reply(b, [a, c])
     b.svc.drop_all(0.1)
     assert b.to_peers == [Done(rid="alice#1", node=2, acked=False)]
-    for n in (a, c):  # the Done comes before the GoingDown (actors.cluster_state._run)
+    for n in (a, c):  # the Done comes before the GoingDown (actors.node.cluster_state._run)
         n.svc.on_done("alice#1", False, 0.1)
         n.svc.on_node_down(2, 0.2)
         assert n.elections == ["alice#1"] and n.svc.cache == {}

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.keys import ClientKeys
+from actors.client.keys import ClientKeys
 from codec import seal, sharecrypt
 from codec.sharecrypt import ShareCryptError, SignedGrant
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import config
-from actors.client_session import ClientSession, SessionError
+from actors.client.client_session import ClientSession, SessionError
 from benchmarks.localcloud import Cloud, json_lines
 from codec import seal
 from codec.messages import ImageRequest, PreviewRequest
@@ -39,8 +39,8 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 
 def _decrypted(home: Path, cfg_path: Path, user: str, owner: str, image: str) -> bytes:
     """What the borrower's client decrypts for viewing (through its own state.db and keys)."""
-    from actors.keys import ClientKeys
-    from actors.client_store import ClientHome
+    from actors.client.keys import ClientKeys
+    from actors.client.client_store import ClientHome
     from codec import sharecrypt
 
     h = ClientHome(home)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.client_store import GivenGrant, ReceivedGrant, StateDB, StateTxn, StoreError
+from actors.client.client_store import GivenGrant, ReceivedGrant, StateDB, StateTxn, StoreError
 from codec.messages import Update
 
 
@@ -35,7 +35,7 @@ def test_request_ids_count_per_user_and_survive_reopen(tmp_path: Path) -> None:
 _RUN = [sys.executable, "-c"]
 _KILL_IDS = """
 import os, signal, sys
-from actors.client_store import StateDB
+from actors.client.client_store import StateDB
 db = StateDB(sys.argv[1])
 for _ in range(25):
     print(db.next_request_id("alice"), flush=True)
@@ -158,7 +158,7 @@ def _race(args: list[str], n: int = 2) -> list[str]:
 
 _APPLY_ALL = """
 import sys
-from actors.client_store import StateDB
+from actors.client.client_store import StateDB
 from codec.messages import Update
 db = StateDB(sys.argv[1])
 deltas = [int(x) for x in sys.argv[2].split(",")]
@@ -204,7 +204,7 @@ def test_take_view_checks_expiry_when_given_the_time(db: StateDB) -> None:
 
 _TAKE_ALL = """
 import sys
-from actors.client_store import StateDB
+from actors.client.client_store import StateDB
 db = StateDB(sys.argv[1])
 print("ready", flush=True)
 sys.stdin.readline()

@@ -48,10 +48,10 @@ from viewkit import (
 )
 
 import config
-from actors import access
-from actors.client_session import ClientSession, SessionError
-from actors.keys import ClientKeys
-from actors.peer import parse_change
+from actors.core import access
+from actors.client.client_session import ClientSession, SessionError
+from actors.client.keys import ClientKeys
+from actors.client.peer import parse_change
 from benchmarks.localcloud import Cloud, json_lines
 from codec import seal, sharecrypt
 from codec.messages import Ack, ImageReply, Join, JoinReply, Update

@@ -30,9 +30,9 @@ import numpy as np
 from PIL import Image
 
 import config
-from actors.client_session import ClientSession
-from actors.client_store import ClientHome, ReceivedGrant
-from actors.keys import ClientKeys
+from actors.client.client_session import ClientSession
+from actors.client.client_store import ClientHome, ReceivedGrant
+from actors.client.keys import ClientKeys
 from benchmarks import localcloud
 from codec import png as png_mod
 from codec import seal, sharecrypt

@@ -1,4 +1,4 @@
-"""A real client (actors.client_session.ClientSession, what the shell runs) driven by a script,
+"""A real client (actors.client.client_session.ClientSession, what the shell runs) driven by a script,
 run inside a client host by the N-level tests: `python tests/net/driver.py MODE --config F
 --user U --home H --host ADDR [options]`. Prints one JSON object per line on stdout.
 
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import config
-from actors.client_session import ClientSession, SessionError
+from actors.client.client_session import ClientSession, SessionError
 from codec import seal
 from codec.messages import (
     AccessUpdate,

@@ -94,7 +94,7 @@ class NetCloud(Cloud):
 
     def _start_in_process(self, node_id: int) -> None:
         """The node's actors in this process, its sockets in its host (for exact counters)."""
-        from actors.node import start_node
+        from actors.node.supervisor import start_node
 
         cfg = config_mod.load(self.node_configs[node_id])
         data = self.root / f"data-{node_id}"

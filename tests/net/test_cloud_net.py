@@ -25,7 +25,7 @@ import pytest
 from imgdata import jpeg_bytes, png_bytes
 from test_sharing import _decrypted  # what bob's client decrypts for viewing
 
-from actors.client_store import ClientHome
+from actors.client.client_store import ClientHome
 from codec import messages as M
 from codec import seal
 

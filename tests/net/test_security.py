@@ -475,7 +475,7 @@ def tree(root: Path) -> dict[str, tuple[int, int]]:
 def test_ts4_peer_requests_without_a_valid_token_are_refused(
     net: Net, netcloud: Callable[..., NetCloud], tmp_path: Path
 ) -> None:
-    from actors.client_store import ClientHome
+    from actors.client.client_store import ClientHome
 
     cloud = netcloud().start()
     alice, bob = tmp_path / "alice", tmp_path / "bob"

@@ -1,4 +1,4 @@
-"""state.db: the client's durable state (sqlite, WAL, synchronous=FULL). Imported via actors.client_store.
+"""state.db: the client's durable state (sqlite, WAL, synchronous=FULL). Imported via actors.client.client_store.
 
 Tables: `counter` (request ids: the counter is committed BEFORE the id is returned, so an id is never
 reused after a crash), `grants_given` (owner side), `grants_received` (borrower side: the authoritative
@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from actors import access
-from actors.access import GrantState, UpdateLike
+from actors.core import access
+from actors.core.access import GrantState, UpdateLike
 from actors.sqlite_util import SqliteStore, StoreError
 from codec.names import check_name, make_request_id
 

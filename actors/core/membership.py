@@ -17,7 +17,7 @@ core answers, for any `now` (seconds, the caller's monotonic clock):
   epoch than the one known is a leftover of a previous life and is ignored; a newer epoch means
   the node restarted (its state was lost): `observe` returns True so callers can react.
 
-Callers: actors.election.ElectionCore and actors.failure_token.TokenRing read it; the node actor
+Callers: actors.core.election.ElectionCore and actors.core.token_ring.TokenRing read it; the node actor
 feeds it and builds its own heartbeats with `heartbeat(...)`.
 """
 

@@ -58,7 +58,7 @@ import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from actors.membership import CloudCoreError, Membership, Output
+from actors.core.membership import CloudCoreError, Membership, Output
 from codec.messages import Coordinator, Election, ElectionOk, Message
 
 Key = tuple[int, int, int]  # (priority, tie hash, node id)

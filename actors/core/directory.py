@@ -13,7 +13,7 @@ Rules:
 - Join from the address the user is already registered at: refreshed (a client that rejoins).
 - Join while the user is online from another address: refused (`AlreadyOnline`), unless that
   entry has expired or the node found that session dead (it probes the old address first:
-  actors.node_parts) and joins with `replace_stale`.
+  actors.node.node_parts) and joins with `replace_stale`.
 - Heartbeat with the right token: expiry pushed to now + ttl. Leave with the right token: removed.
 - Keys: a user's public keys are pinned at the first join (trust on first use, kept on disk by
   the node); a join or replicated entry with other keys is refused (`KeysChanged`).

@@ -1,6 +1,6 @@
 """The node's view of the cloud: membership, per-request elections, the failure token, state sync.
 
-A thin driver around three pure cores (actors.membership, actors.election, actors.failure_token):
+A thin driver around three pure cores (actors.core.membership, actors.core.election, actors.core.token_ring):
 it feeds them peer messages and ticks, performs the sends they return, and turns their events
 into calls on the node's services (callbacks set by NodeParts):
 - election Won/Lost -> on_won / on_lost (the encrypt service seals or waits);
@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from actors import election as el
-from actors import failure_token as ft
-from actors.membership import Membership, Output
+from actors.core import election as el
+from actors.core import token_ring as ft
+from actors.core.membership import Membership, Output
 from codec.messages import (
     ComingUp,
     Coordinator,
@@ -42,7 +42,7 @@ from codec.messages import (
 )
 
 if TYPE_CHECKING:
-    from actors.node import NodeActor
+    from actors.node.supervisor import NodeActor
 
 log = logging.getLogger(__name__)
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from actors import access
-from actors.client_store import ViewRequest
+from actors.core import access
+from actors.client.client_store import ViewRequest
 from codec import images
 from codec.messages import Preview
 from codec.names import check_name, is_valid_name
 
 if TYPE_CHECKING:
-    from actors.client_session import ClientSession
+    from actors.client.client_session import ClientSession
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +53,9 @@ class OwnerSide:
                     days: float = 0.0) -> tuple[bytes, bytes]:
         """(sealed png carrying the borrower's signed grant, the signed grant) for a request.
 
-        The payload is the image encrypted for this borrower (actors.grants): the cloud seals
+        The payload is the image encrypted for this borrower (actors.client.grants): the cloud seals
         ciphertext, and the owner's own plaintext copy in encrypted/ never leaves this client."""
-        from actors.client_session import SessionError
+        from actors.client.client_session import SessionError
 
         check_name(image, "image name")
         high = self.s.home.high_path(image)

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from actors.sqlite_util import StoreError
-from actors.state_db import GivenGrant, ReceivedGrant, StateDB, StateTxn, ViewRequest
+from actors.client.state_db import GivenGrant, ReceivedGrant, StateDB, StateTxn, ViewRequest
 from codec.names import check_name, safe_join
 
 __all__ = [

@@ -1,6 +1,6 @@
 """Access arithmetic: how views change with updates. Pure: no I/O, no clock.
 
-Rules (callers: actors.client_store on the borrower side to apply updates, the owner's shell to
+Rules (callers: actors.client.client_store on the borrower side to apply updates, the owner's shell to
 keep its own count of views granted, and the test checkers for invariant I4):
 
 - A grant is keyed by (owner, borrower, image). Its state is the views left and whether it ended.

@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from actors import cluster_state
-from actors.directory import AlreadyOnline, Directory, DirectoryError
-from actors.pending_updates import PendingStore
-from actors.service import EncryptService
+from actors.node import cluster_state
+from actors.core.directory import AlreadyOnline, Directory, DirectoryError
+from actors.node.pending_store import PendingStore
+from actors.core.encrypt_flow import EncryptService
 from codec import images
 from codec.messages import (
     Ack,
@@ -49,7 +49,7 @@ from codec.messages import (
 from codec.records import LIST_MAX
 
 if TYPE_CHECKING:
-    from actors.node import NodeActor
+    from actors.node.supervisor import NodeActor
 
 log = logging.getLogger(__name__)
 

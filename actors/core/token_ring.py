@@ -57,7 +57,7 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from actors.membership import CloudCoreError, Membership, Output
+from actors.core.membership import CloudCoreError, Membership, Output
 from codec.messages import ComingUp, GoingDown, Message, PeerHeartbeat, Token, TokenVote
 from config import FailuresConfig
 

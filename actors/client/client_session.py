@@ -1,8 +1,8 @@
 """The client's connection to the cloud: one UDP socket for nodes and peers alike.
 
 `ClientSession` owns the transport, `state.db` (the request counter is persisted before an id
-is used), the request/reply matching (`actors.rpc.Caller`), the directory session (Join, heartbeats,
-Leave) and a cache of the directory. The sharing flows live in `actors.peer.Sharing`, which this
+is used), the request/reply matching (`actors.client.rpc.Caller`), the directory session (Join, heartbeats,
+Leave) and a cache of the directory. The sharing flows live in `actors.client.peer.Sharing`, which this
 session creates. Methods return data and raise `SessionError` with a clear message; they never print.
 
 Every session joins before its first command and applies whatever the nodes hand over at join
@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from actors.client_store import ClientHome, StoreError
-from actors.directory import token_digest
-from actors.rpc import Caller, CallError
+from actors.client.client_store import ClientHome, StoreError
+from actors.core.directory import token_digest
+from actors.client.rpc import Caller, CallError
 from codec import images
 from codec.messages import (
     Ack,
@@ -84,9 +84,9 @@ class ClientSession:
         self._stop = threading.Event()
         self._timing: dict[str, dict[Addr, float]] = {}  # rid -> ack time per node (benchmarks)
         self._heartbeat: threading.Thread | None = None
-        from actors.grants import Grants
-        from actors.keys import ClientKeys
-        from actors.peer import Sharing  # the sharing flows use this session
+        from actors.client.grants import Grants
+        from actors.client.keys import ClientKeys
+        from actors.client.peer import Sharing  # the sharing flows use this session
 
         self.keys = ClientKeys.load_or_create(self.home.root)
         self.grants = Grants(self, self.keys)

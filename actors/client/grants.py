@@ -21,14 +21,14 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from actors.client_store import GivenGrant, ReceivedGrant
-from actors.keys import ClientKeys
+from actors.client.client_store import GivenGrant, ReceivedGrant
+from actors.client.keys import ClientKeys
 from codec import seal, sharecrypt
 from codec.messages import Update
 from codec.sharecrypt import ShareCryptError, SignedGrant
 
 if TYPE_CHECKING:
-    from actors.client_session import ClientSession
+    from actors.client.client_session import ClientSession
 
 SIGNED_KINDS = ("grant", "revoke", "approve", "deny")  # every update the owner authors
 
@@ -39,7 +39,7 @@ class Grants:
         self.keys = keys
 
     def _error(self, code: str, message: str) -> Exception:
-        from actors.client_session import SessionError
+        from actors.client.client_session import SessionError
 
         return SessionError(code, message)
 

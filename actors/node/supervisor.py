@@ -23,8 +23,8 @@ from typing import Any
 
 import pykka
 
-from actors.encoder import EncoderPool, Sealed
-from actors.node_parts import NodeParts
+from actors.node.encoder import EncoderPool, Sealed
+from actors.node.node_parts import NodeParts
 from config import Config
 from transport.policy import PEER_FILE_ENV, PolicyFile
 from transport.udp import Delivery, PeerAuth, SendError, Transport

@@ -19,10 +19,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from actors import access
-from actors.access import AccessError
-from actors.client_store import ReceivedGrant, StoreError
-from actors.share_owner import OwnerSide
+from actors.core import access
+from actors.core.access import AccessError
+from actors.client.client_store import ReceivedGrant, StoreError
+from actors.client.share_owner import OwnerSide
 from codec import images
 from codec.messages import (
     AccessUpdate,
@@ -39,7 +39,7 @@ from codec.messages import (
 from codec.names import InvalidName, check_name
 
 if TYPE_CHECKING:
-    from actors.client_session import ClientSession
+    from actors.client.client_session import ClientSession
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ PEER_REQUESTS = (PreviewRequest, ImageRequest, AccessUpdate, MoreViews)
 
 class Sharing:
     def __init__(self, session: ClientSession) -> None:
-        from actors.client_session import SessionError
+        from actors.client.client_session import SessionError
 
         self.s = session
         self.Error = SessionError
