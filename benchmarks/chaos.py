@@ -119,20 +119,39 @@ def _share(cloud: Cloud, root: Path) -> tuple[Path, Path]:
 
 def _kill_when_all_up(cloud: Cloud, sampler: Sampler, at: float, node: int,
                       log: list[str]) -> None:
+    """SIGKILL one node at `at` s, once every node is up. The victim is the failure token's
+    holder when there is one (else `node`): frozen first (SIGSTOP), it cannot pass the token on,
+    and the others are asked again; only if none of them holds the token is it killed. So no
+    other node can go down (rule 2: only the holder) while the failure detector has not yet seen
+    the kill: a kill of another node could meet a holder that, within the 1 s detection window,
+    still sees every node up and goes down (two nodes out, through the harness's timing, not
+    the cloud's rule)."""
+    import signal as sig
+
     from actors.status import query_status
 
     time.sleep(at)
     deadline = time.monotonic() + 20
+    victim = node
     while time.monotonic() < deadline:  # a fresh status, not the sampler's last one
         rows = query_status(sampler.cfg, timeout_s=0.3)
-        if all(r["state"] == "up" for r in rows):
+        if not all(r["state"] == "up" for r in rows):
+            time.sleep(0.05)
+            continue
+        holders = [r["id"] for r in rows if r["token"]]
+        if len(holders) != 1:
+            break  # no token (failures off): the seeded node
+        cloud.kill(holders[0], sig.SIGSTOP)
+        others = [r for r in query_status(sampler.cfg, timeout_s=0.3) if r["id"] != holders[0]]
+        if not any(r["token"] for r in others):
+            victim = holders[0]
             break
-        time.sleep(0.05)
-    log.append(f"SIGKILL node {node} at {time.monotonic():.2f}")
-    cloud.kill(node)
+        cloud.kill(holders[0], sig.SIGCONT)  # the token moved meanwhile: try again
+    log.append(f"SIGKILL node {victim} at {time.monotonic():.2f}")
+    cloud.kill(victim)
     time.sleep(3.0)
-    cloud.restart(node)
-    log.append(f"restarted node {node}")
+    cloud.restart(victim)
+    log.append(f"restarted node {victim}")
 
 
 # Peer-network faults (etcd's DropPeerNetwork / DelayPeerNetwork), as phases of (policy, seconds)

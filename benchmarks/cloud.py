@@ -124,6 +124,8 @@ def run_clients(cloud: Cloud, n_clients: int, images: list[tuple[str, bytes]], s
         "images_per_s": len(ok) / wall if wall else 0.0,
         "failure_rate": 1 - len(ok) / len(rows) if rows else 0.0,
         "election_p50_ms": statistics.median(elections) if elections else 0.0,
+        "election_p99_ms": (statistics.quantiles(elections, n=100)[98] if len(elections) >= 2
+                            else 0.0),
         "by_node": {str(k): v for k, v in sorted(nodes.items())}, "duplicate_replies": dups,
     }
 

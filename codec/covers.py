@@ -240,16 +240,3 @@ class CoverSet:
         bigger = [b for b in self.bases if b[0] >= size[0] and b[1] >= size[1]]
         source = self.load_base(bigger[0] if bigger else self.bases[-1])
         return source.resize(size, Image.Resampling.LANCZOS)
-
-
-_default: CoverSet | None = None
-_default_lock = threading.Lock()
-
-
-def default_covers() -> CoverSet:
-    """The process-wide CoverSet over default_images/ (created on first use)."""
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = CoverSet()
-        return _default

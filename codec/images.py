@@ -110,7 +110,7 @@ def probe(data: bytes, max_pixels: int) -> tuple[str, int, int]:
         return fmt, im.width, im.height
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
+def to_rgb(im: Image.Image) -> Image.Image:
     """Loaded, EXIF-upright RGB; transparency is composed over white."""
     im.load()
     im = ImageOps.exif_transpose(im)
@@ -126,7 +126,7 @@ def open_for_view(data: bytes, max_pixels: int) -> Image.Image:
     fmt, im = _open_checked(data, max_pixels)
     try:
         with im:
-            return _to_rgb(im)
+            return to_rgb(im)
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageError(f"not a valid {fmt} image ({exc})") from None
 
@@ -146,7 +146,7 @@ def make_preview(
         with im:
             if fmt == "JPEG":
                 im.draft("RGB", (max_side, max_side))
-            rgb = _to_rgb(im)
+            rgb = to_rgb(im)
             rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
             out = io.BytesIO()
             rgb.save(out, format="JPEG", quality=quality)
@@ -188,16 +188,3 @@ def preview_name(image_name: str) -> str:
         return image_name
     return _fit(image_name, ".jpg")
 
-
-def open_sealed_cover(png_bytes: bytes) -> Image.Image:
-    """What a sealed image shows to any viewer: the default image (its cover), as RGB.
-    Only PNG is accepted; the pixel limit is the sealed-image limit of the reader."""
-    from codec import png as png_mod
-    from codec.seal import SealError
-
-    try:
-        info = png_mod.parse(bytes(png_bytes), max(1, 64 * 1024 * 1024 // 3 * 4))
-    except SealError as exc:
-        raise ImageError(f"not a sealed image: {exc}") from None
-    del info
-    return _to_rgb(open_image(png_bytes, ["PNG"]))

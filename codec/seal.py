@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from codec import png
-from codec.covers import CoverSet, Prepared, default_covers, prepare_image
+from codec import images, png
+from codec.covers import CoverSet, Prepared, prepare_image
 from codec.names import InvalidName, check_name
 from codec.png import SealError
 from config import SealConfig, TransportConfig
@@ -240,6 +240,15 @@ def max_cover_pixels(cfg: SealConfig, max_payload: int, covers: CoverSet) -> int
     return w * h
 
 
+def warm(covers: CoverSet, cfg: SealConfig, payload_bytes: int = 4096) -> tuple[int, int]:
+    """Prepare (and cache in `covers`) the tier a payload of `payload_bytes` gets, so the first
+    seal of that size does not pay for it. Returns the tier. Callers: the node's encoder pool."""
+    need = HEADER_SAMPLES + payload_samples(payload_bytes, cfg.bits_per_channel)
+    size = covers.pick(need, cfg.min_cover_width, cfg.min_cover_height)
+    covers.prepared(size, max(cfg.bits_per_channel, HEADER_BITS))
+    return size
+
+
 def _cover(
     cover: Image.Image | str | None, need: int, cfg: SealConfig, limit: int, covers: CoverSet
 ) -> Prepared:
@@ -280,7 +289,7 @@ def seal(
     Raises SealError (payload over max_payload, a cover that does not fit).
     """
     cfg = cfg or SealConfig()
-    covers = covers or default_covers()
+    covers = covers or CoverSet()  # callers that seal often inject one (its tier cache)
     bits = cfg.bits_per_channel
     if len(payload) > max_payload:
         raise SealError(f"payload of {len(payload)} bytes is over the limit of {max_payload}")
@@ -299,7 +308,7 @@ def _open(
     data: bytes, cfg: SealConfig | None, max_payload: int, covers: CoverSet | None
 ) -> tuple[png.PngInfo, Header]:
     cfg = cfg or SealConfig()
-    limit = max_cover_pixels(cfg, max_payload, covers or default_covers())
+    limit = max_cover_pixels(cfg, max_payload, covers or CoverSet())
     info = png.parse(bytes(data), limit)
     if 3 * info.width * info.height < HEADER_SAMPLES:
         raise SealError(f"a {info.width}x{info.height} PNG is too small to be a sealed image")
@@ -373,3 +382,14 @@ def regrant(
     if used < height:
         pieces.append(png.compress_rows(png.row_slices(rows[used:]), cfg.zlib_level, up=False))
     return png.assemble(info.width, height, pieces)
+
+
+def open_sealed_cover(png_bytes: bytes) -> Image.Image:
+    """What a sealed image shows to any viewer: the default image (its cover), as RGB.
+    Only PNG is accepted; the pixel limit is the sealed-image limit of the reader."""
+    try:
+        info = png.parse(bytes(png_bytes), max(1, 64 * 1024 * 1024 // 3 * 4))
+    except SealError as exc:
+        raise images.ImageError(f"not a sealed image: {exc}") from None
+    del info
+    return images.to_rgb(images.open_image(png_bytes, ["PNG"]))

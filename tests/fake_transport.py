@@ -54,8 +54,14 @@ class FakeTransport:
     _cond: threading.Condition = field(default_factory=threading.Condition)
 
     # ---- the Transport surface ------------------------------------------------------------
-    def send(self, addr: Addr, msg: Any, *, deadline_s: float | None = None,
-             on_done: OnDone | None = None) -> pykka.Future[None]:
+    def send(
+        self,
+        addr: Addr,
+        msg: Any,
+        *,
+        deadline_s: float | None = None,
+        on_done: OnDone | None = None,
+    ) -> pykka.Future[None]:
         fut: pykka.Future[None] = pykka.ThreadingFuture()
         rec = Sent(tuple(addr), msg, deadline_s, fut, on_done)  # type: ignore[arg-type]
         with self._cond:
@@ -73,8 +79,9 @@ class FakeTransport:
             self.complete(rec, SendError("unacknowledged", "fake: no acknowledgement"))
         return fut
 
-    def subscribe(self, handler: Any,
-                  types: tuple[type[Any], ...] | None = None) -> Callable[[], None]:
+    def subscribe(
+        self, handler: Any, types: tuple[type[Any], ...] | None = None
+    ) -> Callable[[], None]:
         entry = (handler, types)
         with self._cond:
             self._subs.append(entry)
@@ -127,26 +134,40 @@ class FakeTransport:
 
     def sends_of(self, kind: type[Any], addr: Addr | None = None) -> list[Sent]:
         with self._cond:
-            return [s for s in self.sent
-                    if isinstance(s.msg, kind) and (addr is None or s.addr == tuple(addr))]
+            return [
+                s
+                for s in self.sent
+                if isinstance(s.msg, kind) and (addr is None or s.addr == tuple(addr))
+            ]
 
-    def wait_sent(self, pred: Callable[[Sent], bool], timeout: float = 10.0,
-                  count: int = 1) -> list[Sent]:
+    def wait_sent(
+        self, pred: Callable[[Sent], bool], timeout: float = 10.0, count: int = 1
+    ) -> list[Sent]:
         """Wait until `count` sends match `pred`; returns them (raises AssertionError on
         timeout, with what was sent)."""
         with self._cond:
-            ok = self._cond.wait_for(lambda: len([s for s in self.sent if pred(s)]) >= count,
-                                     timeout=timeout)
+            ok = self._cond.wait_for(
+                lambda: len([s for s in self.sent if pred(s)]) >= count, timeout=timeout
+            )
             found = [s for s in self.sent if pred(s)]
         if not ok:
             kinds = [type(s.msg).__name__ for s in self.sent]
             raise AssertionError(f"expected {count} matching sends, got {len(found)}: {kinds}")
         return found
 
-    def wait_msg(self, kind: type[Any], timeout: float = 10.0, count: int = 1,
-                 where: Callable[[Any], bool] = lambda m: True) -> list[Any]:
-        return [s.msg for s in self.wait_sent(
-            lambda s: isinstance(s.msg, kind) and where(s.msg), timeout, count)]
+    def wait_msg(
+        self,
+        kind: type[Any],
+        timeout: float = 10.0,
+        count: int = 1,
+        where: Callable[[Any], bool] = lambda m: True,
+    ) -> list[Any]:
+        return [
+            s.msg
+            for s in self.wait_sent(
+                lambda s: isinstance(s.msg, kind) and where(s.msg), timeout, count
+            )
+        ]
 
 
 class FakeNetwork:

@@ -191,16 +191,21 @@ def test_peer_guard_address_and_epoch_rules() -> None:
     assert not g.sender_ok(("127.0.0.1", 5002), 3)  # another node id
     assert not g.sender_ok(("127.0.0.1", 5001), 1)  # ourselves
     assert g.check_epoch(2, 1_000_000 + 30_001) == FUTURE
-    assert g.check_epoch(2, 500) == NEW_EPOCH and store.get(2) == 500
+    assert g.check_epoch(2, 500) == NEW_EPOCH
+    assert store.get(2) is None  # the guard does no I/O: it queues the write for its caller
+    assert g.take_writes() == [(2, 500)] and g.take_writes() == []
+    store.put(2, 500)
     assert g.check_epoch(2, 500) == ACCEPT
-    assert g.check_epoch(2, 600) == NEW_EPOCH and store.get(2) == 600
+    assert g.check_epoch(2, 600) == NEW_EPOCH and g.take_writes() == [(2, 600)]
+    store.put(2, 600)
     assert g.check_epoch(2, 500) == STALE
     # after our restart the stored epoch is known but its replay window is not
     g2 = _guard(store, wall)
     assert g2.check_epoch(2, 500) == STALE
     assert g2.check_epoch(2, 600) == RESTARTED
     assert g2.check_epoch(2, 700) == NEW_EPOCH
-    assert g2.next_epoch(1_000_000) == 1_000_001 and store.get(1) == 1_000_001
+    assert g2.take_writes() == [(2, 700)]
+    assert g2.next_epoch(1_000_000) == 1_000_001 and g2.take_writes() == [(1, 1_000_001)]
 
 
 def test_peer_auth_refuses_short_secret_and_bad_id() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import socket
+import time
 import threading
 from collections.abc import Iterator
 
@@ -140,14 +141,19 @@ def test_tl4_forged_ack_from_another_port_is_not_accepted(transports: list[Trans
         forger.close()
 
 
-def test_peer_sockets_authenticate_and_refuse_strangers(transports: list[Transport]) -> None:
+def _two_peer_addresses() -> dict[int, tuple[str, int]]:
+    """Two free loopback ports, as node ids 1 and 2."""
     ports = []
     for _ in range(2):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.bind(LOCAL)
         ports.append(s.getsockname()[1])
         s.close()
-    peers = {1: ("127.0.0.1", ports[0]), 2: ("127.0.0.1", ports[1])}
+    return {1: ("127.0.0.1", ports[0]), 2: ("127.0.0.1", ports[1])}
+
+
+def test_peer_sockets_authenticate_and_refuse_strangers(transports: list[Transport]) -> None:
+    peers = _two_peer_addresses()
     secret = b"p" * 32
     n1 = Transport.start(
         peers[1], CFG, codec=BlobCodec, auth=PeerAuth(secret, 1, peers, MemoryEpochStore())
@@ -165,6 +171,41 @@ def test_peer_sockets_authenticate_and_refuse_strangers(transports: list[Transpo
     with pytest.raises(SendError):
         stranger.send(peers[2], Ping(b"let me in"), deadline_s=0.5).get(timeout=5)
     assert n2.stats()["bad_datagrams"] >= 1 and len(inbox.items) == 1
+
+
+class _OrderedStore(MemoryEpochStore):
+    """An epoch store that records when it is written, next to the deliveries."""
+
+    def __init__(self, log: list[str]) -> None:
+        super().__init__()
+        self.log = log
+
+    def put(self, node_id: int, epoch: int) -> None:
+        self.log.append(f"put {node_id}")
+        super().put(node_id, epoch)
+
+
+def test_a_peer_epoch_is_on_the_store_before_its_message_is_delivered(
+    transports: list[Transport],
+) -> None:
+    peers = _two_peer_addresses()
+    secret = b"p" * 32
+    log: list[str] = []
+    n1 = Transport.start(
+        peers[1], CFG, codec=BlobCodec, auth=PeerAuth(secret, 1, peers, MemoryEpochStore())
+    )
+    transports.append(n1)
+    n2 = Transport.start(
+        peers[2], CFG, codec=BlobCodec, auth=PeerAuth(secret, 2, peers, _OrderedStore(log))
+    )
+    transports.append(n2)
+    log.clear()  # n2's own boot epoch
+    n2.subscribe(lambda d: log.append("delivered"))
+    assert n1.send(peers[2], Blob(b"y" * 10)).get(timeout=10) is None
+    deadline = time.monotonic() + 10
+    while "delivered" not in log and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert log == ["put 1", "delivered"]  # node 1's epoch was written first, once
 
 
 def test_subscribe_types_actor_refs_unsubscribe_and_failing_handlers(

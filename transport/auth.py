@@ -5,7 +5,9 @@ and its boot epoch. On top of the tag, `PeerGuard` enforces (RELIABILITY 4):
 - a datagram is accepted only from the configured (host, port) of the node id it names;
 - epochs are wall-clock milliseconds: one more than 30 s ahead of our clock is refused;
 - an epoch lower than the highest seen from that node is refused; the highest is persisted in an
-  `EpochStore` (sqlite in the node's data dir) before the new epoch is accepted;
+  `EpochStore` (sqlite in the node's data dir) before anything of the new epoch is acknowledged
+  or delivered. The guard does no I/O: it queues the writes (`take_writes`), and the transport
+  performs them before it sends the datagrams or delivers the messages of that turn;
 - after our own restart the replay window of the current epoch of a peer is lost, so DATA in that
   epoch is refused with a REJECT frame, and the peer moves to a fresh epoch for us
   (`Endpoint` does both sides). Replays of older epochs are refused silently.
@@ -130,27 +132,34 @@ class PeerGuard:
             stored = auth.epoch_store.get(n)
             self._highest[n] = -1 if stored is None else stored
         self._trusted: dict[int, int] = {}  # node -> epoch whose replay window we hold
+        self._writes: list[tuple[int, int]] = []  # (node, epoch) to persist, in order
+
+    def take_writes(self) -> list[tuple[int, int]]:
+        """The epochs to persist (node id, epoch), oldest first; the caller writes them to the
+        EpochStore before it acts on what was received since the last call."""
+        writes, self._writes = self._writes, []
+        return writes
 
     def sender_ok(self, addr: tuple[str, int], node_id: int) -> bool:
         """True if `addr` is the configured peer address of `node_id`."""
         return self._addrs.get((addr[0], addr[1])) == node_id
 
     def check_epoch(self, node_id: int, epoch: int) -> int:
-        """ACCEPT, NEW_EPOCH (persisted now), STALE, FUTURE or RESTARTED for a DATA epoch."""
+        """ACCEPT, NEW_EPOCH (queued for the store), STALE, FUTURE or RESTARTED for a DATA epoch."""
         highest = self._highest[node_id]
         if epoch < highest:
             return STALE
         if epoch > self.wall_ms() + FUTURE_EPOCH_MS:
             return FUTURE
         if epoch > highest:
-            self.auth.epoch_store.put(node_id, epoch)
+            self._writes.append((node_id, epoch))
             self._highest[node_id] = epoch
             self._trusted[node_id] = epoch
             return NEW_EPOCH
         return ACCEPT if self._trusted.get(node_id) == epoch else RESTARTED
 
     def next_epoch(self, current: int) -> int:
-        """A fresh epoch after a peer refused `current`; persisted as ours."""
+        """A fresh epoch after a peer refused `current`; to be persisted as ours."""
         epoch = max(self.wall_ms(), current + 1)
-        self.auth.epoch_store.put(self.self_id, epoch)
+        self._writes.append((self.self_id, epoch))
         return epoch

@@ -164,6 +164,7 @@ class Net:
             ep = self.endpoints.get(dst)
             if ep is not None:
                 ep.datagram_received(src, data, self.now)
+                persist_epochs(ep)  # what transport.udp does before it acts on the turn
                 if self.on_datagram is not None:
                     self.on_datagram(dst, ep)
         self.flush()
@@ -340,3 +341,10 @@ def transfer(cfg: TransportConfig, seed: int, body: bytes, forward: Impairment,
         lost=(forward.counts["lost"], backward.counts["lost"]),
         sent=(forward.counts["sent"], backward.counts["sent"]),
     )
+
+
+def persist_epochs(ep: Endpoint) -> None:
+    """Perform the epoch writes the endpoint's guard queued (the effect the core asks for)."""
+    if ep.guard is not None:
+        for node, epoch in ep.guard.take_writes():
+            ep.guard.auth.epoch_store.put(node, epoch)

@@ -184,6 +184,7 @@ class Transport:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._actor_thread: threading.Thread | None = None
+        self._epoch_writes: list[tuple[int, int]] = []  # (send lock) queued by the guard
         self.address: Addr = sock.address
         self.epoch = ep.epoch
         self._actor = TransportActor.start(self)
@@ -411,10 +412,14 @@ class Transport:
         events = self._ep.pop_events()
         deadline = self._ep.next_deadline()
         self._send_lock.acquire()
+        guard = self._ep.guard
+        if guard is not None:
+            self._epoch_writes = guard.take_writes()
         return out, events, deadline is not None and deadline < self._sleep_until
 
     def _flush(self, out: Outbox, events: list[Event]) -> None:
         try:
+            self._persist_epochs()  # before anything of a new epoch is acknowledged or delivered
             errors = self._sock.send(out) if out else 0  # lost datagrams: the core resends
         finally:
             self._send_lock.release()
@@ -428,6 +433,15 @@ class Transport:
             if entry is not None:
                 err = None if isinstance(ev, SendDone) else SendError(ev.kind, ev.reason)
                 self._resolve(entry[0], entry[1], err)
+
+    def _persist_epochs(self) -> None:
+        """(send lock held) Write the epochs the guard queued in the last pump."""
+        writes, self._epoch_writes = self._epoch_writes, []
+        guard = self._ep.guard
+        if guard is None:
+            return
+        for node, epoch in writes:
+            guard.auth.epoch_store.put(node, epoch)
 
     def _resolve(
         self, fut: pykka.Future[None], on_done: OnDone | None, err: SendError | None

@@ -23,7 +23,7 @@ from actors.core import access
 from actors.core.access import AccessError
 from actors.client.client_store import ReceivedGrant, StoreError
 from actors.client.share_owner import OwnerSide
-from codec import images
+from codec import images, seal
 from codec.messages import (
     AccessUpdate,
     Ack,
@@ -256,7 +256,7 @@ class Sharing:
         if plain is None:
             data.update(views_left=0, shown="default",
                         hint=f"no views left: more {g.owner} {g.image} N")
-            return data, images.open_sealed_cover(png)
+            return data, seal.open_sealed_cover(png)
         picture: Image.Image = images.open_for_view(plain, images.max_user_pixels(self.s.cfg))
         del plain
         rec = self.s.db.get_received(g.owner, g.image)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pykka
 
 from codec import seal as seal_mod
+from codec.covers import CoverSet
 from config import SealConfig
 
 log = logging.getLogger(__name__)
@@ -36,20 +37,38 @@ class Sealed:
     error: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Warm:
+    """Prepare the covers of these payload sizes before the first request needs them."""
+
+    sizes: tuple[int, ...]
+
+
 class EncoderActor(pykka.ThreadingActor):
-    def __init__(self, cfg: SealConfig, max_payload: int,
-                 deliver: Callable[[Sealed], None]) -> None:
+    def __init__(
+        self, cfg: SealConfig, max_payload: int, deliver: Callable[[Sealed], None], covers: CoverSet
+    ) -> None:
         super().__init__()
         self._cfg = cfg
         self._max_payload = max_payload
         self._deliver = deliver
+        self._covers = covers
 
     def on_receive(self, message: object) -> None:
+        if isinstance(message, Warm):
+            for size in message.sizes:
+                try:
+                    seal_mod.warm(self._covers, self._cfg, size)
+                except Exception as exc:  # noqa: BLE001 - a missing tier is built on demand
+                    log.warning("preparing the cover for %d bytes failed: %s", size, exc)
+            return
         if not isinstance(message, SealJob):
             return
         start = time.perf_counter()
         try:
-            png = seal_mod.seal(message.payload, cfg=self._cfg, max_payload=self._max_payload)
+            png = seal_mod.seal(
+                message.payload, cfg=self._cfg, max_payload=self._max_payload, covers=self._covers
+            )
             result = Sealed(message.rid, png, (time.perf_counter() - start) * 1000, None)
         except Exception as exc:  # a seal failure must not stop the encoder (pykka would)
             log.warning("seal of %s failed: %s", message.rid, exc)
@@ -60,9 +79,23 @@ class EncoderActor(pykka.ThreadingActor):
 class EncoderPool:
     """Owned by one node actor (single-threaded use). Tracks jobs in flight per encoder."""
 
-    def __init__(self, size: int, cfg: SealConfig, max_payload: int,
-                 deliver: Callable[[Sealed], None]) -> None:
-        self._refs = [EncoderActor.start(cfg, max_payload, deliver) for _ in range(size)]
+    def __init__(
+        self,
+        size: int,
+        cfg: SealConfig,
+        max_payload: int,
+        deliver: Callable[[Sealed], None],
+        covers: CoverSet | None = None,
+        warm: tuple[int, ...] = (),
+    ) -> None:
+        """`covers`: the tier cache the encoders share (one per node: it is thread-safe);
+        `warm`: payload sizes whose covers the first encoder prepares at once."""
+        self.covers = covers if covers is not None else CoverSet()
+        self._refs = [
+            EncoderActor.start(cfg, max_payload, deliver, self.covers) for _ in range(size)
+        ]
+        if warm and self._refs:
+            self._refs[0].tell(Warm(warm))
         self._busy = [0] * size
         self._where: dict[str, int] = {}
 

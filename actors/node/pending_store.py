@@ -25,7 +25,7 @@ from typing import Any
 from actors.sqlite_util import SqliteStore, StoreError
 from codec.messages import Update
 
-__all__ = ["PendingStore", "StoreError"]
+__all__ = ["PendingStore", "PinStore", "StoreError"]
 
 _COLS = "id, kind, owner, borrower, image, delta, addressee, grant, created"
 _SCHEMA = (
@@ -75,6 +75,25 @@ def _update(row: tuple[Any, ...]) -> Update:
         grant=bytes(grant),
         created=float(created),
     )
+
+
+class PinStore(SqliteStore):
+    """The users' pinned public keys (the directory's trust on first use) in the node's
+    pending.db. The DirectoryActor opens its own connection: its writes happen on its thread."""
+
+    SCHEMA = _SCHEMA
+
+    # -- users' pinned public keys (the directory's trust on first use) ---------------------
+    def pin_set(self, user: str, sign_key: bytes, box_key: bytes) -> None:
+        with self._db.write() as cur:
+            cur.execute(
+                "INSERT OR IGNORE INTO pins (user, sign_key, box_key) VALUES (?,?,?)",
+                (user, bytes(sign_key), bytes(box_key)),
+            )
+
+    def pins(self) -> dict[str, tuple[bytes, bytes]]:
+        rows = self._db.query("SELECT user, sign_key, box_key FROM pins")
+        return {str(u): (bytes(s), bytes(b)) for u, s, b in rows}
 
 
 class PendingStore(SqliteStore):
@@ -154,16 +173,6 @@ class PendingStore(SqliteStore):
                 h.update(uid.encode("utf-8") + b"\x00")
             self._digest = h.digest()
         return self._digest
-
-    # -- users' pinned public keys (the directory's trust on first use) ---------------------
-    def pin_set(self, user: str, sign_key: bytes, box_key: bytes) -> None:
-        with self._db.write() as cur:
-            cur.execute("INSERT OR IGNORE INTO pins (user, sign_key, box_key) VALUES (?,?,?)",
-                        (user, bytes(sign_key), bytes(box_key)))
-
-    def pins(self) -> dict[str, tuple[bytes, bytes]]:
-        rows = self._db.query("SELECT user, sign_key, box_key FROM pins")
-        return {str(u): (bytes(s), bytes(b)) for u, s, b in rows}
 
     # -- boot epochs -------------------------------------------------------------------------
     def epoch_get(self, node: int) -> int:

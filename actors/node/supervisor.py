@@ -1,14 +1,20 @@
-"""One node of the cloud: a thin Pykka actor that wires the transports to the cores.
+"""One node of the cloud: a thin supervisor over the node's actors.
 
-The NodeActor owns the pure cores (membership, per-request election, failure token) and the
-services (encrypt flow, directory, pending updates). It feeds them messages from the two
-transports (client socket, peer socket) and timer ticks from one shared ticker, and carries out
-the sends they ask for. Every handler catches bad input: a message that breaks a rule is counted
-and logged, the node carries on (pykka would stop an actor whose handler raises).
+`NodeActor` starts and wires the actors of one node (each owns one concern and its core):
+
+    client socket --TransportActor--+                       +--> EncryptFlowActor --> EncoderActor pool
+                                    +--> Router (by type) --+--> DirectoryActor --> PendingUpdateActor
+    peer socket ---TransportActor---+                       +--> ElectionActor <--> FailureTokenActor
+                                                            +--> NodeActor (StatusQuery)
+
+It answers `status` from the snapshots the actors send it (`Snapshot`, `Digest`, `ClusterView`),
+drives the one shared `Ticker`, re-reads the chaos runs' peer policy file, and stops everything.
+No actor blocks on another on a request's path; they talk by messages only (actors.node.signals).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
@@ -17,119 +23,165 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pykka
 
-from actors.node.encoder import EncoderPool, Sealed
-from actors.node.node_parts import NodeParts
+from actors.node.base import NodePartActor, PeerLink, Wire, initial_view
+from actors.node.directory_actor import DirectoryActor
+from actors.node.election_actor import ElectionActor
+from actors.node.encrypt_actor import EncryptFlowActor
+from actors.node.pending_actor import PendingUpdateActor
+from actors.node.pending_store import PendingStore, PinStore
+from actors.node.router import Router
+from actors.node.signals import ClientIn, ClusterView, CountersQuery, Digest, Snapshot, Tick
+from actors.node.token_actor import FailureTokenActor
+from codec.messages import StatusQuery, StatusReply
 from config import Config
 from transport.policy import PEER_FILE_ENV, PolicyFile
-from transport.udp import Delivery, PeerAuth, SendError, Transport
+from transport.udp import PeerAuth, Transport
 
 log = logging.getLogger(__name__)
 
 Addr = tuple[str, int]
+FAST_TICK_S = 0.01  # election and token deadlines
+SLOW_TICK_S = 0.1  # housekeeping, policy file
 
 
-@dataclass(frozen=True, slots=True)
-class ClientIn:
-    delivery: Delivery
+class NodeActor(NodePartActor):
+    """The supervisor of one node. `client_tp` / `peer_tp` are its transports."""
 
-
-@dataclass(frozen=True, slots=True)
-class PeerIn:
-    delivery: Delivery
-
-
-@dataclass(frozen=True, slots=True)
-class Tick:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class SendResult:
-    key: str
-    error: SendError | None
-
-
-class NodeActor(pykka.ThreadingActor):
-    """All state of one node lives in `self.parts` and is touched only on this actor's thread."""
-
-    def __init__(self, cfg: Config, node_id: int, data_dir: Path, *, client_tp: Transport,
-                 peer_tp: Transport, clock: Callable[[], float], rng: random.Random,
-                 failures: bool, peer_policy_file: str | None = None) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        cfg: Config,
+        node_id: int,
+        data_dir: Path,
+        *,
+        client_tp: Transport,
+        peer_tp: Transport,
+        clock: Callable[[], float],
+        rng: random.Random,
+        failures: bool,
+        peer_policy_file: str | None = None,
+        boot_epoch: int | None = None,
+    ) -> None:
+        super().__init__(node_id, clock)
         self.cfg = cfg
-        self.node_id = node_id
-        self.clock = clock
+        self.data_dir = data_dir
         self.client_tp = client_tp
         self.peer_tp = peer_tp
-        self.counters: Counter[str] = Counter()
-        self.peer_ids = {n.peer_addr: n.id for n in cfg.nodes if n.id != node_id}
-        self.parts = NodeParts(self, data_dir, rng, failures)
+        self.rng = rng
+        self.failures = failures
+        self.boot_epoch = boot_epoch if boot_epoch is not None else int(time.time() * 1000)
         self.peer_policy = PolicyFile(peer_policy_file) if peer_policy_file else None
+        self.view = initial_view(cfg)
+        self.figures: dict[str, Any] = {"served": 0, "cached": 0, "users": 0, "pending": 0}
+        self.digests = {"directory": b"", "pending": b""}
+        self.children: dict[str, pykka.ActorRef[Any]] = {}
+        self.router: Router | None = None
+        self._unsubscribe: list[Callable[[], None]] = []
+        self.ticker: Ticker | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def on_start(self) -> None:
-        me = self.actor_ref
-        self.pool = EncoderPool(self.cfg.encoder.pool_size, self.cfg.seal,
-                                self.cfg.transport.max_message, me.tell)
-        self.client_tp.subscribe(lambda d: me.tell(ClientIn(d)))
-        self.peer_tp.subscribe(lambda d: me.tell(PeerIn(d)))
-        self.parts.started(self.clock())
+        cfg, nid, clock = self.cfg, self.node_id, self.clock
+        peers = PeerLink(cfg, nid, self.peer_tp)
+        store = PendingStore(self.data_dir / "pending.db")
+        pins = PinStore(self.data_dir / "pending.db")
+        view = self.view
+        self.children = {
+            "election": ElectionActor.start(
+                cfg, nid, peers, clock=clock, boot_epoch=self.boot_epoch
+            ),
+            "token": FailureTokenActor.start(
+                cfg,
+                nid,
+                peers,
+                clock=clock,
+                rng=self.rng,
+                boot_epoch=self.boot_epoch,
+                failures=self.failures,
+            ),
+            "directory": DirectoryActor.start(
+                cfg, nid, self.client_tp, peers, pins, view, clock=clock
+            ),
+            "pending": PendingUpdateActor.start(
+                nid, self.client_tp, peers, store, view, clock=clock
+            ),
+            "flow": EncryptFlowActor.start(cfg, nid, self.client_tp, peers, view, clock=clock),
+        }
+        refs = {**self.children, "supervisor": self.actor_ref}
+        self.refs = refs
+        for ref in self.children.values():
+            ref.ask(Wire(refs))
+        self.router = Router(nid, {n.peer_addr: n.id for n in cfg.nodes if n.id != nid}, refs)
+        self._unsubscribe = [
+            self.client_tp.subscribe(self.router.client),
+            self.peer_tp.subscribe(self.router.peer),
+        ]
+        fast = [self.children["election"], self.children["token"]]
+        slow = [self.children[n] for n in ("directory", "pending", "flow")] + [self.actor_ref]
+        self.ticker = Ticker(
+            [(ref, FAST_TICK_S) for ref in fast] + [(ref, SLOW_TICK_S) for ref in slow]
+        )
+        self.ticker.start()
 
     def on_stop(self) -> None:
-        self.pool.stop()
-        self.parts.close()
-
-    def on_failure(self, *args: Any) -> None:
-        log.error("node actor failed", exc_info=args[1] if len(args) > 1 else None)
-
-    # ---- sends ---------------------------------------------------------------------------------
-    def send_client(self, addr: Addr, msg: Any, key: str | None = None,
-                    deadline_s: float | None = None) -> None:
-        me = self.actor_ref
-        on_done = None if key is None else (lambda err: me.tell(SendResult(key, err)))
-        self.client_tp.send(addr, msg, on_done=on_done, deadline_s=deadline_s)
-
-    def send_peer(self, node_id: int, msg: Any) -> None:
-        self.peer_tp.send(self.cfg.node(node_id).peer_addr, msg)
-
-    def send_peers(self, msg: Any) -> None:
-        for node in self.cfg.nodes:
-            if node.id != self.node_id:
-                self.peer_tp.send(node.peer_addr, msg)
+        if self.ticker is not None:
+            self.ticker.stop()
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        for ref in self.children.values():
+            ref.stop()
 
     # ---- dispatch ------------------------------------------------------------------------------
-    def on_receive(self, message: Any) -> Any:
-        now = self.clock()
-        try:
-            if isinstance(message, ClientIn):
-                self.parts.on_client(message.delivery.addr, message.delivery.msg, now)
-            elif isinstance(message, PeerIn):
-                sender = self.peer_ids.get(message.delivery.addr)
-                if sender is None:
-                    self.count("peer_unknown_sender", f"from {message.delivery.addr}")
-                else:
-                    self.parts.on_peer(sender, message.delivery.msg, now)
-            elif isinstance(message, Tick):
-                if self.peer_policy is not None:
-                    self._poll_peer_policy(now)
-                self.parts.on_tick(now)
-            elif isinstance(message, Sealed):
-                self.pool.finished(message.rid)
-                self.parts.service.on_sealed(message.rid, message.png, message.ms, message.error)
-            elif isinstance(message, SendResult):
-                self.parts.on_send_result(message.key, message.error, now)
-            elif isinstance(message, dict) and message.get("query") == "counters":
-                return dict(self.counters)
-        except Exception:  # a bug or bad input must not stop the node
-            self.counters["internal_errors"] += 1
-            log.exception("node %d: error handling %s", self.node_id, type(message).__name__)
+    def handle(self, message: Any) -> Any:
+        if isinstance(message, ClientIn) and isinstance(message.msg, StatusQuery):
+            self.client_tp.send(message.addr, self.status_reply(message.msg.rid))
+        elif isinstance(message, Snapshot):
+            self.figures.update(message.values)
+        elif isinstance(message, Digest):
+            self.digests[message.part] = message.digest
+        elif isinstance(message, ClusterView):
+            self.view = message
+        elif isinstance(message, Tick):
+            if self.peer_policy is not None:
+                self._poll_peer_policy(self.clock())
+        elif isinstance(message, dict) and message.get("query") == "counters":
+            return self.all_counters()
         return None
+
+    def all_counters(self) -> dict[str, int]:
+        """Every actor's counters and the router's, added up (tests, diagnostics)."""
+        total: Counter[str] = Counter(self.counters)
+        for ref in self.children.values():
+            total.update(ref.ask(CountersQuery(), timeout=5.0) or {})
+        if self.router is not None:
+            total.update(self.router.counters)
+        return dict(total)
+
+    def status_reply(self, rid: str) -> StatusReply:
+        v = self.view
+        digest = b""
+        if v.self_up:
+            digest = hashlib.sha256(self.digests["directory"] + self.digests["pending"]).digest()[
+                :16
+            ]
+        return StatusReply(
+            rid=rid,
+            node=self.node_id,
+            state="up" if v.self_up else "down",
+            served=self.figures["served"],
+            cached=self.figures["cached"],
+            token=v.holding,
+            users=self.figures["users"],
+            pending=self.figures["pending"],
+            down_since=v.down_since,
+            token_holder=v.token_holder,
+            majority=v.majority,
+            digest=digest,
+        )
 
     def _poll_peer_policy(self, now: float) -> None:
         """Chaos runs change the impairment of the peer socket while the node runs."""
@@ -142,25 +194,25 @@ class NodeActor(pykka.ThreadingActor):
         if changed:
             self.peer_tp.set_policy(policy)
 
-    def count(self, what: str, detail: str = "") -> None:
-        self.counters[what] += 1
-        log.info("node %d: %s %s", self.node_id, what, detail)
-
 
 class Ticker(threading.Thread):
-    """The one shared clock source: tells Tick to the actors every `period_s`."""
+    """The one shared clock source: tells Tick to each actor every its own period (s)."""
 
-    def __init__(self, refs: list[pykka.ActorRef[Any]], period_s: float) -> None:
+    def __init__(self, refs: list[tuple[pykka.ActorRef[Any], float]]) -> None:
         super().__init__(name="ticker", daemon=True)
         self._refs = refs
-        self._period = period_s
+        self._period = min((p for _, p in refs), default=0.01)
         self._stop = threading.Event()
 
     def run(self) -> None:
+        due = [0.0] * len(self._refs)
+        tick = Tick()
         while not self._stop.wait(self._period):
-            for ref in self._refs:
-                if ref.is_alive():
-                    ref.tell(Tick())
+            now = time.monotonic()
+            for i, (ref, period) in enumerate(self._refs):
+                if now >= due[i] and ref.is_alive():
+                    due[i] = now + period - self._period / 2
+                    ref.tell(tick)
 
     def stop(self) -> None:
         self._stop.set()
@@ -171,9 +223,16 @@ def boot_epoch() -> int:
     return int(time.time() * 1000)
 
 
-def start_node(cfg: Config, node_id: int, data_dir: Path, *, failures: bool = True,
-               policy: Any = None, peer_policy: Any = None,
-               rng: random.Random | None = None) -> tuple[pykka.ActorRef[Any], Callable[[], None]]:
+def start_node(
+    cfg: Config,
+    node_id: int,
+    data_dir: Path,
+    *,
+    failures: bool = True,
+    policy: Any = None,
+    peer_policy: Any = None,
+    rng: random.Random | None = None,
+) -> tuple[pykka.ActorRef[Any], Callable[[], None]]:
     """Start one node in this process; returns its actor ref and a stop function."""
     from transport.udp import SqliteEpochStore
 
@@ -185,18 +244,29 @@ def start_node(cfg: Config, node_id: int, data_dir: Path, *, failures: bool = Tr
         peers={n.id: n.peer_addr for n in cfg.nodes},
         epoch_store=SqliteEpochStore(data_dir / "epochs.db"),
     )
-    client_tp = Transport.start(me.client_addr, cfg.transport, validate_addresses=True,
-                                policy=policy, name=f"node{node_id}-client")
-    peer_tp = Transport.start(me.peer_addr, cfg.transport, auth=auth, policy=peer_policy,
-                              name=f"node{node_id}-peer")
-    ref = NodeActor.start(cfg, node_id, data_dir, client_tp=client_tp, peer_tp=peer_tp,
-                          clock=time.monotonic, rng=rng or random.Random(), failures=failures,
-                          peer_policy_file=os.environ.get(PEER_FILE_ENV) or None)
-    ticker = Ticker([ref], period_s=0.01)
-    ticker.start()
+    client_tp = Transport.start(
+        me.client_addr,
+        cfg.transport,
+        validate_addresses=True,
+        policy=policy,
+        name=f"node{node_id}-client",
+    )
+    peer_tp = Transport.start(
+        me.peer_addr, cfg.transport, auth=auth, policy=peer_policy, name=f"node{node_id}-peer"
+    )
+    ref = NodeActor.start(
+        cfg,
+        node_id,
+        data_dir,
+        client_tp=client_tp,
+        peer_tp=peer_tp,
+        clock=time.monotonic,
+        rng=rng or random.Random(),
+        failures=failures,
+        peer_policy_file=os.environ.get(PEER_FILE_ENV) or None,
+    )
 
     def stop() -> None:
-        ticker.stop()
         ref.stop()
         client_tp.stop()
         peer_tp.stop()
@@ -204,18 +274,28 @@ def start_node(cfg: Config, node_id: int, data_dir: Path, *, failures: bool = Tr
     return ref, stop
 
 
-def run_node(cfg: Config, node_id: int, data_dir: Path, *, failures: bool = True,
-             log_level: str = "INFO") -> int:
+def run_node(
+    cfg: Config, node_id: int, data_dir: Path, *, failures: bool = True, log_level: str = "INFO"
+) -> int:
     """`python -m actors.server --node ID`: run until SIGTERM or Ctrl-C."""
-    logging.basicConfig(level=log_level.upper(),
-                        format=f"%(asctime)s node{node_id} %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(),
+        format=f"%(asctime)s node{node_id} %(levelname)s %(name)s: %(message)s",
+    )
     ref, stop = start_node(cfg, node_id, data_dir, failures=failures and cfg.failures.enabled)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
     me = cfg.node(node_id)
-    log.info("node %d ready: clients %s:%d peers %s:%d data %s", node_id, me.host,
-             me.client_port, me.host, me.peer_port, data_dir)
+    log.info(
+        "node %d ready: clients %s:%d peers %s:%d data %s",
+        node_id,
+        me.host,
+        me.client_port,
+        me.host,
+        me.peer_port,
+        data_dir,
+    )
     while not done.wait(0.5):
         if not ref.is_alive():
             log.error("node actor stopped unexpectedly")

@@ -1,0 +1,190 @@
+"""What every actor of a node shares: counters, a handler that never lets bad input stop it, the
+peer link, the wiring message, and the gate for client requests.
+
+Pykka stops an actor whose handler raises, so `NodePartActor.on_receive` catches everything: a
+message that breaks a rule (or a bug) is counted and logged, and the actor carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+
+from actors.node.signals import ClusterView, CountersQuery
+from codec.messages import (
+    ConfirmUpdates,
+    EncryptRequest,
+    ErrorReply,
+    Join,
+    Leave,
+    Message,
+    PostUpdate,
+)
+from config import Config
+from transport.udp import Transport
+
+log = logging.getLogger(__name__)
+
+Addr = tuple[str, int]
+HOUSEKEEPING_S = 1.0  # how often caches, directory entries and tombstones are expired
+STATE_CHANGING = (EncryptRequest, Join, Leave, PostUpdate, ConfirmUpdates)
+# answered from the directory and pending state: a node back from a failure defers them
+# (retryable) until its state is synced, instead of refusing sessions it has not heard of yet
+NEEDS_STATE = (Join, Leave, PostUpdate, ConfirmUpdates)
+
+
+@dataclass(frozen=True, slots=True)
+class Wire:
+    """Sent once by the supervisor before any traffic: the refs of the node's other actors."""
+
+    refs: dict[str, pykka.ActorRef[Any]]
+
+
+class PeerLink:
+    """Sends to the other nodes over the peer transport, by node id (in id order for all)."""
+
+    def __init__(self, cfg: Config, node_id: int, tp: Transport) -> None:
+        self.tp = tp
+        self.addrs = {
+            n.id: n.peer_addr for n in sorted(cfg.nodes, key=lambda n: n.id) if n.id != node_id
+        }
+
+    def send(self, node: int, msg: Message) -> None:
+        self.tp.send(self.addrs[node], msg)
+
+    def send_all(self, msg: Message) -> None:
+        for addr in self.addrs.values():
+            self.tp.send(addr, msg)
+
+
+def initial_view(cfg: Config) -> ClusterView:
+    """The view every actor starts with: up, no majority heard yet, syncing if there are peers."""
+    return ClusterView(
+        version=0,
+        self_up=True,
+        majority=False,
+        up=frozenset(),
+        syncing=len(cfg.nodes) > 1,
+        token_holder=0,
+        holding=False,
+        down_since=0.0,
+    )
+
+
+def client_gate(
+    node_id: int, view: ClusterView, up: bool, msg: Message
+) -> tuple[str | None, ErrorReply | None] | None:
+    """Whether a client request may be served now: None (yes), or (counter or None, answer or
+    None).
+
+    A node that is down answers nothing; without a majority, state-changing requests get a
+    retryable "not_in_majority"; while syncing, requests that need the directory and pending
+    state get a retryable "syncing"."""
+    if not up:
+        return ("client_while_down", None)
+    rid = getattr(msg, "rid", None)
+    if isinstance(msg, STATE_CHANGING) and not view.majority:
+        answer = (
+            None
+            if rid is None
+            else ErrorReply(
+                rid=rid,
+                code="not_in_majority",
+                retryable=True,
+                message=f"node {node_id} sees no majority of the cloud; try again",
+            )
+        )
+        return (None, answer)
+    if isinstance(msg, NEEDS_STATE) and view.syncing:
+        answer = (
+            None
+            if rid is None
+            else ErrorReply(
+                rid=rid,
+                code="syncing",
+                retryable=True,
+                message=f"node {node_id} is syncing its state after a failure; try again",
+            )
+        )
+        return ("client_while_syncing", answer)
+    return None
+
+
+class NodePartActor(pykka.ThreadingActor):
+    """Base of the node's actors: `handle(message)` in subclasses; counters; wiring."""
+
+    def __init__(self, node_id: int, clock: Callable[[], float]) -> None:
+        super().__init__()
+        self.node_id = node_id
+        self.clock = clock
+        self.counters: Counter[str] = Counter()
+        self.refs: dict[str, pykka.ActorRef[Any]] = {}
+        self._early: list[Any] = []  # messages that came before Wire
+
+    def on_receive(self, message: Any) -> Any:
+        try:
+            if isinstance(message, Wire):
+                self.refs = dict(message.refs)
+                self.wired()
+                early, self._early = self._early, []
+                for m in early:  # told before the wiring (a sibling wired first): in order now
+                    self.on_receive(m)
+                return None
+            if isinstance(message, CountersQuery):
+                return dict(self.counters)
+            if not self.refs:
+                self._early.append(message)
+                return None
+            return self.handle(message)
+        except Exception:  # a bug or bad input must not stop the actor
+            self.counters["internal_errors"] += 1
+            log.exception(
+                "node %d %s: error handling %s",
+                self.node_id,
+                type(self).__name__,
+                type(message).__name__,
+            )
+        return None
+
+    def on_failure(self, *args: Any) -> None:
+        log.error(
+            "node %d %s failed",
+            self.node_id,
+            type(self).__name__,
+            exc_info=args[1] if len(args) > 1 else None,
+        )
+
+    def wired(self) -> None:
+        """Called once the other actors' refs are known."""
+
+    def handle(self, message: Any) -> Any:
+        raise NotImplementedError
+
+    def tell(self, name: str, message: Any) -> None:
+        ref = self.refs.get(name)
+        if ref is not None:
+            ref.tell(message)
+
+    def refused(
+        self, client_tp: Transport, addr: Addr, msg: Message, view: ClusterView, up: bool
+    ) -> bool:
+        """Apply `client_gate`: True (counted, answered where there is an answer) if the
+        request may not be served now."""
+        refused = client_gate(self.node_id, view, up, msg)
+        if refused is None:
+            return False
+        counter, answer = refused
+        if counter is not None:
+            self.count(counter, type(msg).__name__)
+        if answer is not None:
+            client_tp.send(addr, answer)
+        return True
+
+    def count(self, what: str, detail: str = "") -> None:
+        self.counters[what] += 1
+        log.info("node %d: %s %s", self.node_id, what, detail)

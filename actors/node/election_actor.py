@@ -1,0 +1,290 @@
+"""ElectionActor: membership, the failure detector, the per-request bully elections, state sync.
+
+Owns two pure cores, `actors.core.membership.Membership` (heartbeats, who is up, majority) and
+`actors.core.election.ElectionCore` (one bully election per request id). It:
+- sends this node's heartbeats (load from the EncryptFlowActor's `Load`, token fields from the
+  FailureTokenActor's `TokenView`, the state digest from the Directory and PendingUpdate actors'
+  `Digest`) and feeds the peers' heartbeats, GoingDown and ComingUp to Membership;
+- runs elections on `StartElection` from the EncryptFlowActor and tells it `Won` / `Lost`, and
+  `PeerDown` when a peer goes down, becomes unreachable or restarts (re-election from the cache);
+- answers a peer's Election for a request whose reply was acknowledged (it missed the Done) with
+  Done again (`ForgetElection(settled=True)` tells it which);
+- publishes a `ClusterView` (versioned, immutable) to its subscribers whenever it changes;
+- syncs state: at start-up (a restarted process lost its directory) and on `NeedSync` (back from a
+  simulated failure) it asks an up peer for its state until the Directory and PendingUpdate actors
+  report it applied (`SyncApplied`), then tells the FailureTokenActor `SyncDone`; anti-entropy asks
+  a peer whose heartbeat digest differs from ours for `SYNC_AFTER` heartbeats in a row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import psutil
+
+from actors.core import election as el
+from actors.core.membership import Membership, Output
+from actors.node.base import NodePartActor, PeerLink
+from actors.node.signals import (
+    ClusterView,
+    ComeUp,
+    Digest,
+    ForgetElection,
+    GoDown,
+    Load,
+    Lost,
+    NeedSync,
+    PeerDown,
+    PeerIn,
+    StartElection,
+    SyncApplied,
+    SyncDone,
+    Tick,
+    TokenView,
+    Won,
+)
+from codec.messages import (
+    ComingUp,
+    Coordinator,
+    Done,
+    Election,
+    ElectionOk,
+    GoingDown,
+    PeerHeartbeat,
+    StateRequest,
+)
+from config import Config
+
+log = logging.getLogger(__name__)
+
+SYNC_AFTER = 3  # heartbeats with a different digest before we ask that peer for its state
+SYNC_RETRY_S = 1.0
+SETTLED_TTL_S = 300.0  # as long as the encrypt flow remembers a request it answered
+SETTLED_MAX = 65536
+LIVENESS = (PeerHeartbeat, GoingDown, ComingUp)
+
+
+class ElectionActor(NodePartActor):
+    def __init__(
+        self,
+        cfg: Config,
+        node_id: int,
+        peers: PeerLink,
+        *,
+        clock: Callable[[], float],
+        boot_epoch: int,
+        loadavg: Callable[[], float] | None = None,
+    ) -> None:
+        super().__init__(node_id, clock)
+        self.cfg = cfg
+        self.peers = peers
+        ids = [n.id for n in cfg.nodes]
+        self.m = Membership(node_id, ids, cfg.election.failure_timeout_ms / 1000, epoch=boot_epoch)
+        self.election = el.ElectionCore(node_id, self.m, cfg.election.answer_timeout_ms / 1000)
+        self.hb_period = cfg.election.heartbeat_interval_ms / 1000
+        now = clock()
+        self.next_hb = now
+        # a (re)started process lost the directory: sync before serving it
+        self.syncing_from: int | None = -1 if self.m.peer_ids else None
+        self.sync_deadline = now
+        self.sync_reason = "at start-up"
+        self.digest_mismatch: dict[int, int] = {}
+        self.token = TokenView(epoch=0, holder=0, holding=False, down=False, down_since=0.0)
+        self.digests = {"directory": b"", "pending": b""}
+        self.digest = b""
+        self.in_flight = 0
+        self.settled: OrderedDict[str, float] = OrderedDict()
+        self.view: ClusterView | None = None
+        self.subscribers: list[Any] = []
+        self._loadavg = loadavg or _host_load()
+
+    def wired(self) -> None:
+        self.subscribers = [
+            self.refs[name]
+            for name in ("flow", "directory", "pending", "supervisor")
+            if name in self.refs
+        ]
+        self._publish(self.clock())
+
+    # ---- dispatch -------------------------------------------------------------------------------
+    def handle(self, message: Any) -> Any:
+        now = self.clock()
+        if isinstance(message, Tick):
+            self._tick(now)
+        elif isinstance(message, PeerIn):
+            self._peer(message.sender, message.msg, now)
+        elif isinstance(message, StartElection):
+            prio = el.priority(self.in_flight, 0, self._loadavg(), self.cfg.encoder.pool_size)
+            self._run(self.election.start(message.rid, prio, now))
+        elif isinstance(message, ForgetElection):
+            self.election.forget(message.rid)
+            if message.settled:
+                self.settled[message.rid] = now
+                self.settled.move_to_end(message.rid)
+                while len(self.settled) > SETTLED_MAX:
+                    self.settled.popitem(last=False)
+        elif isinstance(message, Load):
+            self.in_flight = message.in_flight
+        elif isinstance(message, Digest):
+            self.digests[message.part] = message.digest
+            self.digest = hashlib.sha256(
+                self.digests["directory"] + self.digests["pending"]
+            ).digest()[:16]
+        elif isinstance(message, TokenView):
+            self.token = message
+            self._publish(now)
+        elif isinstance(message, GoDown):
+            self.election.clear()
+            self.m.set_self_up(False)
+            self._publish(now)
+        elif isinstance(message, ComeUp):
+            self.m.set_self_up(True)
+            self._publish(now)
+        elif isinstance(message, NeedSync):
+            log.info("back from a simulated failure: syncing state before passing the token")
+            self.syncing_from = -1
+            self.sync_reason = "after a failure"
+            self._ask_state(now)
+            self._publish(now)
+        elif isinstance(message, SyncApplied):
+            self._sync_applied(message.sender, now)
+        return None
+
+    # ---- peers ----------------------------------------------------------------------------------
+    def _peer(self, sender: int, msg: Any, now: float) -> None:
+        if isinstance(msg, LIVENESS):
+            if self.m.observe(msg, now):
+                log.info("node %d restarted (new boot epoch)", sender)
+                self._peer_gone(sender, now)
+            if isinstance(msg, PeerHeartbeat):
+                self._check_digest(sender, msg, now)
+            elif isinstance(msg, GoingDown):
+                self._peer_gone(sender, now)
+            return
+        self.m.heard_from(sender, now)  # any authenticated message proves the peer is alive
+        if isinstance(msg, Election) and msg.rid in self.settled and self.m.self_up:
+            # a peer that missed the Done of an acknowledged reply re-elects: tell it again
+            self.peers.send(sender, Done(rid=msg.rid, node=self.node_id, acked=True))
+            return
+        if isinstance(msg, (Election, ElectionOk, Coordinator)):
+            # a peer's Election before our own copy of the request: the core keeps it pending
+            self._run(self.election.on_message(sender, msg, now))
+        else:
+            self.count("peer_unexpected", type(msg).__name__)
+
+    def _peer_gone(self, node: int, now: float) -> None:
+        self._run(self.election.peer_down(node, now))
+        self.tell("flow", PeerDown(node))
+
+    def _check_digest(self, sender: int, hb: PeerHeartbeat, now: float) -> None:
+        if (
+            not (self.m.self_up and self.m.has_majority(now))
+            or hb.state != "up"
+            or self.syncing_from is not None
+        ):
+            return
+        if hb.digest == self.digest:
+            self.digest_mismatch.pop(sender, None)
+            return
+        n = self.digest_mismatch.get(sender, 0) + 1
+        self.digest_mismatch[sender] = n
+        if n >= SYNC_AFTER:
+            self.digest_mismatch[sender] = 0
+            self.peers.send(sender, StateRequest(node=self.node_id))
+
+    # ---- timers ----------------------------------------------------------------------------------
+    def _tick(self, now: float) -> None:
+        if now >= self.next_hb:
+            self.next_hb = now + self.hb_period
+            hb = self.m.heartbeat(
+                load=self.in_flight,
+                token_epoch=self.token.epoch,
+                token_holder=self.token.holder,
+                digest=self.digest,
+            )
+            for peer in sorted(self.m.peer_ids):
+                self.peers.send(peer, hb)
+        for node, state in self.m.transitions(now):
+            if state != "up":
+                self._peer_gone(node, now)
+        self._run(self.election.on_tick(now))
+        if self.syncing_from is not None and now >= self.sync_deadline:
+            self._ask_state(now)
+        while self.settled and now - next(iter(self.settled.values())) > SETTLED_TTL_S:
+            self.settled.popitem(last=False)
+        self._publish(now)
+
+    # ---- state sync ------------------------------------------------------------------------------
+    def _ask_state(self, now: float) -> None:
+        peers = sorted(self.m.up_peers(now))
+        if not peers:  # none heard from yet: ask as soon as a heartbeat shows one
+            self.sync_deadline = now + self.hb_period
+            return
+        target = peers[0] if self.syncing_from not in peers else self.syncing_from
+        self.syncing_from = target
+        self.sync_deadline = now + SYNC_RETRY_S
+        self.peers.send(target, StateRequest(node=self.node_id))
+
+    def _sync_applied(self, sender: int, now: float) -> None:
+        if self.syncing_from is None:
+            return  # anti-entropy: merged, nothing waits for it
+        self.syncing_from = None
+        log.info("state synced from node %d (%s)", sender, self.sync_reason)
+        self.tell("token", SyncDone())
+        self._publish(now)
+
+    # ---- the view --------------------------------------------------------------------------------
+    def _publish(self, now: float) -> None:
+        up = self.m.self_up
+        view = ClusterView(
+            version=0,
+            self_up=up,
+            majority=up and self.m.has_majority(now),
+            up=frozenset(self.m.alive(now)),
+            syncing=self.syncing_from is not None,
+            token_holder=self.token.holder,
+            holding=self.token.holding,
+            down_since=self.token.down_since,
+        )
+        old = self.view
+        if old is not None and view == ClusterView(**{**_fields(old), "version": 0}):
+            return
+        version = 1 if old is None else old.version + 1
+        self.view = ClusterView(**{**_fields(view), "version": version})
+        for ref in self.subscribers:
+            ref.tell(self.view)
+
+    def _run(self, out: Output) -> None:
+        for dest, msg in out.sends:
+            self.peers.send(dest, msg)
+        for ev in out.events:
+            if isinstance(ev, el.Won):
+                self.tell("flow", Won(ev.rid))
+            elif isinstance(ev, el.Lost):
+                self.tell("flow", Lost(ev.rid, ev.winner))
+            elif isinstance(ev, (el.Restart, el.NoMajority)):
+                log.debug("election: %s", ev)
+
+
+def _fields(view: ClusterView) -> dict[str, Any]:
+    return {name: getattr(view, name) for name in ClusterView.__slots__}
+
+
+def _host_load() -> Callable[[], float]:
+    """psutil's 1-minute load average per CPU, read at most once a second."""
+    cpus = os.cpu_count() or 1
+    cache = [0.0, 0.0]  # (when, value)
+
+    def load() -> float:
+        now = time.monotonic()
+        if now - cache[0] > 1.0:
+            cache[0], cache[1] = now, psutil.getloadavg()[0] / cpus
+        return cache[1]
+
+    return load

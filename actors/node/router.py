@@ -1,0 +1,117 @@
+"""The router: subscribed to the node's two transports, it hands each message to the actor that
+owns its type (one mailbox hop: the transport's delivery thread tells the owner directly).
+
+It does no work of its own. Peer messages are accepted only from the configured peer addresses
+(the transport's HMAC check already did that; this maps the address to a node id) and only when
+a message's own `node` field names its sender; anything else is counted and logged, never raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from typing import Any
+
+import pykka
+
+from actors.node.signals import ClientIn, PeerIn
+from codec.messages import (
+    ClientHeartbeat,
+    ComingUp,
+    ConfirmUpdates,
+    Coordinator,
+    DirectoryChange,
+    DirectoryQuery,
+    Done,
+    Election,
+    ElectionOk,
+    EncryptRequest,
+    ForgetUpdates,
+    GoingDown,
+    Join,
+    Leave,
+    PeerHeartbeat,
+    PostUpdate,
+    ReplicateUpdate,
+    StateRequest,
+    StateSync,
+    StatusQuery,
+    Token,
+    TokenVote,
+)
+from transport.udp import Delivery
+
+log = logging.getLogger(__name__)
+
+Addr = tuple[str, int]
+Refs = dict[str, pykka.ActorRef[Any]]
+
+CLIENT_ROUTES: dict[type, str] = {
+    StatusQuery: "supervisor",
+    EncryptRequest: "flow",
+    Join: "directory",
+    ClientHeartbeat: "directory",
+    Leave: "directory",
+    DirectoryQuery: "directory",
+    PostUpdate: "directory",
+    ConfirmUpdates: "directory",
+}
+PEER_ROUTES: dict[type, tuple[str, ...]] = {
+    # both membership replicas hear the failure detector's messages
+    PeerHeartbeat: ("election", "token"),
+    GoingDown: ("election", "token"),
+    ComingUp: ("election", "token"),
+    Election: ("election",),
+    ElectionOk: ("election",),
+    Coordinator: ("election",),
+    Token: ("token",),
+    TokenVote: ("token",),
+    Done: ("flow",),
+    DirectoryChange: ("directory",),
+    StateRequest: ("directory",),
+    StateSync: ("directory",),
+    ReplicateUpdate: ("pending",),
+    ForgetUpdates: ("pending",),
+}
+
+
+class Router:
+    def __init__(self, node_id: int, peer_ids: dict[Addr, int], refs: Refs) -> None:
+        self.node_id = node_id
+        self.peer_ids = dict(peer_ids)
+        self.client_routes = {t: refs[name] for t, name in CLIENT_ROUTES.items()}
+        self.peer_routes = {t: tuple(refs[n] for n in names) for t, names in PEER_ROUTES.items()}
+        self._lock = threading.Lock()
+        self.counters: Counter[str] = Counter()
+
+    def client(self, d: Delivery) -> None:
+        ref = self.client_routes.get(type(d.msg))
+        if ref is None:
+            self._count("client_unexpected", type(d.msg).__name__)
+            return
+        ref.tell(ClientIn(d.addr, d.msg))
+
+    def peer(self, d: Delivery) -> None:
+        sender = self.peer_ids.get(d.addr)
+        if sender is None:
+            self._count("peer_unknown_sender", f"from {d.addr}")
+            return
+        claimed = getattr(d.msg, "node", sender)
+        if claimed != sender:
+            self._count(
+                "peer_id_mismatch", f"{type(d.msg).__name__} claims {claimed} from {sender}"
+            )
+            return
+        refs = self.peer_routes.get(type(d.msg))
+        if refs is None:
+            self._count("peer_unexpected", type(d.msg).__name__)
+            return
+        msg = PeerIn(sender, d.msg)
+        for ref in refs:
+            ref.tell(msg)
+
+    def _count(self, what: str, detail: str) -> None:
+        with self._lock:
+            self.counters[what] += 1
+        log.info("node %d: %s %s", self.node_id, what, detail)

@@ -1,0 +1,203 @@
+"""Messages between the actors of one node (in-process; the wire messages are in codec.messages).
+
+Who tells what to whom (see the README's architecture picture):
+- Router -> owner actor: `ClientIn` (a client socket message), `PeerIn` (an authenticated peer
+  message with the sender's node id).
+- Ticker -> every actor: `Tick`.
+- ElectionActor -> subscribers: `ClusterView` (immutable, versioned) whenever it changes.
+- ElectionActor -> EncryptFlowActor: `Won`, `Lost`, `PeerDown`.
+- EncryptFlowActor -> ElectionActor: `StartElection`, `ForgetElection`, `Load`.
+- FailureTokenActor -> ElectionActor: `TokenView`, `NeedSync`; -> every service actor: `GoDown`,
+  `ComeUp`. `GoDown` to the EncryptFlowActor carries the token's own sends (GoingDown): that actor
+  sends Done for its replies in flight and only then those, so Done leaves before GoingDown by
+  construction (one thread, one transport).
+- ElectionActor -> FailureTokenActor: `SyncDone`.
+- DirectoryActor -> PendingUpdateActor: `StoreUpdate`, `ConfirmIds`, `HandOver`, `BuildSync`,
+  `ApplySync` (the directory checked the session, or merged its part of a state sync, first).
+- PendingUpdateActor -> ElectionActor: `SyncApplied`.
+- Directory/Pending/EncryptFlow/Election -> NodeActor (supervisor): `Snapshot` (status figures).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from codec.messages import JoinReply, Message, StateSync, UserEntry
+from codec.records import Update
+
+Addr = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientIn:
+    addr: Addr
+    msg: Message
+
+
+@dataclass(frozen=True, slots=True)
+class PeerIn:
+    sender: int
+    msg: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """A send with a completion callback finished (error None: acknowledged)."""
+
+    key: str
+    error: object | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView:
+    """What the ElectionActor knows of the cloud, published whenever it changes."""
+
+    version: int
+    self_up: bool
+    majority: bool
+    up: frozenset[int]  # nodes up, self included when up
+    syncing: bool  # this node has not yet applied a peer's state since it (re)started or came back
+    token_holder: int  # 0 = unknown
+    holding: bool
+    down_since: float  # wall-clock seconds, 0.0 when up
+
+
+# ---- election <-> encrypt flow -----------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class StartElection:
+    rid: str
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetElection:
+    rid: str
+    settled: bool  # the reply was acknowledged: a peer's later Election is told Done
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    in_flight: int  # seals in the encoder pool
+
+
+@dataclass(frozen=True, slots=True)
+class Won:
+    rid: str
+
+
+@dataclass(frozen=True, slots=True)
+class Lost:
+    rid: str
+    winner: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeerDown:
+    node: int
+
+
+# ---- failure token -------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class TokenView:
+    epoch: int
+    holder: int
+    holding: bool
+    down: bool
+    down_since: float  # wall clock, 0.0 when up
+
+
+@dataclass(frozen=True, slots=True)
+class GoDown:
+    """Simulated fail-stop. `then_send`: peer messages (node id, message) to send after the
+    receiver's own goodbyes (only the EncryptFlowActor gets a non-empty one)."""
+
+    then_send: tuple[tuple[int, Message], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ComeUp:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class NeedSync:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SyncDone:
+    pass
+
+
+# ---- directory -> pending updates ----------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class StoreUpdate:
+    addr: Addr
+    rid: str
+    update: Update
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmIds:
+    addr: Addr
+    rid: str
+    user: str
+    ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HandOver:
+    """A join was accepted: answer it with the user's pending updates."""
+
+    addr: Addr
+    user: str
+    reply: JoinReply  # without updates
+
+
+@dataclass(frozen=True, slots=True)
+class BuildSync:
+    """A peer asked for our state: the directory's part is here, add the pending part, send."""
+
+    to: int
+    users: tuple[UserEntry, ...]
+    dir_digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ApplySync:
+    """A peer's state: the directory merged its part; merge the pending part."""
+
+    sender: int
+    msg: StateSync
+
+
+@dataclass(frozen=True, slots=True)
+class SyncApplied:
+    sender: int
+
+
+# ---- snapshots for status and heartbeats ---------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Figures one actor publishes: `part` names it, `values` are its status fields."""
+
+    part: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """One part of the state digest ("directory" or "pending") changed."""
+
+    part: str
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CountersQuery:
+    pass

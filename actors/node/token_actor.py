@@ -1,0 +1,118 @@
+"""FailureTokenActor: the failure-simulation token ring of one node.
+
+Owns the pure core `actors.core.token_ring.TokenRing` and the `Membership` it reads (its own
+replica, fed the same heartbeats, GoingDown and ComingUp as the ElectionActor's, so no state is
+shared between threads). It feeds the ring Token/TokenVote messages, heartbeats and ticks, sends
+what the ring asks, and tells the node's other actors what follows:
+- WentDown: `GoDown` to the Election, Directory and PendingUpdate actors, and `GoDown(then_send=
+  the ring's sends)` to the EncryptFlowActor, which sends Done for its replies in flight and only
+  then the ring's GoingDown: Done before GoingDown by construction (one thread, one transport).
+- NeedSync (back from a simulated failure): `ComeUp` to every actor, `NeedSync` to the
+  ElectionActor, which fetches the state from a peer and answers `SyncDone`; only then does the
+  ring pass the token on (RELIABILITY 2.3 rule 5).
+- After every input: a `TokenView` (epoch, holder, holding, down) to the ElectionActor when it
+  changed, for the heartbeats and the cluster view.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from actors.core import token_ring as ft
+from actors.core.membership import Membership, Output
+from actors.node.base import NodePartActor, PeerLink
+from actors.node.signals import ComeUp, GoDown, NeedSync, PeerIn, SyncDone, Tick, TokenView
+from codec.messages import ComingUp, GoingDown, PeerHeartbeat, Token, TokenVote
+from config import Config
+
+log = logging.getLogger(__name__)
+
+SERVICES = ("election", "directory", "pending")
+
+
+class FailureTokenActor(NodePartActor):
+    def __init__(
+        self,
+        cfg: Config,
+        node_id: int,
+        peers: PeerLink,
+        *,
+        clock: Callable[[], float],
+        rng: Any,
+        boot_epoch: int,
+        failures: bool,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(node_id, clock)
+        self.peers = peers
+        self.wall = wall
+        ids = [n.id for n in cfg.nodes]
+        self.m = Membership(node_id, ids, cfg.election.failure_timeout_ms / 1000, epoch=boot_epoch)
+        fcfg = cfg.failures if failures else replace(cfg.failures, enabled=False)
+        self.ring = ft.TokenRing(node_id, ids, fcfg, rng, membership=self.m, now=clock())
+        self.view: TokenView | None = None
+
+    def wired(self) -> None:
+        self._publish()
+
+    def handle(self, message: Any) -> Any:
+        now = self.clock()
+        if isinstance(message, Tick):
+            self._run(self.ring.on_tick(now), now)
+        elif isinstance(message, PeerIn):
+            msg = message.msg
+            if isinstance(msg, (PeerHeartbeat, GoingDown, ComingUp)):
+                self.m.observe(msg, now)
+                if isinstance(msg, PeerHeartbeat):
+                    self._run(self.ring.on_message(message.sender, msg, now), now)
+            elif isinstance(msg, (Token, TokenVote)):
+                self.m.heard_from(message.sender, now)
+                self._run(self.ring.on_message(message.sender, msg, now), now)
+            else:
+                self.count("peer_unexpected", type(msg).__name__)
+        elif isinstance(message, SyncDone):
+            self._run(self.ring.sync_done(now), now)
+        self._publish()
+        return None
+
+    def _run(self, out: Output, now: float) -> None:
+        went = [ev for ev in out.events if isinstance(ev, ft.WentDown)]
+        if went:
+            log.info("simulated failure: going down for %.1f s", went[0].until - now)
+            for name in SERVICES:
+                self.tell(name, GoDown())
+            # the flow actor sends its Done first, then these (GoingDown among them)
+            self.tell("flow", GoDown(then_send=tuple(out.sends)))
+        else:
+            for dest, msg in out.sends:
+                self.peers.send(dest, msg)
+        for ev in out.events:
+            if isinstance(ev, ft.NeedSync):
+                for name in (*SERVICES, "flow"):
+                    self.tell(name, ComeUp())
+                self.tell("election", NeedSync())
+            elif isinstance(ev, (ft.Minted, ft.Dropped)):
+                log.info("token: %s", ev)
+
+    def _publish(self) -> None:
+        st = self.ring.status()
+        down_since = 0.0
+        if st.down:
+            down_since = self.wall() - (self.clock() - st.down_since)
+        view = TokenView(
+            epoch=st.epoch,
+            holder=st.holder,
+            holding=st.holding,
+            down=st.down,
+            down_since=down_since,
+        )
+        if self.view is not None and replace(view, down_since=0.0) == replace(
+            self.view, down_since=0.0
+        ):
+            return
+        self.view = view
+        self.tell("election", view)

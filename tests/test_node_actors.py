@@ -1,0 +1,619 @@
+"""Actor-level tests of the node: each actor started for real (pykka) with a FakeTransport, an
+injected fake clock and seeded randomness; no sockets, no wall-clock waits.
+
+ElectionActor, FailureTokenActor: three nodes over a FakeNetwork (tests/node_actor_kit.py).
+DirectoryActor, PendingUpdateActor, EncryptFlowActor (with its EncoderActor pool): one actor, its
+neighbours replaced by Recorders, its sends read off the FakeTransport.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pykka
+import pytest
+from fake_transport import FakeTransport
+from node_actor_kit import (
+    FAST_FAILURES,
+    FakeClock,
+    FakeCloud,
+    Recorder,
+    recorded,
+    three_node_config,
+    wait_recorded,
+)
+
+from actors.node.base import PeerLink, Wire, initial_view
+from actors.node.directory_actor import DirectoryActor
+from actors.node.encoder import EncoderActor, EncoderPool, Sealed
+from actors.node.encrypt_actor import EncryptFlowActor
+from actors.node.pending_actor import PendingUpdateActor
+from actors.node.pending_store import PendingStore, PinStore
+from actors.node.signals import (
+    ApplySync,
+    ClientIn,
+    ClusterView,
+    ConfirmIds,
+    GoDown,
+    HandOver,
+    Lost,
+    PeerIn,
+    StartElection,
+    StoreUpdate,
+    SyncApplied,
+    Won,
+)
+from codec.messages import (
+    Ack,
+    ComingUp,
+    Done,
+    EncryptReply,
+    EncryptRequest,
+    ErrorReply,
+    ForgetUpdates,
+    GoingDown,
+    Join,
+    JoinReply,
+    PostUpdate,
+    ReplicateUpdate,
+    StateRequest,
+    StateSync,
+)
+from codec.records import Update
+from tests.imgdata import png_bytes
+
+ALICE = ("127.0.0.1", 40001)
+ALICE2 = ("127.0.0.1", 40002)
+
+
+@pytest.fixture(autouse=True)
+def _stop_actors() -> Iterator[None]:
+    yield
+    pykka.ActorRegistry.stop_all()
+
+
+def up_view(**kw: Any) -> ClusterView:
+    base = ClusterView(
+        version=1,
+        self_up=True,
+        majority=True,
+        up=frozenset({1, 2, 3}),
+        syncing=False,
+        token_holder=1,
+        holding=False,
+        down_since=0.0,
+    )
+    return replace(base, **kw)
+
+
+def update(n: int, addressee: str = "bob") -> Update:
+    return Update(
+        id=f"alice#{n}",
+        kind="grant",
+        owner="alice",
+        borrower="bob",
+        image="pic.jpg",
+        delta=1,
+        addressee=addressee,
+        grant=b"\x00signed",
+        created=1712.5,
+    )
+
+
+def wired(ref: pykka.ActorRef[Any], **others: pykka.ActorRef[Any]) -> None:
+    ref.ask(Wire({**others, "self": ref}))
+
+
+# ---- ElectionActor ------------------------------------------------------------------------------
+@pytest.fixture
+def cloud() -> Iterator[FakeCloud]:
+    c = FakeCloud(three_node_config(), FakeClock())
+    yield c
+    c.stop()
+
+
+def connect(cloud: FakeCloud) -> None:
+    """Heartbeats for a while: every node sees a majority (and has synced: no peer state
+    needed in these tests, so SyncApplied is told as the pending actor would)."""
+    cloud.run(1.0)
+    for n in cloud.ids:
+        cloud.ref(n, "election").ask(SyncApplied(sender=0))
+    views = {n: cloud.ref(n, "election").proxy().view.get() for n in cloud.ids}
+    assert all(v.majority and v.up == frozenset(cloud.ids) for v in views.values()), views
+
+
+def outcomes(cloud: FakeCloud, rid: str, nodes: list[int]) -> dict[int, Any]:
+    got: dict[int, Any] = {}
+    for n in nodes:
+        got[n] = wait_recorded(
+            cloud.ref(n, "flow"),
+            lambda ms: any(isinstance(m, (Won, Lost)) and m.rid == rid for m in ms),
+        )
+    return {
+        n: next(m for m in ms if isinstance(m, (Won, Lost)) and m.rid == rid)
+        for n, ms in got.items()
+    }
+
+
+def test_three_election_actors_elect_exactly_one_winner_per_request(cloud: FakeCloud) -> None:
+    connect(cloud)
+    for i in range(20):
+        rid = f"alice#{i}"
+        for n in cloud.ids:
+            cloud.ref(n, "election").tell(StartElection(rid))
+        res = outcomes(cloud, rid, cloud.ids)
+        winners = [n for n, m in res.items() if isinstance(m, Won)]
+        assert len(winners) == 1, res
+        assert all(m.winner == winners[0] for m in res.values() if isinstance(m, Lost))
+    won = {n: len(recorded(cloud.ref(n, "flow"), Won)) for n in cloud.ids}
+    assert sum(won.values()) == 20
+    assert sum(1 for w in won.values() if w) >= 2, won  # the tie hash spreads equal loads
+
+
+def test_a_silent_peer_is_skipped(cloud: FakeCloud) -> None:
+    connect(cloud)
+    cloud.silence(3)
+    cloud.run(1.5)  # past the failure timeout: 3 is unreachable
+    for n in (1, 2):
+        assert cloud.ref(n, "election").proxy().view.get().up == frozenset({1, 2})
+        cloud.ref(n, "election").tell(StartElection("alice#7"))
+    res = outcomes(cloud, "alice#7", [1, 2])  # no clock moves: no wait for the silent node
+    assert sorted(type(m).__name__ for m in res.values()) == ["Lost", "Won"]
+
+
+def test_no_winner_without_a_majority(cloud: FakeCloud) -> None:
+    connect(cloud)
+    cloud.silence(2)
+    cloud.silence(3)
+    cloud.run(1.5)
+    assert not cloud.ref(1, "election").proxy().view.get().majority
+    cloud.ref(1, "election").tell(StartElection("alice#9"))
+    cloud.run(2.0)  # several answer timeouts
+    assert recorded(cloud.ref(1, "flow"), (Won, Lost)) == []
+
+
+def test_a_peer_that_missed_done_is_told_again(cloud: FakeCloud) -> None:
+    from actors.node.signals import ForgetElection
+
+    connect(cloud)
+    cloud.ref(1, "election").ask(ForgetElection("alice#3", settled=True))
+    before = len(cloud.tp[1].sends_of(Done))
+    from codec.messages import Election
+
+    cloud.tp[1].deliver(cloud.cfg.node(2).peer_addr, Election(rid="alice#3", node=2, priority=5))
+    cloud.settle()
+    dones = cloud.tp[1].sends_of(Done)[before:]
+    assert [(d.addr, d.msg.rid, d.msg.acked) for d in dones] == [
+        (cloud.cfg.node(2).peer_addr, "alice#3", True)
+    ]
+
+
+# ---- FailureTokenActor ---------------------------------------------------------------------------
+def test_failure_token_actors_keep_at_most_one_token() -> None:
+    c = FakeCloud(three_node_config(FAST_FAILURES), FakeClock(), failures=True, seed=3)
+    holders_seen: set[int] = set()
+    downs: list[int] = []
+
+    def check() -> None:
+        views = {n: c.ref(n, "token").proxy().view.get() for n in c.ids}
+        holding = [n for n, v in views.items() if v is not None and v.holding]
+        down = [n for n, v in views.items() if v is not None and v.down]
+        assert len(holding) <= 1, views
+        assert len(down) <= 1, views
+        holders_seen.update(holding)
+        downs.extend(down)
+
+    try:
+        c.run(1.0)
+        for n in c.ids:  # state synced (no peer state in this test)
+            c.ref(n, "election").ask(SyncApplied(sender=0))
+        c.run(25.0, check=check)
+    finally:
+        c.stop()
+    assert len(holders_seen) >= 2  # the token moves
+    assert downs  # a holder went down (FAST_FAILURES: mean up 3 s)
+
+
+def test_going_down_tells_every_actor_and_the_flow_sends_goingdown() -> None:
+    c = FakeCloud(three_node_config(FAST_FAILURES), FakeClock(), failures=True, seed=3)
+    try:
+        c.run(1.0)
+        for n in c.ids:
+            c.ref(n, "election").ask(SyncApplied(sender=0))
+        went = None
+        for _ in range(600):
+            c.step(0.05)
+            went = next((n for n in c.ids if recorded(c.ref(n, "flow"), GoDown)), None)
+            if went is not None:
+                break
+        assert went is not None, "no node went down in 30 s of fake time"
+        (godown,) = recorded(c.ref(went, "flow"), GoDown)
+        assert {type(m) for _, m in godown.then_send} == {GoingDown}  # sent by the flow actor
+        for name in ("directory", "pending"):
+            assert recorded(c.ref(went, name), GoDown)
+        assert c.tp[went].sends_of(GoingDown)
+        assert not c.ref(went, "election").proxy().view.get().self_up
+        c.run(3.0)  # max_down_s 2: back, syncing, ComingUp sent
+        assert c.tp[went].sends_of(ComingUp)
+        assert c.ref(went, "election").proxy().view.get().syncing
+    finally:
+        c.stop()
+
+
+# ---- DirectoryActor ------------------------------------------------------------------------------
+@pytest.fixture
+def directory(
+    tmp_path: Path,
+) -> Iterator[tuple[pykka.ActorRef[Any], FakeTransport, FakeTransport, pykka.ActorRef[Any]]]:
+    cfg = three_node_config()
+    client, peer = FakeTransport(address=cfg.node(1).client_addr), FakeTransport()
+    pins = PinStore(tmp_path / "pending.db")
+    ref = DirectoryActor.start(
+        cfg,
+        1,
+        client,
+        PeerLink(cfg, 1, peer),
+        pins,  # type: ignore[arg-type]
+        up_view(),
+        clock=FakeClock(),
+    )
+    pending = Recorder.start()
+    wired(ref, pending=pending, election=Recorder.start(), supervisor=Recorder.start())
+    yield ref, client, peer, pending
+    ref.stop()
+
+
+def join(rid: str = "alice#1") -> Join:
+    return Join(rid=rid, user="alice", sign_key=bytes(32), box_key=bytes(range(32)))
+
+
+def test_directory_actor_refuses_a_second_session_of_a_user(directory: Any) -> None:
+    ref, client, _peer, pending = directory
+    ref.tell(ClientIn(ALICE, join("alice#1")))
+    (hand,) = [
+        m for m in wait_recorded(pending, lambda ms: len(ms) >= 1) if isinstance(m, HandOver)
+    ]
+    assert hand.addr == ALICE and hand.user == "alice"
+    ref.tell(ClientIn(ALICE2, join("alice#2")))  # the first session's transport acks the probe
+    (err,) = client.wait_msg(ErrorReply)
+    assert err.rid == "alice#2" and err.code == "already_online" and not err.retryable
+    probe = client.sends_of(Ack)[0]
+    assert probe.addr == ALICE and probe.deadline_s is not None
+    assert len(recorded(pending, HandOver)) == 1
+
+
+def test_a_dead_first_session_is_replaced(directory: Any) -> None:
+    ref, client, _peer, pending = directory
+    ref.tell(ClientIn(ALICE, join("alice#1")))
+    wait_recorded(pending, lambda ms: len(ms) >= 1)
+    client.auto = "fail"  # the old address does not acknowledge the probe
+    ref.tell(ClientIn(ALICE2, join("alice#2")))
+    got = wait_recorded(pending, lambda ms: len([m for m in ms if isinstance(m, HandOver)]) == 2)
+    assert [m.addr for m in got if isinstance(m, HandOver)] == [ALICE, ALICE2]
+
+
+def test_a_post_is_checked_then_handed_to_the_pending_actor(directory: Any) -> None:
+    ref, client, _peer, pending = directory
+    ref.tell(ClientIn(ALICE, join("alice#1")))
+    (hand,) = wait_recorded(pending, lambda ms: len(ms) >= 1)
+    token = hand.reply.token
+    ref.tell(
+        ClientIn(ALICE, PostUpdate(rid="alice#2", user="alice", token=bytes(16), update=update(2)))
+    )
+    (err,) = client.wait_msg(ErrorReply)
+    assert err.code == "bad_token" and not err.retryable
+    ref.tell(
+        ClientIn(ALICE, PostUpdate(rid="alice#3", user="alice", token=token, update=update(3)))
+    )
+    got = wait_recorded(pending, lambda ms: any(isinstance(m, StoreUpdate) for m in ms))
+    (store,) = [m for m in got if isinstance(m, StoreUpdate)]
+    assert (store.addr, store.rid, store.update.id) == (ALICE, "alice#3", "alice#3")
+
+
+def test_a_syncing_node_defers_a_known_session_then_serves_it(directory: Any) -> None:
+    ref, client, _peer, pending = directory
+    ref.tell(up_view(syncing=True))
+    ref.tell(ClientIn(ALICE, join()))
+    (err,) = client.wait_msg(ErrorReply)
+    assert (err.code, err.retryable) == ("syncing", True)  # not a refusal: the client retries
+    assert ref.proxy().counters.get()["client_while_syncing"] == 1
+    ref.tell(up_view(syncing=False, version=2))
+    ref.tell(ClientIn(ALICE, join()))
+    wait_recorded(pending, lambda ms: any(isinstance(m, HandOver) for m in ms))
+
+
+def test_without_a_majority_state_changes_are_refused_retryably(directory: Any) -> None:
+    ref, client, _peer, pending = directory
+    ref.tell(up_view(majority=False))
+    ref.tell(ClientIn(ALICE, join()))
+    (err,) = client.wait_msg(ErrorReply)
+    assert (err.code, err.retryable) == ("not_in_majority", True)
+    assert recorded(pending, HandOver) == []
+
+
+def test_state_request_and_sync_go_through_the_pending_actor(directory: Any) -> None:
+    ref, _client, _peer, pending = directory
+    ref.tell(ClientIn(ALICE, join()))
+    wait_recorded(pending, lambda ms: len(ms) >= 1)
+    ref.tell(PeerIn(2, StateRequest(node=2)))
+    got = wait_recorded(pending, lambda ms: any(type(m).__name__ == "BuildSync" for m in ms))
+    build = next(m for m in got if type(m).__name__ == "BuildSync")
+    assert build.to == 2 and [e.user for e in build.users] == ["alice"]
+    sync = StateSync(node=2, users=(), updates=(update(5),), forgotten=(), digest=b"")
+    ref.tell(PeerIn(2, sync))
+    got = wait_recorded(pending, lambda ms: any(isinstance(m, ApplySync) for m in ms))
+    assert next(m for m in got if isinstance(m, ApplySync)).msg == sync
+
+
+# ---- PendingUpdateActor --------------------------------------------------------------------------
+class GatedStore(PendingStore):
+    """A PendingStore whose add() waits for `gate` (the commit is "slow")."""
+
+    gate = threading.Event()
+
+    def add(self, u: Update) -> bool:
+        self.gate.wait(10.0)
+        return super().add(u)
+
+
+def start_pending(
+    path: Path,
+    client: FakeTransport,
+    peer: FakeTransport,
+    store: PendingStore | None = None,
+    view: ClusterView | None = None,
+) -> tuple[pykka.ActorRef[Any], Any]:
+    cfg = three_node_config()
+    ref = PendingUpdateActor.start(
+        1,
+        client,
+        PeerLink(cfg, 1, peer),  # type: ignore[arg-type]
+        store or PendingStore(path),
+        view or up_view(),
+        clock=FakeClock(),
+    )
+    election = Recorder.start()
+    wired(ref, election=election, supervisor=Recorder.start())
+    return ref, election
+
+
+def on_disk(path: Path) -> list[str]:
+    """Ids committed to the database, read through a connection of our own."""
+    import sqlite3
+
+    with sqlite3.connect(str(path)) as db:
+        return [r[0] for r in db.execute("SELECT id FROM updates ORDER BY seq")]
+
+
+def test_pending_actor_acknowledges_only_after_its_commit(tmp_path: Path) -> None:
+    path = tmp_path / "pending.db"
+    client, peer = FakeTransport(), FakeTransport()
+    GatedStore.gate = threading.Event()
+    ref, _ = start_pending(path, client, peer, GatedStore(path))
+    ref.tell(StoreUpdate(ALICE, "alice#2", update(2)))
+    assert not client.sends_of(Ack)  # blocked in the commit: nothing acknowledged yet
+    assert on_disk(path) == []
+    GatedStore.gate.set()
+    (ack,) = client.wait_msg(Ack)
+    assert ack.rid == "alice#2"
+    assert on_disk(path) == ["alice#2"]  # on disk when the Ack left
+    assert [s.msg.update.id for s in peer.sends_of(ReplicateUpdate)] == ["alice#2"] * 2
+
+
+def test_a_new_pending_actor_on_the_same_database_hands_the_update_over_once(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "pending.db"
+    client, peer = FakeTransport(), FakeTransport()
+    ref, _ = start_pending(path, client, peer)
+    ref.ask(StoreUpdate(ALICE, "alice#2", update(2)))
+    ref.ask(StoreUpdate(ALICE, "alice#2", update(2)))  # a client retry: stored once
+    ref.stop()
+    client2 = FakeTransport()
+    ref2, _ = start_pending(path, client2, FakeTransport())
+    bob = ("127.0.0.1", 40009)
+    reply = JoinReply(rid="bob#1", token=bytes(16), updates=())
+    ref2.tell(HandOver(bob, "bob", reply))
+    (got,) = client2.wait_msg(JoinReply)
+    assert [u.id for u in got.updates] == ["alice#2"]
+    ref2.tell(ConfirmIds(bob, "bob#2", "bob", ("alice#2", "alice#99")))
+    client2.wait_msg(Ack)
+    ref2.tell(HandOver(bob, "bob", replace(reply, rid="bob#3")))
+    got2 = client2.wait_msg(JoinReply, count=2)[1]
+    assert got2.updates == ()
+    assert [s.msg.ids for s in ref2.proxy().peers.get().tp.sends_of(ForgetUpdates)] == [
+        ("alice#2",)
+    ] * 2
+
+
+def test_replicated_updates_need_a_majority(tmp_path: Path) -> None:
+    path = tmp_path / "pending.db"
+    ref, _ = start_pending(path, FakeTransport(), FakeTransport(), view=up_view(majority=False))
+    ref.ask(PeerIn(2, ReplicateUpdate(update=update(4))))
+    assert on_disk(path) == []
+    ref.ask(up_view(version=2))
+    ref.ask(PeerIn(2, ReplicateUpdate(update=update(4))))
+    assert on_disk(path) == ["alice#4"]
+
+
+def test_an_applied_sync_is_reported_to_the_election_actor(tmp_path: Path) -> None:
+    path = tmp_path / "pending.db"
+    ref, election = start_pending(path, FakeTransport(), FakeTransport())
+    sync = StateSync(node=2, users=(), updates=(update(6),), forgotten=(), digest=b"")
+    ref.tell(ApplySync(2, sync))
+    wait_recorded(
+        election, lambda ms: any(isinstance(m, SyncApplied) and m.sender == 2 for m in ms)
+    )
+    assert on_disk(path) == ["alice#6"]
+
+
+# ---- EncryptFlowActor and its EncoderActor pool --------------------------------------------------
+@pytest.fixture
+def flow() -> Iterator[
+    tuple[pykka.ActorRef[Any], FakeTransport, FakeTransport, pykka.ActorRef[Any]]
+]:
+    cfg = three_node_config()
+    client, peer = FakeTransport(auto=None), FakeTransport()
+    ref = EncryptFlowActor.start(
+        cfg,
+        1,
+        client,
+        PeerLink(cfg, 1, peer),  # type: ignore[arg-type]
+        up_view(),
+        clock=FakeClock(),
+    )
+    election = Recorder.start()
+    wired(ref, election=election, supervisor=Recorder.start())
+    yield ref, client, peer, election
+    ref.stop()
+
+
+def test_the_flow_actor_seals_when_won_and_replies(flow: Any) -> None:
+    ref, client, peer, election = flow
+    ref.tell(
+        ClientIn(ALICE, EncryptRequest(rid="alice#1", image="a.png", data=png_bytes(1), attempt=0))
+    )
+    wait_recorded(election, lambda ms: any(isinstance(m, StartElection) for m in ms))
+    ref.tell(Won("alice#1"))
+    (sent,) = client.wait_sent(lambda s: isinstance(s.msg, EncryptReply))
+    assert sent.addr == ALICE and sent.msg.node == 1
+    client.complete(sent)  # the client's transport acknowledged the reply
+    dones = [d.msg for d in peer.wait_sent(lambda s: isinstance(s.msg, Done), count=2)]
+    assert all(d.rid == "alice#1" and d.acked for d in dones)
+    got = wait_recorded(election, lambda ms: any(type(m).__name__ == "ForgetElection" for m in ms))
+    assert next(m for m in got if type(m).__name__ == "ForgetElection").settled
+
+
+def test_done_leaves_before_goingdown(flow: Any) -> None:
+    ref, client, peer, _election = flow
+    ref.tell(
+        ClientIn(ALICE, EncryptRequest(rid="alice#1", image="a.png", data=png_bytes(1), attempt=0))
+    )
+    ref.tell(Won("alice#1"))
+    client.wait_sent(lambda s: isinstance(s.msg, EncryptReply))  # in flight, not acknowledged
+    bye = GoingDown(node=1, epoch=5)
+    ref.tell(GoDown(then_send=((2, bye), (3, bye))))
+    peer.wait_sent(lambda s: isinstance(s.msg, GoingDown), count=2)
+    kinds = [type(s.msg).__name__ for s in peer.sent]
+    assert kinds == ["Done", "Done", "GoingDown", "GoingDown"]
+    assert all(not s.msg.acked for s in peer.sent[:2])  # outcome unknown: a retry is served
+    ref.tell(
+        ClientIn(ALICE, EncryptRequest(rid="alice#2", image="a.png", data=png_bytes(1), attempt=0))
+    )
+    assert ref.proxy().flow.get().cache == {}  # down: nothing cached, nothing answered
+
+
+def test_encoder_pool_dispatches_to_the_least_busy_and_reports_a_failed_seal() -> None:
+    cfg = three_node_config()
+    results: list[Sealed] = []
+    done = threading.Condition()
+
+    def deliver(s: Sealed) -> None:
+        with done:
+            results.append(s)
+            done.notify_all()
+
+    pool = EncoderPool(2, cfg.seal, 64, deliver)  # payloads over 64 bytes cannot be sealed
+    try:
+        pool.submit("r1", b"x" * 10)
+        pool.submit("r2", b"x" * 10)
+        first, second = pool._where["r1"], pool._where["r2"]
+        assert first != second  # one each
+        with done:
+            assert done.wait_for(lambda: len(results) == 2, timeout=30)
+        pool.finished("r1")
+        pool.submit("r3", b"y" * 100)  # to the encoder r1 left, the least busy one
+        assert pool._where["r3"] == first
+        with done:
+            assert done.wait_for(lambda: len(results) == 3, timeout=30)
+        failed = results[2]
+        assert failed.rid == "r3" and failed.png is None and "seal failed" in (failed.error or "")
+        assert all(r.png is not None and r.error is None for r in results[:2])
+        assert all(r.actor_class is EncoderActor for r in pool._refs)
+    finally:
+        pool.stop()
+
+
+def test_a_failed_seal_is_answered_with_an_error(tmp_path: Path) -> None:
+    from codec.sharecrypt import MAGIC
+
+    cfg = three_node_config()
+    cfg = replace(cfg, transport=replace(cfg.transport, max_message=64))
+    client, peer = FakeTransport(), FakeTransport()
+    ref = EncryptFlowActor.start(
+        cfg,
+        1,
+        client,
+        PeerLink(cfg, 1, peer),  # type: ignore[arg-type]
+        up_view(),
+        clock=FakeClock(),
+    )
+    wired(ref, election=Recorder.start(), supervisor=Recorder.start())
+    opaque = MAGIC + bytes(200)  # ciphertext-shaped: not probed, but over the seal's limit
+    ref.tell(ClientIn(ALICE, EncryptRequest(rid="alice#1", image="a.png", data=opaque, attempt=0)))
+    ref.tell(Won("alice#1"))
+    (err,) = client.wait_msg(ErrorReply)
+    assert err.code == "seal_failed" and not err.retryable, err
+    assert ref.proxy().flow.get().cache == {}  # answered and done: nothing kept
+
+
+def test_initial_view_waits_for_sync_when_there_are_peers() -> None:
+    v = initial_view(three_node_config())
+    assert v.syncing and not v.majority and v.self_up
+
+
+# ---- NodeActor (the supervisor), all actors wired, fake transports -------------------------------
+def test_the_supervisor_wires_every_actor_and_answers_status_from_their_snapshots(
+    tmp_path: Path,
+) -> None:
+    import hashlib
+    import random
+
+    from actors.core.directory import Directory
+    from actors.node.supervisor import NodeActor
+    from codec.messages import StatusQuery, StatusReply
+
+    cfg = three_node_config()
+    data = tmp_path / "node-1"
+    data.mkdir()
+    with PendingStore(data / "pending.db") as store:  # pending from a previous life
+        store.add(update(1))
+    client = FakeTransport(address=cfg.node(1).client_addr)
+    peer = FakeTransport(address=cfg.node(1).peer_addr)
+    ref = NodeActor.start(
+        cfg,
+        1,
+        data,
+        client_tp=client,
+        peer_tp=peer,  # type: ignore[arg-type]
+        clock=FakeClock(),
+        rng=random.Random(1),
+        failures=False,
+    )
+    try:
+        ref.ask({"query": "counters"})  # on_start done: the actors are wired and subscribed
+
+        def status() -> StatusReply:
+            n = len(client.sends_of(StatusReply))
+            client.deliver(ALICE, StatusQuery(rid=f"status#{n}"))
+            return client.wait_msg(StatusReply, count=n + 1)[n]
+
+        empty_dir = Directory(b"k" * 32, 15.0).digest(0.0)
+        with PendingStore(data / "pending.db") as store:
+            pending_digest = store.digest()
+        expected = hashlib.sha256(empty_dir + pending_digest).digest()[:16]
+        deadline_rounds = 200
+        for _ in range(deadline_rounds):  # the actors' snapshots reach the supervisor
+            st = status()
+            if st.pending == 1 and st.digest == expected:
+                break
+        assert (st.node, st.state, st.pending, st.users, st.digest) == (1, "up", 1, 0, expected)
+        # a heartbeat from a peer goes to both membership replicas; a StatusQuery to the supervisor
+        counters = ref.ask({"query": "counters"})
+        assert counters.get("internal_errors", 0) == 0
+    finally:
+        ref.stop()
