@@ -15,7 +15,8 @@ from typing import Any
 
 import pykka
 
-from actors.node.signals import ClusterView, CountersQuery
+from actors.core.loglimit import LogLimiter
+from actors.node.signals import ClusterView, CountersQuery, Tick
 from codec.messages import (
     ConfirmUpdates,
     EncryptRequest,
@@ -125,6 +126,7 @@ class NodePartActor(pykka.ThreadingActor):
         self.counters: Counter[str] = Counter()
         self.refs: dict[str, pykka.ActorRef[Any]] = {}
         self._early: list[Any] = []  # messages that came before Wire
+        self.log_limit = LogLimiter()
 
     def on_receive(self, message: Any) -> Any:
         try:
@@ -140,6 +142,8 @@ class NodePartActor(pykka.ThreadingActor):
             if not self.refs:
                 self._early.append(message)
                 return None
+            if isinstance(message, Tick):
+                self.flush_log()
             return self.handle(message)
         except Exception:  # a bug or bad input must not stop the actor
             self.counters["internal_errors"] += 1
@@ -186,5 +190,15 @@ class NodePartActor(pykka.ThreadingActor):
         return True
 
     def count(self, what: str, detail: str = "") -> None:
+        """Count a refusal (always) and log it (at most LogLimiter.burst lines per cause and
+        window; the next line says how many were left out)."""
         self.counters[what] += 1
-        log.info("node %d: %s %s", self.node_id, what, detail)
+        write, left_out = self.log_limit.admit(what, self.clock())
+        if write:
+            more = f" ({left_out} more lines of {what} left out)" if left_out else ""
+            log.info("node %d: %s %s%s", self.node_id, what, detail, more)
+
+    def flush_log(self) -> None:
+        """On a tick: one summary line per cause whose flood stopped with lines left out."""
+        for what, n in self.log_limit.flush(self.clock()):
+            log.info("node %d: %s: %d more lines left out", self.node_id, what, n)

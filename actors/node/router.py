@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pykka
 
+from actors.core.loglimit import LogLimiter
 from actors.node.signals import ClientIn, PeerIn
 from codec.messages import (
     ClientHeartbeat,
@@ -77,13 +80,16 @@ PEER_ROUTES: dict[type, tuple[str, ...]] = {
 
 
 class Router:
-    def __init__(self, node_id: int, peer_ids: dict[Addr, int], refs: Refs) -> None:
+    def __init__(self, node_id: int, peer_ids: dict[Addr, int], refs: Refs,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.node_id = node_id
         self.peer_ids = dict(peer_ids)
         self.client_routes = {t: refs[name] for t, name in CLIENT_ROUTES.items()}
         self.peer_routes = {t: tuple(refs[n] for n in names) for t, names in PEER_ROUTES.items()}
         self._lock = threading.Lock()
         self.counters: Counter[str] = Counter()
+        self.clock = clock
+        self.log_limit = LogLimiter()
 
     def client(self, d: Delivery) -> None:
         ref = self.client_routes.get(type(d.msg))
@@ -114,4 +120,7 @@ class Router:
     def _count(self, what: str, detail: str) -> None:
         with self._lock:
             self.counters[what] += 1
-        log.info("node %d: %s %s", self.node_id, what, detail)
+            write, left_out = self.log_limit.admit(what, self.clock())
+        if write:
+            more = f" ({left_out} more lines of {what} left out)" if left_out else ""
+            log.info("node %d: %s %s%s", self.node_id, what, detail, more)
