@@ -95,11 +95,13 @@ UPDATE_ID = Match(r"[A-Za-z0-9._-]{1,64}#\d+")
 DELIVERED = OneOf(("now", "via cloud"))
 NODE_UP = {"id": int, "state": OneOf(("up", "down")), "served": int, "cached": int,
            "token": bool, "users": int, "pending": int, "down_since": float,
-           "token_holder": int, "majority": bool, "digest": Match(r"[0-9a-f]+")}
+           "token_holder": int, "majority": bool, "digest": Match(r"[0-9a-f]+"), "pid": int,
+           "syncing": bool}
 ZERO, NO = OneOf((0,)), OneOf((False,))
 NODE_UNREACHABLE = {"id": int, "state": OneOf(("unreachable",)), "served": ZERO, "cached": ZERO,
                     "token": NO, "users": ZERO, "pending": ZERO, "down_since": OneOf((0.0,)),
-                    "token_holder": ZERO, "majority": NO, "digest": OneOf(("",))}
+                    "token_holder": ZERO, "majority": NO, "digest": OneOf(("",)), "pid": ZERO,
+                    "syncing": NO}
 NODE = AnyOf((NODE_UP, NODE_UNREACHABLE))
 VIEW_BASE = {"owner": NAME, "image": NAME, "path": Match(r"received/[^/]+/[^/]+"),
              "views_left": int, "display": Opt(OneOf(("window", "terminal")))}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import random
 import time
 from pathlib import Path
@@ -206,6 +207,7 @@ class NodeParts:
             pending=self.pending.count(), down_since=st["down_since"],
             token_holder=st["token_holder"], majority=self.cluster.has_majority(self.node.clock()),
             digest=self.state_digest() if self.cluster.is_up() else b"",
+            pid=os.getpid(),
         )
 
     # ---- peer socket --------------------------------------------------------------------------
