@@ -11,6 +11,7 @@
   the supervisor checks that none of its ports is taken (one line and exit 1 if one is) and writes
   its pid to `<data root>/cloud.pid`; `stop` signals that process (a stale pid file, whose process
   is gone or is another program, is reported and removed).
+- `dashboard [--port P] [--host H]`: a live, read-only web page of the cloud (actors.dashboard).
 
 A wrong configuration is reported as one line naming the key, exit status 2.
 """
@@ -242,8 +243,9 @@ def status(cfg: Config, args: argparse.Namespace) -> int:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m actors.server", description=__doc__.split("\n")[0])
-    p.add_argument("command", nargs="?", choices=["status", "stop"],
-                   help="status: ask every node; stop: stop the local cloud of --data")
+    p.add_argument("command", nargs="?", choices=["status", "stop", "dashboard"],
+                   help="status: ask every node; stop: stop the local cloud of --data; "
+                        "dashboard: a live web page of the cloud")
     p.add_argument("--node", type=int, help="run only this node id")
     p.add_argument("--config", type=Path, help="cluster file (default config/cluster.toml)")
     p.add_argument("--data", help="data dir (with --node) or root of per-node data dirs")
@@ -251,6 +253,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", action="store_true", help="status: one JSON object")
     p.add_argument("--timeout", type=float, default=1.0, help="status: seconds to wait per node")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING")
+    p.add_argument("--port", type=int, default=8600, help="dashboard: HTTP port (0: any free)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="dashboard: address to bind (not loopback: anyone who reaches it sees "
+                        "the cloud; there is no authentication)")
     return p.parse_args(argv)
 
 
@@ -262,6 +268,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config.load(args.config)
         if args.command == "status":
             return status(cfg, args)
+        if args.command == "dashboard":
+            from actors.dashboard.server import serve
+
+            return serve(cfg, host=args.host, port=args.port)
         if args.node is not None:
             from actors.node.supervisor import run_node
 
