@@ -258,3 +258,32 @@ def test_the_page_shows_the_cloud_live_in_a_real_browser(
     page = wait_page(url, profile, lambda p: p.banner != "", "the no-answer banner")
     assert page.banner.startswith("No node answers")
     assert {s for s, _ in page.nodes.values()} == {"unreachable"}
+
+
+def test_a_failing_poll_is_said_once_and_the_poller_keeps_going(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.localcloud import write_config
+
+    cfg = config.load(write_config(tmp_path / "c.toml", [(1, "127.0.0.1", 40001, 40002)]))
+    calls = []
+    done = threading.Event()
+
+    def query() -> list[dict[str, object]]:
+        calls.append(1)
+        if len(calls) >= 8:
+            done.set()
+        if len(calls) <= 5:
+            raise OSError("boom")
+        return [dict(row(None, 1), state="up", pid=5)]
+
+    poller = Poller(cfg, query, period_s=0.0)
+    poller.start()
+    try:
+        assert done.wait(30)
+    finally:
+        poller.stop()
+        poller.join(10)
+    assert capsys.readouterr().err.splitlines() == [
+        "dashboard: poll failed: OSError: boom (said once while it lasts)",
+        "dashboard: polling works again"]
+    assert json.loads(poller.state())["nodes"][0]["pid"] == 5

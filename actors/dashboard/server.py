@@ -72,16 +72,32 @@ class Poller(threading.Thread):
             return self._state
 
     def run(self) -> None:
+        failing = ""  # the last failure said, so that a lasting one is said once
         while not self._halt.is_set():
             start = time.monotonic()
             try:
                 self.poll_once()
+                if failing:
+                    print("dashboard: polling works again", file=sys.stderr)
+                failing = ""
             except Exception as exc:  # noqa: BLE001 (a bug must not end the dashboard)
-                print(f"dashboard: poll failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+                said = f"dashboard: poll failed: {type(exc).__name__}: {exc}"
+                if said != failing:
+                    print(said + " (said once while it lasts)", file=sys.stderr)
+                failing = said
             self._halt.wait(max(0.0, self.period_s - (time.monotonic() - start)))
 
     def stop(self) -> None:
         self._halt.set()
+
+
+class DashboardHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # a page closed while it was being answered: nothing to say
+        super().handle_error(request, client_address)
 
 
 def handler_for(poller: Poller) -> type[BaseHTTPRequestHandler]:
@@ -146,7 +162,7 @@ def serve(cfg: Config, *, host: str = "127.0.0.1", port: int = 8600) -> int:
     poller = Poller(cfg, lambda: query_status(cfg, timeout_s=POLL_TIMEOUT_S,
                                               transport=transports[0]))
     try:
-        httpd = ThreadingHTTPServer((host, port), handler_for(poller))
+        httpd = DashboardHTTPServer((host, port), handler_for(poller))
     except OSError as exc:
         print(f"dashboard: cannot listen on {host}:{port}: {exc.strerror or exc}",
               file=sys.stderr)
@@ -154,7 +170,6 @@ def serve(cfg: Config, *, host: str = "127.0.0.1", port: int = 8600) -> int:
     local = all(is_loopback(n.host) for n in cfg.nodes)  # then so is the poller's socket
     transports.append(Transport.start(("127.0.0.1" if local else "0.0.0.0", 0), cfg.transport,
                                       name="dashboard"))
-    httpd.daemon_threads = True
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=httpd.shutdown).start())
     print(f"dashboard of {len(cfg.nodes)} nodes: http://{host}:{httpd.server_port}/ "
           f"(read-only; Ctrl-C stops it)", flush=True)
