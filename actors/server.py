@@ -2,10 +2,16 @@
 
 - no arguments: the embedded default. Starts every node of the cluster file as a child process
   (`--node ID`), prints where each listens, restarts a node that dies (its durable state is in
-  its data dir), stops them all on Ctrl-C or SIGTERM. Children die with the supervisor even when
+  its data dir; one that keeps crashing with a growing back-off, actors.backoff), stops them all
+  on Ctrl-C or SIGTERM. Children die with the supervisor even when
   it is SIGKILLed (PR_SET_PDEATHSIG), so no orphan keeps a port.
 - `--node ID`: one node (for a real multi-host cloud, one per host).
 - `status [--json]`: asks every node over its client socket (works from any host).
+- `stop [--data DIR]`: stops the embedded cloud of that data root, and only that one: at start
+  the supervisor checks that none of its ports is taken (one line and exit 1 if one is) and writes
+  its pid to `<data root>/cloud.pid`; `stop` signals that process (a stale pid file, whose process
+  is gone or is another program, is reported and removed).
+- `dashboard [--port P] [--host H]`: a live, read-only web page of the cloud (actors.dashboard).
 
 A wrong configuration is reported as one line naming the key, exit status 2.
 """
@@ -23,11 +29,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 import config
+from actors import pidfile
+from actors.backoff import Restart, RestartBackoff
 from config import Config, ConfigError
 
 PR_SET_PDEATHSIG = 1
-RESTART_DELAY_S = 1.0
+STOP_WAIT_S = 15.0  # the supervisor gives its nodes 5 s to stop, then kills them
 
 
 def default_data_root() -> Path:
@@ -58,52 +68,150 @@ def _node_command(node_id: int, args: argparse.Namespace) -> list[str]:
 
 
 def run_cloud(cfg: Config, args: argparse.Namespace) -> int:
-    """Start every node as a child; forward Ctrl-C/SIGTERM; return when all have stopped."""
-    children: dict[int, subprocess.Popen[bytes]] = {}
-    stopping = False
+    """The embedded cloud: refuse to start over a running one, then supervise every node."""
+    data_root = Path(args.data) if args.data else default_data_root()
+    try:
+        busy = pidfile.busy_ports(cfg)
+    except OSError as exc:
+        print(f"veilshare: cannot bind the configured addresses: {exc}", file=sys.stderr)
+        return 1
+    if busy:
+        print(f"port {busy[0]} is in use: a cloud is already running? see: "
+              f"{_hint('status', args)}", file=sys.stderr)
+        return 1
+    found = pidfile.read(data_root)
+    if found is not None and found.live:
+        print(f"data root {data_root} is used by the running cloud of pid {found.pid}; stop it "
+              f"first: {_hint('stop', args)}", file=sys.stderr)
+        return 1
+    if found is not None:
+        print(f"stale pid file {found.path} ({found.problem}): replacing it", flush=True)
+    pidfile.write(data_root, str(cfg.path or ""))
+    try:
+        return Supervisor(cfg, args, RestartBackoff()).run()
+    finally:
+        pidfile.remove_if_ours(data_root)
 
-    def stop(_sig: int = 0, _frame: Any = None) -> None:
-        nonlocal stopping
-        stopping = True
-        for proc in children.values():
+
+def _hint(command: str, args: argparse.Namespace) -> str:
+    extra = [f"--config {args.config}"] if args.config else []
+    if command == "stop" and args.data:
+        extra.append(f"--data {args.data}")
+    return " ".join(["python -m actors.server", command, *extra])
+
+
+class Supervisor:
+    """Runs every node as a child, restarts one that exits (with a growing back-off when it
+    keeps crashing) and stops them all on Ctrl-C or SIGTERM."""
+
+    def __init__(self, cfg: Config, args: argparse.Namespace, backoff: RestartBackoff) -> None:
+        self.cfg = cfg
+        self.args = args
+        self.backoff = backoff
+        self.children: dict[int, subprocess.Popen[bytes]] = {}
+        self.due: dict[int, float] = {}  # node id -> when to start it again (monotonic s)
+        self.stopping = False
+
+    def stop(self, _sig: int = 0, _frame: Any = None) -> None:
+        self.stopping = True
+        for proc in self.children.values():
             if proc.poll() is None:
                 proc.terminate()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    for node in cfg.nodes:
-        children[node.id] = subprocess.Popen(
-            _node_command(node.id, args), preexec_fn=_die_with_parent
-        )
-        print(
-            f"node {node.id}: clients {node.host}:{node.client_port}, "
-            f"peers {node.host}:{node.peer_port} (pid {children[node.id].pid})",
-            flush=True,
-        )
-    failures = "off" if args.no_failures or not cfg.failures.enabled else "on"
-    print(f"cloud of {len(cfg.nodes)} nodes running (failure simulation {failures}); Ctrl-C stops it",
-          flush=True)
-    try:
-        while not stopping:
-            for node_id, proc in list(children.items()):
-                if proc.poll() is not None and not stopping:
-                    print(f"node {node_id} exited with status {proc.returncode}; restarting it "
-                          f"(its pending updates are on disk)", flush=True)
-                    time.sleep(RESTART_DELAY_S)
-                    if not stopping:
-                        children[node_id] = subprocess.Popen(
-                            _node_command(node_id, args), preexec_fn=_die_with_parent)
-            time.sleep(0.2)
-    finally:
-        stop()
+    def start(self, node_id: int) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(_node_command(node_id, self.args), preexec_fn=_die_with_parent)
+        self.children[node_id] = proc
+        self.backoff.started(node_id, time.monotonic())
+        return proc
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        for node in self.cfg.nodes:
+            proc = self.start(node.id)
+            print(f"node {node.id}: clients {node.host}:{node.client_port}, "
+                  f"peers {node.host}:{node.peer_port} (pid {proc.pid})", flush=True)
+        failures = "off" if self.args.no_failures or not self.cfg.failures.enabled else "on"
+        print(f"cloud of {len(self.cfg.nodes)} nodes running (failure simulation {failures}); "
+              f"stop it with Ctrl-C or: {_hint('stop', self.args)}", flush=True)
+        try:
+            while not self.stopping:
+                self.step(time.monotonic())
+                time.sleep(0.2)
+        finally:
+            self.stop()
+            self._reap()
+        print("cloud stopped", flush=True)
+        return 0
+
+    def step(self, now: float) -> None:
+        """Notice exited nodes and start those whose back-off has run out."""
+        for node_id, proc in list(self.children.items()):
+            if proc.poll() is None or self.stopping:
+                continue
+            del self.children[node_id]
+            r = self.backoff.exited(node_id, now)
+            self.due[node_id] = r.at
+            if r.announce:
+                print(_exit_line(node_id, proc.returncode, r), flush=True)
+        for node_id, at in list(self.due.items()):
+            if now >= at and not self.stopping:
+                del self.due[node_id]
+                self.start(node_id)
+
+    def _reap(self) -> None:
         deadline = time.monotonic() + 5
-        for proc in children.values():
+        for proc in self.children.values():
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-    print("cloud stopped", flush=True)
+
+
+def _exit_line(node_id: int, status: int | None, r: Restart) -> str:
+    wait = f"{r.delay_s:g} s"
+    if r.step == 0:
+        return (f"node {node_id} exited with status {status}; restarting it in {wait} "
+                f"(its pending updates are on disk)")
+    return (f"node {node_id} keeps exiting (status {status}, {r.step + 1} times in a row soon "
+            f"after starting); restarting it in {wait}; the delay doubles while it keeps "
+            f"failing (this is said once per delay)")
+
+
+def _wait_gone(pid: int, timeout_s: float) -> bool:
+    """Wait until process `pid` has exited (a zombie counts: its parent may be anyone)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def stop_cloud(args: argparse.Namespace) -> int:
+    """`stop`: end the embedded cloud of one data root (its pid file), and nothing else."""
+    data_root = Path(args.data) if args.data else default_data_root()
+    found = pidfile.read(data_root)
+    if found is None:
+        print(f"no cloud to stop: no pid file {pidfile.pid_path(data_root)}", file=sys.stderr)
+        return 1
+    if not found.live:
+        found.path.unlink(missing_ok=True)
+        print(f"stale pid file {found.path} ({found.problem}): removed it; no cloud was "
+              f"running for {data_root}", file=sys.stderr)
+        return 1
+    os.kill(found.pid, signal.SIGTERM)
+    if not _wait_gone(found.pid, STOP_WAIT_S):
+        os.kill(found.pid, signal.SIGKILL)  # its nodes die with it (PR_SET_PDEATHSIG)
+        found.path.unlink(missing_ok=True)
+        print(f"the cloud of {data_root} (pid {found.pid}) did not stop within {STOP_WAIT_S:g} s:"
+              f" killed it", file=sys.stderr)
+        return 1
+    print(f"stopped the cloud of {data_root} (pid {found.pid})")
     return 0
 
 
@@ -117,7 +225,8 @@ def _print_status(rows: list[dict[str, Any]], as_json: bool) -> None:
         since = r.get("down_since") or 0.0
         r["down since"] = time.strftime("%H:%M:%S", time.localtime(since)) if since else "-"
         r["token"] = "yes" if r["token"] else ("-" if r["state"] != "up" else "no")
-    print(table(rows, ["id", "state", "served", "cached", "token", "users", "pending",
+        r["pid"] = r.get("pid") or "-"
+    print(table(rows, ["id", "state", "pid", "served", "cached", "token", "users", "pending",
                        "down since"]))
     holders = {int(r["token_holder"]) for r in rows if r.get("token_holder")}
     if holders:
@@ -134,7 +243,9 @@ def status(cfg: Config, args: argparse.Namespace) -> int:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m actors.server", description=__doc__.split("\n")[0])
-    p.add_argument("command", nargs="?", choices=["status"], help="status: ask every node")
+    p.add_argument("command", nargs="?", choices=["status", "stop", "dashboard"],
+                   help="status: ask every node; stop: stop the local cloud of --data; "
+                        "dashboard: a live web page of the cloud")
     p.add_argument("--node", type=int, help="run only this node id")
     p.add_argument("--config", type=Path, help="cluster file (default config/cluster.toml)")
     p.add_argument("--data", help="data dir (with --node) or root of per-node data dirs")
@@ -142,15 +253,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", action="store_true", help="status: one JSON object")
     p.add_argument("--timeout", type=float, default=1.0, help="status: seconds to wait per node")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING")
+    p.add_argument("--port", type=int, default=8600, help="dashboard: HTTP port (0: any free)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="dashboard: address to bind (not loopback: anyone who reaches it sees "
+                        "the cloud; there is no authentication)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        if args.command == "stop":
+            return stop_cloud(args)
         cfg = config.load(args.config)
         if args.command == "status":
             return status(cfg, args)
+        if args.command == "dashboard":
+            from actors.dashboard.server import serve
+
+            return serve(cfg, host=args.host, port=args.port)
         if args.node is not None:
             from actors.node.supervisor import run_node
 

@@ -20,12 +20,13 @@ def row(reply: StatusReply | None, node_id: int) -> dict[str, Any]:
     if reply is None:
         return {"id": node_id, "state": "unreachable", "served": 0, "cached": 0, "token": False,
                 "users": 0, "pending": 0, "down_since": 0.0, "token_holder": 0,
-                "majority": False, "digest": ""}
+                "majority": False, "digest": "", "pid": 0, "syncing": False}
     return {
         "id": reply.node, "state": reply.state, "served": reply.served, "cached": reply.cached,
         "token": reply.token, "users": reply.users, "pending": reply.pending,
         "down_since": reply.down_since, "token_holder": reply.token_holder,
-        "majority": reply.majority, "digest": reply.digest.hex(),
+        "majority": reply.majority, "digest": reply.digest.hex(), "pid": reply.pid,
+        "syncing": reply.syncing,
     }
 
 

@@ -173,3 +173,59 @@ class Cloud:
 
 def json_lines(stdout: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+class EmbeddedCloud:
+    """The embedded cloud (`python -m actors.server --config F --data D`): one supervisor process
+    that starts every node and restarts one that exits. Free ports, a temp config, a log file;
+    node pids come from `status` (its `pid` field). `stop()` ends the supervisor (its nodes die
+    with it) even when a test failed."""
+
+    def __init__(self, root: Path, n: int = 3, *, failures: bool = False,
+                 sections: dict[str, dict[str, Any]] | None = None) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root
+        self.data = root / "data"
+        self.cloud = Cloud(root, n, failures=failures, sections=sections)  # config, queries
+        self.config = self.cloud.config
+        self.log = root / "supervisor.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "actors.server", *args, "--config", str(self.config),
+                "--data", str(self.data)]
+
+    def start(self, wait: bool = True) -> EmbeddedCloud:
+        cmd = self.command() + ([] if self.cloud.failures else ["--no-failures"])
+        with open(self.log, "ab") as fh:
+            self.proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env(),
+                                         cwd=str(REPO))
+        if wait:
+            self.wait_up()
+        return self
+
+    def wait_up(self, timeout: float = 30.0, ids: list[int] | None = None) -> None:
+        try:
+            self.cloud.wait_up(timeout, ids)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nsupervisor log:\n{self.log_text()[-3000:]}") from None
+
+    def status(self, timeout: float = 1.0) -> list[dict[str, Any]]:
+        return self.cloud.status(timeout)
+
+    def pids(self) -> dict[int, int]:
+        """Node id -> pid, as the nodes report them (0 for a node that did not answer)."""
+        return {r["id"]: r["pid"] for r in self.status()}
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()  # its nodes get SIGTERM (PR_SET_PDEATHSIG)
+            self.proc.wait()

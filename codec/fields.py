@@ -11,7 +11,8 @@ A record is a frozen, slotted dataclass deriving from `Record` and decorated wit
 `Record.__post_init__` runs every spec's `check` (strict types: `type(v) is int`, so True is not 1;
 lists become tuples; ints become floats in float fields), raising DecodeError(reason, field).
 `to_map` / `from_map` turn a record into a plain CBOR-ready dict and back; `from_map` demands the
-exact key set. `max_items(cls)` is the most CBOR data items a valid body of `cls` can hold; the
+exact key set, except that a field declared with a default (added to a message after it shipped,
+so that an older sender still decodes) may be absent and takes its default. `max_items(cls)` is the most CBOR data items a valid body of `cls` can hold; the
 decoder refuses bodies with more before building any Python object.
 Callers: codec.messages (the catalog), its tests.
 """
@@ -278,6 +279,7 @@ class Record:
 
 
 _FIELDS: dict[type[Record], dict[str, Spec]] = {}
+_OPTIONAL: dict[type[Record], frozenset[str]] = {}
 
 
 def _spec_from_hint(hint: object, where: str) -> Spec:
@@ -305,6 +307,10 @@ def record(cls: type[R]) -> type[R]:
         f.name: _spec_from_hint(hints[f.name], f"{cls.__name__}.{f.name}")
         for f in dataclasses.fields(cast(Any, cls))
     }
+    _OPTIONAL[cls] = frozenset(
+        f.name for f in dataclasses.fields(cast(Any, cls))
+        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+    )
     return cls
 
 
@@ -314,6 +320,12 @@ def fields_of(cls: type[Record]) -> dict[str, Spec]:
         return _FIELDS[cls]
     except KeyError:
         raise TypeError(f"{cls.__name__} is not a declared record (use @record)") from None
+
+
+def optional_fields(cls: type[Record]) -> frozenset[str]:
+    """Fields of a declared record that may be absent on the wire (declared with a default)."""
+    fields_of(cls)
+    return _OPTIONAL[cls]
 
 
 def max_items(cls: type[Record]) -> int:
@@ -327,8 +339,10 @@ def to_map(rec: Record) -> dict[str, object]:
 
 
 def from_map(cls: type[R], raw: Mapping[object, object], path: str = "") -> R:
-    """Build `cls` from a decoded map: exact key set, every field checked; DecodeError names it."""
+    """Build `cls` from a decoded map: exact key set (fields with a default may be absent), every
+    field checked; DecodeError names it."""
     specs = fields_of(cls)
+    optional = _OPTIONAL[cls]
     for key in raw:
         if type(key) is not str or key not in specs:
             shown = key if type(key) is str else repr(key)
@@ -336,6 +350,8 @@ def from_map(cls: type[R], raw: Mapping[object, object], path: str = "") -> R:
     values: dict[str, object] = {}
     for name, spec in specs.items():
         if name not in raw:
+            if name in optional:
+                continue
             raise DecodeError("missing key", _join(path, name))
         values[name] = spec.from_wire(raw[name], _join(path, name))
     try:

@@ -54,6 +54,7 @@ from codec.records import (
     Millis,
     NodeId,
     NodeOrZero,
+    ProcessId,
     PublicKey,
     Rid,
     UpdateIds,
@@ -195,7 +196,11 @@ class StatusQuery(Message):
 @register(11)
 @dataclass(frozen=True, slots=True)
 class StatusReply(Message):
-    """One node's status. down_since: wall clock s (0.0 = not down); token_holder 0 = unknown."""
+    """One node's status. down_since: wall clock s (0.0 = not down); token_holder 0 = unknown.
+
+    Fields with a default were added later: a sender that predates them omits them and the
+    receiver reads the default. pid: the node's process id on its host (0 = not told).
+    syncing: the node is up but still copying the state of a peer (after start or a failure)."""
 
     rid: Rid
     node: NodeId
@@ -209,6 +214,8 @@ class StatusReply(Message):
     token_holder: NodeOrZero
     majority: bool
     digest: Digest  # directory + pending state (equal on converged nodes)
+    pid: ProcessId = 0
+    syncing: bool = False
 
 
 @register(12)

@@ -38,6 +38,7 @@ Count = Annotated[int, Int(0, U63)]
 Epoch = Annotated[int, Int(0, U63)]
 Views = Annotated[int, Int(1, 1_000_000)]
 Port = Annotated[int, Int(0, 65535)]
+ProcessId = Annotated[int, Int(0, 2**31 - 1)]  # an OS process id; 0 = not known
 BearerToken = Annotated[bytes, Bytes(16, min_len=16)]
 PublicKey = Annotated[bytes, Bytes(64)]
 Digest = Annotated[bytes, Bytes(32)]

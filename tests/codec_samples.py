@@ -65,6 +65,8 @@ SAMPLES: dict[int, m.Message] = {
             down_since=0.0,
             token_holder=1,
             majority=True, digest=DIGEST,
+            pid=48213,
+            syncing=True,
         ),
         m.PostUpdate(rid="alice#44", user="alice", token=TOKEN, update=GRANT),
         m.Ack(rid="alice#44"),

@@ -14,6 +14,8 @@ import re
 import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +58,18 @@ class AnyOf:
     shapes: tuple[dict[str, Any], ...]
 
 
+@dataclass(frozen=True)
+class Types:
+    """A value of one of these exact JSON types (`type(None)` for null)."""
+    types: tuple[type, ...]
+
+
+@dataclass(frozen=True)
+class Tuple:
+    """A list of exactly these items, in order."""
+    specs: tuple[Any, ...]
+
+
 def problems(value: Any, spec: Any, where: str = "$", extra_ok: bool = False) -> list[str]:
     """What is wrong with `value` against `spec` ([] if nothing). Types are exact JSON types:
     an int is not a float, a bool is not an int. Objects have exactly their keys unless
@@ -76,6 +90,14 @@ def problems(value: Any, spec: Any, where: str = "$", extra_ok: bool = False) ->
             return [f"{where}: expected a list, got {value!r}"]
         return [p for i, v in enumerate(value) for p in problems(v, spec[0], f"{where}[{i}]",
                                                                  extra_ok)]
+    if isinstance(spec, Types):
+        ok = type(value) in spec.types
+        return [] if ok else [f"{where}: {value!r} is not one of {spec.types}"]
+    if isinstance(spec, Tuple):
+        if not isinstance(value, list) or len(value) != len(spec.specs):
+            return [f"{where}: expected a list of {len(spec.specs)}, got {value!r}"]
+        return [p for i, (v, sub) in enumerate(zip(value, spec.specs))
+                for p in problems(v, sub, f"{where}[{i}]", extra_ok)]
     if isinstance(spec, AnyOf):
         found = [problems(value, s, where, extra_ok) for s in spec.shapes]
         return [] if any(not f for f in found) else [f"{where}: matches no variant: {found}"]
@@ -95,15 +117,32 @@ UPDATE_ID = Match(r"[A-Za-z0-9._-]{1,64}#\d+")
 DELIVERED = OneOf(("now", "via cloud"))
 NODE_UP = {"id": int, "state": OneOf(("up", "down")), "served": int, "cached": int,
            "token": bool, "users": int, "pending": int, "down_since": float,
-           "token_holder": int, "majority": bool, "digest": Match(r"[0-9a-f]+")}
+           "token_holder": int, "majority": bool, "digest": Match(r"[0-9a-f]+"), "pid": int,
+           "syncing": bool}
 ZERO, NO = OneOf((0,)), OneOf((False,))
 NODE_UNREACHABLE = {"id": int, "state": OneOf(("unreachable",)), "served": ZERO, "cached": ZERO,
                     "token": NO, "users": ZERO, "pending": ZERO, "down_since": OneOf((0.0,)),
-                    "token_holder": ZERO, "majority": NO, "digest": OneOf(("",))}
+                    "token_holder": ZERO, "majority": NO, "digest": OneOf(("",)), "pid": ZERO,
+                    "syncing": NO}
 NODE = AnyOf((NODE_UP, NODE_UNREACHABLE))
 VIEW_BASE = {"owner": NAME, "image": NAME, "path": Match(r"received/[^/]+/[^/]+"),
              "views_left": int, "display": Opt(OneOf(("window", "terminal")))}
 ANSWER = {"id": UPDATE_ID, "delivered": DELIVERED, "to": NAME}
+
+TIME_OR_NULL = Types((float, type(None)))
+DASHBOARD_NODE = {"id": int, "state": OneOf(("up", "down", "unreachable", "syncing", "unknown")),
+                  "since": float, "pid": int, "majority": bool, "served": int, "cached": int,
+                  "users": int, "pending": int, "token": bool, "rate": float, "restarts": int,
+                  "address": ADDRESS}
+DASHBOARD = {
+    "now": float, "window_s": float, "polls": int, "started": float, "last_poll": float,
+    "answering": int, "holder": int, "users": int, "nodes": [DASHBOARD_NODE],
+    "periods": [{"node": int, "state": OneOf(("down", "unreachable", "syncing", "restarted")),
+                 "start": float, "end": TIME_OR_NULL}],
+    "token": [{"node": int, "start": float, "end": TIME_OR_NULL}],
+    "rates": [{"node": int, "points": [Tuple((float, TIME_OR_NULL))]}],
+    "events": [{"t": float, "text": str}],
+}
 
 SHAPES: dict[str, Any] = {
     "encrypt": {"encrypted": [{"file": str, "path": Match(r"encrypted/[^/]+\.png"), "ms": float,
@@ -131,6 +170,7 @@ SHAPES: dict[str, Any] = {
     "quit": {"quit": OneOf((True,))},
     "error": {"error": str, "code": Match(r"[a-z_]+")},
     "server status": {"nodes": [NODE]},
+    "dashboard": DASHBOARD,
 }
 
 # DESIGN.md "Shell commands": these keys and types must hold exactly; more fields are allowed.
@@ -201,6 +241,27 @@ def _server_status(sc: Scenario) -> None:
     sc.seen.append(Seen("server status", "status --json", json.loads(line), OK))
 
 
+def _dashboard_state(sc: Scenario) -> None:
+    """`GET /api/state` of a real dashboard (python -m actors.server dashboard) after 3 polls."""
+    proc = subprocess.Popen([sys.executable, "-m", "actors.server", "dashboard", "--port", "0",
+                             "--config", str(sc.cloud.config)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env(), cwd=str(REPO))
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().split()[4]
+        deadline = time.monotonic() + 60
+        while True:
+            with urllib.request.urlopen(url + "api/state", timeout=10) as r:
+                state = json.loads(r.read())
+            if state["polls"] >= 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        sc.seen.append(Seen("dashboard", "GET /api/state", state, OK))
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
+
+
 def _serve(sc: Scenario, user: str) -> subprocess.Popen[str]:
     proc = sc.cloud.spawn_shell(user, sc.homes[user], ["--serve"])
     assert proc.stdout is not None
@@ -262,6 +323,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         _script(sc, "bob", [("inbox", OK)])
         cloud.kill(3)
         _server_status(sc)
+        _dashboard_state(sc)
         _script(sc, "bob", [("status", OK), ("more alice dog.png 1", OK)])  # alice offline
         _script(sc, "alice", [("requests", OK)])  # she ignores it at join, with a notice
         yield sc
@@ -271,7 +333,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
 
 # ---- the tests ----------------------------------------------------------------------------------
 def test_every_command_of_the_table_has_a_shape_and_ran() -> None:
-    assert set(SHAPES) == set(COMMANDS) | {"error", "server status"}
+    assert set(SHAPES) == set(COMMANDS) | {"error", "server status", "dashboard"}
 
 
 @pytest.mark.parametrize("command", sorted(set(SHAPES) - {"error"}))
@@ -310,6 +372,20 @@ def test_every_variant_was_seen(scenario: Scenario) -> None:
     assert states == {"up", "unreachable"}
     (enc,) = scenario.of("encrypt")
     assert [f["code"] for f in enc["failed"]] == ["not_an_image"]
+
+
+def test_the_dashboard_state_follows_the_cloud(scenario: Scenario) -> None:
+    """Taken after node 3 was killed: two nodes up, node 3 unreachable since the first poll."""
+    (state,) = scenario.of("dashboard")
+    assert state["polls"] >= 3 and state["answering"] == 2
+    assert [(n["id"], n["state"]) for n in state["nodes"]] == [
+        (1, "up"), (2, "up"), (3, "unreachable")]
+    assert [n["address"] for n in state["nodes"]] == [
+        f"127.0.0.1:{port}" for _, _, port, _ in scenario.cloud.nodes]
+    assert [(p["node"], p["state"], p["end"]) for p in state["periods"]] == [
+        (3, "unreachable", None)]
+    assert [len(r["points"]) for r in state["rates"]] == [state["polls"]] * 3
+    assert all(p[1] is None for p in state["rates"][2]["points"])
 
 
 def test_paths_are_relative_to_the_home_and_exist(scenario: Scenario) -> None:

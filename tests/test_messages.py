@@ -276,3 +276,24 @@ def test_every_truncation_refused(code: int) -> None:
     for cut in sorted({0, 1, 2, len(body) // 2, len(body) - 1}):
         with pytest.raises(DecodeError):
             decode(code, body[:cut])
+
+
+def test_status_reply_from_an_older_node_decodes_with_pid_0_and_not_syncing() -> None:
+    """pid and syncing were added to StatusReply after it shipped: a node that predates them
+    sends a map without those keys; it decodes, with the defaults. Every other key stays
+    required, and a new reply carries both."""
+    new = SAMPLES[m.StatusReply.TYPE]
+    wire = cbor2.loads(encode(new))
+    assert (wire["pid"], wire["syncing"]) == (48213, True)
+    old = {k: v for k, v in wire.items() if k not in ("pid", "syncing")}
+    got = decode(m.StatusReply.TYPE, cbor2.dumps(old))
+    assert (got.pid, got.syncing) == (0, False)
+    assert dataclasses.replace(got, pid=48213, syncing=True) == new
+    for key in ("digest", "majority", "served"):
+        with pytest.raises(DecodeError, match="missing key") as info:
+            decode(m.StatusReply.TYPE, cbor2.dumps({k: v for k, v in old.items() if k != key}))
+        assert info.value.field == key
+    for bad in (-1, 2**31, True, "12"):
+        with pytest.raises(DecodeError) as info:
+            decode(m.StatusReply.TYPE, cbor2.dumps({**wire, "pid": bad}))
+        assert info.value.field == "pid"

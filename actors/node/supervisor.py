@@ -181,6 +181,8 @@ class NodeActor(NodePartActor):
             token_holder=v.token_holder,
             majority=v.majority,
             digest=digest,
+            pid=os.getpid(),
+            syncing=v.syncing,
         )
 
     def _poll_peer_policy(self, now: float) -> None:
