@@ -215,7 +215,7 @@ def test_a_majority_of_refusals_fails_the_call_at_once(rig: Rig) -> None:
 
 
 def test_no_resend_while_the_transport_still_moves_the_request(rig: Rig) -> None:
-    fut, _ = rig.call("alice#5")
+    rig.call("alice#5")
     rig.tick(RETRY_S * 4)  # a large upload: every send still in flight
     assert len(rig.sends(EncryptRequest)) == 3
     rig.complete(rig.sends(EncryptRequest), LOST)
@@ -226,7 +226,7 @@ def test_no_resend_while_the_transport_still_moves_the_request(rig: Rig) -> None
 def test_no_resend_while_bytes_move_on_the_transport(rig: Rig) -> None:
     moved = iter(range(1000, 10**9, 1000))
     rig.tp.progress = lambda: (next(moved), 10**9)  # type: ignore[method-assign]
-    fut, _ = rig.call("alice#6")
+    rig.call("alice#6")
     rig.complete(rig.sends(EncryptRequest), LOST)
     for _ in range(4):
         rig.tick(RETRY_S)  # a reply is arriving: bytes move at every tick
@@ -237,7 +237,7 @@ def test_no_resend_while_bytes_move_on_the_transport(rig: Rig) -> None:
 
 
 def test_no_resend_once_a_node_acknowledged_until_its_hold_has_passed(rig: Rig) -> None:
-    fut, _ = rig.call("alice#7", hold_s=20.0)
+    rig.call("alice#7", hold_s=20.0)
     sends = rig.sends(EncryptRequest)
     rig.complete(sends[:1])  # node 1 holds the whole request (it seals)
     rig.complete(sends[1:], LOST)
@@ -250,7 +250,7 @@ def test_no_resend_once_a_node_acknowledged_until_its_hold_has_passed(rig: Rig) 
 def test_cancel_fails_the_call_and_nothing_more_is_sent(rig: Rig) -> None:
     scope = Scope()
     fut, _ = rig.call("alice#8", scope=scope)
-    other, _ = rig.call("alice#9")  # another scope: not cancelled
+    rig.call("alice#9")  # another scope: not cancelled
     rig.complete(rig.sends(EncryptRequest), LOST)
     scope.cancel()
     rig.ref.tell(CancelScope(scope))
@@ -382,7 +382,7 @@ def test_an_unreachable_cloud_gives_one_notice_and_the_toolbar_state(rig: Rig) -
         rig.tick(HEARTBEAT_S - 0.01)  # the round's calls reach their deadline
     assert rig.state.connection == "cloud unreachable"
     assert rig.notices == [UNREACHABLE_NOTICE]
-    fut, notes = rig.call("alice#20")  # a command now: no retry notice on top
+    _fut, notes = rig.call("alice#20")  # a command now: no retry notice on top
     rig.complete(rig.sends(EncryptRequest, "alice#20"), LOST)
     rig.tick(RETRY_S)
     assert len(rig.sends(EncryptRequest, "alice#20")) == 6 and notes.empty()

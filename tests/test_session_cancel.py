@@ -12,17 +12,17 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from imgdata import png_bytes
+from shell_fakes import FakeSession, wait_for
 
 import config
 from actors.client.client_session import ClientSession
 from actors.client.scope import CancelScope, within
 from actors.client.session_actor import Tick
 from codec.messages import EncryptReply, EncryptRequest, Join, JoinReply
-from imgdata import png_bytes
 from shell.commands import Context
 from shell.interactive import WAITING_LINE, Shell
 from shell.names import NameSource
-from shell_fakes import FakeSession, wait_for
 from tests.fake_transport import FakeTransport
 from transport.errors import SendError
 

@@ -43,11 +43,13 @@ from actors.client.peer import Sharing
 from actors.client.scope import CancelScope, cancelled
 from actors.client.session_actor import (
     NO_CLOUD_S,
-    CancelScope as CancelMsg,
     ClientSessionActor,
     JoinCloud,
     LeaveCloud,
     SessionState,
+)
+from actors.client.session_actor import (
+    CancelScope as CancelMsg,
 )
 from actors.core.calls import CallError, CallStats
 from codec import images
@@ -199,7 +201,7 @@ class ClientSession:
     def call(self, build: Callable[[str, int], Message], targets: list[Addr] | None = None,
              deadline_s: float | None = None, rid: str | None = None) -> Message:
         """One request (a fresh id unless `rid`) to the nodes or `targets`; raises SessionError."""
-        return self.cloud.call(build, targets, deadline_s, rid)
+        return self.cloud.call(build, targets, deadline_s, rid or self.next_rid())
 
     def cancel(self, scope: CancelScope) -> None:
         """Ctrl-C: the calls of `scope` fail as `cancelled`, nothing more is sent or stored."""
@@ -273,7 +275,7 @@ class ClientSession:
     # ---- encrypt ------------------------------------------------------------------------------
     def seal_through_cloud(self, name: str, data: bytes) -> tuple[bytes, int]:
         """Send bytes to the cloud to be sealed; returns (png, node that sealed)."""
-        reply = self.cloud.seal(name, data).reply
+        reply = self.cloud.seal(name, data, rid=self.next_rid()).reply
         assert isinstance(reply, EncryptReply)  # Cloud.seal checked it
         return reply.sealed, reply.node
 
@@ -281,8 +283,9 @@ class ClientSession:
         """One seal with its phases in ms (benchmarks): upload (until the node that answered
         acknowledged the request), election (the node's wait before sealing), seal, download
         (the rest: the reply's transfer)."""
+        rid = self.next_rid()
         start = time.perf_counter()
-        res = self.cloud.seal(name, data)
+        res = self.cloud.seal(name, data, rid=rid)
         total = (time.perf_counter() - start) * 1000
         reply = res.reply
         assert isinstance(reply, EncryptReply)

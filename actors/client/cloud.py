@@ -86,7 +86,8 @@ class Cloud:
                                    tuple(targets or self.nodes), fut, deadline_s=deadline_s,
                                    hold_s=hold_s, notices=notices, scope=scope))
         try:
-            return self.wait(fut, notices)
+            result: CallResult = self.wait(fut, notices)
+            return result
         except CallError as exc:
             raise SessionError(exc.code, str(exc)) from None
         except pykka.ActorDeadError:

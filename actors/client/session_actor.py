@@ -402,8 +402,8 @@ class ClientSessionActor(pykka.ThreadingActor):
         for addr in e.nodes:
             rid = f"{self.user}#{2**52 + self.rng.randrange(2**52)}"  # read-only: not persisted
             self._waiters[rid] = _Waiter("check", check=(e.round, addr))
-            self._effects(self.table.start(rid, lambda _a, r=rid: DirectoryQuery(rid=r),
-                                           [addr], now, deadline_s=self.heartbeat_s))
+            self._effects(self.table.start(rid, _always(DirectoryQuery(rid=rid)), [addr], now,
+                                           deadline_s=self.heartbeat_s))
 
     def _leave(self, future: pykka.Future[None], now: float) -> None:
         token = self.presence.leaving()
@@ -432,6 +432,11 @@ class ClientSessionActor(pykka.ThreadingActor):
     def _publish(self) -> None:
         self.state.token = self.presence.token if self.presence.session == "joined" else None
         self.state.connection = self.presence.connection()
+
+
+def _always(msg: Message) -> Callable[[int], Message]:
+    """A call's `build` that sends the same message at every attempt."""
+    return lambda _attempt: msg
 
 
 def _exc(err: BaseException) -> tuple[type[BaseException], BaseException, None]:
