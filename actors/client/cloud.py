@@ -21,8 +21,9 @@ from typing import Any
 import pykka
 
 from actors.client.errors import SessionError
-from actors.client.scope import current_scope
+from actors.client.scope import CancelScope, current_scope
 from actors.client.session_actor import CallResult, SessionState, StartCall
+from actors.client.session_actor import CancelScope as CancelMsg
 from actors.core.calls import CallError
 from actors.core.directory import token_digest
 from codec.messages import (
@@ -79,6 +80,8 @@ class Cloud:
         scope = current_scope.get()
         if scope is not None and scope.cancelled:
             raise SessionError("cancelled", "cancelled")
+        if scope is None:  # a call of its own, so that Ctrl-C (below) can cancel it
+            scope = CancelScope()
         rid = rid or self.next_rid()
         fut: pykka.Future[CallResult] = pykka.ThreadingFuture()
         notices: queue.SimpleQueue[str] = queue.SimpleQueue()
@@ -92,6 +95,13 @@ class Cloud:
             raise SessionError(exc.code, str(exc)) from None
         except pykka.ActorDeadError:
             raise SessionError("closed", "the session is closed") from None
+        except KeyboardInterrupt:  # Ctrl-C in this thread (-c): no further retries
+            scope.cancel()
+            try:
+                self._actor.tell(CancelMsg(scope))
+            except pykka.ActorDeadError:
+                pass
+            raise
 
     def call(self, build: Callable[[str, int], Message], targets: Sequence[Addr] | None = None,
              deadline_s: float | None = None, rid: str | None = None,

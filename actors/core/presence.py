@@ -107,7 +107,9 @@ class Presence:
             self.session = "joining"
 
     def joined(self, token: bytes, now: float) -> list[PresenceEffect]:
-        """A join succeeded with `token` (first join or rejoin)."""
+        """A join succeeded with `token` (first join or rejoin). After a leave: ignored."""
+        if self.session == "left":
+            return []
         notices: list[PresenceEffect] = []
         if self.session in ("lost", "rejoining"):
             notices.append(Notice(REJOINED_NOTICE))
