@@ -47,6 +47,7 @@ from actors.client.session_actor import (
     JoinCloud,
     LeaveCloud,
     SessionState,
+    UseToken,
 )
 from actors.client.session_actor import (
     CancelScope as CancelMsg,
@@ -186,6 +187,11 @@ class ClientSession:
     @property
     def token(self) -> bytes | None:
         return self.state.token
+
+    @token.setter
+    def token(self, token: bytes) -> None:
+        """Adopt a token from a Join sent by hand (tests playing a modified client)."""
+        self.actor.ask(UseToken(token))
 
     @property
     def connection(self) -> str:

@@ -105,6 +105,13 @@ class LeaveCloud:
 
 
 @dataclass(frozen=True, slots=True)
+class UseToken:
+    """Adopt a session token got by a Join sent by hand (tests that play a modified client)."""
+
+    token: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     pass
 
@@ -255,6 +262,9 @@ class ClientSessionActor(pykka.ThreadingActor):
             self._leave(message.future, now)
         elif isinstance(message, _LeaveDone):
             self._leave_done(message.addr)
+        elif isinstance(message, UseToken):
+            self.presence.joining()
+            self._presence(self.presence.joined(message.token, now), now)
         self._publish()
         return None
 
@@ -452,4 +462,5 @@ __all__ = [
     "SessionState",
     "StartCall",
     "Tick",
+    "UseToken",
 ]
