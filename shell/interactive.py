@@ -8,11 +8,16 @@
   prompt_toolkit's StdoutProxy (`patch_stdout`), which erases the prompt, prints them, and
   redraws the prompt with the line being typed intact.
   Retry notices of the background name refresh are logged, not shown.
-- Each command runs in a worker thread while this thread waits. Ctrl-C while it runs returns
-  to the prompt at once ("cancelled"); the command itself cannot be stopped half-way (a request
-  may already be with the cloud or a peer), so it may still finish in the background, and the
-  shell says so when it does. Ctrl-C at the prompt clears the line; Ctrl-D (or `quit`) ends the
-  loop, and the caller's `session.close()` leaves the directory.
+- Each command runs in a worker thread while this thread waits, inside a cancel scope
+  (actors.client.scope). Ctrl-C while it runs returns to the prompt at once ("cancelled") and
+  cancels the scope: its calls fail as `cancelled`, nothing more is sent for them, and what the
+  command had not stored is not stored later (a request already with the cloud or a peer may
+  still be handled there). A session without `cancel` (test fakes) only abandons the command,
+  which may finish in the background; the shell says so when it does. Ctrl-C at the prompt
+  clears the line; Ctrl-D (or `quit`) ends the loop, and the caller's `session.close()` leaves
+  the directory.
+- A notice that comes while a progress bar is drawn starts on a line of its own. Between the
+  upload and the reply of a large transfer, the bar line says the cloud is working on it.
 
 Callers: shell.__main__ (`run_interactive(ctx)`), tests (pipe input, dummy output).
 """
@@ -40,6 +45,7 @@ from prompt_toolkit.output import Output
 from prompt_toolkit.patch_stdout import StdoutProxy
 from prompt_toolkit.styles import Style
 
+from actors.client.scope import CancelScope, within
 from shell import render
 from shell.commands import Context, Outcome, run_line
 from shell.completer import ShellCompleter
@@ -49,6 +55,7 @@ from shell.toolbar import make_toolbar
 log = logging.getLogger(__name__)
 
 TRANSFER_BAR_BYTES = 256 * 1024  # smaller transfers finish before a bar would help
+WAITING_LINE = "sent; waiting for the answer (the cloud seals, or the peer works on it)"
 POLL_S = 0.1  # how often the waiting thread wakes while a command runs (Ctrl-C latency bound)
 STYLE = Style.from_dict(
     {
@@ -142,6 +149,8 @@ class Shell:
         self._history = history
         self.prompt: PromptSession[str] | None = None
         self.cancelled = 0  # commands abandoned with Ctrl-C
+        self._bar_open = False  # a bar is drawn on the current line (no newline yet)
+        self._bar_seen = False  # this command drew a transfer bar (its upload was large)
 
     # ---- notifications and progress (any thread) ------------------------------------------------
     def notify(self, text: str) -> None:
@@ -149,6 +158,9 @@ class Shell:
         if self.names.in_refresh_thread():
             log.debug("background: %s", text)
             return
+        if self._bar_open:  # never glued to a progress bar: a line of its own
+            self._bar_open = False
+            sys.stdout.write("\n")
         print(f"* {text}", file=sys.stdout, flush=True)
         self.names.poke()
 
@@ -159,6 +171,7 @@ class Shell:
             end = "\n" if i >= n else ""
             sys.stdout.write("\r" + render.progress_line(i, n, name) + end)
             sys.stdout.flush()
+            self._bar_open = not end
 
         return progress
 
@@ -170,9 +183,15 @@ class Shell:
             return False
         done, total = progress()
         if total < TRANSFER_BAR_BYTES:
-            return False
-        sys.stdout.write("\r" + render.transfer_line(done, total))
+            if not self._bar_seen:
+                return False
+            line = WAITING_LINE  # the upload is acknowledged: the cloud (or peer) works on it
+        else:
+            self._bar_seen = True
+            line = render.transfer_line(done, total)
+        sys.stdout.write("\r" + line.ljust(len(WAITING_LINE)))
         sys.stdout.flush()
+        self._bar_open = True
         return True
 
     # ---- one command ----------------------------------------------------------------------------
@@ -180,11 +199,14 @@ class Shell:
         """Run `line` in a worker thread; None if Ctrl-C abandoned it."""
         done: Future[Outcome] = Future()
         abandoned = threading.Event()
+        scope = CancelScope()
         self.ctx.progress = self._progress_for(abandoned)
+        self._bar_seen = self._bar_open = False
 
         def work() -> None:
             try:
-                outcome = run_line(self.ctx, line)
+                with within(scope):
+                    outcome = run_line(self.ctx, line)
             except Exception as exc:  # never a traceback at the user
                 log.debug("command %r failed", line, exc_info=True)
                 outcome = Outcome(
@@ -193,7 +215,7 @@ class Shell:
                     ok=False,
                 )
             done.set_result(outcome)
-            if abandoned.is_set():
+            if abandoned.is_set() and not scope.cancelled:
                 state = "done" if outcome.ok else "failed"
                 self.notify(f"the cancelled command finished in the background ({state}): {line}")
 
@@ -203,16 +225,23 @@ class Shell:
             while True:
                 try:
                     result = done.result(timeout=POLL_S)
-                    if shown:  # finish the transfer bar's line
+                    if shown and self._bar_open:  # finish the transfer bar's line
                         sys.stdout.write("\n")
                         sys.stdout.flush()
+                    self._bar_open = False
                     return result
                 except TimeoutError:
                     shown = self._transfer_bar(abandoned) or shown
         except KeyboardInterrupt:
             abandoned.set()
             self.cancelled += 1
-            print("\ncancelled (the command may still finish in the background)", flush=True)
+            self._bar_open = False
+            cancel = getattr(self.ctx.session, "cancel", None)
+            if cancel is None:
+                print("\ncancelled (the command may still finish in the background)", flush=True)
+                return None
+            cancel(scope)
+            print("\ncancelled: nothing more is sent or stored for it", flush=True)
             return None
 
     def _show(self, outcome: Outcome) -> None:

@@ -1,8 +1,9 @@
 """The bottom toolbar: who you are, where, the connection, requests waiting (litecli clitoolbar).
 
 `toolbar_text` is pure (tested directly); `make_toolbar` reads the session and the names
-snapshot each time prompt_toolkit redraws, without any I/O: the waiting count and the cloud's
-reachability come from `shell.names.NameSource`, refreshed in the background.
+snapshot each time prompt_toolkit redraws, without any I/O: the connection is the session's
+`connection` (`joined`, `rejoining`, `cloud unreachable`, kept by its actor), the waiting count
+comes from `shell.names.NameSource`, refreshed in the background.
 """
 
 from __future__ import annotations
@@ -42,9 +43,10 @@ def make_toolbar(session: Any, names: NameSource) -> Callable[[], StyleAndTextTu
             address = f"{host}:{port}"
         except Exception:  # noqa: BLE001 - a closed transport must not break the redraw
             address = "?"
-        joined = getattr(session, "token", None) is not None
-        return toolbar_text(
-            session.user, address, connection_text(joined, snap.directory_ok), snap.waiting
-        )
+        connection = getattr(session, "connection", None)  # the session's true state
+        if not isinstance(connection, str):
+            joined = getattr(session, "token", None) is not None
+            connection = connection_text(joined, snap.directory_ok)
+        return toolbar_text(session.user, address, connection, snap.waiting)
 
     return render

@@ -41,7 +41,7 @@ class FakeSession:
         self.db = self.home.open_state()
         self.token: bytes | None = b"t" * 16
         self.transport = FakeTransport()
-        self.sharing = FakeSharing(OwnerSide(self))  # type: ignore[arg-type]
+        self.sharing = FakeSharing(OwnerSide(self, None))
         self.users: list[Entry] = []
         self.directory_error: Exception | None = None
         self.directory_calls = 0

@@ -1,60 +1,70 @@
 """The client's connection to the cloud: one UDP socket for nodes and peers alike.
 
-`ClientSession` owns the transport, `state.db` (the request counter is persisted before an id
-is used), the request/reply matching (`actors.client.rpc.Caller`), the directory session (Join, heartbeats,
-Leave) and a cache of the directory. The sharing flows live in `actors.client.peer.Sharing`, which this
-session creates. Methods return data and raise `SessionError` with a clear message; they never print.
+`ClientSession` is the facade the shell uses. It builds the parts and wires them, and holds no
+logic of its own beyond the encrypt command:
+- the transport (one socket) and `ClientSessionActor` (actors.client.session_actor), which owns
+  the transport subscription, the calls in flight, the directory session (join, heartbeats,
+  the check that the cloud still knows us, rejoin, leave) and hands peer requests to sharing;
+- `Cloud` and `DirectoryCache` (actors.client.cloud): blocking calls through the actor, for the
+  command thread, the sharing workers and the name refresher;
+- the sharing parts (grants, owner side, peer flows), each given a `ClientContext`, never the
+  session.
+Methods return data and raise `SessionError` with a clear message; they never print.
 
 Every session joins before its first command and applies whatever the nodes hand over at join
-(pending updates) before running any command; `close()` leaves.
+(pending updates) before running any command; `close()` leaves. When no node answers anything
+at join within a few seconds, `join` fails at once with the hint to start the cloud. A session
+the nodes no longer know (expiry, cloud restart) is joined again by the actor, which says
+`rejoined the cloud` once; `connection` is what the toolbar shows.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-import secrets
-import threading
+import queue
+import random
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pykka
+
 from actors.client.client_store import ClientHome, StoreError
-from actors.core.directory import token_digest
-from actors.client.rpc import Caller, CallError
-from codec import images
-from codec.messages import (
-    Ack,
-    ClientHeartbeat,
-    ConfirmUpdates,
-    DirectoryQuery,
-    DirectoryReply,
-    EncryptReply,
-    EncryptRequest,
-    Join,
-    JoinReply,
-    Leave,
-    Message,
-    PostUpdate,
-    Update,
-    UserEntry,
+from actors.client.cloud import Cloud, DirectoryCache
+from actors.client.context import ClientContext
+from actors.client.errors import SessionError
+from actors.client.grants import Grants
+from actors.client.keys import ClientKeys
+from actors.client.peer import Sharing
+from actors.client.scope import CancelScope, cancelled
+from actors.client.session_actor import (
+    NO_CLOUD_S,
+    ClientSessionActor,
+    JoinCloud,
+    LeaveCloud,
+    SessionState,
+    UseToken,
 )
+from actors.client.session_actor import (
+    CancelScope as CancelMsg,
+)
+from actors.core.calls import CallError, CallStats
+from codec import images
+from codec.messages import EncryptReply, JoinReply, Message, Update, UserEntry
 from codec.names import InvalidName, check_name
 from config import Config
-from transport.udp import Delivery, Transport
+from transport.udp import Transport
 
 log = logging.getLogger(__name__)
 
 Addr = tuple[str, int]
+START_CLOUD_HINT = "start it with: python -m actors.server"
 
-
-class SessionError(Exception):
-    """A command failed for a reason the user should read (`code` for scripts)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+__all__ = ["ClientSession", "EncryptOutcome", "SessionError"]
 
 
 @dataclass
@@ -63,160 +73,207 @@ class EncryptOutcome:
     failed: list[dict[str, Any]] = field(default_factory=list)
 
 
+class _Notifier:
+    """The current notice printer (the shell swaps it while its prompt runs)."""
+
+    def __init__(self, fn: Callable[[str], None] | None) -> None:
+        self.fn: Callable[[str], None] = fn or (lambda _text: None)
+
+    def __call__(self, text: str) -> None:
+        self.fn(text)
+
+
+@dataclass
+class _CallerStats:
+    """`session.caller.stats`: the counters of the call table (shell, benchmarks)."""
+
+    stats: CallStats
+
+
+class _Relay:
+    """A callable whose target is set once the part it calls exists (built after the actor)."""
+
+    def __init__(self) -> None:
+        self.target: Callable[..., None] = lambda *_args: None
+
+    def __call__(self, *args: Any) -> None:
+        self.target(*args)
+
+
+class _Handover:
+    """After a rejoin (worker thread): apply the updates handed over, confirm, say each."""
+
+    def __init__(self, sharing: Sharing, cloud: Cloud, notify: Callable[[str], None],
+                 worker: ThreadPoolExecutor) -> None:
+        self.sharing = sharing
+        self.cloud = cloud
+        self.notify = notify
+        self.worker = worker
+
+    def apply(self, updates: tuple[Update, ...]) -> list[str]:
+        notices = self.sharing.apply_updates(updates)
+        if updates:
+            self.cloud.confirm([u.id for u in updates])
+        return notices
+
+    def __call__(self, updates: tuple[Update, ...]) -> None:
+        """(actor thread) hand the work to the worker: applying may call the cloud."""
+        def work() -> None:
+            try:
+                for notice in self.apply(updates):
+                    self.notify(notice)
+            except Exception as exc:  # noqa: BLE001 - the ids stay with the nodes: next join
+                log.warning("applying the updates handed over at rejoin failed: %s", exc)
+
+        try:
+            self.worker.submit(work)
+        except RuntimeError:  # the session is closing
+            pass
+
+
 class ClientSession:
     def __init__(self, user: str, home: Path, cfg: Config, *, port: int = 0,
                  host: str = "127.0.0.1",
-                 notify: Callable[[str], None] | None = None) -> None:
+                 notify: Callable[[str], None] | None = None,
+                 transport: Any = None, clock: Callable[[], float] = time.monotonic,
+                 rng: random.Random | None = None) -> None:
         self.user = check_name(user, "user name")
         self.cfg = cfg
         self.home = ClientHome(home)
         self.db = self.home.open_state()
-        self.notify = notify or (lambda _text: None)
-        self.transport = Transport.start((host, port), cfg.transport, name=f"client-{user}")
-        self.caller = Caller(self._send, retry_s=cfg.client.retry_s,
-                             deadline_s=cfg.client.request_deadline_s,
-                             on_retry=self._on_retry)
-        self.node_addrs: list[Addr] = [n.client_addr for n in cfg.nodes]
-        self.token: bytes | None = None
-        self._dir: dict[str, UserEntry] = {}
-        self._dir_at = 0.0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._timing: dict[str, dict[Addr, float]] = {}  # rid -> ack time per node (benchmarks)
-        self._heartbeat: threading.Thread | None = None
-        from actors.client.grants import Grants
-        from actors.client.keys import ClientKeys
-        from actors.client.peer import Sharing  # the sharing flows use this session
-
+        self._notify = _Notifier(notify)
         self.keys = ClientKeys.load_or_create(self.home.root)
-        self.grants = Grants(self, self.keys)
-        self.sharing = Sharing(self)
-        self.transport.subscribe(self._on_delivery)
+        self.node_addrs: list[Addr] = [n.client_addr for n in cfg.nodes]
+        self.transport = transport if transport is not None else \
+            Transport.start((host, port), cfg.transport, name=f"client-{user}")
+        self.state = SessionState()
+        self.caller = _CallerStats(CallStats())
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="session")
+        self._closed = False
+        rng = rng or random.Random()
+        on_peer, on_rejoined = _Relay(), _Relay()
+        next_rid = functools.partial(self.db.next_request_id, self.user)
+        self.actor = ClientSessionActor.start(
+            user=self.user, nodes=self.node_addrs, transport=self.transport,
+            retry_s=cfg.client.retry_s, deadline_s=cfg.client.request_deadline_s,
+            heartbeat_s=cfg.directory.heartbeat_s,
+            keys=(self.keys.sign_public, self.keys.box_public), next_rid=next_rid,
+            on_peer=on_peer, on_rejoined=on_rejoined, notify=self._notify,
+            clock=clock, rng=random.Random(rng.getrandbits(64)), state=self.state,
+            stats=self.caller.stats)
+        self.cloud = Cloud(self.actor, user=self.user, nodes=self.node_addrs,
+                           retry_s=cfg.client.retry_s, next_rid=next_rid,
+                           notify=self._notify, state=self.state,
+                           rng=random.Random(rng.getrandbits(64)))
+        self.dir = DirectoryCache(self.cloud)
+        self.ctx = ClientContext(user=self.user, cfg=cfg, home=self.home, db=self.db,
+                                 keys=self.keys, cloud=self.cloud, directory=self.dir,
+                                 send=self.transport.send, notify=self._notify)
+        self.grants = Grants(self.ctx)
+        self.sharing = Sharing(self.ctx, self.grants)
+        self._handover = _Handover(self.sharing, self.cloud, self._notify, self._worker)
+        on_peer.target = self.sharing.on_peer_message
+        on_rejoined.target = self._handover
 
     # ---- plumbing ---------------------------------------------------------------------------
-    def _send(self, addr: Addr, msg: Message) -> None:
-        acks = self._timing.get(getattr(msg, "rid", ""))
-        if acks is None:
-            self.transport.send(addr, msg)
-            return
+    @property
+    def notify(self) -> Callable[[str], None]:
+        return self._notify.fn
 
-        def record(err: object) -> None:
-            acks.setdefault(addr, time.perf_counter() if err is None else float("nan"))
+    @notify.setter
+    def notify(self, fn: Callable[[str], None]) -> None:
+        self._notify.fn = fn
 
-        self.transport.send(addr, msg, on_done=record)
+    @property
+    def token(self) -> bytes | None:
+        return self.state.token
 
-    def _on_retry(self, rid: str, reason: str) -> None:
-        self.notify(f"request {rid}: {reason}; trying again")
+    @token.setter
+    def token(self, token: bytes) -> None:
+        """Adopt a token from a Join sent by hand (tests playing a modified client)."""
+        self.actor.ask(UseToken(token))
 
-    def _on_delivery(self, delivery: Delivery) -> None:
-        if self.caller.deliver(delivery.msg):
-            return
-        self.sharing.on_peer_message(delivery.addr, delivery.msg)
+    @property
+    def connection(self) -> str:
+        """What the toolbar shows: not joined, joining, joined, rejoining, cloud unreachable."""
+        return self.state.connection
 
     def next_rid(self) -> str:
         return self.db.next_request_id(self.user)
 
+    def query_rid(self) -> str:
+        return self.cloud.query_rid()
+
     def call(self, build: Callable[[str, int], Message], targets: list[Addr] | None = None,
              deadline_s: float | None = None, rid: str | None = None) -> Message:
         """One request (a fresh id unless `rid`) to the nodes or `targets`; raises SessionError."""
-        rid = rid or self.next_rid()
+        return self.cloud.call(build, targets, deadline_s, rid or self.next_rid())
+
+    def cancel(self, scope: CancelScope) -> None:
+        """Ctrl-C: the calls of `scope` fail as `cancelled`, nothing more is sent or stored."""
+        scope.cancel()
         try:
-            return self.caller.call(rid, lambda attempt: build(rid, attempt),
-                                    targets or self.node_addrs, deadline_s=deadline_s)
-        except CallError as exc:
-            raise SessionError(exc.code, str(exc)) from None
+            self.actor.tell(CancelMsg(scope))
+        except pykka.ActorDeadError:
+            pass
 
     # ---- directory session ----------------------------------------------------------------------
     def join(self) -> list[str]:
         """Join the directory; apply the updates handed over. Returns notices for the user."""
-        sign_key, box_key = self.sharing.public_keys()
-        reply = self.call(lambda rid, _a: Join(rid=rid, user=self.user, sign_key=sign_key,
-                                               box_key=box_key))
-        if not isinstance(reply, JoinReply):
-            raise SessionError("protocol", f"unexpected answer {type(reply).__name__} to join")
-        self.token = reply.token
-        notices = self.sharing.apply_updates(reply.updates)
-        if reply.updates:
-            self.confirm([u.id for u in reply.updates])
-        self._heartbeat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
-        self._heartbeat.start()
-        return notices
+        fut: pykka.Future[JoinReply] = pykka.ThreadingFuture()
+        notices: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self.actor.tell(JoinCloud(fut, NO_CLOUD_S, notices))
+        try:
+            reply = self.cloud.wait(fut, notices)
+        except CallError as exc:
+            if exc.code == "no_cloud":
+                where = ", ".join(f"{h}:{p}" for h, p in self.node_addrs)
+                raise SessionError("no_cloud", (
+                    f"no node of the cloud answers ({where}) within {NO_CLOUD_S:g} s: is it "
+                    f"running? {START_CLOUD_HINT}")) from None
+            raise SessionError(exc.code, str(exc)) from None
+        return self._handover.apply(reply.updates)
 
     def confirm(self, ids: list[str]) -> None:
-        tok = self.require_token()
-        self.call(lambda rid, _a: ConfirmUpdates(rid=rid, user=self.user, token=tok,
-                                                 ids=tuple(ids)))
-
-    def _beat(self) -> None:
-        period = self.cfg.directory.heartbeat_s
-        while not self._stop.wait(period):
-            tok = self.token
-            if tok is None:
-                continue
-            for addr in self.node_addrs:
-                self.transport.send(addr, ClientHeartbeat(user=self.user, token=tok))
+        self.cloud.confirm(ids)
 
     def leave(self) -> None:
-        tok, self.token = self.token, None
-        if tok is None:
-            return
-        futures = [self.transport.send(a, Leave(user=self.user, token=tok))
-                   for a in self.node_addrs]
-        for f in futures:  # best effort, bounded: a node that is down must not hold us up
-            try:
-                f.get(timeout=1.0)
-            except Exception:
-                pass
+        fut: pykka.Future[None] = pykka.ThreadingFuture()
+        try:
+            self.actor.tell(LeaveCloud(fut))
+            fut.get(timeout=5.0)  # the actor gives up after LEAVE_WAIT_S by itself
+        except (pykka.ActorDeadError, pykka.Timeout):
+            pass
 
     def require_token(self) -> bytes:
-        if self.token is None:
-            raise SessionError("not_joined", "not connected to the cloud's directory")
-        return self.token
-
-    def query_rid(self) -> str:
-        """A request id for a read-only query: not persisted (reusing one is harmless), drawn
-        above 2**52 so it never meets the persisted counter."""
-        return f"{self.user}#{2**52 + secrets.randbelow(2**52)}"
+        return self.cloud.require_token()
 
     def directory(self, refresh: bool = True) -> list[UserEntry]:
-        if refresh or time.monotonic() - self._dir_at > 2.0:
-            reply = self.call(lambda rid, _a: DirectoryQuery(rid=rid), rid=self.query_rid())
-            if not isinstance(reply, DirectoryReply):
-                raise SessionError("protocol", "unexpected answer to the directory query")
-            with self._lock:
-                self._dir = {e.user: e for e in reply.users}
-                self._dir_at = time.monotonic()
-        with self._lock:
-            return sorted(self._dir.values(), key=lambda e: e.user)
+        return self.dir.directory(refresh)
 
     def lookup(self, user: str, refresh: bool = False) -> UserEntry | None:
         """The directory entry of an online user (cached for 2 s unless refresh)."""
-        self.directory(refresh=refresh)
-        with self._lock:
-            return self._dir.get(user)
+        return self.dir.lookup(user, refresh)
 
     def peer_token_ok(self, user: str, token: bytes, addr: Addr) -> bool:
-        """A peer request is accepted only if the sender's token matches the directory."""
-        for refresh in (False, True):
-            entry = self.lookup(user, refresh=refresh)
-            if entry is not None and entry.token_digest == token_digest(token) \
-                    and (entry.host, entry.port) == addr:
-                return True
-        return False
+        return self.dir.peer_token_ok(user, token, addr)
 
     def post_update(self, update: Update) -> None:
         """Store an update on the nodes for an offline addressee (durable when acked)."""
-        tok = self.require_token()
-        reply = self.call(lambda rid, _a: PostUpdate(rid=rid, user=self.user, token=tok,
-                                                     update=update))
-        if not isinstance(reply, Ack):
-            raise SessionError("protocol", "the cloud did not acknowledge the update")
+        self.cloud.post_update(update)
 
     def close(self) -> None:
-        self._stop.set()
+        if self._closed:
+            return
+        self._closed = True
         try:
             self.leave()
         finally:
+            try:
+                self.actor.stop(block=True, timeout=5.0)  # calls in flight fail as "closed"
+            except pykka.Timeout:
+                log.warning("the session actor did not stop in time")
+            self._worker.shutdown(wait=True, cancel_futures=True)
             self.sharing.close()
             self.transport.stop()
             self.db.close()
@@ -224,10 +281,8 @@ class ClientSession:
     # ---- encrypt ------------------------------------------------------------------------------
     def seal_through_cloud(self, name: str, data: bytes) -> tuple[bytes, int]:
         """Send bytes to the cloud to be sealed; returns (png, node that sealed)."""
-        reply = self.call(lambda rid, attempt: EncryptRequest(rid=rid, image=name, data=data,
-                                                              attempt=attempt))
-        if not isinstance(reply, EncryptReply):
-            raise SessionError("protocol", f"unexpected answer {type(reply).__name__}")
+        reply = self.cloud.seal(name, data, rid=self.next_rid()).reply
+        assert isinstance(reply, EncryptReply)  # Cloud.seal checked it
         return reply.sealed, reply.node
 
     def timed_seal(self, name: str, data: bytes) -> dict[str, Any]:
@@ -235,21 +290,13 @@ class ClientSession:
         acknowledged the request), election (the node's wait before sealing), seal, download
         (the rest: the reply's transfer)."""
         rid = self.next_rid()
-        acks: dict[Addr, float] = {}
-        self._timing[rid] = acks
         start = time.perf_counter()
-        try:
-            reply = self.caller.call(rid, lambda a: EncryptRequest(rid=rid, image=name, data=data,
-                                                                   attempt=a), self.node_addrs)
-        except CallError as exc:
-            raise SessionError(exc.code, str(exc)) from None
-        finally:
-            self._timing.pop(rid, None)
+        res = self.cloud.seal(name, data, rid=rid)
         total = (time.perf_counter() - start) * 1000
-        if not isinstance(reply, EncryptReply):
-            raise SessionError("protocol", f"unexpected answer {type(reply).__name__}")
+        reply = res.reply
+        assert isinstance(reply, EncryptReply)
         winner = self.cfg.node(reply.node).client_addr
-        upload = (acks.get(winner, float("nan")) - start) * 1000
+        upload = (res.acks.get(winner, float("nan")) - res.started) * 1000
         return {"node": reply.node, "total_ms": total, "upload_ms": upload,
                 "election_ms": reply.wait_ms,
                 "seal_ms": reply.seal_ms,
@@ -271,6 +318,8 @@ class ClientSession:
             raise SessionError("not_an_image", str(exc)) from None
         start = time.perf_counter()
         png, node = self.seal_through_cloud(name, data)
+        if cancelled():  # Ctrl-C while the reply came: what was not stored is not stored
+            raise SessionError("cancelled", "cancelled")
         try:
             target = self.home.write(self.home.encrypted_path(images.sealed_name(name)), png)
             high = self.home.high_path(name)  # what the user may share from now on
@@ -285,6 +334,9 @@ class ClientSession:
                 progress: Callable[[int, int, str], None] | None = None) -> EncryptOutcome:
         out = EncryptOutcome()
         for i, path in enumerate(paths):
+            if cancelled():
+                out.failed.append({"file": path.name, "error": "cancelled", "code": "cancelled"})
+                continue
             if progress is not None:
                 progress(i, len(paths), path.name)
             try:

@@ -19,28 +19,23 @@ What this does not protect against: a modified client, a memory dump or a camera
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 from actors.client.client_store import GivenGrant, ReceivedGrant
-from actors.client.keys import ClientKeys
-from codec import seal, sharecrypt
-from codec.messages import Update
+from actors.client.context import ClientContext
+from actors.client.errors import SessionError
+from codec import images, seal, sharecrypt
+from codec.messages import EncryptReply, Update
 from codec.sharecrypt import ShareCryptError, SignedGrant
-
-if TYPE_CHECKING:
-    from actors.client.client_session import ClientSession
 
 SIGNED_KINDS = ("grant", "revoke", "approve", "deny")  # every update the owner authors
 
 
 class Grants:
-    def __init__(self, session: ClientSession, keys: ClientKeys) -> None:
-        self.s = session
-        self.keys = keys
+    def __init__(self, ctx: ClientContext) -> None:
+        self.s = ctx
+        self.keys = ctx.keys
 
     def _error(self, code: str, message: str) -> Exception:
-        from actors.client.client_session import SessionError
-
         return SessionError(code, message)
 
     # ---- peers' keys ----------------------------------------------------------------------------
@@ -49,7 +44,7 @@ class Grants:
         pinned = self.s.db.peer_keys(user)
         if pinned is not None:
             return pinned
-        entry = self.s.lookup(user)
+        entry = self.s.directory.lookup(user)
         if entry is None or len(entry.sign_key) != 32 or len(entry.box_key) != 32:
             raise self._error("no_keys", f"{user}'s keys are unknown: {user} must be online once")
         self.s.db.pin_peer(user, entry.sign_key, entry.box_key)
@@ -69,7 +64,9 @@ class Grants:
         me = self.s.user
         aad = sharecrypt.payload_aad(me, borrower, image)
         content_key, nonce, payload = sharecrypt.encrypt_payload(data, aad=aad)
-        png, _node = self.s.seal_through_cloud(image, payload)
+        reply = self.s.cloud.seal(image, payload).reply
+        assert isinstance(reply, EncryptReply)
+        png = reply.sealed
         old = self.s.db.get_given(borrower, image)
         version = old.version + 1 if old is not None else 1
         expires = time.time() + days * 86400 if days > 0 else 0.0
@@ -114,8 +111,6 @@ class Grants:
             raise self._error("bad_grant", f"the grant from {owner} is not valid: {exc}") from None
         if g.image != image:
             raise self._error("bad_grant", f"{owner} sent a grant for {g.image}, not {image}")
-        from codec import images
-
         path = self.s.home.write(self.s.home.received_path(owner, images.sealed_name(image)), png)
         stored = self.s.db.put_received(ReceivedGrant(
             owner, image, g.views, g.version, self.s.home.relative(path), g.expires, g.encode(),

@@ -17,12 +17,15 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from actors.client.client_store import ReceivedGrant, StoreError
+from actors.client.context import ClientContext
+from actors.client.errors import SessionError
+from actors.client.grants import Grants
+from actors.client.share_owner import OwnerSide
 from actors.core import access
 from actors.core.access import AccessError
-from actors.client.client_store import ReceivedGrant, StoreError
-from actors.client.share_owner import OwnerSide
 from codec import images, seal
 from codec.messages import (
     AccessUpdate,
@@ -38,9 +41,6 @@ from codec.messages import (
 )
 from codec.names import InvalidName, check_name
 
-if TYPE_CHECKING:
-    from actors.client.client_session import ClientSession
-
 log = logging.getLogger(__name__)
 
 Addr = tuple[str, int]
@@ -48,12 +48,11 @@ PEER_REQUESTS = (PreviewRequest, ImageRequest, AccessUpdate, MoreViews)
 
 
 class Sharing:
-    def __init__(self, session: ClientSession) -> None:
-        from actors.client.client_session import SessionError
-
-        self.s = session
+    def __init__(self, ctx: ClientContext, grants: Grants) -> None:
+        self.s = ctx
+        self.grants = grants
         self.Error = SessionError
-        self.owner = OwnerSide(session)
+        self.owner = OwnerSide(ctx, grants)
         self.auto_approve = False
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="peer")
         self._answers: dict[str, Message] = {}  # rid -> reply, so a retried request is answered alike
@@ -79,13 +78,13 @@ class Sharing:
             if cached is None and not busy:
                 self._busy.add(msg.rid)
         if cached is not None:
-            self.s.transport.send(addr, cached)
+            self.s.send(addr, cached)
         elif not busy:
             self._pool.submit(self._handle, addr, msg)
 
     def _handle(self, addr: Addr, msg: Any) -> None:
         try:
-            if not self.s.peer_token_ok(msg.user, msg.token, addr):
+            if not self.s.directory.peer_token_ok(msg.user, msg.token, addr):
                 self.refused += 1
                 log.warning("refused %s from %s: token does not match the directory",
                             type(msg).__name__, addr)
@@ -103,7 +102,7 @@ class Sharing:
             self._busy.discard(msg.rid)
             if not isinstance(reply, ErrorReply):  # a refusal is not remembered: the same id may
                 self._answers[msg.rid] = reply     # come again, genuine, and must be handled
-        self.s.transport.send(addr, reply)
+        self.s.send(addr, reply)
 
     def _dispatch(self, addr: Addr, msg: Any) -> Message:
         if isinstance(msg, PreviewRequest):
@@ -124,7 +123,7 @@ class Sharing:
             if msg.user != msg.update.owner or msg.update.addressee != self.s.user:
                 raise self.Error("refused", "an access update must come from the owner, to you")
             try:  # refused: the sender gets an error, the id stays free, the user a notice
-                self.s.grants.verify_update(msg.update)
+                self.grants.verify_update(msg.update)
             except self.Error as exc:
                 self.s.notify(str(exc))
                 raise
@@ -156,7 +155,7 @@ class Sharing:
             if u.kind != "more" and u.borrower != self.s.user:
                 continue
             try:
-                signed = self.s.grants.verify_update(u)
+                signed = self.grants.verify_update(u)
             except self.Error as exc:  # unsigned or forged: refused, not recorded (the id stays
                 notices.append(str(exc))  # free for the owner's real update)
                 continue
@@ -165,20 +164,20 @@ class Sharing:
                 continue
             rec = self.s.db.get_received(u.owner, u.image)
             if rec is not None and (rec.ended or rec.views_left == 0):
-                self.s.grants.end(rec)  # the wrapped key leaves the file too
+                self.grants.end(rec)  # the wrapped key leaves the file too
             notices.append(_describe(u, outcome))
         return notices
 
     # ---- outgoing: borrower ---------------------------------------------------------------------
     def _peer(self, user: str) -> tuple[Addr, bytes]:
-        entry = self.s.lookup(check_name(user, "user"), refresh=True)
+        entry = self.s.directory.lookup(check_name(user, "user"), refresh=True)
         if entry is None:
             raise self.Error("offline", f"{user} is not online")
-        return (entry.host, entry.port), self.s.require_token()
+        return (entry.host, entry.port), self.s.cloud.require_token()
 
     def browse(self, owner: str) -> list[dict[str, Any]]:
         addr, tok = self._peer(owner)
-        reply = self.s.call(lambda rid, _a: PreviewRequest(rid=rid, user=self.s.user, token=tok),
+        reply = self.s.cloud.call(lambda rid, _a: PreviewRequest(rid=rid, user=self.s.user, token=tok),
                             targets=[addr], deadline_s=20)
         if not isinstance(reply, PreviewReply):
             raise self.Error("protocol", "unexpected answer to browse")
@@ -195,7 +194,7 @@ class Sharing:
         if views < 1:
             raise self.Error("bad_views", "ask for at least 1 view")
         addr, tok = self._peer(owner)
-        reply = self.s.call(lambda rid, _a: ImageRequest(
+        reply = self.s.cloud.call(lambda rid, _a: ImageRequest(
             rid=rid, user=self.s.user, token=tok, image=image, views=views, days=days),
             targets=[addr])
         if not isinstance(reply, ImageReply):
@@ -203,7 +202,7 @@ class Sharing:
         return self.store_received(owner, reply)
 
     def store_received(self, owner: str, reply: ImageReply) -> dict[str, Any]:
-        g = self.s.grants.accept_image(owner, reply.image, reply.sealed)
+        g = self.grants.accept_image(owner, reply.image, reply.sealed)
         rec = self.s.db.get_received(owner, reply.image)
         assert rec is not None
         return {"owner": owner, "image": reply.image, "views_left": rec.views_left,
@@ -214,7 +213,7 @@ class Sharing:
         views = access.check_views(views)
         if views < 1:
             raise self.Error("bad_views", "ask for at least 1 view")
-        rid = self.s.next_rid()
+        rid = self.s.cloud.next_rid()
         update = Update(id=rid, kind="more", owner=check_name(owner, "user"),
                         borrower=self.s.user, image=check_name(image, "image name"), delta=views,
                         addressee=owner, grant=b"", created=time.time())
@@ -252,7 +251,7 @@ class Sharing:
         g = self.find_received(name)
         png = (self.s.home.root / g.path).read_bytes()
         data: dict[str, Any] = {"owner": g.owner, "image": g.image, "path": g.path}
-        plain = self.s.grants.open_view(g, png)
+        plain = self.grants.open_view(g, png)
         if plain is None:
             data.update(views_left=0, shown="default",
                         hint=f"no views left: more {g.owner} {g.image} N")
@@ -269,12 +268,12 @@ class Sharing:
         kind, delta = parse_change(change)
         check_name(borrower, "user")
         check_name(image, "image name")
-        signed = self.s.grants.reissue(borrower, image, kind, delta)
-        update = Update(id=self.s.next_rid(), kind=kind, owner=self.s.user, borrower=borrower,
+        signed = self.grants.reissue(borrower, image, kind, delta)
+        update = Update(id=self.s.cloud.next_rid(), kind=kind, owner=self.s.user, borrower=borrower,
                         image=image, delta=delta, addressee=borrower, grant=signed.encode(),
                         created=time.time())
         out = self.send_update(update)
-        out["views"] = self.s.grants.record_reissued(update, signed).views_left
+        out["views"] = self.grants.record_reissued(update, signed).views_left
         return out
 
     def answer(self, local_id: int, *, approve: bool, views: int | None = None) -> dict[str, Any]:
@@ -286,15 +285,15 @@ class Sharing:
         n = access.check_views(views if views is not None else req.views) if approve else 0
         if self.s.db.get_given(req.borrower, req.image) is None:
             raise self.Error("no_grant", f"you have not shared {req.image} with {req.borrower}")
-        signed = self.s.grants.reissue(req.borrower, req.image,
+        signed = self.grants.reissue(req.borrower, req.image,
                                        "approve" if approve else "deny", n)
-        update = Update(id=self.s.next_rid(), kind="approve" if approve else "deny",
+        update = Update(id=self.s.cloud.next_rid(), kind="approve" if approve else "deny",
                         owner=self.s.user, borrower=req.borrower, image=req.image, delta=n,
                         addressee=req.borrower, grant=signed.encode(),
                         created=time.time())
         out = self.send_update(update)
         self.s.db.answer_request(local_id, approve)
-        stored = self.s.grants.record_reissued(update, signed)
+        stored = self.grants.record_reissued(update, signed)
         if approve:
             out["views"] = stored.views_left
         return out
@@ -309,11 +308,11 @@ class Sharing:
         The peer message carries the update's own id as its request id, so the addressee
         records the same id whichever way the update reaches it (applied once either way).
         """
-        tok = self.s.require_token()
-        entry = self.s.lookup(update.addressee, refresh=True)
+        tok = self.s.cloud.require_token()
+        entry = self.s.directory.lookup(update.addressee, refresh=True)
         if entry is not None:
             try:
-                reply = self.s.call(lambda rid, _a: build_peer(rid, tok),
+                reply = self.s.cloud.call(lambda rid, _a: build_peer(rid, tok),
                                     targets=[(entry.host, entry.port)], deadline_s=5.0,
                                     rid=update.id)
                 if isinstance(reply, Ack):
@@ -322,7 +321,7 @@ class Sharing:
                 if exc.code in ("bad_token", "refused", "no_grant"):
                     raise
                 log.info("peer %s did not answer (%s): posting to the cloud", update.addressee, exc)
-        self.s.post_update(update)
+        self.s.cloud.post_update(update)
         return {"id": update.id, "delivered": "via cloud", "to": update.addressee}
 
 

@@ -9,16 +9,16 @@ the borrower's grant in place (`codec.seal.regrant`) and recorded in `state.db`.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import Any
 
-from actors.core import access
 from actors.client.client_store import ViewRequest
+from actors.client.context import ClientContext
+from actors.client.errors import SessionError
+from actors.client.grants import Grants
+from actors.core import access
 from codec import images
 from codec.messages import Preview
 from codec.names import check_name, is_valid_name
-
-if TYPE_CHECKING:
-    from actors.client.client_session import ClientSession
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +26,9 @@ MAX_PREVIEWS = 256
 
 
 class OwnerSide:
-    def __init__(self, session: ClientSession) -> None:
-        self.s = session
+    def __init__(self, ctx: ClientContext | Any, grants: Grants | None) -> None:
+        self.s = ctx
+        self.grants = grants
 
     def shareable(self) -> list[str]:
         """Names of the images in high/ (valid names only, sorted)."""
@@ -55,18 +56,17 @@ class OwnerSide:
 
         The payload is the image encrypted for this borrower (actors.client.grants): the cloud seals
         ciphertext, and the owner's own plaintext copy in encrypted/ never leaves this client."""
-        from actors.client.client_session import SessionError
-
         check_name(image, "image name")
         high = self.s.home.high_path(image)
         if not high.is_file():
             raise SessionError("no_such_image", f"{self.s.user} has no image {image!r}")
-        entry = self.s.lookup(borrower)  # just checked by peer_token_ok: the cached copy
+        entry = self.s.directory.lookup(borrower)  # just checked by peer_token_ok: the cached copy
         if entry is None:
             raise SessionError("offline", f"{borrower} is not online")
-        self.s.grants.check_directory_keys(borrower, entry.sign_key, entry.box_key)
+        assert self.grants is not None
+        self.grants.check_directory_keys(borrower, entry.sign_key, entry.box_key)
         views = access.cap_views(views, self.s.cfg.client.max_views_per_grant)
-        png, blob = self.s.grants.issue(borrower, entry.box_key, image, high.read_bytes(), views,
+        png, blob = self.grants.issue(borrower, entry.box_key, image, high.read_bytes(), views,
                                         days)
         self.s.notify(f"shared {image} with {borrower}: {views} views")
         return png, blob

@@ -1,0 +1,184 @@
+"""The calling side of `ClientSessionActor`: what a command, a peer worker or the name refresher
+uses to ask the cloud (or a peer) something and wait for the answer.
+
+`Cloud.call` makes a pykka future, tells the actor `StartCall` and waits on the future in the
+calling thread, printing the call's retry notice (at most one) through `notify` from that same
+thread. The call belongs to the calling thread's cancel scope (actors.client.scope). Errors come
+back as SessionError (actors.client.errors). `DirectoryCache` keeps the online users for 2 s.
+
+Callers: actors.client.client_session (builds both), the sharing code through its context.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pykka
+
+from actors.client.errors import SessionError
+from actors.client.scope import CancelScope, current_scope
+from actors.client.session_actor import CallResult, SessionState, StartCall
+from actors.client.session_actor import CancelScope as CancelMsg
+from actors.core.calls import CallError
+from actors.core.directory import token_digest
+from codec.messages import (
+    Ack,
+    ConfirmUpdates,
+    DirectoryQuery,
+    DirectoryReply,
+    EncryptReply,
+    EncryptRequest,
+    Message,
+    PostUpdate,
+    Update,
+    UserEntry,
+)
+
+Addr = tuple[str, int]
+WAIT_POLL_S = 0.1  # how often a waiting caller looks for its call's notice
+DIRECTORY_CACHE_S = 2.0
+HOLD_PER_MB_S = 0.25  # the cloud seals about 10 MB/s here: patience after an acknowledged upload
+
+
+class Cloud:
+    """Blocking calls through the session actor (thread-safe)."""
+
+    def __init__(self, actor: Any, *, user: str, nodes: Sequence[Addr], retry_s: float,
+                 next_rid: Callable[[], str], notify: Callable[[str], None],
+                 state: SessionState, rng: random.Random | None = None) -> None:
+        self._actor = actor
+        self.user = user
+        self.nodes = list(nodes)
+        self.retry_s = retry_s
+        self.next_rid = next_rid
+        self._notify = notify
+        self.state = state
+        self._rng = rng or random.Random()
+        self._rng_lock = threading.Lock()
+
+    def query_rid(self) -> str:
+        """A request id for a read-only query: not persisted (reusing one is harmless), drawn
+        above 2**52 so it never meets the persisted counter."""
+        with self._rng_lock:
+            return f"{self.user}#{2**52 + self._rng.randrange(2**52)}"
+
+    def require_token(self) -> bytes:
+        token = self.state.token
+        if token is None:
+            raise SessionError("not_joined", "not connected to the cloud's directory")
+        return token
+
+    def call_result(self, build: Callable[[str, int], Message], targets: Sequence[Addr] | None = None,
+                    deadline_s: float | None = None, rid: str | None = None,
+                    hold_s: float | None = None) -> CallResult:
+        """One request (a fresh id unless `rid`) to the nodes or `targets`; raises SessionError."""
+        scope = current_scope.get()
+        if scope is not None and scope.cancelled:
+            raise SessionError("cancelled", "cancelled")
+        if scope is None:  # a call of its own, so that Ctrl-C (below) can cancel it
+            scope = CancelScope()
+        rid = rid or self.next_rid()
+        fut: pykka.Future[CallResult] = pykka.ThreadingFuture()
+        notices: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._actor.tell(StartCall(rid, lambda attempt: build(rid, attempt),
+                                   tuple(targets or self.nodes), fut, deadline_s=deadline_s,
+                                   hold_s=hold_s, notices=notices, scope=scope))
+        try:
+            result: CallResult = self.wait(fut, notices)
+            return result
+        except CallError as exc:
+            raise SessionError(exc.code, str(exc)) from None
+        except pykka.ActorDeadError:
+            raise SessionError("closed", "the session is closed") from None
+        except KeyboardInterrupt:  # Ctrl-C in this thread (-c): no further retries
+            scope.cancel()
+            try:
+                self._actor.tell(CancelMsg(scope))
+            except pykka.ActorDeadError:
+                pass
+            raise
+
+    def call(self, build: Callable[[str, int], Message], targets: Sequence[Addr] | None = None,
+             deadline_s: float | None = None, rid: str | None = None,
+             hold_s: float | None = None) -> Message:
+        return self.call_result(build, targets, deadline_s, rid, hold_s).reply
+
+    def wait(self, fut: pykka.Future[Any], notices: queue.SimpleQueue[str]) -> Any:
+        while True:
+            try:
+                return fut.get(timeout=WAIT_POLL_S)
+            except pykka.Timeout:
+                pass
+            finally:
+                while not notices.empty():
+                    self._notify(notices.get())
+
+    # ---- the cloud's requests -------------------------------------------------------------------
+    def seal(self, name: str, data: bytes, rid: str | None = None) -> CallResult:
+        """Send bytes to the cloud to be sealed: the EncryptReply's CallResult."""
+        hold = 4 * self.retry_s + HOLD_PER_MB_S * len(data) / 1e6
+        res = self.call_result(lambda r, attempt: EncryptRequest(rid=r, image=name, data=data,
+                                                                 attempt=attempt),
+                               rid=rid, hold_s=hold)
+        if not isinstance(res.reply, EncryptReply):
+            raise SessionError("protocol", f"unexpected answer {type(res.reply).__name__}")
+        return res
+
+    def post_update(self, update: Update) -> None:
+        """Store an update on the nodes for an offline addressee (durable when acked)."""
+        tok = self.require_token()
+        reply = self.call(lambda rid, _a: PostUpdate(rid=rid, user=self.user, token=tok,
+                                                     update=update))
+        if not isinstance(reply, Ack):
+            raise SessionError("protocol", "the cloud did not acknowledge the update")
+
+    def confirm(self, ids: list[str]) -> None:
+        tok = self.require_token()
+        self.call(lambda rid, _a: ConfirmUpdates(rid=rid, user=self.user, token=tok,
+                                                 ids=tuple(ids)))
+
+
+class DirectoryCache:
+    """The directory of online users as the cloud last told it (thread-safe)."""
+
+    def __init__(self, cloud: Cloud, clock: Callable[[], float] = time.monotonic) -> None:
+        self._cloud = cloud
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._dir: dict[str, UserEntry] = {}
+        self._at = float("-inf")
+
+    def directory(self, refresh: bool = True) -> list[UserEntry]:
+        if refresh or self._clock() - self._at > DIRECTORY_CACHE_S:
+            c = self._cloud
+            reply = c.call(lambda rid, _a: DirectoryQuery(rid=rid), rid=c.query_rid())
+            if not isinstance(reply, DirectoryReply):
+                raise SessionError("protocol", "unexpected answer to the directory query")
+            with self._lock:
+                self._dir = {e.user: e for e in reply.users}
+                self._at = self._clock()
+        with self._lock:
+            return sorted(self._dir.values(), key=lambda e: e.user)
+
+    def lookup(self, user: str, refresh: bool = False) -> UserEntry | None:
+        """The directory entry of an online user (cached for 2 s unless refresh)."""
+        self.directory(refresh=refresh)
+        with self._lock:
+            return self._dir.get(user)
+
+    def peer_token_ok(self, user: str, token: bytes, addr: Addr) -> bool:
+        """A peer request is accepted only if the sender's token matches the directory."""
+        for refresh in (False, True):
+            entry = self.lookup(user, refresh=refresh)
+            if entry is not None and entry.token_digest == token_digest(token) \
+                    and (entry.host, entry.port) == addr:
+                return True
+        return False
+
+
+__all__ = ["Cloud", "DirectoryCache"]

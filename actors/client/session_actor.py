@@ -1,0 +1,466 @@
+"""`ClientSessionActor`: the client's calls in flight and its directory session, on one thread.
+
+It owns the client's transport subscription: every whole message arrives here as a `Delivery`.
+A reply to a call of ours goes to the call table (actors.core.calls); anything else (a peer's
+request) is handed to `on_peer`, the sharing code, whose own worker pool answers it. It owns the
+directory session (actors.core.presence): join, heartbeats, the periodic check that the nodes
+still know us, rejoin, leave.
+
+Messages it takes (all `tell`; nothing inside the actor ever waits):
+- `StartCall`: a request to multicast; the caller made a pykka future and waits on it (and on
+  the call's `notices` queue, which gets at most one retry notice). The future gets a
+  `CallResult` or fails with `CallError` (`cancelled`, `closed`, a refusal, `unreachable`...).
+- `CancelScope`: fail every call of that scope as `cancelled` and forget them (Ctrl-C).
+- `JoinCloud` / `LeaveCloud`: the first join (its future gets the JoinReply: the caller applies
+  what was handed over) and the leave (its future resolves when every node acknowledged the
+  Leave, or after LEAVE_WAIT_S).
+- `Tick` (from the ticker thread, every `tick_s`): the actor reads `clock()` once and passes it
+  to the cores. Tests drive an injected clock and send `Tick` themselves.
+- transport callbacks: `_SendDone` (a send's outcome, for the retry rules).
+
+It publishes `SessionState` (connection text, token) for any thread to read without asking.
+A rejoin applies the updates handed over on `on_rejoined` (the session's worker thread, since
+applying may call the cloud), and says `rejoined the cloud` through `notify`.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pykka
+
+from actors.client.scope import CancelScope as Scope
+from actors.core import presence as P
+from actors.core.calls import (
+    Answered,
+    CallError,
+    CallStats,
+    CallTable,
+    Effect,
+    Failed,
+    Retrying,
+    Send,
+)
+from codec.messages import (
+    ClientHeartbeat,
+    DirectoryQuery,
+    DirectoryReply,
+    Join,
+    JoinReply,
+    Leave,
+    Message,
+    Update,
+)
+from transport.udp import Delivery
+
+log = logging.getLogger(__name__)
+
+Addr = tuple[str, int]
+TICK_S = 0.05
+LEAVE_WAIT_S = 1.0  # a node that is down must not hold up the end of a session
+NO_CLOUD_S = 3.0  # at join: no node acknowledged or answered anything within this: no cloud
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    reply: Message
+    started: float  # clock() units
+    acks: dict[Addr, float]  # first acknowledgement per target, clock() units
+
+
+@dataclass(frozen=True, slots=True)
+class StartCall:
+    rid: str
+    build: Callable[[int], Message]
+    targets: tuple[Addr, ...]
+    future: pykka.Future[CallResult]
+    deadline_s: float | None = None
+    hold_s: float | None = None
+    silent_s: float | None = None
+    notices: queue.SimpleQueue[str] | None = None
+    scope: Scope | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelScope:
+    scope: Scope
+
+
+@dataclass(frozen=True, slots=True)
+class JoinCloud:
+    future: pykka.Future[JoinReply]
+    silent_s: float | None = NO_CLOUD_S
+    notices: queue.SimpleQueue[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveCloud:
+    future: pykka.Future[None]
+
+
+@dataclass(frozen=True, slots=True)
+class UseToken:
+    """Adopt a session token got by a Join sent by hand (tests that play a modified client)."""
+
+    token: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _SendDone:
+    rid: str
+    attempt: int
+    addr: Addr
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _LeaveDone:
+    addr: Addr
+
+
+class SessionState:
+    """What the session shows (toolbar, `token`): written by the actor only, read by anyone."""
+
+    def __init__(self) -> None:
+        self.connection = "not joined"
+        self.token: bytes | None = None
+
+
+@dataclass
+class _Waiter:
+    kind: str  # "call" | "join" | "rejoin" | "check"
+    future: pykka.Future[Any] | None = None
+    notices: queue.SimpleQueue[str] | None = None
+    scope: Scope | None = None
+    check: tuple[int, Addr] | None = None
+    retried: bool = False
+
+
+@dataclass
+class _Leaving:
+    future: pykka.Future[None]
+    until: float
+    waiting: set[Addr] = field(default_factory=set)
+
+
+class ClientSessionActor(pykka.ThreadingActor):
+    """See the module docstring. Build with `ClientSessionActor.start(...)`."""
+
+    def __init__(
+        self,
+        *,
+        user: str,
+        nodes: Sequence[Addr],
+        transport: Any,
+        retry_s: float,
+        deadline_s: float,
+        heartbeat_s: float,
+        keys: tuple[bytes, bytes],
+        next_rid: Callable[[], str],
+        on_peer: Callable[[Addr, Message], None],
+        on_rejoined: Callable[[tuple[Update, ...]], None],
+        notify: Callable[[str], None],
+        clock: Callable[[], float],
+        rng: random.Random,
+        state: SessionState | None = None,
+        stats: CallStats | None = None,
+        tick_s: float | None = TICK_S,
+    ) -> None:
+        super().__init__()
+        self.user = user
+        self.nodes = tuple(nodes)
+        self.transport = transport
+        self.heartbeat_s = heartbeat_s
+        self.keys = keys
+        self.next_rid = next_rid
+        self.on_peer = on_peer
+        self.on_rejoined = on_rejoined
+        self.notify = notify
+        self.clock = clock
+        self.rng = rng
+        self.state = state or SessionState()
+        self.table = CallTable(retry_s=retry_s, deadline_s=deadline_s)
+        if stats is not None:
+            self.table.stats = stats
+        address = getattr(transport, "address", None)
+        self.presence = P.Presence(user, list(self.nodes), heartbeat_s, address=address)
+        self._waiters: dict[str, _Waiter] = {}
+        self._leaving: _Leaving | None = None
+        self._progress: tuple[int, int] = (0, 0)
+        self._tick_s = tick_s
+        self._ticker_stop = threading.Event()
+        self._unsubscribe: Callable[[], None] | None = None
+
+    # ---- life -----------------------------------------------------------------------------------
+    def on_start(self) -> None:
+        self._unsubscribe = self.transport.subscribe(self.actor_ref)
+        if self._tick_s is not None:
+            ref, stop, period = self.actor_ref, self._ticker_stop, self._tick_s
+
+            def ticker() -> None:
+                while not stop.wait(period):
+                    try:
+                        ref.tell(Tick())
+                    except pykka.ActorDeadError:
+                        return
+
+            threading.Thread(target=ticker, name=f"ticker-{self.user}", daemon=True).start()
+
+    def on_stop(self) -> None:
+        self._ticker_stop.set()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        for rid in self.table.rids():
+            self._effects(self.table.cancel(rid), closing=True)
+        for w in self._waiters.values():  # calls the table no longer holds (none expected)
+            self._resolve(w, error=CallError("closed", "the session is closed"))
+        self._waiters.clear()
+        if self._leaving is not None:
+            self._leaving.future.set(None)
+            self._leaving = None
+
+    def on_failure(self, *_: Any) -> None:
+        self._ticker_stop.set()
+
+    # ---- messages -------------------------------------------------------------------------------
+    def on_receive(self, message: Any) -> Any:
+        try:
+            return self._receive(message)
+        except Exception:  # a bug or bad input must not stop the session: log, carry on
+            log.exception("client session: %s failed", type(message).__name__)
+            return None
+
+    def _receive(self, message: Any) -> Any:
+        now = self.clock()
+        if isinstance(message, Delivery):
+            self._delivery(message, now)
+        elif isinstance(message, Tick):
+            self._tick(now)
+        elif isinstance(message, _SendDone):
+            self.table.send_done(message.rid, message.attempt, message.addr, message.ok, now)
+        elif isinstance(message, StartCall):
+            self._start_call(message, now)
+        elif isinstance(message, CancelScope):
+            for rid, w in list(self._waiters.items()):
+                if w.scope is message.scope:
+                    self._effects(self.table.cancel(rid))
+        elif isinstance(message, JoinCloud):
+            self.presence.joining()
+            self._join(_Waiter("join", message.future, message.notices), message.silent_s, now)
+        elif isinstance(message, LeaveCloud):
+            self._leave(message.future, now)
+        elif isinstance(message, _LeaveDone):
+            self._leave_done(message.addr)
+        elif isinstance(message, UseToken):
+            self.presence.joining()
+            self._presence(self.presence.joined(message.token, now), now)
+        self._publish()
+        return None
+
+    def _delivery(self, d: Delivery, now: float) -> None:
+        ours, effects = self.table.on_reply(d.addr, d.msg, now)
+        if ours:
+            self._effects(effects)
+            return
+        self.on_peer(d.addr, d.msg)
+
+    def _tick(self, now: float) -> None:
+        progress = self._read_progress()
+        moving = progress != self._progress and progress[1] > progress[0]
+        self._progress = progress
+        self._effects(self.table.tick(now, moving))
+        self._presence(self.presence.tick(now), now)
+        if self._leaving is not None and now >= self._leaving.until:
+            self._leaving.future.set(None)
+            self._leaving = None
+
+    def _read_progress(self) -> tuple[int, int]:
+        try:
+            done, total = self.transport.progress()
+            return int(done), int(total)
+        except Exception:  # noqa: BLE001 - a stopped transport: nothing moves
+            return (0, 0)
+
+    # ---- calls ----------------------------------------------------------------------------------
+    def _start_call(self, m: StartCall, now: float) -> None:
+        if m.rid in self._waiters:
+            m.future.set_exception(exc_info=_exc(CallError("busy", f"{m.rid} is in flight")))
+            return
+        if m.scope is not None and m.scope.cancelled:
+            m.future.set_exception(exc_info=_exc(CallError("cancelled", "cancelled")))
+            return
+        self._waiters[m.rid] = _Waiter("call", m.future, m.notices, m.scope)
+        self._effects(self.table.start(m.rid, m.build, m.targets, now, deadline_s=m.deadline_s,
+                                       hold_s=m.hold_s, silent_s=m.silent_s))
+
+    def _effects(self, effects: list[Effect], closing: bool = False) -> None:
+        for e in effects:
+            if isinstance(e, Send):
+                self._send(e)
+            elif isinstance(e, Retrying):
+                self._retrying(e)
+            elif isinstance(e, Answered):
+                self._ended(e.rid, e, None)
+            elif isinstance(e, Failed):
+                err = CallError("closed", "the session is closed") if closing else e.error
+                self._ended(e.rid, None, err)
+
+    def _send(self, e: Send) -> None:
+        ref, rid, attempt, addr = self.actor_ref, e.rid, e.attempt, e.addr
+
+        def done(err: object) -> None:
+            try:
+                ref.tell(_SendDone(rid, attempt, addr, err is None))
+            except pykka.ActorDeadError:
+                pass
+
+        try:
+            self.transport.send(addr, e.msg, on_done=done)
+        except Exception as exc:  # noqa: BLE001 - a refused message: as a failed send
+            log.warning("cannot send %s to %s: %s", type(e.msg).__name__, addr, exc)
+            self.table.send_done(rid, attempt, addr, False, self.clock())
+
+    def _retrying(self, e: Retrying) -> None:
+        w = self._waiters.get(e.rid)
+        if w is None or w.notices is None or w.retried:
+            return
+        w.retried = True  # one notice per call; none while the cloud is known unreachable
+        if self.presence.reachable is not False:
+            w.notices.put(f"request {e.rid}: {e.reason}; trying again")
+
+    def _ended(self, rid: str, answered: Answered | None, error: CallError | None) -> None:
+        w = self._waiters.pop(rid, None)
+        if w is None:
+            return
+        now = self.clock()
+        if w.kind == "check" and w.check is not None:
+            reply = answered.reply if answered is not None else None
+            self._presence(self.presence.check_answer(
+                w.check[0], w.check[1], reply if isinstance(reply, DirectoryReply) else None,
+                now), now)
+            return
+        if w.kind in ("join", "rejoin"):
+            self._join_ended(w, answered, error, now)
+            return
+        if answered is not None:
+            self._resolve(w, CallResult(answered.reply, answered.started, answered.acks))
+        else:
+            self._resolve(w, error=error)
+
+    @staticmethod
+    def _resolve(w: _Waiter, value: Any = None, error: CallError | None = None) -> None:
+        if w.future is None:
+            return
+        if error is not None:
+            w.future.set_exception(exc_info=_exc(error))
+        else:
+            w.future.set(value)
+
+    # ---- directory session --------------------------------------------------------------------
+    def _join(self, w: _Waiter, silent_s: float | None, now: float) -> None:
+        try:
+            rid = self.next_rid()
+        except Exception as exc:  # noqa: BLE001 - the request counter could not be written
+            self._join_ended(w, None, CallError("store", f"cannot draw a request id: {exc}"), now)
+            return
+        sign_key, box_key = self.keys
+        user = self.user
+        self._waiters[rid] = w
+        self._effects(self.table.start(
+            rid, lambda _a: Join(rid=rid, user=user, sign_key=sign_key, box_key=box_key),
+            self.nodes, now, silent_s=silent_s))
+
+    def _join_ended(self, w: _Waiter, answered: Answered | None, error: CallError | None,
+                    now: float) -> None:
+        reply = answered.reply if answered is not None else None
+        if reply is not None and not isinstance(reply, JoinReply):
+            error = CallError("protocol", f"unexpected answer {type(reply).__name__} to join")
+        if error is not None or not isinstance(reply, JoinReply):
+            err = error or CallError("protocol", "no answer to join")
+            self._presence(self.presence.join_failed(err.code, str(err), now), now)
+            self._resolve(w, error=err)
+            return
+        self._presence(self.presence.joined(reply.token, now), now)
+        if w.kind == "rejoin":
+            self.on_rejoined(reply.updates)
+        self._resolve(w, reply)
+
+    def _presence(self, effects: list[P.PresenceEffect], now: float) -> None:
+        for e in effects:
+            if isinstance(e, P.Heartbeat):
+                for addr in self.nodes:
+                    self.transport.send(addr, ClientHeartbeat(user=self.user, token=e.token))
+            elif isinstance(e, P.Check):
+                self._check(e, now)
+            elif isinstance(e, P.Rejoin):
+                self._join(_Waiter("rejoin"), NO_CLOUD_S, now)
+            elif isinstance(e, P.Notice):
+                self.notify(e.text)
+
+    def _check(self, e: P.Check, now: float) -> None:
+        for addr in e.nodes:
+            rid = f"{self.user}#{2**52 + self.rng.randrange(2**52)}"  # read-only: not persisted
+            self._waiters[rid] = _Waiter("check", check=(e.round, addr))
+            self._effects(self.table.start(rid, _always(DirectoryQuery(rid=rid)), [addr], now,
+                                           deadline_s=self.heartbeat_s))
+
+    def _leave(self, future: pykka.Future[None], now: float) -> None:
+        token = self.presence.leaving()
+        if token is None:
+            future.set(None)
+            return
+        self._leaving = _Leaving(future, now + LEAVE_WAIT_S, set(self.nodes))
+        ref = self.actor_ref
+        for addr in self.nodes:
+            def done(_err: object, a: Addr = addr) -> None:
+                try:
+                    ref.tell(_LeaveDone(a))
+                except pykka.ActorDeadError:
+                    pass
+
+            self.transport.send(addr, Leave(user=self.user, token=token), on_done=done)
+
+    def _leave_done(self, addr: Addr) -> None:
+        if self._leaving is None:
+            return
+        self._leaving.waiting.discard(addr)
+        if not self._leaving.waiting:
+            self._leaving.future.set(None)
+            self._leaving = None
+
+    def _publish(self) -> None:
+        self.state.token = self.presence.token if self.presence.session == "joined" else None
+        self.state.connection = self.presence.connection()
+
+
+def _always(msg: Message) -> Callable[[int], Message]:
+    """A call's `build` that sends the same message at every attempt."""
+    return lambda _attempt: msg
+
+
+def _exc(err: BaseException) -> tuple[type[BaseException], BaseException, None]:
+    return (type(err), err, None)
+
+
+__all__ = [
+    "CallResult",
+    "CancelScope",
+    "ClientSessionActor",
+    "JoinCloud",
+    "LeaveCloud",
+    "SessionState",
+    "StartCall",
+    "Tick",
+    "UseToken",
+]

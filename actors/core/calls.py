@@ -1,0 +1,286 @@
+"""The client's table of calls in flight: a request multicast to its targets, one answer per id.
+
+Pure core: no threads, no clock, no sleeps. The client session actor passes `now` (seconds, any
+monotonic origin) and what the transport reported, and carries out the effects returned:
+`Send` (the transport sends; it reports the outcome back with `send_done`), `Answered` and
+`Failed` (the call ended: resolve its caller), `Retrying` (a notice for the user).
+
+One call (keyed by its request id) goes through attempts 0, 1, 2...: each attempt sends
+`build(attempt)` to every target, with the same request id. Per target, an attempt's send is
+`moving` (the transport is still sending it), `acked` (the target's transport holds all of it),
+`failed` (the transport gave up) or `answered` (the target replied with an error).
+
+Rules (those of the first client, `Caller` in actors/client/rpc.py, kept; the retry rules are new):
+- The first reply that is not an ErrorReply ends the call (`Answered`). A reply to a call that
+  already ended is a duplicate: counted, never accepted (a race can make two nodes answer).
+- A refusal (a non-retryable ErrorReply) is the cloud's answer only when a majority of the targets
+  gives one in the same attempt, or every target answered with an error and one refused: the call
+  fails at once with the refusal. One target's refusal alone is not: a node that was down, or
+  restarted, may not know a session the others know yet, and must not fail a request the others
+  accept. A lone refusal with no other answer fails the call at its deadline.
+- Every target answered with a retryable error ("not in majority", "syncing"): back off (a
+  quarter of `retry_s`, doubling up to BACKOFF_MAX_S) and try again.
+- Otherwise the next attempt is due `retry_s` after this one was sent, except:
+  - never while a send of this attempt is still moving (the transport retransmits by itself and
+    fails the send after its own deadline of silence): resending would only upload it twice;
+  - never while the transport reports bytes moving (`moving` in `tick`): a reply may be arriving;
+  - once a target acknowledged the attempt and has not answered, that target holds the request
+    (a node caches it and takes part in its election; a peer works on it): the next attempt waits
+    until `hold_s` after the last acknowledgement. Only a node that lost the request (it restarted)
+    or whose reply could not be delivered needs the resend.
+- `deadline_s` after the start the call fails: with the most recent refusal if one came (not
+  retryable), else with the most recent retryable error, else "unreachable".
+- `silent_s` (optional, used at join): if no target acknowledged or answered anything within
+  `silent_s` of the start, fail at once as "no_cloud": nobody is listening.
+- `cancel(rid)` fails the call as "cancelled" and drops it: nothing more is sent for it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from codec.messages import ErrorReply, Message
+
+Addr = tuple[str, int]
+ANSWERED_KEPT = 4096  # ids of ended calls remembered, to count late duplicates
+BACKOFF_MAX_S = 4.0
+
+
+class CallError(Exception):
+    """A call failed: `code` is a short identifier, `retryable` says whether trying later may help."""
+
+    def __init__(self, code: str, message: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retryable = retryable
+
+
+@dataclass
+class CallStats:
+    """Counters over every call of one session (read by the shell and the benchmarks)."""
+
+    replies_received: int = 0
+    replies_accepted: int = 0
+    duplicates: int = 0
+    retries: int = 0
+
+
+# ---- effects --------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Send:
+    addr: Addr
+    msg: Message
+    rid: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    rid: str
+    reply: Message
+    started: float
+    acks: dict[Addr, float]  # first acknowledgement per target (any attempt), `now` units
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    rid: str
+    error: CallError
+
+
+@dataclass(frozen=True, slots=True)
+class Retrying:
+    rid: str
+    attempt: int  # the attempt being sent now (1 for the first retry)
+    reason: str
+
+
+Effect = Send | Answered | Failed | Retrying
+
+MOVING, ACKED, SEND_FAILED, ANSWERED = "moving", "acked", "failed", "answered"
+
+
+@dataclass
+class _Call:
+    rid: str
+    build: Callable[[int], Message]
+    targets: tuple[Addr, ...]
+    started: float
+    deadline: float
+    hold_s: float
+    silent_until: float | None
+    attempt: int = 0
+    sent_at: float = 0.0
+    due: float = 0.0
+    backoff: float = 0.0
+    states: dict[Addr, str] = field(default_factory=dict)
+    errors: list[ErrorReply] = field(default_factory=list)
+    last_ack: float | None = None
+    alive: bool = False  # some target acknowledged or answered something
+    recent_fatal: ErrorReply | None = None
+    recent_error: ErrorReply | None = None
+    acks: dict[Addr, float] = field(default_factory=dict)
+
+    def fatal(self) -> list[ErrorReply]:
+        return [e for e in self.errors if not e.retryable]
+
+    def refused(self) -> bool:
+        fatal = len(self.fatal())
+        return fatal > 0 and (2 * fatal > len(self.targets) or self.every_erred())
+
+    def every_erred(self) -> bool:
+        return len(self.errors) >= len(self.targets)
+
+    def holding(self) -> bool:
+        return any(s == ACKED for s in self.states.values())
+
+    def moving(self) -> bool:
+        return any(s == MOVING for s in self.states.values())
+
+
+class CallTable:
+    """All calls in flight of one client (see the module docstring). One thread only."""
+
+    def __init__(self, *, retry_s: float, deadline_s: float, hold_s: float | None = None) -> None:
+        self.retry_s = retry_s
+        self.deadline_s = deadline_s
+        self.hold_s = hold_s if hold_s is not None else 4 * retry_s
+        self.stats = CallStats()
+        self._calls: dict[str, _Call] = {}
+        self._answered: OrderedDict[str, None] = OrderedDict()
+
+    def __contains__(self, rid: object) -> bool:
+        return rid in self._calls
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def rids(self) -> list[str]:
+        return list(self._calls)
+
+    # ---- inputs -------------------------------------------------------------------------------
+    def start(self, rid: str, build: Callable[[int], Message], targets: Sequence[Addr],
+              now: float, *, deadline_s: float | None = None, hold_s: float | None = None,
+              silent_s: float | None = None) -> list[Effect]:
+        """A new call: send attempt 0 to every target. A rid already in flight is refused."""
+        if rid in self._calls:
+            return [Failed(rid, CallError("busy", f"request {rid} is already in flight"))]
+        if not targets:
+            return [Failed(rid, CallError("unreachable", "nowhere to send the request", True))]
+        call = _Call(rid, build, tuple(targets), now,
+                     now + (deadline_s if deadline_s is not None else self.deadline_s),
+                     hold_s if hold_s is not None else self.hold_s,
+                     now + silent_s if silent_s is not None else None,
+                     backoff=self.retry_s / 4)
+        self._calls[rid] = call
+        return self._send_attempt(call, now)
+
+    def on_reply(self, addr: Addr, msg: Message, now: float) -> tuple[bool, list[Effect]]:
+        """A received message: (whether it answered or duplicated a call of ours, effects)."""
+        rid = getattr(msg, "rid", None)
+        if not isinstance(rid, str):
+            return False, []
+        call = self._calls.get(rid)
+        if call is None:
+            if rid in self._answered:
+                self.stats.duplicates += 1
+                self.stats.replies_received += 1
+                return True, []
+            return False, []
+        self.stats.replies_received += 1
+        call.alive = True
+        if not isinstance(msg, ErrorReply):
+            self.stats.replies_accepted += 1
+            return True, [self._end(call, Answered(rid, msg, call.started, dict(call.acks)))]
+        call.errors.append(msg)
+        if call.states.get(addr) is not None:
+            call.states[addr] = ANSWERED
+        if msg.retryable:
+            call.recent_error = msg
+        else:
+            call.recent_fatal = msg
+        if call.refused():
+            first = call.fatal()[0]
+            return True, [self._end(call, Failed(rid, CallError(first.code, first.message)))]
+        if call.every_erred():  # every target refused for now: back off, then try again
+            call.due = now + min(call.backoff, max(0.0, call.deadline - now))
+            call.backoff = min(call.backoff * 2, BACKOFF_MAX_S)
+        return True, []
+
+    def send_done(self, rid: str, attempt: int, addr: Addr, ok: bool, now: float) -> None:
+        """The transport's outcome of one send (acknowledged or failed)."""
+        call = self._calls.get(rid)
+        if call is None:
+            return
+        if ok:
+            call.alive = True
+            call.acks.setdefault(addr, now)
+        if attempt != call.attempt or call.states.get(addr) != MOVING:
+            return
+        call.states[addr] = ACKED if ok else SEND_FAILED
+        if ok:
+            call.last_ack = now
+
+    def tick(self, now: float, moving: bool = False) -> list[Effect]:
+        """Deadlines, silence and retries due at `now`. `moving`: the transport is moving bytes."""
+        out: list[Effect] = []
+        for call in list(self._calls.values()):
+            out.extend(self._tick_one(call, now, moving))
+        return out
+
+    def cancel(self, rid: str) -> list[Effect]:
+        call = self._calls.get(rid)
+        if call is None:
+            return []
+        return [self._end(call, Failed(rid, CallError("cancelled", "cancelled")))]
+
+    def next_deadline(self) -> float | None:
+        """The earliest time a tick may have something to do (None: no call in flight)."""
+        times = [min(c.deadline, c.due) for c in self._calls.values()]
+        return min(times) if times else None
+
+    # ---- rules --------------------------------------------------------------------------------
+    def _tick_one(self, call: _Call, now: float, moving: bool) -> list[Effect]:
+        if now >= call.deadline:
+            return [self._end(call, Failed(call.rid, self._expired(call)))]
+        if call.silent_until is not None and not call.alive and now >= call.silent_until:
+            return [self._end(call, Failed(call.rid, CallError(
+                "no_cloud", "no node of the cloud answered", retryable=True)))]
+        if now < call.due or call.moving() or moving:
+            return []
+        if call.holding() and not call.every_erred():
+            held = (call.last_ack or call.sent_at) + call.hold_s
+            if now < held:
+                return []
+        last = call.errors[-1] if call.errors else None
+        reason = last.message if last is not None else "no answer yet"
+        call.attempt += 1
+        self.stats.retries += 1
+        return [Retrying(call.rid, call.attempt, reason), *self._send_attempt(call, now)]
+
+    def _send_attempt(self, call: _Call, now: float) -> list[Effect]:
+        msg = call.build(call.attempt)
+        call.sent_at = now
+        call.due = now + self.retry_s
+        call.errors = []
+        call.last_ack = None
+        call.states = {addr: MOVING for addr in call.targets}
+        return [Send(addr, msg, call.rid, call.attempt) for addr in call.targets]
+
+    @staticmethod
+    def _expired(call: _Call) -> CallError:
+        if call.recent_fatal is not None:
+            return CallError(call.recent_fatal.code, call.recent_fatal.message, retryable=False)
+        if call.recent_error is not None:
+            return CallError(call.recent_error.code, call.recent_error.message, retryable=True)
+        return CallError("unreachable", "no node of the cloud answered", retryable=True)
+
+    def _end(self, call: _Call, effect: Any) -> Any:
+        self._calls.pop(call.rid, None)
+        self._answered[call.rid] = None
+        while len(self._answered) > ANSWERED_KEPT:
+            self._answered.popitem(last=False)
+        return effect

@@ -1,0 +1,475 @@
+"""ClientSessionActor started for real over a FakeTransport (auto=None: the test decides each
+send's outcome), with a fake clock and seeded randomness. The test moves the clock and tells the
+actor Tick (`ask`, so the tick has run when it returns); no sleeps, waits on conditions only.
+
+Covers issue 14 (retries, deadline, a lone refusal, join, heartbeats, leave), issue 16 items 1
+and 4 (rejoin when the nodes forgot the session; no cloud: fail fast; one unreachable notice)
+and issue 17 items 6 and 7 (no resend while the transport moves the request or a node holds it;
+Ctrl-C cancels)."""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pykka
+import pytest
+
+from actors.client.scope import CancelScope as Scope
+from actors.client.session_actor import (
+    CallResult,
+    CancelScope,
+    ClientSessionActor,
+    JoinCloud,
+    LeaveCloud,
+    SessionState,
+    StartCall,
+    Tick,
+)
+from actors.core.calls import CallError, CallStats
+from actors.core.directory import token_digest
+from actors.core.presence import REJOINED_NOTICE, UNREACHABLE_NOTICE
+from codec.messages import (
+    Ack,
+    ClientHeartbeat,
+    DirectoryQuery,
+    DirectoryReply,
+    EncryptRequest,
+    ErrorReply,
+    Join,
+    JoinReply,
+    Leave,
+    PreviewRequest,
+    Update,
+    UserEntry,
+)
+from tests.fake_transport import FakeTransport, Sent
+from transport.errors import SendError
+
+NODES = [("127.0.0.1", 47001), ("127.0.0.1", 47002), ("127.0.0.1", 47003)]
+ME = ("127.0.0.1", 40001)
+TOKEN = b"T" * 16
+NEW_TOKEN = b"N" * 16
+RETRY_S, DEADLINE_S, HEARTBEAT_S = 2.0, 60.0, 3.0
+LOST = SendError("unacknowledged", "fake: no acknowledgement")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Rig:
+    ref: pykka.ActorRef[Any]
+    tp: FakeTransport
+    clock: FakeClock
+    state: SessionState
+    stats: CallStats
+    notices: list[str] = field(default_factory=list)
+    peer: list[tuple[Any, Any]] = field(default_factory=list)
+    rejoined: list[tuple[Update, ...]] = field(default_factory=list)
+    rids: list[str] = field(default_factory=list)
+
+    def tick(self, advance: float = 0.0) -> None:
+        self.clock.now += advance
+        self.ref.ask(Tick())
+
+    def settle(self) -> None:
+        """Every message told so far has been handled (the mailbox is FIFO)."""
+        self.ref.ask(Tick())  # a Tick at an unchanged clock changes nothing due
+
+    def call(self, rid: str = "alice#1", targets: list[tuple[str, int]] | None = None,
+             scope: Scope | None = None, **kw: Any) -> tuple[pykka.Future[CallResult],
+                                                              queue.SimpleQueue[str]]:
+        fut: pykka.Future[CallResult] = pykka.ThreadingFuture()
+        notes: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self.ref.tell(StartCall(
+            rid, lambda a: EncryptRequest(rid=rid, image="a.png", data=b"x" * 10, attempt=a),
+            tuple(targets or NODES), fut, notices=notes, scope=scope, **kw))
+        self.settle()
+        return fut, notes
+
+    def sends(self, kind: type[Any], rid: str | None = None) -> list[Sent]:
+        return [s for s in self.tp.sends_of(kind)
+                if rid is None or getattr(s.msg, "rid", None) == rid]
+
+    def complete(self, sends: list[Sent], error: SendError | None = None) -> None:
+        for s in sends:
+            self.tp.complete(s, error)
+        self.settle()
+
+    def deliver(self, addr: tuple[str, int], msg: Any) -> None:
+        self.tp.deliver(addr, msg)
+        self.settle()
+
+    def join(self, token: bytes = TOKEN, updates: tuple[Update, ...] = ()) -> JoinReply:
+        fut: pykka.Future[JoinReply] = pykka.ThreadingFuture()
+        self.ref.tell(JoinCloud(fut))
+        [join] = self.tp.wait_msg(Join, count=len(self.sends(Join)) + 1)[-1:]
+        self.complete([s for s in self.sends(Join) if not s.done])
+        self.deliver(NODES[0], JoinReply(rid=join.rid, token=token, updates=updates))
+        return fut.get(timeout=5)
+
+
+@pytest.fixture
+def rig() -> Iterator[Rig]:
+    tp = FakeTransport(address=ME, auto=None)
+    clock = FakeClock()
+    state, stats = SessionState(), CallStats()
+    counter = iter(range(1, 10**6))
+    holder: dict[str, Rig] = {}
+
+    def next_rid() -> str:
+        rid = f"alice#{100 + next(counter)}"
+        holder["rig"].rids.append(rid)
+        return rid
+
+    ref = ClientSessionActor.start(
+        user="alice", nodes=NODES, transport=tp, retry_s=RETRY_S, deadline_s=DEADLINE_S,
+        heartbeat_s=HEARTBEAT_S, keys=(b"s" * 32, b"b" * 32), next_rid=next_rid,
+        on_peer=lambda addr, msg: holder["rig"].peer.append((addr, msg)),
+        on_rejoined=lambda updates: holder["rig"].rejoined.append(updates),
+        notify=lambda text: holder["rig"].notices.append(text),
+        clock=clock, rng=random.Random(5), state=state, stats=stats, tick_s=None)
+    r = Rig(ref, tp, clock, state, stats)
+    holder["rig"] = r
+    try:
+        yield r
+    finally:
+        ref.stop()
+        pykka.ActorRegistry.stop_all()
+
+
+def entry(token: bytes, addr: tuple[str, int] = ME, user: str = "alice") -> UserEntry:
+    return UserEntry(user=user, host=addr[0], port=addr[1], token_digest=token_digest(token),
+                     sign_key=b"s" * 32, box_key=b"b" * 32, expires=2e9)
+
+
+def refusal(rid: str) -> ErrorReply:
+    return ErrorReply(rid=rid, code="bad_token", message="no valid session", retryable=False)
+
+
+# ---- calls --------------------------------------------------------------------------------------
+def test_retries_with_the_same_rid_and_a_higher_attempt_once_retry_s_has_passed(rig: Rig) -> None:
+    fut, notes = rig.call("alice#1")
+    first = rig.sends(EncryptRequest)
+    assert [s.addr for s in first] == NODES and all(s.msg.attempt == 0 for s in first)
+    rig.complete(first, LOST)  # nobody acknowledged: the transport gave up
+    rig.tick(RETRY_S - 0.1)
+    assert len(rig.sends(EncryptRequest)) == 3
+    rig.tick(0.1)
+    again = rig.sends(EncryptRequest)[3:]
+    assert [s.msg.rid for s in again] == ["alice#1"] * 3
+    assert [s.msg.attempt for s in again] == [1, 1, 1]
+    assert rig.stats.retries == 1
+    assert notes.get(timeout=5) == "request alice#1: no answer yet; trying again"
+    rig.complete(again, LOST)
+    rig.tick(RETRY_S)
+    assert [s.msg.attempt for s in rig.sends(EncryptRequest)[6:]] == [2, 2, 2]
+    assert notes.empty()  # one retry notice per call, not one per retry
+    rig.deliver(NODES[2], Ack(rid="alice#1"))
+    assert isinstance(fut.get(timeout=5).reply, Ack)
+
+
+def test_honours_its_deadline_and_fails_unreachable(rig: Rig) -> None:
+    fut, _ = rig.call("alice#2", deadline_s=10.0)
+    for _ in range(5):
+        rig.complete([s for s in rig.sends(EncryptRequest) if not s.done], LOST)
+        rig.tick(RETRY_S)
+    with pytest.raises(CallError) as err:
+        fut.get(timeout=5)
+    assert err.value.code == "unreachable" and err.value.retryable
+    sent = len(rig.sends(EncryptRequest))
+    rig.tick(RETRY_S * 3)
+    assert len(rig.sends(EncryptRequest)) == sent  # ended: nothing more is sent
+
+
+def test_takes_a_lone_refusal_as_no_answer(rig: Rig) -> None:
+    fut, _ = rig.call("alice#3")
+    rig.complete(rig.sends(EncryptRequest))
+    rig.deliver(NODES[0], refusal("alice#3"))  # a node back from a failure, not synced yet
+    with pytest.raises(pykka.Timeout):  # not failed by that refusal
+        fut.get(timeout=0)
+    rig.deliver(NODES[1], Ack(rid="alice#3"))
+    assert isinstance(fut.get(timeout=5).reply, Ack)
+    rig.deliver(NODES[2], Ack(rid="alice#3"))
+    assert rig.stats.duplicates == 1 and rig.stats.replies_accepted == 1
+
+
+def test_a_majority_of_refusals_fails_the_call_at_once(rig: Rig) -> None:
+    fut, _ = rig.call("alice#4")
+    rig.deliver(NODES[0], refusal("alice#4"))
+    rig.deliver(NODES[1], refusal("alice#4"))
+    with pytest.raises(CallError) as err:
+        fut.get(timeout=5)
+    assert err.value.code == "bad_token" and not err.value.retryable
+
+
+def test_no_resend_while_the_transport_still_moves_the_request(rig: Rig) -> None:
+    rig.call("alice#5")
+    rig.tick(RETRY_S * 4)  # a large upload: every send still in flight
+    assert len(rig.sends(EncryptRequest)) == 3
+    rig.complete(rig.sends(EncryptRequest), LOST)
+    rig.tick(0.05)
+    assert len(rig.sends(EncryptRequest)) == 6  # once the transport gave up: the retry
+
+
+def test_no_resend_while_bytes_move_on_the_transport(rig: Rig) -> None:
+    moved = iter(range(1000, 10**9, 1000))
+    rig.tp.progress = lambda: (next(moved), 10**9)  # type: ignore[method-assign]
+    rig.call("alice#6")
+    rig.complete(rig.sends(EncryptRequest), LOST)
+    for _ in range(4):
+        rig.tick(RETRY_S)  # a reply is arriving: bytes move at every tick
+    assert len(rig.sends(EncryptRequest)) == 3
+    rig.tp.progress = lambda: (0, 0)  # type: ignore[method-assign]
+    rig.tick(0.05)
+    assert len(rig.sends(EncryptRequest)) == 6
+
+
+def test_no_resend_once_a_node_acknowledged_until_its_hold_has_passed(rig: Rig) -> None:
+    rig.call("alice#7", hold_s=20.0)
+    sends = rig.sends(EncryptRequest)
+    rig.complete(sends[:1])  # node 1 holds the whole request (it seals)
+    rig.complete(sends[1:], LOST)
+    rig.tick(19.9)
+    assert len(rig.sends(EncryptRequest)) == 3
+    rig.tick(0.2)  # a node that acknowledged and then said nothing for long: resend once
+    assert [s.msg.attempt for s in rig.sends(EncryptRequest)[3:]] == [1, 1, 1]
+
+
+def test_cancel_fails_the_call_and_nothing_more_is_sent(rig: Rig) -> None:
+    scope = Scope()
+    fut, _ = rig.call("alice#8", scope=scope)
+    rig.call("alice#9")  # another scope: not cancelled
+    rig.complete(rig.sends(EncryptRequest), LOST)
+    scope.cancel()
+    rig.ref.tell(CancelScope(scope))
+    with pytest.raises(CallError) as err:
+        fut.get(timeout=5)
+    assert err.value.code == "cancelled"
+    rig.tick(RETRY_S)
+    assert len(rig.sends(EncryptRequest, "alice#8")) == 3  # no retry after the cancel
+    assert len(rig.sends(EncryptRequest, "alice#9")) == 6
+    late, _ = rig.call("alice#10", scope=scope)  # the cancelled command cannot start more
+    with pytest.raises(CallError):
+        late.get(timeout=5)
+    assert rig.sends(EncryptRequest, "alice#10") == []
+
+
+def test_peer_requests_go_to_the_sharing_code(rig: Rig) -> None:
+    msg = PreviewRequest(rid="bob#3", user="bob", token=TOKEN)
+    rig.deliver(("127.0.0.1", 40002), msg)
+    assert rig.peer == [(("127.0.0.1", 40002), msg)]
+
+
+def test_the_ticker_thread_drives_the_timers() -> None:
+    tp = FakeTransport(address=ME, auto="fail")
+    clock = FakeClock()
+    ref = ClientSessionActor.start(
+        user="alice", nodes=NODES, transport=tp, retry_s=RETRY_S, deadline_s=DEADLINE_S,
+        heartbeat_s=HEARTBEAT_S, keys=(b"s" * 32, b"b" * 32), next_rid=lambda: "alice#1",
+        on_peer=lambda a, m: None, on_rejoined=lambda u: None, notify=lambda t: None,
+        clock=clock, rng=random.Random(1), tick_s=0.01)
+    try:
+        fut: pykka.Future[CallResult] = pykka.ThreadingFuture()
+        ref.tell(StartCall("alice#1", lambda a: Ack(rid="alice#1"), tuple(NODES), fut))
+        tp.wait_msg(Ack, count=3)
+        clock.now += RETRY_S  # no Tick told by the test: the ticker's ticks retry
+        tp.wait_msg(Ack, count=6)
+    finally:
+        ref.stop()
+
+
+# ---- directory session --------------------------------------------------------------------------
+def test_join_then_heartbeats(rig: Rig) -> None:
+    assert rig.state.connection == "not joined"
+    reply = rig.join()
+    assert reply.token == TOKEN
+    assert rig.state.token == TOKEN and rig.state.connection == "joined"
+    [join] = rig.sends(Join)[:1]
+    assert join.msg.sign_key == b"s" * 32 and join.msg.box_key == b"b" * 32
+    assert rig.sends(ClientHeartbeat) == []
+    rig.tick(HEARTBEAT_S)
+    beats = rig.sends(ClientHeartbeat)
+    assert sorted(s.addr for s in beats) == NODES
+    assert all(s.msg.token == TOKEN and s.msg.user == "alice" for s in beats)
+    rig.tick(HEARTBEAT_S)
+    assert len(rig.sends(ClientHeartbeat)) == 6
+
+
+def test_leave_on_close(rig: Rig) -> None:
+    rig.join()
+    fut: pykka.Future[None] = pykka.ThreadingFuture()
+    rig.ref.tell(LeaveCloud(fut))
+    leaves = rig.tp.wait_msg(Leave, count=3)
+    assert all(m.token == TOKEN and m.user == "alice" for m in leaves)
+    assert rig.state.token is None and rig.state.connection == "not joined"
+    rig.complete(rig.sends(Leave)[:2])
+    rig.complete(rig.sends(Leave)[2:], LOST)  # a node that is down: not waited for
+    fut.get(timeout=5)
+    rig.tick(HEARTBEAT_S * 3)
+    assert rig.sends(ClientHeartbeat) == []  # no heartbeats after the leave
+
+
+def test_leave_does_not_wait_long_for_silent_nodes(rig: Rig) -> None:
+    rig.join()
+    fut: pykka.Future[None] = pykka.ThreadingFuture()
+    rig.ref.tell(LeaveCloud(fut))
+    rig.tp.wait_msg(Leave, count=3)
+    rig.tick(1.0)
+    fut.get(timeout=5)
+
+
+def answer_check(rig: Rig, reply_users: dict[tuple[str, int], tuple[UserEntry, ...] | None]) -> None:
+    """Answer the latest check round: per node, the users it lists (None: the node is silent)."""
+    queries = rig.sends(DirectoryQuery)[-3:]
+    assert sorted(s.addr for s in queries) == NODES
+    for s in queries:
+        users = reply_users.get(s.addr)
+        if users is None:
+            rig.tp.complete(s, LOST)
+        else:
+            rig.tp.complete(s)
+            rig.tp.deliver(s.addr, DirectoryReply(rid=s.msg.rid, users=users))
+    rig.settle()
+
+
+def test_rejoins_when_a_majority_of_the_nodes_no_longer_lists_it(rig: Rig) -> None:
+    rig.join()
+    rig.tick(HEARTBEAT_S)
+    answer_check(rig, {n: (entry(TOKEN),) for n in NODES})
+    assert rig.state.connection == "joined" and len(rig.sends(Join)) == 3
+    rig.tick(HEARTBEAT_S)
+    # one stale node (back from a failure, not synced) does not make the session lost
+    answer_check(rig, {NODES[0]: (), NODES[1]: (entry(TOKEN),), NODES[2]: (entry(TOKEN),)})
+    assert rig.state.connection == "joined" and len(rig.sends(Join)) == 3
+    rig.tick(HEARTBEAT_S)
+    # the cloud restarted: the directory is empty (another session of the same name elsewhere
+    # does not count as ours either)
+    answer_check(rig, {NODES[0]: (), NODES[1]: (entry(b"x" * 16, ("127.0.0.1", 5)),),
+                       NODES[2]: None})
+    rig.tick(0.05)
+    assert rig.state.connection == "rejoining" and rig.state.token is None
+    joins = rig.sends(Join)
+    assert len(joins) == 6 and joins[-1].msg.rid != joins[0].msg.rid  # a fresh persisted id
+    assert joins[-1].msg.sign_key == b"s" * 32  # its own keys
+    update = Update(id="bob#4", kind="grant", owner="bob", borrower="alice", image="p.png",
+                    delta=2, addressee="alice", grant=b"", created=1.0)
+    rig.complete(joins[3:])
+    rig.deliver(NODES[1], JoinReply(rid=joins[-1].msg.rid, token=NEW_TOKEN, updates=(update,)))
+    assert rig.state.connection == "joined" and rig.state.token == NEW_TOKEN
+    assert rig.rejoined == [(update,)]
+    assert rig.notices == [REJOINED_NOTICE]
+    rig.tick(HEARTBEAT_S)
+    assert rig.sends(ClientHeartbeat)[-1].msg.token == NEW_TOKEN
+
+
+def test_an_unreachable_cloud_gives_one_notice_and_the_toolbar_state(rig: Rig) -> None:
+    rig.join()
+    for _ in range(3):  # three silent rounds: one notice
+        rig.tick(HEARTBEAT_S)
+        answer_check(rig, {})
+        rig.tick(HEARTBEAT_S - 0.01)  # the round's calls reach their deadline
+    assert rig.state.connection == "cloud unreachable"
+    assert rig.notices == [UNREACHABLE_NOTICE]
+    _fut, notes = rig.call("alice#20")  # a command now: no retry notice on top
+    rig.complete(rig.sends(EncryptRequest, "alice#20"), LOST)
+    rig.tick(RETRY_S)
+    assert len(rig.sends(EncryptRequest, "alice#20")) == 6 and notes.empty()
+    rig.tick(0.01)
+    answer_check(rig, {n: (entry(TOKEN),) for n in NODES})
+    assert rig.state.connection == "joined"
+    assert rig.notices == [UNREACHABLE_NOTICE, "the cloud answers again"]
+
+
+def test_a_cloud_that_comes_back_empty_is_rejoined_after_being_unreachable(rig: Rig) -> None:
+    rig.join()
+    rig.tick(HEARTBEAT_S)
+    answer_check(rig, {})
+    rig.tick(HEARTBEAT_S)
+    assert rig.state.connection == "cloud unreachable"
+    answer_check(rig, {n: () for n in NODES})
+    rig.tick(0.05)
+    join = rig.sends(Join)[-1]
+    assert rig.state.connection == "rejoining"
+    rig.complete([join for join in rig.sends(Join) if not join.done])
+    rig.deliver(NODES[0], JoinReply(rid=join.msg.rid, token=NEW_TOKEN, updates=()))
+    assert rig.notices == [UNREACHABLE_NOTICE, REJOINED_NOTICE]
+
+
+def test_a_rejoin_that_finds_no_cloud_tries_again_next_period(rig: Rig) -> None:
+    rig.join()
+    rig.tick(HEARTBEAT_S)
+    answer_check(rig, {n: () for n in NODES})
+    rig.tick(0.05)
+    assert len(rig.sends(Join)) == 6
+    rig.tick(3.0)  # nobody acknowledged the Join: no cloud
+    assert rig.state.connection == "cloud unreachable"
+    rig.complete([s for s in rig.sends(Join) if not s.done], LOST)
+    rig.tick(HEARTBEAT_S)
+    assert len(rig.sends(Join)) == 9 and rig.state.connection == "cloud unreachable"
+    assert rig.notices == [UNREACHABLE_NOTICE]
+
+
+def test_join_with_no_cloud_fails_fast(rig: Rig) -> None:
+    fut: pykka.Future[JoinReply] = pykka.ThreadingFuture()
+    rig.ref.tell(JoinCloud(fut))
+    rig.tp.wait_msg(Join, count=3)
+    rig.tick(2.9)
+    assert len(rig.sends(Join)) == 3
+    rig.tick(0.1)  # 3 s and no node acknowledged or answered anything
+    with pytest.raises(CallError) as err:
+        fut.get(timeout=5)
+    assert err.value.code == "no_cloud"
+    assert rig.state.connection == "not joined" and rig.notices == []
+
+
+def test_join_while_nodes_sync_is_not_no_cloud(rig: Rig) -> None:
+    fut: pykka.Future[JoinReply] = pykka.ThreadingFuture()
+    rig.ref.tell(JoinCloud(fut))
+    [join, *_] = rig.tp.wait_msg(Join, count=3)
+    for s in rig.sends(Join):
+        rig.tp.deliver(s.addr, ErrorReply(rid=join.rid, code="syncing", message="syncing",
+                                          retryable=True))
+    rig.settle()
+    rig.tick(5.0)
+    assert len(rig.sends(Join)) >= 6  # backed off and tried again, did not give up
+    rig.complete([s for s in rig.sends(Join) if not s.done])
+    rig.deliver(NODES[0], JoinReply(rid=join.rid, token=TOKEN, updates=()))
+    assert fut.get(timeout=5).token == TOKEN
+
+
+# ---- the facade over the actor --------------------------------------------------------------
+def test_session_close_leaves_and_stops_the_actor(tmp_path: Path) -> None:
+    import config
+    from actors.client.client_session import ClientSession
+
+    cfg = config.load(None)
+    tp = FakeTransport(address=ME, auto="ack")
+    session = ClientSession("alice", tmp_path / "home", cfg, transport=tp,
+                            rng=random.Random(3))
+    answered = threading.Event()
+
+    def answer() -> None:
+        join = tp.wait_msg(Join)[0]
+        tp.deliver(cfg.nodes[0].client_addr, JoinReply(rid=join.rid, token=TOKEN, updates=()))
+        answered.set()
+
+    t = threading.Thread(target=answer, daemon=True)
+    t.start()
+    assert session.join() == []
+    assert session.token == TOKEN and session.connection == "joined"
+    session.close()
+    leaves = tp.wait_msg(Leave, count=len(cfg.nodes))
+    assert all(m.token == TOKEN for m in leaves)
+    assert not session.actor.is_alive() and tp.stopped

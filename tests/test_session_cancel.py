@@ -1,0 +1,159 @@
+"""Issue 17 items 6 and 7 from the user's side: Ctrl-C cancels a command for real, and a notice
+never glues onto a progress bar. A real ClientSession (its ClientSessionActor) over a
+FakeTransport, with a fake clock moved by the test; the shell's `Shell` where the screen matters."""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from imgdata import png_bytes
+from shell_fakes import FakeSession, wait_for
+
+import config
+from actors.client.client_session import ClientSession
+from actors.client.scope import CancelScope, within
+from actors.client.session_actor import Tick
+from codec.messages import EncryptReply, EncryptRequest, Join, JoinReply
+from shell.commands import Context
+from shell.interactive import WAITING_LINE, Shell
+from shell.names import NameSource
+from tests.fake_transport import FakeTransport
+from transport.errors import SendError
+
+ME = ("127.0.0.1", 40001)
+TOKEN = b"T" * 16
+LOST = SendError("unacknowledged", "fake: no acknowledgement")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 500.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def joined(tmp_path: Path) -> Iterator[tuple[ClientSession, FakeTransport, FakeClock]]:
+    cfg = config.load(None)
+    tp = FakeTransport(address=ME, auto=None)
+    clock = FakeClock()
+    session = ClientSession("alice", tmp_path / "home", cfg, transport=tp, clock=clock,
+                            rng=random.Random(2))
+
+    def answer() -> None:
+        join = tp.wait_msg(Join)[0]
+        tp.deliver(cfg.nodes[0].client_addr, JoinReply(rid=join.rid, token=TOKEN, updates=()))
+
+    threading.Thread(target=answer, daemon=True).start()
+    session.join()
+    try:
+        yield session, tp, clock
+    finally:
+        for s in tp.sent:
+            tp.complete(s, LOST)
+        tp.auto = "fail"  # the Leave at close: nodes that do not acknowledge
+        session.close()
+
+
+def tick(session: ClientSession, clock: FakeClock, advance: float) -> None:
+    clock.now += advance
+    session.actor.ask(Tick())
+
+
+def test_cancel_stops_retries_and_nothing_is_stored_later(
+        joined: tuple[ClientSession, FakeTransport, FakeClock], tmp_path: Path) -> None:
+    session, tp, clock = joined
+    pics = []
+    for i in (1, 2):
+        pic = tmp_path / f"pic{i}.png"
+        pic.write_bytes(png_bytes(i))
+        pics.append(pic)
+    scope = CancelScope()
+    out: dict[str, Any] = {}
+
+    def command() -> None:
+        with within(scope):
+            out["outcome"] = session.encrypt(pics)
+
+    worker = threading.Thread(target=command)
+    worker.start()
+    first = tp.wait_msg(EncryptRequest, count=len(session.node_addrs))
+    for s in tp.sends_of(EncryptRequest):
+        tp.complete(s, LOST)
+    tick(session, clock, session.cfg.client.retry_s)  # one retry before Ctrl-C
+    sent = tp.wait_msg(EncryptRequest, count=2 * len(session.node_addrs))
+    session.cancel(scope)  # Ctrl-C
+    worker.join(10)
+    assert not worker.is_alive()
+    outcome = out["outcome"]
+    assert outcome.encrypted == []
+    assert [f["code"] for f in outcome.failed] == ["cancelled", "cancelled"]
+    for _ in range(5):
+        tick(session, clock, session.cfg.client.retry_s * 10)
+    assert len(tp.sends_of(EncryptRequest)) == len(sent)  # no further retries
+    assert {m.image for m in (s.msg for s in tp.sends_of(EncryptRequest))} == {"pic1.png"}
+    # the cloud's answer arrives after the cancel: it is not stored
+    tp.deliver(session.node_addrs[0], EncryptReply(rid=first[0].rid, node=1, sealed=b"x" * 10,
+                                                   seal_ms=1.0, wait_ms=1.0))
+    session.actor.ask(Tick())
+    assert list((session.home.root / "encrypted").iterdir()) == []
+    assert list((session.home.root / "high").iterdir()) == []
+    assert session.caller.stats.duplicates == 1  # counted as a late answer, nothing else
+
+
+def test_ctrl_c_in_the_shell_cancels_the_command(
+        joined: tuple[ClientSession, FakeTransport, FakeClock], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    session, tp, clock = joined
+    pic = tmp_path / "pic.png"
+    pic.write_bytes(png_bytes(3))
+    main = threading.main_thread().ident
+    assert main is not None and threading.get_ident() == main
+    names = NameSource(session, period_s=600, local_period_s=600)
+    shell = Shell(Context(session), names=names)
+    before = len(tp.sends_of(EncryptRequest))
+
+    def press_ctrl_c() -> None:
+        tp.wait_msg(EncryptRequest, count=before + len(session.node_addrs))
+        signal.pthread_kill(main, signal.SIGINT)
+
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    assert shell.run_command(f"encrypt {pic}") is None
+    assert "cancelled: nothing more is sent or stored for it" in capsys.readouterr().out
+    for s in tp.sends_of(EncryptRequest):
+        tp.complete(s, LOST)
+    for _ in range(3):
+        tick(session, clock, session.cfg.client.retry_s * 10)
+    assert len(tp.sends_of(EncryptRequest)) == before + len(session.node_addrs)
+    wait_for(lambda: not [t for t in threading.enumerate() if t.name == "command"])
+    assert "finished in the background" not in capsys.readouterr().out
+    assert list((session.home.root / "encrypted").iterdir()) == []
+
+
+def test_a_notice_never_glues_onto_the_transfer_bar(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fake = FakeSession(tmp_path / "home")
+    try:
+        shell = Shell(Context(cast(Any, fake)), names=NameSource(fake))
+        moving = {"p": (4_000_000, 20_000_000)}
+        fake.transport.progress = lambda: moving["p"]  # type: ignore[method-assign]
+        abandoned = threading.Event()
+        assert shell._transfer_bar(abandoned)
+        shell.notify("request me#9: no answer yet; trying again")
+        out = capsys.readouterr().out
+        assert "4.0/20.0 MB transferred" in out
+        assert "\n* request me#9: no answer yet; trying again\n" in out  # a line of its own
+        assert shell._transfer_bar(abandoned)
+        moving["p"] = (0, 0)  # the upload is acknowledged; the cloud seals
+        assert shell._transfer_bar(abandoned)
+        out = capsys.readouterr().out
+        assert out.endswith(WAITING_LINE) or WAITING_LINE in out
+    finally:
+        fake.close()
