@@ -277,3 +277,19 @@ def test_tc7_seeded_loop_with_loss_and_freezes(seed: int) -> None:
         c.check()
     assert len(c.mints) >= 50 and len(c.downs) >= 100  # the run exercised both
     assert (c.net.dropped > 0) == (LOSS[seed % len(LOSS)] > 0)
+
+
+def test_a_holder_goes_down_only_with_fresh_word_from_every_peer() -> None:
+    """Rule 2 with confirm_within_s: a peer last heard longer ago than that (a crash or a cut
+    the failure detector has not called yet) keeps the holder up."""
+    m = Membership(1, (1, 2, 3), 1.0, epoch=1)
+    ring = TokenRing(1, (1, 2, 3), replace(FAST_FAILURES, mean_up_s=1e-9), random.Random(1),
+                     membership=m, now=0.0, confirm_within_s=0.4)
+    ring.listen_until = 0.0
+    ring._acquire(5, 0, 0.0)  # holding epoch 5, and a failure moment right away
+    for node, at in ((2, 0.0), (3, 0.5)):
+        m.on_heartbeat(node, at, "up", 1, token_epoch=5, token_holder=1)
+    assert not ring._all_confirm(0.55)  # node 2 last heard 0.55 s ago: not fresh
+    m.on_heartbeat(2, 0.5, "up", 1, token_epoch=5, token_holder=1)
+    assert ring._all_confirm(0.55)
+    assert m.state_of(2, 0.95) == "up" and not ring._all_confirm(0.95)  # up, yet not fresh

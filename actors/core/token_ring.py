@@ -19,8 +19,10 @@ Rules:
     passes it to the next node in id order that Membership says is up (none: keep it, retry).
  2. Going down: during each hold, a failure moment is drawn from an exponential of mean
     cfg.mean_up_s (so failures form a Poisson process of that mean over token time); if it falls
-    within the hold, the holder goes down then, but only if every other node is up AND each one's
-    last heartbeat names this node as holder of this epoch (RELIABILITY 2.3 rule 2; the second
+    within the hold, the holder goes down then, but only if every other node is up, was heard
+    within `confirm_within_s` (two heartbeats in the node: a crash or cut of a peer is unknown
+    for at most that long, not the whole failure timeout), AND each one's last heartbeat names
+    this node as holder of this epoch (RELIABILITY 2.3 rule 2; the second
     half keeps a holder whose token was replaced while it was frozen from going down). If that
     is not so at the moment, it retries until the hold ends. Down: GoingDown to all, event
     WentDown, Membership self down, for uniform(0, cfg.max_down_s) seconds, keeping the token.
@@ -118,6 +120,7 @@ class TokenRing:
         *,
         membership: Membership,
         now: float,
+        confirm_within_s: float | None = None,
     ) -> None:
         ids = tuple(sorted(set(node_ids)))
         if ids != membership.node_ids or self_id != membership.self_id:
@@ -129,6 +132,9 @@ class TokenRing:
         self.m = membership
         self.timeout_s = membership.failure_timeout_s
         self.resend_s = self.timeout_s / 4
+        # rule 2 counts a peer as up for going down only if heard this recently (default: the
+        # failure timeout): a crash or cut is then not yet known for at most this long
+        self.confirm_within_s = confirm_within_s if confirm_within_s is not None else self.timeout_s
         self.last_input = now
         self.listen_until = now + self.timeout_s  # start: listen before acting (see _wake)
         self.phase = "up"  # up | down | syncing
@@ -298,6 +304,8 @@ class TokenRing:
         for node in self.m.peer_ids:
             view = self.m.peer(node)
             if self.m.state_of(node, now) != "up" or view is None:
+                return False
+            if now - view.last_seen > self.confirm_within_s:
                 return False
             if view.token_epoch != self.epoch or view.token_holder != self.self_id:
                 return False

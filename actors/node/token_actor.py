@@ -53,7 +53,9 @@ class FailureTokenActor(NodePartActor):
         ids = [n.id for n in cfg.nodes]
         self.m = Membership(node_id, ids, cfg.election.failure_timeout_ms / 1000, epoch=boot_epoch)
         fcfg = cfg.failures if failures else replace(cfg.failures, enabled=False)
-        self.ring = ft.TokenRing(node_id, ids, fcfg, rng, membership=self.m, now=clock())
+        confirm = 2 * cfg.election.heartbeat_interval_ms / 1000  # two heartbeats
+        self.ring = ft.TokenRing(node_id, ids, fcfg, rng, membership=self.m, now=clock(),
+                                 confirm_within_s=min(confirm, self.m.failure_timeout_s))
         self.view: TokenView | None = None
 
     def wired(self) -> None:

@@ -283,7 +283,8 @@ def analyse(cloud: NetCloud, run: dict[str, Any], grants: int, tag: str) -> dict
           f"{detect_s} s after the cut; X (pending, digest, served) while cut {during}, before "
           f"{before}; grants {f['grants']}; views {f['views']} of {f['views_expected']}; "
           f"converged {f['converged_s']} s after heal; {f['violations']}, samples with two "
-          f"holders {f['samples_two_holders']}; latency ms (p50, max) {f['latency_ms']}")
+          f"holders {f['samples_two_holders']}; latency ms (p50, max) {f['latency_ms']}; samples "
+          f"with more than one node out (s after the cut) {f['bad_samples']}")
     return f
 
 
@@ -327,7 +328,8 @@ def test_partition_no_acked_update_lost_or_doubled(partition: dict[str, Any]) ->
 
 def test_partition_at_most_one_token_and_one_node_down(partition: dict[str, Any]) -> None:
     v = partition["violations"]
-    assert v["two_token_holders"] == 0 and v["down_or_unreachable_gt1"] == 0, v
+    assert v["two_token_holders"] == 0 and v["down_or_unreachable_gt1"] == 0, \
+        (v, partition["bad_samples"])
 
 
 def test_partition_converges_within_10_s_of_healing(partition: dict[str, Any]) -> None:
@@ -462,7 +464,8 @@ def test_cut_token_holder_in_simulated_failure_leaves_one_token(
     print(f"[TN-3 token] node {x} cut while down; holders 6 s into the cut "
           f"{[(r['id'], r['majority']) for r in stuck]}; {v}; converged {converged_s} s after heal")
     assert 0 <= converged_s <= 10.0
-    assert v["two_token_holders"] == 0 and v["down_or_unreachable_gt1"] == 0, v
+    assert v["two_token_holders"] == 0 and v["down_or_unreachable_gt1"] == 0, \
+        (v, partition["bad_samples"])
 
 
 def test_node_missing_coordinator_and_done_does_not_serve_too(
