@@ -88,7 +88,7 @@ def _check(pid: int, started: float) -> tuple[bool, str]:
     except psutil.NoSuchProcess:
         return False, f"process {pid} is gone"
     except psutil.AccessDenied:
-        return False, f"process {pid} belongs to another user"
+        return True, ""  # another user's process that we may not inspect: not ours to remove
     if abs(created - started) > START_SLACK_S or not any(MARKER in a for a in cmdline):
         return False, f"process {pid} is not that cloud (pid reused by {' '.join(cmdline)[:80]!r})"
     return True, ""

@@ -86,7 +86,12 @@ def run_cloud(cfg: Config, args: argparse.Namespace) -> int:
         return 1
     if found is not None:
         print(f"stale pid file {found.path} ({found.problem}): replacing it", flush=True)
-    pidfile.write(data_root, str(cfg.path or ""))
+    try:
+        pidfile.write(data_root, str(cfg.path or ""))
+    except OSError as exc:
+        print(f"veilshare: cannot write the pid file in {data_root}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
     try:
         return Supervisor(cfg, args, RestartBackoff()).run()
     finally:
@@ -204,7 +209,12 @@ def stop_cloud(args: argparse.Namespace) -> int:
         print(f"stale pid file {found.path} ({found.problem}): removed it; no cloud was "
               f"running for {data_root}", file=sys.stderr)
         return 1
-    os.kill(found.pid, signal.SIGTERM)
+    try:
+        os.kill(found.pid, signal.SIGTERM)
+    except PermissionError:
+        print(f"the cloud of {data_root} (pid {found.pid}) belongs to another user: not stopped",
+              file=sys.stderr)
+        return 1
     if not _wait_gone(found.pid, STOP_WAIT_S):
         os.kill(found.pid, signal.SIGKILL)  # its nodes die with it (PR_SET_PDEATHSIG)
         found.path.unlink(missing_ok=True)

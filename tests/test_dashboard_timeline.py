@@ -145,6 +145,8 @@ def test_rows_of_unknown_nodes_are_ignored_and_missing_rows_are_unreachable() ->
     tl = CloudTimeline([1, 2])
     snap = poll(tl, 1.0, up(1), up(9))
     assert states(snap) == {1: "up", 2: "unreachable"}
+    snap = poll(tl, 2.0, up(1, holder=200), up(2, holder=200))
+    assert snap["holder"] == 0  # a holder outside the config is unknown
 
 
 @pytest.mark.parametrize("kw", [{"window_s": 0}, {"rate_window_s": -1}])

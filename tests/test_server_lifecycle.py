@@ -57,6 +57,13 @@ def wait_for(cond: Callable[[], bool], what: str, timeout: float = 30.0) -> None
         time.sleep(0.1)
 
 
+def running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def node_pids(c: EmbeddedCloud) -> set[int]:
     assert c.proc is not None
     return {p.pid for p in psutil.Process(c.proc.pid).children()}
@@ -111,8 +118,7 @@ def test_stop_stops_only_the_cloud_of_its_data_root(
     r = server("stop", "--data", str(a.data), "--config", str(a.config))
     assert (r.returncode, r.stdout) == (0, f"stopped the cloud of {a.data} (pid {a.proc.pid})\n")
     assert a.proc.wait(timeout=30) == 0
-    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-                   for p in a_nodes)
+    assert not any(map(running, a_nodes))
     assert not pid_path(a.data).exists()
     assert "cloud stopped" in a.log_text()
     assert {r["state"] for r in a.status(timeout=0.3)} == {"unreachable"}

@@ -8,7 +8,7 @@ Two threads around one CloudTimeline:
   shipped in this package: no CDN, no build step, works offline) and `GET /api/state`, the
   snapshot (docs/json.md, `dashboard`), which the page fetches every second.
 No new dependency: http.server is enough for one local reader. Only GET and HEAD are answered;
-the page changes nothing. Binds 127.0.0.1 by default; another address prints a warning (there is
+the page changes nothing; bound to loopback, it answers only requests whose Host is loopback. Binds 127.0.0.1 by default; another address prints a warning (there is
 no authentication).
 """
 
@@ -100,7 +100,21 @@ class DashboardHTTPServer(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
-def handler_for(poller: Poller) -> type[BaseHTTPRequestHandler]:
+def loopback_host_header(value: str | None) -> bool:
+    """Whether an HTTP Host header names a loopback address ("localhost:8600", "[::1]:8600").
+    A dashboard bound to loopback answers only those, so that a web page of another site whose
+    name was made to resolve to 127.0.0.1 (DNS rebinding) cannot read it."""
+    if value is None:
+        return True  # no Host header: not a browser (browsers always send one)
+    name = value.strip()
+    if name.startswith("["):
+        name = name[1:name.find("]")] if "]" in name else name
+    elif name.count(":") == 1:
+        name = name.split(":", 1)[0]
+    return is_loopback(name)
+
+
+def handler_for(poller: Poller, *, loopback_only: bool = True) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "veilshare-dashboard"
 
@@ -112,7 +126,10 @@ def handler_for(poller: Poller) -> type[BaseHTTPRequestHandler]:
 
         def _answer(self, head: bool) -> None:
             path = self.path.split("?", 1)[0]
-            if path == "/api/state":
+            if loopback_only and not loopback_host_header(self.headers.get("Host")):
+                self._send(HTTPStatus.FORBIDDEN, "text/plain; charset=utf-8",
+                           b"this dashboard answers only to a loopback Host\n", head)
+            elif path == "/api/state":
                 self._send(HTTPStatus.OK, "application/json", poller.state(), head)
             elif path in ("/", "/index.html"):
                 self._send(HTTPStatus.OK, STATIC["index.html"], static_file("index.html"), head)
@@ -162,7 +179,8 @@ def serve(cfg: Config, *, host: str = "127.0.0.1", port: int = 8600) -> int:
     poller = Poller(cfg, lambda: query_status(cfg, timeout_s=POLL_TIMEOUT_S,
                                               transport=transports[0]))
     try:
-        httpd = DashboardHTTPServer((host, port), handler_for(poller))
+        httpd = DashboardHTTPServer((host, port),
+                                    handler_for(poller, loopback_only=is_loopback(host)))
     except OSError as exc:
         print(f"dashboard: cannot listen on {host}:{port}: {exc.strerror or exc}",
               file=sys.stderr)

@@ -143,6 +143,7 @@ class CloudTimeline:
 
     def _token(self, now: float, rows: dict[int, Row]) -> None:
         holder = self.holder_of(rows)
+        holder = holder if holder in self.nodes else 0  # a node outside the config: unknown
         current = self.token[-1] if self.token else None
         if current is not None and current.node == holder:
             return
