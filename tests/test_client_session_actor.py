@@ -473,3 +473,14 @@ def test_session_close_leaves_and_stops_the_actor(tmp_path: Path) -> None:
     leaves = tp.wait_msg(Leave, count=len(cfg.nodes))
     assert all(m.token == TOKEN for m in leaves)
     assert not session.actor.is_alive() and tp.stopped
+
+
+def test_stopping_fails_open_calls_as_closed_without_notices(rig: Rig) -> None:
+    rig.join()
+    rig.tick(HEARTBEAT_S)  # a check round is open
+    fut, _ = rig.call("alice#30")
+    rig.ref.stop()
+    with pytest.raises(CallError) as err:
+        fut.get(timeout=5)
+    assert err.value.code == "closed"
+    assert rig.notices == []  # not "the cloud does not answer"

@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 Addr = tuple[str, int]
 TICK_S = 0.05
 LEAVE_WAIT_S = 1.0  # a node that is down must not hold up the end of a session
+CHECK_SHARE = 0.9  # a check round's calls end before the next round starts
 NO_CLOUD_S = 3.0  # at join: no node acknowledged or answered anything within this: no cloud
 
 
@@ -201,6 +202,7 @@ class ClientSessionActor(pykka.ThreadingActor):
         self._tick_s = tick_s
         self._ticker_stop = threading.Event()
         self._unsubscribe: Callable[[], None] | None = None
+        self._stopping = False
 
     # ---- life -----------------------------------------------------------------------------------
     def on_start(self) -> None:
@@ -218,6 +220,7 @@ class ClientSessionActor(pykka.ThreadingActor):
             threading.Thread(target=ticker, name=f"ticker-{self.user}", daemon=True).start()
 
     def on_stop(self) -> None:
+        self._stopping = True  # calls end as "closed"; no notices, no rejoin
         self._ticker_stop.set()
         if self._unsubscribe is not None:
             self._unsubscribe()
@@ -344,6 +347,9 @@ class ClientSessionActor(pykka.ThreadingActor):
         if w is None:
             return
         now = self.clock()
+        if self._stopping and w.kind != "call":
+            self._resolve(w, error=error or CallError("closed", "the session is closed"))
+            return
         if w.kind == "check" and w.check is not None:
             reply = answered.reply if answered is not None else None
             self._presence(self.presence.check_answer(
@@ -413,7 +419,7 @@ class ClientSessionActor(pykka.ThreadingActor):
             rid = f"{self.user}#{2**52 + self.rng.randrange(2**52)}"  # read-only: not persisted
             self._waiters[rid] = _Waiter("check", check=(e.round, addr))
             self._effects(self.table.start(rid, _always(DirectoryQuery(rid=rid)), [addr], now,
-                                           deadline_s=self.heartbeat_s))
+                                           deadline_s=CHECK_SHARE * self.heartbeat_s))
 
     def _leave(self, future: pykka.Future[None], now: float) -> None:
         token = self.presence.leaving()
