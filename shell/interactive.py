@@ -215,7 +215,7 @@ class Shell:
                     ok=False,
                 )
             done.set_result(outcome)
-            if abandoned.is_set() and not scope.cancelled:
+            if abandoned.is_set() and not _cancelled(outcome):
                 state = "done" if outcome.ok else "failed"
                 self.notify(f"the cancelled command finished in the background ({state}): {line}")
 
@@ -305,6 +305,18 @@ class Shell:
                 if self._owns_names:
                     self.names.stop()
         return 0
+
+
+def _cancelled(outcome: Outcome) -> bool:
+    """The command ended because Ctrl-C cancelled it (its failures are all `cancelled`)."""
+    data = outcome.data
+    if outcome.ok:
+        return False
+    if data.get("code") == "cancelled":
+        return True
+    failed = data.get("failed") or []
+    return bool(failed) and not data.get("encrypted") and all(
+        isinstance(f, dict) and f.get("code") == "cancelled" for f in failed)
 
 
 def run_interactive(
