@@ -225,8 +225,8 @@ class Shell:
             while True:
                 try:
                     result = done.result(timeout=POLL_S)
-                    if shown and self._bar_open:  # finish the transfer bar's line
-                        sys.stdout.write("\n")
+                    if shown and self._bar_open:  # the answer is here: clear the bar's line
+                        sys.stdout.write("\r" + " " * len(WAITING_LINE) + "\r")
                         sys.stdout.flush()
                     self._bar_open = False
                     return result
