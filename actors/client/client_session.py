@@ -222,7 +222,7 @@ class ClientSession:
         """Join the directory; apply the updates handed over. Returns notices for the user."""
         fut: pykka.Future[JoinReply] = pykka.ThreadingFuture()
         notices: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self.actor.tell(JoinCloud(fut, NO_CLOUD_S, notices))
+        self.actor.tell(JoinCloud(fut, NO_CLOUD_S, notices, rid=self.next_rid()))
         try:
             reply = self.cloud.wait(fut, notices)
         except CallError as exc:

@@ -98,6 +98,7 @@ class JoinCloud:
     future: pykka.Future[JoinReply]
     silent_s: float | None = NO_CLOUD_S
     notices: queue.SimpleQueue[str] | None = None
+    rid: str | None = None  # drawn by the caller (a state.db write); None: the actor draws it
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +261,8 @@ class ClientSessionActor(pykka.ThreadingActor):
                     self._effects(self.table.cancel(rid))
         elif isinstance(message, JoinCloud):
             self.presence.joining()
-            self._join(_Waiter("join", message.future, message.notices), message.silent_s, now)
+            self._join(_Waiter("join", message.future, message.notices), message.silent_s, now,
+                       message.rid)
         elif isinstance(message, LeaveCloud):
             self._leave(message.future, now)
         elif isinstance(message, _LeaveDone):
@@ -374,9 +376,11 @@ class ClientSessionActor(pykka.ThreadingActor):
             w.future.set(value)
 
     # ---- directory session --------------------------------------------------------------------
-    def _join(self, w: _Waiter, silent_s: float | None, now: float) -> None:
+    def _join(self, w: _Waiter, silent_s: float | None, now: float,
+              rid: str | None = None) -> None:
+        """Send Join. A rejoin draws its request id here: one state.db commit, once per rejoin."""
         try:
-            rid = self.next_rid()
+            rid = rid or self.next_rid()
         except Exception as exc:  # noqa: BLE001 - the request counter could not be written
             self._join_ended(w, None, CallError("store", f"cannot draw a request id: {exc}"), now)
             return
