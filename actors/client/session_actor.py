@@ -19,8 +19,9 @@ Messages it takes (all `tell`; nothing inside the actor ever waits):
 - transport callbacks: `_SendDone` (a send's outcome, for the retry rules).
 
 It publishes `SessionState` (connection text, token) for any thread to read without asking.
-A rejoin applies the updates handed over on `on_rejoined` (the session's worker thread, since
-applying may call the cloud), and says `rejoined the cloud` through `notify`.
+A rejoin draws its request id (a state.db commit) on a helper thread, which comes back with
+`_RidDrawn`; it applies the updates handed over on `on_rejoined` (the session's worker thread,
+since applying may call the cloud), and says `rejoined the cloud` through `notify`.
 """
 
 from __future__ import annotations
@@ -129,6 +130,14 @@ class _SendDone:
 @dataclass(frozen=True, slots=True)
 class _LeaveDone:
     addr: Addr
+
+
+@dataclass(frozen=True, slots=True)
+class _RidDrawn:
+    waiter: _Waiter
+    silent_s: float | None
+    rid: str | None
+    error: str
 
 
 class SessionState:
@@ -267,6 +276,8 @@ class ClientSessionActor(pykka.ThreadingActor):
             self._leave(message.future, now)
         elif isinstance(message, _LeaveDone):
             self._leave_done(message.addr)
+        elif isinstance(message, _RidDrawn):
+            self._rid_drawn(message, now)
         elif isinstance(message, UseToken):
             self.presence.joining()
             self._presence(self.presence.joined(message.token, now), now)
@@ -378,11 +389,22 @@ class ClientSessionActor(pykka.ThreadingActor):
     # ---- directory session --------------------------------------------------------------------
     def _join(self, w: _Waiter, silent_s: float | None, now: float,
               rid: str | None = None) -> None:
-        """Send Join. A rejoin draws its request id here: one state.db commit, once per rejoin."""
-        try:
-            rid = rid or self.next_rid()
-        except Exception as exc:  # noqa: BLE001 - the request counter could not be written
-            self._join_ended(w, None, CallError("store", f"cannot draw a request id: {exc}"), now)
+        """Send Join with `rid`; without one, draw it first on a helper thread (a state.db
+        commit must not hold up this actor) and come back with `_RidDrawn`."""
+        if rid is None:
+            ref, draw = self.actor_ref, self.next_rid
+
+            def drawing() -> None:
+                try:
+                    drawn: _RidDrawn = _RidDrawn(w, silent_s, draw(), "")
+                except Exception as exc:  # noqa: BLE001 - the request counter is unwritable
+                    drawn = _RidDrawn(w, silent_s, None, f"cannot draw a request id: {exc}")
+                try:
+                    ref.tell(drawn)
+                except pykka.ActorDeadError:
+                    pass
+
+            threading.Thread(target=drawing, name=f"rid-{self.user}", daemon=True).start()
             return
         sign_key, box_key = self.keys
         user = self.user
@@ -390,6 +412,12 @@ class ClientSessionActor(pykka.ThreadingActor):
         self._effects(self.table.start(
             rid, lambda _a: Join(rid=rid, user=user, sign_key=sign_key, box_key=box_key),
             self.nodes, now, silent_s=silent_s))
+
+    def _rid_drawn(self, m: _RidDrawn, now: float) -> None:
+        if m.rid is None:
+            self._join_ended(m.waiter, None, CallError("store", m.error), now)
+        else:
+            self._join(m.waiter, m.silent_s, now, m.rid)
 
     def _join_ended(self, w: _Waiter, answered: Answered | None, error: CallError | None,
                     now: float) -> None:
