@@ -21,10 +21,10 @@ import pykka
 import pytest
 
 from actors.client.scope import CancelScope as Scope
-from actors.client.session_actor import (
+from actors.client.session_actor import ClientSessionActor
+from actors.client.session_messages import (
     CallResult,
     CancelScope,
-    ClientSessionActor,
     JoinCloud,
     LeaveCloud,
     SessionState,

@@ -18,7 +18,7 @@ from shell_fakes import FakeSession, wait_for
 import config
 from actors.client.client_session import ClientSession
 from actors.client.scope import CancelScope, within
-from actors.client.session_actor import Tick
+from actors.client.session_messages import Tick
 from codec.messages import EncryptReply, EncryptRequest, Join, JoinReply
 from shell.commands import Context
 from shell.interactive import WAITING_LINE, Shell

@@ -41,17 +41,15 @@ from actors.client.grants import Grants
 from actors.client.keys import ClientKeys
 from actors.client.peer import Sharing
 from actors.client.scope import CancelScope, cancelled
-from actors.client.session_actor import (
+from actors.client.session_actor import ClientSessionActor
+from actors.client.session_messages import (
     NO_CLOUD_S,
-    ClientSessionActor,
     JoinCloud,
     LeaveCloud,
     SessionState,
     UseToken,
 )
-from actors.client.session_actor import (
-    CancelScope as CancelMsg,
-)
+from actors.client.session_messages import CancelScope as CancelMsg
 from actors.core.calls import CallError, CallStats
 from codec import images
 from codec.messages import EncryptReply, JoinReply, Message, Update, UserEntry

@@ -6,7 +6,7 @@ request) is handed to `on_peer`, the sharing code, whose own worker pool answers
 directory session (actors.core.presence): join, heartbeats, the periodic check that the nodes
 still know us, rejoin, leave.
 
-Messages it takes (all `tell`; nothing inside the actor ever waits):
+Messages it takes (actors.client.session_messages; all `tell`; nothing inside it ever waits):
 - `StartCall`: a request to multicast; the caller made a pykka future and waits on it (and on
   the call's `notices` queue, which gets at most one retry notice). The future gets a
   `CallResult` or fails with `CallError` (`cancelled`, `closed`, a refusal, `unreachable`...).
@@ -37,6 +37,17 @@ from typing import Any
 import pykka
 
 from actors.client.scope import CancelScope as Scope
+from actors.client.session_messages import (
+    NO_CLOUD_S,
+    CallResult,
+    CancelScope,
+    JoinCloud,
+    LeaveCloud,
+    SessionState,
+    StartCall,
+    Tick,
+    UseToken,
+)
 from actors.core import presence as P
 from actors.core.calls import (
     Answered,
@@ -66,57 +77,6 @@ Addr = tuple[str, int]
 TICK_S = 0.05
 LEAVE_WAIT_S = 1.0  # a node that is down must not hold up the end of a session
 CHECK_SHARE = 0.9  # a check round's calls end before the next round starts
-NO_CLOUD_S = 3.0  # at join: no node acknowledged or answered anything within this: no cloud
-
-
-@dataclass(frozen=True, slots=True)
-class CallResult:
-    reply: Message
-    started: float  # clock() units
-    acks: dict[Addr, float]  # first acknowledgement per target, clock() units
-
-
-@dataclass(frozen=True, slots=True)
-class StartCall:
-    rid: str
-    build: Callable[[int], Message]
-    targets: tuple[Addr, ...]
-    future: pykka.Future[CallResult]
-    deadline_s: float | None = None
-    hold_s: float | None = None
-    silent_s: float | None = None
-    notices: queue.SimpleQueue[str] | None = None
-    scope: Scope | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CancelScope:
-    scope: Scope
-
-
-@dataclass(frozen=True, slots=True)
-class JoinCloud:
-    future: pykka.Future[JoinReply]
-    silent_s: float | None = NO_CLOUD_S
-    notices: queue.SimpleQueue[str] | None = None
-    rid: str | None = None  # drawn by the caller (a state.db write); None: the actor draws it
-
-
-@dataclass(frozen=True, slots=True)
-class LeaveCloud:
-    future: pykka.Future[None]
-
-
-@dataclass(frozen=True, slots=True)
-class UseToken:
-    """Adopt a session token got by a Join sent by hand (tests that play a modified client)."""
-
-    token: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Tick:
-    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,14 +98,6 @@ class _RidDrawn:
     silent_s: float | None
     rid: str | None
     error: str
-
-
-class SessionState:
-    """What the session shows (toolbar, `token`): written by the actor only, read by anyone."""
-
-    def __init__(self) -> None:
-        self.connection = "not joined"
-        self.token: bytes | None = None
 
 
 @dataclass
@@ -491,14 +443,4 @@ def _exc(err: BaseException) -> tuple[type[BaseException], BaseException, None]:
     return (type(err), err, None)
 
 
-__all__ = [
-    "CallResult",
-    "CancelScope",
-    "ClientSessionActor",
-    "JoinCloud",
-    "LeaveCloud",
-    "SessionState",
-    "StartCall",
-    "Tick",
-    "UseToken",
-]
+__all__ = ["ClientSessionActor"]
