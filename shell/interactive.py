@@ -215,7 +215,7 @@ class Shell:
                     ok=False,
                 )
             done.set_result(outcome)
-            if abandoned.is_set() and not scope.cancelled:
+            if abandoned.is_set() and not _cancelled(outcome):
                 state = "done" if outcome.ok else "failed"
                 self.notify(f"the cancelled command finished in the background ({state}): {line}")
 
@@ -225,8 +225,8 @@ class Shell:
             while True:
                 try:
                     result = done.result(timeout=POLL_S)
-                    if shown and self._bar_open:  # finish the transfer bar's line
-                        sys.stdout.write("\n")
+                    if shown and self._bar_open:  # the answer is here: clear the bar's line
+                        sys.stdout.write("\r" + " " * len(WAITING_LINE) + "\r")
                         sys.stdout.flush()
                     self._bar_open = False
                     return result
@@ -305,6 +305,18 @@ class Shell:
                 if self._owns_names:
                     self.names.stop()
         return 0
+
+
+def _cancelled(outcome: Outcome) -> bool:
+    """The command ended because Ctrl-C cancelled it (its failures are all `cancelled`)."""
+    data = outcome.data
+    if outcome.ok:
+        return False
+    if data.get("code") == "cancelled":
+        return True
+    failed = data.get("failed") or []
+    return bool(failed) and not data.get("encrypted") and all(
+        isinstance(f, dict) and f.get("code") == "cancelled" for f in failed)
 
 
 def run_interactive(

@@ -21,10 +21,10 @@ import pykka
 import pytest
 
 from actors.client.scope import CancelScope as Scope
-from actors.client.session_actor import (
+from actors.client.session_actor import ClientSessionActor
+from actors.client.session_messages import (
     CallResult,
     CancelScope,
-    ClientSessionActor,
     JoinCloud,
     LeaveCloud,
     SessionState,
@@ -114,7 +114,7 @@ class Rig:
     def join(self, token: bytes = TOKEN, updates: tuple[Update, ...] = ()) -> JoinReply:
         fut: pykka.Future[JoinReply] = pykka.ThreadingFuture()
         self.ref.tell(JoinCloud(fut))
-        [join] = self.tp.wait_msg(Join, count=len(self.sends(Join)) + 1)[-1:]
+        [join] = self.tp.wait_msg(Join, count=len(self.sends(Join)) + len(NODES))[-1:]
         self.complete([s for s in self.sends(Join) if not s.done])
         self.deliver(NODES[0], JoinReply(rid=join.rid, token=token, updates=updates))
         return fut.get(timeout=5)
@@ -360,6 +360,8 @@ def test_rejoins_when_a_majority_of_the_nodes_no_longer_lists_it(rig: Rig) -> No
                        NODES[2]: None})
     rig.tick(0.05)
     assert rig.state.connection == "rejoining" and rig.state.token is None
+    rig.tp.wait_msg(Join, count=6)  # its request id is drawn off the actor's thread first
+    rig.settle()
     joins = rig.sends(Join)
     assert len(joins) == 6 and joins[-1].msg.rid != joins[0].msg.rid  # a fresh persisted id
     assert joins[-1].msg.sign_key == b"s" * 32  # its own keys
@@ -400,6 +402,8 @@ def test_a_cloud_that_comes_back_empty_is_rejoined_after_being_unreachable(rig: 
     assert rig.state.connection == "cloud unreachable"
     answer_check(rig, {n: () for n in NODES})
     rig.tick(0.05)
+    rig.tp.wait_msg(Join, count=6)
+    rig.settle()
     join = rig.sends(Join)[-1]
     assert rig.state.connection == "rejoining"
     rig.complete([join for join in rig.sends(Join) if not join.done])
@@ -412,11 +416,14 @@ def test_a_rejoin_that_finds_no_cloud_tries_again_next_period(rig: Rig) -> None:
     rig.tick(HEARTBEAT_S)
     answer_check(rig, {n: () for n in NODES})
     rig.tick(0.05)
-    assert len(rig.sends(Join)) == 6
+    rig.tp.wait_msg(Join, count=6)
+    rig.settle()
     rig.tick(3.0)  # nobody acknowledged the Join: no cloud
     assert rig.state.connection == "cloud unreachable"
     rig.complete([s for s in rig.sends(Join) if not s.done], LOST)
     rig.tick(HEARTBEAT_S)
+    rig.tp.wait_msg(Join, count=9)
+    rig.settle()
     assert len(rig.sends(Join)) == 9 and rig.state.connection == "cloud unreachable"
     assert rig.notices == [UNREACHABLE_NOTICE]
 
@@ -473,3 +480,14 @@ def test_session_close_leaves_and_stops_the_actor(tmp_path: Path) -> None:
     leaves = tp.wait_msg(Leave, count=len(cfg.nodes))
     assert all(m.token == TOKEN for m in leaves)
     assert not session.actor.is_alive() and tp.stopped
+
+
+def test_stopping_fails_open_calls_as_closed_without_notices(rig: Rig) -> None:
+    rig.join()
+    rig.tick(HEARTBEAT_S)  # a check round is open
+    fut, _ = rig.call("alice#30")
+    rig.ref.stop()
+    with pytest.raises(CallError) as err:
+        fut.get(timeout=5)
+    assert err.value.code == "closed"
+    assert rig.notices == []  # not "the cloud does not answer"

@@ -5,6 +5,7 @@
   says `rejoined the cloud` once, and a peer reaches it within TTL + 3 s after the cloud is back.
 - With no cloud running, a client says so at once with the hint to start it (exit 3), in one
   line, instead of a minute of retry lines.
+- (issue 17 item 6) A large request is not uploaded twice while it moves or the nodes seal it.
 
 The clouds here use a short TTL (5 s, heartbeats every 1 s) so that the bound is tight and the
 tests short; the bound is the issue's (TTL + 3 s), polled, never slept.
@@ -170,3 +171,27 @@ def test_no_cloud_running_fails_at_once_with_the_hint(tmp_path: Path) -> None:
     assert lines[0].startswith("veilshare: cannot join the cloud: no node of the cloud answers")
     assert "python -m actors.server" in lines[0]
     assert r.stdout == ""
+
+
+def test_a_large_upload_is_not_sent_twice(cloud_factory: Callable[..., Cloud],
+                                          tmp_path: Path) -> None:
+    """Issue 17 item 6: a request still moving, then held by the nodes while they seal, is not
+    resent, even with a retry interval far shorter than the upload and the seal."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    cloud = cloud_factory(3, sections={"client": {"retry_s": 0.2}})
+    noise = np.random.default_rng(4).integers(0, 256, (1400, 1400, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise, "RGB").save(buf, "PNG", compress_level=0)
+    big = tmp_path / "big.png"
+    big.write_bytes(buf.getvalue())  # about 6 MB
+    session = _joined(config.load(cloud.config), tmp_path / "alice", "alice")
+    try:
+        row = session.encrypt_file(big)
+        assert (session.home.root / row["path"]).stat().st_size > 6_000_000
+        assert session.caller.stats.retries == 0
+    finally:
+        session.close()

@@ -18,7 +18,7 @@ from shell_fakes import FakeSession, wait_for
 import config
 from actors.client.client_session import ClientSession
 from actors.client.scope import CancelScope, within
-from actors.client.session_actor import Tick
+from actors.client.session_messages import Tick
 from codec.messages import EncryptReply, EncryptRequest, Join, JoinReply
 from shell.commands import Context
 from shell.interactive import WAITING_LINE, Shell
@@ -157,3 +157,19 @@ def test_a_notice_never_glues_onto_the_transfer_bar(
         assert out.endswith(WAITING_LINE) or WAITING_LINE in out
     finally:
         fake.close()
+
+
+def test_the_toolbar_shows_the_sessions_true_state(
+        joined: tuple[ClientSession, FakeTransport, FakeClock]) -> None:
+    from types import SimpleNamespace
+
+    from prompt_toolkit.formatted_text import fragment_list_to_text
+
+    from shell.toolbar import make_toolbar
+
+    session, tp, _clock = joined
+    names = NameSource(session, period_s=600, local_period_s=600)
+    assert "| joined |" in fragment_list_to_text(make_toolbar(session, names)())
+    for state in ("rejoining", "cloud unreachable"):  # what the actor publishes (see
+        seen = SimpleNamespace(user="alice", transport=tp, connection=state)  # its tests)
+        assert f"| {state} |" in fragment_list_to_text(make_toolbar(seen, names)())

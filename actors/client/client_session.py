@@ -41,17 +41,15 @@ from actors.client.grants import Grants
 from actors.client.keys import ClientKeys
 from actors.client.peer import Sharing
 from actors.client.scope import CancelScope, cancelled
-from actors.client.session_actor import (
+from actors.client.session_actor import ClientSessionActor
+from actors.client.session_messages import (
     NO_CLOUD_S,
-    ClientSessionActor,
     JoinCloud,
     LeaveCloud,
     SessionState,
     UseToken,
 )
-from actors.client.session_actor import (
-    CancelScope as CancelMsg,
-)
+from actors.client.session_messages import CancelScope as CancelMsg
 from actors.core.calls import CallError, CallStats
 from codec import images
 from codec.messages import EncryptReply, JoinReply, Message, Update, UserEntry
@@ -222,7 +220,7 @@ class ClientSession:
         """Join the directory; apply the updates handed over. Returns notices for the user."""
         fut: pykka.Future[JoinReply] = pykka.ThreadingFuture()
         notices: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self.actor.tell(JoinCloud(fut, NO_CLOUD_S, notices))
+        self.actor.tell(JoinCloud(fut, NO_CLOUD_S, notices, rid=self.next_rid()))
         try:
             reply = self.cloud.wait(fut, notices)
         except CallError as exc:

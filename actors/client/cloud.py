@@ -22,8 +22,8 @@ import pykka
 
 from actors.client.errors import SessionError
 from actors.client.scope import CancelScope, current_scope
-from actors.client.session_actor import CallResult, SessionState, StartCall
-from actors.client.session_actor import CancelScope as CancelMsg
+from actors.client.session_messages import CallResult, SessionState, StartCall
+from actors.client.session_messages import CancelScope as CancelMsg
 from actors.core.calls import CallError
 from actors.core.directory import token_digest
 from codec.messages import (

@@ -6,7 +6,7 @@ request) is handed to `on_peer`, the sharing code, whose own worker pool answers
 directory session (actors.core.presence): join, heartbeats, the periodic check that the nodes
 still know us, rejoin, leave.
 
-Messages it takes (all `tell`; nothing inside the actor ever waits):
+Messages it takes (actors.client.session_messages; all `tell`; nothing inside it ever waits):
 - `StartCall`: a request to multicast; the caller made a pykka future and waits on it (and on
   the call's `notices` queue, which gets at most one retry notice). The future gets a
   `CallResult` or fails with `CallError` (`cancelled`, `closed`, a refusal, `unreachable`...).
@@ -19,8 +19,9 @@ Messages it takes (all `tell`; nothing inside the actor ever waits):
 - transport callbacks: `_SendDone` (a send's outcome, for the retry rules).
 
 It publishes `SessionState` (connection text, token) for any thread to read without asking.
-A rejoin applies the updates handed over on `on_rejoined` (the session's worker thread, since
-applying may call the cloud), and says `rejoined the cloud` through `notify`.
+A rejoin draws its request id (a state.db commit) on a helper thread, which comes back with
+`_RidDrawn`; it applies the updates handed over on `on_rejoined` (the session's worker thread,
+since applying may call the cloud), and says `rejoined the cloud` through `notify`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,17 @@ from typing import Any
 import pykka
 
 from actors.client.scope import CancelScope as Scope
+from actors.client.session_messages import (
+    NO_CLOUD_S,
+    CallResult,
+    CancelScope,
+    JoinCloud,
+    LeaveCloud,
+    SessionState,
+    StartCall,
+    Tick,
+    UseToken,
+)
 from actors.core import presence as P
 from actors.core.calls import (
     Answered,
@@ -64,56 +76,7 @@ log = logging.getLogger(__name__)
 Addr = tuple[str, int]
 TICK_S = 0.05
 LEAVE_WAIT_S = 1.0  # a node that is down must not hold up the end of a session
-NO_CLOUD_S = 3.0  # at join: no node acknowledged or answered anything within this: no cloud
-
-
-@dataclass(frozen=True, slots=True)
-class CallResult:
-    reply: Message
-    started: float  # clock() units
-    acks: dict[Addr, float]  # first acknowledgement per target, clock() units
-
-
-@dataclass(frozen=True, slots=True)
-class StartCall:
-    rid: str
-    build: Callable[[int], Message]
-    targets: tuple[Addr, ...]
-    future: pykka.Future[CallResult]
-    deadline_s: float | None = None
-    hold_s: float | None = None
-    silent_s: float | None = None
-    notices: queue.SimpleQueue[str] | None = None
-    scope: Scope | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CancelScope:
-    scope: Scope
-
-
-@dataclass(frozen=True, slots=True)
-class JoinCloud:
-    future: pykka.Future[JoinReply]
-    silent_s: float | None = NO_CLOUD_S
-    notices: queue.SimpleQueue[str] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class LeaveCloud:
-    future: pykka.Future[None]
-
-
-@dataclass(frozen=True, slots=True)
-class UseToken:
-    """Adopt a session token got by a Join sent by hand (tests that play a modified client)."""
-
-    token: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Tick:
-    pass
+CHECK_SHARE = 0.9  # a check round's calls end before the next round starts
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,12 +92,12 @@ class _LeaveDone:
     addr: Addr
 
 
-class SessionState:
-    """What the session shows (toolbar, `token`): written by the actor only, read by anyone."""
-
-    def __init__(self) -> None:
-        self.connection = "not joined"
-        self.token: bytes | None = None
+@dataclass(frozen=True, slots=True)
+class _RidDrawn:
+    waiter: _Waiter
+    silent_s: float | None
+    rid: str | None
+    error: str
 
 
 @dataclass
@@ -201,6 +164,7 @@ class ClientSessionActor(pykka.ThreadingActor):
         self._tick_s = tick_s
         self._ticker_stop = threading.Event()
         self._unsubscribe: Callable[[], None] | None = None
+        self._stopping = False
 
     # ---- life -----------------------------------------------------------------------------------
     def on_start(self) -> None:
@@ -218,6 +182,7 @@ class ClientSessionActor(pykka.ThreadingActor):
             threading.Thread(target=ticker, name=f"ticker-{self.user}", daemon=True).start()
 
     def on_stop(self) -> None:
+        self._stopping = True  # calls end as "closed"; no notices, no rejoin
         self._ticker_stop.set()
         if self._unsubscribe is not None:
             self._unsubscribe()
@@ -257,11 +222,14 @@ class ClientSessionActor(pykka.ThreadingActor):
                     self._effects(self.table.cancel(rid))
         elif isinstance(message, JoinCloud):
             self.presence.joining()
-            self._join(_Waiter("join", message.future, message.notices), message.silent_s, now)
+            self._join(_Waiter("join", message.future, message.notices), message.silent_s, now,
+                       message.rid)
         elif isinstance(message, LeaveCloud):
             self._leave(message.future, now)
         elif isinstance(message, _LeaveDone):
             self._leave_done(message.addr)
+        elif isinstance(message, _RidDrawn):
+            self._rid_drawn(message, now)
         elif isinstance(message, UseToken):
             self.presence.joining()
             self._presence(self.presence.joined(message.token, now), now)
@@ -344,6 +312,9 @@ class ClientSessionActor(pykka.ThreadingActor):
         if w is None:
             return
         now = self.clock()
+        if self._stopping and w.kind != "call":
+            self._resolve(w, error=error or CallError("closed", "the session is closed"))
+            return
         if w.kind == "check" and w.check is not None:
             reply = answered.reply if answered is not None else None
             self._presence(self.presence.check_answer(
@@ -368,11 +339,24 @@ class ClientSessionActor(pykka.ThreadingActor):
             w.future.set(value)
 
     # ---- directory session --------------------------------------------------------------------
-    def _join(self, w: _Waiter, silent_s: float | None, now: float) -> None:
-        try:
-            rid = self.next_rid()
-        except Exception as exc:  # noqa: BLE001 - the request counter could not be written
-            self._join_ended(w, None, CallError("store", f"cannot draw a request id: {exc}"), now)
+    def _join(self, w: _Waiter, silent_s: float | None, now: float,
+              rid: str | None = None) -> None:
+        """Send Join with `rid`; without one, draw it first on a helper thread (a state.db
+        commit must not hold up this actor) and come back with `_RidDrawn`."""
+        if rid is None:
+            ref, draw = self.actor_ref, self.next_rid
+
+            def drawing() -> None:
+                try:
+                    drawn: _RidDrawn = _RidDrawn(w, silent_s, draw(), "")
+                except Exception as exc:  # noqa: BLE001 - the request counter is unwritable
+                    drawn = _RidDrawn(w, silent_s, None, f"cannot draw a request id: {exc}")
+                try:
+                    ref.tell(drawn)
+                except pykka.ActorDeadError:
+                    pass
+
+            threading.Thread(target=drawing, name=f"rid-{self.user}", daemon=True).start()
             return
         sign_key, box_key = self.keys
         user = self.user
@@ -380,6 +364,12 @@ class ClientSessionActor(pykka.ThreadingActor):
         self._effects(self.table.start(
             rid, lambda _a: Join(rid=rid, user=user, sign_key=sign_key, box_key=box_key),
             self.nodes, now, silent_s=silent_s))
+
+    def _rid_drawn(self, m: _RidDrawn, now: float) -> None:
+        if m.rid is None:
+            self._join_ended(m.waiter, None, CallError("store", m.error), now)
+        else:
+            self._join(m.waiter, m.silent_s, now, m.rid)
 
     def _join_ended(self, w: _Waiter, answered: Answered | None, error: CallError | None,
                     now: float) -> None:
@@ -413,7 +403,7 @@ class ClientSessionActor(pykka.ThreadingActor):
             rid = f"{self.user}#{2**52 + self.rng.randrange(2**52)}"  # read-only: not persisted
             self._waiters[rid] = _Waiter("check", check=(e.round, addr))
             self._effects(self.table.start(rid, _always(DirectoryQuery(rid=rid)), [addr], now,
-                                           deadline_s=self.heartbeat_s))
+                                           deadline_s=CHECK_SHARE * self.heartbeat_s))
 
     def _leave(self, future: pykka.Future[None], now: float) -> None:
         token = self.presence.leaving()
@@ -453,14 +443,4 @@ def _exc(err: BaseException) -> tuple[type[BaseException], BaseException, None]:
     return (type(err), err, None)
 
 
-__all__ = [
-    "CallResult",
-    "CancelScope",
-    "ClientSessionActor",
-    "JoinCloud",
-    "LeaveCloud",
-    "SessionState",
-    "StartCall",
-    "Tick",
-    "UseToken",
-]
+__all__ = ["ClientSessionActor"]
