@@ -229,3 +229,46 @@ def test_a_request_id_in_flight_is_not_started_twice() -> None:
     [failed] = t.start(RID, lambda a: Ack(rid=RID), NODES, 0.0)
     assert isinstance(failed, Failed) and failed.error.code == "busy"
     assert RID in t
+
+
+# ---- quorum calls (issue 15: stored means on a majority's disk; a join reads a majority) -------
+def test_a_quorum_call_waits_for_a_majority_of_replies_and_returns_them_all() -> None:
+    t = CallTable(retry_s=1.0, deadline_s=60.0)
+    sends = t.start(RID, lambda a: Ack(rid=RID), NODES, 0.0, quorum=2)
+    assert len([e for e in sends if isinstance(e, Send)]) == 3
+    done, eff = t.on_reply(NODES[0], Ack(rid=RID), 0.1)
+    assert done and eff == []  # one node's commit is not enough
+    done, eff = t.on_reply(NODES[0], Ack(rid=RID), 0.15)  # the same node again: still one
+    assert eff == []
+    done, eff = t.on_reply(NODES[2], Ack(rid=RID), 0.2)
+    (answered,) = eff
+    assert isinstance(answered, Answered) and len(answered.replies) == 2
+    t.on_reply(NODES[1], Ack(rid=RID), 0.3)  # the third commit comes later: expected
+    assert t.stats.duplicates == 0 and t.stats.replies_accepted == 1
+
+
+def test_a_quorum_call_with_one_node_acking_fails_at_its_deadline_not_acknowledged() -> None:
+    """The issue 15 case: only one node can be reached and store the update; the client is never
+    told "stored" (it was told so before, and a crash lost the update)."""
+    t = CallTable(retry_s=1.0, deadline_s=5.0)
+    t.start(RID, lambda a: Ack(rid=RID), NODES, 0.0, quorum=2)
+    t.on_reply(NODES[2], Ack(rid=RID), 0.1)
+    ended: list[Effect] = []
+    now = 0.0
+    while not ended and now < 10.0:
+        now += 0.5
+        for e in t.tick(now):
+            if isinstance(e, Send) and e.addr == NODES[2]:
+                t.on_reply(NODES[2], Ack(rid=RID), now)  # it keeps acknowledging its copy
+            if isinstance(e, (Answered, Failed)):
+                ended.append(e)
+    (failed,) = ended
+    assert isinstance(failed, Failed) and failed.error.code == "unreachable"
+
+
+def test_a_plain_call_still_counts_a_second_reply_as_a_duplicate() -> None:
+    t = CallTable(retry_s=1.0, deadline_s=60.0)
+    t.start(RID, lambda a: Ack(rid=RID), NODES, 0.0)
+    t.on_reply(NODES[0], Ack(rid=RID), 0.1)
+    t.on_reply(NODES[1], Ack(rid=RID), 0.2)
+    assert t.stats.duplicates == 1

@@ -116,7 +116,8 @@ class Rig:
         self.ref.tell(JoinCloud(fut))
         [join] = self.tp.wait_msg(Join, count=len(self.sends(Join)) + len(NODES))[-1:]
         self.complete([s for s in self.sends(Join) if not s.done])
-        self.deliver(NODES[0], JoinReply(rid=join.rid, token=token, updates=updates))
+        for node in NODES[:2]:  # a majority answers (a join reads what a majority holds)
+            self.deliver(node, JoinReply(rid=join.rid, token=token, updates=updates))
         return fut.get(timeout=5)
 
 
@@ -369,6 +370,8 @@ def test_rejoins_when_a_majority_of_the_nodes_no_longer_lists_it(rig: Rig) -> No
                     delta=2, addressee="alice", grant=b"", created=1.0)
     rig.complete(joins[3:])
     rig.deliver(NODES[1], JoinReply(rid=joins[-1].msg.rid, token=NEW_TOKEN, updates=(update,)))
+    # a majority answers; the other node has not heard of the update: the union hands it over
+    rig.deliver(NODES[2], JoinReply(rid=joins[-1].msg.rid, token=NEW_TOKEN, updates=()))
     assert rig.state.connection == "joined" and rig.state.token == NEW_TOKEN
     assert rig.rejoined == [(update,)]
     assert rig.notices == [REJOINED_NOTICE]
@@ -407,7 +410,8 @@ def test_a_cloud_that_comes_back_empty_is_rejoined_after_being_unreachable(rig: 
     join = rig.sends(Join)[-1]
     assert rig.state.connection == "rejoining"
     rig.complete([join for join in rig.sends(Join) if not join.done])
-    rig.deliver(NODES[0], JoinReply(rid=join.msg.rid, token=NEW_TOKEN, updates=()))
+    for node in NODES[:2]:  # a majority answers the join
+        rig.deliver(node, JoinReply(rid=join.msg.rid, token=NEW_TOKEN, updates=()))
     assert rig.notices == [UNREACHABLE_NOTICE, REJOINED_NOTICE]
 
 
@@ -452,7 +456,8 @@ def test_join_while_nodes_sync_is_not_no_cloud(rig: Rig) -> None:
     rig.tick(5.0)
     assert len(rig.sends(Join)) >= 6  # backed off and tried again, did not give up
     rig.complete([s for s in rig.sends(Join) if not s.done])
-    rig.deliver(NODES[0], JoinReply(rid=join.rid, token=TOKEN, updates=()))
+    for node in NODES[:2]:  # a majority answers the join
+        rig.deliver(node, JoinReply(rid=join.rid, token=TOKEN, updates=()))
     assert fut.get(timeout=5).token == TOKEN
 
 
@@ -469,7 +474,8 @@ def test_session_close_leaves_and_stops_the_actor(tmp_path: Path) -> None:
 
     def answer() -> None:
         join = tp.wait_msg(Join)[0]
-        tp.deliver(cfg.nodes[0].client_addr, JoinReply(rid=join.rid, token=TOKEN, updates=()))
+        for node in cfg.nodes[:2]:  # a majority answers the join
+            tp.deliver(node.client_addr, JoinReply(rid=join.rid, token=TOKEN, updates=()))
         answered.set()
 
     t = threading.Thread(target=answer, daemon=True)

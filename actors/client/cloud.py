@@ -75,8 +75,9 @@ class Cloud:
 
     def call_result(self, build: Callable[[str, int], Message], targets: Sequence[Addr] | None = None,
                     deadline_s: float | None = None, rid: str | None = None,
-                    hold_s: float | None = None) -> CallResult:
-        """One request (a fresh id unless `rid`) to the nodes or `targets`; raises SessionError."""
+                    hold_s: float | None = None, quorum: int = 1) -> CallResult:
+        """One request (a fresh id unless `rid`) to the nodes or `targets`; raises SessionError.
+        `quorum`: replies needed (see actors.core.calls)."""
         scope = current_scope.get()
         if scope is not None and scope.cancelled:
             raise SessionError("cancelled", "cancelled")
@@ -87,7 +88,8 @@ class Cloud:
         notices: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._actor.tell(StartCall(rid, lambda attempt: build(rid, attempt),
                                    tuple(targets or self.nodes), fut, deadline_s=deadline_s,
-                                   hold_s=hold_s, notices=notices, scope=scope))
+                                   hold_s=hold_s, notices=notices, scope=scope,
+                                   quorum=quorum))
         try:
             result: CallResult = self.wait(fut, notices)
             return result
@@ -130,10 +132,12 @@ class Cloud:
         return res
 
     def post_update(self, update: Update) -> None:
-        """Store an update on the nodes for an offline addressee (durable when acked)."""
+        """Store an update on the nodes for an offline addressee: stored once a majority of the
+        nodes acknowledged it, each after its commit (on a majority's disk)."""
         tok = self.require_token()
-        reply = self.call(lambda rid, _a: PostUpdate(rid=rid, user=self.user, token=tok,
-                                                     update=update))
+        reply = self.call_result(lambda rid, _a: PostUpdate(rid=rid, user=self.user, token=tok,
+                                                            update=update),
+                                 quorum=len(self.nodes) // 2 + 1).reply
         if not isinstance(reply, Ack):
             raise SessionError("protocol", "the cloud did not acknowledge the update")
 

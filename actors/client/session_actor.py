@@ -31,7 +31,7 @@ import queue
 import random
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pykka
@@ -270,7 +270,7 @@ class ClientSessionActor(pykka.ThreadingActor):
             return
         self._waiters[m.rid] = _Waiter("call", m.future, m.notices, m.scope)
         self._effects(self.table.start(m.rid, m.build, m.targets, now, deadline_s=m.deadline_s,
-                                       hold_s=m.hold_s, silent_s=m.silent_s))
+                                       hold_s=m.hold_s, silent_s=m.silent_s, quorum=m.quorum))
 
     def _effects(self, effects: list[Effect], closing: bool = False) -> None:
         for e in effects:
@@ -325,7 +325,8 @@ class ClientSessionActor(pykka.ThreadingActor):
             self._join_ended(w, answered, error, now)
             return
         if answered is not None:
-            self._resolve(w, CallResult(answered.reply, answered.started, answered.acks))
+            self._resolve(w, CallResult(answered.reply, answered.started, answered.acks,
+                                        answered.replies))
         else:
             self._resolve(w, error=error)
 
@@ -363,7 +364,7 @@ class ClientSessionActor(pykka.ThreadingActor):
         self._waiters[rid] = w
         self._effects(self.table.start(
             rid, lambda _a: Join(rid=rid, user=user, sign_key=sign_key, box_key=box_key),
-            self.nodes, now, silent_s=silent_s))
+            self.nodes, now, silent_s=silent_s, quorum=majority(len(self.nodes))))
 
     def _rid_drawn(self, m: _RidDrawn, now: float) -> None:
         if m.rid is None:
@@ -381,6 +382,7 @@ class ClientSessionActor(pykka.ThreadingActor):
             self._presence(self.presence.join_failed(err.code, str(err), now), now)
             self._resolve(w, error=err)
             return
+        reply = _union(answered.replies if answered is not None else (), reply)
         self._presence(self.presence.joined(reply.token, now), now)
         if w.kind == "rejoin":
             self.on_rejoined(reply.updates)
@@ -444,3 +446,22 @@ def _exc(err: BaseException) -> tuple[type[BaseException], BaseException, None]:
 
 
 __all__ = ["ClientSessionActor"]
+
+
+def majority(n: int) -> int:
+    """How many of `n` nodes are a majority."""
+    return n // 2 + 1
+
+
+def _union(replies: tuple[Message, ...], first: JoinReply) -> JoinReply:
+    """A join answered by a majority hands over what any of them holds: the first reply's
+    updates in its order, then the others' updates it lacks (each id once)."""
+    seen = {u.id for u in first.updates}
+    extra = []
+    for r in replies:
+        if isinstance(r, JoinReply) and r is not first:
+            for u in r.updates:
+                if u.id not in seen:
+                    seen.add(u.id)
+                    extra.append(u)
+    return replace(first, updates=first.updates + tuple(extra)) if extra else first

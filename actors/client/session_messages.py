@@ -24,6 +24,7 @@ class CallResult:
     reply: Message
     started: float  # clock() units
     acks: dict[Addr, float]  # first acknowledgement per target, clock() units
+    replies: tuple[Message, ...] = ()  # every target's reply (quorum calls)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,7 @@ class StartCall:
     silent_s: float | None = None
     notices: queue.SimpleQueue[str] | None = None
     scope: Scope | None = None
+    quorum: int = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,9 @@ One call (keyed by its request id) goes through attempts 0, 1, 2...: each attemp
 Rules (those of the first client, `Caller` in actors/client/rpc.py, kept; the retry rules are new):
 - The first reply that is not an ErrorReply ends the call (`Answered`). A reply to a call that
   already ended is a duplicate: counted, never accepted (a race can make two nodes answer).
+  A quorum call (`quorum` > 1: a PostUpdate is stored only once a majority of the nodes has it on
+  disk; a Join hands over what a majority holds) ends once that many targets replied; their
+  replies come with `Answered`, and later replies are expected, not counted as duplicates.
 - A refusal (a non-retryable ErrorReply) is the cloud's answer only when a majority of the targets
   gives one in the same attempt, or every target answered with an error and one refused: the call
   fails at once with the refusal. One target's refusal alone is not: a node that was down, or
@@ -83,6 +86,7 @@ class Answered:
     reply: Message
     started: float
     acks: dict[Addr, float]  # first acknowledgement per target (any attempt), `now` units
+    replies: tuple[Message, ...] = ()  # every accepted reply, one per target (quorum calls)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +127,8 @@ class _Call:
     recent_fatal: ErrorReply | None = None
     recent_error: ErrorReply | None = None
     acks: dict[Addr, float] = field(default_factory=dict)
+    quorum: int = 1  # targets whose (non-error) replies end the call
+    good: dict[Addr, Message] = field(default_factory=dict)  # the first reply of each target
 
     def fatal(self) -> list[ErrorReply]:
         return [e for e in self.errors if not e.retryable]
@@ -150,7 +156,7 @@ class CallTable:
         self.hold_s = hold_s if hold_s is not None else 4 * retry_s
         self.stats = CallStats()
         self._calls: dict[str, _Call] = {}
-        self._answered: OrderedDict[str, None] = OrderedDict()
+        self._answered: OrderedDict[str, bool] = OrderedDict()  # ended: count duplicates?
 
     def __contains__(self, rid: object) -> bool:
         return rid in self._calls
@@ -164,8 +170,11 @@ class CallTable:
     # ---- inputs -------------------------------------------------------------------------------
     def start(self, rid: str, build: Callable[[int], Message], targets: Sequence[Addr],
               now: float, *, deadline_s: float | None = None, hold_s: float | None = None,
-              silent_s: float | None = None) -> list[Effect]:
-        """A new call: send attempt 0 to every target. A rid already in flight is refused."""
+              silent_s: float | None = None, quorum: int = 1) -> list[Effect]:
+        """A new call: send attempt 0 to every target. A rid already in flight is refused.
+        `quorum`: how many targets must reply (not with an error) before the call is answered
+        (a majority for a write that must be on a majority's disk, or a read of what a majority
+        holds); the Answered effect then carries every reply."""
         if rid in self._calls:
             return [Failed(rid, CallError("busy", f"request {rid} is already in flight"))]
         if not targets:
@@ -174,7 +183,7 @@ class CallTable:
                      now + (deadline_s if deadline_s is not None else self.deadline_s),
                      hold_s if hold_s is not None else self.hold_s,
                      now + silent_s if silent_s is not None else None,
-                     backoff=self.retry_s / 4)
+                     backoff=self.retry_s / 4, quorum=max(1, min(quorum, len(targets))))
         self._calls[rid] = call
         return self._send_attempt(call, now)
 
@@ -186,15 +195,23 @@ class CallTable:
         call = self._calls.get(rid)
         if call is None:
             if rid in self._answered:
-                self.stats.duplicates += 1
                 self.stats.replies_received += 1
+                if self._answered[rid]:  # a quorum call's later replies are expected, not twice
+                    self.stats.duplicates += 1
                 return True, []
             return False, []
         self.stats.replies_received += 1
         call.alive = True
         if not isinstance(msg, ErrorReply):
+            call.good.setdefault(addr, msg)
+            if call.states.get(addr) is not None:
+                call.states[addr] = ANSWERED
+            if len(call.good) < call.quorum:
+                return True, []
             self.stats.replies_accepted += 1
-            return True, [self._end(call, Answered(rid, msg, call.started, dict(call.acks)))]
+            replies = tuple(call.good.values())
+            return True, [self._end(call, Answered(rid, replies[0], call.started,
+                                                   dict(call.acks), replies))]
         call.errors.append(msg)
         if call.states.get(addr) is not None:
             call.states[addr] = ANSWERED
@@ -280,7 +297,7 @@ class CallTable:
 
     def _end(self, call: _Call, effect: Any) -> Any:
         self._calls.pop(call.rid, None)
-        self._answered[call.rid] = None
+        self._answered[call.rid] = call.quorum == 1  # count later replies as duplicates?
         while len(self._answered) > ANSWERED_KEPT:
             self._answered.popitem(last=False)
         return effect
