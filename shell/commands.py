@@ -24,7 +24,11 @@ log = logging.getLogger(__name__)
 
 
 class CommandError(Exception):
-    """Bad usage or a failed command: the message is for the user."""
+    """Bad usage or a failed command: the message is for the user, `code` for scripts."""
+
+    def __init__(self, message: str, code: str = "usage") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass
@@ -125,7 +129,7 @@ def _request(ctx: Context, args: list[str]) -> Outcome:
         raise CommandError("usage: request USER IMAGE [VIEWS] [--days D]")
     views = _int(args[2], "VIEWS") if len(args) > 2 else 1
     row = ctx.session.sharing.request(args[0], args[1], views, days)
-    text = f"{row['owner']}/{row['image']}: {row['views_left']} views -> {row['path']}"
+    text = f"{row['owner']}/{row['image']}: {_views(row['views_left'])} -> {row['path']}"
     if row.get("expires"):
         text += f" (expires {_when(row['expires'])})"
     return Outcome(row, text)
@@ -134,7 +138,8 @@ def _request(ctx: Context, args: list[str]) -> Outcome:
 @command("inbox", "inbox", "images shared with you, views left")
 def _inbox(ctx: Context, args: list[str]) -> Outcome:
     rows = ctx.session.sharing.inbox_rows()
-    shown = [{**r, "views": f"{r['views_left']} of {r['views_total']}",
+    shown = [{**r, "views": "revoked" if r["revoked"] else
+              f"{r['views_left']} of {r['views_total']}",
               "expires": _when(r["expires"]) if r["expires"] else "never"} for r in rows]
     return Outcome({"images": rows},
                    render.table(shown, ["owner", "image", "views", "expires", "path"],
@@ -153,28 +158,57 @@ def _view(ctx: Context, args: list[str]) -> Outcome:
     if data["shown"] == "default":
         return Outcome(data, f"{title}: no views left; ask for more: more {data['owner']} "
                              f"{data['image']} N")
-    return Outcome(data, f"{title}: {data['views_left']} views left")
+    return Outcome(data, f"{title}: {_views(data['views_left'])} left")
 
 
 @command("more", "more USER IMAGE N", "ask the owner for N more views", min_args=3, max_args=3,
          arg_kinds=("user", "received_image", "count"))
 def _more(ctx: Context, args: list[str]) -> Outcome:
     out = ctx.session.sharing.more(args[0], args[1], _int(args[2], "N"))
-    return Outcome(out, f"asked {args[0]} for {args[2]} more views of {args[1]} ({out['delivered']})")
+    more = f"{args[2]} more {render.noun(int(args[2]), 'view')}"
+    return Outcome(out, f"asked {args[0]} for {more} of {args[1]} ({out['delivered']})")
 
 
-@command("shared", "shared", "images you shared: borrower, views granted")
+@command("shared", "shared",
+         "images you shared: views granted in total, the borrower's views left as last reported")
 def _shared(ctx: Context, args: list[str]) -> Outcome:
-    rows = [{"borrower": g.borrower, "image": g.image, "views": g.views_left,
-             "granted": g.views_granted} for g in ctx.session.db.shared()]
-    return Outcome({"shared": rows}, render.table(rows, ["borrower", "image", "views", "granted"]))
+    reports = ctx.session.db.reports()
+    rows = []
+    for g in ctx.session.db.shared():
+        left, at = reports.get((g.borrower, g.image), (None, None))
+        rows.append({"borrower": g.borrower, "image": g.image, "views": g.views_left,
+                     "granted": g.views_granted, "views_total": g.views_left,
+                     "revoked": g.views_left == 0, "borrower_views_left": left, "reported": at})
+    shown = [{**r, "views_total": "revoked" if r["revoked"] else str(r["views_total"]),
+              "borrower_views_left": "?" if r["reported"] is None
+              else str(r["borrower_views_left"]),
+              "reported": "-" if r["reported"] is None else _when(r["reported"])} for r in rows]
+    return Outcome({"shared": rows}, render.table(
+        shown, ["borrower", "image", "views_total", "borrower_views_left", "reported"],
+        ["borrower", "image", "granted in total", "views left", "as reported at"]))
 
 
 @command("grant", "grant USER IMAGE +N|-N|revoke", "change a borrower's access", min_args=3,
          max_args=3, arg_kinds=("borrower", "own_image", "change"))
 def _grant(ctx: Context, args: list[str]) -> Outcome:
-    out = ctx.session.sharing.grant(args[0], args[1], args[2])
-    return Outcome(out, f"{args[0]}/{args[1]}: {args[2]} ({out['delivered']}); views now {out['views']}")
+    borrower, image = args[0], args[1]
+    out = ctx.session.sharing.grant(borrower, image, args[2])
+    total = out["views"]
+    left, at = ctx.session.db.reports().get((borrower, image), (None, None))
+    fresh = "borrower_views_left" in out
+    out.update(views_total=total, revoked=total == 0, borrower_views_left=left, reported=at)
+    change = args[2]  # "+3" -> "+3 views", "-1" -> "-1 view", "revoke" -> "revoked"
+    change = "revoked" if change == "revoke" else f"{change} {render.noun(int(change), 'view')}"
+    text = f"{borrower}/{image}: {change} ({out['delivered']})"
+    if total > 0:
+        text += f"; granted {total} in total"
+    elif args[2] != "revoke":
+        text += "; no views granted any more"
+    if fresh:
+        text += f"; {borrower} has {_views(left or 0)} left"
+    elif at is not None:
+        text += f"; {borrower} had {_views(left or 0)} left at {_when(at)} (last report)"
+    return Outcome(out, text)
 
 
 @command("requests", "requests", "requests for more views waiting for you")
@@ -189,7 +223,8 @@ def _requests(ctx: Context, args: list[str]) -> Outcome:
 def _approve(ctx: Context, args: list[str]) -> Outcome:
     n = _int(args[1], "N") if len(args) > 1 else None
     out = ctx.session.sharing.answer(_int(args[0], "ID"), approve=True, views=n)
-    return Outcome(out, f"approved request {args[0]} ({out['delivered']})")
+    return Outcome(out, f"approved request {args[0]} ({out['delivered']}); granted {out['views']} "
+                        "in total")
 
 
 @command("deny", "deny ID", "deny a request for more views", min_args=1, max_args=1,
@@ -197,6 +232,10 @@ def _approve(ctx: Context, args: list[str]) -> Outcome:
 def _deny(ctx: Context, args: list[str]) -> Outcome:
     out = ctx.session.sharing.answer(_int(args[0], "ID"), approve=False)
     return Outcome(out, f"denied request {args[0]} ({out['delivered']})")
+
+
+def _views(n: int) -> str:
+    return render.plural(n, "view")
 
 
 def _days(text: str) -> float:

@@ -34,6 +34,7 @@ from typing import Any
 
 from codec import images
 from codec.names import is_valid_name
+from shell.render import plural
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def received_candidates(names: Names, args: tuple[str, ...]) -> list[Candidate]:
         count[image] = count.get(image, 0) + 1
     out: list[Candidate] = []
     for owner, image, left in names.received:
-        meta = f"{left} views left"
+        meta = f"{plural(left, 'view')} left"
         out.append((f"{owner}/{image}", meta))
         if count[image] == 1:
             out.append((image, f"from {owner}, {meta}"))
@@ -105,7 +106,9 @@ def received_candidates(names: Names, args: tuple[str, ...]) -> list[Candidate]:
 def received_image_candidates(names: Names, args: tuple[str, ...]) -> list[Candidate]:
     """`more OWNER <image>`: the images OWNER (args[1]) shared with you."""
     owner = args[1] if len(args) > 1 else ""
-    return [(image, f"{left} views left") for o, image, left in names.received if o == owner]
+    return [
+        (image, f"{plural(left, 'view')} left") for o, image, left in names.received if o == owner
+    ]
 
 
 def borrower_candidates(names: Names, args: tuple[str, ...]) -> list[Candidate]:
@@ -113,7 +116,7 @@ def borrower_candidates(names: Names, args: tuple[str, ...]) -> list[Candidate]:
     counts: dict[str, int] = {}
     for borrower, _, _ in names.shared:
         counts[borrower] = counts.get(borrower, 0) + 1
-    return [(b, f"{n} image{'s' if n != 1 else ''} shared") for b, n in sorted(counts.items())]
+    return [(b, f"{plural(n, 'image')} shared") for b, n in sorted(counts.items())]
 
 
 def own_image_candidates(names: Names, args: tuple[str, ...]) -> list[Candidate]:
@@ -121,7 +124,9 @@ def own_image_candidates(names: Names, args: tuple[str, ...]) -> list[Candidate]
     (a borrower not in `shared`), all your images, since `grant` names the problem itself."""
     borrower = args[1] if len(args) > 1 else ""
     given: list[Candidate] = [
-        (image, f"{left} views left") for b, image, left in names.shared if b == borrower
+        (image, f"{plural(left, 'view')} in total")
+        for b, image, left in names.shared
+        if b == borrower
     ]
     if given:
         return given
@@ -130,6 +135,7 @@ def own_image_candidates(names: Names, args: tuple[str, ...]) -> list[Candidate]
 
 def request_candidates(names: Names, args: tuple[str, ...]) -> list[Candidate]:
     return [(str(i), f"{b} asks {v} more of {image}") for i, b, image, v in names.requests]
+
 
 
 def _bind(

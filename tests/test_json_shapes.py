@@ -51,6 +51,12 @@ class Match:
 
 
 @dataclass(frozen=True)
+class Maybe:
+    """JSON null or a value of this spec."""
+    spec: Any
+
+
+@dataclass(frozen=True)
 class AnyOf:
     """An object matching one of these shapes."""
     shapes: tuple[dict[str, Any], ...]
@@ -76,6 +82,8 @@ def problems(value: Any, spec: Any, where: str = "$", extra_ok: bool = False) ->
             return [f"{where}: expected a list, got {value!r}"]
         return [p for i, v in enumerate(value) for p in problems(v, spec[0], f"{where}[{i}]",
                                                                  extra_ok)]
+    if isinstance(spec, Maybe):
+        return [] if value is None else problems(value, spec.spec, where, extra_ok)
     if isinstance(spec, AnyOf):
         found = [problems(value, s, where, extra_ok) for s in spec.shapes]
         return [] if any(not f for f in found) else [f"{where}: matches no variant: {found}"]
@@ -103,7 +111,10 @@ NODE_UNREACHABLE = {"id": int, "state": OneOf(("unreachable",)), "served": ZERO,
 NODE = AnyOf((NODE_UP, NODE_UNREACHABLE))
 VIEW_BASE = {"owner": NAME, "image": NAME, "path": Match(r"received/[^/]+/[^/]+"),
              "views_left": int, "display": Opt(OneOf(("window", "terminal")))}
-ANSWER = {"id": UPDATE_ID, "delivered": DELIVERED, "to": NAME}
+ANSWER = {"id": UPDATE_ID, "delivered": DELIVERED, "to": NAME,
+          "borrower_views_left": Opt(int)}  # the borrower's report, when delivered "now"
+REPORT = {"views_total": int, "revoked": bool, "borrower_views_left": Maybe(int),
+          "reported": Maybe(float)}
 
 SHAPES: dict[str, Any] = {
     "encrypt": {"encrypted": [{"file": str, "path": Match(r"encrypted/[^/]+\.png"), "ms": float,
@@ -117,12 +128,14 @@ SHAPES: dict[str, Any] = {
     "request": {"owner": NAME, "image": NAME, "views_left": int, "views": int, "views_total": int,
                 "expires": float, "path": Match(r"received/[^/]+/[^/]+")},
     "inbox": {"images": [{"owner": NAME, "image": NAME, "views_left": int, "views_total": int,
-                          "expires": float, "path": Match(r"received/[^/]+/[^/]+")}]},
+                          "expires": float, "path": Match(r"received/[^/]+/[^/]+"),
+                          "revoked": bool}]},
     "view": AnyOf(({**VIEW_BASE, "shown": OneOf(("image",)), "width": int, "height": int},
                    {**VIEW_BASE, "shown": OneOf(("default",)), "hint": str})),
-    "more": ANSWER,
-    "shared": {"shared": [{"borrower": NAME, "image": NAME, "views": int, "granted": int}]},
-    "grant": {**ANSWER, "views": int},
+    "more": {"id": UPDATE_ID, "delivered": DELIVERED, "to": NAME},
+    "shared": {"shared": [{"borrower": NAME, "image": NAME, "views": int, "granted": int,
+                           **REPORT}]},
+    "grant": {**ANSWER, "views": int, **REPORT, "borrower_views_left": Maybe(int)},
     "requests": {"requests": [{"id": int, "borrower": NAME, "image": NAME, "views": int}]},
     "approve": {**ANSWER, "views": int},
     "deny": ANSWER,
@@ -339,6 +352,16 @@ def test_values_follow_the_story(scenario: Scenario) -> None:
     final = scenario.of("inbox")[-1]["images"]
     assert {(r["image"], r["views_left"], r["views_total"]) for r in final} == {
         ("pic.jpg", 4, 5), ("cat.png", 0, 0)}
+    assert {r["image"]: r["revoked"] for r in final} == {"pic.jpg": False, "cat.png": True}
+    # the owner's words (issue 17): "granted N in total", and bob's views left as his client
+    # reported them when he applied the -1 peer to peer (through the cloud nothing is reported)
+    grants = [(o["delivered"], o["views_total"], o["revoked"], o["borrower_views_left"])
+              for o in scenario.of("grant")]
+    assert grants[:2] == [("via cloud", 6, False, 2), ("via cloud", 0, True, 1)]  # at request
+    assert grants[2] == ("now", 5, False, 4)
+    last = {r["image"]: r for r in scenario.of("shared")[-1]["shared"]}
+    assert (last["pic.jpg"]["views_total"], last["pic.jpg"]["borrower_views_left"]) == (5, 4)
+    assert last["cat.png"]["revoked"] is True and last["pic.jpg"]["revoked"] is False
 
 
 def test_more_for_an_image_never_shared_is_refused_or_ignored(scenario: Scenario) -> None:

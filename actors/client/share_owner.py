@@ -9,6 +9,7 @@ the borrower's grant in place (`codec.seal.regrant`) and recorded in `state.db`.
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from actors.core import access
@@ -70,7 +71,8 @@ class OwnerSide:
         views = access.cap_views(views, self.s.cfg.client.max_views_per_grant)
         png, blob = self.s.grants.issue(borrower, entry.box_key, image, high.read_bytes(), views,
                                         days)
-        self.s.notify(f"shared {image} with {borrower}: {views} views")
+        self.s.db.report_views(borrower, image, views, time.time())  # what the borrower gets
+        self.s.notify(f"shared {image} with {borrower}: {views} view{'s' * (views != 1)}")
         return png, blob
 
     def record_request(self, rid: str, borrower: str, image: str, views: int) -> ViewRequest:
