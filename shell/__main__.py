@@ -83,8 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"veilshare: cannot start the client: {exc}", file=sys.stderr)
         return 2
     ctx = Context(session)
-    if args.json:
-        ctx.show_pictures = sys.stderr.isatty()
+    if args.json:  # stdout carries the JSON: the picture goes to the terminal on stderr
         ctx.art_out = sys.stderr
     session.sharing.auto_approve = args.auto_approve
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,8 +44,8 @@ class Context:
     session: ClientSession
     progress: Callable[[int, int, str], None] | None = None
     quit_requested: bool = False
-    show_pictures: bool = True
-    art_out: Any = None  # where terminal art goes (None: stdout)
+    art_out: Any = None  # the terminal the picture of `view` goes to (None: sys.stdout)
+    view_seconds: float = 10.0  # a terminal picture closes by itself after this long
 
 
 Handler = Callable[[Context, list[str]], Outcome]
@@ -151,10 +152,15 @@ def _inbox(ctx: Context, args: list[str]) -> Outcome:
 def _view(ctx: Context, args: list[str]) -> Outcome:
     from shell import viewer
 
+    out = ctx.art_out if ctx.art_out is not None else sys.stdout
+    if viewer.where(out) is None:  # refused before a view is taken (issue 17)
+        stream = "stderr" if ctx.art_out is sys.stderr else "stdout"
+        raise CommandError(f"view shows the picture only in a window or on a terminal: {stream} "
+                           "is not a terminal and there is no display; run view in a terminal",
+                           code="no_terminal")
     data, picture = ctx.session.sharing.view(args[0])
     title = f"{data['owner']}/{data['image']}"
-    if ctx.show_pictures:
-        data["display"] = viewer.show(picture, title, out=ctx.art_out)
+    data["display"] = viewer.show(picture, title, out=out, seconds=ctx.view_seconds)
     if data["shown"] == "default":
         return Outcome(data, f"{title}: no views left; ask for more: more {data['owner']} "
                              f"{data['image']} N")

@@ -205,6 +205,18 @@ def _script(sc: Scenario, user: str, steps: list[tuple[str, str]],
         sc.seen.append(Seen(line.split()[0], line, obj, expect))
 
 
+def _view_into_a_pipe(sc: Scenario, user: str, line: str) -> None:
+    """`line` (a view) with stdout and stderr both pipes and no display: refused (issue 17)."""
+    environ = {k: v for k, v in env().items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    r = subprocess.run([sys.executable, "-m", "shell", "--user", user, "--home",
+                        str(sc.homes[user]), "--config", str(sc.cloud.config), "-c", line,
+                        "--json"], capture_output=True, text=True, env=environ, cwd=str(REPO),
+                       timeout=60, check=False)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    (obj,) = [json.loads(out) for out in r.stdout.splitlines()]
+    sc.seen.append(Seen("view", line, obj, "no_terminal"))
+
+
 def _server_status(sc: Scenario) -> None:
     r = subprocess.run([sys.executable, "-m", "actors.server", "status", "--json", "--config",
                         str(sc.cloud.config), "--timeout", "1"], capture_output=True, text=True,
@@ -266,13 +278,15 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
             ("requests", OK), ("approve 1 2", OK), ("approve 2", OK), ("deny 3", OK),
             ("deny 2", "answered"),
             ("shared", OK), ("grant bob pic.jpg +2", OK), ("grant bob cat.png revoke", OK),
-            ("grant bob pic.jpg x", "bad_value"), ("grant carol pic.jpg +1", "no_grant")])
+            ("grant bob pic.jpg x", "bad_value"), ("grant carol pic.jpg +1", "no_grant"),
+            ("grant bob pic.jpg +0", "bad_value")])
         bob = _serve(sc, "bob")
         try:
             _script(sc, "alice", [("grant bob pic.jpg -1", OK), ("shared", OK)])
         finally:
             _stop(bob)
         _script(sc, "bob", [("inbox", OK)])
+        _view_into_a_pipe(sc, "bob", "view pic.jpg")
         cloud.kill(3)
         _server_status(sc)
         _script(sc, "bob", [("status", OK), ("more alice dog.png 1", OK)])  # alice offline
@@ -303,7 +317,7 @@ def test_design_shapes_hold(scenario: Scenario, command: str) -> None:
 
 def test_errors_are_error_and_code(scenario: Scenario) -> None:
     errors = [s for s in scenario.seen if s.expect not in (OK, FAILED)]
-    assert len(errors) == 15
+    assert len(errors) == 17
     for s in errors:
         assert problems(s.obj, SHAPES["error"]) == [], (s.line, s.obj)
         assert s.obj["error"] and s.obj["code"] == s.expect
@@ -395,7 +409,7 @@ def test_docs_error_examples_are_real(scenario: Scenario) -> None:
     seen = [s.obj for s in scenario.seen if s.expect not in (OK, FAILED)] + [PARSE_ERROR]
     examples = [o for objs in _doc_sections(DOCS.read_text()).values() for o in objs
                 if "error" in o]
-    assert len(examples) == 14
+    assert len(examples) == 16
     for obj in examples:
         assert obj in seen, obj
 
@@ -434,3 +448,4 @@ def test_quit_gives_no_text() -> None:
     ctx = Context(cast(ClientSession, None))
     out = run_line(ctx, "quit")
     assert (out.data, out.text, out.ok, ctx.quit_requested) == ({"quit": True}, "", True, True)
+

@@ -342,8 +342,8 @@ def parse_change(change: str) -> tuple[str, int]:
         return "revoke", 0
     if len(change) >= 2 and change[0] in "+-" and change[1:].isdigit():
         if int(change) == 0:
-            raise AccessError("change", change, "changes nothing: give +N or -N with N of at "
-                              "least 1, or revoke")
+            raise AccessError("change", change, "+0 and -0 change nothing; give +N or -N with "
+                              "N of at least 1, or revoke")
         return "grant", access.check_delta(int(change))
     raise AccessError("change", change, "must be +N, -N or revoke")
 
