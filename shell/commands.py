@@ -8,7 +8,6 @@ message; nothing here raises a traceback at the user.
 from __future__ import annotations
 
 import logging
-import shlex
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from actors.client.client_session import ClientSession, SessionError
 from actors.client.client_store import StoreError
 from codec.names import InvalidName
 from shell import render
+from shell.words import expand, split_commands, split_words
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,8 @@ def command(name: str, usage: str, help_text: str, *, min_args: int = 0,
 @command("encrypt", "encrypt FILE...", "seal images through the cloud into encrypted/",
          min_args=1, max_args=None, arg_kinds=("file",))
 def _encrypt(ctx: Context, args: list[str]) -> Outcome:
+    """Any readable path; globs were expanded by run_line. Each image is named after its file
+    (codec.names.image_name_for); the table and JSON show the name it got ("image")."""
     paths = [Path(a).expanduser() for a in args]
     before = ctx.session.caller.stats.duplicates
     out = ctx.session.encrypt(paths, progress=ctx.progress)
@@ -85,7 +87,7 @@ def _encrypt(ctx: Context, args: list[str]) -> Outcome:
             "duplicate_replies": ctx.session.caller.stats.duplicates - before}
     lines = []
     if out.encrypted:
-        lines.append(render.table(out.encrypted, ["file", "path", "ms", "node"]))
+        lines.append(render.table(out.encrypted, ["file", "image", "path", "ms", "node"]))
     for f in out.failed:
         lines.append(f"failed: {f['file']}: {f['error']}")
     return Outcome(data, "\n".join(lines), ok=not out.failed)
@@ -285,18 +287,7 @@ def _quit(ctx: Context, args: list[str]) -> Outcome:
 
 
 # ---- dispatch -------------------------------------------------------------------------------
-def split_commands(text: str) -> list[str]:
-    """`-c "CMD; CMD"`: split on semicolons outside quotes."""
-    lexer = shlex.shlex(text, posix=True, punctuation_chars=";")
-    lexer.whitespace_split = True
-    parts: list[list[str]] = [[]]
-    for tok in lexer:
-        if tok == ";":
-            parts.append([])
-        else:
-            parts[-1].append(tok)
-    return [shlex.join(p) for p in parts if p]
-
+__all__ = ["COMMANDS", "CommandError", "Context", "Outcome", "run_line", "split_commands"]
 
 _ERROR_CODES: dict[type, str] = {InvalidName: "bad_name", AccessError: "bad_value",
                                  StoreError: "store"}
@@ -304,14 +295,16 @@ _ERROR_CODES: dict[type, str] = {InvalidName: "bad_name", AccessError: "bad_valu
 
 def run_line(ctx: Context, line: str) -> Outcome:
     try:
-        words = shlex.split(line)
+        words = split_words(line)
     except ValueError as exc:
         return Outcome({"error": f"cannot parse: {exc}", "code": "usage"},
                        f"error: cannot parse: {exc}", ok=False)
     if not words:
         return Outcome({}, "", ok=True)
-    name, args = words[0], words[1:]
+    name = words[0].text
     cmd = COMMANDS.get(name)
+    files = cmd is not None and "file" in cmd.arg_kinds  # globs expand as a shell would
+    args = expand(words[1:]) if files else [w.text for w in words[1:]]
     try:
         if cmd is None:
             raise CommandError(f"unknown command {name!r}; type 'help' for the list")

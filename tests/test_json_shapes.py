@@ -118,7 +118,7 @@ REPORT = {"views_total": int, "revoked": bool, "borrower_views_left": Maybe(int)
 
 SHAPES: dict[str, Any] = {
     "encrypt": {"encrypted": [{"file": str, "path": Match(r"encrypted/[^/]+\.png"), "ms": float,
-                               "node": int}],
+                               "node": int, "image": NAME}],
                 "failed": [{"file": str, "error": str, "code": NAME}],
                 "duplicate_replies": int},
     "status": {"nodes": [NODE], "user": NAME, "address": ADDRESS},
