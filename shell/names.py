@@ -12,6 +12,9 @@ litecli's completion refresher. Two daemon threads, both stopped by `stop()`:
 - "names-directory" asks the cloud for the online users every `period_s` seconds. It may block
   for as long as the session's request deadline when the cloud is down; that only delays the
   user names, never the prompt.
+- "names-images" fetches the images of an online user the completer asks about
+  (`request USER <Tab>`, issue 17): the user's previews, as `browse USER` fetches them (into
+  `previews/USER/`), at most once per `period_s` per user; the names show at the next Tab.
 
 Errors are swallowed (completion must never break the prompt) but counted per step in
 `errors` and the last message kept in `last_error`; the toolbar shows the cloud as unreachable
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -203,6 +207,10 @@ class NameSource:
         self.errors: dict[str, int] = {}
         self.last_error: dict[str, str] = {}
         self._learned: dict[str, set[str]] = {}  # owner -> images seen in `browse` outcomes
+        self._wanted: list[str] = []  # users whose images the completer asked about
+        self._fetched_at: dict[str, float] = {}  # user -> when their images were last asked
+        self._want = threading.Event()
+        self._clock = time.monotonic
         self._lock = threading.Lock()  # writers only: refresh steps and learn()
         self._stop = threading.Event()
         self._poke = threading.Event()
@@ -216,6 +224,7 @@ class NameSource:
         self._threads = [
             threading.Thread(target=self._local_loop, name="names-local", daemon=True),
             threading.Thread(target=self._directory_loop, name="names-directory", daemon=True),
+            threading.Thread(target=self._images_loop, name="names-images", daemon=True),
         ]
         for thread in self._threads:
             thread.start()
@@ -225,6 +234,7 @@ class NameSource:
         is not interrupted: its daemon thread ends when the query does."""
         self._stop.set()
         self._poke.set()
+        self._want.set()
         for thread in self._threads:
             thread.join(timeout_s)
 
@@ -238,7 +248,30 @@ class NameSource:
         return threading.current_thread() in self._threads
 
     def sources(self) -> dict[str, Source]:
-        return sources_for(lambda: self.names)
+        out = sources_for(lambda: self.names)
+        previews = out["preview"]
+
+        def preview(args: tuple[str, ...]) -> Iterable[Candidate]:
+            if len(args) > 1:
+                self.want_images(args[1])
+            return previews(args)
+
+        out["preview"] = preview
+        return out
+
+    def want_images(self, user: str) -> None:
+        """Fetch `user`'s image names in the background (an online user other than you, not
+        asked within `period_s`). Never blocks: completion calls it."""
+        online = {u for u, _ in self.names.users}
+        with self._lock:
+            last = self._fetched_at.get(user)
+            if user not in online or user in self._wanted or (
+                last is not None and self._clock() - last < self._period_s
+            ):
+                return
+            self._fetched_at[user] = self._clock()
+            self._wanted.append(user)
+        self._want.set()
 
     def learn(self, data: Mapping[str, Any]) -> None:
         """Remember image names from a command's data (`browse`: {"user", "previews": [...]})."""
@@ -314,6 +347,25 @@ class NameSource:
             self._poke.clear()
             self.refresh_local()
             self._poke.wait(self._local_period_s)
+
+    def fetch_images(self, user: str) -> None:
+        """One fetch of `user`'s images (the "names-images" thread; tests call it directly)."""
+        rows = self._guard("images", lambda: self._session.sharing.browse(user))
+        if rows is not None:
+            self.learn({"user": user, "previews": rows})
+
+    def _images_loop(self) -> None:
+        while not self._stop.is_set():
+            self._want.wait()
+            self._want.clear()
+            while not self._stop.is_set():
+                with self._lock:
+                    if not self._wanted:
+                        break
+                    user = self._wanted[0]
+                self.fetch_images(user)
+                with self._lock:
+                    self._wanted.remove(user)
 
     def _directory_loop(self) -> None:
         while not self._stop.is_set():

@@ -178,7 +178,8 @@ def test_interactive_shell_in_tmux(cloud: Cloud, tmux: Tmux, tmp_path: Path) -> 
         tmux.wait_for("bob", r"^\s+browse\s+fetch USER's previews")
         tmux.keys("bob", "", "Tab")
         tmux.wait_for("bob", r"^bob> browse ?$")
-        _step(tmux, " alice", r"^pic\.jpg\s+previews/alice/pic\.jpg\s+\d+$")
+        # the completion ended with a space (issue 17): the user name follows directly
+        _step(tmux, "alice", r"^pic\.jpg\s+previews/alice/pic\.jpg\s+\d+$")
         assert (bob_home / "previews/alice/pic.jpg").read_bytes()[:2] == b"\xff\xd8"
         _step(tmux, "request alice pic.jpg 2", r"^alice/pic\.jpg: 2 views -> received/alice/pic\.png$")
         tmux.keys("bob", "view pic.jpg", "Enter")
