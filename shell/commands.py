@@ -188,9 +188,10 @@ def _shared(ctx: Context, args: list[str]) -> Outcome:
                      "granted": g.views_granted, "views_total": g.views_left,
                      "revoked": g.views_left == 0, "borrower_views_left": left, "reported": at})
     shown = [{**r, "views_total": "revoked" if r["revoked"] else str(r["views_total"]),
-              "borrower_views_left": "?" if r["reported"] is None
+              "borrower_views_left": "-" if r["revoked"] else "?" if r["reported"] is None
               else str(r["borrower_views_left"]),
-              "reported": "-" if r["reported"] is None else _when(r["reported"])} for r in rows]
+              "reported": "-" if r["reported"] is None or r["revoked"] else _when(r["reported"])}
+             for r in rows]
     return Outcome({"shared": rows}, render.table(
         shown, ["borrower", "image", "views_total", "borrower_views_left", "reported"],
         ["borrower", "image", "granted in total", "views left", "as reported at"]))
@@ -212,7 +213,9 @@ def _grant(ctx: Context, args: list[str]) -> Outcome:
         text += f"; granted {total} in total"
     elif args[2] != "revoke":
         text += "; no views granted any more"
-    if fresh:
+    if total == 0:  # revoked: what the borrower had no longer matters
+        pass
+    elif fresh:
         text += f"; {borrower} has {_views(left or 0)} left"
     elif at is not None:
         text += f"; {borrower} had {_views(left or 0)} left at {_when(at)} (last report)"

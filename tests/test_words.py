@@ -140,7 +140,7 @@ def test_grant_revoke_says_revoked(fake: FakeSession) -> None:
                                      "views": 0, "borrower_views_left": 0}
     fake.db.report_views("bob", "pic1.jpg", 0, AT)
     out = run(fake, "grant bob pic1.jpg revoke")
-    assert out.text == "bob/pic1.jpg: revoked (now); bob has 0 views left"
+    assert out.text == "bob/pic1.jpg: revoked (now)"
     assert out.data["revoked"] is True and out.data["views_total"] == 0
 
 
@@ -149,17 +149,19 @@ def test_shared_table_and_json(fake: FakeSession) -> None:
     _given(fake, "bob", "cat.png", 0, 2)  # revoked
     _given(fake, "carol", "pic1.jpg", 1, 1)
     fake.db.report_views("bob", "pic1.jpg", 4, AT)
+    fake.db.report_views("bob", "cat.png", 1, AT)  # before the revoke: not shown in the table
     out = run(fake, "shared")
     lines = out.text.splitlines()
     assert lines[0].split() == ["borrower", "image", "granted", "in", "total", "views", "left",
                                 "as", "reported", "at"]
-    assert lines[2].split() == ["bob", "cat.png", "revoked", "?", "-"]
+    assert lines[2].split() == ["bob", "cat.png", "revoked", "-", "-"]
     assert lines[3].split() == ["bob", "pic1.jpg", "5", "4", *render_when(AT).split()]
     assert lines[4].split() == ["carol", "pic1.jpg", "1", "?", "-"]
     assert out.data["shared"][1] == {"borrower": "bob", "image": "pic1.jpg", "views": 5,
                                      "granted": 5, "views_total": 5, "revoked": False,
                                      "borrower_views_left": 4, "reported": AT}
     assert out.data["shared"][0]["revoked"] is True
+    assert out.data["shared"][0]["borrower_views_left"] == 1  # the JSON keeps the report
 
 
 @pytest.mark.parametrize("change", ["+0", "-0", "+00"])
