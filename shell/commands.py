@@ -181,7 +181,7 @@ def _more(ctx: Context, args: list[str]) -> Outcome:
          "images you shared: views granted in total, the borrower's views left as last reported")
 def _shared(ctx: Context, args: list[str]) -> Outcome:
     reports = ctx.session.db.reports()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for g in ctx.session.db.shared():
         left, at = reports.get((g.borrower, g.image), (None, None))
         rows.append({"borrower": g.borrower, "image": g.image, "views": g.views_left,
