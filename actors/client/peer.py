@@ -353,8 +353,8 @@ def _describe(u: Update, outcome: str) -> str:
         return f"{u.borrower} asks for {u.delta} more {_views(u.delta)} of {u.image}"
     if outcome == "no_grant":
         return f"update {u.id} from {u.owner} for {u.image}: you hold no such image"
-    what = {"grant": f"{u.delta:+d} {_views(u.delta)}", "revoke": "revoked", "approve": f"approved +{u.delta}",
-            "deny": "denied your request"}[u.kind]
+    what = {"grant": f"{u.delta:+d} {_views(u.delta)}", "revoke": "revoked",
+            "approve": f"approved +{u.delta}", "deny": "denied your request"}[u.kind]
     return f"{u.owner}/{u.image}: {what}"
 
 
