@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.terminal import run_on_terminal
+
 REPO = Path(__file__).resolve().parent.parent  # the checkout (benchmarks/ sits in it)
 SECRET = "test-secret-" + "0123456789abcdef" * 3
 
@@ -161,8 +163,9 @@ class Cloud:
         if json_out:
             cmd.append("--json")
         cmd += extra or []
-        return subprocess.run(cmd, capture_output=True, text=True, env=env(), cwd=str(REPO),
-                              timeout=timeout)
+        # the picture's stream on a terminal, as at a person's prompt (`view` draws only there)
+        return run_on_terminal(cmd, on="stderr" if json_out else "stdout", env=env(),
+                               cwd=str(REPO), timeout=timeout)
 
     def spawn_shell(self, user: str, home: Path, args: list[str]) -> subprocess.Popen[str]:
         cmd = [sys.executable, "-m", "shell", "--user", user, "--home", str(home), "--config",

@@ -131,28 +131,54 @@ def open_for_view(data: bytes, max_pixels: int) -> Image.Image:
         raise ImageError(f"not a valid {fmt} image ({exc})") from None
 
 
-def make_preview(
-    data: bytes,
-    max_side: int = 256,
-    quality: int = 80,
-    *,
-    max_pixels: int = Image.MAX_IMAGE_PIXELS or 0,
-) -> bytes:
-    """A small JPEG (longest side at most `max_side` pixels) of a user's image, for low/ and
-    PreviewReply (a 256-pixel preview is tens of KB, far under its 256 KiB limit). JPEGs are
+PREVIEW_FRACTION = 4  # a preview is at most 1/4 of the original on each side ...
+PREVIEW_MAX_SIDE = 160  # ... and at most this many pixels on its long side
+PREVIEW_QUALITY = 60  # JPEG quality: enough to recognise the picture, not to keep it
+
+
+def preview_size(width: int, height: int) -> tuple[int, int]:
+    """The size of the preview of a `width` x `height` image: the aspect ratio kept, each side at
+    most a quarter of the original and the long side at most PREVIEW_MAX_SIDE (120x120 -> 30x30,
+    1600x1200 -> 160x120). Never below 1 pixel, so an original under 4 pixels on a side gets a
+    1-pixel side. Pure."""
+    scale = min(1 / PREVIEW_FRACTION, PREVIEW_MAX_SIDE / max(width, height, 1))
+    return max(1, int(width * scale)), max(1, int(height * scale))
+
+
+def make_preview(data: bytes, *, max_pixels: int = Image.MAX_IMAGE_PIXELS or 0) -> bytes:
+    """A reduced JPEG copy of a user's image, for low/ and PreviewReply: `preview_size` of the
+    original, quality PREVIEW_QUALITY (a few KB; far under PreviewReply's 256 KiB limit). A
+    preview never gives the original away, however small the original is (issue 17). JPEGs are
     decoded at reduced scale (draft) so a large photo costs little. Raises ImageError."""
     fmt, im = _open_checked(data, max_pixels)
     try:
         with im:
+            width, height = im.size
+            if im.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF says: turn by 90 degrees
+                width, height = height, width
+            size = preview_size(width, height)
             if fmt == "JPEG":
-                im.draft("RGB", (max_side, max_side))
-            rgb = to_rgb(im)
-            rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+                im.draft("RGB", (max(size), max(size)))
+            rgb = to_rgb(im).resize(size, Image.Resampling.LANCZOS)
             out = io.BytesIO()
-            rgb.save(out, format="JPEG", quality=quality)
+            rgb.save(out, format="JPEG", quality=PREVIEW_QUALITY)
             return out.getvalue()
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageError(f"not a valid {fmt} image ({exc})") from None
+
+
+def preview_fits(jpeg: bytes, original: bytes, max_pixels: int) -> bool:
+    """True if `jpeg` is a preview `make_preview` could have made of `original`: a JPEG no
+    larger than `preview_size` of the original (upright or not). The owner's client checks the
+    previews cached in low/ with it, so one kept from an older version (full size) is made
+    again rather than served. Reads headers only."""
+    try:
+        fmt, pw, ph = probe(jpeg, max_pixels)
+        _ofmt, ow, oh = probe(original, max_pixels)
+    except ImageError:
+        return False
+    limits = (preview_size(ow, oh), preview_size(oh, ow))
+    return fmt == "JPEG" and any(pw <= lw and ph <= lh for lw, lh in limits)
 
 
 def _fit(base: str, suffix: str) -> str:

@@ -63,6 +63,7 @@ from codec.records import (
     UserEntries,
     UserName,
     Views,
+    ViewsLeft,
     WallClock,
 )
 from codec.wire import strict_load
@@ -411,6 +412,16 @@ class MoreViews(Message):
     token: BearerToken
     image: ImageName
     views: Views
+
+
+@register(66)
+@dataclass(frozen=True, slots=True)
+class UpdateApplied(Message):
+    """The borrower's answer to an AccessUpdate it applied (issue 17): the views it has left on
+    that image now, so the owner's `grant` and `shared` can say so. Answers the update's rid."""
+
+    rid: Rid
+    views_left: ViewsLeft
 
 
 # ---- encode / decode ------------------------------------------------------------------------

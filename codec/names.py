@@ -12,6 +12,7 @@ zeros. Callers: codec.messages (field checks), the client (paths, request ids), 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from codec.errors import CodecError
@@ -119,3 +120,34 @@ def make_request_id(user: str, n: int) -> str:
     if type(n) is not int or not 0 <= n <= REQUEST_N_MAX:
         raise InvalidName("request counter", n, "not an int in 0..2**53")
     return f"{user}#{n}"
+
+
+_EXT_MAX = 16  # a longer "extension" is part of the name, not kept whole when cutting
+
+
+def image_name_for(file_name: str, taken: Callable[[str], bool] = lambda _n: False) -> str:
+    """The image name `encrypt` gives a file (issue 17): its file name made a valid name.
+
+    Rules, in order: every character outside [A-Za-z0-9._-] becomes "_" ("my cat photo.png" ->
+    "my_cat_photo.png", "café.png" -> "caf_.png"); a leading "." becomes "_" (".x.png" ->
+    "_x.png"); a name over 64 characters is cut before its extension, which is kept (up to 16
+    characters; "a.b" * 40 keeps ".b"); while `taken(name)` says the name belongs to another
+    image of this user, "-2", "-3", ... goes before the extension ("pic.jpg" -> "pic-2.jpg").
+    The result always passes `check_name`. Pure (`taken` is asked about candidates only).
+    """
+    base = file_name.replace("\\", "/").rsplit("/", 1)[-1] or "_"
+    clean = "".join(c if _NAME_CHAR.fullmatch(c) else "_" for c in base)
+    if clean.startswith("."):
+        clean = "_" + clean[1:]
+    stem, dot, ext = clean.rpartition(".")
+    if not dot or not stem or len(ext) >= _EXT_MAX:
+        stem, ext = clean, ""
+    else:
+        ext = "." + ext
+    n = 1
+    while True:
+        suffix = f"-{n}" if n > 1 else ""
+        name = stem[: NAME_MAX - len(suffix) - len(ext)] + suffix + ext
+        if not taken(name):
+            return check_name(name, "image name")
+        n += 1

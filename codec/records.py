@@ -37,6 +37,7 @@ NodeOrZero = Annotated[int, Int(0, 255)]  # 0 = unknown
 Count = Annotated[int, Int(0, U63)]
 Epoch = Annotated[int, Int(0, U63)]
 Views = Annotated[int, Int(1, 1_000_000)]
+ViewsLeft = Annotated[int, Int(0, 1_000_000)]  # a borrower's views left (0 included)
 Port = Annotated[int, Int(0, 65535)]
 ProcessId = Annotated[int, Int(0, 2**31 - 1)]  # an OS process id; 0 = not known
 BearerToken = Annotated[bytes, Bytes(16, min_len=16)]

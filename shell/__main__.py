@@ -16,8 +16,20 @@ from shell import render
 from shell.commands import Context, Outcome, run_line, split_commands
 
 
+def version() -> str:
+    """The installed package's version (its metadata), or "unknown" when run from a checkout
+    that was never installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("veilshare")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m shell", description="the Veilshare client")
+    p.add_argument("--version", action="version", version=f"veilshare {version()}")
     p.add_argument("--user", required=True, help="your user name ([A-Za-z0-9._-], 1-64)")
     p.add_argument("--home", type=Path, help="client home (default: per user data directory)")
     p.add_argument("--config", type=Path, help="cluster file (default config/cluster.toml)")
@@ -71,8 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"veilshare: cannot start the client: {exc}", file=sys.stderr)
         return 2
     ctx = Context(session)
-    if args.json:
-        ctx.show_pictures = sys.stderr.isatty()
+    if args.json:  # stdout carries the JSON: the picture goes to the terminal on stderr
         ctx.art_out = sys.stderr
     session.sharing.auto_approve = args.auto_approve
     try:

@@ -8,7 +8,7 @@ message; nothing here raises a traceback at the user.
 from __future__ import annotations
 
 import logging
-import shlex
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,12 +19,17 @@ from actors.client.client_session import ClientSession, SessionError
 from actors.client.client_store import StoreError
 from codec.names import InvalidName
 from shell import render
+from shell.words import expand, split_commands, split_words
 
 log = logging.getLogger(__name__)
 
 
 class CommandError(Exception):
-    """Bad usage or a failed command: the message is for the user."""
+    """Bad usage or a failed command: the message is for the user, `code` for scripts."""
+
+    def __init__(self, message: str, code: str = "usage") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass
@@ -39,8 +44,8 @@ class Context:
     session: ClientSession
     progress: Callable[[int, int, str], None] | None = None
     quit_requested: bool = False
-    show_pictures: bool = True
-    art_out: Any = None  # where terminal art goes (None: stdout)
+    art_out: Any = None  # the terminal the picture of `view` goes to (None: sys.stdout)
+    view_seconds: float = 10.0  # a terminal picture closes by itself after this long
 
 
 Handler = Callable[[Context, list[str]], Outcome]
@@ -73,6 +78,8 @@ def command(name: str, usage: str, help_text: str, *, min_args: int = 0,
 @command("encrypt", "encrypt FILE...", "seal images through the cloud into encrypted/",
          min_args=1, max_args=None, arg_kinds=("file",))
 def _encrypt(ctx: Context, args: list[str]) -> Outcome:
+    """Any readable path; globs were expanded by run_line. Each image is named after its file
+    (codec.names.image_name_for); the table and JSON show the name it got ("image")."""
     paths = [Path(a).expanduser() for a in args]
     before = ctx.session.caller.stats.duplicates
     out = ctx.session.encrypt(paths, progress=ctx.progress)
@@ -80,7 +87,7 @@ def _encrypt(ctx: Context, args: list[str]) -> Outcome:
             "duplicate_replies": ctx.session.caller.stats.duplicates - before}
     lines = []
     if out.encrypted:
-        lines.append(render.table(out.encrypted, ["file", "path", "ms", "node"]))
+        lines.append(render.table(out.encrypted, ["file", "image", "path", "ms", "node"]))
     for f in out.failed:
         lines.append(f"failed: {f['file']}: {f['error']}")
     return Outcome(data, "\n".join(lines), ok=not out.failed)
@@ -125,7 +132,7 @@ def _request(ctx: Context, args: list[str]) -> Outcome:
         raise CommandError("usage: request USER IMAGE [VIEWS] [--days D]")
     views = _int(args[2], "VIEWS") if len(args) > 2 else 1
     row = ctx.session.sharing.request(args[0], args[1], views, days)
-    text = f"{row['owner']}/{row['image']}: {row['views_left']} views -> {row['path']}"
+    text = f"{row['owner']}/{row['image']}: {_views(row['views_left'])} -> {row['path']}"
     if row.get("expires"):
         text += f" (expires {_when(row['expires'])})"
     return Outcome(row, text)
@@ -134,7 +141,8 @@ def _request(ctx: Context, args: list[str]) -> Outcome:
 @command("inbox", "inbox", "images shared with you, views left")
 def _inbox(ctx: Context, args: list[str]) -> Outcome:
     rows = ctx.session.sharing.inbox_rows()
-    shown = [{**r, "views": f"{r['views_left']} of {r['views_total']}",
+    shown = [{**r, "views": "revoked" if r["revoked"] else
+              f"{r['views_left']} of {r['views_total']}",
               "expires": _when(r["expires"]) if r["expires"] else "never"} for r in rows]
     return Outcome({"images": rows},
                    render.table(shown, ["owner", "image", "views", "expires", "path"],
@@ -146,35 +154,72 @@ def _inbox(ctx: Context, args: list[str]) -> Outcome:
 def _view(ctx: Context, args: list[str]) -> Outcome:
     from shell import viewer
 
+    out = ctx.art_out if ctx.art_out is not None else sys.stdout
+    if viewer.where(out) is None:  # refused before a view is taken (issue 17)
+        stream = "stderr" if ctx.art_out is sys.stderr else "stdout"
+        raise CommandError(f"view shows the picture only in a window or on a terminal: {stream} "
+                           "is not a terminal and there is no display; run view in a terminal",
+                           code="no_terminal")
     data, picture = ctx.session.sharing.view(args[0])
     title = f"{data['owner']}/{data['image']}"
-    if ctx.show_pictures:
-        data["display"] = viewer.show(picture, title, out=ctx.art_out)
+    data["display"] = viewer.show(picture, title, out=out, seconds=ctx.view_seconds)
     if data["shown"] == "default":
         return Outcome(data, f"{title}: no views left; ask for more: more {data['owner']} "
                              f"{data['image']} N")
-    return Outcome(data, f"{title}: {data['views_left']} views left")
+    return Outcome(data, f"{title}: {_views(data['views_left'])} left")
 
 
 @command("more", "more USER IMAGE N", "ask the owner for N more views", min_args=3, max_args=3,
          arg_kinds=("user", "received_image", "count"))
 def _more(ctx: Context, args: list[str]) -> Outcome:
     out = ctx.session.sharing.more(args[0], args[1], _int(args[2], "N"))
-    return Outcome(out, f"asked {args[0]} for {args[2]} more views of {args[1]} ({out['delivered']})")
+    more = f"{args[2]} more {render.noun(int(args[2]), 'view')}"
+    return Outcome(out, f"asked {args[0]} for {more} of {args[1]} ({out['delivered']})")
 
 
-@command("shared", "shared", "images you shared: borrower, views granted")
+@command("shared", "shared",
+         "images you shared: views granted in total, the borrower's views left as last reported")
 def _shared(ctx: Context, args: list[str]) -> Outcome:
-    rows = [{"borrower": g.borrower, "image": g.image, "views": g.views_left,
-             "granted": g.views_granted} for g in ctx.session.db.shared()]
-    return Outcome({"shared": rows}, render.table(rows, ["borrower", "image", "views", "granted"]))
+    reports = ctx.session.db.reports()
+    rows: list[dict[str, Any]] = []
+    for g in ctx.session.db.shared():
+        left, at = reports.get((g.borrower, g.image), (None, None))
+        rows.append({"borrower": g.borrower, "image": g.image, "views": g.views_left,
+                     "granted": g.views_granted, "views_total": g.views_left,
+                     "revoked": g.views_left == 0, "borrower_views_left": left, "reported": at})
+    shown = [{**r, "views_total": "revoked" if r["revoked"] else str(r["views_total"]),
+              "borrower_views_left": "-" if r["revoked"] else "?" if r["reported"] is None
+              else str(r["borrower_views_left"]),
+              "reported": "-" if r["reported"] is None or r["revoked"] else _when(r["reported"])}
+             for r in rows]
+    return Outcome({"shared": rows}, render.table(
+        shown, ["borrower", "image", "views_total", "borrower_views_left", "reported"],
+        ["borrower", "image", "granted in total", "views left", "as reported at"]))
 
 
 @command("grant", "grant USER IMAGE +N|-N|revoke", "change a borrower's access", min_args=3,
          max_args=3, arg_kinds=("borrower", "own_image", "change"))
 def _grant(ctx: Context, args: list[str]) -> Outcome:
-    out = ctx.session.sharing.grant(args[0], args[1], args[2])
-    return Outcome(out, f"{args[0]}/{args[1]}: {args[2]} ({out['delivered']}); views now {out['views']}")
+    borrower, image = args[0], args[1]
+    out = ctx.session.sharing.grant(borrower, image, args[2])
+    total = out["views"]
+    left, at = ctx.session.db.reports().get((borrower, image), (None, None))
+    fresh = "borrower_views_left" in out
+    out.update(views_total=total, revoked=total == 0, borrower_views_left=left, reported=at)
+    change = args[2]  # "+3" -> "+3 views", "-1" -> "-1 view", "revoke" -> "revoked"
+    change = "revoked" if change == "revoke" else f"{change} {render.noun(int(change), 'view')}"
+    text = f"{borrower}/{image}: {change} ({out['delivered']})"
+    if total > 0:
+        text += f"; granted {total} in total"
+    elif args[2] != "revoke":
+        text += "; no views granted any more"
+    if total == 0:  # revoked: what the borrower had no longer matters
+        pass
+    elif fresh:
+        text += f"; {borrower} has {_views(left or 0)} left"
+    elif at is not None:
+        text += f"; {borrower} had {_views(left or 0)} left at {_when(at)} (last report)"
+    return Outcome(out, text)
 
 
 @command("requests", "requests", "requests for more views waiting for you")
@@ -189,7 +234,8 @@ def _requests(ctx: Context, args: list[str]) -> Outcome:
 def _approve(ctx: Context, args: list[str]) -> Outcome:
     n = _int(args[1], "N") if len(args) > 1 else None
     out = ctx.session.sharing.answer(_int(args[0], "ID"), approve=True, views=n)
-    return Outcome(out, f"approved request {args[0]} ({out['delivered']})")
+    return Outcome(out, f"approved request {args[0]} ({out['delivered']}); granted {out['views']} "
+                        "in total")
 
 
 @command("deny", "deny ID", "deny a request for more views", min_args=1, max_args=1,
@@ -197,6 +243,10 @@ def _approve(ctx: Context, args: list[str]) -> Outcome:
 def _deny(ctx: Context, args: list[str]) -> Outcome:
     out = ctx.session.sharing.answer(_int(args[0], "ID"), approve=False)
     return Outcome(out, f"denied request {args[0]} ({out['delivered']})")
+
+
+def _views(n: int) -> str:
+    return render.plural(n, "view")
 
 
 def _days(text: str) -> float:
@@ -240,18 +290,7 @@ def _quit(ctx: Context, args: list[str]) -> Outcome:
 
 
 # ---- dispatch -------------------------------------------------------------------------------
-def split_commands(text: str) -> list[str]:
-    """`-c "CMD; CMD"`: split on semicolons outside quotes."""
-    lexer = shlex.shlex(text, posix=True, punctuation_chars=";")
-    lexer.whitespace_split = True
-    parts: list[list[str]] = [[]]
-    for tok in lexer:
-        if tok == ";":
-            parts.append([])
-        else:
-            parts[-1].append(tok)
-    return [shlex.join(p) for p in parts if p]
-
+__all__ = ["COMMANDS", "CommandError", "Context", "Outcome", "run_line", "split_commands"]
 
 _ERROR_CODES: dict[type, str] = {InvalidName: "bad_name", AccessError: "bad_value",
                                  StoreError: "store"}
@@ -259,14 +298,16 @@ _ERROR_CODES: dict[type, str] = {InvalidName: "bad_name", AccessError: "bad_valu
 
 def run_line(ctx: Context, line: str) -> Outcome:
     try:
-        words = shlex.split(line)
+        words = split_words(line)
     except ValueError as exc:
         return Outcome({"error": f"cannot parse: {exc}", "code": "usage"},
                        f"error: cannot parse: {exc}", ok=False)
     if not words:
         return Outcome({}, "", ok=True)
-    name, args = words[0], words[1:]
+    name = words[0].text
     cmd = COMMANDS.get(name)
+    files = cmd is not None and "file" in cmd.arg_kinds  # globs expand as a shell would
+    args = expand(words[1:]) if files else [w.text for w in words[1:]]
     try:
         if cmd is None:
             raise CommandError(f"unknown command {name!r}; type 'help' for the list")

@@ -322,5 +322,8 @@ def _cancelled(outcome: Outcome) -> bool:
 def run_interactive(
     ctx: Context, *, input: Input | None = None, output: Output | None = None
 ) -> int:
-    """The `python -m shell --user NAME` prompt. The caller closes the session (Leave)."""
+    """The `python -m shell --user NAME` prompt. The caller closes the session (Leave).
+    Pictures go straight to the terminal, not through the prompt's stdout proxy."""
+    if ctx.art_out is None:
+        ctx.art_out = sys.__stdout__
     return Shell(ctx, input=input, output=output).run()

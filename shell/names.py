@@ -12,6 +12,9 @@ litecli's completion refresher. Two daemon threads, both stopped by `stop()`:
 - "names-directory" asks the cloud for the online users every `period_s` seconds. It may block
   for as long as the session's request deadline when the cloud is down; that only delays the
   user names, never the prompt.
+- "names-images" fetches the images of an online user the completer asks about
+  (`request USER <Tab>`, issue 17): the user's previews, as `browse USER` fetches them (into
+  `previews/USER/`), at most once per `period_s` per user; the names show at the next Tab.
 
 Errors are swallowed (completion must never break the prompt) but counted per step in
 `errors` and the last message kept in `last_error`; the toolbar shows the cloud as unreachable
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,6 +38,7 @@ from typing import Any
 
 from codec import images
 from codec.names import is_valid_name
+from shell.render import plural
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +100,7 @@ def received_candidates(names: Names, args: tuple[str, ...]) -> list[Candidate]:
         count[image] = count.get(image, 0) + 1
     out: list[Candidate] = []
     for owner, image, left in names.received:
-        meta = f"{left} views left"
+        meta = f"{plural(left, 'view')} left"
         out.append((f"{owner}/{image}", meta))
         if count[image] == 1:
             out.append((image, f"from {owner}, {meta}"))
@@ -105,7 +110,9 @@ def received_candidates(names: Names, args: tuple[str, ...]) -> list[Candidate]:
 def received_image_candidates(names: Names, args: tuple[str, ...]) -> list[Candidate]:
     """`more OWNER <image>`: the images OWNER (args[1]) shared with you."""
     owner = args[1] if len(args) > 1 else ""
-    return [(image, f"{left} views left") for o, image, left in names.received if o == owner]
+    return [
+        (image, f"{plural(left, 'view')} left") for o, image, left in names.received if o == owner
+    ]
 
 
 def borrower_candidates(names: Names, args: tuple[str, ...]) -> list[Candidate]:
@@ -113,7 +120,7 @@ def borrower_candidates(names: Names, args: tuple[str, ...]) -> list[Candidate]:
     counts: dict[str, int] = {}
     for borrower, _, _ in names.shared:
         counts[borrower] = counts.get(borrower, 0) + 1
-    return [(b, f"{n} image{'s' if n != 1 else ''} shared") for b, n in sorted(counts.items())]
+    return [(b, f"{plural(n, 'image')} shared") for b, n in sorted(counts.items())]
 
 
 def own_image_candidates(names: Names, args: tuple[str, ...]) -> list[Candidate]:
@@ -121,7 +128,9 @@ def own_image_candidates(names: Names, args: tuple[str, ...]) -> list[Candidate]
     (a borrower not in `shared`), all your images, since `grant` names the problem itself."""
     borrower = args[1] if len(args) > 1 else ""
     given: list[Candidate] = [
-        (image, f"{left} views left") for b, image, left in names.shared if b == borrower
+        (image, f"{plural(left, 'view')} in total")
+        for b, image, left in names.shared
+        if b == borrower
     ]
     if given:
         return given
@@ -130,6 +139,7 @@ def own_image_candidates(names: Names, args: tuple[str, ...]) -> list[Candidate]
 
 def request_candidates(names: Names, args: tuple[str, ...]) -> list[Candidate]:
     return [(str(i), f"{b} asks {v} more of {image}") for i, b, image, v in names.requests]
+
 
 
 def _bind(
@@ -197,6 +207,10 @@ class NameSource:
         self.errors: dict[str, int] = {}
         self.last_error: dict[str, str] = {}
         self._learned: dict[str, set[str]] = {}  # owner -> images seen in `browse` outcomes
+        self._wanted: list[str] = []  # users whose images the completer asked about
+        self._fetched_at: dict[str, float] = {}  # user -> when their images were last asked
+        self._want = threading.Event()
+        self._clock = time.monotonic
         self._lock = threading.Lock()  # writers only: refresh steps and learn()
         self._stop = threading.Event()
         self._poke = threading.Event()
@@ -210,6 +224,7 @@ class NameSource:
         self._threads = [
             threading.Thread(target=self._local_loop, name="names-local", daemon=True),
             threading.Thread(target=self._directory_loop, name="names-directory", daemon=True),
+            threading.Thread(target=self._images_loop, name="names-images", daemon=True),
         ]
         for thread in self._threads:
             thread.start()
@@ -219,6 +234,7 @@ class NameSource:
         is not interrupted: its daemon thread ends when the query does."""
         self._stop.set()
         self._poke.set()
+        self._want.set()
         for thread in self._threads:
             thread.join(timeout_s)
 
@@ -232,7 +248,30 @@ class NameSource:
         return threading.current_thread() in self._threads
 
     def sources(self) -> dict[str, Source]:
-        return sources_for(lambda: self.names)
+        out = sources_for(lambda: self.names)
+        previews = out["preview"]
+
+        def preview(args: tuple[str, ...]) -> Iterable[Candidate]:
+            if len(args) > 1:
+                self.want_images(args[1])
+            return previews(args)
+
+        out["preview"] = preview
+        return out
+
+    def want_images(self, user: str) -> None:
+        """Fetch `user`'s image names in the background (an online user other than you, not
+        asked within `period_s`). Never blocks: completion calls it."""
+        online = {u for u, _ in self.names.users}
+        with self._lock:
+            last = self._fetched_at.get(user)
+            if user not in online or user in self._wanted or (
+                last is not None and self._clock() - last < self._period_s
+            ):
+                return
+            self._fetched_at[user] = self._clock()
+            self._wanted.append(user)
+        self._want.set()
 
     def learn(self, data: Mapping[str, Any]) -> None:
         """Remember image names from a command's data (`browse`: {"user", "previews": [...]})."""
@@ -308,6 +347,25 @@ class NameSource:
             self._poke.clear()
             self.refresh_local()
             self._poke.wait(self._local_period_s)
+
+    def fetch_images(self, user: str) -> None:
+        """One fetch of `user`'s images (the "names-images" thread; tests call it directly)."""
+        rows = self._guard("images", lambda: self._session.sharing.browse(user))
+        if rows is not None:
+            self.learn({"user": user, "previews": rows})
+
+    def _images_loop(self) -> None:
+        while not self._stop.is_set():
+            self._want.wait()
+            self._want.clear()
+            while not self._stop.is_set():
+                with self._lock:
+                    if not self._wanted:
+                        break
+                    user = self._wanted[0]
+                self.fetch_images(user)
+                with self._lock:
+                    self._wanted.remove(user)
 
     def _directory_loop(self) -> None:
         while not self._stop.is_set():

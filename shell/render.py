@@ -40,6 +40,16 @@ def table(
     return "\n".join(lines)
 
 
+def noun(n: int, word: str) -> str:
+    """`word` as it follows the count `n`: "view" for 1 and -1, "views" otherwise."""
+    return word if abs(n) == 1 else f"{word}s"
+
+
+def plural(n: int, word: str) -> str:
+    """`1 view`, `0 views`, `2 views`, `-1 view`: the count and its noun."""
+    return f"{n} {noun(n, word)}"
+
+
 def as_json(data: dict[str, Any]) -> str:
     return json.dumps(data, sort_keys=False, separators=(", ", ": "))
 

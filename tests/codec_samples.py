@@ -105,5 +105,6 @@ SAMPLES: dict[int, m.Message] = {
         m.ImageReply(rid="bob#7", image="sunset.jpg", sealed=PNG, grant=b"signed grant"),
         m.AccessUpdate(rid="alice#45", user="alice", token=TOKEN, update=REVOKE),
         m.MoreViews(rid="bob#8", user="bob", token=TOKEN, image="sunset.jpg", views=1_000_000),
+        m.UpdateApplied(rid="alice#45", views_left=0),
     ]
 }

@@ -141,3 +141,34 @@ def test_a_reply_lost_for_good_is_served_again_when_the_client_retries(
         assert isinstance(reply, EncryptReply) and seal.unseal(reply.sealed).payload == data
     finally:
         tp.stop()
+
+
+def test_encrypt_takes_file_names_as_people_have_them(cloud: Cloud, tmp_path: Path) -> None:
+    """Issue 17: spaces, a glob expanded by the shell itself, a name made valid and one made
+    unique; the table and the JSON say which name each image got."""
+    shots, other = tmp_path / "shots", tmp_path / "other"
+    shots.mkdir()
+    other.mkdir()
+    (shots / "my cat photo.png").write_bytes(png_bytes(11))
+    (shots / "b.jpg").write_bytes(jpeg_bytes(12))
+    (shots / "a.jpg").write_bytes(jpeg_bytes(13))
+    (other / "a.jpg").write_bytes(jpeg_bytes(14))  # another image, the same file name
+    home = tmp_path / "H"
+    r = cloud.shell("alice", home, f'encrypt "{shots}/my cat photo.png" {shots}/*.jpg')
+    assert r.returncode == 0, r.stderr
+    (out,) = json_lines(r.stdout)
+    assert [(e["file"], e["image"], e["path"]) for e in out["encrypted"]] == [
+        ("my cat photo.png", "my_cat_photo.png", "encrypted/my_cat_photo.png"),
+        ("a.jpg", "a.jpg", "encrypted/a.png"),
+        ("b.jpg", "b.jpg", "encrypted/b.png"),
+    ]
+    r = cloud.shell("alice", home, f"encrypt {other}/a.jpg {shots}/a.jpg", json_out=False)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["file", "image", "path", "ms", "node"]
+    assert lines[2].split()[:3] == ["a.jpg", "a-2.jpg", "encrypted/a-2.png"]  # made unique
+    assert lines[3].split()[:3] == ["a.jpg", "a.jpg", "encrypted/a.png"]  # the same image again
+    assert (home / "high/a-2.jpg").read_bytes() == (other / "a.jpg").read_bytes()
+    assert (home / "high/a.jpg").read_bytes() == (shots / "a.jpg").read_bytes()
+    assert seal.unseal((home / "encrypted/my_cat_photo.png").read_bytes()).payload == (
+        shots / "my cat photo.png").read_bytes()

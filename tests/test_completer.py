@@ -21,6 +21,7 @@ from codec import images
 from shell.commands import COMMANDS
 from shell.completer import ShellCompleter, expected, options
 from shell.names import Names, NameSource, images_of_previews, sources_for
+from shell.words import split_words
 
 SNAP = Names(
     users=(("alice", "127.0.0.1:40002"), ("albert", "127.0.0.1:40003"), ("bob", "10.0.0.2:9")),
@@ -43,7 +44,8 @@ def complete(text: str, snap: Names = SNAP) -> list[Completion]:
 
 
 def offered(text: str, snap: Names = SNAP) -> list[str]:
-    return [c.text for c in complete(text, snap)]
+    """What the menu shows (a completion inserts it with a space after it: see below)."""
+    return [c.display_text for c in complete(text, snap)]
 
 
 # ---- expected(): pure ------------------------------------------------------------------------
@@ -111,7 +113,7 @@ def test_user_names_after_commands_taking_a_user(cmd: str) -> None:
 
 def test_user_prefix_and_meta() -> None:
     comps = complete("browse al")
-    assert [c.text for c in comps] == ["alice", "albert"]
+    assert [c.text for c in comps] == ["alice ", "albert "]
     assert comps[0].display_meta_text == "127.0.0.1:40002"
     assert comps[0].start_position == -2
 
@@ -164,7 +166,7 @@ def test_options_from_the_usage_line() -> None:
     assert options("x [--all] [--n N]") == {"--all": "", "--n": "N"}
     assert options("grant USER IMAGE +N|-N|revoke") == {}
     (c,) = complete("request alice pic.jpg --")
-    assert (c.text, c.display_meta_text) == ("--days", "--days D")
+    assert (c.text, c.display_meta_text) == ("--days ", "--days D")
     assert offered("request alice pic.jpg --days ") == []
 
 
@@ -177,8 +179,75 @@ def test_file_paths_after_encrypt(tmp_path: Path) -> None:
     (tmp_path / "bird.jpg").write_bytes(b"x")
     (tmp_path / "cat.png").write_bytes(b"x")
     base = f"{tmp_path}/b"
-    assert sorted(offered(f"encrypt {base}")) == ["each.png", "ird.jpg"]
-    assert offered(f"encrypt {tmp_path}/cat.png {base}i") == ["rd.jpg"]
+    assert sorted(offered(f"encrypt {base}")) == ["beach.png", "bird.jpg"]
+    assert offered(f"encrypt {tmp_path}/cat.png {base}i") == ["bird.jpg"]
+    (c,) = complete(f"encrypt {base}i")
+    assert (c.text, c.start_position) == (f"{tmp_path}/bird.jpg ", -len(base) - 1)
+
+
+# ---- what a completion inserts (issue 17) -------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "inserted"),
+    [("enc", "encrypt "), ("help gr", "grant "), ("browse ali", "alice "),
+     ("request alice po", "portrait.png "), ("view carol/t", "carol/tree.png "),
+     ("grant bob pic.jpg re", "revoke "), ("approve 7", "7 "),
+     ("request alice pic.jpg --d", "--days ")],
+)
+def test_a_completed_command_or_name_ends_with_a_space(text: str, inserted: str) -> None:
+    (c,) = complete(text)
+    assert c.text == inserted and c.display_text == inserted.rstrip()
+    assert c.start_position == -len(text.split(" ")[-1])
+
+
+def test_paths_with_spaces_or_glob_characters_are_quoted(tmp_path: Path) -> None:
+    (tmp_path / "my cat photo.png").write_bytes(b"x")
+    (tmp_path / "star*.jpg").write_bytes(b"x")
+    (tmp_path / "holiday shots").mkdir()
+    (tmp_path / "holiday shots" / "sea.webp").write_bytes(b"x")
+    (c,) = complete(f"encrypt {tmp_path}/my")
+    assert c.text == f"'{tmp_path}/my cat photo.png' " and c.display_text == "my cat photo.png"
+    assert c.start_position == -len(f"{tmp_path}/my")
+    (c,) = complete(f'encrypt "{tmp_path}/my c')  # an open quote: the whole word is replaced
+    assert c.text == f"'{tmp_path}/my cat photo.png' "
+    assert c.start_position == -len(f'"{tmp_path}/my c')
+    (c,) = complete(f"encrypt {tmp_path}/st")
+    assert c.text == f"'{tmp_path}/star*.jpg' "  # quoted: it names that file, not a glob
+    (c,) = complete(f"encrypt {tmp_path}/hol")
+    assert c.text == f"'{tmp_path}/holiday shots/'" and c.display_text == "holiday shots/"
+    line = f"encrypt {c.text}se"  # typing on after the folder: its files, quoted whole
+    (c,) = complete(line)
+    assert c.text == f"'{tmp_path}/holiday shots/sea.webp' "
+    assert c.start_position == -len(f"'{tmp_path}/holiday shots/'se")
+    words = split_words(line[: len(line) + c.start_position] + c.text)
+    assert [w.text for w in words] == ["encrypt", f"{tmp_path}/holiday shots/sea.webp"]
+    assert words[1].pattern is None
+
+
+def test_encrypt_offers_folders_and_image_files_only(tmp_path: Path) -> None:
+    for name in ("a.png", "b.JPG", "c.jpeg", "d.gif", "e.webp", "notes.txt", "f.pdf",
+                 ".hidden.png"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "dir").mkdir()
+    assert sorted(offered(f"encrypt {tmp_path}/")) == [
+        "a.png", "b.JPG", "c.jpeg", "d.gif", "dir/", "e.webp"]
+    assert offered(f"encrypt {tmp_path}/.h") == [".hidden.png"]  # a typed dot: hidden ones too
+
+
+def test_names_a_command_would_refuse_are_not_offered() -> None:
+    snap = Names(
+        users=(("alice", "a"), ("bad name", "b"), (".x", "c"), ("x" * 65, "d")),
+        own=("ok.png", "my cat.png"),
+        received=(("carol", "ok.png", 1), ("carol", "sp ace.png", 1), ("bad owner", "z.png", 1)),
+        shared=(("bob", "ok.png", 1), ("bob", "caf\u00e9.png", 1)),
+        previews={"alice": ("pic.jpg", "../etc.png", "a b.png")},
+    )
+    assert offered("browse ", snap) == ["alice"]
+    assert offered("request alice ", snap) == ["pic.jpg"]
+    assert offered("view ", snap) == ["carol/ok.png", "ok.png", "z.png"]  # z.png alone is fine
+    assert offered("grant ", snap) == ["bob"]
+    assert offered("grant bob ", snap) == ["ok.png"]
+    assert offered("grant erin ", snap) == ["ok.png"]
+    assert offered("more carol ", snap) == ["ok.png"]
 
 
 def test_a_failing_source_offers_nothing_and_does_not_raise() -> None:
@@ -218,7 +287,7 @@ def prompt_with_tab(text: str, snap: Names = SNAP) -> tuple[str, list[str]]:
             wait_for(lambda: session.app.is_running and answered(session.app.current_buffer))
             state = session.app.current_buffer.complete_state
             if state is not None:
-                seen.extend(c.text for c in state.completions)
+                seen.extend(c.display_text for c in state.completions)
             inp.send_text("\r")
 
         feeder = threading.Thread(target=feed)
@@ -229,18 +298,18 @@ def prompt_with_tab(text: str, snap: Names = SNAP) -> tuple[str, list[str]]:
 
 
 def test_prompt_tab_completes_a_partial_command() -> None:
-    assert prompt_with_tab("enc") == ("encrypt", [])
+    assert prompt_with_tab("enc") == ("encrypt ", [])  # the next word does not glue on
 
 
 def test_prompt_tab_offers_user_names() -> None:
     assert prompt_with_tab("browse al") == ("browse al", ["alice", "albert"])
-    assert prompt_with_tab("request b") == ("request bob", [])
+    assert prompt_with_tab("request b") == ("request bob ", [])
 
 
 def test_prompt_tab_offers_image_names() -> None:
     assert prompt_with_tab("request alice p") == ("request alice p", ["pic.jpg", "portrait.png"])
-    assert prompt_with_tab("view tr") == ("view tree.png", [])
-    assert prompt_with_tab("grant bob pic.jpg re") == ("grant bob pic.jpg revoke", [])
+    assert prompt_with_tab("view tr") == ("view tree.png ", [])
+    assert prompt_with_tab("grant bob pic.jpg re") == ("grant bob pic.jpg revoke ", [])
 
 
 # ---- NameSource: reading the session ------------------------------------------------------
@@ -350,3 +419,48 @@ def test_background_threads_refresh_and_stop(fake: FakeSession) -> None:
     assert inside[0] is True and src.in_refresh_thread() is False
     assert all(not t.is_alive() for t in src._threads)
     assert fake.directory_calls == 1  # period 60 s: one query, no busy loop
+
+
+def test_request_user_offers_that_users_images_fetched_in_the_background(
+    fake: FakeSession,
+) -> None:
+    """Issue 17: `request alice <Tab>` before any `browse alice`: the first Tab asks for alice's
+    images in the background (as `browse alice` would), the next Tab offers them."""
+    fake.users = [Entry("alice", "127.0.0.1", 2)]
+    asked: list[str] = []
+
+    def browse(user: str) -> list[dict[str, object]]:
+        asked.append(user)
+        return [{"image": "pic.jpg", "path": "previews/alice/pic.jpg", "bytes": 9},
+                {"image": "sea.png", "path": "previews/alice/sea.png.jpg", "bytes": 9}]
+
+    fake.sharing.browse = browse  # type: ignore[attr-defined]
+    src = NameSource(fake, period_s=60, local_period_s=60)
+    completer = ShellCompleter(src.sources())
+
+    def tab(text: str) -> list[str]:
+        doc = Document(text, len(text))
+        return [c.display_text for c in completer.get_completions(doc, CompleteEvent())]
+
+    src.start()
+    try:
+        wait_for(lambda: src.names.users == (("alice", "127.0.0.1:2"),))
+        assert tab("request alice ") == []  # not known yet: asked for in the background
+        wait_for(lambda: "alice" in src.names.previews)
+        assert tab("request alice ") == ["pic.jpg", "sea.png"]
+        assert tab("request alice s") == ["sea.png"]
+        assert tab("request carol ") == []  # not online: nobody is asked
+    finally:
+        src.stop()
+    assert asked == ["alice"]  # once per period, however many Tabs
+
+
+def test_a_failing_image_fetch_is_counted(fake: FakeSession) -> None:
+    def browse(user: str) -> list[dict[str, object]]:
+        raise SessionError("offline", f"{user} is not online")
+
+    fake.sharing.browse = browse  # type: ignore[attr-defined]
+    src = NameSource(fake)
+    src.fetch_images("alice")
+    assert src.errors == {"images": 1} and src.last_error["images"] == "alice is not online"
+    assert dict(src.names.previews) == {}

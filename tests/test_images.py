@@ -132,22 +132,71 @@ def test_exif_orientation_is_applied() -> None:
     assert images.open_for_view(data, LIMIT).size == (30, 40)
 
 
-def test_preview_is_a_small_jpeg() -> None:
-    rng = np.random.default_rng(0)
-    photo = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (1200, 1600, 3), dtype=np.uint8)).save(
-        photo, format="JPEG", quality=90
+def _photo(width: int, height: int, seed: int = 0, fmt: str = "JPEG") -> bytes:
+    rng = np.random.default_rng(seed)
+    out = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(
+        out, format=fmt, **({"quality": 90} if fmt == "JPEG" else {})
     )
-    prev = images.make_preview(photo.getvalue())
-    assert prev == images.make_preview(photo.getvalue())  # deterministic
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("size", "fmt", "want"),
+    [
+        ((120, 120), "PNG", (30, 30)),  # issue 17: a small image is never sent whole
+        ((120, 120), "JPEG", (30, 30)),
+        ((40, 30), "PNG", (10, 7)),
+        ((600, 200), "GIF", (150, 50)),  # a quarter is under 160 on the long side
+        ((640, 480), "JPEG", (160, 120)),  # exactly both limits
+        ((1600, 1200), "JPEG", (160, 120)),  # 160 on the long side, far under a quarter
+        ((900, 3000), "WEBP", (48, 160)),
+        ((3, 2), "PNG", (1, 1)),
+    ],
+)
+def test_preview_is_reduced_to_a_quarter_and_160_px(
+    size: tuple[int, int], fmt: str, want: tuple[int, int]
+) -> None:
+    prev = images.make_preview(_photo(*size, fmt=fmt))
     with Image.open(io.BytesIO(prev)) as im:
-        assert (im.format, im.size) == ("JPEG", (256, 192))
-    assert len(prev) < 256 * 1024
-    small = images.make_preview(encoded("PNG", (40, 30)), max_side=64)
-    with Image.open(io.BytesIO(small)) as im:
-        assert im.size == (40, 30)  # never scaled up
+        assert (im.format, im.size) == ("JPEG", want)
+    w, h = size
+    assert want[0] <= max(1, w // 4) and want[1] <= max(1, h // 4) and max(want) <= 160
+
+
+def test_preview_is_a_modest_jpeg_deterministic_and_refuses_bombs() -> None:
+    photo = _photo(1600, 1200)
+    prev = images.make_preview(photo)
+    assert prev == images.make_preview(photo)  # deterministic
+    assert len(prev) < 16 * 1024  # 160x120 of noise at modest quality
+    with Image.open(io.BytesIO(prev)) as im:  # modest: the quantisation of quality 60
+        assert im.quantization[0][0] == Image.open(io.BytesIO(_q(60))).quantization[0][0]
     with pytest.raises(ImageError, match="too many pixels"):
         images.make_preview(jpeg_claiming(65500, 65500))
+
+
+def _q(quality: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(out, format="JPEG", quality=quality)
+    return out.getvalue()
+
+
+def test_preview_of_a_turned_photo_is_upright_and_reduced() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    prev = images.make_preview(encoded("JPEG", (400, 200), exif=exif.tobytes()))
+    with Image.open(io.BytesIO(prev)) as im:
+        assert im.size == (50, 100)
+
+
+def test_preview_fits_tells_a_reduced_preview_from_a_whole_copy() -> None:
+    original = _photo(120, 120, fmt="PNG")
+    assert images.preview_fits(images.make_preview(original), original, LIMIT)
+    old = io.BytesIO()  # what an older version kept in low/: the whole picture as a JPEG
+    Image.open(io.BytesIO(original)).save(old, format="JPEG")
+    assert not images.preview_fits(old.getvalue(), original, LIMIT)
+    assert not images.preview_fits(b"", original, LIMIT)
+    assert not images.preview_fits(_photo(30, 30, fmt="PNG"), original, LIMIT)  # not a JPEG
 
 
 def test_sealed_names() -> None:

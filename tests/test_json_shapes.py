@@ -53,6 +53,12 @@ class Match:
 
 
 @dataclass(frozen=True)
+class Maybe:
+    """JSON null or a value of this spec."""
+    spec: Any
+
+
+@dataclass(frozen=True)
 class AnyOf:
     """An object matching one of these shapes."""
     shapes: tuple[dict[str, Any], ...]
@@ -98,6 +104,8 @@ def problems(value: Any, spec: Any, where: str = "$", extra_ok: bool = False) ->
             return [f"{where}: expected a list of {len(spec.specs)}, got {value!r}"]
         return [p for i, (v, sub) in enumerate(zip(value, spec.specs))
                 for p in problems(v, sub, f"{where}[{i}]", extra_ok)]
+    if isinstance(spec, Maybe):
+        return [] if value is None else problems(value, spec.spec, where, extra_ok)
     if isinstance(spec, AnyOf):
         found = [problems(value, s, where, extra_ok) for s in spec.shapes]
         return [] if any(not f for f in found) else [f"{where}: matches no variant: {found}"]
@@ -127,7 +135,10 @@ NODE_UNREACHABLE = {"id": int, "state": OneOf(("unreachable",)), "served": ZERO,
 NODE = AnyOf((NODE_UP, NODE_UNREACHABLE))
 VIEW_BASE = {"owner": NAME, "image": NAME, "path": Match(r"received/[^/]+/[^/]+"),
              "views_left": int, "display": Opt(OneOf(("window", "terminal")))}
-ANSWER = {"id": UPDATE_ID, "delivered": DELIVERED, "to": NAME}
+ANSWER = {"id": UPDATE_ID, "delivered": DELIVERED, "to": NAME,
+          "borrower_views_left": Opt(int)}  # the borrower's report, when delivered "now"
+REPORT = {"views_total": int, "revoked": bool, "borrower_views_left": Maybe(int),
+          "reported": Maybe(float)}
 
 TIME_OR_NULL = Types((float, type(None)))
 DASHBOARD_NODE = {"id": int, "state": OneOf(("up", "down", "unreachable", "syncing", "unknown")),
@@ -146,7 +157,7 @@ DASHBOARD = {
 
 SHAPES: dict[str, Any] = {
     "encrypt": {"encrypted": [{"file": str, "path": Match(r"encrypted/[^/]+\.png"), "ms": float,
-                               "node": int}],
+                               "node": int, "image": NAME}],
                 "failed": [{"file": str, "error": str, "code": NAME}],
                 "duplicate_replies": int},
     "status": {"nodes": [NODE], "user": NAME, "address": ADDRESS},
@@ -156,12 +167,14 @@ SHAPES: dict[str, Any] = {
     "request": {"owner": NAME, "image": NAME, "views_left": int, "views": int, "views_total": int,
                 "expires": float, "path": Match(r"received/[^/]+/[^/]+")},
     "inbox": {"images": [{"owner": NAME, "image": NAME, "views_left": int, "views_total": int,
-                          "expires": float, "path": Match(r"received/[^/]+/[^/]+")}]},
+                          "expires": float, "path": Match(r"received/[^/]+/[^/]+"),
+                          "revoked": bool}]},
     "view": AnyOf(({**VIEW_BASE, "shown": OneOf(("image",)), "width": int, "height": int},
                    {**VIEW_BASE, "shown": OneOf(("default",)), "hint": str})),
-    "more": ANSWER,
-    "shared": {"shared": [{"borrower": NAME, "image": NAME, "views": int, "granted": int}]},
-    "grant": {**ANSWER, "views": int},
+    "more": {"id": UPDATE_ID, "delivered": DELIVERED, "to": NAME},
+    "shared": {"shared": [{"borrower": NAME, "image": NAME, "views": int, "granted": int,
+                           **REPORT}]},
+    "grant": {**ANSWER, "views": int, **REPORT, "borrower_views_left": Maybe(int)},
     "requests": {"requests": [{"id": int, "borrower": NAME, "image": NAME, "views": int}]},
     "approve": {**ANSWER, "views": int},
     "deny": ANSWER,
@@ -230,6 +243,18 @@ def _script(sc: Scenario, user: str, steps: list[tuple[str, str]],
         if expect not in (OK, FAILED):
             assert obj.get("code") == expect, (line, obj)
         sc.seen.append(Seen(line.split()[0], line, obj, expect))
+
+
+def _view_into_a_pipe(sc: Scenario, user: str, line: str) -> None:
+    """`line` (a view) with stdout and stderr both pipes and no display: refused (issue 17)."""
+    environ = {k: v for k, v in env().items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    r = subprocess.run([sys.executable, "-m", "shell", "--user", user, "--home",
+                        str(sc.homes[user]), "--config", str(sc.cloud.config), "-c", line,
+                        "--json"], capture_output=True, text=True, env=environ, cwd=str(REPO),
+                       timeout=60, check=False)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    (obj,) = [json.loads(out) for out in r.stdout.splitlines()]
+    sc.seen.append(Seen("view", line, obj, "no_terminal"))
 
 
 def _server_status(sc: Scenario) -> None:
@@ -314,13 +339,15 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
             ("requests", OK), ("approve 1 2", OK), ("approve 2", OK), ("deny 3", OK),
             ("deny 2", "answered"),
             ("shared", OK), ("grant bob pic.jpg +2", OK), ("grant bob cat.png revoke", OK),
-            ("grant bob pic.jpg x", "bad_value"), ("grant carol pic.jpg +1", "no_grant")])
+            ("grant bob pic.jpg x", "bad_value"), ("grant carol pic.jpg +1", "no_grant"),
+            ("grant bob pic.jpg +0", "bad_value")])
         bob = _serve(sc, "bob")
         try:
             _script(sc, "alice", [("grant bob pic.jpg -1", OK), ("shared", OK)])
         finally:
             _stop(bob)
         _script(sc, "bob", [("inbox", OK)])
+        _view_into_a_pipe(sc, "bob", "view pic.jpg")
         cloud.kill(3)
         _server_status(sc)
         _dashboard_state(sc)
@@ -352,7 +379,7 @@ def test_design_shapes_hold(scenario: Scenario, command: str) -> None:
 
 def test_errors_are_error_and_code(scenario: Scenario) -> None:
     errors = [s for s in scenario.seen if s.expect not in (OK, FAILED)]
-    assert len(errors) == 15
+    assert len(errors) == 17
     for s in errors:
         assert problems(s.obj, SHAPES["error"]) == [], (s.line, s.obj)
         assert s.obj["error"] and s.obj["code"] == s.expect
@@ -415,6 +442,16 @@ def test_values_follow_the_story(scenario: Scenario) -> None:
     final = scenario.of("inbox")[-1]["images"]
     assert {(r["image"], r["views_left"], r["views_total"]) for r in final} == {
         ("pic.jpg", 4, 5), ("cat.png", 0, 0)}
+    assert {r["image"]: r["revoked"] for r in final} == {"pic.jpg": False, "cat.png": True}
+    # the owner's words (issue 17): "granted N in total", and bob's views left as his client
+    # reported them when he applied the -1 peer to peer (through the cloud nothing is reported)
+    grants = [(o["delivered"], o["views_total"], o["revoked"], o["borrower_views_left"])
+              for o in scenario.of("grant")]
+    assert grants[:2] == [("via cloud", 6, False, 2), ("via cloud", 0, True, 1)]  # at request
+    assert grants[2] == ("now", 5, False, 4)
+    last = {r["image"]: r for r in scenario.of("shared")[-1]["shared"]}
+    assert (last["pic.jpg"]["views_total"], last["pic.jpg"]["borrower_views_left"]) == (5, 4)
+    assert last["cat.png"]["revoked"] is True and last["pic.jpg"]["revoked"] is False
 
 
 def test_more_for_an_image_never_shared_is_refused_or_ignored(scenario: Scenario) -> None:
@@ -448,7 +485,7 @@ def test_docs_error_examples_are_real(scenario: Scenario) -> None:
     seen = [s.obj for s in scenario.seen if s.expect not in (OK, FAILED)] + [PARSE_ERROR]
     examples = [o for objs in _doc_sections(DOCS.read_text()).values() for o in objs
                 if "error" in o]
-    assert len(examples) == 14
+    assert len(examples) == 16
     for obj in examples:
         assert obj in seen, obj
 
@@ -487,3 +524,4 @@ def test_quit_gives_no_text() -> None:
     ctx = Context(cast(ClientSession, None))
     out = run_line(ctx, "quit")
     assert (out.data, out.text, out.ok, ctx.quit_requested) == ({"quit": True}, "", True, True)
+

@@ -9,6 +9,7 @@ import pytest
 
 from codec.errors import CodecError
 from codec.names import (
+    image_name_for,
     NAME_RE,
     InvalidName,
     check_name,
@@ -131,3 +132,39 @@ def test_safe_join_refuses_symlink_loop(tmp_path: Path) -> None:
     os.symlink(tmp_path / "a", tmp_path / "b")
     with pytest.raises(InvalidName, match="cannot be resolved"):
         safe_join(tmp_path, "a", "x")
+
+
+# ---- the image name `encrypt` gives a file (issue 17) ---------------------------------------------
+@pytest.mark.parametrize(
+    ("file_name", "image"),
+    [
+        ("pic.jpg", "pic.jpg"),  # a valid name stays as it is
+        ("my cat photo.png", "my_cat_photo.png"),
+        ("café.png", "caf_.png"),  # non-ASCII: one "_" per character
+        ("Ünïcode 写真.jpg", "_n_code___.jpg"),
+        (".hidden.png", "_hidden.png"),  # never a leading dot
+        ("..png", "_.png"),
+        ("...", "_.."),
+        ("a:b*c?.gif", "a_b_c_.gif"),
+        ("dir/sub/shot 1.webp", "shot_1.webp"),  # the file name only
+        ("x" * 100 + ".jpeg", "x" * 59 + ".jpeg"),  # cut to 64, the extension kept
+        ("y" * 70, "y" * 64),
+        ("z" * 60 + "." + "e" * 20, "z" * 60 + ".eee"),  # 20 characters are no extension: cut
+    ],
+)
+def test_image_name_for_a_file(file_name: str, image: str) -> None:
+    got = image_name_for(file_name)
+    assert got == image[:64] and is_valid_name(got)
+
+
+def test_image_name_for_a_clash_is_made_unique_before_the_extension() -> None:
+    taken = {"pic.jpg", "pic-2.jpg"}
+    assert image_name_for("pic.jpg", taken.__contains__) == "pic-3.jpg"
+    assert image_name_for("notes", {"notes"}.__contains__) == "notes-2"
+    long = "p" * 70 + ".png"
+    first = image_name_for(long)
+    again = image_name_for(long, {first}.__contains__)
+    assert again == "p" * 58 + "-2.png" and len(again) == 64
+    asked: list[str] = []
+    image_name_for("a b.png", lambda n: asked.append(n) or n == "a_b.png")
+    assert asked == ["a_b.png", "a_b-2.png"]  # only candidates are asked about

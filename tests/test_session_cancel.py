@@ -49,7 +49,8 @@ def joined(tmp_path: Path) -> Iterator[tuple[ClientSession, FakeTransport, FakeC
 
     def answer() -> None:
         join = tp.wait_msg(Join)[0]
-        tp.deliver(cfg.nodes[0].client_addr, JoinReply(rid=join.rid, token=TOKEN, updates=()))
+        for node in cfg.nodes[:2]:  # a majority answers the join
+            tp.deliver(node.client_addr, JoinReply(rid=join.rid, token=TOKEN, updates=()))
 
     threading.Thread(target=answer, daemon=True).start()
     session.join()

@@ -17,7 +17,7 @@ import pytest
 import config
 from actors.client.client_session import ClientSession, SessionError
 from benchmarks.localcloud import Cloud, json_lines
-from codec import seal
+from codec import images, seal
 from codec.messages import ImageRequest, PreviewRequest
 from imgdata import jpeg_bytes
 
@@ -69,7 +69,9 @@ def test_browse_request_view_until_the_default_image(cloud: Cloud, tmp_path: Pat
         users, browse, got, inbox = json_lines(r.stdout)
         assert {"alice", "bob"} <= {u["user"] for u in users["users"]}
         assert browse["previews"][0]["image"] == "pic.jpg"
-        assert (bob_home / browse["previews"][0]["path"]).read_bytes()[:2] == b"\xff\xd8"
+        preview = (bob_home / browse["previews"][0]["path"]).read_bytes()
+        assert preview[:2] == b"\xff\xd8"
+        assert images.probe(preview, 10**6)[1:] == (40, 40)  # a quarter of the 160x160 original
         assert got["path"] == "received/alice/pic.png" and got["views_left"] == 2
         assert inbox["images"][0]["views_left"] == 2
         sealed = (bob_home / "received/alice/pic.png").read_bytes()

@@ -2,7 +2,8 @@
 
 alice encrypts a picture and serves; bob's `python -m shell` runs inside a detached tmux
 session (120x40, TERM=xterm-256color, no DISPLAY) and is driven with send-keys through users,
-Tab completion, browse, request, view (the picture drawn as true-colour half blocks), inbox
+Tab completion, browse, request, view (the picture drawn as true-colour half blocks on the
+alternate screen, closed with a key, nothing of it left in the scrollback: issue 17), inbox
 and quit. Each step polls `tmux capture-pane` until the expected text is on the screen; the
 deadline only bounds a hang, nothing is timed. After quit the pane's process has exited with
 status 0 and bob has left the directory.
@@ -33,7 +34,7 @@ pytestmark = [pytest.mark.cloud, pytest.mark.timeout(120),
 
 COLS, ROWS = 120, 40
 STEP_DEADLINE_S = 30.0  # bounds a hang only; a step normally takes well under a second
-PIC_SIZE = 160  # a 160x160 picture: drawn 72 cells wide, 36 rows (fit in 120 x (40-4)*2)
+PIC_SIZE = 160  # a 160x160 picture: drawn 78 cells wide, 39 rows (fit in 120 x (40-1)*2)
 CONF = "set -g remain-on-exit on\nset -g status off\nset -g history-limit 10000\n"
 SGR = re.compile(r"\x1b\[([0-9;]*)m")
 
@@ -65,9 +66,11 @@ class Tmux:
         if special:
             self.run("send-keys", "-t", target, *special)
 
-    def screen(self, target: str, escapes: bool = False) -> str:
-        """The pane's whole history and screen (with SGR escapes if `escapes`)."""
-        return self.run("capture-pane", "-p", "-J", "-t", target, "-S", "-", "-E", "-",
+    def screen(self, target: str, escapes: bool = False, history: bool = True) -> str:
+        """The pane's whole history and screen, or the visible screen only (with SGR escapes if
+        `escapes`). On the alternate screen the history shown is the normal screen's."""
+        return self.run("capture-pane", "-p", "-J", "-t", target,
+                        *(["-S", "-", "-E", "-"] if history else []),
                         *(["-e"] if escapes else []))
 
     def info(self, target: str, fmt: str) -> str:
@@ -175,11 +178,19 @@ def test_interactive_shell_in_tmux(cloud: Cloud, tmux: Tmux, tmp_path: Path) -> 
         tmux.wait_for("bob", r"^\s+browse\s+fetch USER's previews")
         tmux.keys("bob", "", "Tab")
         tmux.wait_for("bob", r"^bob> browse ?$")
-        _step(tmux, " alice", r"^pic\.jpg\s+previews/alice/pic\.jpg\s+\d+$")
+        # the completion ended with a space (issue 17): the user name follows directly
+        _step(tmux, "alice", r"^pic\.jpg\s+previews/alice/pic\.jpg\s+\d+$")
         assert (bob_home / "previews/alice/pic.jpg").read_bytes()[:2] == b"\xff\xd8"
         _step(tmux, "request alice pic.jpg 2", r"^alice/pic\.jpg: 2 views -> received/alice/pic\.png$")
-        _step(tmux, "view pic.jpg", r"^alice/pic\.jpg: 1 views left$")
-        _assert_picture_drawn(tmux.screen("bob", escapes=True), original)
+        tmux.keys("bob", "view pic.jpg", "Enter")
+        tmux.wait_for("bob", r"^alice/pic\.jpg: any key closes the picture")
+        assert tmux.info("bob", "#{alternate_on}") == "1"
+        _assert_picture_drawn(tmux.screen("bob", escapes=True, history=False), original)
+        tmux.keys("bob", "q")
+        text = _step(tmux, "", r"^alice/pic\.jpg: 1 view left$")
+        assert tmux.info("bob", "#{alternate_on}") == "0"
+        assert UPPER_HALF not in tmux.screen("bob")  # nothing of it on the screen or above
+        assert "any key closes the picture" not in text and "bob> view pic.jpg" in text
         _step(tmux, "inbox", r"^alice\s+pic\.jpg\s+1 of 2\s+never\s+received/alice/pic\.png$")
         tmux.keys("bob", "quit", "Enter")
         tmux.wait_for("bob", r"^bye$")
@@ -194,11 +205,15 @@ def test_interactive_shell_in_tmux(cloud: Cloud, tmux: Tmux, tmp_path: Path) -> 
 
 
 def _assert_picture_drawn(screen: str, original: bytes) -> None:
-    """The screen holds the hidden picture as half blocks: the rows and columns the viewer
-    draws for a 120x40 terminal, with the colours of the decoded original."""
-    expected = terminal_art(images.open_for_view(original, 10**8), columns=COLS, rows=ROWS - 4)
+    """The (alternate) screen holds the hidden picture as half blocks from its first row: the
+    rows and columns the viewer draws for a 120x40 terminal, with the colours of the decoded
+    original, and the hint on the last row: the whole picture is visible."""
+    expected = terminal_art(images.open_for_view(original, 10**8), columns=COLS, rows=ROWS - 1)
     want = [_cells(line) for line in expected.splitlines()]
     got = [_cells(line) for line in _art_rows(screen)]
-    assert (len(want), len(want[0])) == (ROWS - 4, 72)  # 160x160 fit in 120 x 72 pixels
+    rows = screen.split("\n")
+    assert _art_rows(screen) == [line for line in rows[: len(want)]]
+    assert "any key closes the picture" in rows[len(want)]
+    assert (len(want), len(want[0])) == (ROWS - 1, 78)  # 160x160 fit in 120 x 78 pixels
     assert [len(row) for row in got] == [len(row) for row in want]
     assert got == want

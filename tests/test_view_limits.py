@@ -23,9 +23,12 @@ import dataclasses
 import hashlib
 import io
 import random
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,9 +55,9 @@ from actors.core import access
 from actors.client.client_session import ClientSession, SessionError
 from actors.client.keys import ClientKeys
 from actors.client.peer import parse_change
-from benchmarks.localcloud import Cloud, json_lines
+from benchmarks.localcloud import REPO, Cloud, json_lines
 from codec import seal, sharecrypt
-from codec.messages import Ack, ImageReply, Join, JoinReply, Update
+from codec.messages import ImageReply, Join, JoinReply, Update, UpdateApplied
 from shell import viewer
 
 pytestmark = pytest.mark.timeout(120)
@@ -189,7 +192,7 @@ def test_replayed_older_signed_grants_never_raise_views(share: Share, tmp_path: 
     with serving(share.cloud, user, bob):
         for kind, delta, blob in replays:
             reply = send_peer(alice, user, _update(user, alice.next_rid(), kind, delta, blob))
-            assert isinstance(reply, Ack)
+            assert reply == UpdateApplied(rid=reply.rid, views_left=1)  # his views, unchanged
     assert received(bob, "alice", "pic.png") == held
 
     # 3. the first sealed file (version 1) offered again as an image reply
@@ -224,8 +227,9 @@ def test_two_views_racing_use_one_view_each_never_more(share: Share, tmp_path: P
     user, bob = "bob-race", tmp_path / "bob"
     _ok(share, user, bob, "request alice pic.png 3")
     # two `view` shells started together (the second may be refused at join: exit 3)
-    procs = [share.cloud.spawn_shell(user, bob, ["-c", "view pic.png", "--json"]) for _ in range(2)]
-    outs = [(p.communicate(timeout=60)[0], p.returncode) for p in procs]
+    with ThreadPoolExecutor(2) as pool:  # each on a terminal of its own (view draws only there)
+        runs = list(pool.map(lambda _: share.cloud.shell(user, bob, "view pic.png"), range(2)))
+    outs = [(r.stdout, r.returncode) for r in runs]
     assert {rc for _, rc in outs} <= {0, 3}, outs
     shown = [json_lines(out)[0]["shown"] for out, rc in outs if rc == 0]
     assert shown == ["image"] * len(shown) and len(shown) >= 1
@@ -260,19 +264,21 @@ def test_browsing_and_opening_previews_never_uses_a_view(share: Share, tmp_path:
 
 # ---- TD-4 ----------------------------------------------------------------------------------------
 def _arts(stdout: str) -> tuple[list[str], list[str]]:
-    """Terminal pictures (one string per picture) and the other lines of a shell's stdout."""
+    """Terminal pictures (the half-block lines of each alternate screen) and the lines of a
+    shell's stdout (a terminal) outside them. Each picture is on an alternate screen of its own
+    and followed by nothing but the hint before the screen is left (issue 17)."""
     arts: list[str] = []
     text: list[str] = []
-    lines: list[str] = []
-    for line in stdout.splitlines() + [""]:
-        if line.startswith("\x1b[38;2;"):
-            lines.append(line)
-            continue
-        if lines:
-            arts.append("\n".join(lines))
-            lines = []
-        if line:
-            text.append(line)
+    rest = stdout
+    while viewer.ALT_SCREEN_ON in rest:
+        before, _, rest = rest.partition(viewer.ALT_SCREEN_ON)
+        screen, left, rest = rest.partition(viewer.ALT_SCREEN_OFF)
+        assert left, "an alternate screen that was never left"
+        text += [line for line in before.splitlines() if line]
+        *art, hint = screen.split("\n")
+        assert hint.startswith("\x1b[0m") and "any key closes the picture" in hint, hint
+        arts.append("\n".join(art))
+    text += [line for line in rest.splitlines() if line]
     return arts, text
 
 
@@ -317,12 +323,12 @@ def test_viewing_leaves_no_plaintext_and_an_ended_grant_no_key(
     assert r.returncode == 0, r.stderr
     arts, text = _arts(r.stdout)
     expected = viewer.terminal_art(
-        Image.open(io.BytesIO(ORIGINAL)).convert("RGB"), COLUMNS, LINES - 4
+        Image.open(io.BytesIO(ORIGINAL)).convert("RGB"), *viewer.art_box(COLUMNS, LINES)
     )
-    assert len(expected.splitlines()) == 26 and len(arts) == 3
+    assert len(expected.splitlines()) == 29 and len(arts) == 3
     assert arts[:2] == [expected, expected] and arts[2] != expected
     assert text == [
-        "alice/pic.png: 1 views left",
+        "alice/pic.png: 1 view left",
         "alice/pic.png: 0 views left",
         "alice/pic.png: no views left; ask for more: more alice pic.png N",
     ]
@@ -339,7 +345,7 @@ def test_viewing_leaves_no_plaintext_and_an_ended_grant_no_key(
     share.alice.sharing.grant(user, "pic.png", "+2")
     r = run_shell(share.cloud, user, bob, "view pic.png", env=env, json_out=False)
     assert r.returncode == 0, r.stderr
-    assert _arts(r.stdout) == ([expected], ["alice/pic.png: 1 views left"])
+    assert _arts(r.stdout) == ([expected], ["alice/pic.png: 1 view left"])
     assert _content_key(bob) == key
     assert windows.files_holding(bob, tmp) == [] and files_holding(key, bob, tmp) == []
 
@@ -432,9 +438,8 @@ def test_an_edited_delta_on_a_signed_update_gives_no_extra_views(
             ("-2", 1000, 0, 2),
             ("+5", -1000, 5, 7),
         ):
-            assert isinstance(
-                send_peer(alice, user, _signed_change(alice, user, change, edited)), Ack
-            )
+            reply = send_peer(alice, user, _signed_change(alice, user, change, edited))
+            assert reply == UpdateApplied(rid=reply.rid, views_left=left)  # reported to alice
             rec = received(bob, "alice", "pic.png")
             assert (rec.views_left, rec.views_total) == (left, total), change
     assert alice.db.get_given(user, "pic.png").views_left == 7  # type: ignore[union-attr]
@@ -597,3 +602,32 @@ def test_grant_region_flips_with_a_fixed_checksum_never_add_views(
     assert sum(outcomes.values()) == 251
     assert set(outcomes) <= {("damaged", 0), ("default", 0), ("image", 1)}, outcomes
     assert outcomes[("image", 1)] > 0 and outcomes[("damaged", 0)] > 0, outcomes
+
+
+def test_view_into_a_file_or_pipe_is_refused_before_a_view_is_taken(
+    share: Share, tmp_path: Path
+) -> None:
+    """`-c "view pic.png" > out.txt` with no display (issue 17): a clear error and code, exit
+    status 1, no view used, nothing of the picture in the output; with --json the same, as the
+    JSON error shape (the picture would go to stderr, here a pipe too)."""
+    user, bob, tmp = "bob-pipe", tmp_path / "bob", tmp_path / "tmp"
+    tmp.mkdir()
+    _borrow(share, user, bob, 2)
+    env = client_env(tmp, COLUMNS, LINES)
+    base = [sys.executable, "-m", "shell", "--user", user, "--home", str(bob), "--config",
+            str(share.cloud.config), "-c", "view pic.png"]
+    out_txt = tmp_path / "out.txt"
+    with out_txt.open("w") as out:
+        r = subprocess.run(base, stdout=out, stderr=subprocess.PIPE, text=True, env=env,
+                           cwd=str(REPO), timeout=120, check=False)
+    assert r.returncode == 1 and out_txt.read_text() == ""
+    assert r.stderr.splitlines()[-1] == (
+        "error: view shows the picture only in a window or on a terminal: stdout is not a "
+        "terminal and there is no display; run view in a terminal")
+    r = subprocess.run([*base, "--json"], capture_output=True, text=True, env=env,
+                       cwd=str(REPO), timeout=120, check=False)
+    assert r.returncode == 1 and "\x1b[" not in r.stdout + r.stderr
+    (err,) = json_lines(r.stdout)
+    assert err == {"error": err["error"], "code": "no_terminal"}
+    assert "stderr is not a terminal" in err["error"]
+    assert _left(bob) == 2  # no view was taken

@@ -13,19 +13,26 @@ import io
 import json
 import os
 import re
+import select
 import shutil
 import subprocess
 import sys
+import termios
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
 from PIL import Image, features
 from window_probe import smooth
 
+from actors.client.client_session import ClientSession
 from benchmarks import localcloud
+from benchmarks.terminal import open_pty
 from shell import viewer
+from shell.commands import Context, run_line
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -95,17 +102,135 @@ def test_terminal_art_keeps_the_aspect_ratio_within_columns_and_rows() -> None:
     assert odd.shape == (4, 10, 3) and (odd == (1, 2, 3)).all()  # odd height: one more row
 
 
-def test_show_without_a_display_prints_the_art(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def no_display(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("DISPLAY", "WAYLAND_DISPLAY"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("COLUMNS", "150")
-    monkeypatch.setenv("LINES", "20")
+
+
+class Pty:
+    """A pseudo-terminal of 150 x 20 for the viewer: `out` (the slave as a text file) is where the
+    picture goes; a thread reads what the terminal receives (a terminal's buffer is small: a
+    picture blocks its writer until someone reads), `read_until` waits for a marker in it and
+    gives it all, "\r\n" turned into "\n"."""
+
+    def __init__(self, columns: int = 150, lines: int = 20) -> None:
+        self.master, slave = open_pty(columns, lines)
+        self.out = os.fdopen(slave, "w", encoding="utf-8")
+        self.seen = b""
+        self.changed = threading.Condition()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            with self.changed:
+                self.seen += chunk
+                self.changed.notify_all()
+
+    def read_until(self, marker: str) -> str:
+        with self.changed:
+            found = self.changed.wait_for(lambda: marker.encode() in self.seen, timeout=30)
+            assert found, f"{marker!r} never came: {self.seen[-200:]!r}"
+            return self.seen.decode(errors="replace").replace("\r\n", "\n")
+
+    def close(self) -> None:
+        self.out.close()
+        os.close(self.master)
+
+
+@pytest.fixture
+def pty() -> Iterator[Pty]:
+    t = Pty()
+    yield t
+    t.close()
+
+
+def test_where_a_picture_can_go(no_display: None, pty: Pty, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert viewer.where(io.StringIO()) is None  # a file: nowhere, the command refuses
+    read, write = os.pipe()
+    with os.fdopen(read, "rb") as r, os.fdopen(write, "wb") as w:
+        assert viewer.where(w) is None and r.readable()  # a pipe: nowhere
+    assert viewer.where(None) is None
+    assert viewer.where(pty.out) == "terminal"
+    monkeypatch.setenv("DISPLAY", ":99")
+    assert viewer.where(io.StringIO()) == "window"
+
+
+def _show(pty: Pty, img: Image.Image, seconds: float) -> threading.Thread:
+    t = threading.Thread(target=viewer.show, args=(img, "alice/pic.png"),
+                         kwargs={"out": pty.out, "seconds": seconds}, daemon=True)
+    t.start()
+    return t
+
+
+def test_the_picture_is_on_the_alternate_screen_fits_and_a_key_ends_it(
+    no_display: None, pty: Pty
+) -> None:
     img = _blocks()
-    out = io.StringIO()
-    assert viewer.show(img, "alice/pic.png", out=out) == "terminal"
-    assert out.getvalue() == viewer.terminal_art(img, columns=120, rows=16) + "\n"
-    # at most 120 columns and LINES - 4 = 16 lines: 600x300 becomes 64x32 pixels
-    assert _parse(out.getvalue().rstrip("\n")).shape == (32, 64, 3)
+    mode = termios.tcgetattr(pty.out.fileno())
+    shown = _show(pty, img, seconds=3600)  # only the key can end it within the test's timeout
+    pty.read_until(viewer.ALT_SCREEN_ON)
+    os.write(pty.master, b"q")
+    shown.join(30)
+    assert not shown.is_alive()
+    text = pty.read_until(viewer.ALT_SCREEN_OFF)
+    # 150 x 20: at most 120 columns and 19 rows of art, the hint on the 20th line
+    art = viewer.terminal_art(img, columns=120, rows=19)
+    hint = "alice/pic.png: any key closes the picture (it closes by itself after 3600 s)"
+    assert text == viewer.ALT_SCREEN_ON + art + "\n\x1b[0m" + hint + viewer.ALT_SCREEN_OFF
+    assert _parse(art).shape == (38, 76, 3) and len(art.splitlines()) == 19
+    assert termios.tcgetattr(pty.out.fileno()) == mode  # the terminal's mode is back
+
+
+def test_ctrl_c_ends_the_view_like_any_key(no_display: None, pty: Pty) -> None:
+    shown = _show(pty, _blocks(), seconds=3600)
+    pty.read_until(viewer.ALT_SCREEN_ON)
+    os.write(pty.master, b"\x03")  # no signal: ISIG is off while the picture is up
+    shown.join(30)
+    assert not shown.is_alive()
+    assert pty.read_until(viewer.ALT_SCREEN_OFF).endswith(viewer.ALT_SCREEN_OFF)
+
+
+def test_the_picture_closes_by_itself_when_its_time_is_up(no_display: None, pty: Pty) -> None:
+    os.write(pty.master, b"x")  # typed ahead (and echoed): dropped, it does not end the view
+    pty.read_until("x")
+    assert viewer.show(_blocks(), "alice/pic.png", out=pty.out, seconds=0) == "terminal"
+    text = pty.read_until(viewer.ALT_SCREEN_OFF)
+    assert text.startswith("x" + viewer.ALT_SCREEN_ON) and text.endswith(viewer.ALT_SCREEN_OFF)
+    fd = os.open(os.ttyname(pty.out.fileno()), os.O_RDONLY | os.O_NOCTTY)
+    try:  # non-canonical, without flushing: anything still pending could be read now
+        mode = termios.tcgetattr(fd)
+        mode[3] &= ~termios.ICANON
+        termios.tcsetattr(fd, termios.TCSANOW, mode)
+        assert select.select([fd], [], [], 0)[0] == []  # the "x" was dropped
+    finally:
+        os.close(fd)
+
+
+def test_key_wait_counts_time_on_its_clock(pty: Pty) -> None:
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 0.4
+        return now[0]
+
+    with viewer.KeyWait(pty.out.fileno(), clock=clock) as keys:
+        os.write(pty.master, b"k")
+        assert keys.wait(3600) is True
+        assert keys.wait(1.0) is False  # the clock passed 1 s before any key
+
+
+def test_art_box_leaves_the_last_line_for_the_hint() -> None:
+    assert viewer.art_box(150, 20) == (120, 19)
+    assert viewer.art_box(60, 30) == (60, 29)
+    assert viewer.art_box(0, 0) == (1, 1)
 
 
 # ---- the window under Xvfb -----------------------------------------------------------------------
@@ -186,3 +311,44 @@ def test_window_shows_the_hidden_picture_scaled_keeps_its_aspect_and_esc_closes(
     inner = arr[top:bottom, left:right]
     assert _mean_diff(inner, np.asarray(original.resize((400, 222), Image.Resampling.BOX))) < 12
     assert arr[:top].max() == 0 and arr[bottom:].max() == 0
+
+
+# ---- the view command: nowhere to show the picture, no view taken ----------------------------------
+class _NoView:
+    """A session whose view must not be taken."""
+
+    def __init__(self) -> None:
+        self.sharing = self
+        self.views = 0
+
+    def view(self, name: str) -> tuple[dict[str, object], Image.Image]:
+        self.views += 1
+        data: dict[str, object] = {"owner": "alice", "image": name, "path": "received/alice/p.png",
+                                   "views_left": 1, "shown": "image", "width": 600,
+                                   "height": 300}
+        return data, _blocks()
+
+
+def test_view_refuses_without_a_terminal_or_display_before_taking_a_view(
+    no_display: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session = _NoView()
+    monkeypatch.setattr(sys, "stdout", io.StringIO())  # `-c "view pic.png" > out.txt`
+    out = run_line(Context(cast(ClientSession, session)), "view pic.png")
+    assert not out.ok and out.data["code"] == "no_terminal"
+    assert out.data == {"error": out.data["error"], "code": "no_terminal"}
+    assert "stdout is not a terminal and there is no display" in out.data["error"]
+    ctx = Context(cast(ClientSession, session), art_out=sys.stderr)  # --json: stderr captured
+    out = run_line(ctx, "view pic.png")
+    assert out.data["code"] == "no_terminal" and "stderr is not a terminal" in out.data["error"]
+    assert session.views == 0
+    assert sys.stdout.getvalue() == ""  # type: ignore[attr-defined]
+
+
+def test_view_on_a_terminal_says_1_view_left(no_display: None, pty: Pty) -> None:
+    session = _NoView()
+    ctx = Context(cast(ClientSession, session), art_out=pty.out, view_seconds=0)
+    out = run_line(ctx, "view pic.png")
+    assert out.ok and session.views == 1
+    assert out.text == "alice/pic.png: 1 view left" and out.data["display"] == "terminal"
+    assert pty.read_until(viewer.ALT_SCREEN_OFF).endswith(viewer.ALT_SCREEN_OFF)

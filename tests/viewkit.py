@@ -34,6 +34,7 @@ from actors.client.client_session import ClientSession
 from actors.client.client_store import ClientHome, ReceivedGrant
 from actors.client.keys import ClientKeys
 from benchmarks import localcloud
+from benchmarks.terminal import run_on_terminal
 from codec import png as png_mod
 from codec import seal, sharecrypt
 from codec.messages import AccessUpdate, Message, Update
@@ -44,8 +45,8 @@ _BLOCK = 16
 
 def client_env(tmpdir: Path, columns: int = 60, lines: int = 30) -> dict[str, str]:
     """Environment of a client process: no DISPLAY / WAYLAND_DISPLAY (the viewer renders in the
-    terminal), TMPDIR = `tmpdir`, terminal size columns x lines (shutil.get_terminal_size reads
-    COLUMNS and LINES when stdout is not a terminal)."""
+    terminal), TMPDIR = `tmpdir`, terminal size columns x lines (`run_shell` gives its terminal
+    that size)."""
     env = localcloud.env()
     for var in ("DISPLAY", "WAYLAND_DISPLAY"):
         env.pop(var, None)
@@ -62,7 +63,8 @@ def run_shell(
     env: dict[str, str],
     json_out: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m shell -c COMMANDS` as `user` against `cloud`, in `env`."""
+    """`python -m shell -c COMMANDS` as `user` against `cloud`, in `env`, with the picture's
+    stream (stdout, or stderr with JSON) on a terminal that closes each picture with a key."""
     cmd = [
         sys.executable,
         "-m",
@@ -78,14 +80,14 @@ def run_shell(
     ]
     if json_out:
         cmd.append("--json")
-    return subprocess.run(
+    return run_on_terminal(  # the picture's stream on a terminal of env's COLUMNS x LINES
         cmd,
-        check=False,
-        capture_output=True,
-        text=True,
+        on="stderr" if json_out else "stdout",
         env=env,
         cwd=str(localcloud.REPO),
         timeout=120,
+        columns=int(env.get("COLUMNS", "80")),
+        lines=int(env.get("LINES", "24")),
     )
 
 

@@ -53,7 +53,7 @@ from actors.client.session_messages import CancelScope as CancelMsg
 from actors.core.calls import CallError, CallStats
 from codec import images
 from codec.messages import EncryptReply, JoinReply, Message, Update, UserEntry
-from codec.names import InvalidName, check_name
+from codec.names import check_name, image_name_for
 from config import Config
 from transport.udp import Transport
 
@@ -301,15 +301,15 @@ class ClientSession:
                 "download_ms": max(0.0, total - upload - reply.wait_ms - reply.seal_ms)}
 
     def encrypt_file(self, path: Path) -> dict[str, Any]:
-        """Seal one file through the cloud into encrypted/. Raises SessionError."""
-        try:
-            name = check_name(path.name, "image name")
-        except InvalidName as exc:
-            raise SessionError("bad_name", str(exc)) from None
+        """Seal one file through the cloud into encrypted/. Raises SessionError. The image's
+        name comes from the file name (codec.names.image_name_for): made valid, and made unique
+        when high/ holds another image of that name."""
         try:
             data = path.read_bytes()
         except OSError as exc:
             raise SessionError("unreadable", f"cannot read {path}: {exc.strerror}") from None
+        name = image_name_for(path.name, lambda n: (h := self.home.high_path(n)).exists()
+                              and h.read_bytes() != data)
         try:
             images.probe(data, images.max_user_pixels(self.cfg))
         except images.ImageError as exc:
@@ -326,7 +326,8 @@ class ClientSession:
         except (OSError, StoreError) as exc:
             raise SessionError("write_failed", f"cannot store the sealed image: {exc}") from None
         return {"file": path.name, "path": self.home.relative(target),
-                "ms": round((time.perf_counter() - start) * 1000, 1), "node": node}
+                "ms": round((time.perf_counter() - start) * 1000, 1), "node": node,
+                "image": name}
 
     def encrypt(self, paths: list[Path],
                 progress: Callable[[int, int, str], None] | None = None) -> EncryptOutcome:

@@ -38,6 +38,7 @@ from codec.messages import (
     PreviewReply,
     PreviewRequest,
     Update,
+    UpdateApplied,
 )
 from codec.names import InvalidName, check_name
 
@@ -114,7 +115,8 @@ class Sharing:
             if self.s.db.get_given(msg.user, msg.image) is None:
                 raise self.Error("no_grant", f"{self.s.user} never shared {msg.image} with you")
             req = self.owner.record_request(msg.rid, msg.user, msg.image, msg.views)
-            self.s.notify(f"{msg.user} asks for {msg.views} more views of {msg.image} "
+            self.s.notify(f"{msg.user} asks for {msg.views} more {_views(msg.views)} of "
+                          f"{msg.image} "
                           f"(approve {req.id} / deny {req.id})")
             if self.auto_approve:
                 self._pool.submit(self._auto_approve, req.id)
@@ -129,7 +131,8 @@ class Sharing:
                 raise
             for notice in self.apply_updates((msg.update,)):
                 self.s.notify(notice)
-            return Ack(rid=msg.rid)
+            rec = self.s.db.get_received(msg.update.owner, msg.update.image)
+            return UpdateApplied(rid=msg.rid, views_left=rec.views_left if rec else 0)
         raise self.Error("unexpected", type(msg).__name__)
 
     def _auto_approve(self, local_id: int) -> None:
@@ -221,9 +224,11 @@ class Sharing:
                                                             image=image, views=views))
 
     def inbox_rows(self) -> list[dict[str, Any]]:
-        """Images shared with you: views left of the views granted, expiry (0 = never)."""
+        """Images shared with you: views left of the views granted, expiry (0 = never), revoked
+        (the owner took every view back: an ended grant whose signed total is 0)."""
         return [{"owner": g.owner, "image": g.image, "views_left": g.views_left,
-                 "views_total": g.views_total, "expires": g.expires, "path": g.path}
+                 "views_total": g.views_total, "expires": g.expires, "path": g.path,
+                 "revoked": g.ended and g.views_total == 0}
                 for g in self.s.db.inbox()]
 
     def find_received(self, name: str) -> ReceivedGrant:
@@ -315,7 +320,12 @@ class Sharing:
                 reply = self.s.cloud.call(lambda rid, _a: build_peer(rid, tok),
                                     targets=[(entry.host, entry.port)], deadline_s=5.0,
                                     rid=update.id)
-                if isinstance(reply, Ack):
+                if isinstance(reply, UpdateApplied) and update.addressee == update.borrower:
+                    self.s.db.report_views(update.borrower, update.image, reply.views_left,
+                                           time.time())
+                    return {"id": update.id, "delivered": "now", "to": update.addressee,
+                            "borrower_views_left": reply.views_left}
+                if isinstance(reply, (Ack, UpdateApplied)):
                     return {"id": update.id, "delivered": "now", "to": update.addressee}
             except self.Error as exc:
                 if exc.code in ("bad_token", "refused", "no_grant"):
@@ -330,18 +340,25 @@ def parse_change(change: str) -> tuple[str, int]:
     if change == "revoke":
         return "revoke", 0
     if len(change) >= 2 and change[0] in "+-" and change[1:].isdigit():
+        if int(change) == 0:
+            raise AccessError("change", change, "+0 and -0 change nothing; give +N or -N with "
+                              "N of at least 1, or revoke")
         return "grant", access.check_delta(int(change))
     raise AccessError("change", change, "must be +N, -N or revoke")
 
 
 def _describe(u: Update, outcome: str) -> str:
     if u.kind == "more":
-        return f"{u.borrower} asks for {u.delta} more views of {u.image}"
+        return f"{u.borrower} asks for {u.delta} more {_views(u.delta)} of {u.image}"
     if outcome == "no_grant":
         return f"update {u.id} from {u.owner} for {u.image}: you hold no such image"
-    what = {"grant": f"{u.delta:+d} views", "revoke": "revoked", "approve": f"approved +{u.delta}",
-            "deny": "denied your request"}[u.kind]
+    what = {"grant": f"{u.delta:+d} {_views(u.delta)}", "revoke": "revoked",
+            "approve": f"approved +{u.delta}", "deny": "denied your request"}[u.kind]
     return f"{u.owner}/{u.image}: {what}"
+
+
+def _views(n: int) -> str:
+    return "view" if abs(n) == 1 else "views"
 
 
 __all__ = ["Sharing", "parse_change"]

@@ -9,6 +9,7 @@ the borrower's grant in place (`codec.seal.regrant`) and recorded in `state.db`.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from actors.client.client_store import ViewRequest
@@ -39,15 +40,17 @@ class OwnerSide:
         out = []
         for name in self.shareable()[:MAX_PREVIEWS]:
             low = self.s.home.low_path(images.preview_name(name))
-            if not low.exists():
-                try:
-                    data = self.s.home.high_path(name).read_bytes()
-                    jpeg = images.make_preview(data, max_pixels=images.max_user_pixels(self.s.cfg))
-                except (OSError, images.ImageError) as exc:
-                    log.warning("no preview for %s: %s", name, exc)
-                    continue
-                self.s.home.write(low, jpeg)
-            out.append(Preview(image=name, jpeg=low.read_bytes()))
+            limit = images.max_user_pixels(self.s.cfg)
+            try:
+                data = self.s.home.high_path(name).read_bytes()
+                jpeg = low.read_bytes() if low.exists() else b""
+                if not images.preview_fits(jpeg, data, limit):  # none yet, or an older version's
+                    jpeg = images.make_preview(data, max_pixels=limit)
+                    self.s.home.write(low, jpeg)
+            except (OSError, images.ImageError) as exc:
+                log.warning("no preview for %s: %s", name, exc)
+                continue
+            out.append(Preview(image=name, jpeg=jpeg))
         return out
 
     def serve_image(self, borrower: str, image: str, views: int,
@@ -68,7 +71,8 @@ class OwnerSide:
         views = access.cap_views(views, self.s.cfg.client.max_views_per_grant)
         png, blob = self.grants.issue(borrower, entry.box_key, image, high.read_bytes(), views,
                                         days)
-        self.s.notify(f"shared {image} with {borrower}: {views} views")
+        self.s.db.report_views(borrower, image, views, time.time())  # what the borrower gets
+        self.s.notify(f"shared {image} with {borrower}: {views} view{'s' * (views != 1)}")
         return png, blob
 
     def record_request(self, rid: str, borrower: str, image: str, views: int) -> ViewRequest:

@@ -44,6 +44,9 @@ _SCHEMA = (
         id INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL UNIQUE,
         borrower TEXT NOT NULL, image TEXT NOT NULL, views INTEGER NOT NULL,
         state TEXT NOT NULL CHECK (state IN ('pending', 'approved', 'denied')))""",
+    """CREATE TABLE IF NOT EXISTS reports (
+        borrower TEXT NOT NULL, image TEXT NOT NULL, views_left INTEGER NOT NULL,
+        at REAL NOT NULL, PRIMARY KEY (borrower, image))""",
 )
 
 
@@ -403,6 +406,19 @@ class StateDB(SqliteStore):
                              old.grant)
             txn.put_given(new)
             return new
+
+    def report_views(self, borrower: str, image: str, views_left: int, at: float) -> None:
+        """Owner side: `borrower` had `views_left` views of `image` at `at` (unix time), as its
+        client reported (issue 17). Only the latest report is kept."""
+        access.check_views(views_left, "views_left")
+        with self._db.write() as cur:
+            cur.execute("INSERT OR REPLACE INTO reports (borrower, image, views_left, at) "
+                        "VALUES (?,?,?,?)", (borrower, image, views_left, float(at)))
+
+    def reports(self) -> dict[tuple[str, str], tuple[int, float]]:
+        """(borrower, image) -> (views left, unix time) of the borrowers' latest reports."""
+        rows = self._db.query("SELECT borrower, image, views_left, at FROM reports")
+        return {(b, i): (int(v), float(at)) for b, i, v, at in rows}
 
     def shared(self) -> list[GivenGrant]:
         """Grants given, by borrower then image (the `shared` command)."""

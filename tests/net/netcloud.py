@@ -23,6 +23,7 @@ from typing import Any, Self
 import config as config_mod
 from benchmarks.chaos import Sampler
 from benchmarks.localcloud import REPO, Cloud, env, json_lines
+from benchmarks.terminal import run_on_terminal
 from transport.udp import Transport
 
 from .hosts import Host, Net
@@ -175,15 +176,14 @@ class NetCloud(Cloud):
 
     def ok(self, client: str, user: str, home: Path, commands: str,
            timeout: float = 120) -> list[dict[str, Any]]:  # fmt: skip
-        """The JSON outputs of a shell run in `client` that must succeed (exit status 0)."""
-        proc = self.spawn_in(client, user, home, commands)
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-        assert proc.returncode == 0, (commands, out, err[-3000:])
-        return json_lines(out)
+        """The JSON outputs of a shell run in `client` that must succeed (exit status 0). Its
+        stderr is a terminal, where `view` draws (benchmarks.terminal closes each picture)."""
+        argv = [sys.executable, "-m", "shell", "--user", user, "--home", str(home), "--config",
+                str(self.config), "--host", self.net[client].addr, "-c", commands, "--json"]
+        r = run_on_terminal(argv, on="stderr", env=self.client_env, cwd=str(REPO),
+                            timeout=timeout, popen=self.net[client].run)
+        assert r.returncode == 0, (commands, r.stdout, r.stderr[-3000:])
+        return json_lines(r.stdout)
 
     def serve(self, client: str, user: str, home: Path) -> subprocess.Popen[str]:
         """`python -m shell --serve` in `client`, returned once it says it is online."""
