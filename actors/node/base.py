@@ -8,6 +8,7 @@ message that breaks a rule (or a bug) is counted and logged, and the actor carri
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import Any
 import pykka
 
 from actors.core.loglimit import LogLimiter
-from actors.node.signals import ClusterView, CountersQuery, Tick
+from actors.node.signals import ClusterView, ComeUp, CountersQuery, GoDown, Tick
 from codec.messages import (
     ConfirmUpdates,
     EncryptRequest,
@@ -202,3 +203,61 @@ class NodePartActor(pykka.ThreadingActor):
         """On a tick: one summary line per cause whose flood stopped with lines left out."""
         for what, n in self.log_limit.flush(self.clock()):
             log.info("node %d: %s: %d more lines left out", self.node_id, what, n)
+
+
+class ServicePartActor(NodePartActor):
+    """A node actor that serves clients or peers (Directory, PendingUpdate, EncryptFlow): its
+    client transport and peer link, the latest ClusterView, whether the node is up (GoDown and
+    ComeUp from the FailureTokenActor), housekeeping once every HOUSEKEEPING_S, and `publish()`
+    (its snapshots) after every message. Subclasses implement `serve`."""
+
+    def __init__(
+        self,
+        node_id: int,
+        client_tp: Transport,
+        peers: PeerLink,
+        view: ClusterView,
+        *,
+        clock: Callable[[], float],
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(node_id, clock)
+        self.client_tp = client_tp
+        self.peers = peers
+        self.view = view
+        self.wall = wall
+        self.up = True
+        self.next_housekeeping = 0.0
+
+    def wired(self) -> None:
+        self.publish()
+
+    def handle(self, message: Any) -> Any:
+        if isinstance(message, ClusterView):
+            self.view = message
+        elif isinstance(message, GoDown):  # simulated fail-stop
+            self.up = False
+            self.going_down(message)
+        elif isinstance(message, ComeUp):
+            self.up = True
+        elif isinstance(message, Tick):
+            now = self.clock()
+            if now >= self.next_housekeeping:  # expiries need seconds, not every tick
+                self.next_housekeeping = now + HOUSEKEEPING_S
+                self.housekeeping(now)
+        else:
+            self.serve(message)
+        self.publish()
+        return None
+
+    def serve(self, message: Any) -> None:
+        raise NotImplementedError
+
+    def going_down(self, message: GoDown) -> None:
+        """Keep nothing in memory (the node goes down)."""
+
+    def housekeeping(self, now: float) -> None:
+        """Expiries, once every HOUSEKEEPING_S."""
+
+    def publish(self) -> None:
+        """Tell the other actors what changed (snapshots)."""

@@ -23,14 +23,13 @@ from collections.abc import Callable
 from typing import Any
 
 from actors.core.directory import AlreadyOnline, Directory, DirectoryError
-from actors.node.base import HOUSEKEEPING_S, NodePartActor, PeerLink
+from actors.node.base import PeerLink, ServicePartActor
 from actors.node.pending_store import PinStore
 from actors.node.signals import (
     ApplySync,
     BuildSync,
     ClientIn,
     ClusterView,
-    ComeUp,
     ConfirmIds,
     Digest,
     GoDown,
@@ -39,7 +38,6 @@ from actors.node.signals import (
     SendResult,
     Snapshot,
     StoreUpdate,
-    Tick,
 )
 from codec.messages import (
     Ack,
@@ -65,7 +63,7 @@ Addr = tuple[str, int]
 PROBE_S = 0.5  # an online client's transport acknowledges a probe well within this
 
 
-class DirectoryActor(NodePartActor):
+class DirectoryActor(ServicePartActor):
     def __init__(
         self,
         cfg: Config,
@@ -78,50 +76,33 @@ class DirectoryActor(NodePartActor):
         clock: Callable[[], float],
         wall: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(node_id, clock)
-        self.client_tp = client_tp
-        self.peers = peers
+        super().__init__(node_id, client_tp, peers, view, clock=clock, wall=wall)
         self.pin_store = pins
-        self.wall = wall
-        self.view = view
-        self.up = True
         key = hashlib.sha256(b"veilshare directory v1|" + cfg.secret_bytes()).digest()
         self.directory = Directory(key, cfg.directory.ttl_s, pins=pins.pins(), on_pin=pins.pin_set)
         self.probing: dict[str, tuple[Addr, Join]] = {}  # join rid -> (new address, Join)
-        self.next_housekeeping = 0.0
         self.published: tuple[bytes, int] | None = None
-
-    def wired(self) -> None:
-        self._publish(self.wall())
 
     def on_stop(self) -> None:
         self.pin_store.close()
 
     # ---- dispatch ---------------------------------------------------------------------------
-    def handle(self, message: Any) -> Any:
+    def serve(self, message: Any) -> None:
         if isinstance(message, ClientIn):
             self._client(message.addr, message.msg)
         elif isinstance(message, PeerIn):
             self._peer(message.sender, message.msg)
-        elif isinstance(message, ClusterView):
-            self.view = message
         elif isinstance(message, SendResult):
             kind, _, rid = message.key.partition(":")
             if kind == "probe":
                 self._probed(rid, message.error)
-        elif isinstance(message, Tick):
-            now = self.clock()
-            if now >= self.next_housekeeping:  # expiries need seconds, not every tick
-                self.next_housekeeping = now + HOUSEKEEPING_S
-                self.directory.expire(self.wall())
-        elif isinstance(message, GoDown):  # simulated fail-stop: keep nothing
-            self.up = False
-            self.directory.entries.clear()
-            self.probing.clear()
-        elif isinstance(message, ComeUp):
-            self.up = True
-        self._publish(self.wall())
-        return None
+
+    def housekeeping(self, now: float) -> None:
+        self.directory.expire(self.wall())
+
+    def going_down(self, message: GoDown) -> None:
+        self.directory.entries.clear()
+        self.probing.clear()
 
     # ---- client socket --------------------------------------------------------------------------
     def _client(self, addr: Addr, msg: Message) -> None:
@@ -232,7 +213,8 @@ class DirectoryActor(NodePartActor):
             self.count("peer_unexpected", type(msg).__name__)
 
     # ---- snapshots -------------------------------------------------------------------------------
-    def _publish(self, wall: float) -> None:
+    def publish(self) -> None:
+        wall = self.wall()
         digest = self.directory.digest(wall)
         users = len(self.directory.online(wall))
         if self.published == (digest, users):

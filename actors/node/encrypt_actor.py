@@ -18,12 +18,11 @@ from collections.abc import Callable
 from typing import Any
 
 from actors.core.encrypt_flow import EncryptService
-from actors.node.base import HOUSEKEEPING_S, NodePartActor, PeerLink
+from actors.node.base import PeerLink, ServicePartActor
 from actors.node.encoder import EncoderPool, Sealed
 from actors.node.signals import (
     ClientIn,
     ClusterView,
-    ComeUp,
     ForgetElection,
     GoDown,
     Load,
@@ -33,7 +32,6 @@ from actors.node.signals import (
     SendResult,
     Snapshot,
     StartElection,
-    Tick,
     Won,
 )
 from codec import images
@@ -45,7 +43,7 @@ Addr = tuple[str, int]
 WARM_SIZES = (4096, 2 * 1024 * 1024)  # covers of small images and of a photo, prepared at start
 
 
-class EncryptFlowActor(NodePartActor):
+class EncryptFlowActor(ServicePartActor):
     def __init__(
         self,
         cfg: Config,
@@ -57,14 +55,9 @@ class EncryptFlowActor(NodePartActor):
         clock: Callable[[], float],
         pool: EncoderPool | None = None,
     ) -> None:
-        super().__init__(node_id, clock)
+        super().__init__(node_id, client_tp, peers, view, clock=clock)
         self.cfg = cfg
-        self.client_tp = client_tp
-        self.peers = peers
-        self.view = view
-        self.up = True
         self.pool = pool
-        self.next_housekeeping = 0.0
         self.published: tuple[int, int, int] | None = None
         self.flow = EncryptService(
             node_id=node_id,
@@ -105,7 +98,7 @@ class EncryptFlowActor(NodePartActor):
         self.pool.submit(rid, data)
 
     # ---- dispatch --------------------------------------------------------------------------------
-    def handle(self, message: Any) -> Any:
+    def serve(self, message: Any) -> None:
         now = self.clock()
         if isinstance(message, ClientIn):
             self._client(message.addr, message.msg, now)
@@ -131,21 +124,14 @@ class EncryptFlowActor(NodePartActor):
         elif isinstance(message, PeerDown):
             if self.up:
                 self.flow.on_node_down(message.node, now)
-        elif isinstance(message, ClusterView):
-            self.view = message
-        elif isinstance(message, Tick):
-            if now >= self.next_housekeeping:
-                self.next_housekeeping = now + HOUSEKEEPING_S
-                self.flow.expire(now)
-        elif isinstance(message, GoDown):
-            self.up = False
-            self.flow.drop_all(now)  # Done for replies in flight ...
-            for dest, msg in message.then_send:  # ... before the token's GoingDown
-                self.peers.send(dest, msg)
-        elif isinstance(message, ComeUp):
-            self.up = True
-        self._publish()
-        return None
+
+    def housekeeping(self, now: float) -> None:
+        self.flow.expire(now)
+
+    def going_down(self, message: GoDown) -> None:
+        self.flow.drop_all(self.clock())  # Done for replies in flight ...
+        for dest, msg in message.then_send:  # ... before the token's GoingDown
+            self.peers.send(dest, msg)
 
     def _client(self, addr: Addr, msg: Message, now: float) -> None:
         if self.refused(self.client_tp, addr, msg, self.view, self.up):
@@ -155,7 +141,7 @@ class EncryptFlowActor(NodePartActor):
         else:
             self.count("client_unexpected", type(msg).__name__)
 
-    def _publish(self) -> None:
+    def publish(self) -> None:
         in_flight = self.pool.in_flight() if self.pool is not None else 0
         figures = (in_flight, self.flow.counters.served, len(self.flow.cache))
         if figures == self.published:

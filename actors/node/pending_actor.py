@@ -22,28 +22,25 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from actors.node.base import HOUSEKEEPING_S, NodePartActor, PeerLink
+from actors.node.base import PeerLink, ServicePartActor
 from actors.node.pending_store import PendingStore
 from actors.node.signals import (
     ApplySync,
     BuildSync,
     ClusterView,
-    ComeUp,
     ConfirmIds,
     Digest,
-    GoDown,
     HandOver,
     PeerIn,
     Snapshot,
     StoreUpdate,
     SyncApplied,
-    Tick,
 )
 from codec.messages import Ack, ForgetUpdates, ReplicateUpdate, StateSync
 from transport.udp import Transport
 
 
-class PendingUpdateActor(NodePartActor):
+class PendingUpdateActor(ServicePartActor):
     def __init__(
         self,
         node_id: int,
@@ -55,23 +52,14 @@ class PendingUpdateActor(NodePartActor):
         clock: Callable[[], float],
         wall: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(node_id, clock)
-        self.client_tp = client_tp
-        self.peers = peers
+        super().__init__(node_id, client_tp, peers, view, clock=clock, wall=wall)
         self.store = store
-        self.view = view
-        self.wall = wall
-        self.up = True
-        self.next_housekeeping = 0.0
         self.published: tuple[bytes, int] | None = None
-
-    def wired(self) -> None:
-        self._publish()
 
     def on_stop(self) -> None:
         self.store.close()
 
-    def handle(self, message: Any) -> Any:
+    def serve(self, message: Any) -> None:
         if isinstance(message, StoreUpdate):
             if self.store.add(message.update):  # durable (synchronous=FULL) before the Ack
                 self.peers.send_all(ReplicateUpdate(update=message.update))
@@ -104,19 +92,9 @@ class PendingUpdateActor(NodePartActor):
             self.tell("election", SyncApplied(message.sender))
         elif isinstance(message, PeerIn):
             self._peer(message.msg)
-        elif isinstance(message, ClusterView):
-            self.view = message
-        elif isinstance(message, Tick):
-            now = self.clock()
-            if now >= self.next_housekeeping:
-                self.next_housekeeping = now + HOUSEKEEPING_S
-                self.store.expire_tombstones(self.wall())
-        elif isinstance(message, GoDown):
-            self.up = False
-        elif isinstance(message, ComeUp):
-            self.up = True
-        self._publish()
-        return None
+
+    def housekeeping(self, now: float) -> None:
+        self.store.expire_tombstones(self.wall())
 
     def _peer(self, msg: Any) -> None:
         if not self.up:
@@ -129,7 +107,7 @@ class PendingUpdateActor(NodePartActor):
         else:
             self.count("peer_unexpected", type(msg).__name__)
 
-    def _publish(self) -> None:
+    def publish(self) -> None:
         digest = self.store.digest()
         count = self.store.count()
         if self.published == (digest, count):
