@@ -542,16 +542,13 @@ def test_a_failed_seal_is_answered_with_an_error(tmp_path: Path) -> None:
     from codec.sharecrypt import MAGIC
 
     cfg = three_node_config()
-    cfg = replace(cfg, transport=replace(cfg.transport, max_message=64))
     client, peer = FakeTransport(), FakeTransport()
+    holder: dict[str, Any] = {}
+    pool = EncoderPool(1, cfg.seal, 64, lambda s: holder["ref"].tell(s))  # seals fail over 64 B
     ref = EncryptFlowActor.start(
-        cfg,
-        1,
-        client,
-        PeerLink(cfg, 1, peer),  # type: ignore[arg-type]
-        up_view(),
-        clock=FakeClock(),
+        cfg, 1, client, PeerLink(cfg, 1, peer), up_view(), clock=FakeClock(), pool=pool  # type: ignore[arg-type]
     )
+    holder["ref"] = ref
     wired(ref, election=Recorder.start(), supervisor=Recorder.start())
     opaque = MAGIC + bytes(200)  # ciphertext-shaped: not probed, but over the seal's limit
     ref.tell(ClientIn(ALICE, EncryptRequest(rid="alice#1", image="a.png", data=opaque, attempt=0)))

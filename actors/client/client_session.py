@@ -51,7 +51,8 @@ from actors.client.session_messages import (
 )
 from actors.client.session_messages import CancelScope as CancelMsg
 from actors.core.calls import CallError, CallStats
-from codec import images
+from actors.core.encrypt_flow import too_large
+from codec import images, seal
 from codec.messages import EncryptReply, JoinReply, Message, Update, UserEntry
 from codec.names import check_name, image_name_for
 from config import Config
@@ -300,14 +301,25 @@ class ClientSession:
                 "seal_ms": reply.seal_ms,
                 "download_ms": max(0.0, total - upload - reply.wait_ms - reply.seal_ms)}
 
+    @functools.cached_property
+    def max_image(self) -> int:
+        """The largest image the cloud can seal and send back (codec.seal.max_image_bytes)."""
+        return seal.max_image_bytes(self.cfg.seal, self.cfg.transport.max_message)
+
     def encrypt_file(self, path: Path) -> dict[str, Any]:
         """Seal one file through the cloud into encrypted/. Raises SessionError. The image's
         name comes from the file name (codec.names.image_name_for): made valid, and made unique
-        when high/ holds another image of that name."""
+        when high/ holds another image of that name. An image whose sealed reply could not fit a
+        message is refused here, before anything is read or sent (`too_large`)."""
         try:
+            size = path.stat().st_size
+            if size > self.max_image:
+                raise SessionError("too_large", too_large(size, self.max_image))
             data = path.read_bytes()
         except OSError as exc:
             raise SessionError("unreadable", f"cannot read {path}: {exc.strerror}") from None
+        if len(data) > self.max_image:  # it grew while we looked
+            raise SessionError("too_large", too_large(len(data), self.max_image))
         name = image_name_for(path.name, lambda n: (h := self.home.high_path(n)).exists()
                               and h.read_bytes() != data)
         try:

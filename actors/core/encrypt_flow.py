@@ -79,6 +79,8 @@ class EncryptService:
     max_pixels: int
     clock: Callable[[], float]
     cache_ttl_s: float = 120.0
+    max_image: int = 2**62  # largest payload whose sealed reply fits a message (codec.seal)
+    max_reply: int = 2**62  # largest sealed PNG a reply may carry
     done_ttl_s: float = 300.0
     cache: dict[str, Cached] = field(default_factory=dict)
     done: dict[str, tuple[int, float, bool]] = field(default_factory=dict)  # rid -> (attempt, when, acked)
@@ -108,17 +110,24 @@ class EncryptService:
         cached.state = "sealing"
         cached.winner = self.node_id
         cached.sealing_at = self.clock()
+        if len(cached.data) > self.max_image:  # refused before sealing: it could never be sent
+            self._refuse(cached, "too_large", too_large(len(cached.data), self.max_image))
+            return
         try:  # only the winner looks at the payload (its header only)
             if not sharecrypt.is_encrypted_payload(cached.data):  # ciphertext: opaque bytes
                 images.probe(cached.data, self.max_pixels)
         except images.ImageError as exc:
-            self.counters.refused += 1
-            log.info("request %s refused: %s", rid, exc)
-            cached.state = "replying"
-            self.send_client(cached.client, ErrorReply(rid=rid, code="not_an_image",
-                                                       message=str(exc), retryable=False), rid)
+            self._refuse(cached, "not_an_image", str(exc))
             return
         self.submit_seal(rid, cached.data)
+
+    def _refuse(self, cached: Cached, code: str, message: str) -> None:
+        """One final answer instead of a seal; the request is Done like any other."""
+        self.counters.refused += 1
+        log.info("request %s refused: %s", cached.rid, message)
+        cached.state = "replying"
+        self.send_client(cached.client, ErrorReply(rid=cached.rid, code=code, message=message,
+                                                   retryable=False), cached.rid)
 
     def on_lost(self, rid: str, winner: int) -> None:
         """Another node coordinates `rid`. Also after we won: two claimants (messages between the
@@ -141,6 +150,9 @@ class EncryptService:
         if png is None:
             reply: Message = ErrorReply(rid=rid, code="seal_failed", message=error or "seal failed",
                                         retryable=False)
+        elif len(png) > self.max_reply:  # the bound of codec.seal was wrong: still one answer
+            reply = ErrorReply(rid=rid, code="too_large", retryable=False,
+                               message=too_large(len(cached.data), self.max_image))
         else:
             wait_ms = max(0.0, (cached.sealing_at - cached.since) * 1000)
             reply = EncryptReply(rid=rid, node=self.node_id, sealed=png, seal_ms=ms,
@@ -205,3 +217,9 @@ class EncryptService:
         for rid, (_, when, _acked) in list(self.done.items()):
             if now - when > self.done_ttl_s:
                 del self.done[rid]
+
+
+def too_large(length: int, limit: int) -> str:
+    """The message of a `too_large` refusal (client and node say the same)."""
+    return (f"the image is {length / 2**20:.1f} MiB; the largest a sealed reply can carry is "
+            f"{limit / 2**20:.1f} MiB ({limit} bytes)")

@@ -34,7 +34,7 @@ from actors.node.signals import (
     StartElection,
     Won,
 )
-from codec import images
+from codec import images, seal
 from codec.messages import Done, EncryptRequest, Message
 from config import Config
 from transport.udp import Transport
@@ -71,6 +71,8 @@ class EncryptFlowActor(ServicePartActor):
             max_pixels=images.max_user_pixels(cfg),
             clock=clock,
             cache_ttl_s=2 * cfg.client.request_deadline_s,
+            max_image=seal.max_image_bytes(cfg.seal, cfg.transport.max_message),
+            max_reply=cfg.transport.max_message - seal.REPLY_OVERHEAD,
         )
 
     def on_start(self) -> None:
