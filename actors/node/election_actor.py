@@ -38,7 +38,6 @@ from actors.node.signals import (
     ForgetElection,
     GoDown,
     Load,
-    Lost,
     NeedSync,
     PeerDown,
     PeerIn,
@@ -47,7 +46,6 @@ from actors.node.signals import (
     SyncDone,
     Tick,
     TokenView,
-    Won,
 )
 from codec.messages import (
     ComingUp,
@@ -264,10 +262,8 @@ class ElectionActor(NodePartActor):
         for dest, msg in out.sends:
             self.peers.send(dest, msg)
         for ev in out.events:
-            if isinstance(ev, el.Won):
-                self.tell("flow", Won(ev.rid))
-            elif isinstance(ev, el.Lost):
-                self.tell("flow", Lost(ev.rid, ev.winner))
+            if isinstance(ev, (el.Won, el.Lost)):
+                self.tell("flow", ev)
             elif isinstance(ev, (el.Restart, el.NoMajority)):
                 log.debug("election: %s", ev)
 

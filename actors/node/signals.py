@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from actors.core.election import Lost as Lost  # the core's events travel as they are
+from actors.core.election import Won as Won
 from codec.messages import JoinReply, Message, StateSync, UserEntry
 from codec.records import Update
 
@@ -83,17 +85,6 @@ class ForgetElection:
 @dataclass(frozen=True, slots=True)
 class Load:
     in_flight: int  # seals in the encoder pool
-
-
-@dataclass(frozen=True, slots=True)
-class Won:
-    rid: str
-
-
-@dataclass(frozen=True, slots=True)
-class Lost:
-    rid: str
-    winner: int
 
 
 @dataclass(frozen=True, slots=True)
