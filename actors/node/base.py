@@ -242,9 +242,10 @@ class ServicePartActor(NodePartActor):
             self.up = True
         elif isinstance(message, Tick):
             now = self.clock()
-            if now >= self.next_housekeeping:  # expiries need seconds, not every tick
-                self.next_housekeeping = now + HOUSEKEEPING_S
-                self.housekeeping(now)
+            if now < self.next_housekeeping:  # expiries need seconds, not every tick
+                return None  # nothing changed: nothing to publish
+            self.next_housekeeping = now + HOUSEKEEPING_S
+            self.housekeeping(now)
         else:
             self.serve(message)
         self.publish()

@@ -24,6 +24,7 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import psutil
@@ -251,10 +252,9 @@ class ElectionActor(NodePartActor):
             down_since=self.token.down_since,
         )
         old = self.view
-        if old is not None and view == ClusterView(**{**_fields(old), "version": 0}):
+        if old is not None and view == replace(old, version=0):
             return
-        version = 1 if old is None else old.version + 1
-        self.view = ClusterView(**{**_fields(view), "version": version})
+        self.view = replace(view, version=1 if old is None else old.version + 1)
         for ref in self.subscribers:
             ref.tell(self.view)
 
@@ -266,10 +266,6 @@ class ElectionActor(NodePartActor):
                 self.tell("flow", ev)
             elif isinstance(ev, (el.Restart, el.NoMajority)):
                 log.debug("election: %s", ev)
-
-
-def _fields(view: ClusterView) -> dict[str, Any]:
-    return {name: getattr(view, name) for name in ClusterView.__slots__}
 
 
 def _host_load() -> Callable[[], float]:
