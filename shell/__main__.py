@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 import config
+from actors.client import local_socket
 from actors.client.client_session import ClientSession, SessionError
 from actors.client.client_store import default_home
+from actors.client.errors import HandoffError
 from codec.names import InvalidName
 from config import ConfigError
-from shell import render
-from shell.commands import Context, Outcome, run_line, split_commands
+from shell import handoff, script
+from shell.commands import Context
 
 
 def version() -> str:
@@ -43,29 +46,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _emit(outcome: Outcome, as_json: bool) -> None:
-    if as_json:
-        print(render.as_json(outcome.data), flush=True)
-    elif outcome.text:
-        stream = sys.stdout if outcome.ok else sys.stderr
-        print(outcome.text, file=stream, flush=True)
+def _print(stream: str, text: str) -> None:
+    print(text, file=sys.stdout if stream == "stdout" else sys.stderr, flush=True)
 
 
 def run_script(ctx: Context, text: str, as_json: bool) -> int:
-    ok = True
-    try:
-        lines = split_commands(text)
-    except ValueError as exc:
-        _emit(Outcome({"error": f"cannot parse the commands: {exc}", "code": "usage"},
-                      f"error: cannot parse the commands: {exc}", ok=False), as_json)
-        return 1
-    for line in lines:
-        outcome = run_line(ctx, line)
-        _emit(outcome, as_json)
-        ok = ok and outcome.ok
-        if ctx.quit_requested:
-            break
-    return 0 if ok else 1
+    return script.run_script(ctx, text, as_json, _print)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,9 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config.load(args.config)
         home = args.home or default_home(args.user)
+        status = _hand_over(home, args)
+        if status is not None:
+            return status
         session = ClientSession(args.user, home, cfg, port=args.port, host=args.host,
                                 notify=lambda text: print(text, file=sys.stderr, flush=True))
-    except (ConfigError, InvalidName, SessionError) as exc:
+    except (ConfigError, InvalidName, SessionError, HandoffError) as exc:
         print(f"veilshare: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
@@ -86,13 +75,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:  # stdout carries the JSON: the picture goes to the terminal on stderr
         ctx.art_out = sys.stderr
     session.sharing.auto_approve = args.auto_approve
+    server: handoff.HandoffServer | None = None
+    listener: local_socket.Listener | None = None
     try:
+        try:  # claim the home first: a second process of it finds this one from now on
+            if args.serve or args.commands is None:
+                listener = local_socket.listen(home)
+        except HandoffError as exc:
+            print(f"veilshare: {exc}", file=sys.stderr)
+            return 3 if exc.code == "busy" else 2
         try:
             for notice in session.join():
                 print(notice, file=sys.stderr, flush=True)
         except SessionError as exc:
             print(f"veilshare: cannot join the cloud: {exc}", file=sys.stderr)
             return 3
+        if listener is not None:  # online from now on: commands of our other processes come here
+            server = _serve_handoff(listener, ctx)
+            listener = None
         if args.serve:
             return serve(session, args)
         if args.commands is not None:
@@ -103,7 +103,40 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     finally:
+        if server is not None:
+            server.stop()
+        if listener is not None:
+            listener.close()
         session.close()
+
+
+def _hand_over(home: Path, args: argparse.Namespace) -> int | None:
+    """The exit status when a client of this home already runs (the commands handed to it, or
+    refused for --serve and the prompt); None when none does. Raises HandoffError (not private)."""
+    if args.commands is not None and not args.serve:
+        try:
+            return handoff.forward(home, args.user, args.commands, args.json)
+        except KeyboardInterrupt:
+            return 130
+    probe = local_socket.connect(home)
+    if probe is None:
+        return None
+    probe.close()
+    what = "--serve" if args.serve else "the interactive client"
+    print(f"veilshare: {args.user}'s client is already running from {home}; {what} needs it "
+          f"stopped first (run commands next to it with -c: they are handed to it)",
+          file=sys.stderr)
+    return 3
+
+
+def _serve_handoff(listener: local_socket.Listener, ctx: Context) -> handoff.HandoffServer:
+    session = ctx.session
+    refusal = handoff.view_refusal(session.user, os.getpid())
+
+    def make_ctx(cwd: Path) -> Context:
+        return Context(session, cwd=cwd, view_refusal=refusal, turn=ctx.turn)
+
+    return handoff.HandoffServer(listener, session.user, make_ctx, session.cancel).start()
 
 
 def serve(session: ClientSession, args: argparse.Namespace) -> int:

@@ -7,16 +7,18 @@ message; nothing here raises a traceback at the user.
 
 from __future__ import annotations
 
+import glob as glob_mod
 import logging
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from actors.core.access import AccessError
 from actors.client.client_session import ClientSession, SessionError
 from actors.client.client_store import StoreError
+from actors.core.access import AccessError
 from codec.names import InvalidName
 from shell import render
 from shell.words import expand, split_commands, split_words
@@ -46,6 +48,12 @@ class Context:
     quit_requested: bool = False
     art_out: Any = None  # the terminal the picture of `view` goes to (None: sys.stdout)
     view_seconds: float = 10.0  # a terminal picture closes by itself after this long
+    # Commands handed over by another process (shell.handoff): that process's folder (relative
+    # files are read from there), and why `view` cannot run here (it has no terminal of theirs).
+    cwd: Path | None = None
+    view_refusal: str | None = None
+    # One command at a time per session: the shell's own and those handed over share the lock.
+    turn: threading.Lock = field(default_factory=threading.Lock)
 
 
 Handler = Callable[[Context, list[str]], Outcome]
@@ -82,7 +90,10 @@ def _encrypt(ctx: Context, args: list[str]) -> Outcome:
     (codec.names.image_name_for); the table and JSON show the name it got ("image")."""
     paths = [Path(a).expanduser() for a in args]
     before = ctx.session.caller.stats.duplicates
-    out = ctx.session.encrypt(paths, progress=ctx.progress)
+    if ctx.cwd is None:
+        out = ctx.session.encrypt(paths, progress=ctx.progress)
+    else:
+        out = ctx.session.encrypt(paths, progress=ctx.progress, base=ctx.cwd)
     data = {"encrypted": out.encrypted, "failed": out.failed,
             "duplicate_replies": ctx.session.caller.stats.duplicates - before}
     lines = []
@@ -154,6 +165,8 @@ def _inbox(ctx: Context, args: list[str]) -> Outcome:
 def _view(ctx: Context, args: list[str]) -> Outcome:
     from shell import viewer
 
+    if ctx.view_refusal is not None:  # handed over: the caller's terminal is not ours
+        raise CommandError(ctx.view_refusal, code="no_terminal")
     out = ctx.art_out if ctx.art_out is not None else sys.stdout
     if viewer.where(out) is None:  # refused before a view is taken (issue 17)
         stream = "stderr" if ctx.art_out is sys.stderr else "stdout"
@@ -296,6 +309,14 @@ _ERROR_CODES: dict[type, str] = {InvalidName: "bad_name", AccessError: "bad_valu
                                  StoreError: "store"}
 
 
+def _glob_in(cwd: Path | None) -> Callable[[str], list[str]]:
+    """glob as the caller's shell would: relative patterns from `cwd` (None: this process's),
+    the matches as relative as the pattern."""
+    if cwd is None:
+        return glob_mod.glob
+    return lambda pattern: glob_mod.glob(pattern, root_dir=cwd)
+
+
 def run_line(ctx: Context, line: str) -> Outcome:
     try:
         words = split_words(line)
@@ -307,13 +328,14 @@ def run_line(ctx: Context, line: str) -> Outcome:
     name = words[0].text
     cmd = COMMANDS.get(name)
     files = cmd is not None and "file" in cmd.arg_kinds  # globs expand as a shell would
-    args = expand(words[1:]) if files else [w.text for w in words[1:]]
+    args = expand(words[1:], _glob_in(ctx.cwd)) if files else [w.text for w in words[1:]]
     try:
         if cmd is None:
             raise CommandError(f"unknown command {name!r}; type 'help' for the list")
         if len(args) < cmd.min_args or (cmd.max_args is not None and len(args) > cmd.max_args):
             raise CommandError(f"usage: {cmd.usage}")
-        return cmd.handler(ctx, args)
+        with ctx.turn:
+            return cmd.handler(ctx, args)
     except (CommandError, SessionError, StoreError, AccessError, InvalidName, ValueError) as exc:
         code = getattr(exc, "code", None) or _ERROR_CODES.get(type(exc), "usage")
         return Outcome({"error": str(exc), "code": code}, f"error: {exc}", ok=False)

@@ -40,7 +40,7 @@ from actors.client.errors import SessionError
 from actors.client.grants import Grants
 from actors.client.keys import ClientKeys
 from actors.client.peer import Sharing
-from actors.client.scope import CancelScope, cancelled
+from actors.client.scope import CancelScope, cancelled, current_notices
 from actors.client.session_actor import ClientSessionActor
 from actors.client.session_messages import (
     NO_CLOUD_S,
@@ -73,13 +73,14 @@ class EncryptOutcome:
 
 
 class _Notifier:
-    """The current notice printer (the shell swaps it while its prompt runs)."""
+    """The current notice printer (the shell swaps it while its prompt runs); a thread running
+    a command handed over by another process prints to that caller (scope.current_notices)."""
 
     def __init__(self, fn: Callable[[str], None] | None) -> None:
         self.fn: Callable[[str], None] = fn or (lambda _text: None)
 
     def __call__(self, text: str) -> None:
-        self.fn(text)
+        (current_notices.get() or self.fn)(text)
 
 
 @dataclass
@@ -306,16 +307,19 @@ class ClientSession:
         """The largest image the cloud can seal and send back (codec.seal.max_image_bytes)."""
         return seal.max_image_bytes(self.cfg.seal, self.cfg.transport.max_message)
 
-    def encrypt_file(self, path: Path) -> dict[str, Any]:
+    def encrypt_file(self, path: Path, base: Path | None = None) -> dict[str, Any]:
         """Seal one file through the cloud into encrypted/. Raises SessionError. The image's
         name comes from the file name (codec.names.image_name_for): made valid, and made unique
         when high/ holds another image of that name. An image whose sealed reply could not fit a
-        message is refused here, before anything is read or sent (`too_large`)."""
+        message is refused here, before anything is read or sent (`too_large`). A relative `path`
+        is read from `base` when given (the folder of the process that handed the command over)
+        and shown as given."""
+        full = base / path if base is not None else path
         try:
-            size = path.stat().st_size
+            size = full.stat().st_size
             if size > self.max_image:
                 raise SessionError("too_large", too_large(size, self.max_image))
-            data = path.read_bytes()
+            data = full.read_bytes()
         except OSError as exc:
             raise SessionError("unreadable", f"cannot read {path}: {exc.strerror}") from None
         if len(data) > self.max_image:  # it grew while we looked
@@ -342,7 +346,8 @@ class ClientSession:
                 "image": name}
 
     def encrypt(self, paths: list[Path],
-                progress: Callable[[int, int, str], None] | None = None) -> EncryptOutcome:
+                progress: Callable[[int, int, str], None] | None = None,
+                base: Path | None = None) -> EncryptOutcome:
         out = EncryptOutcome()
         for i, path in enumerate(paths):
             if cancelled():
@@ -351,7 +356,7 @@ class ClientSession:
             if progress is not None:
                 progress(i, len(paths), path.name)
             try:
-                out.encrypted.append(self.encrypt_file(path))
+                out.encrypted.append(self.encrypt_file(path, base))
             except SessionError as exc:
                 out.failed.append({"file": path.name, "error": str(exc), "code": exc.code})
         if progress is not None:

@@ -11,4 +11,14 @@ class SessionError(Exception):
         self.code = code
 
 
-__all__ = ["SessionError"]
+class HandoffError(Exception):
+    """The local socket of a client home (actors.client.local_socket): a frame the other end got
+    wrong (`bad_frame`), a socket or folder not private to this user (`not_private`), a home
+    another live client already listens on (`busy`)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+__all__ = ["HandoffError", "SessionError"]

@@ -9,7 +9,7 @@ does not store what a cancelled command received).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -29,6 +29,10 @@ class CancelScope:
 
 
 current_scope: ContextVar[CancelScope | None] = ContextVar("veilshare_cancel_scope", default=None)
+# Where the notices of the current thread's command go instead of the session's printer: a
+# command handed over by another process (shell.handoff) sends its retry notices to that caller.
+current_notices: ContextVar[Callable[[str], None] | None] = ContextVar("veilshare_notices",
+                                                                      default=None)
 
 
 @contextmanager
@@ -47,4 +51,4 @@ def cancelled() -> bool:
     return scope is not None and scope.cancelled
 
 
-__all__ = ["CancelScope", "cancelled", "current_scope", "within"]
+__all__ = ["CancelScope", "cancelled", "current_notices", "current_scope", "within"]
