@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+from imgdata import jpeg_bytes
 
 import config
 from actors.client.client_session import ClientSession, SessionError
 from benchmarks.localcloud import Cloud, json_lines
 from codec import images, seal
 from codec.messages import ImageRequest, PreviewRequest
-from imgdata import jpeg_bytes
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -39,8 +39,8 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 
 def _decrypted(home: Path, cfg_path: Path, user: str, owner: str, image: str) -> bytes:
     """What the borrower's client decrypts for viewing (through its own state.db and keys)."""
-    from actors.client.keys import ClientKeys
     from actors.client.client_store import ClientHome
+    from actors.client.keys import ClientKeys
     from codec import sharecrypt
 
     h = ClientHome(home)
@@ -150,9 +150,10 @@ def test_killed_client_expires_within_ttl_and_leaving_is_immediate(
 
 
 def test_second_session_of_an_online_user_is_refused(cloud: Cloud, tmp_path: Path) -> None:
+    """From another home (the same home hands its commands over: tests/test_handoff_cloud.py)."""
     alice = _serve(cloud, "alice", tmp_path / "alice")
     try:
-        r = cloud.shell("alice", tmp_path / "alice", "users")
+        r = cloud.shell("alice", tmp_path / "alice-elsewhere", "users")
         assert r.returncode == 3
         assert "already online" in r.stderr and "Traceback" not in r.stderr
     finally:
