@@ -174,6 +174,16 @@ class Cloud:
                                 env=env(), cwd=str(REPO))
 
 
+def serve_shell(cloud: Cloud, user: str, home: Path) -> subprocess.Popen[str]:
+    """`python -m shell --user USER --serve` of `home`, once it said it is online."""
+    proc = cloud.spawn_shell(user, home, ["--serve"])
+    assert proc.stdout is not None and proc.stderr is not None
+    line = proc.stdout.readline()  # "alice online at ..., serving peers"
+    if "online" not in line:
+        raise AssertionError(proc.stderr.read() if proc.poll() is not None else line)
+    return proc
+
+
 def json_lines(stdout: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
 

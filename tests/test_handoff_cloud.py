@@ -20,18 +20,10 @@ import pytest
 from imgdata import jpeg_bytes
 
 from actors.client import local_socket
-from benchmarks.localcloud import REPO, Cloud, env, json_lines
+from benchmarks.localcloud import REPO, Cloud, env, json_lines, serve_shell
 from benchmarks.terminal import open_pty
 
 pytestmark = pytest.mark.timeout(240)
-
-
-def _serve(cloud: Cloud, user: str, home: Path) -> subprocess.Popen[str]:
-    proc = cloud.spawn_shell(user, home, ["--serve"])
-    assert proc.stdout is not None
-    line = proc.stdout.readline()  # "alice online at ..., serving peers"
-    assert "online" in line, proc.stderr.read() if proc.poll() is not None else line
-    return proc
 
 
 def _stop(proc: subprocess.Popen[str]) -> str:
@@ -45,7 +37,7 @@ def test_c_next_to_serve_grants_approves_and_refuses_view(cloud: Cloud, tmp_path
     pic.write_bytes(jpeg_bytes(5, 160))
     alice_home, bob_home = tmp_path / "alice", tmp_path / "bob"
     assert cloud.shell("alice", alice_home, f"encrypt {pic}").returncode == 0
-    alice = _serve(cloud, "alice", alice_home)
+    alice = serve_shell(cloud, "alice", alice_home)
     try:
         sock = local_socket.socket_path(alice_home)
         assert os.lstat(sock).st_mode & 0o777 == 0o600
@@ -85,7 +77,7 @@ def test_c_next_to_serve_grants_approves_and_refuses_view(cloud: Cloud, tmp_path
 
 
 def test_the_directory_still_refuses_alice_from_another_home(cloud: Cloud, tmp_path: Path) -> None:
-    alice = _serve(cloud, "alice", tmp_path / "alice")
+    alice = serve_shell(cloud, "alice", tmp_path / "alice")
     try:
         r = cloud.shell("alice", tmp_path / "elsewhere", "users")
         assert r.returncode == 3
@@ -101,7 +93,7 @@ def test_the_directory_still_refuses_alice_from_another_home(cloud: Cloud, tmp_p
 def test_a_killed_clients_socket_is_stale_and_the_next_client_joins(cloud: Cloud,
                                                                     tmp_path: Path) -> None:
     home = tmp_path / "alice"
-    alice = _serve(cloud, "alice", home)
+    alice = serve_shell(cloud, "alice", home)
     alice.send_signal(signal.SIGKILL)
     alice.wait(timeout=5)
     assert local_socket.socket_path(home).exists()  # left behind by the dead process

@@ -17,19 +17,11 @@ from imgdata import jpeg_bytes
 
 import config
 from actors.client.client_session import ClientSession, SessionError
-from benchmarks.localcloud import Cloud, json_lines
+from benchmarks.localcloud import Cloud, json_lines, serve_shell
 from codec import images, seal
 from codec.messages import ImageRequest, PreviewRequest
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def _serve(cloud: Cloud, user: str, home: Path) -> subprocess.Popen[str]:
-    proc = cloud.spawn_shell(user, home, ["--serve"])
-    assert proc.stdout is not None
-    line = proc.stdout.readline()  # "alice online at ..., serving peers"
-    assert "online" in line, proc.stderr.read() if proc.poll() is not None else line
-    return proc
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
@@ -62,7 +54,7 @@ def test_browse_request_view_until_the_default_image(cloud: Cloud, tmp_path: Pat
     pic.write_bytes(original)
     alice_home, bob_home = tmp_path / "alice", tmp_path / "bob"
     assert cloud.shell("alice", alice_home, f"encrypt {pic}").returncode == 0
-    alice = _serve(cloud, "alice", alice_home)
+    alice = serve_shell(cloud, "alice", alice_home)
     try:
         r = cloud.shell("bob", bob_home, "users; browse alice; request alice pic.jpg 2; inbox")
         assert r.returncode == 0, r.stderr
@@ -92,7 +84,7 @@ def test_peer_request_with_wrong_or_missing_token_is_refused(cloud: Cloud, tmp_p
     pic.write_bytes(jpeg_bytes(8))
     alice_home = tmp_path / "alice"
     assert cloud.shell("alice", alice_home, f"encrypt {pic}").returncode == 0
-    alice = _serve(cloud, "alice", alice_home)
+    alice = serve_shell(cloud, "alice", alice_home)
     cfg = config.load(cloud.config)
     mallory = ClientSession("bob", tmp_path / "mallory", cfg)
     try:
@@ -131,8 +123,8 @@ def test_bad_image_names_refused_before_any_file_is_touched(cloud: Cloud, tmp_pa
 def test_killed_client_expires_within_ttl_and_leaving_is_immediate(
         cloud_factory: object, tmp_path: Path) -> None:
     cloud: Cloud = cloud_factory(sections={"directory": {"ttl_s": 2.0, "heartbeat_s": 0.5}})  # type: ignore[operator]
-    carol = _serve(cloud, "carol", tmp_path / "carol")
-    dave = _serve(cloud, "dave", tmp_path / "dave")
+    carol = serve_shell(cloud, "carol", tmp_path / "carol")
+    dave = serve_shell(cloud, "dave", tmp_path / "dave")
 
     def online() -> set[str]:
         r = cloud.shell("eve", tmp_path / "eve", "users")
@@ -151,7 +143,7 @@ def test_killed_client_expires_within_ttl_and_leaving_is_immediate(
 
 def test_second_session_of_an_online_user_is_refused(cloud: Cloud, tmp_path: Path) -> None:
     """From another home (the same home hands its commands over: tests/test_handoff_cloud.py)."""
-    alice = _serve(cloud, "alice", tmp_path / "alice")
+    alice = serve_shell(cloud, "alice", tmp_path / "alice")
     try:
         r = cloud.shell("alice", tmp_path / "alice-elsewhere", "users")
         assert r.returncode == 3
@@ -163,7 +155,7 @@ def test_second_session_of_an_online_user_is_refused(cloud: Cloud, tmp_path: Pat
 def test_a_crashed_session_does_not_lock_its_user_out(cloud: Cloud, tmp_path: Path) -> None:
     """The nodes probe the old address of a user who joins again: a dead session (SIGKILL) is
     replaced at once; a live one still refuses the newcomer (previous test)."""
-    alice = _serve(cloud, "alice", tmp_path / "alice")
+    alice = serve_shell(cloud, "alice", tmp_path / "alice")
     alice.send_signal(signal.SIGKILL)
     alice.wait(timeout=5)
     r = cloud.shell("alice", tmp_path / "alice", "users")
