@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 DEFAULT_PATH = Path(__file__).with_name("cluster.toml")
+CONFIG_ENV = "VEILSHARE_CONFIG"  # the cluster file when no --config is given
 SAMPLE_SECRET = "veilshare-sample-secret-for-loopback-only-0123456789abcdef"
 MIN_SECRET_BYTES = 32
 
@@ -286,7 +288,10 @@ def from_dict(raw: dict[str, Any], path: Path | None = None) -> Config:
 
 
 def load(path: str | Path | None = None) -> Config:
-    """Load a cluster file (default: config/cluster.toml). Raises ConfigError."""
+    """Load a cluster file: `path`, else the file named by $VEILSHARE_CONFIG when set, else
+    config/cluster.toml. Raises ConfigError."""
+    if path is None and os.environ.get(CONFIG_ENV):
+        path = os.environ[CONFIG_ENV]
     p = Path(path) if path is not None else DEFAULT_PATH
     try:
         raw = tomllib.loads(p.read_text(encoding="utf-8"))
