@@ -25,6 +25,8 @@ from benchmarks.terminal import open_pty
 
 pytestmark = pytest.mark.timeout(240)
 
+PROMPT_READY = b"\x1b[?2004h"  # prompt_toolkit turns bracketed paste on when a prompt starts
+
 
 def _stop(proc: subprocess.Popen[str]) -> str:
     proc.terminate()
@@ -137,7 +139,11 @@ def test_c_next_to_an_open_interactive_client(cloud: Cloud, tmp_path: Path) -> N
         assert lines[0].split() == ["user", "address"] and lines[2].split()[0] == "alice"
         assert lines[3:] == ["quit", "  leave the directory and exit"]  # quit ended the script
         os.write(master, b"users\r")  # the prompt still works, and the client is still online
-        _read_until(master, b"127.0.0.1:")
+        seen = _read_until(master, b"user   address")
+        # the prompt again (bracketed paste on: it reads the raw terminal), so that Ctrl-D goes
+        # to it and not to the cooked terminal between two prompts
+        if PROMPT_READY not in seen[seen.index(b"user   address"):]:
+            _read_until(master, PROMPT_READY)
         os.write(master, b"\x04")  # Ctrl-D
         _read_until(master, b"", 30, proc=shell)
         shell.wait(timeout=30)
