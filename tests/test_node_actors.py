@@ -22,6 +22,7 @@ from node_actor_kit import (
     FakeClock,
     FakeCloud,
     Recorder,
+    n_node_config,
     recorded,
     three_node_config,
     wait_recorded,
@@ -190,6 +191,67 @@ def test_a_peer_that_missed_done_is_told_again(cloud: FakeCloud) -> None:
     assert [(d.addr, d.msg.rid, d.msg.acked) for d in dones] == [
         (cloud.cfg.node(2).peer_addr, "alice#3", True)
     ]
+
+
+def state_requests_to(cloud: FakeCloud, node: int) -> set[int]:
+    """The peers `node` asked for their state (read off its fake transport)."""
+    by_addr = {cloud.cfg.node(n).peer_addr: n for n in cloud.ids}
+    return {by_addr[s.addr] for s in cloud.tp[node].sends_of(StateRequest)}
+
+
+def syncing(cloud: FakeCloud, node: int) -> bool:
+    return bool(cloud.ref(node, "election").proxy().view.get().syncing)
+
+
+def test_a_starting_node_syncs_from_a_majority_not_from_one_peer() -> None:
+    """Five nodes (majority 3): node 1 kept its disk, so its own state and two peers' states
+    make a majority; one peer's state is not enough (an update acknowledged by nodes 3, 4, 5
+    would be missed if node 1 served after merging node 2's state only)."""
+    c = FakeCloud(n_node_config(5), FakeClock())
+    try:
+        c.run(1.0)
+        assert state_requests_to(c, 1) == {2, 3, 4, 5}  # every up peer is asked
+        c.ref(1, "election").ask(SyncApplied(sender=2))
+        c.settle()
+        assert syncing(c, 1)
+        c.ref(1, "election").ask(SyncApplied(sender=2))  # the same peer twice is one peer
+        assert syncing(c, 1)
+        c.ref(1, "election").ask(SyncApplied(sender=4))
+        c.settle()
+        assert not syncing(c, 1)
+    finally:
+        c.stop()
+
+
+def test_a_node_on_an_empty_disk_syncs_from_a_majority_of_its_peers() -> None:
+    """Three nodes: node 2 lost its data directory, so its own (empty) state counts for
+    nothing: it serves only after both peers' states are merged (an update on the disks of
+    nodes 2 and 3 was on node 3's only, after the disk was replaced)."""
+    c = FakeCloud(three_node_config(), FakeClock(), fresh=frozenset({2}))
+    try:
+        c.run(1.0)
+        assert state_requests_to(c, 2) == {1, 3}
+        c.ref(2, "election").ask(SyncApplied(sender=1))
+        assert syncing(c, 2)
+        c.ref(2, "election").ask(SyncApplied(sender=3))
+        assert not syncing(c, 2)
+        c.ref(1, "election").ask(SyncApplied(sender=2))  # a node that kept its disk: one peer
+        assert not syncing(c, 1)
+    finally:
+        c.stop()
+
+
+def test_a_sync_asks_again_the_peers_that_have_not_answered() -> None:
+    c = FakeCloud(three_node_config(), FakeClock(), fresh=frozenset({2}))
+    try:
+        c.run(1.0)
+        c.ref(2, "election").ask(SyncApplied(sender=1))
+        before = len(c.tp[2].sends_of(StateRequest))
+        c.run(1.5)  # past SYNC_RETRY_S
+        again = c.tp[2].sends_of(StateRequest)[before:]
+        assert again and {s.addr for s in again} == {c.cfg.node(3).peer_addr}
+    finally:
+        c.stop()
 
 
 # ---- FailureTokenActor ---------------------------------------------------------------------------
