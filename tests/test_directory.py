@@ -124,3 +124,45 @@ def test_snapshot_carries_leaves_so_a_node_that_missed_one_converges() -> None:
     assert a.digest(2.0) == b.digest(2.0)
     a.expire(now=12.0)  # the leave is remembered for one ttl, then no longer carried
     assert a.snapshot(now=12.0) == []
+
+
+def test_a_node_without_a_pin_takes_the_peers_pin_and_then_refuses_other_keys() -> None:
+    """A replaced disk: the node has no pins until a state sync brings them; the impostor with
+    fresh keys is refused once the real user's pin is adopted."""
+    from actors.core.directory import KeysChanged
+
+    real = Directory(KEY, ttl_s=10.0)
+    real.join("gina1", "127.0.0.1", 4000, "gina1#1", b"S" * 32, b"B" * 32, now=0.0)
+    saved: list[tuple[str, bytes, bytes]] = []
+    fresh = Directory(KEY, ttl_s=10.0, on_pin=lambda u, s, b: saved.append((u, s, b)))
+    for user, sign, box in real.pin_list():
+        assert fresh.adopt_pin(user, sign, box)
+    assert saved == [("gina1", b"S" * 32, b"B" * 32)]  # persisted like a pin of its own
+    with pytest.raises(KeysChanged):
+        fresh.join("gina1", "127.0.0.2", 5000, "gina1#7", b"X" * 32, b"Y" * 32, now=1.0)
+    assert fresh.join("gina1", "127.0.0.1", 4000, "gina1#2", b"S" * 32, b"B" * 32, now=1.0)
+
+
+def test_a_peers_pin_never_replaces_this_nodes_own() -> None:
+    d = Directory(KEY, ttl_s=10.0, pins={"gina1": (b"S" * 32, b"B" * 32)})
+    assert d.adopt_pin("gina1", b"X" * 32, b"Y" * 32) is False
+    assert d.pins["gina1"] == (b"S" * 32, b"B" * 32)
+    assert d.adopt_pin("gina1", b"S" * 32, b"B" * 32) is True  # the same pin: agreed
+
+
+def test_the_digest_differs_while_a_pin_is_missing() -> None:
+    """Anti-entropy compares digests: a node that lacks a pin must look different."""
+    a = Directory(KEY, ttl_s=10.0, pins={"gina1": (b"S" * 32, b"B" * 32)})
+    b = Directory(KEY, ttl_s=10.0)
+    assert a.digest(0.0) != b.digest(0.0)
+    b.adopt_pin("gina1", b"S" * 32, b"B" * 32)
+    assert a.digest(0.0) == b.digest(0.0)
+
+
+def test_has_session_only_for_the_session_this_directory_accepted() -> None:
+    d = _dir()
+    token, entry = d.join("gina1", "127.0.0.1", 4000, "gina1#1", b"", b"", now=0.0)
+    assert d.has_session("gina1", entry.token_digest, now=1.0)
+    assert not d.has_session("gina1", token_digest(b"impostor" * 2), now=1.0)
+    assert not d.has_session("gina1", entry.token_digest, now=11.0)  # expired
+    assert not d.has_session("bob", entry.token_digest, now=1.0)

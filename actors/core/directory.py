@@ -16,7 +16,12 @@ Rules:
   actors.node.node_parts) and joins with `replace_stale`.
 - Heartbeat with the right token: expiry pushed to now + ttl. Leave with the right token: removed.
 - Keys: a user's public keys are pinned at the first join (trust on first use, kept on disk by
-  the node); a join or replicated entry with other keys is refused (`KeysChanged`).
+  the node); a join or replicated entry with other keys is refused (`KeysChanged`). Pins travel
+  with a state sync (`pin_list`, `adopt_pin`): a node that lost its disk takes the peers' pins
+  while it syncs from a majority, before it accepts any join, so it cannot pin an impostor's
+  keys. A peer's pin never replaces this node's own (counted by the caller as a conflict).
+- A peer's forget (the addressee confirmed updates) is honoured only from a session this node
+  accepted too (`has_session`): a session a single node accepted cannot wipe the others' copies.
 - Replication: `merge(entry)` keeps, per user, the entry that expires last. A leave travels as
   the entry with `expires == 0`; its token digest is kept as a tombstone for one ttl, so a late
   copy of that session's join (a client's retried Join still in flight after its Leave) or of a
@@ -126,6 +131,20 @@ class Directory:
                 "(an operator can reset the pin in each node's pending.db)")
         return False
 
+    def pin_list(self) -> list[tuple[str, bytes, bytes]]:
+        """Every pin, sorted by user (what a state sync carries)."""
+        return [(u, s, b) for u, (s, b) in sorted(self.pins.items())]
+
+    def adopt_pin(self, user: str, sign_key: bytes, box_key: bytes) -> bool:
+        """A peer's pin: taken (and persisted) when this node has none for `user`; False when
+        this node pins other keys (its own pin stays)."""
+        return self._pin(user, sign_key, box_key, refuse=False)
+
+    def has_session(self, user: str, session: bytes, now: float) -> bool:
+        """True if `user` is online here with the session whose token digest is `session`."""
+        e = self.get(user, now)
+        return e is not None and hmac.compare_digest(e.token_digest, session)
+
     def check(self, user: str, token: bytes, now: float) -> UserEntry:
         """The online entry of `user` if `token` is theirs. Raises BadToken."""
         e = self.get(user, now)
@@ -193,4 +212,6 @@ class Directory:
         h = hashlib.sha256()
         for e in self.online(now):
             h.update(f"{e.user}|{e.host}|{e.port}|".encode() + e.token_digest)
+        for user, sign, box in self.pin_list():  # a node missing a pin differs: anti-entropy
+            h.update(f"pin|{user}|".encode() + sign + b"|" + box)
         return h.digest()[:16]
