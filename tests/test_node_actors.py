@@ -241,6 +241,23 @@ def test_a_node_on_an_empty_disk_syncs_from_a_majority_of_its_peers() -> None:
         c.stop()
 
 
+def test_a_new_cloud_starts_when_the_peers_states_are_empty_too() -> None:
+    """Every node of a new cloud starts on an empty data directory: an empty state from a
+    majority less one peer is enough (no peer ever accepted a user), so two of three new nodes
+    serve without the third; one peer's state with data is not enough (a replaced disk)."""
+    c = FakeCloud(three_node_config(), FakeClock(), fresh=frozenset({1, 2, 3}))
+    try:
+        c.run(1.0)
+        c.ref(1, "election").ask(SyncApplied(sender=2, empty=True))
+        assert not syncing(c, 1)
+        c.ref(2, "election").ask(SyncApplied(sender=1, empty=False))
+        assert syncing(c, 2)
+        c.ref(2, "election").ask(SyncApplied(sender=3, empty=True))
+        assert not syncing(c, 2)
+    finally:
+        c.stop()
+
+
 def test_a_sync_asks_again_the_peers_that_have_not_answered() -> None:
     c = FakeCloud(three_node_config(), FakeClock(), fresh=frozenset({2}))
     try:
@@ -562,6 +579,15 @@ def test_an_applied_sync_is_reported_to_the_election_actor(tmp_path: Path) -> No
         election, lambda ms: any(isinstance(m, SyncApplied) and m.sender == 2 for m in ms)
     )
     assert on_disk(path) == ["alice#6"]
+    empty = StateSync(node=3, users=(), updates=(), forgotten=(), digest=b"")
+    ref.tell(ApplySync(3, empty))
+    got = wait_recorded(
+        election, lambda ms: any(isinstance(m, SyncApplied) and m.sender == 3 for m in ms)
+    )
+    assert [(m.sender, m.empty) for m in got if isinstance(m, SyncApplied)] == [
+        (2, False),
+        (3, True),
+    ]
 
 
 # ---- EncryptFlowActor and its EncoderActor pool --------------------------------------------------

@@ -16,7 +16,10 @@ Owns two pure cores, `actors.core.membership.Membership` (heartbeats, who is up,
   FailureTokenActor `SyncDone`. Enough means that this node's state, merged, is that of a majority
   (`sync_need`): a majority less one peer when the node kept its disk (its own state counts), a
   majority of peers when it started on an empty data directory (a replaced disk). An update
-  acknowledged by a majority is then in the merged state whichever majority answered. Anti-entropy
+  acknowledged by a majority is then in the merged state whichever majority answered. One
+  exception makes a new cloud start: on an empty data directory, a majority less one peer
+  suffices when every state it applied was empty too (no users, pins, updates or tombstones: no
+  peer ever accepted a user, so there is nothing acknowledged to miss). Anti-entropy
   asks a peer whose heartbeat digest differs from ours for `SYNC_AFTER` heartbeats in a row.
 """
 
@@ -98,6 +101,7 @@ class ElectionActor(NodePartActor):
         self.syncing_from: int | None = -1 if self.m.peer_ids else None
         self.disk_kept = disk_kept
         self.synced: set[int] = set()  # peers whose state this sync applied
+        self.synced_data = False  # one of those states was not empty
         self.sync_asked: set[int] = set()  # peers asked since the last (re)try
         self.sync_deadline = now
         self.sync_reason = "at start-up"
@@ -157,11 +161,12 @@ class ElectionActor(NodePartActor):
             log.info("back from a simulated failure: syncing state before passing the token")
             self.syncing_from = -1
             self.synced = set()
+            self.synced_data = False
             self.sync_reason = "after a failure"
             self._ask_state(now)
             self._publish(now)
         elif isinstance(message, SyncApplied):
-            self._sync_applied(message.sender, now)
+            self._sync_applied(message.sender, message.empty, now)
         return None
 
     # ---- peers ----------------------------------------------------------------------------------
@@ -234,8 +239,10 @@ class ElectionActor(NodePartActor):
     # ---- state sync ------------------------------------------------------------------------------
     def sync_need(self) -> int:
         """How many peers' states a sync merges before this node serves: with its own disk, a
-        majority counting itself; on an empty data directory, a majority of the other nodes."""
-        need = self.m.majority - (1 if self.disk_kept else 0)
+        majority counting itself; on an empty data directory, a majority of the other nodes
+        (a majority counting itself while every state applied was empty: a new cloud)."""
+        own = self.disk_kept or not self.synced_data
+        need = self.m.majority - (1 if own else 0)
         return max(1, min(need, len(self.m.peer_ids)))
 
     def _ask_state(self, now: float) -> None:
@@ -252,10 +259,11 @@ class ElectionActor(NodePartActor):
             self.sync_asked.add(peer)
             self.peers.send(peer, StateRequest(node=self.node_id))
 
-    def _sync_applied(self, sender: int, now: float) -> None:
+    def _sync_applied(self, sender: int, empty: bool, now: float) -> None:
         if self.syncing_from is None:
             return  # anti-entropy: merged, nothing waits for it
         self.synced.add(sender)
+        self.synced_data = self.synced_data or not empty
         if len(self.synced) < self.sync_need():
             return
         log.info(
@@ -265,6 +273,7 @@ class ElectionActor(NodePartActor):
         )
         self.syncing_from = None
         self.synced = set()
+        self.synced_data = False
         self.disk_kept = True  # what it merged is on its disk now
         self.tell("token", SyncDone())
         self._publish(now)

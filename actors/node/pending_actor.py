@@ -95,7 +95,9 @@ class PendingUpdateActor(ServicePartActor):
         elif isinstance(message, ApplySync):
             self.store.forget(message.msg.forgotten, self.wall())
             self.store.merge(message.msg.updates)
-            self.tell("election", SyncApplied(message.sender))
+            m = message.msg
+            empty = not (m.users or m.pins or m.updates or m.forgotten)
+            self.tell("election", SyncApplied(message.sender, empty))
         elif isinstance(message, PeerIn):
             self._peer(message.msg)
 

@@ -182,6 +182,7 @@ class ApplySync:
 @dataclass(frozen=True, slots=True)
 class SyncApplied:
     sender: int
+    empty: bool = False  # the peer's state had nothing: no users, pins, updates or tombstones
 
 
 # ---- snapshots for status and heartbeats ---------------------------------------------------------
