@@ -85,6 +85,8 @@ def test_an_update_one_node_holds_is_not_acknowledged_and_a_crash_loses_none_ack
     assert proc.returncode == 1 and posted(rows) == [], (rows, err[-2000:])
     (failed,) = [r for r in rows if "failed" in r]
     print(f"[item 1] with one node reachable: {failed}")
+    assert failed["code"] == "unreachable"
+    assert failed["message"].startswith("only 1 of the 2 nodes a majority needs answered")
 
     wait_synced(cloud)
     code, rows, err = run_driver(cloud, "c1", "alice", alice, "post", "--count", "3", "--to",
