@@ -27,7 +27,7 @@ _MESSAGES: tuple[M.Message, ...] = (
     M.PostUpdate(rid="alice#44", user="alice", token=_TOKEN, update=_UPDATE),
     M.DirectoryReply(rid="alice#2", users=(_ENTRY,)),
     M.ImageRequest(rid="bob#7", user="bob", token=_TOKEN, image="sunset.jpg", views=2, days=2.5),
-    M.ForgetUpdates(ids=("alice#42", "bob#17")),
+    M.ForgetUpdates(ids=("alice#42", "bob#17"), user="bob", session=bytes(16)),
 )
 
 

@@ -8,7 +8,13 @@ Tier ladder (`CoverSet.tiers`). The first tier is the configured minimum size
 past the largest base, sizes that grow by GROWTH (x1.25 per side, x1.56 in pixels) without end.
 A payload gets the smallest tier whose capacity holds it, so there is no fixed upper size but
 the caller's payload limit. A tier that is not a base file is scaled (Lanczos) from the smallest
-base at least as big, else from the largest one.
+base at least as big, else from the largest one, a strip of rows at a time.
+
+Memory (benchmarks/memory.py). A tier's rows are the only full-size array a seal holds: the
+scaled tier is written into them strip by strip, and the payload's samples are packed one slice
+of rows at a time while they are compressed (`Prepared.encode` takes a function of the row
+range), never as a whole stream. For the largest accepted image (31.4 MiB) the tier is
+9535x7152, 195 MiB of rows; a seal then needs about 40 MiB beyond them.
 
 Cache. Scaling costs 70-250 ms, so it is done once per tier and kept: `Prepared` holds the
 cover's raw rows (filter byte 0 at the head of each row) for one number of cleared low bits, and
@@ -26,7 +32,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,22 +72,22 @@ class Prepared:
     def keep_mask(self) -> np.uint8:
         return np.uint8(0xFF ^ ((1 << self.clear_bits) - 1))
 
-    def encode(self, stream: np.ndarray, level: int) -> bytes:
-        """The sealed PNG: `stream` (uint8 samples of whole rows, each < 2**clear_bits) OR-ed into
-        the cover's cleared low bits. The stream's rows are compressed now at zlib `level` (filter
-        Up, Huffman-only), then the cover rows up to the end of that band (filter None, LZ77);
-        the cached bands follow."""
-        spr = 3 * self.width
-        used = len(stream) // spr
+    def encode(
+        self, samples: Callable[[int, int], np.ndarray], used: int, level: int
+    ) -> bytes:
+        """The sealed PNG: the first `used` rows get `samples(r0, r1)` ((r1 - r0, 3*width) uint8,
+        each < 2**clear_bits, made one slice at a time so the whole stream never exists at once)
+        OR-ed into the cover's cleared low bits. Those rows are compressed now at zlib `level`
+        (filter Up, Huffman-only), then the cover rows up to the end of that band (filter None,
+        LZ77); the cached bands follow."""
         nband = -(-used // self.band_rows)
-        data = stream.reshape(used, spr)
         keep = self.keep_mask()
 
         def slices(start: int, stop: int) -> Iterator[np.ndarray]:
             for rows in png.row_slices(self.rows[start:stop], SLICE_BYTES):
                 part = rows & keep
                 if start < used:
-                    part[:, 1:] |= data[start : start + len(part)]
+                    part[:, 1:] |= samples(start, start + len(part))
                 start += len(part)
                 yield part
 
@@ -123,12 +129,22 @@ def _prepare(
     )
 
 
+STRIP_BYTES = 8 * 1024 * 1024  # raw_rows copies the image this many bytes at a time
+
+
 def raw_rows(image: Image.Image) -> np.ndarray:
-    """An RGB image as PNG raw rows with filter byte 0: (height, 1 + 3*width) uint8."""
-    arr = np.asarray(image.convert("RGB"))
-    h, w, _ = arr.shape
+    """An RGB image as PNG raw rows with filter byte 0: (height, 1 + 3*width) uint8. Copied in
+    strips of about STRIP_BYTES, so that the only full-size copy is the result (a whole-image
+    numpy copy, and an RGB conversion of an image that is RGB already, each doubled the peak
+    memory of preparing a large tier: benchmarks/memory.py)."""
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    w, h = image.size
     rows = np.zeros((h, 1 + 3 * w), dtype=np.uint8)
-    rows[:, 1:] = arr.reshape(h, 3 * w)
+    step = max(1, STRIP_BYTES // (3 * w))
+    for y in range(0, h, step):
+        strip = np.asarray(image.crop((0, y, w, min(h, y + step))))
+        rows[y : y + len(strip), 1:] = strip.reshape(len(strip), 3 * w)
     return rows
 
 
@@ -204,7 +220,7 @@ class CoverSet:
             if hit is not None:
                 return hit
             prep = _prepare(
-                raw_rows(self.scaled(size)), size[0], size[1], clear_bits, self.tail_level
+                self.tier_rows(size), size[0], size[1], clear_bits, self.tail_level
             )
             with self._lock:
                 self.builds += 1
@@ -233,10 +249,22 @@ class CoverSet:
                 raise
             raise SealError(f"cover {path} cannot be read ({exc})") from None
 
-    def scaled(self, size: tuple[int, int]) -> Image.Image:
-        """The cover at `size`: a base file, or one scaled to it."""
+    def tier_rows(self, size: tuple[int, int]) -> np.ndarray:
+        """The cover at `size` as PNG raw rows (`raw_rows`): a base file, or one scaled to it
+        strip by strip (each strip of output rows from its box of the source, Lanczos), so that
+        no full-size scaled image exists beside the rows (for the largest tier that image was
+        273 MB next to 195 MB of rows: benchmarks/memory.py)."""
         if size in self.bases:
-            return self.load_base(size)
+            return raw_rows(self.load_base(size))
         bigger = [b for b in self.bases if b[0] >= size[0] and b[1] >= size[1]]
         source = self.load_base(bigger[0] if bigger else self.bases[-1])
-        return source.resize(size, Image.Resampling.LANCZOS)
+        w, h = size
+        scale = source.height / h
+        rows = np.zeros((h, 1 + 3 * w), dtype=np.uint8)
+        step = max(1, STRIP_BYTES // (3 * w))
+        for y in range(0, h, step):
+            y1 = min(h, y + step)
+            box = (0.0, y * scale, float(source.width), y1 * scale)
+            strip = np.asarray(source.resize((w, y1 - y), Image.Resampling.LANCZOS, box=box))
+            rows[y:y1, 1:] = strip.reshape(y1 - y, 3 * w)
+        return rows

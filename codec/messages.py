@@ -74,6 +74,7 @@ DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
 DecodeError = errors.DecodeError
 Update = records.Update
 UserEntry = records.UserEntry
+Pin = records.Pin
 Preview = records.Preview
 
 ITEM_SLACK = 64
@@ -328,6 +329,8 @@ class StateSync(Message):
     updates: Annotated[tuple[Update, ...], Items(Nested(Update), STATE_SYNC_UPDATES_MAX)]
     forgotten: Annotated[tuple[str, ...], Items(RequestIdText(), STATE_SYNC_UPDATES_MAX)]
     digest: Digest
+    # the sender's key pins (added after StateSync shipped: an older sender's sync has none)
+    pins: Annotated[tuple[Pin, ...], Items(Nested(Pin), STATE_SYNC_UPDATES_MAX)] = ()
 
 
 @register(40)
@@ -346,7 +349,12 @@ class ReplicateUpdate(Message):
 @register(42, bulk=True)
 @dataclass(frozen=True, slots=True)
 class ForgetUpdates(Message):
+    """`user` confirmed these ids from the session whose token digest is `session`: a peer
+    forgets them only if it accepted that session too (and only ids addressed to `user`)."""
+
     ids: UpdateIds
+    user: UserName
+    session: Digest
 
 
 @register(43)

@@ -85,6 +85,16 @@ class UserEntry(Record):
 
 @record
 @dataclass(frozen=True, slots=True)
+class Pin(Record):
+    """A user's pinned public keys (trust on first use), as a state sync carries them."""
+
+    user: UserName
+    sign_key: PublicKey
+    box_key: PublicKey
+
+
+@record
+@dataclass(frozen=True, slots=True)
 class Preview(Record):
     """A small JPEG preview of one image."""
 

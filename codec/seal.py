@@ -327,10 +327,27 @@ def seal(
     need = HEADER_SAMPLES + payload_samples(len(payload), bits)
     prep = _cover(cover, need, cfg, max_cover_pixels(cfg, max_payload, covers), covers)
     spr = 3 * prep.width
-    stream = np.zeros(-(-need // spr) * spr, dtype=np.uint8)
-    pack(np.frombuffer(head, dtype=np.uint8), HEADER_BITS, stream[:HEADER_SAMPLES])
-    pack(data, bits, stream[HEADER_SAMPLES:need])
-    return prep.encode(stream, cfg.zlib_level)
+    head_samples = np.zeros(HEADER_SAMPLES, dtype=np.uint8)
+    pack(np.frombuffer(head, dtype=np.uint8), HEADER_BITS, head_samples)
+    g, k = _GROUPS[bits]
+
+    def samples(r0: int, r1: int) -> np.ndarray:
+        """The sample stream's rows r0..r1 (header samples, then the payload's), packed now: the
+        whole stream (4 samples per payload byte at 2 bits) is never held at once."""
+        lo, hi = r0 * spr, r1 * spr
+        out = np.zeros(hi - lo, dtype=np.uint8)
+        if lo < HEADER_SAMPLES:
+            out[: min(hi, HEADER_SAMPLES) - lo] = head_samples[lo:hi]
+        p0, p1 = max(lo, HEADER_SAMPLES) - HEADER_SAMPLES, min(hi, need) - HEADER_SAMPLES
+        if p1 > p0:  # whole groups around payload samples p0..p1
+            g0, g1 = p0 // k, -(-p1 // k)
+            tmp = np.zeros((g1 - g0) * k, dtype=np.uint8)
+            pack(data[g0 * g : g1 * g], bits, tmp[: payload_samples(len(data[g0 * g : g1 * g]), bits)])
+            at = p0 + HEADER_SAMPLES - lo
+            out[at : at + p1 - p0] = tmp[p0 - g0 * k : p1 - g0 * k]
+        return out.reshape(r1 - r0, spr)
+
+    return prep.encode(samples, -(-need // spr), cfg.zlib_level)
 
 
 def _open(

@@ -88,10 +88,11 @@ SAMPLES: dict[int, m.Message] = {
         m.GoingDown(node=1, epoch=1_767_225_600_123),
         m.ComingUp(node=1, epoch=1_767_225_600_124),
         m.StateRequest(node=1),
-        m.StateSync(node=2, users=(BOB, CAROL), updates=(GRANT, MORE, REVOKE), forgotten=("alice#1",), digest=DIGEST),
+        m.StateSync(node=2, users=(BOB, CAROL), updates=(GRANT, MORE, REVOKE), forgotten=("alice#1",), digest=DIGEST,
+                    pins=(m.Pin(user="bob", sign_key=bytes(32), box_key=bytes(range(32))),)),
         m.DirectoryChange(op="join", entry=BOB),
         m.ReplicateUpdate(update=MORE),
-        m.ForgetUpdates(ids=("alice#42", "bob#17")),
+        m.ForgetUpdates(ids=("alice#42", "bob#17"), user="bob", session=bytes(16)),
         m.TokenVote(epoch=9, candidate=3, voter=1),
         m.PreviewRequest(rid="bob#6", user="bob", token=TOKEN),
         m.PreviewReply(

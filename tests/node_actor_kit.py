@@ -92,13 +92,30 @@ def three_node_config(failures: FailuresConfig | None = None) -> Config:
     return cfg
 
 
+def n_node_config(n: int) -> Config:
+    """The default config with `n` loopback nodes (ids 1..n; only fake transports use them)."""
+    cfg = config.load()
+    nodes = tuple(
+        config.NodeConfig(id=i, host="127.0.0.1", client_port=47100 + i, peer_port=47200 + i)
+        for i in range(1, n + 1)
+    )
+    return replace(cfg, nodes=nodes)
+
+
 class FakeCloud:
     """ElectionActor + FailureTokenActor per node, routed by the real Router, over fake peer
     transports; every other actor of a node is a Recorder."""
 
     def __init__(
-        self, cfg: Config, clock: FakeClock, *, failures: bool = False, seed: int = 7
+        self,
+        cfg: Config,
+        clock: FakeClock,
+        *,
+        failures: bool = False,
+        seed: int = 7,
+        fresh: frozenset[int] = frozenset(),
     ) -> None:
+        """`fresh`: nodes started on an empty data directory (a new or replaced disk)."""
         self.cfg = cfg
         self.clock = clock
         self.net = FakeNetwork()
@@ -112,7 +129,13 @@ class FakeCloud:
             peers = PeerLink(cfg, node.id, tp)  # type: ignore[arg-type]
             refs: dict[str, pykka.ActorRef[Any]] = {
                 "election": ElectionActor.start(
-                    cfg, node.id, peers, clock=clock, boot_epoch=1000 + node.id, loadavg=lambda: 0.0
+                    cfg,
+                    node.id,
+                    peers,
+                    clock=clock,
+                    boot_epoch=1000 + node.id,
+                    loadavg=lambda: 0.0,
+                    disk_kept=node.id not in fresh,
                 ),
                 "token": FailureTokenActor.start(
                     cfg,

@@ -264,6 +264,9 @@ def test_a_quorum_call_with_one_node_acking_fails_at_its_deadline_not_acknowledg
                 ended.append(e)
     (failed,) = ended
     assert isinstance(failed, Failed) and failed.error.code == "unreachable"
+    assert str(failed.error) == (
+        "only 1 of the 2 nodes a majority needs answered (the others are unreachable): not done"
+    )  # not "no node of the cloud answered": node 3 did
 
 
 def test_a_plain_call_still_counts_a_second_reply_as_a_duplicate() -> None:

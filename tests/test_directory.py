@@ -124,3 +124,119 @@ def test_snapshot_carries_leaves_so_a_node_that_missed_one_converges() -> None:
     assert a.digest(2.0) == b.digest(2.0)
     a.expire(now=12.0)  # the leave is remembered for one ttl, then no longer carried
     assert a.snapshot(now=12.0) == []
+
+
+def test_a_node_without_a_pin_takes_the_peers_pin_and_then_refuses_other_keys() -> None:
+    """A replaced disk: the node has no pins until a state sync brings them; the impostor with
+    fresh keys is refused once the real user's pin is adopted."""
+    from actors.core.directory import KeysChanged
+
+    real = Directory(KEY, ttl_s=10.0)
+    real.join("gina1", "127.0.0.1", 4000, "gina1#1", b"S" * 32, b"B" * 32, now=0.0)
+    saved: list[tuple[str, bytes, bytes]] = []
+    fresh = Directory(KEY, ttl_s=10.0, on_pin=lambda u, s, b: saved.append((u, s, b)))
+    for user, sign, box in real.pin_list():
+        assert fresh.adopt_pin(user, sign, box)
+    assert saved == [("gina1", b"S" * 32, b"B" * 32)]  # persisted like a pin of its own
+    with pytest.raises(KeysChanged):
+        fresh.join("gina1", "127.0.0.2", 5000, "gina1#7", b"X" * 32, b"Y" * 32, now=1.0)
+    assert fresh.join("gina1", "127.0.0.1", 4000, "gina1#2", b"S" * 32, b"B" * 32, now=1.0)
+
+
+def test_a_peers_pin_never_replaces_this_nodes_own() -> None:
+    d = Directory(KEY, ttl_s=10.0, pins={"gina1": (b"S" * 32, b"B" * 32)})
+    assert d.adopt_pin("gina1", b"X" * 32, b"Y" * 32) is False
+    assert d.pins["gina1"] == (b"S" * 32, b"B" * 32)
+    assert d.adopt_pin("gina1", b"S" * 32, b"B" * 32) is True  # the same pin: agreed
+
+
+def test_the_digest_differs_while_a_pin_is_missing() -> None:
+    """Anti-entropy compares digests: a node that lacks a pin must look different."""
+    a = Directory(KEY, ttl_s=10.0, pins={"gina1": (b"S" * 32, b"B" * 32)})
+    b = Directory(KEY, ttl_s=10.0)
+    assert a.digest(0.0) != b.digest(0.0)
+    b.adopt_pin("gina1", b"S" * 32, b"B" * 32)
+    assert a.digest(0.0) == b.digest(0.0)
+
+
+def test_has_session_only_for_the_session_this_directory_accepted() -> None:
+    d = _dir()
+    token, entry = d.join("gina1", "127.0.0.1", 4000, "gina1#1", b"", b"", now=0.0)
+    assert d.has_session("gina1", entry.token_digest, now=1.0)
+    assert not d.has_session("gina1", token_digest(b"impostor" * 2), now=1.0)
+    assert not d.has_session("gina1", entry.token_digest, now=11.0)  # expired
+    assert not d.has_session("bob", entry.token_digest, now=1.0)
+
+
+A_ADDR, B_ADDR = ("127.0.0.1", 4000), ("127.0.0.1", 4001)
+
+
+def test_a_peers_entry_of_another_live_session_does_not_replace_this_nodes() -> None:
+    """Two processes of dan join at once: node 1 took A, node 3 took B. Their replicated
+    entries cross; each node keeps the session it took (the old rule, later expiry wins,
+    swapped them, so B's retried Join at node 1 was then accepted too)."""
+    n1, n3 = _dir(), _dir()
+    ta, ea = n1.join("dan", *A_ADDR, "dan#1", b"", b"", now=0.0)
+    tb, eb = n3.join("dan", *B_ADDR, "dan#2", b"", b"", now=0.5)  # expires later than A
+    assert n1.merge(eb, now=0.6) is False
+    assert n3.merge(ea, now=0.6) is False
+    assert n1.get("dan", 0.7) == ea and n3.get("dan", 0.7) == eb
+    with pytest.raises(AlreadyOnline):  # B's retried Join at node 1: still refused
+        n1.join("dan", *B_ADDR, "dan#2", b"", b"", now=0.8)
+    # A won the majority: its heartbeat at node 3 proves it; node 3 takes A's session
+    assert n3.heartbeat("dan", ta, now=1.0).token_digest == ea.token_digest
+    with pytest.raises(BadToken):
+        n3.check("dan", tb, now=1.1)
+    assert n3.rivals == {}
+
+
+def test_a_rival_session_that_left_or_expired_is_not_promoted() -> None:
+    n3 = _dir()
+    n1 = _dir()
+    ta, ea = n1.join("dan", *A_ADDR, "dan#1", b"", b"", now=0.0)
+    n3.join("dan", *B_ADDR, "dan#2", b"", b"", now=0.0)
+    n3.merge(ea, now=0.1)
+    tomb = n1.leave("dan", ta, now=0.2)
+    assert tomb is not None
+    n3.merge(tomb, now=0.3)
+    with pytest.raises(BadToken):
+        n3.check("dan", ta, now=0.4)
+    n3.merge(ea, now=0.5)  # a late copy of the join: the tombstone refuses it
+    with pytest.raises(BadToken):
+        n3.check("dan", ta, now=0.6)
+
+
+def test_two_concurrent_joins_one_winner_by_majority_in_every_interleaving() -> None:
+    """Three nodes, two processes of dan each sending a Join to every node (as the client's
+    quorum call does), every node replicating each session it takes to the others, in random
+    orders. A node that holds a live session refuses the other process (its probe finds that
+    process alive). Exactly one process gets JoinReplies from a majority; the other gets
+    `already online` from a majority (the client fails at once)."""
+    import random
+
+    for seed in range(300):
+        rng = random.Random(seed)
+        nodes = [_dir() for _ in range(3)]
+        events: list[tuple[str, int, object]] = [("join", n, p) for n in range(3) for p in "AB"]
+        replies: dict[str, dict[int, str]] = {"A": {}, "B": {}}
+        now = 0.0
+        while events:
+            kind, n, what = events.pop(rng.randrange(len(events)))
+            now += 0.01
+            if kind == "join":
+                addr, rid = (A_ADDR, "dan#1") if what == "A" else (B_ADDR, "dan#2")
+                try:
+                    _, entry = nodes[n].join("dan", *addr, rid, b"", b"", now=now)
+                except AlreadyOnline:
+                    replies[str(what)][n] = "already_online"
+                    continue
+                replies[str(what)][n] = "joined"
+                events += [("merge", m, entry) for m in range(3) if m != n]
+            else:
+                nodes[n].merge(what, now=now)  # type: ignore[arg-type]
+        joined = {p: sum(r == "joined" for r in got.values()) for p, got in replies.items()}
+        refused = {p: sum(r == "already_online" for r in got.values()) for p, got in replies.items()}
+        winners = [p for p in "AB" if joined[p] >= 2]
+        assert len(winners) == 1, (seed, replies)
+        loser = "B" if winners == ["A"] else "A"
+        assert refused[loser] >= 2, (seed, replies)

@@ -83,8 +83,8 @@ def test_float_fields_accept_int_refuse_bool_and_non_finite() -> None:
         (lambda: dataclasses.replace(GRANT, grant=bytearray(3)), "grant"),  # type: ignore[arg-type]
         (lambda: m.UserEntry("bob", "example.com", 1, b"", b"", b"", 0.0), "host"),
         (lambda: m.UserEntry("bob", "10.0.0.1", 65536, b"", b"", b"", 0.0), "port"),
-        (lambda: m.ForgetUpdates(ids=("a#1",) * 4097), "ids"),
-        (lambda: m.ForgetUpdates(ids=("a#1", "nope")), "ids[1]"),
+        (lambda: m.ForgetUpdates(ids=("a#1",) * 4097, user="bob", session=bytes(16)), "ids"),
+        (lambda: m.ForgetUpdates(ids=("a#1", "nope"), user="bob", session=bytes(16)), "ids[1]"),
         (lambda: m.DirectoryReply("a#1", users=[GRANT]), "users[0]"),  # type: ignore[arg-type]
         (lambda: m.PreviewReply("a#1", previews="ab"), "previews"),  # type: ignore[arg-type]
     ],
@@ -97,9 +97,9 @@ def test_building_an_invalid_message_raises_decode_error(build: object, field: s
 
 
 def test_lists_become_tuples_and_messages_are_hashable() -> None:
-    msg = m.ForgetUpdates(ids=["a#1", "b#2"])  # type: ignore[arg-type]
+    msg = m.ForgetUpdates(ids=["a#1", "b#2"], user="bob", session=bytes(16))  # type: ignore[arg-type]
     assert msg.ids == ("a#1", "b#2")
-    assert hash(msg) == hash(m.ForgetUpdates(ids=("a#1", "b#2")))
+    assert hash(msg) == hash(m.ForgetUpdates(ids=("a#1", "b#2"), user="bob", session=bytes(16)))
     with pytest.raises(dataclasses.FrozenInstanceError):
         msg.ids = ()  # type: ignore[misc]
 

@@ -22,6 +22,7 @@ from node_actor_kit import (
     FakeClock,
     FakeCloud,
     Recorder,
+    n_node_config,
     recorded,
     three_node_config,
     wait_recorded,
@@ -192,6 +193,84 @@ def test_a_peer_that_missed_done_is_told_again(cloud: FakeCloud) -> None:
     ]
 
 
+def state_requests_to(cloud: FakeCloud, node: int) -> set[int]:
+    """The peers `node` asked for their state (read off its fake transport)."""
+    by_addr = {cloud.cfg.node(n).peer_addr: n for n in cloud.ids}
+    return {by_addr[s.addr] for s in cloud.tp[node].sends_of(StateRequest)}
+
+
+def syncing(cloud: FakeCloud, node: int) -> bool:
+    return bool(cloud.ref(node, "election").proxy().view.get().syncing)
+
+
+def test_a_starting_node_syncs_from_a_majority_not_from_one_peer() -> None:
+    """Five nodes (majority 3): node 1 kept its disk, so its own state and two peers' states
+    make a majority; one peer's state is not enough (an update acknowledged by nodes 3, 4, 5
+    would be missed if node 1 served after merging node 2's state only)."""
+    c = FakeCloud(n_node_config(5), FakeClock())
+    try:
+        c.run(1.0)
+        assert state_requests_to(c, 1) == {2, 3, 4, 5}  # every up peer is asked
+        c.ref(1, "election").ask(SyncApplied(sender=2))
+        c.settle()
+        assert syncing(c, 1)
+        c.ref(1, "election").ask(SyncApplied(sender=2))  # the same peer twice is one peer
+        assert syncing(c, 1)
+        c.ref(1, "election").ask(SyncApplied(sender=4))
+        c.settle()
+        assert not syncing(c, 1)
+    finally:
+        c.stop()
+
+
+def test_a_node_on_an_empty_disk_syncs_from_a_majority_of_its_peers() -> None:
+    """Three nodes: node 2 lost its data directory, so its own (empty) state counts for
+    nothing: it serves only after both peers' states are merged (an update on the disks of
+    nodes 2 and 3 was on node 3's only, after the disk was replaced)."""
+    c = FakeCloud(three_node_config(), FakeClock(), fresh=frozenset({2}))
+    try:
+        c.run(1.0)
+        assert state_requests_to(c, 2) == {1, 3}
+        c.ref(2, "election").ask(SyncApplied(sender=1))
+        assert syncing(c, 2)
+        c.ref(2, "election").ask(SyncApplied(sender=3))
+        assert not syncing(c, 2)
+        c.ref(1, "election").ask(SyncApplied(sender=2))  # a node that kept its disk: one peer
+        assert not syncing(c, 1)
+    finally:
+        c.stop()
+
+
+def test_a_new_cloud_starts_when_the_peers_states_are_empty_too() -> None:
+    """Every node of a new cloud starts on an empty data directory: an empty state from a
+    majority less one peer is enough (no peer ever accepted a user), so two of three new nodes
+    serve without the third; one peer's state with data is not enough (a replaced disk)."""
+    c = FakeCloud(three_node_config(), FakeClock(), fresh=frozenset({1, 2, 3}))
+    try:
+        c.run(1.0)
+        c.ref(1, "election").ask(SyncApplied(sender=2, empty=True))
+        assert not syncing(c, 1)
+        c.ref(2, "election").ask(SyncApplied(sender=1, empty=False))
+        assert syncing(c, 2)
+        c.ref(2, "election").ask(SyncApplied(sender=3, empty=True))
+        assert not syncing(c, 2)
+    finally:
+        c.stop()
+
+
+def test_a_sync_asks_again_the_peers_that_have_not_answered() -> None:
+    c = FakeCloud(three_node_config(), FakeClock(), fresh=frozenset({2}))
+    try:
+        c.run(1.0)
+        c.ref(2, "election").ask(SyncApplied(sender=1))
+        before = len(c.tp[2].sends_of(StateRequest))
+        c.run(1.5)  # past SYNC_RETRY_S
+        again = c.tp[2].sends_of(StateRequest)[before:]
+        assert again and {s.addr for s in again} == {c.cfg.node(3).peer_addr}
+    finally:
+        c.stop()
+
+
 # ---- FailureTokenActor ---------------------------------------------------------------------------
 def test_failure_token_actors_keep_at_most_one_token() -> None:
     c = FakeCloud(three_node_config(FAST_FAILURES), FakeClock(), failures=True, seed=3)
@@ -349,6 +428,57 @@ def test_state_request_and_sync_go_through_the_pending_actor(directory: Any) -> 
     assert next(m for m in got if isinstance(m, ApplySync)).msg == sync
 
 
+GINA_KEYS = (b"S" * 32, b"B" * 32)
+
+
+def test_pins_travel_with_the_state_sync_and_an_impostor_is_refused(directory: Any) -> None:
+    """Node 1 stands for a node whose disk was replaced: it has no pin for gina1 until a peer's
+    StateSync brings it; then a Join with fresh keys is refused (keys_changed), the real keys
+    are accepted, and its own StateSync to a peer carries the pin on."""
+    from actors.node.signals import BuildSync
+    from codec.messages import Pin
+
+    ref, client, _peer, pending = directory
+    pin = Pin(user="gina1", sign_key=GINA_KEYS[0], box_key=GINA_KEYS[1])
+    sync = StateSync(node=2, users=(), updates=(), forgotten=(), digest=b"", pins=(pin,))
+    ref.tell(PeerIn(2, sync))
+    wait_recorded(pending, lambda ms: any(isinstance(m, ApplySync) for m in ms))
+    impostor = Join(rid="gina1#1", user="gina1", sign_key=b"X" * 32, box_key=b"Y" * 32)
+    ref.tell(ClientIn(ALICE2, impostor))
+    (err,) = client.wait_msg(ErrorReply)
+    assert (err.rid, err.code, err.retryable) == ("gina1#1", "keys_changed", False)
+    real = Join(rid="gina1#2", user="gina1", sign_key=GINA_KEYS[0], box_key=GINA_KEYS[1])
+    ref.tell(ClientIn(ALICE, real))
+    got = wait_recorded(pending, lambda ms: any(isinstance(m, HandOver) for m in ms))
+    assert [m.user for m in got if isinstance(m, HandOver)] == ["gina1"]
+    ref.tell(PeerIn(3, StateRequest(node=3)))
+    got = wait_recorded(pending, lambda ms: any(isinstance(m, BuildSync) for m in ms))
+    assert next(m for m in got if isinstance(m, BuildSync)).pins == (pin,)
+
+
+def test_a_forget_is_honoured_only_from_a_session_this_node_accepted(directory: Any) -> None:
+    """gina1's confirmation reached a peer from a session node 1 never accepted (an impostor
+    at a node with a replaced disk): node 1 keeps gina1's updates; from gina1's own session
+    the forget goes to the pending actor."""
+    from actors.node.signals import ForgetIds
+    from codec.messages import ForgetUpdates
+
+    ref, _client, _peer, pending = directory
+    real = Join(rid="gina1#2", user="gina1", sign_key=GINA_KEYS[0], box_key=GINA_KEYS[1])
+    ref.tell(ClientIn(ALICE, real))
+    (hand,) = wait_recorded(pending, lambda ms: any(isinstance(m, HandOver) for m in ms))
+    from actors.core.directory import token_digest
+
+    session = token_digest(hand.reply.token)
+    forged = ForgetUpdates(ids=("alice#1",), user="gina1", session=token_digest(b"f" * 16))
+    ref.ask(PeerIn(2, forged))
+    assert ref.proxy().counters.get()["forget_refused"] == 1
+    assert recorded(pending, ForgetIds) == []
+    ref.tell(PeerIn(2, ForgetUpdates(ids=("alice#1",), user="gina1", session=session)))
+    got = wait_recorded(pending, lambda ms: any(isinstance(m, ForgetIds) for m in ms))
+    assert [(m.user, m.ids) for m in got if isinstance(m, ForgetIds)] == [("gina1", ("alice#1",))]
+
+
 # ---- PendingUpdateActor --------------------------------------------------------------------------
 class GatedStore(PendingStore):
     """A PendingStore whose add() waits for `gate` (the commit is "slow")."""
@@ -420,7 +550,7 @@ def test_a_new_pending_actor_on_the_same_database_hands_the_update_over_once(
     ref2.tell(HandOver(bob, "bob", reply))
     (got,) = client2.wait_msg(JoinReply)
     assert [u.id for u in got.updates] == ["alice#2"]
-    ref2.tell(ConfirmIds(bob, "bob#2", "bob", ("alice#2", "alice#99")))
+    ref2.tell(ConfirmIds(bob, "bob#2", "bob", ("alice#2", "alice#99"), bytes(16)))
     client2.wait_msg(Ack)
     ref2.tell(HandOver(bob, "bob", replace(reply, rid="bob#3")))
     got2 = client2.wait_msg(JoinReply, count=2)[1]
@@ -449,6 +579,15 @@ def test_an_applied_sync_is_reported_to_the_election_actor(tmp_path: Path) -> No
         election, lambda ms: any(isinstance(m, SyncApplied) and m.sender == 2 for m in ms)
     )
     assert on_disk(path) == ["alice#6"]
+    empty = StateSync(node=3, users=(), updates=(), forgotten=(), digest=b"")
+    ref.tell(ApplySync(3, empty))
+    got = wait_recorded(
+        election, lambda ms: any(isinstance(m, SyncApplied) and m.sender == 3 for m in ms)
+    )
+    assert [(m.sender, m.empty) for m in got if isinstance(m, SyncApplied)] == [
+        (2, False),
+        (3, True),
+    ]
 
 
 # ---- EncryptFlowActor and its EncoderActor pool --------------------------------------------------
@@ -614,3 +753,26 @@ def test_the_supervisor_wires_every_actor_and_answers_status_from_their_snapshot
         assert counters.get("internal_errors", 0) == 0
     finally:
         ref.stop()
+
+
+def test_a_peers_forget_drops_only_the_updates_addressed_to_that_user(tmp_path: Path) -> None:
+    path = tmp_path / "pending.db"
+    ref, _ = start_pending(path, FakeTransport(), FakeTransport())
+    from actors.node.signals import ForgetIds
+
+    ref.ask(StoreUpdate(ALICE, "alice#1", update(1, addressee="gina1")))
+    ref.ask(StoreUpdate(ALICE, "alice#2", update(2, addressee="bob")))
+    ref.ask(ForgetIds("gina1", ("alice#1", "alice#2")))  # alice#2 is bob's: not gina1's to drop
+    assert on_disk(path) == ["alice#2"]
+
+
+def test_a_state_sync_carries_the_pins_it_was_built_with(tmp_path: Path) -> None:
+    from actors.node.signals import BuildSync
+    from codec.messages import Pin
+
+    peer = FakeTransport()
+    ref, _ = start_pending(tmp_path / "pending.db", FakeTransport(), peer)
+    pin = Pin(user="gina1", sign_key=GINA_KEYS[0], box_key=GINA_KEYS[1])
+    ref.ask(BuildSync(2, (), b"", (pin,)))
+    (sent,) = peer.sends_of(StateSync)
+    assert sent.msg.pins == (pin,)

@@ -293,6 +293,10 @@ class CallTable:
             return CallError(call.recent_fatal.code, call.recent_fatal.message, retryable=False)
         if call.recent_error is not None:
             return CallError(call.recent_error.code, call.recent_error.message, retryable=True)
+        if call.good:  # a quorum call some nodes answered: say how far it got, not "no node"
+            return CallError("unreachable", (
+                f"only {len(call.good)} of the {call.quorum} nodes a majority needs answered "
+                "(the others are unreachable): not done"), retryable=True)
         return CallError("unreachable", "no node of the cloud answered", retryable=True)
 
     def _end(self, call: _Call, effect: Any) -> Any:

@@ -16,7 +16,20 @@ Rules:
   actors.node.node_parts) and joins with `replace_stale`.
 - Heartbeat with the right token: expiry pushed to now + ttl. Leave with the right token: removed.
 - Keys: a user's public keys are pinned at the first join (trust on first use, kept on disk by
-  the node); a join or replicated entry with other keys is refused (`KeysChanged`).
+  the node); a join or replicated entry with other keys is refused (`KeysChanged`). Pins travel
+  with a state sync (`pin_list`, `adopt_pin`): a node that lost its disk takes the peers' pins
+  while it syncs from a majority, before it accepts any join, so it cannot pin an impostor's
+  keys. A peer's pin never replaces this node's own (counted by the caller as a conflict).
+- A peer's forget (the addressee confirmed updates) is honoured only from a session this node
+  accepted too (`has_session`): a session a single node accepted cannot wipe the others' copies.
+- One session per user, agreed by a majority: a node holds at most one live session of a user,
+  the first it accepted (by a Join, or by a peer's replicated entry when it held none). A peer's
+  entry of another live session from another address does not replace it: it is kept aside as a
+  rival. The client counts a join only when a majority of the nodes answered it (a quorum call),
+  so of two processes of one user joining at once at most one gets a majority; the other gets
+  `already online` from a majority at once. The winner's heartbeat (or request) with its token
+  at a node that took the loser's session proves it holds the agreed session: that node then
+  takes the rival in place of the loser's (`heartbeat`, `check`).
 - Replication: `merge(entry)` keeps, per user, the entry that expires last. A leave travels as
   the entry with `expires == 0`; its token digest is kept as a tombstone for one ttl, so a late
   copy of that session's join (a client's retried Join still in flight after its Leave) or of a
@@ -80,6 +93,7 @@ class Directory:
     left: dict[bytes, UserEntry] = field(default_factory=dict)  # token digest -> leave entry
     pins: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)  # user -> (sign, box)
     on_pin: Callable[[str, bytes, bytes], None] = lambda user, sign, box: None  # persist a pin
+    rivals: dict[str, UserEntry] = field(default_factory=dict)  # user -> another live session
 
     def online(self, now: float) -> list[UserEntry]:
         return sorted((e for e in self.entries.values() if e.expires > now), key=lambda e: e.user)
@@ -106,6 +120,9 @@ class Directory:
         entry = UserEntry(user=user, host=host, port=port, token_digest=token_digest(token),
                           sign_key=sign_key, box_key=box_key, expires=now + self.ttl_s)
         self.entries[user] = entry
+        rival = self.rivals.get(user)
+        if rival is not None and rival.token_digest == entry.token_digest:
+            del self.rivals[user]
         return token, entry
 
     def _pin(self, user: str, sign_key: bytes, box_key: bytes, *, refuse: bool) -> bool:
@@ -126,12 +143,34 @@ class Directory:
                 "(an operator can reset the pin in each node's pending.db)")
         return False
 
-    def check(self, user: str, token: bytes, now: float) -> UserEntry:
-        """The online entry of `user` if `token` is theirs. Raises BadToken."""
+    def pin_list(self) -> list[tuple[str, bytes, bytes]]:
+        """Every pin, sorted by user (what a state sync carries)."""
+        return [(u, s, b) for u, (s, b) in sorted(self.pins.items())]
+
+    def adopt_pin(self, user: str, sign_key: bytes, box_key: bytes) -> bool:
+        """A peer's pin: taken (and persisted) when this node has none for `user`; False when
+        this node pins other keys (its own pin stays)."""
+        return self._pin(user, sign_key, box_key, refuse=False)
+
+    def has_session(self, user: str, session: bytes, now: float) -> bool:
+        """True if `user` is online here with the session whose token digest is `session`."""
         e = self.get(user, now)
-        if e is None or not hmac.compare_digest(e.token_digest, token_digest(token)):
-            raise BadToken(f"no valid session for {user}: join again")
-        return e
+        return e is not None and hmac.compare_digest(e.token_digest, session)
+
+    def check(self, user: str, token: bytes, now: float) -> UserEntry:
+        """The online entry of `user` if `token` is theirs (a rival session whose token this is
+        takes the place of the current one). Raises BadToken."""
+        e = self.get(user, now)
+        digest = token_digest(token)
+        if e is not None and hmac.compare_digest(e.token_digest, digest):
+            return e
+        rival = self.rivals.get(user)
+        if rival is not None and rival.expires > now \
+                and hmac.compare_digest(rival.token_digest, digest):
+            del self.rivals[user]
+            self.entries[user] = rival
+            return rival
+        raise BadToken(f"no valid session for {user}: join again")
 
     def heartbeat(self, user: str, token: bytes, now: float) -> UserEntry:
         e = self.check(user, token, now)
@@ -158,6 +197,9 @@ class Directory:
         """Apply a replicated entry; True if it changed our view."""
         cur = self.entries.get(entry.user)
         if entry.expires == 0.0:  # a leave: ends that session (same token digest) only
+            rival = self.rivals.get(entry.user)
+            if rival is not None and rival.token_digest == entry.token_digest:
+                del self.rivals[entry.user]
             if cur is not None and cur.token_digest == entry.token_digest:
                 self._bury(cur, now)
                 return True
@@ -167,6 +209,13 @@ class Directory:
         if entry.token_digest in self.tombs or entry.expires <= now:
             return False  # a late copy of a session that already left, or stale
         if not self._pin(entry.user, entry.sign_key, entry.box_key, refuse=False):
+            return False
+        if cur is not None and cur.expires > now and cur.token_digest != entry.token_digest \
+                and (cur.host, cur.port) != (entry.host, entry.port):
+            rival = self.rivals.get(entry.user)  # another process's session: not in its place
+            if rival is None or rival.token_digest != entry.token_digest \
+                    or entry.expires > rival.expires:
+                self.rivals[entry.user] = entry
             return False
         if cur is None or entry.expires > cur.expires:
             self.entries[entry.user] = entry
@@ -178,6 +227,8 @@ class Directory:
         gone = [user for user, e in self.entries.items() if e.expires <= now]
         for user in gone:
             del self.entries[user]
+        for user in [u for u, e in self.rivals.items() if e.expires <= now]:
+            del self.rivals[user]
         for digest, when in list(self.tombs.items()):
             if now - when > self.ttl_s:
                 del self.tombs[digest]
@@ -193,4 +244,6 @@ class Directory:
         h = hashlib.sha256()
         for e in self.online(now):
             h.update(f"{e.user}|{e.host}|{e.port}|".encode() + e.token_digest)
+        for user, sign, box in self.pin_list():  # a node missing a pin differs: anti-entropy
+            h.update(f"pin|{user}|".encode() + sign + b"|" + box)
         return h.digest()[:16]

@@ -10,9 +10,11 @@ A Join of a user who is online from another address probes that address (a trans
 acknowledgement proves the old session alive): alive, the join is refused (`already online`);
 silent for PROBE_S, the new session replaces it.
 
-Peer messages: DirectoryChange (merge), StateRequest (our users, then the PendingUpdateActor adds
-its part and sends the StateSync), StateSync (merge our part, then the PendingUpdateActor merges
-its part and reports it applied). A node that is down (simulated) keeps no entries.
+Peer messages: DirectoryChange (merge), StateRequest (our users and key pins, then the
+PendingUpdateActor adds its part and sends the StateSync), StateSync (take the pins this node
+lacks, merge the users, then the PendingUpdateActor merges its part and reports it applied),
+ForgetUpdates (honoured, as `ForgetIds` to the PendingUpdateActor, only if this node accepted the
+confirming session too). A node that is down (simulated) keeps no entries.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from actors.node.signals import (
     ClusterView,
     ConfirmIds,
     Digest,
+    ForgetIds,
     GoDown,
     HandOver,
     PeerIn,
@@ -47,15 +50,17 @@ from codec.messages import (
     DirectoryQuery,
     DirectoryReply,
     ErrorReply,
+    ForgetUpdates,
     Join,
     JoinReply,
     Leave,
     Message,
+    Pin,
     PostUpdate,
     StateRequest,
     StateSync,
 )
-from codec.records import LIST_MAX
+from codec.records import LIST_MAX, STATE_SYNC_UPDATES_MAX
 from config import Config
 from transport.udp import Transport
 
@@ -157,8 +162,11 @@ class DirectoryActor(ServicePartActor):
                 raise DirectoryError(f"{msg.user} may not post update {u.id} ({u.kind})")
             self.tell("pending", StoreUpdate(addr, msg.rid, u))
         elif isinstance(msg, ConfirmUpdates):
-            self.directory.check(msg.user, msg.token, wall)
-            self.tell("pending", ConfirmIds(addr, msg.rid, msg.user, tuple(msg.ids)))
+            entry = self.directory.check(msg.user, msg.token, wall)
+            self.tell(
+                "pending",
+                ConfirmIds(addr, msg.rid, msg.user, tuple(msg.ids), entry.token_digest),
+            )
         else:
             self.count("client_unexpected", type(msg).__name__)
 
@@ -204,11 +212,34 @@ class DirectoryActor(ServicePartActor):
             if len(users) > LIST_MAX:  # online entries come first; the oldest news (leaves) wait
                 self.count("state_sync_truncated", f"{len(users)} directory entries")
                 users = users[:LIST_MAX]
-            self.tell("pending", BuildSync(sender, tuple(users), self.directory.digest(wall)))
+            pins = self.directory.pin_list()
+            if len(pins) > STATE_SYNC_UPDATES_MAX:
+                self.count("state_sync_truncated", f"{len(pins)} key pins")
+                pins = pins[:STATE_SYNC_UPDATES_MAX]
+            self.tell(
+                "pending",
+                BuildSync(
+                    sender,
+                    tuple(users),
+                    self.directory.digest(wall),
+                    tuple(Pin(user=u, sign_key=s, box_key=b) for u, s, b in pins),
+                ),
+            )
         elif isinstance(msg, StateSync):
+            for pin in msg.pins:  # before the users: their entries are checked against them
+                if not self.directory.adopt_pin(pin.user, pin.sign_key, pin.box_key):
+                    self.count("pin_conflict", f"node {sender} pins other keys for {pin.user}")
             for entry in msg.users:
                 self.directory.merge(entry, wall)
             self.tell("pending", ApplySync(sender, msg))
+        elif isinstance(msg, ForgetUpdates):
+            if self.directory.has_session(msg.user, msg.session, wall):
+                self.tell("pending", ForgetIds(msg.user, tuple(msg.ids)))
+            else:
+                self.count(
+                    "forget_refused",
+                    f"node {sender}: {msg.user}'s session is not one this node accepted",
+                )
         else:
             self.count("peer_unexpected", type(msg).__name__)
 

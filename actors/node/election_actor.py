@@ -11,9 +11,16 @@ Owns two pure cores, `actors.core.membership.Membership` (heartbeats, who is up,
   Done again (`ForgetElection(settled=True)` tells it which);
 - publishes a `ClusterView` (versioned, immutable) to its subscribers whenever it changes;
 - syncs state: at start-up (a restarted process lost its directory) and on `NeedSync` (back from a
-  simulated failure) it asks an up peer for its state until the Directory and PendingUpdate actors
-  report it applied (`SyncApplied`), then tells the FailureTokenActor `SyncDone`; anti-entropy asks
-  a peer whose heartbeat digest differs from ours for `SYNC_AFTER` heartbeats in a row.
+  simulated failure) it asks the up peers for their state until the Directory and PendingUpdate
+  actors report the states of enough of them applied (`SyncApplied`), then tells the
+  FailureTokenActor `SyncDone`. Enough means that this node's state, merged, is that of a majority
+  (`sync_need`): a majority less one peer when the node kept its disk (its own state counts), a
+  majority of peers when it started on an empty data directory (a replaced disk). An update
+  acknowledged by a majority is then in the merged state whichever majority answered. One
+  exception makes a new cloud start: on an empty data directory, a majority less one peer
+  suffices when every state it applied was empty too (no users, pins, updates or tombstones: no
+  peer ever accepted a user, so there is nothing acknowledged to miss). Anti-entropy
+  asks a peer whose heartbeat digest differs from ours for `SYNC_AFTER` heartbeats in a row.
 """
 
 from __future__ import annotations
@@ -79,6 +86,7 @@ class ElectionActor(NodePartActor):
         clock: Callable[[], float],
         boot_epoch: int,
         loadavg: Callable[[], float] | None = None,
+        disk_kept: bool = True,
     ) -> None:
         super().__init__(node_id, clock)
         self.cfg = cfg
@@ -91,6 +99,10 @@ class ElectionActor(NodePartActor):
         self.next_hb = now
         # a (re)started process lost the directory: sync before serving it
         self.syncing_from: int | None = -1 if self.m.peer_ids else None
+        self.disk_kept = disk_kept
+        self.synced: set[int] = set()  # peers whose state this sync applied
+        self.synced_data = False  # one of those states was not empty
+        self.sync_asked: set[int] = set()  # peers asked since the last (re)try
         self.sync_deadline = now
         self.sync_reason = "at start-up"
         self.digest_mismatch: dict[int, int] = {}
@@ -148,11 +160,13 @@ class ElectionActor(NodePartActor):
         elif isinstance(message, NeedSync):
             log.info("back from a simulated failure: syncing state before passing the token")
             self.syncing_from = -1
+            self.synced = set()
+            self.synced_data = False
             self.sync_reason = "after a failure"
             self._ask_state(now)
             self._publish(now)
         elif isinstance(message, SyncApplied):
-            self._sync_applied(message.sender, now)
+            self._sync_applied(message.sender, message.empty, now)
         return None
 
     # ---- peers ----------------------------------------------------------------------------------
@@ -213,28 +227,54 @@ class ElectionActor(NodePartActor):
             if state != "up":
                 self._peer_gone(node, now)
         self._run(self.election.on_tick(now))
-        if self.syncing_from is not None and now >= self.sync_deadline:
-            self._ask_state(now)
+        if self.syncing_from is not None:
+            if now >= self.sync_deadline:
+                self._ask_state(now)
+            else:
+                self._ask_new(now)
         while self.settled and now - next(iter(self.settled.values())) > SETTLED_TTL_S:
             self.settled.popitem(last=False)
         self._publish(now)
 
     # ---- state sync ------------------------------------------------------------------------------
-    def _ask_state(self, now: float) -> None:
-        peers = sorted(self.m.up_peers(now))
-        if not peers:  # none heard from yet: ask as soon as a heartbeat shows one
-            self.sync_deadline = now + self.hb_period
-            return
-        target = peers[0] if self.syncing_from not in peers else self.syncing_from
-        self.syncing_from = target
-        self.sync_deadline = now + SYNC_RETRY_S
-        self.peers.send(target, StateRequest(node=self.node_id))
+    def sync_need(self) -> int:
+        """How many peers' states a sync merges before this node serves: with its own disk, a
+        majority counting itself; on an empty data directory, a majority of the other nodes
+        (a majority counting itself while every state applied was empty: a new cloud)."""
+        own = self.disk_kept or not self.synced_data
+        need = self.m.majority - (1 if own else 0)
+        return max(1, min(need, len(self.m.peer_ids)))
 
-    def _sync_applied(self, sender: int, now: float) -> None:
+    def _ask_state(self, now: float) -> None:
+        """Ask every up peer whose state is not applied yet (again after SYNC_RETRY_S); a peer
+        that comes up meanwhile is asked at once (`_ask_new`)."""
+        peers = self.m.up_peers(now) - self.synced
+        self.sync_deadline = now + (SYNC_RETRY_S if peers else self.hb_period)
+        self.sync_asked = set(peers)
+        for peer in sorted(peers):
+            self.peers.send(peer, StateRequest(node=self.node_id))
+
+    def _ask_new(self, now: float) -> None:
+        for peer in sorted(self.m.up_peers(now) - self.synced - self.sync_asked):
+            self.sync_asked.add(peer)
+            self.peers.send(peer, StateRequest(node=self.node_id))
+
+    def _sync_applied(self, sender: int, empty: bool, now: float) -> None:
         if self.syncing_from is None:
             return  # anti-entropy: merged, nothing waits for it
+        self.synced.add(sender)
+        self.synced_data = self.synced_data or not empty
+        if len(self.synced) < self.sync_need():
+            return
+        log.info(
+            "state synced from nodes %s (%s)",
+            ", ".join(str(n) for n in sorted(self.synced)),
+            self.sync_reason,
+        )
         self.syncing_from = None
-        log.info("state synced from node %d (%s)", sender, self.sync_reason)
+        self.synced = set()
+        self.synced_data = False
+        self.disk_kept = True  # what it merged is on its disk now
         self.tell("token", SyncDone())
         self._publish(now)
 

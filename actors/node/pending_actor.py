@@ -6,11 +6,12 @@ client only after its commit returned (on disk), exactly as before the actors we
 
 Inputs:
 - from the DirectoryActor, which checked the session first: `StoreUpdate` (commit, Ack, replicate
-  to the peers), `ConfirmIds` (forget the addressee's confirmed ids, tell the peers, Ack),
+  to the peers), `ConfirmIds` (forget the addressee's confirmed ids, tell the peers with the
+  session, Ack), `ForgetIds` (a peer's ForgetUpdates from a session this node accepted too),
   `HandOver` (answer a join with the user's pending updates, in post order), `BuildSync` (add the
   pending part to a state sync and send it), `ApplySync` (merge a peer's pending part, then tell the
   ElectionActor `SyncApplied`);
-- from the peers: ReplicateUpdate (stored only with a majority in view), ForgetUpdates.
+- from the peers: ReplicateUpdate (stored only with a majority in view).
 A node that is down (simulated) ignores the peers; its store stays on disk.
 """
 
@@ -30,6 +31,7 @@ from actors.node.signals import (
     ClusterView,
     ConfirmIds,
     Digest,
+    ForgetIds,
     HandOver,
     PeerIn,
     Snapshot,
@@ -65,12 +67,15 @@ class PendingUpdateActor(ServicePartActor):
                 self.peers.send_all(ReplicateUpdate(update=message.update))
             self.client_tp.send(message.addr, Ack(rid=message.rid))
         elif isinstance(message, ConfirmIds):
-            mine = {u.id for u in self.store.for_user(message.user)}
-            ids = [i for i in message.ids if i in mine]
-            self.store.forget(ids, self.wall())
+            ids = self._forget_addressed(message.user, message.ids)
             if ids:
-                self.peers.send_all(ForgetUpdates(ids=tuple(ids)))
+                self.peers.send_all(
+                    ForgetUpdates(ids=tuple(ids), user=message.user, session=message.session)
+                )
             self.client_tp.send(message.addr, Ack(rid=message.rid))
+        elif isinstance(message, ForgetIds):
+            if self.up:
+                self._forget_addressed(message.user, message.ids)
         elif isinstance(message, HandOver):
             updates = tuple(self.store.for_user(message.user))
             self.client_tp.send(message.addr, replace(message.reply, updates=updates))
@@ -84,17 +89,28 @@ class PendingUpdateActor(ServicePartActor):
                     updates=tuple(self.store.all()),
                     forgotten=tuple(self.store.forgotten()),
                     digest=digest,
+                    pins=message.pins,
                 ),
             )
         elif isinstance(message, ApplySync):
             self.store.forget(message.msg.forgotten, self.wall())
             self.store.merge(message.msg.updates)
-            self.tell("election", SyncApplied(message.sender))
+            m = message.msg
+            empty = not (m.users or m.pins or m.updates or m.forgotten)
+            self.tell("election", SyncApplied(message.sender, empty))
         elif isinstance(message, PeerIn):
             self._peer(message.msg)
 
     def housekeeping(self, now: float) -> None:
         self.store.expire_tombstones(self.wall())
+
+    def _forget_addressed(self, user: str, ids: tuple[str, ...]) -> list[str]:
+        """Forget those of `ids` that are addressed to `user` (an update is forgotten only once
+        its addressee confirmed it); returns them."""
+        mine = {u.id for u in self.store.for_user(user)}
+        found = [i for i in ids if i in mine]
+        self.store.forget(found, self.wall())
+        return found
 
     def _peer(self, msg: Any) -> None:
         if not self.up:
@@ -102,8 +118,6 @@ class PendingUpdateActor(ServicePartActor):
         if isinstance(msg, ReplicateUpdate):
             if self.view.majority:
                 self.store.add(msg.update)
-        elif isinstance(msg, ForgetUpdates):
-            self.store.forget(msg.ids, self.wall())
         else:
             self.count("peer_unexpected", type(msg).__name__)
 

@@ -75,7 +75,7 @@ PEER_ROUTES: dict[type, tuple[str, ...]] = {
     StateRequest: ("directory",),
     StateSync: ("directory",),
     ReplicateUpdate: ("pending",),
-    ForgetUpdates: ("pending",),
+    ForgetUpdates: ("directory",),  # the directory checks the session, then the pending actor
 }
 
 

@@ -12,8 +12,9 @@ Who tells what to whom (see the README's architecture picture):
   sends Done for its replies in flight and only then those, so Done leaves before GoingDown by
   construction (one thread, one transport).
 - ElectionActor -> FailureTokenActor: `SyncDone`.
-- DirectoryActor -> PendingUpdateActor: `StoreUpdate`, `ConfirmIds`, `HandOver`, `BuildSync`,
-  `ApplySync` (the directory checked the session, or merged its part of a state sync, first).
+- DirectoryActor -> PendingUpdateActor: `StoreUpdate`, `ConfirmIds`, `ForgetIds`, `HandOver`,
+  `BuildSync`, `ApplySync` (the directory checked the session, or merged its part of a state
+  sync, first).
 - PendingUpdateActor -> ElectionActor: `SyncApplied`.
 - Directory/Pending/EncryptFlow/Election -> NodeActor (supervisor): `Snapshot` (status figures).
 """
@@ -25,7 +26,7 @@ from typing import Any
 
 from actors.core.election import Lost as Lost  # the core's events travel as they are
 from actors.core.election import Won as Won
-from codec.messages import JoinReply, Message, StateSync, UserEntry
+from codec.messages import JoinReply, Message, Pin, StateSync, UserEntry
 from codec.records import Update
 
 Addr = tuple[str, int]
@@ -139,6 +140,16 @@ class ConfirmIds:
     rid: str
     user: str
     ids: tuple[str, ...]
+    session: bytes  # the token digest of the session the directory checked
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetIds:
+    """A peer's ForgetUpdates from a session this node accepted too: forget those of `ids`
+    that are addressed to `user`."""
+
+    user: str
+    ids: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +168,7 @@ class BuildSync:
     to: int
     users: tuple[UserEntry, ...]
     dir_digest: bytes
+    pins: tuple[Pin, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +182,7 @@ class ApplySync:
 @dataclass(frozen=True, slots=True)
 class SyncApplied:
     sender: int
+    empty: bool = False  # the peer's state had nothing: no users, pins, updates or tombstones
 
 
 # ---- snapshots for status and heartbeats ---------------------------------------------------------

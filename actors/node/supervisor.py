@@ -87,12 +87,13 @@ class NodeActor(NodePartActor):
     def on_start(self) -> None:
         cfg, nid, clock = self.cfg, self.node_id, self.clock
         peers = PeerLink(cfg, nid, self.peer_tp)
+        disk_kept = (self.data_dir / "pending.db").exists()  # else a new or replaced disk
         store = PendingStore(self.data_dir / "pending.db")
         pins = PinStore(self.data_dir / "pending.db")
         view = self.view
         self.children = {
             "election": ElectionActor.start(
-                cfg, nid, peers, clock=clock, boot_epoch=self.boot_epoch
+                cfg, nid, peers, clock=clock, boot_epoch=self.boot_epoch, disk_kept=disk_kept
             ),
             "token": FailureTokenActor.start(
                 cfg,

@@ -13,7 +13,14 @@ Modes:
 - `interactive`: reads "encrypt PATH" lines on stdin; prints {"sent": t, "rid"} just before the
   request and {"reply": t, "node", "seal_ms", "exact", "retries"} or {"error"...} after it;
   at the end of stdin, after `--linger` s, the summary (TN-4).
-- `post`: join, post `--count` grant updates for the offline user `--to`, leave (TS-2 traffic).
+- `post`: join, post `--count` grant updates for the offline user `--to`, leave (TS-2 traffic);
+  with `--wait-stdin`, posts only after a line on stdin (the test cuts the network meanwhile).
+  A post that fails prints {"failed": id, "code"} and the driver exits with status 1.
+- `join`: join and print {"handed_over": [ids]}, the updates the join handed over (neither
+  applied nor confirmed: they stay pending), then leave.
+- `impostor`: a client with its own (fresh) keys sends Join for `--user` to node `--node` only,
+  as a modified client would, and prints {"join": "accepted"} or {"join": code}; if accepted,
+  it confirms the ids given in `--ids` with that session and prints {"confirm": "ok" | code}.
 - `peer-attack`: peer requests to `--owner` (preview, image, more views) and an access update
   to `--to` posing as the owner, with a zero, a random and an expired (earlier session) token;
   one line per attempt with the error code (TS-4).
@@ -37,10 +44,12 @@ from actors.client.client_session import ClientSession, SessionError
 from codec import seal
 from codec.messages import (
     AccessUpdate,
+    ConfirmUpdates,
     EncryptReply,
     EncryptRequest,
     ErrorReply,
     ImageRequest,
+    Join,
     MoreViews,
     PreviewRequest,
     Update,
@@ -180,13 +189,44 @@ def run_interactive(session: ClientSession, args: argparse.Namespace) -> None:
     emit(summary(session, rec))
 
 
-def run_post(session: ClientSession, args: argparse.Namespace) -> None:
+def run_post(session: ClientSession, args: argparse.Namespace) -> int:
+    if args.wait_stdin:
+        sys.stdin.readline()
     for _ in range(args.count):
         update = Update(id=session.next_rid(), kind="grant", owner=session.user, borrower=args.to,
                         image="pic.png", delta=1, addressee=args.to, grant=b"",
                         created=time.time())  # fmt: skip
-        session.post_update(update)
+        try:
+            session.post_update(update)
+        except SessionError as exc:
+            emit({"failed": update.id, "code": exc.code, "message": str(exc)})
+            return 1
         emit({"posted": update.id})
+    return 0
+
+
+def run_impostor(session: ClientSession, args: argparse.Namespace, cfg: config.Config) -> None:
+    """A session of `--user` with this client's own keys, joined at one node only."""
+    addr = cfg.node(args.node).client_addr
+    keys = session.keys
+    try:
+        reply = session.call(lambda rid, _a: Join(rid=rid, user=session.user,
+                                                  sign_key=keys.sign_public,
+                                                  box_key=keys.box_public),
+                             targets=[addr], deadline_s=15.0)  # fmt: skip
+    except SessionError as exc:
+        emit({"join": exc.code})
+        return
+    emit({"join": "accepted"})
+    tok = reply.token  # type: ignore[attr-defined]
+    ids = tuple(i for i in args.ids.split(",") if i)
+    try:
+        session.call(lambda rid, _a: ConfirmUpdates(rid=rid, user=session.user, token=tok,
+                                                    ids=ids),
+                     targets=[addr], deadline_s=15.0)  # fmt: skip
+        emit({"confirm": "ok"})
+    except SessionError as exc:
+        emit({"confirm": exc.code})
 
 
 def run_peer_attack(session: ClientSession, args: argparse.Namespace,
@@ -224,7 +264,11 @@ def run_peer_attack(session: ClientSession, args: argparse.Namespace,
 
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="driver.py")
-    p.add_argument("mode", choices=["encrypt", "burst", "interactive", "post", "peer-attack"])
+    p.add_argument("mode", choices=["encrypt", "burst", "interactive", "post", "peer-attack",
+                                    "join", "impostor"])
+    p.add_argument("--wait-stdin", action="store_true", help="post: wait for a line first")
+    p.add_argument("--node", type=int, default=2, help="impostor: the one node it joins at")
+    p.add_argument("--ids", default="", help="impostor: update ids to confirm, comma-separated")
     p.add_argument("--config", type=Path, required=True)
     p.add_argument("--user", required=True)
     p.add_argument("--home", required=True)
@@ -251,6 +295,15 @@ def main(argv: list[str]) -> int:
         expired = first.require_token()
         first.close()
     session = ClientSession(args.user, Path(args.home), cfg, host=args.host)
+    if args.mode == "impostor":
+        try:
+            run_impostor(session, args, cfg)
+        finally:
+            session.close()
+        return 0
+    if args.mode == "join":  # record what is handed over; apply and confirm nothing
+        session._handover.apply = lambda updates: emit(  # type: ignore[method-assign]
+            {"handed_over": [u.id for u in updates]}) or []
     try:
         session.join()
         emit({"joined": session.user, "at": list(session.transport.address)})
@@ -261,7 +314,9 @@ def main(argv: list[str]) -> int:
         elif args.mode == "interactive":
             run_interactive(session, args)
         elif args.mode == "post":
-            run_post(session, args)
+            return run_post(session, args)
+        elif args.mode == "join":
+            pass
         else:
             run_peer_attack(session, args, expired)
     finally:

@@ -61,7 +61,7 @@ def corpus_peer(secret: bytes) -> list[bytes]:
                         digest=b"\0" * 16),
         M.Election(rid="fz#1", node=2, priority=5), M.Coordinator(rid="fz#1", node=2),
         M.Token(epoch=9, holder=1, seq=0), M.GoingDown(node=2, epoch=now),
-        M.ForgetUpdates(ids=("fz#1",)), M.StateRequest(node=2),
+        M.ForgetUpdates(ids=("fz#1",), user="bob", session=bytes(16)), M.StateRequest(node=2),
     ]
     return [frame(hmac, m, sender=2, epoch=now, msg_id=i + 1) for i, m in enumerate(msgs)]
 

@@ -125,7 +125,7 @@ def forgeries(ids: list[str], carol: M.UserEntry, claimed: int) -> list[M.Messag
         M.DirectoryChange(op="join", entry=ghost),
         M.DirectoryChange(op="leave", entry=gone),
         M.ReplicateUpdate(update=fake),
-        M.ForgetUpdates(ids=tuple(ids)),
+        M.ForgetUpdates(ids=tuple(ids), user="bob", session=bytes(16)),
     ]
 
 
@@ -216,16 +216,21 @@ def test_ts1_forged_peer_datagrams_change_nothing(net: Net, netcloud: Callable[.
         assert node1 == node0  # nothing reached the node actor
         after = rows(cloud)
         assert after[1][1:] == before[1][1:]  # node 1: pending, users, digest unchanged
-        # control: the same ForgetUpdates with the right key from node 3's address is taken
+        # control: the same ForgetUpdates with the right key from node 3's address reaches the
+        # node, which still keeps bob's updates: bob (offline) has no session node 1 accepted,
+        # and a forget is honoured only from such a session (issue 15 item 2)
         with paused(cloud, [2, 3]):
             delivered = cloud.transport_stats(1)["delivered"]
-            good = frame(F.HmacFramer(key(cloud)), M.ForgetUpdates(ids=tuple(ids)), sender=3,
+            refused = cloud.node_counters(1).get("forget_refused", 0)
+            forget = M.ForgetUpdates(ids=tuple(ids), user="bob", session=bytes(16))
+            good = frame(F.HmacFramer(key(cloud)), forget, sender=3,
                          epoch=int(time.time() * 1000), msg_id=7)  # fmt: skip
             Spoofer(net["c1"]).send_udp(cloud.cfg.node(3).peer_addr, cloud.cfg.node(1).peer_addr,
                                         good)  # fmt: skip
             settle()
             assert cloud.transport_stats(1)["delivered"] == delivered + 1
-            assert rows(cloud)[1][1] == 0  # node 1 forgot both pending updates
+            assert cloud.node_counters(1).get("forget_refused", 0) == refused + 1
+            assert rows(cloud)[1][1] == 2  # node 1 kept both pending updates
     finally:
         stop_proc(carol)
 
