@@ -33,8 +33,8 @@ from codec.fields import (
     Items,
     Nested,
     OneOf,
-    RequestIdText,
     Record,
+    RequestIdText,
     Text,
     from_map,
     kind_of,
@@ -355,6 +355,16 @@ class TokenVote(Message):
     epoch: Epoch
     candidate: NodeId
     voter: NodeId
+
+
+@register(44)
+@dataclass(frozen=True, slots=True)
+class Claim(Message):
+    """`node` would win the election of `rid` and asks for votes (ElectionOk): it seals only
+    once a majority (itself included) voted for it, and each node votes for one claimant."""
+
+    rid: Rid
+    node: NodeId
 
 
 # ---- client <-> client (60-89) --------------------------------------------------------------

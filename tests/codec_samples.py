@@ -83,6 +83,7 @@ SAMPLES: dict[int, m.Message] = {
         m.Election(rid="alice#1", node=3, priority=2**40 + 5),
         m.ElectionOk(rid="alice#1", node=3),
         m.Coordinator(rid="alice#1", node=3),
+        m.Claim(rid="alice#1", node=3),
         m.Done(rid="alice#1", node=3, acked=True),
         m.Token(epoch=8, holder=2, seq=1234),
         m.GoingDown(node=1, epoch=1_767_225_600_123),

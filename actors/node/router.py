@@ -20,6 +20,7 @@ import pykka
 from actors.core.loglimit import LogLimiter
 from actors.node.signals import ClientIn, PeerIn
 from codec.messages import (
+    Claim,
     ClientHeartbeat,
     ComingUp,
     ConfirmUpdates,
@@ -67,6 +68,7 @@ PEER_ROUTES: dict[type, tuple[str, ...]] = {
     ComingUp: ("election", "token"),
     Election: ("election",),
     ElectionOk: ("election",),
+    Claim: ("election",),
     Coordinator: ("election",),
     Token: ("token",),
     TokenVote: ("token",),

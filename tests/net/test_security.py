@@ -114,6 +114,7 @@ def forgeries(ids: list[str], carol: M.UserEntry, claimed: int) -> list[M.Messag
         M.Election(rid=rid, node=claimed, priority=10**9),
         M.ElectionOk(rid=rid, node=claimed),
         M.Coordinator(rid=rid, node=claimed),
+        M.Claim(rid=rid, node=claimed),
         M.Done(rid=rid, node=claimed, acked=True),
         M.Token(epoch=10**6, holder=1, seq=0),
         M.TokenVote(epoch=10**6, candidate=claimed, voter=claimed),
