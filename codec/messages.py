@@ -243,6 +243,28 @@ class ConfirmUpdates(Message):
     ids: UpdateIds
 
 
+@register(16)
+@dataclass(frozen=True, slots=True)
+class EncryptOffer(Message):
+    """A large image announced without its bytes: the nodes elect on it and only the winner
+    takes the payload (FetchPayload -> an EncryptRequest to that node alone). size: its bytes."""
+
+    rid: Rid
+    image: ImageName
+    size: Count
+    attempt: Count
+
+
+@register(17)
+@dataclass(frozen=True, slots=True)
+class FetchPayload(Message):
+    """Node `node` won the election of the offered request `rid`: send it the EncryptRequest."""
+
+    rid: Rid
+    node: NodeId
+    attempt: Count
+
+
 # ---- node <-> node (30-59) ------------------------------------------------------------------
 
 

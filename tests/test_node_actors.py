@@ -51,9 +51,11 @@ from codec.messages import (
     Ack,
     ComingUp,
     Done,
+    EncryptOffer,
     EncryptReply,
     EncryptRequest,
     ErrorReply,
+    FetchPayload,
     ForgetUpdates,
     GoingDown,
     Join,
@@ -65,6 +67,7 @@ from codec.messages import (
 )
 from codec.records import Update
 from tests.imgdata import png_bytes
+from transport.errors import SendError
 
 ALICE = ("127.0.0.1", 40001)
 ALICE2 = ("127.0.0.1", 40002)
@@ -486,6 +489,34 @@ def test_the_flow_actor_seals_when_won_and_replies(flow: Any) -> None:
     assert all(d.rid == "alice#1" and d.acked for d in dones)
     got = wait_recorded(election, lambda ms: any(type(m).__name__ == "ForgetElection" for m in ms))
     assert next(m for m in got if type(m).__name__ == "ForgetElection").settled
+
+
+def test_the_flow_actor_fetches_an_offered_payload_once_won(flow: Any) -> None:
+    ref, client, peer, election = flow
+    data = png_bytes(1)
+    ref.tell(ClientIn(ALICE, EncryptOffer(rid="alice#1", image="a.png", size=len(data),
+                                          attempt=0)))
+    wait_recorded(election, lambda ms: any(isinstance(m, StartElection) for m in ms))
+    ref.tell(Won("alice#1"))
+    (fetch,) = client.wait_sent(lambda s: isinstance(s.msg, FetchPayload))
+    assert fetch.addr == ALICE and fetch.msg == FetchPayload(rid="alice#1", node=1, attempt=0)
+    client.complete(fetch)
+    ref.tell(ClientIn(ALICE, EncryptRequest(rid="alice#1", image="a.png", data=data, attempt=0)))
+    (sent,) = client.wait_sent(lambda s: isinstance(s.msg, EncryptReply))
+    assert sent.addr == ALICE
+    client.complete(sent)
+    peer.wait_sent(lambda s: isinstance(s.msg, Done), count=2)
+
+
+def test_a_fetch_the_client_never_acknowledged_ends_the_request_unacked(flow: Any) -> None:
+    ref, client, peer, _election = flow
+    ref.tell(ClientIn(ALICE, EncryptOffer(rid="alice#1", image="a.png", size=100, attempt=0)))
+    ref.tell(Won("alice#1"))
+    (fetch,) = client.wait_sent(lambda s: isinstance(s.msg, FetchPayload))
+    client.complete(fetch, SendError("unacknowledged", "fake: client gone"))
+    dones = [d.msg for d in peer.wait_sent(lambda s: isinstance(s.msg, Done), count=2)]
+    assert all(d.rid == "alice#1" and not d.acked for d in dones)
+    assert ref.proxy().flow.get().cache == {}
 
 
 def test_done_leaves_before_goingdown(flow: Any) -> None:

@@ -1,7 +1,8 @@
 """EncryptFlowActor: the encrypt flow of one node (request cache, who seals, the reply, Done).
 
 Owns the pure core `actors.core.encrypt_flow.EncryptService` and the `EncoderPool` it seals on.
-- client EncryptRequest -> cache it, `StartElection` to the ElectionActor;
+- client EncryptRequest or EncryptOffer -> cache it, `StartElection` to the ElectionActor;
+  won an offer -> FetchPayload to the client, whose EncryptRequest then comes to us alone;
 - `Won` -> seal on the pool (only the winner looks at the payload); `Lost` -> wait for Done;
   `PeerDown` -> re-elect what the fallen winner held;
 - a seal's result -> EncryptReply to the client; its acknowledgement (or failure) -> Done to the
@@ -35,7 +36,7 @@ from actors.node.signals import (
     Won,
 )
 from codec import images, seal
-from codec.messages import Done, EncryptRequest, Message
+from codec.messages import Done, EncryptOffer, EncryptRequest, Message
 from config import Config
 from transport.udp import Transport
 
@@ -73,6 +74,7 @@ class EncryptFlowActor(ServicePartActor):
             cache_ttl_s=2 * cfg.client.request_deadline_s,
             max_image=seal.max_image_bytes(cfg.seal, cfg.transport.max_message),
             max_reply=cfg.transport.max_message - seal.REPLY_OVERHEAD,
+            send_fetch=lambda addr, msg, rid: self._send_client(addr, msg, f"fetch:{rid}"),
         )
 
     def on_start(self) -> None:
@@ -91,8 +93,10 @@ class EncryptFlowActor(ServicePartActor):
 
     # ---- sends -----------------------------------------------------------------------------------
     def _send_reply(self, addr: Addr, msg: Message, rid: str) -> None:
+        self._send_client(addr, msg, f"reply:{rid}")
+
+    def _send_client(self, addr: Addr, msg: Message, key: str) -> None:
         me = self.actor_ref
-        key = f"reply:{rid}"
         self.client_tp.send(addr, msg, on_done=lambda err: me.tell(SendResult(key, err)))
 
     def _submit(self, rid: str, data: bytes) -> None:
@@ -117,6 +121,8 @@ class EncryptFlowActor(ServicePartActor):
             kind, _, rid = message.key.partition(":")
             if kind == "reply":
                 self.flow.on_reply_done(rid, message.error, now)
+            elif kind == "fetch":
+                self.flow.on_fetch_done(rid, message.error, now)
         elif isinstance(message, PeerIn):
             if isinstance(message.msg, Done):
                 if self.up:
@@ -138,7 +144,7 @@ class EncryptFlowActor(ServicePartActor):
     def _client(self, addr: Addr, msg: Message, now: float) -> None:
         if self.refused(self.client_tp, addr, msg, self.view, self.up):
             return
-        if isinstance(msg, EncryptRequest):
+        if isinstance(msg, (EncryptRequest, EncryptOffer)):
             self.flow.on_request(addr, msg, now)
         else:
             self.count("client_unexpected", type(msg).__name__)

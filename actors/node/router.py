@@ -30,6 +30,7 @@ from codec.messages import (
     Done,
     Election,
     ElectionOk,
+    EncryptOffer,
     EncryptRequest,
     ForgetUpdates,
     GoingDown,
@@ -54,6 +55,7 @@ Refs = dict[str, pykka.ActorRef[Any]]
 CLIENT_ROUTES: dict[type, str] = {
     StatusQuery: "supervisor",
     EncryptRequest: "flow",
+    EncryptOffer: "flow",
     Join: "directory",
     ClientHeartbeat: "directory",
     Leave: "directory",
