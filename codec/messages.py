@@ -69,6 +69,7 @@ from codec.records import (
 from codec.wire import strict_load
 
 CONTROL_MAX_BODY = 64 * 1024
+DONE_BATCH_MAX = 256  # request ids in one DoneBatch (with 64-character ids: about 17 KB)
 DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
 # Re-exported here: part of this module's API.
 DecodeError = errors.DecodeError
@@ -377,6 +378,17 @@ class TokenVote(Message):
     epoch: Epoch
     candidate: NodeId
     voter: NodeId
+
+
+@register(45)
+@dataclass(frozen=True, slots=True)
+class DoneBatch(Message):
+    """Several Done of `node` in one message (those its encrypt flow ended while its mailbox
+    was busy): the requests in `acked`, then those in `unacked` (see Done.acked)."""
+
+    node: NodeId
+    acked: Annotated[tuple[str, ...], Items(RequestIdText(), DONE_BATCH_MAX)]
+    unacked: Annotated[tuple[str, ...], Items(RequestIdText(), DONE_BATCH_MAX)]
 
 
 @register(44)

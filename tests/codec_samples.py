@@ -87,6 +87,7 @@ SAMPLES: dict[int, m.Message] = {
         m.EncryptOffer(rid="alice#1", image="photo.png", size=1_900_000, attempt=1),
         m.FetchPayload(rid="alice#1", node=2, attempt=1),
         m.Done(rid="alice#1", node=3, acked=True),
+        m.DoneBatch(node=3, acked=("alice#1", "bob#2"), unacked=("carol#3",)),
         m.Token(epoch=8, holder=2, seq=1234),
         m.GoingDown(node=1, epoch=1_767_225_600_123),
         m.ComingUp(node=1, epoch=1_767_225_600_124),

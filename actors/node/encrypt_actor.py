@@ -7,7 +7,8 @@ Owns the pure core `actors.core.encrypt_flow.EncryptService` and the `EncoderPoo
   `PeerDown` -> re-elect what the fallen winner held;
 - a seal's result -> EncryptReply to the client; its acknowledgement (or failure) -> Done to the
   peers, `ForgetElection` (settled when the client's transport acknowledged the reply);
-- peer Done -> drop the cached copy; `GoDown` -> keep nothing, Done first for replies in flight,
+- peer Done or DoneBatch -> drop the cached copies; our own Dones wait for the messages
+  already in the mailbox (under load one DoneBatch carries many, at idle one mailbox hop); `GoDown` -> keep nothing, Done first for replies in flight,
   then the failure token's own sends (GoingDown).
 The pool's load goes to the ElectionActor (`Load`, for the election priority) whenever it changes;
 served and cached counts go to the supervisor (`Snapshot`).
@@ -36,11 +37,16 @@ from actors.node.signals import (
     Won,
 )
 from codec import images, seal
-from codec.messages import Done, EncryptOffer, EncryptRequest, Message
+from codec.messages import DONE_BATCH_MAX, Done, DoneBatch, EncryptOffer, EncryptRequest, Message
 from config import Config
 from transport.udp import Transport
 
 Addr = tuple[str, int]
+
+
+class _FlushDones:
+    """Sent to ourselves with the first Done kept: when it arrives, every message that was
+    waiting before it has been handled, so the Dones they produced leave together."""
 WARM_SIZES = (4096, 2 * 1024 * 1024)  # covers of small images and of a photo, prepared at start
 
 
@@ -60,10 +66,11 @@ class EncryptFlowActor(ServicePartActor):
         self.cfg = cfg
         self.pool = pool
         self.published: tuple[int, int, int] | None = None
+        self.dones: list[Done] = []  # ended while the mailbox was busy: sent by _FlushDones
         self.flow = EncryptService(
             node_id=node_id,
             send_client=self._send_reply,
-            send_peers=peers.send_all,
+            send_peers=self._to_peers,
             start_election=lambda rid, now: self.tell("election", StartElection(rid)),
             cancel_election=lambda rid: self.tell(
                 "election", ForgetElection(rid, settled=self.flow.settled(rid))
@@ -99,6 +106,25 @@ class EncryptFlowActor(ServicePartActor):
         me = self.actor_ref
         self.client_tp.send(addr, msg, on_done=lambda err: me.tell(SendResult(key, err)))
 
+    def _to_peers(self, msg: Message) -> None:
+        """The flow's peer messages are all Done: kept until the mailbox holds nothing older
+        than our _FlushDones (then one Done, or one DoneBatch per DONE_BATCH_MAX)."""
+        assert isinstance(msg, Done), msg
+        if not self.dones:
+            self.actor_ref.tell(_FlushDones())
+        self.dones.append(msg)
+
+    def _flush_dones(self) -> None:
+        dones, self.dones = self.dones, []
+        for i in range(0, len(dones), DONE_BATCH_MAX):
+            part = dones[i:i + DONE_BATCH_MAX]
+            if len(part) == 1:
+                self.peers.send_all(part[0])
+                continue
+            self.peers.send_all(DoneBatch(node=self.node_id,
+                                          acked=tuple(d.rid for d in part if d.acked),
+                                          unacked=tuple(d.rid for d in part if not d.acked)))
+
     def _submit(self, rid: str, data: bytes) -> None:
         assert self.pool is not None
         self.pool.submit(rid, data)
@@ -123,10 +149,19 @@ class EncryptFlowActor(ServicePartActor):
                 self.flow.on_reply_done(rid, message.error, now)
             elif kind == "fetch":
                 self.flow.on_fetch_done(rid, message.error, now)
+        elif isinstance(message, _FlushDones):
+            self._flush_dones()
         elif isinstance(message, PeerIn):
-            if isinstance(message.msg, Done):
+            msg = message.msg
+            if isinstance(msg, Done):
                 if self.up:
-                    self.flow.on_done(message.msg.rid, message.msg.acked, now)
+                    self.flow.on_done(msg.rid, msg.acked, now)
+            elif isinstance(msg, DoneBatch):
+                if self.up:
+                    for rid in msg.acked:
+                        self.flow.on_done(rid, True, now)
+                    for rid in msg.unacked:
+                        self.flow.on_done(rid, False, now)
             else:
                 self.count("peer_unexpected", type(message.msg).__name__)
         elif isinstance(message, PeerDown):
@@ -138,6 +173,7 @@ class EncryptFlowActor(ServicePartActor):
 
     def going_down(self, message: GoDown) -> None:
         self.flow.drop_all(self.clock())  # Done for replies in flight ...
+        self._flush_dones()
         for dest, msg in message.then_send:  # ... before the token's GoingDown
             self.peers.send(dest, msg)
 

@@ -116,6 +116,7 @@ def forgeries(ids: list[str], carol: M.UserEntry, claimed: int) -> list[M.Messag
         M.Coordinator(rid=rid, node=claimed),
         M.Claim(rid=rid, node=claimed),
         M.Done(rid=rid, node=claimed, acked=True),
+        M.DoneBatch(node=claimed, acked=(rid,), unacked=()),
         M.Token(epoch=10**6, holder=1, seq=0),
         M.TokenVote(epoch=10**6, candidate=claimed, voter=claimed),
         M.GoingDown(node=claimed, epoch=epoch),
