@@ -138,7 +138,6 @@ class EncryptService:
         if cached.state == "fetching":
             return
         cached.winner = self.node_id
-        cached.sealing_at = self.clock()
         if cached.size > self.max_image:  # refused before sealing (or fetching): it could never be sent
             cached.state = "sealing"
             self._refuse(cached, "too_large", too_large(cached.size, self.max_image))
@@ -165,6 +164,7 @@ class EncryptService:
         assert cached.data is not None
         rid = cached.rid
         cached.state = "sealing"
+        cached.sealing_at = self.clock()  # after the election (and the fetch of an offer)
         cached.size = len(cached.data)
         if cached.size > self.max_image:
             self._refuse(cached, "too_large", too_large(len(cached.data), self.max_image))
