@@ -33,8 +33,8 @@ from codec.fields import (
     Items,
     Nested,
     OneOf,
-    RequestIdText,
     Record,
+    RequestIdText,
     Text,
     from_map,
     kind_of,
@@ -69,6 +69,7 @@ from codec.records import (
 from codec.wire import strict_load
 
 CONTROL_MAX_BODY = 64 * 1024
+DONE_BATCH_MAX = 256  # request ids in one DoneBatch (with 64-character ids: about 17 KB)
 DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
 # Re-exported here: part of this module's API.
 DecodeError = errors.DecodeError
@@ -244,6 +245,28 @@ class ConfirmUpdates(Message):
     ids: UpdateIds
 
 
+@register(16)
+@dataclass(frozen=True, slots=True)
+class EncryptOffer(Message):
+    """A large image announced without its bytes: the nodes elect on it and only the winner
+    takes the payload (FetchPayload -> an EncryptRequest to that node alone). size: its bytes."""
+
+    rid: Rid
+    image: ImageName
+    size: Count
+    attempt: Count
+
+
+@register(17)
+@dataclass(frozen=True, slots=True)
+class FetchPayload(Message):
+    """Node `node` won the election of the offered request `rid`: send it the EncryptRequest."""
+
+    rid: Rid
+    node: NodeId
+    attempt: Count
+
+
 # ---- node <-> node (30-59) ------------------------------------------------------------------
 
 
@@ -363,6 +386,27 @@ class TokenVote(Message):
     epoch: Epoch
     candidate: NodeId
     voter: NodeId
+
+
+@register(45)
+@dataclass(frozen=True, slots=True)
+class DoneBatch(Message):
+    """Several Done of `node` in one message (those its encrypt flow ended while its mailbox
+    was busy): the requests in `acked`, then those in `unacked` (see Done.acked)."""
+
+    node: NodeId
+    acked: Annotated[tuple[str, ...], Items(RequestIdText(), DONE_BATCH_MAX)]
+    unacked: Annotated[tuple[str, ...], Items(RequestIdText(), DONE_BATCH_MAX)]
+
+
+@register(44)
+@dataclass(frozen=True, slots=True)
+class Claim(Message):
+    """`node` would win the election of `rid` and asks for votes (ElectionOk): it seals only
+    once a majority (itself included) voted for it, and each node votes for one claimant."""
+
+    rid: Rid
+    node: NodeId
 
 
 # ---- client <-> client (60-89) --------------------------------------------------------------

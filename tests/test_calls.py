@@ -269,6 +269,18 @@ def test_a_quorum_call_with_one_node_acking_fails_at_its_deadline_not_acknowledg
     )  # not "no node of the cloud answered": node 3 did
 
 
+def test_a_retryable_refusal_after_the_answer_is_no_duplicate_a_refusal_is() -> None:
+    # a node restarted while the client's transport still retransmitted requests to it: it
+    # refuses them ("not in majority") after the others answered; that is no second answer
+    t = CallTable(retry_s=1.0, deadline_s=60.0)
+    t.start(RID, lambda a: Ack(rid=RID), NODES, 0.0)
+    t.on_reply(NODES[0], Ack(rid=RID), 0.1)
+    ours, effects = t.on_reply(NODES[1], busy(0), 3.0)
+    assert ours and effects == [] and t.stats.duplicates == 0 and t.stats.replies_received == 2
+    t.on_reply(NODES[2], refuse(0), 3.1)
+    assert t.stats.duplicates == 1  # a final answer from a second node is one
+
+
 def test_a_plain_call_still_counts_a_second_reply_as_a_duplicate() -> None:
     t = CallTable(retry_s=1.0, deadline_s=60.0)
     t.start(RID, lambda a: Ack(rid=RID), NODES, 0.0)

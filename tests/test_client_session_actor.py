@@ -39,8 +39,11 @@ from codec.messages import (
     ClientHeartbeat,
     DirectoryQuery,
     DirectoryReply,
+    EncryptOffer,
+    EncryptReply,
     EncryptRequest,
     ErrorReply,
+    FetchPayload,
     Join,
     JoinReply,
     Leave,
@@ -246,6 +249,31 @@ def test_no_resend_once_a_node_acknowledged_until_its_hold_has_passed(rig: Rig) 
     assert len(rig.sends(EncryptRequest)) == 3
     rig.tick(0.2)  # a node that acknowledged and then said nothing for long: resend once
     assert [s.msg.attempt for s in rig.sends(EncryptRequest)[3:]] == [1, 1, 1]
+
+
+def test_an_offered_call_uploads_its_bytes_only_to_the_node_that_fetches_them(rig: Rig) -> None:
+    fut: pykka.Future[CallResult] = pykka.ThreadingFuture()
+    data = b"p" * 5000
+    rig.ref.tell(StartCall(
+        "alice#9", lambda a: EncryptOffer(rid="alice#9", image="p.png", size=len(data), attempt=a),
+        tuple(NODES), fut,
+        fetch=lambda a: EncryptRequest(rid="alice#9", image="p.png", data=data, attempt=a)))
+    rig.settle()
+    rig.complete(rig.sends(EncryptOffer))
+    assert [s.addr for s in rig.sends(EncryptOffer)] == NODES and rig.sends(EncryptRequest) == []
+    rig.deliver(NODES[1], FetchPayload(rid="alice#9", node=2, attempt=0))  # node 2 won
+    [up] = rig.sends(EncryptRequest)
+    assert up.addr == NODES[1] and up.msg.data == data and up.msg.attempt == 0
+    rig.complete([up])
+    rig.deliver(NODES[2], FetchPayload(rid="alice#9", node=3, attempt=0))  # 2 died: 3 re-elected
+    assert [s.addr for s in rig.sends(EncryptRequest)] == [NODES[1], NODES[2]]
+    reply = EncryptReply(rid="alice#9", node=3, sealed=b"s", seal_ms=1.0, wait_ms=1.0)
+    rig.deliver(NODES[2], reply)
+    assert fut.get(timeout=5).reply == reply
+    rig.deliver(NODES[0], FetchPayload(rid="alice#9", node=1, attempt=0))  # too late: ignored
+    assert len(rig.sends(EncryptRequest)) == 2
+    assert rig.ref.proxy().fetch_unknown.get(timeout=5) == 1
+    assert rig.stats.duplicates == 0  # a fetch is no reply
 
 
 def test_cancel_fails_the_call_and_nothing_more_is_sent(rig: Rig) -> None:

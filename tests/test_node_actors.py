@@ -46,15 +46,19 @@ from actors.node.signals import (
     StartElection,
     StoreUpdate,
     SyncApplied,
+    Tick,
     Won,
 )
 from codec.messages import (
     Ack,
     ComingUp,
     Done,
+    DoneBatch,
+    EncryptOffer,
     EncryptReply,
     EncryptRequest,
     ErrorReply,
+    FetchPayload,
     ForgetUpdates,
     GoingDown,
     Join,
@@ -66,6 +70,7 @@ from codec.messages import (
 )
 from codec.records import Update
 from tests.imgdata import png_bytes
+from transport.errors import SendError
 
 ALICE = ("127.0.0.1", 40001)
 ALICE2 = ("127.0.0.1", 40002)
@@ -625,6 +630,90 @@ def test_the_flow_actor_seals_when_won_and_replies(flow: Any) -> None:
     assert all(d.rid == "alice#1" and d.acked for d in dones)
     got = wait_recorded(election, lambda ms: any(type(m).__name__ == "ForgetElection" for m in ms))
     assert next(m for m in got if type(m).__name__ == "ForgetElection").settled
+
+
+def test_the_flow_actor_fetches_an_offered_payload_once_won(flow: Any) -> None:
+    ref, client, peer, election = flow
+    data = png_bytes(1)
+    ref.tell(ClientIn(ALICE, EncryptOffer(rid="alice#1", image="a.png", size=len(data),
+                                          attempt=0)))
+    wait_recorded(election, lambda ms: any(isinstance(m, StartElection) for m in ms))
+    ref.tell(Won("alice#1"))
+    (fetch,) = client.wait_sent(lambda s: isinstance(s.msg, FetchPayload))
+    assert fetch.addr == ALICE and fetch.msg == FetchPayload(rid="alice#1", node=1, attempt=0)
+    client.complete(fetch)
+    ref.tell(ClientIn(ALICE, EncryptRequest(rid="alice#1", image="a.png", data=data, attempt=0)))
+    (sent,) = client.wait_sent(lambda s: isinstance(s.msg, EncryptReply))
+    assert sent.addr == ALICE
+    client.complete(sent)
+    peer.wait_sent(lambda s: isinstance(s.msg, Done), count=2)
+
+
+def test_a_fetch_the_client_never_acknowledged_ends_the_request_unacked(flow: Any) -> None:
+    ref, client, peer, _election = flow
+    ref.tell(ClientIn(ALICE, EncryptOffer(rid="alice#1", image="a.png", size=100, attempt=0)))
+    ref.tell(Won("alice#1"))
+    (fetch,) = client.wait_sent(lambda s: isinstance(s.msg, FetchPayload))
+    client.complete(fetch, SendError("unacknowledged", "fake: client gone"))
+    dones = [d.msg for d in peer.wait_sent(lambda s: isinstance(s.msg, Done), count=2)]
+    assert all(d.rid == "alice#1" and not d.acked for d in dones)
+    assert ref.proxy().flow.get().cache == {}
+
+
+class GateClock(FakeClock):
+    """A FakeClock that, once armed, holds the actor thread reading it until released: what is
+    told meanwhile waits in the actor's mailbox."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = threading.Event()
+        self.holding = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self) -> float:
+        if self.armed.is_set():
+            self.armed.clear()
+            self.holding.set()
+            self.release.wait(timeout=30)
+        return super().__call__()
+
+
+def test_dones_ended_while_the_mailbox_was_busy_leave_in_one_batch() -> None:
+    cfg = three_node_config()
+    client, peer, clock = FakeTransport(auto=None), FakeTransport(), GateClock()
+    ref = EncryptFlowActor.start(cfg, 1, client, PeerLink(cfg, 1, peer), up_view(),  # type: ignore[arg-type]
+                                 clock=clock)
+    wired(ref, election=Recorder.start(), supervisor=Recorder.start())
+    rids = [f"alice#{k}" for k in range(1, 4)]
+    for rid in rids:
+        ref.tell(ClientIn(ALICE, EncryptRequest(rid=rid, image="a.png", data=png_bytes(1),
+                                                attempt=0)))
+        ref.tell(Won(rid))
+    replies = client.wait_sent(lambda s: isinstance(s.msg, EncryptReply), count=3)
+    clock.armed.set()
+    ref.tell(Tick())  # the actor reads the clock and waits there
+    assert clock.holding.wait(timeout=30)
+    for sent in replies:
+        client.complete(sent)  # three acknowledgements queue up behind the Tick
+    clock.release.set()
+    batches = [s for s in peer.wait_sent(lambda s: isinstance(s.msg, DoneBatch), count=2)]
+    assert len({s.addr for s in batches}) == 2  # one to each peer
+    order = tuple(s.msg.rid for s in replies)  # the seals end in any order
+    assert [s.msg for s in batches] == [DoneBatch(node=1, acked=order, unacked=())] * 2
+    assert sorted(order) == rids
+    assert not [s for s in peer.sent if isinstance(s.msg, Done)]  # 2 messages instead of 6
+    ref.stop()
+
+
+def test_a_peer_done_batch_drops_every_request_it_names(flow: Any) -> None:
+    ref, _client, _peer, _election = flow
+    for k in (1, 2, 3):
+        ref.tell(ClientIn(ALICE, EncryptRequest(rid=f"alice#{k}", image="a.png",
+                                                data=png_bytes(1), attempt=0)))
+    ref.ask(PeerIn(2, DoneBatch(node=2, acked=("alice#1",), unacked=("alice#3",))))
+    svc = ref.proxy().flow.get()
+    assert sorted(svc.cache) == ["alice#2"]
+    assert svc.settled("alice#1") and not svc.settled("alice#3")
 
 
 def test_done_leaves_before_goingdown(flow: Any) -> None:

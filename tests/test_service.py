@@ -8,7 +8,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actors.core.encrypt_flow import EncryptService
-from codec.messages import Done, EncryptReply, EncryptRequest, ErrorReply, Message
+from codec.messages import (
+    Done,
+    EncryptOffer,
+    EncryptReply,
+    EncryptRequest,
+    ErrorReply,
+    FetchPayload,
+    Message,
+)
 from tests.imgdata import png_bytes
 
 CLIENT = ("127.0.0.1", 40000)
@@ -25,6 +33,7 @@ class Node:
     elections: list[str] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
     sealing: list[str] = field(default_factory=list)
+    fetches: list[Message] = field(default_factory=list)
     svc: Any = None
 
     def __post_init__(self) -> None:
@@ -37,6 +46,7 @@ class Node:
             submit_seal=lambda rid, data: self.sealing.append(rid),
             max_pixels=10_000_000,
             clock=lambda: self.now,
+            send_fetch=lambda addr, msg, rid: self.fetches.append(msg),
         )
 
 
@@ -176,3 +186,62 @@ def test_a_reply_already_sent_stands_when_another_claimant_appears() -> None:
     a.svc.on_reply_done("alice#1", None, 0.2)
     assert [type(m) for m in a.to_client] == [EncryptReply]
     assert a.to_peers == [Done(rid="alice#1", node=1, acked=True)] and a.svc.counters.yielded == 0
+
+
+def offer(rid: str = "alice#1", attempt: int = 0, size: int = 0) -> EncryptOffer:
+    return EncryptOffer(rid=rid, image="pic.png", size=size or len(request().data), attempt=attempt)
+
+
+def test_an_offer_is_elected_on_and_only_the_winner_fetches_the_bytes() -> None:
+    a, b, c = (Node(i) for i in (1, 2, 3))
+    for n in (a, b, c):
+        n.svc.on_request(CLIENT, offer(), 0.0)
+    assert [n.elections for n in (a, b, c)] == [["alice#1"]] * 3
+    b.svc.on_won("alice#1")
+    for n in (a, c):
+        n.svc.on_lost("alice#1", 2)
+    assert b.fetches == [FetchPayload(rid="alice#1", node=2, attempt=0)] and b.sealing == []
+    assert a.fetches == c.fetches == []
+    b.svc.on_request(CLIENT, request(), 0.01)  # the client answers the fetch: to b alone
+    assert b.sealing == ["alice#1"] and b.svc.counters.fetched == 1
+    b.svc.on_sealed("alice#1", b"sealed png", 1.0, None)
+    assert [type(m) for m in b.to_client] == [EncryptReply]
+    b.svc.on_reply_done("alice#1", None, 0.02)
+    for n in (a, c):
+        n.svc.on_done("alice#1", True, 0.03)
+        assert n.svc.cache == {} and n.sealing == []
+
+
+def test_a_re_elected_winner_fetches_again_and_a_retried_offer_refetches() -> None:
+    a, b, c = (Node(i) for i in (1, 2, 3))
+    for n in (a, b, c):
+        n.svc.on_request(CLIENT, offer(), 0.0)
+    c.svc.on_won("alice#1")
+    for n in (a, b):
+        n.svc.on_lost("alice#1", 3)
+    a.svc.on_node_down(3, 0.5)  # the winner died before the bytes arrived
+    a.svc.on_won("alice#1")
+    assert a.fetches == [FetchPayload(rid="alice#1", node=1, attempt=0)]
+    a.svc.on_request(CLIENT, offer(attempt=1), 1.0)  # the client's retry: ask again
+    assert a.fetches[1:] == [FetchPayload(rid="alice#1", node=1, attempt=1)]
+    assert a.elections == ["alice#1", "alice#1"] and a.sealing == []
+
+
+def test_a_fetch_that_cannot_be_sent_ends_like_a_failed_reply() -> None:
+    a = Node(1)
+    a.svc.on_request(CLIENT, offer(), 0.0)
+    a.svc.on_won("alice#1")
+    a.svc.on_fetch_done("alice#1", None, 0.1)  # delivered: wait for the bytes
+    assert a.to_peers == [] and "alice#1" in a.svc.cache
+    a.svc.on_fetch_done("alice#1", "timeout", 0.2)
+    assert a.to_peers == [Done(rid="alice#1", node=1, acked=False)] and a.svc.cache == {}
+    a.svc.on_request(CLIENT, offer(attempt=1), 0.3)  # a later retry is served again
+    assert a.elections == ["alice#1", "alice#1"]
+
+
+def test_an_offer_too_large_is_refused_without_fetching() -> None:
+    a = Node(1)
+    a.svc.max_image = 1000
+    a.svc.on_request(CLIENT, offer(size=5000), 0.0)
+    a.svc.on_won("alice#1")
+    assert a.fetches == [] and [m.code for m in a.to_client] == ["too_large"]  # type: ignore[attr-defined]

@@ -288,7 +288,8 @@ class ClientSession:
     def timed_seal(self, name: str, data: bytes) -> dict[str, Any]:
         """One seal with its phases in ms (benchmarks): upload (until the node that answered
         acknowledged the request), election (the node's wait before sealing), seal, download
-        (the rest: the reply's transfer)."""
+        (the rest: the reply's transfer). For an offered image (cloud.OFFER_MIN_BYTES) upload is
+        the offer's, and election also holds the winner's fetch and the upload to it."""
         rid = self.next_rid()
         start = time.perf_counter()
         res = self.cloud.seal(name, data, rid=rid)

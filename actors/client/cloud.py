@@ -31,6 +31,7 @@ from codec.messages import (
     ConfirmUpdates,
     DirectoryQuery,
     DirectoryReply,
+    EncryptOffer,
     EncryptReply,
     EncryptRequest,
     Message,
@@ -43,6 +44,9 @@ Addr = tuple[str, int]
 WAIT_POLL_S = 0.1  # how often a waiting caller looks for its call's notice
 DIRECTORY_CACHE_S = 2.0
 HOLD_PER_MB_S = 0.25  # the cloud seals about 10 MB/s here: patience after an acknowledged upload
+# from this size on an image is offered (EncryptOffer to every node) and uploaded once, to the
+# election's winner; smaller ones go to every node (see README, "one upload")
+OFFER_MIN_BYTES = 64 * 1024
 
 
 class Cloud:
@@ -75,9 +79,11 @@ class Cloud:
 
     def call_result(self, build: Callable[[str, int], Message], targets: Sequence[Addr] | None = None,
                     deadline_s: float | None = None, rid: str | None = None,
-                    hold_s: float | None = None, quorum: int = 1) -> CallResult:
+                    hold_s: float | None = None, quorum: int = 1,
+                    fetch: Callable[[str, int], Message] | None = None) -> CallResult:
         """One request (a fresh id unless `rid`) to the nodes or `targets`; raises SessionError.
-        `quorum`: replies needed (see actors.core.calls)."""
+        `quorum`: replies needed (see actors.core.calls). `fetch`: the request is an offer; a
+        node's FetchPayload(attempt) gets `fetch(rid, attempt)` back."""
         scope = current_scope.get()
         if scope is not None and scope.cancelled:
             raise SessionError("cancelled", "cancelled")
@@ -89,7 +95,9 @@ class Cloud:
         self._actor.tell(StartCall(rid, lambda attempt: build(rid, attempt),
                                    tuple(targets or self.nodes), fut, deadline_s=deadline_s,
                                    hold_s=hold_s, notices=notices, scope=scope,
-                                   quorum=quorum))
+                                   quorum=quorum,
+                                   fetch=None if fetch is None else
+                                   lambda attempt: fetch(rid, attempt)))
         try:
             result: CallResult = self.wait(fut, notices)
             return result
@@ -124,9 +132,17 @@ class Cloud:
     def seal(self, name: str, data: bytes, rid: str | None = None) -> CallResult:
         """Send bytes to the cloud to be sealed: the EncryptReply's CallResult."""
         hold = 4 * self.retry_s + HOLD_PER_MB_S * len(data) / 1e6
-        res = self.call_result(lambda r, attempt: EncryptRequest(rid=r, image=name, data=data,
-                                                                 attempt=attempt),
-                               rid=rid, hold_s=hold)
+
+        def request(r: str, attempt: int) -> Message:
+            return EncryptRequest(rid=r, image=name, data=data, attempt=attempt)
+
+        if len(data) >= OFFER_MIN_BYTES:  # uploaded once, to the winner of the election
+            res = self.call_result(lambda r, attempt: EncryptOffer(rid=r, image=name,
+                                                                   size=len(data),
+                                                                   attempt=attempt),
+                                   rid=rid, hold_s=hold, fetch=request)
+        else:  # small: to every node, cheaper than the fetch's round trip
+            res = self.call_result(request, rid=rid, hold_s=hold)
         if not isinstance(res.reply, EncryptReply):
             raise SessionError("protocol", f"unexpected answer {type(res.reply).__name__}")
         return res

@@ -63,6 +63,7 @@ from codec.messages import (
     ClientHeartbeat,
     DirectoryQuery,
     DirectoryReply,
+    FetchPayload,
     Join,
     JoinReply,
     Leave,
@@ -159,6 +160,9 @@ class ClientSessionActor(pykka.ThreadingActor):
         address = getattr(transport, "address", None)
         self.presence = P.Presence(user, list(self.nodes), heartbeat_s, address=address)
         self._waiters: dict[str, _Waiter] = {}
+        self._fetch: dict[str, Callable[[int], Message]] = {}  # offered calls: rid -> payload
+        self.fetches = 0  # FetchPayload answered with the payload
+        self.fetch_unknown = 0  # FetchPayload for no offered call in flight (ignored)
         self._leaving: _Leaving | None = None
         self._progress: tuple[int, int] = (0, 0)
         self._tick_s = tick_s
@@ -237,6 +241,9 @@ class ClientSessionActor(pykka.ThreadingActor):
         return None
 
     def _delivery(self, d: Delivery, now: float) -> None:
+        if isinstance(d.msg, FetchPayload):
+            self._fetched(d.addr, d.msg)
+            return
         ours, effects = self.table.on_reply(d.addr, d.msg, now)
         if ours:
             self._effects(effects)
@@ -269,6 +276,8 @@ class ClientSessionActor(pykka.ThreadingActor):
             m.future.set_exception(exc_info=_exc(CallError("cancelled", "cancelled")))
             return
         self._waiters[m.rid] = _Waiter("call", m.future, m.notices, m.scope)
+        if m.fetch is not None:
+            self._fetch[m.rid] = m.fetch
         self._effects(self.table.start(m.rid, m.build, m.targets, now, deadline_s=m.deadline_s,
                                        hold_s=m.hold_s, silent_s=m.silent_s, quorum=m.quorum))
 
@@ -299,6 +308,25 @@ class ClientSessionActor(pykka.ThreadingActor):
             log.warning("cannot send %s to %s: %s", type(e.msg).__name__, addr, exc)
             self.table.send_done(rid, attempt, addr, False, self.clock())
 
+    def _fetched(self, addr: Addr, msg: FetchPayload) -> None:
+        """The node that won an offered request asks for its bytes: send them to it alone (a
+        later winner, after this one's death, asks again)."""
+        build = self._fetch.get(msg.rid)
+        if build is None:  # the call ended (answered, failed or cancelled): nothing to send
+            self.fetch_unknown += 1
+            log.debug("fetch of %s from %s: no such call in flight", msg.rid, addr)
+            return
+        self.fetches += 1
+
+        def done(err: object) -> None:
+            if err is not None:  # the node's cache expires; the call's retry offers again
+                log.info("payload of %s to %s not delivered: %s", msg.rid, addr, err)
+
+        try:
+            self.transport.send(addr, build(msg.attempt), on_done=done)
+        except Exception as exc:  # noqa: BLE001 - a refused message: the retry offers again
+            log.warning("cannot send the payload of %s to %s: %s", msg.rid, addr, exc)
+
     def _retrying(self, e: Retrying) -> None:
         w = self._waiters.get(e.rid)
         if w is None or w.notices is None or w.retried:
@@ -308,6 +336,7 @@ class ClientSessionActor(pykka.ThreadingActor):
             w.notices.put(f"request {e.rid}: {e.reason}; trying again")
 
     def _ended(self, rid: str, answered: Answered | None, error: CallError | None) -> None:
+        self._fetch.pop(rid, None)
         w = self._waiters.pop(rid, None)
         if w is None:
             return

@@ -39,6 +39,8 @@ class StartCall:
     notices: queue.SimpleQueue[str] | None = None
     scope: Scope | None = None
     quorum: int = 1
+    # an offered request (EncryptOffer): the message a node's FetchPayload(attempt) gets back
+    fetch: Callable[[int], Message] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,8 @@ One call (keyed by its request id) goes through attempts 0, 1, 2...: each attemp
 
 Rules (those of the first client, `Caller` in actors/client/rpc.py, kept; the retry rules are new):
 - The first reply that is not an ErrorReply ends the call (`Answered`). A reply to a call that
-  already ended is a duplicate: counted, never accepted (a race can make two nodes answer).
+  already ended is a duplicate: counted, never accepted (a race can make two nodes answer); a
+  retryable ErrorReply to an ended call is received but no duplicate: it answers nothing.
   A quorum call (`quorum` > 1: a PostUpdate is stored only once a majority of the nodes has it on
   disk; a Join hands over what a majority holds) ends once that many targets replied; their
   replies come with `Answered`, and later replies are expected, not counted as duplicates.
@@ -196,7 +197,10 @@ class CallTable:
         if call is None:
             if rid in self._answered:
                 self.stats.replies_received += 1
-                if self._answered[rid]:  # a quorum call's later replies are expected, not twice
+                # a quorum call's later replies are expected, not twice; a retryable error is
+                # no answer (a node that restarted, still without a majority, refusing a late
+                # retransmission of a request the others answered)
+                if self._answered[rid] and not (isinstance(msg, ErrorReply) and msg.retryable):
                     self.stats.duplicates += 1
                 return True, []
             return False, []

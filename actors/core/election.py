@@ -5,47 +5,64 @@ Each request id (rid) has its own election among the nodes that cached that requ
 capacity the node computed from its own load (`priority()`), the hash spreads equal loads over
 the nodes, the node id only breaks hash collisions. Higher key wins.
 
+The bully rounds choose a candidate; a majority vote makes it the only winner. Under peer delay
+or loss two nodes may each believe they are the highest live one; each then *claims* the
+request, and seals only once a majority of the nodes (itself included) voted for it. A node votes
+for one claimant per rid (itself while it claims), so two claimants cannot both win while no
+voter goes down or restarts (majorities intersect).
+
 Messages (codec.messages):
   Election(rid, node, priority)  "I take part, this is my key". Every participant sends it once per
                                  round to every live peer; it is also the *answer* to a peer's
                                  Election, whatever the order of the two keys (a higher node's
                                  Election plays the bully's Ok: it carries the key, which Ok
                                  lacks). So a node knows when every live peer has answered.
-  Coordinator(rid, node)         "I won": sent by the winner to its live peers, resent every
-                                 answer timeout to those that have not acknowledged.
-  ElectionOk(rid, node)          "I accept you as coordinator": the acknowledgement of Coordinator.
+                                 From a claimant or winner a node voted for: it abdicated.
+  Claim(rid, node)               "I would win: vote for me", resent every answer timeout to the
+                                 live peers that have not voted for it.
+  ElectionOk(rid, node)          the vote for a Claim, and the acknowledgement of Coordinator.
+  Coordinator(rid, node)         "I won": the answer of a winner to a late Election or Claim,
+                                 and resent every answer timeout to live peers that neither
+                                 voted nor acknowledged. Whoever hears it follows it.
 
 States of one rid on one node, and rules:
-  pending   Peers' Elections (or a Coordinator) arrived before our own request: keys are kept;
-            nothing is answered (our own Election goes out at start). Expires after pending_ttl_s.
+  pending   Peers' Elections (or a Claim/Coordinator) arrived before our own request: keys are
+            kept; a Claim gets our vote (the first claimant, or a later one if that one is no
+            longer up). Nothing else is answered (our own Election goes out at start). Expires
+            after pending_ttl_s.
   electing  start(): send Election to live peers, round deadline = now + answer_timeout_s.
             - a live peer with a higher key is known          -> waiting (for that peer)
             - every live peer has answered, ours is highest   -> decide now (no timer wait)
             - round deadline passes (some live peers silent)  -> decide: silent peers are ignored
             decide: with a majority (Membership.has_majority) AND answers in this election from
-            a majority of the nodes (self included) -> won; without, never win: emit NoMajority
-            once, stay electing and decide again every answer timeout. (The quorum of answers
-            keeps a node that is cut off, but does not know it yet, from serving.)
-  waiting   A higher live peer exists; wait 2 x answer_timeout_s for a Coordinator. Timeout ->
+            a majority of the nodes (self included) -> claiming; without, never claim: emit
+            NoMajority once, stay electing and decide again every answer timeout. (The quorum of
+            answers keeps a node that is cut off, but does not know it yet, from serving.)
+  waiting   A higher live peer exists; wait 2 x answer_timeout_s for its Claim. Timeout ->
             restart with that peer *suspected* (ignored until it says anything new on this rid).
             The expected peer going down/unreachable -> restart.
-  won       Emit Won(rid); send Coordinator to live peers until each acknowledges (ElectionOk),
-            for at most pending_ttl_s.
-            A latecomer's Election is answered with Coordinator ("first coordinator stays").
-  lost      Emit Lost(rid, winner); acknowledge. The winner going down/unreachable (or sending a
+  claiming  Claim sent to the live peers. Votes (ElectionOk) from a majority (self included) ->
+            won. A Claim of a higher claimant (tie_hash order) or a Coordinator -> withdraw: the
+            peers that voted for us get an Election (released), we vote for the other -> lost.
+            A peer's Election is answered with our Claim. No majority of votes within
+            pending_ttl_s -> restart (abdication).
+  won       Emit Won(rid): the caller seals now. Peers that have not voted yet acknowledge the
+            Claim or the Coordinator we resend them, for at most pending_ttl_s. A latecomer's
+            Election or Claim is answered with Coordinator ("first coordinator stays").
+  lost      We voted for the winner (or heard its Coordinator): emit Lost(rid, winner). Claims of
+            others are refused while it is up. The winner going down/unreachable (or sending a
             new Election: it abdicated) -> restart. This is the re-election from the cache.
   (gone)    forget(rid) on Done; clear() when this node goes down (a down node keeps nothing and
             takes no part: while Membership says self is down, every input is ignored).
   restart   = new round: keys heard stay known (they are facts about peers), Election is sent to
             every live peer again, emit Restart(rid, reason).
 
-Any Coordinator accepted while electing/waiting -> lost (whoever claims first). Two claimants
-(possible only when messages were lost, or the nodes disagree on membership) are resolved by
-tie_hash alone, which every node can compute for any node: a won node that hears a Coordinator
-of a node with a higher tie_hash yields (Lost), else it answers with its own Coordinator; a lost
-node follows the claimant with the higher tie_hash. With Coordinator resent until acknowledged,
-at most one claimant remains once messages get through. Messages between two nodes are assumed
-not to be reordered (a reordered Election after a Coordinator only costs a re-election).
+Two winners need a voter that changed its vote: its claimant went down or restarted (or was
+judged so by the failure detector while only slow). They are resolved by tie_hash alone, which
+every node can compute for any node: a won node that hears a Coordinator of a node with a higher
+tie_hash yields (Lost), else it answers with its own Coordinator; a lost node follows the
+Coordinator with the higher tie_hash. Messages between two nodes are assumed not to be reordered
+(a reordered Election after a Claim only costs a re-election).
 
 Callers: the node actor (via its cluster wrapper) feeds start/on_message/on_tick/peer_down and
 performs `Output.sends`; the encrypt service acts on the Won/Lost/Restart/NoMajority events.
@@ -59,7 +76,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from actors.core.membership import CloudCoreError, Membership, Output
-from codec.messages import Coordinator, Election, ElectionOk, Message
+from codec.messages import Claim, Coordinator, Election, ElectionOk, Message
 
 Key = tuple[int, int, int]  # (priority, tie hash, node id)
 TieHash = Callable[[str, int], int]
@@ -114,17 +131,20 @@ class NoMajority:
 @dataclass(slots=True)
 class _Rid:
     rid: str
-    state: str  # pending | electing | waiting | won | lost
+    state: str  # pending | electing | waiting | claiming | won | lost
     prio: int = -1
     keys: dict[int, Key] = field(default_factory=dict)
     answered: set[int] = field(default_factory=set)  # peers heard in the current round
     sent_to: set[int] = field(default_factory=set)
     suspects: set[int] = field(default_factory=set)
     unacked: set[int] = field(default_factory=set)
+    votes: set[int] = field(default_factory=set)  # claiming: peers that voted for us
+    told: set[int] = field(default_factory=set)  # lost: peers whose Election we answered
     # lost: the coordinator; waiting: the peer expected; pending: a Coordinator heard
     winner: int = 0
     round_start: float = 0.0
     won_at: float = 0.0
+    claim_at: float = 0.0
     deadline: float | None = None
     gen: int = 0
     no_majority_said: bool = False
@@ -228,11 +248,17 @@ class ElectionCore:
             return out
         if isinstance(msg, Election):
             self._on_election(msg, now, out)
+        elif isinstance(msg, Claim):
+            self._on_claim(msg.rid, src, now, out)
         elif isinstance(msg, Coordinator):
             self._on_coordinator(msg.rid, src, now, out)
         elif isinstance(msg, ElectionOk):
             e = self._rids.get(msg.rid)
-            if e is not None and e.state == "won":
+            if e is not None and e.state == "claiming":
+                e.votes.add(src)
+                if len(e.votes) + 1 >= self.m.majority:
+                    self._win(e, now, out)
+            elif e is not None and e.state == "won":
                 e.unacked.discard(src)
                 if not e.unacked:
                     self._disarm(e)
@@ -263,6 +289,7 @@ class ElectionCore:
             e.sent_to.discard(node)
             e.unacked.discard(node)
             e.suspects.discard(node)
+            e.votes.discard(node)  # back up, it remembers nothing: its vote is void
             if e.state in ("lost", "waiting") and e.winner == node:
                 self._restart(e, now, f"node {node} down", out)
             elif e.state == "electing" and self.m.self_up:
@@ -294,6 +321,11 @@ class ElectionCore:
         e.answered.add(p)
         e.suspects.discard(p)
         if e.state == "pending":
+            if e.winner == p:  # the claimant we voted for abdicated
+                e.winner = 0
+            return
+        if e.state == "claiming":  # our claim answers it: it votes for us unless it voted
+            out.send(p, Claim(rid=e.rid, node=self.self_id))
             return
         if e.state == "won":
             out.send(p, Coordinator(rid=e.rid, node=self.self_id))
@@ -302,8 +334,10 @@ class ElectionCore:
         if e.state == "lost" and p == e.winner:
             self._restart(e, now, f"winner {p} re-elects", out)
             return
-        if e.state == "lost":  # p restarted a round: our answer is fresh evidence for it (an
-            out.send(p, self._election_msg(e))  # electing node answers each peer once: no loop)
+        if e.state == "lost":  # p restarted a round: our answer is fresh evidence for it. Once
+            if p not in e.told:  # per peer while lost: two lost nodes would answer each
+                e.told.add(p)  # other's answers forever (a late Election starts that)
+                out.send(p, self._election_msg(e))
             return
         if p not in e.sent_to:
             e.sent_to.add(p)
@@ -321,6 +355,8 @@ class ElectionCore:
             out.send(w, ElectionOk(rid=rid, node=self.self_id))
         elif e.state in ("electing", "waiting"):
             self._lose(e, w, out)
+        elif e.state == "claiming":  # w won with a majority: ours cannot be one
+            self._withdraw(e, w, out)
         elif e.state == "lost":
             if w == e.winner:
                 out.send(w, ElectionOk(rid=rid, node=self.self_id))
@@ -329,6 +365,33 @@ class ElectionCore:
         elif self._claim(rid, w) > self._claim(rid, self.self_id):  # won: two claimants
             self._lose(e, w, out)
         else:
+            out.send(w, Coordinator(rid=rid, node=self.self_id))
+            self._await_ack(e, w, now)
+
+    def _on_claim(self, rid: str, w: int, now: float, out: Output) -> None:
+        """w asks for our vote. We vote for one claimant per rid: the first one, unless it is no
+        longer up; a claimant yields to a higher claim (it has not sealed: it had no majority)."""
+        e = self._entry(rid, now)
+        if e is None:
+            return
+        e.suspects.discard(w)
+        if e.state == "pending":
+            if e.winner in (0, w) or self.m.state_of(e.winner, now) != "up":
+                e.winner = w
+                out.send(w, ElectionOk(rid=rid, node=self.self_id))
+            else:
+                self._count("claim_refused")
+        elif e.state in ("electing", "waiting"):
+            self._lose(e, w, out)
+        elif e.state == "claiming":
+            if self._claim(rid, w) > self._claim(rid, self.self_id):
+                self._withdraw(e, w, out)
+        elif e.state == "lost":
+            if w == e.winner:
+                out.send(w, ElectionOk(rid=rid, node=self.self_id))
+            else:  # we voted for another claimant that is still up: our vote stays
+                self._count("claim_refused")
+        else:  # won: tell the late claimant
             out.send(w, Coordinator(rid=rid, node=self.self_id))
             self._await_ack(e, w, now)
 
@@ -374,20 +437,40 @@ class ElectionCore:
             e.round_start = now
             self._arm(e, now + self.answer_timeout_s)
             return
+        e.state = "claiming"
+        e.claim_at = now
+        e.votes.clear()
+        if self.m.majority <= 1:
+            self._win(e, now, out)
+            return
+        out.send_all(live, Claim(rid=e.rid, node=self.self_id))
+        self._arm(e, now + self.answer_timeout_s)
+
+    def _win(self, e: _Rid, now: float, out: Output) -> None:
+        """A majority (self included) voted for us: no other node can win `rid` while the
+        voters stay up. Peers that have not voted yet acknowledge our Claim or, after an answer
+        timeout, the Coordinator we resend them."""
         e.state = "won"
         e.won_at = now
-        e.unacked = set(live)
+        e.unacked = self.m.up_peers(now) - e.votes
         out.events.append(Won(e.rid))
-        out.send_all(live, Coordinator(rid=e.rid, node=self.self_id))
-        if live:
+        if e.unacked:
             self._arm(e, now + self.answer_timeout_s)
         else:
             self._disarm(e)
+
+    def _withdraw(self, e: _Rid, w: int, out: Output) -> None:
+        """Our claim yields to w: release the peers that voted for us (an Election from the
+        node they follow makes them elect again) and vote for w."""
+        voters, e.votes = e.votes, set()
+        out.send_all(voters, self._election_msg(e))
+        self._lose(e, w, out)
 
     def _lose(self, e: _Rid, w: int, out: Output) -> None:
         self._unwatch(e)
         e.state, e.winner = "lost", w
         e.unacked.clear()
+        e.told.clear()
         self._disarm(e)
         self._watch.setdefault(w, set()).add(e.rid)
         out.events.append(Lost(e.rid, w))
@@ -401,6 +484,7 @@ class ElectionCore:
         e.sent_to.clear()
         e.answered.clear()  # answers of an earlier round are no evidence for this one
         e.unacked.clear()
+        e.votes.clear()
         e.round_start = now
         out.events.append(Restart(e.rid, reason))
         self._evaluate(e, now, out)
@@ -412,6 +496,12 @@ class ElectionCore:
             self._evaluate(e, now, out)
         elif e.state == "waiting":
             self._restart(e, now, "no coordinator", out)
+        elif e.state == "claiming":
+            if now - e.claim_at > self.pending_ttl_s:  # abdicate (Elections release the voters)
+                self._restart(e, now, "claim not accepted", out)
+                return
+            out.send_all(self.m.up_peers(now) - e.votes, Claim(rid=e.rid, node=self.self_id))
+            self._arm(e, now + self.answer_timeout_s)
         elif e.state == "won":
             e.unacked &= self.m.up_peers(now)
             if now - e.won_at > self.pending_ttl_s:

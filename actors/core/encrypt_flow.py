@@ -3,13 +3,19 @@
 States of one cached request (keyed by request id):
 
     electing --won--> sealing --sealed--> replying --reply acked/failed--> (Done sent, dropped)
-        |                                                  
+        |        |           ^
+        |        +--won, offered only--> fetching --payload--+   (fetch failed: as a failed reply)
+        |
         +--lost(winner)--> waiting --Done(rid)--> dropped
                               |
                               +--winner went down--> electing (re-election from the cache)
 
 Rules:
 - Every up node caches a client's EncryptRequest and takes part in the election for its id.
+  A large image is offered instead (EncryptOffer: name and size, no bytes): the nodes cache the
+  offer and elect on it; the winner asks the client for the bytes (FetchPayload) and the client
+  sends the EncryptRequest to that node alone. A re-elected winner fetches again; a client retry
+  of an offer that is still being fetched asks the client again.
   Only the winner looks at the payload (an image header check; ciphertext is opaque): a bad
   one gets one "not_an_image" answer, and the request is Done like any other.
 - The winner seals (encoder pool), sends EncryptReply, then tells its peers Done(rid); everyone
@@ -36,7 +42,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from codec import images, sharecrypt
-from codec.messages import Done, EncryptReply, EncryptRequest, ErrorReply, Message
+from codec.messages import (
+    Done,
+    EncryptOffer,
+    EncryptReply,
+    EncryptRequest,
+    ErrorReply,
+    FetchPayload,
+    Message,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +62,11 @@ class Cached:
     rid: str
     client: Addr
     image: str
-    data: bytes
+    data: bytes | None  # None: offered, not fetched yet
     attempt: int
     since: float
-    state: str = "electing"  # electing | sealing | replying | waiting
+    size: int = 0
+    state: str = "electing"  # electing | fetching | sealing | replying | waiting
     winner: int = 0
     sealing_at: float = 0.0
 
@@ -64,6 +79,7 @@ class ServiceCounters:
     expired: int = 0
     late_ignored: int = 0
     yielded: int = 0
+    fetched: int = 0
 
 
 @dataclass
@@ -78,6 +94,7 @@ class EncryptService:
     submit_seal: Callable[[str, bytes], None]  # (rid, payload) -> later on_sealed
     max_pixels: int
     clock: Callable[[], float]
+    send_fetch: Callable[[Addr, Message, str], None]  # like send_client; completion via on_fetch_done
     cache_ttl_s: float = 120.0
     max_image: int = 2**62  # largest payload whose sealed reply fits a message (codec.seal)
     max_reply: int = 2**62  # largest sealed PNG a reply may carry
@@ -87,9 +104,12 @@ class EncryptService:
     counters: ServiceCounters = field(default_factory=ServiceCounters)
 
     # ---- client side -------------------------------------------------------------------
-    def on_request(self, client: Addr, msg: EncryptRequest, now: float) -> None:
+    def on_request(self, client: Addr, msg: EncryptRequest | EncryptOffer, now: float) -> None:
+        """An EncryptRequest (the bytes: sent to every node, or fetched by the winner) or an
+        EncryptOffer (no bytes yet)."""
         rid = msg.rid
-        attempt = getattr(msg, "attempt", 0)
+        attempt = msg.attempt
+        data = msg.data if isinstance(msg, EncryptRequest) else None
         prior = self.done.get(rid)
         if prior is not None and (prior[2] or attempt <= prior[0]):
             self.counters.late_ignored += 1
@@ -98,8 +118,16 @@ class EncryptService:
         if cached is not None:
             cached.client = client  # the client may have moved; same bytes (same request id)
             cached.attempt = max(cached.attempt, attempt)
+            if cached.data is None and data is not None:
+                cached.data = data
+                if cached.state == "fetching":
+                    self.counters.fetched += 1
+                    self._seal(cached)
+            elif cached.state == "fetching":  # a retry of the offer: our fetch may have been lost
+                self._fetch(cached)
             return
-        self.cache[rid] = Cached(rid, client, msg.image, msg.data, attempt, now)
+        size = len(data) if data is not None else msg.size  # type: ignore[union-attr]
+        self.cache[rid] = Cached(rid, client, msg.image, data, attempt, now, size)
         self.start_election(rid, now)
 
     # ---- election outcomes ---------------------------------------------------------------
@@ -107,10 +135,38 @@ class EncryptService:
         cached = self.cache.get(rid)
         if cached is None or cached.state in ("sealing", "replying"):
             return
-        cached.state = "sealing"
+        if cached.state == "fetching":
+            return
         cached.winner = self.node_id
-        cached.sealing_at = self.clock()
-        if len(cached.data) > self.max_image:  # refused before sealing: it could never be sent
+        if cached.size > self.max_image:  # refused before sealing (or fetching): it could never be sent
+            cached.state = "sealing"
+            self._refuse(cached, "too_large", too_large(cached.size, self.max_image))
+            return
+        if cached.data is None:
+            cached.state = "fetching"
+            self._fetch(cached)
+            return
+        self._seal(cached)
+
+    def _fetch(self, cached: Cached) -> None:
+        self.send_fetch(cached.client, FetchPayload(rid=cached.rid, node=self.node_id,
+                                                    attempt=cached.attempt), cached.rid)
+
+    def on_fetch_done(self, rid: str, error: object | None, now: float) -> None:
+        """Our FetchPayload reached the client (error None: its bytes follow) or could not be
+        sent: then the client is unreachable, and it ends as a reply that failed would (Done,
+        not acknowledged: a retry of the client is served again)."""
+        cached = self.cache.get(rid)
+        if error is not None and cached is not None and cached.state == "fetching":
+            self.on_reply_done(rid, error, now)
+
+    def _seal(self, cached: Cached) -> None:
+        assert cached.data is not None
+        rid = cached.rid
+        cached.state = "sealing"
+        cached.sealing_at = self.clock()  # after the election (and the fetch of an offer)
+        cached.size = len(cached.data)
+        if cached.size > self.max_image:
             self._refuse(cached, "too_large", too_large(len(cached.data), self.max_image))
             return
         try:  # only the winner looks at the payload (its header only)

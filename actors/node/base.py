@@ -20,6 +20,7 @@ from actors.core.loglimit import LogLimiter
 from actors.node.signals import ClusterView, ComeUp, CountersQuery, GoDown, Tick
 from codec.messages import (
     ConfirmUpdates,
+    EncryptOffer,
     EncryptRequest,
     ErrorReply,
     Join,
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 
 Addr = tuple[str, int]
 HOUSEKEEPING_S = 1.0  # how often caches, directory entries and tombstones are expired
-STATE_CHANGING = (EncryptRequest, Join, Leave, PostUpdate, ConfirmUpdates)
+STATE_CHANGING = (EncryptRequest, EncryptOffer, Join, Leave, PostUpdate, ConfirmUpdates)
 # answered from the directory and pending state: a node back from a failure defers them
 # (retryable) until its state is synced, instead of refusing sessions it has not heard of yet
 NEEDS_STATE = (Join, Leave, PostUpdate, ConfirmUpdates)

@@ -7,7 +7,7 @@ Owns two pure cores, `actors.core.membership.Membership` (heartbeats, who is up,
   `Digest`) and feeds the peers' heartbeats, GoingDown and ComingUp to Membership;
 - runs elections on `StartElection` from the EncryptFlowActor and tells it `Won` / `Lost`, and
   `PeerDown` when a peer goes down, becomes unreachable or restarts (re-election from the cache);
-- answers a peer's Election for a request whose reply was acknowledged (it missed the Done) with
+- answers a peer's Election or Claim for a request whose reply was acknowledged (it missed the Done) with
   Done again (`ForgetElection(settled=True)` tells it which);
 - publishes a `ClusterView` (versioned, immutable) to its subscribers whenever it changes;
 - syncs state: at start-up (a restarted process lost its directory) and on `NeedSync` (back from a
@@ -56,6 +56,7 @@ from actors.node.signals import (
     TokenView,
 )
 from codec.messages import (
+    Claim,
     ComingUp,
     Coordinator,
     Done,
@@ -181,11 +182,11 @@ class ElectionActor(NodePartActor):
                 self._peer_gone(sender, now)
             return
         self.m.heard_from(sender, now)  # any authenticated message proves the peer is alive
-        if isinstance(msg, Election) and msg.rid in self.settled and self.m.self_up:
+        if isinstance(msg, (Election, Claim)) and msg.rid in self.settled and self.m.self_up:
             # a peer that missed the Done of an acknowledged reply re-elects: tell it again
             self.peers.send(sender, Done(rid=msg.rid, node=self.node_id, acked=True))
             return
-        if isinstance(msg, (Election, ElectionOk, Coordinator)):
+        if isinstance(msg, (Election, Claim, ElectionOk, Coordinator)):
             # a peer's Election before our own copy of the request: the core keeps it pending
             self._run(self.election.on_message(sender, msg, now))
         else:

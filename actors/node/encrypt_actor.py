@@ -1,12 +1,14 @@
 """EncryptFlowActor: the encrypt flow of one node (request cache, who seals, the reply, Done).
 
 Owns the pure core `actors.core.encrypt_flow.EncryptService` and the `EncoderPool` it seals on.
-- client EncryptRequest -> cache it, `StartElection` to the ElectionActor;
+- client EncryptRequest or EncryptOffer -> cache it, `StartElection` to the ElectionActor;
+  won an offer -> FetchPayload to the client, whose EncryptRequest then comes to us alone;
 - `Won` -> seal on the pool (only the winner looks at the payload); `Lost` -> wait for Done;
   `PeerDown` -> re-elect what the fallen winner held;
 - a seal's result -> EncryptReply to the client; its acknowledgement (or failure) -> Done to the
   peers, `ForgetElection` (settled when the client's transport acknowledged the reply);
-- peer Done -> drop the cached copy; `GoDown` -> keep nothing, Done first for replies in flight,
+- peer Done or DoneBatch -> drop the cached copies; our own Dones wait for the messages
+  already in the mailbox (under load one DoneBatch carries many, at idle one mailbox hop); `GoDown` -> keep nothing, Done first for replies in flight,
   then the failure token's own sends (GoingDown).
 The pool's load goes to the ElectionActor (`Load`, for the election priority) whenever it changes;
 served and cached counts go to the supervisor (`Snapshot`).
@@ -35,11 +37,16 @@ from actors.node.signals import (
     Won,
 )
 from codec import images, seal
-from codec.messages import Done, EncryptRequest, Message
+from codec.messages import DONE_BATCH_MAX, Done, DoneBatch, EncryptOffer, EncryptRequest, Message
 from config import Config
 from transport.udp import Transport
 
 Addr = tuple[str, int]
+
+
+class _FlushDones:
+    """Sent to ourselves with the first Done kept: when it arrives, every message that was
+    waiting before it has been handled, so the Dones they produced leave together."""
 WARM_SIZES = (4096, 2 * 1024 * 1024)  # covers of small images and of a photo, prepared at start
 
 
@@ -59,10 +66,11 @@ class EncryptFlowActor(ServicePartActor):
         self.cfg = cfg
         self.pool = pool
         self.published: tuple[int, int, int] | None = None
+        self.dones: list[Done] = []  # ended while the mailbox was busy: sent by _FlushDones
         self.flow = EncryptService(
             node_id=node_id,
             send_client=self._send_reply,
-            send_peers=peers.send_all,
+            send_peers=self._to_peers,
             start_election=lambda rid, now: self.tell("election", StartElection(rid)),
             cancel_election=lambda rid: self.tell(
                 "election", ForgetElection(rid, settled=self.flow.settled(rid))
@@ -73,6 +81,7 @@ class EncryptFlowActor(ServicePartActor):
             cache_ttl_s=2 * cfg.client.request_deadline_s,
             max_image=seal.max_image_bytes(cfg.seal, cfg.transport.max_message),
             max_reply=cfg.transport.max_message - seal.REPLY_OVERHEAD,
+            send_fetch=lambda addr, msg, rid: self._send_client(addr, msg, f"fetch:{rid}"),
         )
 
     def on_start(self) -> None:
@@ -91,9 +100,30 @@ class EncryptFlowActor(ServicePartActor):
 
     # ---- sends -----------------------------------------------------------------------------------
     def _send_reply(self, addr: Addr, msg: Message, rid: str) -> None:
+        self._send_client(addr, msg, f"reply:{rid}")
+
+    def _send_client(self, addr: Addr, msg: Message, key: str) -> None:
         me = self.actor_ref
-        key = f"reply:{rid}"
         self.client_tp.send(addr, msg, on_done=lambda err: me.tell(SendResult(key, err)))
+
+    def _to_peers(self, msg: Message) -> None:
+        """The flow's peer messages are all Done: kept until the mailbox holds nothing older
+        than our _FlushDones (then one Done, or one DoneBatch per DONE_BATCH_MAX)."""
+        assert isinstance(msg, Done), msg
+        if not self.dones:
+            self.actor_ref.tell(_FlushDones())
+        self.dones.append(msg)
+
+    def _flush_dones(self) -> None:
+        dones, self.dones = self.dones, []
+        for i in range(0, len(dones), DONE_BATCH_MAX):
+            part = dones[i:i + DONE_BATCH_MAX]
+            if len(part) == 1:
+                self.peers.send_all(part[0])
+                continue
+            self.peers.send_all(DoneBatch(node=self.node_id,
+                                          acked=tuple(d.rid for d in part if d.acked),
+                                          unacked=tuple(d.rid for d in part if not d.acked)))
 
     def _submit(self, rid: str, data: bytes) -> None:
         assert self.pool is not None
@@ -117,10 +147,21 @@ class EncryptFlowActor(ServicePartActor):
             kind, _, rid = message.key.partition(":")
             if kind == "reply":
                 self.flow.on_reply_done(rid, message.error, now)
+            elif kind == "fetch":
+                self.flow.on_fetch_done(rid, message.error, now)
+        elif isinstance(message, _FlushDones):
+            self._flush_dones()
         elif isinstance(message, PeerIn):
-            if isinstance(message.msg, Done):
+            msg = message.msg
+            if isinstance(msg, Done):
                 if self.up:
-                    self.flow.on_done(message.msg.rid, message.msg.acked, now)
+                    self.flow.on_done(msg.rid, msg.acked, now)
+            elif isinstance(msg, DoneBatch):
+                if self.up:
+                    for rid in msg.acked:
+                        self.flow.on_done(rid, True, now)
+                    for rid in msg.unacked:
+                        self.flow.on_done(rid, False, now)
             else:
                 self.count("peer_unexpected", type(message.msg).__name__)
         elif isinstance(message, PeerDown):
@@ -132,13 +173,14 @@ class EncryptFlowActor(ServicePartActor):
 
     def going_down(self, message: GoDown) -> None:
         self.flow.drop_all(self.clock())  # Done for replies in flight ...
+        self._flush_dones()
         for dest, msg in message.then_send:  # ... before the token's GoingDown
             self.peers.send(dest, msg)
 
     def _client(self, addr: Addr, msg: Message, now: float) -> None:
         if self.refused(self.client_tp, addr, msg, self.view, self.up):
             return
-        if isinstance(msg, EncryptRequest):
+        if isinstance(msg, (EncryptRequest, EncryptOffer)):
             self.flow.on_request(addr, msg, now)
         else:
             self.count("client_unexpected", type(msg).__name__)

@@ -20,6 +20,7 @@ import pykka
 from actors.core.loglimit import LogLimiter
 from actors.node.signals import ClientIn, PeerIn
 from codec.messages import (
+    Claim,
     ClientHeartbeat,
     ComingUp,
     ConfirmUpdates,
@@ -27,8 +28,10 @@ from codec.messages import (
     DirectoryChange,
     DirectoryQuery,
     Done,
+    DoneBatch,
     Election,
     ElectionOk,
+    EncryptOffer,
     EncryptRequest,
     ForgetUpdates,
     GoingDown,
@@ -53,6 +56,7 @@ Refs = dict[str, pykka.ActorRef[Any]]
 CLIENT_ROUTES: dict[type, str] = {
     StatusQuery: "supervisor",
     EncryptRequest: "flow",
+    EncryptOffer: "flow",
     Join: "directory",
     ClientHeartbeat: "directory",
     Leave: "directory",
@@ -67,10 +71,12 @@ PEER_ROUTES: dict[type, tuple[str, ...]] = {
     ComingUp: ("election", "token"),
     Election: ("election",),
     ElectionOk: ("election",),
+    Claim: ("election",),
     Coordinator: ("election",),
     Token: ("token",),
     TokenVote: ("token",),
     Done: ("flow",),
+    DoneBatch: ("flow",),
     DirectoryChange: ("directory",),
     StateRequest: ("directory",),
     StateSync: ("directory",),
