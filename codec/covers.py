@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +40,7 @@ DEFAULT_DIR = Path(__file__).resolve().parent.parent / "default_images"
 GROWTH = 1.25
 BAND_BYTES = 128 * 1024
 SLICE_BYTES = 1024 * 1024  # rows handed to zlib at a time when sealing
+PIECE_BYTES = 2 * 1024 * 1024  # payload rows compressed as one piece (pieces run in parallel)
 TAIL_LEVEL = 6
 _FILE_RE = re.compile(r"cover_([1-9][0-9]{0,4})x([1-9][0-9]{0,4})\.png")
 _BASE_MAX_PIXELS = 16_000_000
@@ -69,8 +70,9 @@ class Prepared:
     def encode(self, stream: np.ndarray, level: int) -> bytes:
         """The sealed PNG: `stream` (uint8 samples of whole rows, each < 2**clear_bits) OR-ed into
         the cover's cleared low bits. The stream's rows are compressed now at zlib `level` (filter
-        Up, Huffman-only), then the cover rows up to the end of that band (filter None, LZ77);
-        the cached bands follow."""
+        Up, Huffman-only), in pieces of about PIECE_BYTES compressed at once on several threads
+        (codec.png.compress_pieces), then the cover rows up to the end of that band (filter None,
+        LZ77); the cached bands follow."""
         spr = 3 * self.width
         used = len(stream) // spr
         nband = -(-used // self.band_rows)
@@ -85,24 +87,36 @@ class Prepared:
                 start += len(part)
                 yield part
 
-        pieces = [png.compress_rows(slices(0, used), level, up=True)]
+        def payload(start: int, stop: int) -> Callable[[], png.Piece]:
+            above = None if start == 0 else (self.rows[start - 1, 1:] & keep) | data[start - 1]
+            return lambda: png.compress_rows(slices(start, stop), level, up=True, prev=above)
+
+        step = max(1, PIECE_BYTES // self.rows.shape[1])
+        jobs = [payload(r0, min(used, r0 + step)) for r0 in range(0, used, step)]
         fresh_end = min(self.height, nband * self.band_rows)
         if fresh_end > used:
-            pieces.append(png.compress_rows(slices(used, fresh_end), level, up=False))
+            jobs.append(lambda: png.compress_rows(slices(used, fresh_end), level, up=False))
+        pieces = png.compress_pieces(jobs)
         return png.assemble(self.width, self.height, [*pieces, *self._bands_from(nband)])
 
+    def warm_bands(self) -> None:
+        """Compress every cached band now (a node warming its covers at start), so that no seal
+        of any payload size in this tier compresses a cover band."""
+        self._bands_from(0)
+
     def _bands_from(self, first: int) -> list[png.Piece]:
-        """Cached bands first.. (compressed now if never used before; two threads racing here
-        compute the same bytes, so the unlocked fill is harmless)."""
-        out = []
-        for i in range(first, len(self.bands)):
-            band = self.bands[i]
-            if band is None:
-                r0 = i * self.band_rows
-                rows = self.rows[r0 : r0 + self.band_rows] & self.keep_mask()
-                band = self.bands[i] = png.compress_rows([rows], self.tail_level, up=False)
-            out.append(band)
-        return out
+        """Cached bands first.. (those never used before are compressed now, on the deflate
+        threads; two threads racing here compute the same bytes, so the unlocked fill is
+        harmless)."""
+        missing = [i for i in range(first, len(self.bands)) if self.bands[i] is None]
+
+        def band(i: int) -> Callable[[], png.Piece]:
+            rows = self.rows[i * self.band_rows : (i + 1) * self.band_rows]
+            return lambda: png.compress_rows([rows & self.keep_mask()], self.tail_level, up=False)
+
+        for i, piece in zip(missing, png.compress_pieces([band(i) for i in missing]), strict=True):
+            self.bands[i] = piece
+        return [b for b in self.bands[first:] if b is not None]
 
 
 def _prepare(

@@ -137,6 +137,58 @@ def test_seal_is_deterministic_warm_or_cold(covers: CoverSet) -> None:
     assert S.seal(p, grant=GRANT, covers=CoverSet()) == a
 
 
+def test_payload_rows_in_parallel_pieces_decode_to_the_same_pixels(
+    covers: CoverSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large seal compresses its payload rows in independent pieces on the deflate threads:
+    the file stays one valid PNG (zlib, CRCs, Adler-32 over all rows) whose pixels are exactly
+    those of the same seal made in one piece, and it unseals to the payload."""
+    import codec.covers as covers_mod
+
+    p = payload(1_500_000, 11)
+    monkeypatch.setattr(covers_mod, "PIECE_BYTES", 1 << 40)
+    whole = S.seal(p, grant=GRANT, covers=covers)
+    runs: list[tuple[int, set[str]]] = []
+    real = png.compress_pieces
+
+    def spy(jobs: list[Any]) -> list[png.Piece]:
+        names: set[str] = set()
+
+        def named(job: Any) -> Any:
+            return lambda: (names.add(threading.current_thread().name), job())[1]
+
+        out = real([named(j) for j in jobs])
+        runs.append((len(jobs), names))
+        return out
+
+    monkeypatch.setattr(png, "compress_pieces", spy)
+    monkeypatch.setattr(covers_mod, "PIECE_BYTES", 256 * 1024)
+    split = S.seal(p, grant=GRANT, covers=covers)
+    assert runs[0][0] >= 20  # 6 MB of payload rows in 256 KB pieces, plus the rest of the band
+    assert runs[0][1] and all(n.startswith("deflate") for n in runs[0][1])
+    assert split != whole  # other deflate blocks...
+    assert np.array_equal(pixels(split), pixels(whole))  # ...the same picture
+    with Image.open(io.BytesIO(split), formats=["PNG"]) as im:
+        im.verify()
+    assert zlib.decompress(b"".join(body for kind, body in chunks(split) if kind == b"IDAT"))
+    got = S.unseal(split, covers=covers)
+    assert (got.payload, got.grant) == (p, GRANT)
+
+
+def test_warm_compresses_every_cover_band_of_the_tier() -> None:
+    """warm() (the node's encoder pool at start) leaves nothing of the tier for the first seal
+    to compress but its own rows: the cached bands are all filled, and the seal reuses them."""
+    cs = CoverSet()
+    tier = S.warm(cs, cfg(), 2 * MiB)
+    prep = cs.prepared(tier, 2)
+    assert prep.bands and all(b is not None for b in prep.bands)
+    before = list(prep.bands)
+    sealed = S.seal(payload(1_600_000, 5), covers=cs)
+    assert cs.builds == 1
+    assert all(a is b for a, b in zip(before, prep.bands, strict=True))
+    assert S.unseal(sealed, covers=cs).payload == payload(1_600_000, 5)
+
+
 # ---- the visible picture -----------------------------------------------------------------------
 def test_picture_does_not_depend_on_payload(covers: CoverSet) -> None:
     a = pixels(S.seal(payload(150_000, 1), covers=covers))
