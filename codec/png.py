@@ -8,6 +8,7 @@ the cover rows after a payload can be cached (codec.covers):
   IDAT(78 01) [payload rows] [rest of their band] [cached cover bands ...] IDAT(03 00 + adler32)
 that is a zlib header, non-final deflate blocks, one final empty block and the Adler-32 of all
 rows, combined from per-piece checksums (`adler32_combine`) so cached rows are never re-read.
+Pieces are independent, so `compress_pieces` compresses several at once on a small thread pool.
 
 Choice of filter, strategy and level (`python -m benchmarks.seal --compare`: the 7.6 MB of rows
 that carry a 1.9 MB JPEG at 2 bits per channel, 2000x1500 tier, on the 2-core reference machine):
@@ -156,11 +157,13 @@ def assemble(width: int, height: int, pieces: list[Piece]) -> bytes:
     return b"".join(parts)
 
 
-def compress_pieces(jobs: list[Callable[[], Piece]]) -> list[Piece]:
-    """Run independent piece compressions (`compress_rows` calls), in order of the list; more
-    than one run on the shared pool of DEFLATE_THREADS threads (zlib and numpy release the GIL,
-    so a large seal uses every core). The pieces, and so the PNG, do not depend on the threads."""
-    if len(jobs) <= 1:
+def compress_pieces(jobs: list[Callable[[], Piece]], parallel: bool = True) -> list[Piece]:
+    """Run independent piece compressions (`compress_rows` calls), in order of the list. With
+    `parallel` and more than one, they run on the shared pool of DEFLATE_THREADS threads (zlib
+    and numpy release the GIL, so a large seal uses every core); small work stays on the caller's
+    thread, where it costs less than waking a thread. The pieces, and so the PNG, do not depend
+    on the threads."""
+    if len(jobs) <= 1 or not parallel:
         return [job() for job in jobs]
     futures = [_deflate_pool().submit(job) for job in jobs]
     return [f.result() for f in futures]

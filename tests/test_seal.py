@@ -151,13 +151,13 @@ def test_payload_rows_in_parallel_pieces_decode_to_the_same_pixels(
     runs: list[tuple[int, set[str]]] = []
     real = png.compress_pieces
 
-    def spy(jobs: list[Any]) -> list[png.Piece]:
+    def spy(jobs: list[Any], parallel: bool = True) -> list[png.Piece]:
         names: set[str] = set()
 
         def named(job: Any) -> Any:
             return lambda: (names.add(threading.current_thread().name), job())[1]
 
-        out = real([named(j) for j in jobs])
+        out = real([named(j) for j in jobs], parallel)
         runs.append((len(jobs), names))
         return out
 
@@ -173,6 +173,11 @@ def test_payload_rows_in_parallel_pieces_decode_to_the_same_pixels(
     assert zlib.decompress(b"".join(body for kind, body in chunks(split) if kind == b"IDAT"))
     got = S.unseal(split, covers=covers)
     assert (got.payload, got.grant) == (p, GRANT)
+    runs.clear()  # a small payload (one piece) is compressed on the caller's thread
+    assert S.unseal(S.seal(payload(4096, 1), covers=covers), covers=covers).payload == payload(
+        4096, 1
+    )
+    assert runs and runs[0][1] == {threading.current_thread().name}
 
 
 def test_warm_compresses_every_cover_band_of_the_tier() -> None:
