@@ -1,0 +1,59 @@
+"""The node's encoder pool warms its covers at start (actors/node/encrypt_actor.WARM_SIZES): the
+first photo-sized and the first small seal after a start find their tier built and every cover
+band of it compressed, so they pay only for their own rows (issue 19)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import config
+from actors.node.encoder import EncoderPool, Sealed
+from actors.node.encrypt_actor import WARM_SIZES
+from codec import seal
+
+pytestmark = pytest.mark.timeout(120)
+PHOTO = 1_945_177  # benchmarks.cloud.photo_jpeg(): the "1.9 MB photo" of the benchmark
+
+
+def test_first_seals_after_start_hit_the_warmed_covers() -> None:
+    cfg = config.load()
+    results: list[Sealed] = []
+    done = threading.Condition()
+
+    def deliver(s: Sealed) -> None:
+        with done:
+            results.append(s)
+            done.notify_all()
+
+    pool = EncoderPool(2, cfg.seal, cfg.transport.max_message, deliver, warm=WARM_SIZES)
+    try:
+        covers = pool.covers
+        clear = max(cfg.seal.bits_per_channel, seal.HEADER_BITS)
+        tiers = []
+        for size in (4800, PHOTO):
+            need = seal.HEADER_SAMPLES + seal.payload_samples(size, cfg.seal.bits_per_channel)
+            tiers.append(covers.pick(need, cfg.seal.min_cover_width, cfg.seal.min_cover_height))
+        deadline = time.monotonic() + 60  # warming runs on the first encoder's thread
+        while time.monotonic() < deadline and covers.builds < len(WARM_SIZES):
+            time.sleep(0.01)
+        assert covers.builds == len(WARM_SIZES)
+        preps = [covers.prepared(t, clear) for t in tiers]
+        while time.monotonic() < deadline and not all(
+            b is not None for p in preps for b in p.bands
+        ):
+            time.sleep(0.01)
+        warmed = [list(p.bands) for p in preps]
+        assert all(b is not None for bands in warmed for b in bands)
+        pool.submit("photo", bytes(range(256)) * (PHOTO // 256))
+        pool.submit("small", b"s" * 4800)
+        with done:
+            assert done.wait_for(lambda: len(results) == 2, timeout=60)
+        assert all(r.png is not None and r.error is None for r in results)
+        assert covers.builds == len(WARM_SIZES)  # no tier built for the requests
+        for p, bands in zip(preps, warmed, strict=True):
+            assert all(a is b for a, b in zip(bands, p.bands, strict=True))  # bands reused
+    finally:
+        pool.stop()
