@@ -4,7 +4,7 @@ band of it compressed, so they pay only for their own rows (issue 19)."""
 
 from __future__ import annotations
 
-import threading
+import queue
 import time
 
 import pytest
@@ -20,15 +20,8 @@ PHOTO = 1_945_177  # benchmarks.cloud.photo_jpeg(): the "1.9 MB photo" of the be
 
 def test_first_seals_after_start_hit_the_warmed_covers() -> None:
     cfg = config.load()
-    results: list[Sealed] = []
-    done = threading.Condition()
-
-    def deliver(s: Sealed) -> None:
-        with done:
-            results.append(s)
-            done.notify_all()
-
-    pool = EncoderPool(2, cfg.seal, cfg.transport.max_message, deliver, warm=WARM_SIZES)
+    out: queue.Queue[Sealed] = queue.Queue()
+    pool = EncoderPool(2, cfg.seal, cfg.transport.max_message, out.put, warm=WARM_SIZES)
     try:
         covers = pool.covers
         clear = max(cfg.seal.bits_per_channel, seal.HEADER_BITS)
@@ -49,8 +42,7 @@ def test_first_seals_after_start_hit_the_warmed_covers() -> None:
         assert all(b is not None for bands in warmed for b in bands)
         pool.submit("photo", bytes(range(256)) * (PHOTO // 256))
         pool.submit("small", b"s" * 4800)
-        with done:
-            assert done.wait_for(lambda: len(results) == 2, timeout=60)
+        results = [out.get(timeout=60), out.get(timeout=60)]
         assert all(r.png is not None and r.error is None for r in results)
         assert covers.builds == len(WARM_SIZES)  # no tier built for the requests
         for p, bands in zip(preps, warmed, strict=True):
