@@ -3,6 +3,8 @@ is taken by the receiver without a refused datagram, for both socket kinds."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from benchmarks import transport_core
@@ -50,3 +52,33 @@ def test_cloud_benchmark_summary_ratio_elections_and_phases() -> None:
             for u, s in ((10, 50), (30, 70), (20, 200))]
     assert phase_p50(runs) == {"upload_ms": 20, "election_ms": 1.0, "seal_ms": 70,
                                "download_ms": 3.0}
+
+
+def test_node_profile_summary_drops_idle_waits_and_counts_shares(tmp_path: Path) -> None:
+    """benchmarks.profile_nodes: a stack whose leaf is a blocking wait (found by its source
+    line) is not CPU; the rest is shared out by self and inclusive time over all node files."""
+    import inspect
+    import threading
+
+    from benchmarks.profile_nodes import is_idle, summary
+
+    src, first = inspect.getsourcelines(threading.Condition.wait)
+    wait_line = first + next(i for i, t in enumerate(src) if "waiter.acquire()" in t)
+    idle = f"Condition.wait (threading.py:{wait_line})"
+    busy = f"Condition.wait (threading.py:{first})"  # the def line: not a wait
+    assert is_idle(idle) and not is_idle(busy)
+    run = "run (threading.py:1)"
+    (tmp_path / "a.txt").write_text(
+        f"{run};seal (codec/seal.py:10);compress_rows (codec/png.py:5) 30\n"
+        f"{run};{idle} 500\n"
+    )
+    (tmp_path / "b.txt").write_text(
+        f"{run};seal (codec/seal.py:10) 10\n{run};send (transport/udp.py:3) 60\n"
+    )
+    text = summary("t", [tmp_path / "a.txt", tmp_path / "b.txt"], top=5)
+    assert "100 samples" in text
+    assert "| `send (transport/udp.py)` | 60.0 |" in text
+    assert "| `compress_rows (codec/png.py)` | 30.0 |" in text
+    assert "| `seal (codec/seal.py)` | 10.0 |" in text  # self time
+    assert "| `seal (codec/seal.py)` | 40.0 |" in text  # inclusive
+    assert "Condition.wait" not in text
