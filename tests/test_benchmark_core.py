@@ -1,5 +1,7 @@
 """benchmarks.transport_core runs: a whole window of a 2 MB message goes through the core and
-is taken by the receiver without a refused datagram, for both socket kinds."""
+is taken by the receiver without a refused datagram, for both socket kinds. The arithmetic of the
+other benchmarks' reports: benchmarks.transport's CPU figures, benchmarks.cloud's summary and
+phases, benchmarks.profile_nodes' CPU shares."""
 
 from __future__ import annotations
 
