@@ -183,7 +183,8 @@ def summary(load: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out.append({
             "nodes": n, "clients": most["clients"], "images_per_s": most["images_per_s"],
             "ratio_to_smallest": most["images_per_s"] / base if base else 0.0,
-            "election_p50_1_ms": one["election_p50_ms"], "election_p99_1_ms": one["election_p99_ms"],
+            "election_p50_1_ms": one["election_p50_ms"],
+            "election_p99_1_ms": one["election_p99_ms"],
             "election_p50_most_ms": most["election_p50_ms"],
             "election_p99_most_ms": most["election_p99_ms"],
         })

@@ -14,16 +14,19 @@ Cache. Scaling costs 70-250 ms, so it is done once per tier and kept: `Prepared`
 cover's raw rows (filter byte 0 at the head of each row) for one number of cleared low bits, and
 the rows cut in bands of about BAND_BYTES, each compressed on its own (filter None, LZ77) at
 TAIL_LEVEL the first time a seal needs it, or all at once when a node warms the tier at start
-(`codec.seal.warm`; 6: within 5% of level 9's size at a third of its time on this art).
-Parallel deflate. A payload of more than PIECE_BYTES of rows is compressed in pieces of that
-size, each an independent deflate run (filter Up continued from the row above it), on the
-deflate threads of codec.png (zlib and numpy release the GIL): a 1.66 MB photo seals in about
-40 ms of wall time instead of 65 on two cores, for the same CPU. Smaller seals stay on the
-calling thread. The piece size, not the thread count, decides the file's bytes. A seal compresses only its own rows (and the rest of their band) and reuses the
-cached bands after them, Adler-32 included, so a 4 KB seal touches ~130 KB of rows, not the tier.
+(`codec.seal.warm`; 6: within 5% of level 9's size at a third of its time on this art). A seal
+compresses only its own rows (and the rest of their band) and reuses the cached bands after
+them, Adler-32 included, so a 4 KB seal touches ~130 KB of rows, not the tier.
 The cache is an LRU bounded by `cache_bytes` (default 512 MiB); a tier bigger than that is built
 for one use and dropped. Thread-safe: the node's encoder pool seals from several threads; one
 tier is never built twice at once.
+
+Parallel deflate. A payload of more than PIECE_BYTES of rows is compressed in pieces of that
+size, each an independent deflate run (filter Up continued from the row above it), on the
+deflate threads of codec.png (zlib and numpy release the GIL), and so are the bands a seal or a
+warm-up compresses. A 1.66 MB photo, with a second core free: 39 ms instead of 67 ms of wall
+time (best of 8), the same ~57 ms of CPU; with both cores busy, no gain. Smaller seals stay on
+the calling thread. The piece size, not the thread count, decides the file's bytes.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from PIL import Image
@@ -122,7 +126,10 @@ class Prepared:
 
         for i, piece in zip(missing, png.compress_pieces([band(i) for i in missing]), strict=True):
             self.bands[i] = piece
-        return [b for b in self.bands[first:] if b is not None]
+        out = self.bands[first:]
+        if any(b is None for b in out):  # never: each missing band was filled just above
+            raise SealError("internal error: a cover band was not compressed")
+        return cast(list[png.Piece], out)
 
 
 def _prepare(
