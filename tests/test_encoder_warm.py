@@ -18,6 +18,22 @@ pytestmark = pytest.mark.timeout(120)
 PHOTO = 1_945_177  # benchmarks.cloud.photo_jpeg(): the "1.9 MB photo" of the benchmark
 
 
+def test_a_request_right_after_start_does_not_queue_behind_the_warm_up() -> None:
+    """The first encoder warms the covers at start; the least busy encoder takes a job, and
+    among equally idle ones the last, so the first request is sealed beside the warm-up."""
+    cfg = config.load()
+    out: queue.Queue[Sealed] = queue.Queue()
+    pool = EncoderPool(2, cfg.seal, cfg.transport.max_message, out.put, warm=WARM_SIZES)
+    try:
+        pool.submit("first", b"f" * 4800)
+        assert pool._where == {"first": 1}
+        pool.submit("second", b"s" * 4800)  # encoder 1 has one in flight: encoder 0 now
+        assert pool._where == {"first": 1, "second": 0}
+        assert {out.get(timeout=60).rid, out.get(timeout=60).rid} == {"first", "second"}
+    finally:
+        pool.stop()
+
+
 def test_first_seals_after_start_hit_the_warmed_covers() -> None:
     cfg = config.load()
     out: queue.Queue[Sealed] = queue.Queue()
@@ -42,6 +58,7 @@ def test_first_seals_after_start_hit_the_warmed_covers() -> None:
         assert all(b is not None for bands in warmed for b in bands)
         pool.submit("photo", bytes(range(256)) * (PHOTO // 256))
         pool.submit("small", b"s" * 4800)
+        assert pool._where == {"photo": 1, "small": 0}
         results = [out.get(timeout=60), out.get(timeout=60)]
         assert all(r.png is not None and r.error is None for r in results)
         assert covers.builds == len(WARM_SIZES)  # no tier built for the requests
