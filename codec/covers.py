@@ -109,10 +109,11 @@ class Prepared:
         pieces = png.compress_pieces(jobs, parallel)
         return png.assemble(self.width, self.height, [*pieces, *self._bands_from(nband)])
 
-    def warm_bands(self) -> None:
-        """Compress every cached band now (a node warming its covers at start), so that no seal
-        of any payload size in this tier compresses a cover band."""
-        self._bands_from(0)
+    def warm_bands(self, samples: int = 0) -> None:
+        """Compress now (a node warming its covers at start) every cached band that a seal of
+        more than `samples` channel samples may use, so that no such seal compresses a cover
+        band. A tier's smallest seal is one sample more than the tier below it holds."""
+        self._bands_from(min(samples // (3 * self.width), self.height) // self.band_rows)
 
     def _bands_from(self, first: int) -> list[png.Piece]:
         """Cached bands first.. (those never used before are compressed now, on the deflate
@@ -211,9 +212,18 @@ class CoverSet:
 
     def pick(self, samples: int, min_width: int, min_height: int) -> tuple[int, int]:
         """The smallest tier with at least `samples` channel samples."""
+        return self.pick_with_below(samples, min_width, min_height)[0]
+
+    def pick_with_below(
+        self, samples: int, min_width: int, min_height: int
+    ) -> tuple[tuple[int, int], int]:
+        """`pick`, and the channel samples of the tier below it (0 for the first tier): a
+        payload gets this tier only when it needs more than those."""
+        below = 0
         for w, h in self.tiers(min_width, min_height):
             if 3 * w * h >= samples:
-                return w, h
+                return (w, h), below
+            below = 3 * w * h
         raise AssertionError("unreachable: the ladder has no end")
 
     def prepared(self, size: tuple[int, int], clear_bits: int) -> Prepared:

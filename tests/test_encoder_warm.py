@@ -41,21 +41,31 @@ def test_first_seals_after_start_hit_the_warmed_covers() -> None:
     try:
         covers = pool.covers
         clear = max(cfg.seal.bits_per_channel, seal.HEADER_BITS)
-        tiers = []
+        tiers, firsts = [], []  # the tiers, and the first band a seal in each may use
         for size in (4800, PHOTO):
             need = seal.HEADER_SAMPLES + seal.payload_samples(size, cfg.seal.bits_per_channel)
-            tiers.append(covers.pick(need, cfg.seal.min_cover_width, cfg.seal.min_cover_height))
+            tier, below = covers.pick_with_below(
+                need, cfg.seal.min_cover_width, cfg.seal.min_cover_height
+            )
+            tiers.append(tier)
+            firsts.append(below // (3 * tier[0]))
         deadline = time.monotonic() + 60  # warming runs on the first encoder's thread
         while time.monotonic() < deadline and covers.builds < len(WARM_SIZES):
             time.sleep(0.01)
         assert covers.builds == len(WARM_SIZES)
         preps = [covers.prepared(t, clear) for t in tiers]
-        while time.monotonic() < deadline and not all(
-            b is not None for p in preps for b in p.bands
-        ):
+
+        def warmed_up() -> bool:
+            return all(
+                b is not None
+                for p, row in zip(preps, firsts, strict=True)
+                for b in p.bands[row // p.band_rows :]
+            )
+
+        while time.monotonic() < deadline and not warmed_up():
             time.sleep(0.01)
+        assert warmed_up()
         warmed = [list(p.bands) for p in preps]
-        assert all(b is not None for bands in warmed for b in bands)
         pool.submit("photo", bytes(range(256)) * (PHOTO // 256))
         pool.submit("small", b"s" * 4800)
         assert pool._where == {"photo": 1, "small": 0}

@@ -180,18 +180,34 @@ def test_payload_rows_in_parallel_pieces_decode_to_the_same_pixels(
     assert runs and runs[0][1] == {threading.current_thread().name}
 
 
-def test_warm_compresses_every_cover_band_of_the_tier() -> None:
-    """warm() (the node's encoder pool at start) leaves nothing of the tier for the first seal
-    to compress but its own rows: the cached bands are all filled, and the seal reuses them."""
-    cs = CoverSet()
-    tier = S.warm(cs, cfg(), 2 * MiB)
+@pytest.mark.parametrize("warm_size", [4096, 2 * MiB])
+def test_warm_compresses_every_cover_band_a_seal_of_the_tier_uses(warm_size: int) -> None:
+    """warm() (the node's encoder pool at start) leaves nothing of the tier for a first seal to
+    compress but its own rows, whatever the payload's size in that tier: the smallest and the
+    largest payload that get the tier reuse the warmed bands and fill none. Bands above the
+    smallest such payload's rows are never used, so they are not compressed."""
+    cs, c = CoverSet(), cfg()
+    tier = S.warm(cs, c, warm_size)
     prep = cs.prepared(tier, 2)
-    assert prep.bands and all(b is not None for b in prep.bands)
+    room = S.capacity(*tier, 2)
+    lo, hi = 0, room  # the smallest payload that gets this tier (tiers grow with the payload)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        need = S.HEADER_SAMPLES + S.payload_samples(mid, 2)
+        if cs.pick(need, c.min_cover_width, c.min_cover_height) == tier:
+            hi = mid
+        else:
+            lo = mid + 1
+    smallest = lo
+    first = (S.HEADER_SAMPLES + S.payload_samples(smallest, 2)) // (3 * tier[0]) // prep.band_rows
+    assert all(b is not None for b in prep.bands[first:])
+    assert warm_size == 4096 or all(b is None for b in prep.bands[: first - 1])  # not needed
     before = list(prep.bands)
-    sealed = S.seal(payload(1_600_000, 5), covers=cs)
-    assert cs.builds == 1
-    assert all(a is b for a, b in zip(before, prep.bands, strict=True))
-    assert S.unseal(sealed, covers=cs).payload == payload(1_600_000, 5)
+    for n in (smallest, room):
+        sealed = S.seal(payload(n, 5), covers=cs)
+        assert cs.builds == 1
+        assert all(a is b for a, b in zip(before, prep.bands, strict=True))
+        assert S.unseal(sealed, covers=cs).payload == payload(n, 5)
 
 
 # ---- the visible picture -----------------------------------------------------------------------
