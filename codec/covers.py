@@ -13,10 +13,11 @@ base at least as big, else from the largest one.
 Cache. Scaling costs 70-250 ms, so it is done once per tier and kept: `Prepared` holds the
 cover's raw rows (filter byte 0 at the head of each row) for one number of cleared low bits, and
 the rows cut in bands of about BAND_BYTES, each compressed on its own (filter None, LZ77) at
-TAIL_LEVEL the first time a seal needs it, or, for the bands a payload of that tier can use, all
-at once when a node warms the tier at start (`codec.seal.warm`; 6: within 5% of level 9's size at a third of its time on this art). A seal
-compresses only its own rows (and the rest of their band) and reuses the cached bands after
-them, Adler-32 included, so a 4 KB seal touches ~130 KB of rows, not the tier.
+TAIL_LEVEL (6: within 5% of level 9's size at a third of its time on this art) the first time a
+seal needs it, or, for the bands a payload of that tier can use, all at once when a node warms
+the tier at start (`codec.seal.warm`). A seal compresses only its own rows (and the rest of their
+band) and reuses the cached bands after them, Adler-32 included, so a 4 KB seal touches ~130 KB
+of rows, not the tier.
 The cache is an LRU bounded by `cache_bytes` (default 512 MiB); a tier bigger than that is built
 for one use and dropped. Thread-safe: the node's encoder pool seals from several threads; one
 tier is never built twice at once.
