@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import multiprocessing as mp
 import statistics
 import tempfile
@@ -138,8 +139,14 @@ def run_clients(cloud: Cloud, n_clients: int, images: list[tuple[str, bytes]], s
 
 
 def phase_p50(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """The median of each phase (PHASES) over `rows` of `timed_seal` figures."""
-    return {k: statistics.median(r[k] for r in rows) if rows else 0.0 for k in PHASES}
+    """The median of each phase (PHASES) over `rows` of `timed_seal` figures. A phase the
+    client could not time (NaN: the upload when the reply came before the winner's
+    acknowledgement) is left out of that phase's median; NaN only when no row has it."""
+    out = {}
+    for k in PHASES:
+        values = [r[k] for r in rows if not math.isnan(r[k])]
+        out[k] = statistics.median(values) if values else math.nan
+    return out
 
 
 def photo_phases(cloud: Cloud, root: Path, count: int) -> dict[str, Any]:

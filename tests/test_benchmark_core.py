@@ -5,6 +5,7 @@ phases, benchmarks.profile_nodes' CPU shares."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -51,9 +52,11 @@ def test_cloud_benchmark_summary_ratio_elections_and_phases() -> None:
     assert [s["request"] for s in small] == ["small, 1 client", "small, 6 clients"]
     assert small[1]["election_ms"] == 1.8 and small[0]["p50_ms"] == 6.0
     runs = [{"upload_ms": u, "election_ms": 1.0, "seal_ms": s, "download_ms": 3.0}
-            for u, s in ((10, 50), (30, 70), (20, 200))]
-    assert phase_p50(runs) == {"upload_ms": 20, "election_ms": 1.0, "seal_ms": 70,
+            for u, s in ((10, 50), (30, 70), (20, 200), (float("nan"), 60))]
+    # an upload the client could not time (NaN) is left out of the upload's median only
+    assert phase_p50(runs) == {"upload_ms": 20, "election_ms": 1.0, "seal_ms": 65,
                                "download_ms": 3.0}
+    assert math.isnan(phase_p50([runs[3]])["upload_ms"])
 
 
 def test_node_profile_summary_drops_idle_waits_and_counts_shares(tmp_path: Path) -> None:
