@@ -69,6 +69,7 @@ class Prepared:
     tail_level: int
     bands: list[png.Piece | None] = field(default_factory=list)  # compressed on first use
     nbytes: int = 0
+    fill_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def samples(self) -> int:
@@ -118,16 +119,19 @@ class Prepared:
 
     def _bands_from(self, first: int) -> list[png.Piece]:
         """Cached bands first.. (those never used before are compressed now, on the deflate
-        threads; two threads racing here compute the same bytes, so the unlocked fill is
-        harmless)."""
-        missing = [i for i in range(first, len(self.bands)) if self.bands[i] is None]
+        threads, by one thread at a time: a seal that needs bands while the warm-up compresses
+        them waits for them instead of compressing them a second time)."""
 
         def band(i: int) -> Callable[[], png.Piece]:
             rows = self.rows[i * self.band_rows : (i + 1) * self.band_rows]
             return lambda: png.compress_rows([rows & self.keep_mask()], self.tail_level, up=False)
 
-        for i, piece in zip(missing, png.compress_pieces([band(i) for i in missing]), strict=True):
-            self.bands[i] = piece
+        if any(b is None for b in self.bands[first:]):
+            with self.fill_lock:
+                missing = [i for i in range(first, len(self.bands)) if self.bands[i] is None]
+                pieces = png.compress_pieces([band(i) for i in missing])
+                for i, piece in zip(missing, pieces, strict=True):
+                    self.bands[i] = piece
         out = self.bands[first:]
         if any(b is None for b in out):  # never: each missing band was filled just above
             raise SealError("internal error: a cover band was not compressed")

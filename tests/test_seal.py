@@ -11,6 +11,7 @@ import os
 import random
 import struct
 import threading
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -208,6 +209,38 @@ def test_warm_compresses_every_cover_band_a_seal_of_the_tier_uses(warm_size: int
         assert cs.builds == 1
         assert all(a is b for a, b in zip(before, prep.bands, strict=True))
         assert S.unseal(sealed, covers=cs).payload == payload(n, 5)
+
+
+def test_cover_bands_are_compressed_once_when_seals_race(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four threads need the same uncompressed bands at once (a seal racing the warm-up): each
+    band is compressed once, the others wait for it, and all get the same pieces."""
+    cs = CoverSet()
+    prep = cs.prepared((640, 480), 2)
+    calls: list[int] = []
+    real = png.compress_rows
+
+    def slow(slices: Any, level: int, *, up: bool, prev: Any = None) -> png.Piece:
+        if not up:
+            calls.append(level)
+            time.sleep(0.02)  # widen the window in which an unlocked fill would race
+        return real(slices, level, up=up, prev=prev)
+
+    monkeypatch.setattr(png, "compress_rows", slow)
+    start = threading.Barrier(4)
+    got: list[list[png.Piece]] = []
+
+    def need_all() -> None:
+        start.wait()
+        got.append(prep._bands_from(0))
+
+    threads = [threading.Thread(target=need_all) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == len(prep.bands)
+    assert len(got) == 4 and all(g == got[0] for g in got)
+    assert all(b is not None for b in prep.bands)
 
 
 # ---- the visible picture -----------------------------------------------------------------------
