@@ -8,6 +8,7 @@ the cover rows after a payload can be cached (codec.covers):
   IDAT(78 01) [payload rows] [rest of their band] [cached cover bands ...] IDAT(03 00 + adler32)
 that is a zlib header, non-final deflate blocks, one final empty block and the Adler-32 of all
 rows, combined from per-piece checksums (`adler32_combine`) so cached rows are never re-read.
+Pieces are independent, so `compress_pieces` compresses several at once on a small thread pool.
 
 Choice of filter, strategy and level (`python -m benchmarks.seal --compare`: the 7.6 MB of rows
 that carry a 1.9 MB JPEG at 2 bits per channel, 2000x1500 tier, on the 2-core reference machine):
@@ -39,9 +40,12 @@ rows needed, so that path is bounded the same way.
 
 from __future__ import annotations
 
+import os
 import struct
+import threading
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,15 +113,17 @@ class Piece:
     length: int
 
 
-def compress_rows(slices: Iterable[np.ndarray], level: int, *, up: bool) -> Piece:
+def compress_rows(
+    slices: Iterable[np.ndarray], level: int, *, up: bool, prev: np.ndarray | None = None
+) -> Piece:
     """Compress consecutive row slices ((r, 1 + 3*width) uint8, column 0 ignored) as one raw
     deflate piece ended by a sync flush. up=True: filter Up and Huffman-only coding (payload rows:
     random low bits under a cover, see benchmarks/seal.py); up=False: filter None and zlib's
-    default strategy (flat cover rows, where LZ77 matches pay)."""
+    default strategy (flat cover rows, where LZ77 matches pay). `prev`: the samples of the row
+    above the first one (filter Up of a piece that does not start the image; None: zeros)."""
     strategy = zlib.Z_HUFFMAN_ONLY if up else zlib.Z_DEFAULT_STRATEGY
     comp = zlib.compressobj(level, zlib.DEFLATED, -15, 9, strategy)
     piece = Piece([], 1, 0)
-    prev: np.ndarray | None = None
     for part in slices:
         if up:
             rows, prev = _up_filtered(part, prev), part[-1, 1:]
@@ -149,6 +155,31 @@ def assemble(width: int, height: int, pieces: list[Piece]) -> bytes:
     parts += chunk(b"IDAT", FINAL_BLOCK + struct.pack(">I", adler))
     parts += chunk(b"IEND", b"")
     return b"".join(parts)
+
+
+def compress_pieces(jobs: list[Callable[[], Piece]], parallel: bool = True) -> list[Piece]:
+    """Run independent piece compressions (`compress_rows` calls), in order of the list. With
+    `parallel` and more than one, they run on the shared pool of DEFLATE_THREADS threads (zlib
+    and numpy release the GIL, so a large seal uses every core); small work stays on the caller's
+    thread, where it costs less than waking a thread. The pieces, and so the PNG, do not depend
+    on the threads."""
+    if len(jobs) <= 1 or not parallel:
+        return [job() for job in jobs]
+    futures = [_deflate_pool().submit(job) for job in jobs]
+    return [f.result() for f in futures]
+
+
+DEFLATE_THREADS = max(1, min(4, os.cpu_count() or 1))
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _deflate_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(DEFLATE_THREADS, thread_name_prefix="deflate")
+        return _pool
 
 
 def row_slices(rows: np.ndarray, step_bytes: int = 1 << 20) -> Iterator[np.ndarray]:

@@ -270,11 +270,12 @@ def max_image_bytes(cfg: SealConfig, max_message: int, covers: CoverSet | None =
 
 
 def warm(covers: CoverSet, cfg: SealConfig, payload_bytes: int = 4096) -> tuple[int, int]:
-    """Prepare (and cache in `covers`) the tier a payload of `payload_bytes` gets, so the first
-    seal of that size does not pay for it. Returns the tier. Callers: the node's encoder pool."""
+    """Prepare (and cache in `covers`) the tier a payload of `payload_bytes` gets, with every
+    cover band that a payload of that tier may use compressed, so the first seal of any size in
+    that tier pays for neither. Returns the tier. Callers: the node's encoder pool."""
     need = HEADER_SAMPLES + payload_samples(payload_bytes, cfg.bits_per_channel)
-    size = covers.pick(need, cfg.min_cover_width, cfg.min_cover_height)
-    covers.prepared(size, max(cfg.bits_per_channel, HEADER_BITS))
+    size, below = covers.pick_with_below(need, cfg.min_cover_width, cfg.min_cover_height)
+    covers.prepared(size, max(cfg.bits_per_channel, HEADER_BITS)).warm_bands(below)
     return size
 
 

@@ -1,7 +1,12 @@
 """benchmarks.transport_core runs: a whole window of a 2 MB message goes through the core and
-is taken by the receiver without a refused datagram, for both socket kinds."""
+is taken by the receiver without a refused datagram, for both socket kinds. The arithmetic of the
+other benchmarks' reports: benchmarks.transport's CPU figures, benchmarks.cloud's summary and
+phases, benchmarks.profile_nodes' CPU shares."""
 
 from __future__ import annotations
+
+import math
+from pathlib import Path
 
 import pytest
 
@@ -23,3 +28,62 @@ def test_transport_benchmark_cpu_figures_per_datagram() -> None:
     assert got == pytest.approx(
         {"wall_us_per_dg": 10.0, "sender_cpu_us_per_dg": 1.0, "receiver_cpu_us_per_dg": 1.5}
     )
+
+
+def test_cloud_benchmark_summary_ratio_elections_and_phases() -> None:
+    """benchmarks.cloud (c) and (d): the 6-client ratio is against the smallest cloud of the
+    same run; elections are read at 1 client and at the most clients; phases are medians."""
+    from benchmarks.cloud import phase_p50, small_phases, summary
+
+    def row(nodes: int, clients: int, ips: float, e50: float, e99: float) -> dict[str, object]:
+        return {"nodes": nodes, "clients": clients, "images": 100, "images_per_s": ips,
+                "p50_ms": 2.0 * nodes, "election_p50_ms": e50, "election_p99_ms": e99,
+                "phases_p50": {"upload_ms": 1.0, "election_ms": e50, "seal_ms": 0.5,
+                               "download_ms": 0.2}}
+
+    load = [row(1, 1, 400, 0, 0), row(1, 6, 800, 0, 0),
+            row(3, 1, 250, 0.6, 1.5), row(3, 3, 400, 1.0, 3.0), row(3, 6, 560, 1.8, 6.0)]
+    got = summary(load)
+    assert [(s["nodes"], s["images_per_s"]) for s in got] == [(1, 800), (3, 560)]
+    assert got[1]["ratio_to_smallest"] == pytest.approx(0.7)
+    assert (got[1]["election_p50_1_ms"], got[1]["election_p99_1_ms"]) == (0.6, 1.5)
+    assert (got[1]["election_p50_most_ms"], got[1]["election_p99_most_ms"]) == (1.8, 6.0)
+    small = small_phases(load, 3)
+    assert [s["request"] for s in small] == ["small, 1 client", "small, 6 clients"]
+    assert small[1]["election_ms"] == 1.8 and small[0]["p50_ms"] == 6.0
+    runs = [{"upload_ms": u, "election_ms": 1.0, "seal_ms": s, "download_ms": 3.0}
+            for u, s in ((10, 50), (30, 70), (20, 200), (float("nan"), 60))]
+    # an upload the client could not time (NaN) is left out of the upload's median only
+    assert phase_p50(runs) == {"upload_ms": 20, "election_ms": 1.0, "seal_ms": 65,
+                               "download_ms": 3.0}
+    assert math.isnan(phase_p50([runs[3]])["upload_ms"])
+
+
+def test_node_profile_summary_drops_idle_waits_and_counts_shares(tmp_path: Path) -> None:
+    """benchmarks.profile_nodes: a stack whose leaf is a blocking wait (found by its source
+    line) is not CPU; the rest is shared out by self and inclusive time over all node files."""
+    import inspect
+    import threading
+
+    from benchmarks.profile_nodes import is_idle, summary
+
+    src, first = inspect.getsourcelines(threading.Condition.wait)
+    wait_line = first + next(i for i, t in enumerate(src) if "waiter.acquire()" in t)
+    idle = f"Condition.wait (threading.py:{wait_line})"
+    busy = f"Condition.wait (threading.py:{first})"  # the def line: not a wait
+    assert is_idle(idle) and not is_idle(busy)
+    run = "run (threading.py:1)"
+    (tmp_path / "a.txt").write_text(
+        f"{run};seal (codec/seal.py:10);compress_rows (codec/png.py:5) 30\n"
+        f"{run};{idle} 500\n"
+    )
+    (tmp_path / "b.txt").write_text(
+        f"{run};seal (codec/seal.py:10) 10\n{run};send (transport/udp.py:3) 60\n"
+    )
+    text = summary("t", [tmp_path / "a.txt", tmp_path / "b.txt"], top=5)
+    assert "100 samples" in text
+    assert "| `send (transport/udp.py)` | 60.0 |" in text
+    assert "| `compress_rows (codec/png.py)` | 30.0 |" in text
+    assert "| `seal (codec/seal.py)` | 10.0 |" in text  # self time
+    assert "| `seal (codec/seal.py)` | 40.0 |" in text  # inclusive
+    assert "Condition.wait" not in text

@@ -79,6 +79,27 @@ def test_hmac_tag_is_truncated_hmac_sha256_with_hkdf_key() -> None:
     assert d[-16:] == hmac.new(key, d[:-16], hashlib.sha256).digest()[:16]
 
 
+@pytest.mark.parametrize("openssl", [True, False])
+def test_hmac_keyed_state_is_reused_without_leaking_between_datagrams(
+    openssl: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One framer tags and checks many datagrams from its precomputed keyed state (OpenSSL's
+    HMAC object, or the stdlib wrapper where that is missing): every tag is the HMAC of that
+    datagram alone, whatever came before."""
+    if not openssl:
+        monkeypatch.setattr(F, "_openssl_hmac", None)
+    key = F.derive_peer_key(SECRET)
+    framer = F.HmacFramer(key)
+    for n in (0, 1, 63, 64, 65, 1400, 1400, 5):
+        header, body = bytes([n % 256]) * 56, memoryview(bytes(range(256)) * 6)[:n]
+        d = framer.seal(header, body)
+        assert d[-16:] == hmac.new(key, header + bytes(body), hashlib.sha256).digest()[:16]
+        assert framer.tag(header, body) == d[-16:]
+        assert framer.check(d)
+        assert not framer.check(d[:-1] + bytes([d[-1] ^ 0x80]))
+        assert not F.HmacFramer(bytes(32)).check(d)
+
+
 @pytest.mark.parametrize("framer", [F.CrcFramer(), F.HmacFramer(F.derive_peer_key(SECRET))])
 def test_every_single_bit_flip_is_refused(framer: F.Framer) -> None:
     d = _data(framer, b"payload-bytes")

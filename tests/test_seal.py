@@ -11,6 +11,7 @@ import os
 import random
 import struct
 import threading
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,111 @@ def test_seal_is_deterministic_warm_or_cold(covers: CoverSet) -> None:
     a = S.seal(p, grant=GRANT, covers=covers)
     assert S.seal(p, grant=GRANT, covers=covers) == a
     assert S.seal(p, grant=GRANT, covers=CoverSet()) == a
+
+
+def test_payload_rows_in_parallel_pieces_decode_to_the_same_pixels(
+    covers: CoverSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large seal compresses its payload rows in independent pieces on the deflate threads:
+    the file stays one valid PNG (zlib, CRCs, Adler-32 over all rows) whose pixels are exactly
+    those of the same seal made in one piece, and it unseals to the payload."""
+    import codec.covers as covers_mod
+
+    p = payload(1_500_000, 11)
+    monkeypatch.setattr(covers_mod, "PIECE_BYTES", 1 << 40)
+    whole = S.seal(p, grant=GRANT, covers=covers)
+    runs: list[tuple[int, set[str]]] = []
+    real = png.compress_pieces
+
+    def spy(jobs: list[Any], parallel: bool = True) -> list[png.Piece]:
+        names: set[str] = set()
+
+        def named(job: Any) -> Any:
+            return lambda: (names.add(threading.current_thread().name), job())[1]
+
+        out = real([named(j) for j in jobs], parallel)
+        runs.append((len(jobs), names))
+        return out
+
+    monkeypatch.setattr(png, "compress_pieces", spy)
+    monkeypatch.setattr(covers_mod, "PIECE_BYTES", 256 * 1024)
+    split = S.seal(p, grant=GRANT, covers=covers)
+    assert runs[0][0] >= 20  # 6 MB of payload rows in 256 KB pieces, plus the rest of the band
+    assert runs[0][1] and all(n.startswith("deflate") for n in runs[0][1])
+    assert split != whole  # other deflate blocks...
+    assert np.array_equal(pixels(split), pixels(whole))  # ...the same picture
+    with Image.open(io.BytesIO(split), formats=["PNG"]) as im:
+        im.verify()
+    assert zlib.decompress(b"".join(body for kind, body in chunks(split) if kind == b"IDAT"))
+    got = S.unseal(split, covers=covers)
+    assert (got.payload, got.grant) == (p, GRANT)
+    runs.clear()  # a small payload (one piece) is compressed on the caller's thread
+    assert S.unseal(S.seal(payload(4096, 1), covers=covers), covers=covers).payload == payload(
+        4096, 1
+    )
+    assert runs and runs[0][1] == {threading.current_thread().name}
+
+
+@pytest.mark.parametrize("warm_size", [4096, 2 * MiB])
+def test_warm_compresses_every_cover_band_a_seal_of_the_tier_uses(warm_size: int) -> None:
+    """warm() (the node's encoder pool at start) leaves nothing of the tier for a first seal to
+    compress but its own rows, whatever the payload's size in that tier: the smallest and the
+    largest payload that get the tier reuse the warmed bands and fill none. Bands above the
+    smallest such payload's rows are never used, so they are not compressed."""
+    cs, c = CoverSet(), cfg()
+    tier = S.warm(cs, c, warm_size)
+    prep = cs.prepared(tier, 2)
+    room = S.capacity(*tier, 2)
+    lo, hi = 0, room  # the smallest payload that gets this tier (tiers grow with the payload)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        need = S.HEADER_SAMPLES + S.payload_samples(mid, 2)
+        if cs.pick(need, c.min_cover_width, c.min_cover_height) == tier:
+            hi = mid
+        else:
+            lo = mid + 1
+    smallest = lo
+    first = (S.HEADER_SAMPLES + S.payload_samples(smallest, 2)) // (3 * tier[0]) // prep.band_rows
+    assert all(b is not None for b in prep.bands[first:])
+    assert warm_size == 4096 or all(b is None for b in prep.bands[: first - 1])  # not needed
+    before = list(prep.bands)
+    for n in (smallest, room):
+        sealed = S.seal(payload(n, 5), covers=cs)
+        assert cs.builds == 1
+        assert all(a is b for a, b in zip(before, prep.bands, strict=True))
+        assert S.unseal(sealed, covers=cs).payload == payload(n, 5)
+
+
+def test_cover_bands_are_compressed_once_when_seals_race(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four threads need the same uncompressed bands at once (a seal racing the warm-up): each
+    band is compressed once, the others wait for it, and all get the same pieces."""
+    cs = CoverSet()
+    prep = cs.prepared((640, 480), 2)
+    calls: list[int] = []
+    real = png.compress_rows
+
+    def slow(slices: Any, level: int, *, up: bool, prev: Any = None) -> png.Piece:
+        if not up:
+            calls.append(level)
+            time.sleep(0.02)  # widen the window in which an unlocked fill would race
+        return real(slices, level, up=up, prev=prev)
+
+    monkeypatch.setattr(png, "compress_rows", slow)
+    start = threading.Barrier(4)
+    got: list[list[png.Piece]] = []
+
+    def need_all() -> None:
+        start.wait()
+        got.append(prep._bands_from(0))
+
+    threads = [threading.Thread(target=need_all) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == len(prep.bands)
+    assert len(got) == 4 and all(g == got[0] for g in got)
+    assert all(b is not None for b in prep.bands)
 
 
 # ---- the visible picture -----------------------------------------------------------------------

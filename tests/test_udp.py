@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 import random
 import socket
-import time
 import threading
+import time
 from collections.abc import Iterator
 
 import psutil
@@ -292,3 +292,69 @@ def test_undecodable_body_is_counted_not_delivered(transports: list[Transport]) 
     a.send(b.address, Ping(b"fine")).get(timeout=5)
     assert [d.msg for d in inbox.wait(1)] == [Ping(b"fine")]
     assert b.stats()["bad_datagrams"] >= 1
+
+
+def test_delivery_batch_runs_in_order_and_survives_a_failing_subscriber() -> None:
+    """A reader turn hands its messages and send outcomes to the delivery thread as one batch:
+    they run in the order they happened, and one failing callback is counted and logged while
+    the rest of the batch still runs."""
+    from transport import udp
+
+    ran: list[str] = []
+
+    class FakeTransport:
+        name = "fake"
+        _actor_thread = None
+        counts: dict[str, int] = {}
+
+        def _deliver(self, d: udp._Deliver) -> None:
+            ran.append(f"deliver {d.parts[0].decode()}")
+
+        def _count(self, key: str, n: int = 1) -> None:
+            self.counts[key] = self.counts.get(key, 0) + n
+
+    def call(tag: str) -> udp._Call:
+        return udp._Call(lambda err: ran.append(f"{tag} {err}"), None)
+
+    def boom(err: SendError | None) -> None:
+        raise RuntimeError("subscriber bug")
+
+    fake = FakeTransport()
+    ref = udp.TransportActor.start(fake)  # type: ignore[arg-type]
+    try:
+        items: list[udp._Deliver | udp._Call] = [
+            udp._Deliver(("127.0.0.1", 1), 1, [b"a"]), call("done1"), udp._Call(boom, None),
+            udp._Deliver(("127.0.0.1", 1), 1, [b"b"]), call("done2"),
+        ]
+        ref.ask(udp._Batch(items))
+        ref.ask(udp._Deliver(("127.0.0.1", 1), 1, [b"c"]))  # a lone one is not wrapped
+    finally:
+        ref.stop()
+    assert ran == ["deliver a", "done1 None", "deliver b", "done2 None", "deliver c"]
+    assert fake.counts == {"subscriber_errors": 1}
+
+
+def test_burst_of_messages_each_delivered_and_each_send_settled(
+    transports: list[Transport],
+) -> None:
+    """Many messages completing in the same reader turns (batched for the delivery thread):
+    every one is delivered exactly once and every sender callback runs once."""
+    a, b = start(transports), start(transports)
+    inbox = Inbox()
+    b.subscribe(inbox)
+    done: list[SendError | None] = []
+    lock = threading.Lock()
+
+    def on_done(err: SendError | None) -> None:
+        with lock:
+            done.append(err)
+
+    futs = [a.send(b.address, Ping(b"%d" % i), on_done=on_done) for i in range(300)]
+    for f in futs:
+        f.get(timeout=60)
+    got = inbox.wait(300)
+    assert sorted(int(d.msg.data) for d in got) == list(range(300))
+    deadline = time.monotonic() + 60
+    while len(done) < 300 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert done == [None] * 300

@@ -117,6 +117,14 @@ class _Call:
     err: SendError | None
 
 
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """What one turn of the reader (or a sender's pump) hands to the delivery thread: messages
+    and send outcomes in the order they happened, one actor message for all of them."""
+
+    items: list[_Deliver | _Call]
+
+
 class _ConfiguredCodec:
     """codec.messages with the limits of this transport's config: control bodies up to
     `control_max_body`, bulk bodies up to `max_message` (checked before buffering and again
@@ -148,14 +156,15 @@ class TransportActor(pykka.ThreadingActor):
         self._t._actor_thread = threading.current_thread()
 
     def on_receive(self, message: Any) -> Any:
-        try:
-            if isinstance(message, _Deliver):
-                self._t._deliver(message)
-            elif isinstance(message, _Call):
-                message.fn(message.err)
-        except Exception:  # a subscriber's bug must not stop delivery
-            self._t._count("subscriber_errors")
-            log.exception("transport %s: subscriber failed", self._t.name)
+        for item in message.items if isinstance(message, _Batch) else (message,):
+            try:
+                if isinstance(item, _Deliver):
+                    self._t._deliver(item)
+                elif isinstance(item, _Call):
+                    item.fn(item.err)
+            except Exception:  # a subscriber's bug must not stop delivery (nor the batch)
+                self._t._count("subscriber_errors")
+                log.exception("transport %s: subscriber failed", self._t.name)
         return None
 
 
@@ -425,14 +434,18 @@ class Transport:
             self._send_lock.release()
         if errors:
             self._count("oserrors", errors)
+        work: list[_Deliver | _Call] = []  # for the delivery thread, in the order of the events
         for ev in events:
             if isinstance(ev, Delivered):
-                self._actor.tell(_Deliver(ev.addr, ev.type_code, ev.parts))
+                work.append(_Deliver(ev.addr, ev.type_code, ev.parts))
                 continue
             entry = self._pending.pop(ev.handle, None)
             if entry is not None:
                 err = None if isinstance(ev, SendDone) else SendError(ev.kind, ev.reason)
-                self._resolve(entry[0], entry[1], err)
+                self._resolve(entry[0], entry[1], err, work)
+        if work and self._actor.is_alive():  # (not alive: stopped, nobody to deliver to)
+            # one wake-up of the delivery thread per turn, not one per message
+            self._actor.tell(work[0] if len(work) == 1 else _Batch(work))
 
     def _persist_epochs(self) -> None:
         """(send lock held) Write the epochs the guard queued in the last pump."""
@@ -444,13 +457,23 @@ class Transport:
             guard.auth.epoch_store.put(node, epoch)
 
     def _resolve(
-        self, fut: pykka.Future[None], on_done: OnDone | None, err: SendError | None
+        self,
+        fut: pykka.Future[None],
+        on_done: OnDone | None,
+        err: SendError | None,
+        work: list[_Deliver | _Call] | None = None,
     ) -> None:
+        """Settle `fut`; `on_done` runs on the delivery thread (appended to `work`, the caller's
+        batch for it, if given)."""
         if err is None:
             fut.set(None)
         else:
             fut.set_exception((SendError, err, None))
-        if on_done is not None and self._actor.is_alive():
+        if on_done is None:
+            return
+        if work is not None:
+            work.append(_Call(on_done, err))
+        elif self._actor.is_alive():
             self._actor.tell(_Call(on_done, err))
 
     def _poke(self) -> None:

@@ -100,7 +100,9 @@ class EncoderPool:
         self._where: dict[str, int] = {}
 
     def submit(self, rid: str, payload: bytes) -> None:
-        i = min(range(len(self._refs)), key=self._busy.__getitem__)
+        # the least busy; among equals the last, so that a request right after start does not
+        # queue behind the warm-up on the first encoder
+        i = min(reversed(range(len(self._refs))), key=self._busy.__getitem__)
         self._busy[i] += 1
         self._where[rid] = i
         self._refs[i].tell(SealJob(rid, payload))

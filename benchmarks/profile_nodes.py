@@ -1,0 +1,164 @@
+"""`python -m benchmarks.profile_nodes`: where the node processes of a 3-node cloud spend their CPU.
+
+Starts a local cloud (failures off), attaches `py-spy record --nonblocking --format raw` to every
+node process, and runs two phases of the `benchmarks.cloud` workload: (1) one client seals the
+photo `--photos` times, the first on the fresh cloud; (2) `--clients` client processes seal
+`--total` small images back to back. Prints, per phase, the functions with the most self time and
+the most inclusive time as a markdown table (% of the CPU the nodes used: the samples of all
+nodes added up, with idle waits removed: a blocking select of the transport's reader, a
+`Condition.wait`/`Event.wait`, an idle worker of a thread pool). The raw profiles stay in `--out`.
+py-spy counts a thread that waits for the GIL as running, so on a busy host the shares blur.
+Needs py-spy (`pip install py-spy`) and the right to trace the node processes (root, or
+ptrace_scope 0). Used for docs/profile-before.md and docs/profile-after.md (issue 19).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import linecache
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.cloud import load_images, photo_jpeg, run_clients
+from benchmarks.localcloud import REPO, Cloud
+
+# a leaf frame is idle when its function and source line are one of these waits
+IDLE_WAITS = (
+    ("Condition.wait", "waiter.acquire("),
+    ("Event.wait", ""),
+    ("Transport._wait", "select.select(fds, [], [], timeout)"),
+    ("_worker", "work_queue.get(block=True)"),
+)
+_FRAME = re.compile(r"(?P<func>.*?) \((?P<path>.*?):(?P<line>\d+)\)$")
+
+
+def record(pids: dict[int, int], out: Path, tag: str, seconds: int) -> list[subprocess.Popen[bytes]]:
+    """One py-spy per node, sampling `seconds` at 100 Hz into out/<tag>-node<N>.txt."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    procs = [subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", "100", "--nonblocking",
+                               "--format", "raw", "--duration", str(seconds),
+                               "-o", str(out / f"{tag}-node{node}.txt")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for node, pid in pids.items()]
+    time.sleep(1.0)  # py-spy attaches
+    return procs
+
+
+def _source_line(path: str, line: int) -> str:
+    for base in (REPO, *map(Path, sys.path)):
+        candidate = base / path
+        if candidate.is_file():
+            return linecache.getline(str(candidate), line)
+    return ""
+
+
+def is_idle(frame: str) -> bool:
+    m = _FRAME.match(frame.strip())
+    if m is None:
+        return False
+    for func, text in IDLE_WAITS:
+        if m["func"] == func and (not text or text in _source_line(m["path"], int(m["line"]))):
+            return True
+    return False
+
+
+def load(files: list[Path]) -> collections.Counter[str]:
+    """Collapsed stacks of `files` added up, idle ones left out."""
+    stacks: collections.Counter[str] = collections.Counter()
+    idle: dict[str, bool] = {}
+    for f in files:
+        for line in f.read_text().splitlines():
+            stack, _, n = line.rpartition(" ")
+            leaf = stack.split(";")[-1]
+            if leaf not in idle:
+                idle[leaf] = is_idle(leaf)
+            if stack and not idle[leaf]:
+                stacks[stack] += int(n)
+    return stacks
+
+
+def _name(frame: str) -> str:
+    m = _FRAME.match(frame.strip())
+    if m is None:
+        return frame.strip()
+    return f"{m['func']} ({'/'.join(m['path'].split('/')[-2:])})"
+
+
+def summary(title: str, files: list[Path], top: int = 15) -> str:
+    """Markdown: the `top` functions by self time and by inclusive time."""
+    stacks = load(files)
+    total = sum(stacks.values()) or 1
+    own: collections.Counter[str] = collections.Counter()
+    incl: collections.Counter[str] = collections.Counter()
+    for stack, n in stacks.items():
+        frames = [_name(f) for f in stack.split(";") if "(" in f]
+        if frames:
+            own[frames[-1]] += n
+            for fr in set(frames):
+                incl[fr] += n
+    lines = [f"### {title}: {sum(stacks.values())} samples at 100 Hz, idle waits removed", "",
+             "| function (self time) | % of node CPU |", "| --- | --- |"]
+    lines += [f"| `{fr}` | {100 * n / total:.1f} |" for fr, n in own.most_common(top)]
+    lines += ["", "| function (inclusive) | % of node CPU |", "| --- | --- |"]
+    plumbing = ("Thread.", "Actor._actor_loop", "_bootstrap", "<module>", "_run_module")
+    shown = [(fr, n) for fr, n in incl.most_common() if not fr.startswith(plumbing)][:top]
+    lines += [f"| `{fr}` | {100 * n / total:.1f} |" for fr, n in shown]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.profile_nodes",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--photos", type=int, default=15)
+    p.add_argument("--clients", type=int, default=6)
+    p.add_argument("--total", type=int, default=500)
+    p.add_argument("--seconds", type=int, default=15, help="sampling time of each phase")
+    p.add_argument("--out", type=Path, default=Path("bench-out/profile"))
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    import config as config_mod
+    from actors.client.client_session import ClientSession
+
+    figures: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        cloud = Cloud(root, 3).start()
+        try:
+            pids = {node: proc.pid for node, proc in cloud.procs.items()}
+            photo = photo_jpeg()
+            spies = record(pids, args.out, "photo", args.seconds)
+            session = ClientSession("profile", root / "photo", config_mod.load(cloud.config))
+            try:
+                runs = [session.timed_seal(f"p{i}.jpg", photo) for i in range(args.photos)]
+            finally:
+                session.close()
+            for spy in spies:
+                spy.wait()
+            figures["photo"] = {"bytes": len(photo), "first": runs[0],
+                                "p50_ms": statistics.median(r["total_ms"] for r in runs)}
+            spies = record(pids, args.out, "small", args.seconds)
+            figures["small"] = run_clients(cloud, args.clients, load_images(None, args.total),
+                                           0.0, root)
+            for spy in spies:
+                spy.wait()
+        finally:
+            cloud.stop()
+    print(summary(f"{args.photos} photo requests of {len(photo) / 1e6:.2f} MB, the first on a "
+                  "fresh cloud (3 nodes)", sorted(args.out.glob("photo-node*.txt"))))
+    print(summary(f"{args.clients} clients, {args.total} small images (3 nodes)",
+                  sorted(args.out.glob("small-node*.txt"))))
+    print("client-side figures:", json.dumps(figures, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
