@@ -5,8 +5,9 @@
 and one node SIGKILLed at a seeded moment (20-80 % of the expected run, when no node is down)
 and restarted 3 s later. `status` is sampled every 100 ms from an in-process client.
 
-Checked and reported: requests failed (must be 0), replies accepted twice (0 by construction:
-the client keeps one per request id) and duplicate replies received (reported), bit-exact
+Checked and reported: requests failed (must be 0), requests whose reply was accepted twice (as
+each client's home counted them per request id, its `accepted_twice`) and duplicate replies
+received (reported), bit-exact
 results, updates delivered exactly once (the borrower's final views equal the arithmetic),
 at most one node down-or-unreachable per sample, token holders per sample, convergence of the
 nodes' state digests after the run, and the latency of requests that overlapped a failure
@@ -262,7 +263,7 @@ def _summarize(cloud: Cloud, root: Path, bob: Path,
                sampler: Sampler, wall: float, log: list[str]) -> dict[str, Any]:
     from codec import seal
 
-    ok = failed = wrong = dups = 0
+    ok = failed = wrong = dups = twice = 0
     lat: list[float] = []
     for c, (chunk, proc, (out, err)) in done:
         lines = json_lines(out)
@@ -272,7 +273,8 @@ def _summarize(cloud: Cloud, root: Path, bob: Path,
             continue
         res = lines[0]
         failed += len(res["failed"])
-        dups += res.get("duplicate_replies", 0)
+        dups += res["duplicate_replies"]
+        twice += res["accepted_twice"]
         for row in res["encrypted"]:
             path = next(p for p in chunk if p.name == row["file"])
             sealed = (root / f"load{c}" / row["path"]).read_bytes()
@@ -294,7 +296,7 @@ def _summarize(cloud: Cloud, root: Path, bob: Path,
     slow = [x for x in lat if x > 500]
     return {
         "requests": sum(len(chunk) for _, (chunk, _p, _o) in done), "ok": ok, "failed": failed,
-        "wrong": wrong, "accepted_twice": 0, "duplicate_replies": dups, "wall_s": round(wall, 1),
+        "wrong": wrong, "accepted_twice": twice, "duplicate_replies": dups, "wall_s": round(wall, 1),
         "p50_ms": round(statistics.median(lat), 1) if lat else 0.0,
         "p99_ms": round(lat[int(len(lat) * 0.99) - 1], 1) if lat else 0.0,
         "max_ms": round(lat[-1], 1) if lat else 0.0,

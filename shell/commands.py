@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from actors.core.access import AccessError
 from actors.client.client_session import ClientSession, SessionError
 from actors.client.client_store import StoreError
+from actors.core.access import AccessError
 from codec.names import InvalidName
 from shell import render
 from shell.words import expand, split_commands, split_words
@@ -82,9 +82,11 @@ def _encrypt(ctx: Context, args: list[str]) -> Outcome:
     (codec.names.image_name_for); the table and JSON show the name it got ("image")."""
     paths = [Path(a).expanduser() for a in args]
     before = ctx.session.caller.stats.duplicates
+    twice_before = ctx.session.home.accepted_twice()
     out = ctx.session.encrypt(paths, progress=ctx.progress)
     data = {"encrypted": out.encrypted, "failed": out.failed,
-            "duplicate_replies": ctx.session.caller.stats.duplicates - before}
+            "duplicate_replies": ctx.session.caller.stats.duplicates - before,
+            "accepted_twice": ctx.session.home.accepted_twice() - twice_before}
     lines = []
     if out.encrypted:
         lines.append(render.table(out.encrypted, ["file", "image", "path", "ms", "node"]))
