@@ -432,6 +432,9 @@ def test_tn4_link_down_at_the_winner_during_a_request(
     assert all(t["node"] != 1 and t["retries"] == 0 for t in trials), trials  # failover, no resend
     # node 1 had sealed each one: its reply reached the client late, after the heal
     assert all(1 in replies[t["rid"]] for t in trials), (replies, trials)
+    # a request not in flight at a cut got one reply (the baseline, and the one after the trials)
+    assert {b["rid"]: replies[b["rid"]] for b in [*base, after]} == {
+        b["rid"]: [b["node"]] for b in [*base, after]}
     assert after["node"] == 1 and after["exact"]  # node 1 survived ENETUNREACH and serves again
 
 
