@@ -12,8 +12,8 @@ import random
 from dataclasses import dataclass, field
 
 from actors.core.election import ElectionCore, Lost, Won
-from actors.core.token_ring import Minted, NeedSync, TokenRing, WentDown
 from actors.core.membership import Membership, Output
+from actors.core.token_ring import Minted, NeedSync, TokenRing, WentDown
 from codec.messages import Message
 from config import FailuresConfig
 
@@ -36,10 +36,12 @@ class FakeNet:
         self.sent = 0
         self.dropped = 0
         self.cut: set[tuple[int, int]] = set()  # (src, dst) links that drop everything
+        self.deaf_to: set[tuple[int, type[Message]]] = set()  # (dst, type): never delivered
 
     def send(self, src: int, dst: int, msg: Message, now: float) -> None:
         self.sent += 1
-        if (src, dst) in self.cut or self.rng.random() < self.loss:
+        if ((src, dst) in self.cut or (dst, type(msg)) in self.deaf_to
+                or self.rng.random() < self.loss):
             self.dropped += 1
             return
         at = max(now + self.rng.uniform(*self.delay), self.link_last.get((src, dst), 0.0))
