@@ -18,7 +18,7 @@ def test_chaos_round_loses_nothing_and_answers_everything(tmp_path: Path) -> Non
     r = run_round(tmp_path, clients=4, total=500, updates=8, seed=7)
     print({k: v for k, v in r.items() if k != "log"}, r["log"])
     assert r["failed"] == 0 and r["wrong"] == 0 and r["ok"] == 500
-    assert r["accepted_twice"] == 0  # duplicate replies are counted, never accepted
+    assert r["accepted_twice"] == 0  # as the clients' homes counted it: one stored per request
     assert r["updates_acked"] == 8 and r["views"] == r["views_expected"]
     assert r["down_or_unreachable_gt1"] == 0
     assert r["two_token_holders"] == 0
@@ -69,6 +69,9 @@ def test_frozen_token_holder_resumes_under_the_newer_epoch_without_a_second_toke
         cloud.stop()
 
 
+DUPLICATES_TODAY = {"drop": 27, "delay": 26}  # issue 19 tightens these to 0
+
+
 @pytest.mark.parametrize("faults", ["drop", "delay"])
 def test_peer_network_faults_lose_nothing(tmp_path: Path, faults: str) -> None:
     """TC-3: the peer sockets drop 50 % of datagrams for 1 s, ten times, then 30 % for 10 s.
@@ -79,6 +82,11 @@ def test_peer_network_faults_lose_nothing(tmp_path: Path, faults: str) -> None:
                   peer_faults=faults)  # fmt: skip
     print({k: v for k, v in r.items() if k != "log"}, r["log"])
     assert r["failed"] == 0 and r["wrong"] == 0 and r["ok"] == 200
+    assert r["accepted_twice"] == 0  # a second reply is counted, never stored
+    # Two nodes may both win an election while peer datagrams are lost or late, and both answer:
+    # today's bound is the README's measured figure (drop 25-27, delay 16-26 duplicates in 200;
+    # 0 and 0 in the run of issue 18). Issue 19's single-winner election brings it to 0.
+    assert r["duplicate_replies"] <= DUPLICATES_TODAY[faults], r["duplicate_replies"]
     assert r["updates_acked"] == 5 and r["views"] == r["views_expected"]
     assert r["two_token_holders"] == 0
     assert 0 <= r["converged_s"] <= 10
