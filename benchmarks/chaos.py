@@ -48,6 +48,7 @@ class Sampler(threading.Thread):
         self.period = period_s
         self.samples: list[tuple[float, list[dict[str, Any]]]] = []
         self._stop_ev = threading.Event()
+        self.slow_samples = 0  # samples that a late status reply alone had made "two out"
 
     def open_transport(self) -> Any:
         """The transport the status queries go through (a namespace sampler overrides it)."""
@@ -78,7 +79,10 @@ class Sampler(threading.Thread):
         from actors.status import query_status
 
         again = {r["id"]: r for r in query_status(self.cfg, timeout_s=RECHECK_S, transport=tp)}
-        return [again[r["id"]] if r["state"] == "unreachable" else r for r in rows]
+        out = [again[r["id"]] if r["state"] == "unreachable" else r for r in rows]
+        if sum(r["state"] != "up" for r in out) <= 1:
+            self.slow_samples += 1  # reported: a busy machine, not a second node out
+        return out
 
     def stop(self) -> None:
         self._stop_ev.set()
@@ -100,7 +104,7 @@ class Sampler(threading.Thread):
                 doubles += 1
             prev = holders
         return {"down_or_unreachable_gt1": not_serving, "two_token_holders": doubles,
-                "samples": len(self.samples)}
+                "samples": len(self.samples), "slow_status_samples": self.slow_samples}
 
 
 def _images(folder: Path, n: int, seed: int) -> list[Path]:
