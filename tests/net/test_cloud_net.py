@@ -225,8 +225,9 @@ def frozen_while_cut(run: dict[str, Any]) -> tuple[float, set[tuple[Any, ...]], 
     """(seconds from the cut until X said "no majority", X's distinct (pending, digest, served)
     from then until the heal, X's (pending, digest, served) values between cut and that)."""
     x, t_cut, t_heal = run["x"], run["t_cut"], run["t_heal"]
-    mine = [(t, next(r for r in rows if r["id"] == x)) for t, rows in run["sampler"].samples
-            if t_cut <= t <= t_heal]  # fmt: skip
+    # a sample X did not answer in time (a busy machine) holds placeholders, not X's figures
+    mine = [(t, r) for t, rows in run["sampler"].samples if t_cut <= t <= t_heal
+            for r in rows if r["id"] == x and r["state"] != "unreachable"]  # fmt: skip
     t_detect = next(t for t, r in mine if r["state"] == "up" and not r["majority"])
     before = {(r["pending"], r["digest"], r["served"]) for t, r in mine if t < t_detect}
     during = {(r["pending"], r["digest"], r["served"]) for t, r in mine if t >= t_detect}
