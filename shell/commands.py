@@ -90,12 +90,14 @@ def _encrypt(ctx: Context, args: list[str]) -> Outcome:
     (codec.names.image_name_for); the table and JSON show the name it got ("image")."""
     paths = [Path(a).expanduser() for a in args]
     before = ctx.session.caller.stats.duplicates
+    twice_before = ctx.session.home.accepted_twice()
     if ctx.cwd is None:
         out = ctx.session.encrypt(paths, progress=ctx.progress)
     else:
         out = ctx.session.encrypt(paths, progress=ctx.progress, base=ctx.cwd)
     data = {"encrypted": out.encrypted, "failed": out.failed,
-            "duplicate_replies": ctx.session.caller.stats.duplicates - before}
+            "duplicate_replies": ctx.session.caller.stats.duplicates - before,
+            "accepted_twice": ctx.session.home.accepted_twice() - twice_before}
     lines = []
     if out.encrypted:
         lines.append(render.table(out.encrypted, ["file", "image", "path", "ms", "node"]))

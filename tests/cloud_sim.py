@@ -37,10 +37,12 @@ class FakeNet:
         self.dropped = 0
         self.cut: set[tuple[int, int]] = set()  # (src, dst) links that drop everything
         self.slow: dict[tuple[int, int], float] = {}  # (src, dst) -> extra delay, seconds
+        self.deaf_to: set[tuple[int, type[Message]]] = set()  # (dst, type): never delivered
 
     def send(self, src: int, dst: int, msg: Message, now: float) -> None:
         self.sent += 1
-        if (src, dst) in self.cut or self.rng.random() < self.loss:
+        if ((src, dst) in self.cut or (dst, type(msg)) in self.deaf_to
+                or self.rng.random() < self.loss):
             self.dropped += 1
             return
         extra = self.slow.get((src, dst), 0.0)

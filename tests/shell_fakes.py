@@ -76,8 +76,9 @@ class FakeSession:
         self.db.close()
 
 
-def wait_for(cond: Callable[[], bool], limit_s: float = 5.0) -> None:
-    """Poll `cond` until true; AssertionError after `limit_s` (a hang guard, not a timing check)."""
+def wait_for(cond: Callable[[], bool], limit_s: float = 60.0) -> None:
+    """Poll `cond` until true; AssertionError after `limit_s` (a hang guard, not a timing check:
+    generous, so that a busy shared machine never reaches it)."""
     end = time.monotonic() + limit_s
     while not cond():
         if time.monotonic() > end:

@@ -10,6 +10,7 @@ from typing import Any, cast
 import pytest
 
 from actors.client.client_session import ClientSession, EncryptOutcome
+from actors.client.client_store import ClientHome
 from shell.commands import Context, run_line
 from shell.words import Word, expand, split_commands, split_words
 
@@ -77,9 +78,10 @@ def test_commands_split_on_unquoted_semicolons_keeping_quotes() -> None:
 class _Encrypting:
     """A session that records the paths `encrypt` is asked to seal."""
 
-    def __init__(self) -> None:
+    def __init__(self, home: Path) -> None:
         self.paths: list[Path] = []
         self.caller = type("C", (), {"stats": type("S", (), {"duplicates": 0})()})()
+        self.home = ClientHome(home)  # `encrypt` reports its accepted_twice count
 
     def encrypt(self, paths: list[Path], progress: Any = None) -> EncryptOutcome:
         self.paths += paths
@@ -89,7 +91,7 @@ class _Encrypting:
 def test_encrypt_gets_the_expanded_paths_spaces_and_all(tmp_path: Path) -> None:
     for name in ("one.jpg", "two.jpg", "my cat photo.png"):
         (tmp_path / name).write_bytes(b"x")
-    session = _Encrypting()
+    session = _Encrypting(tmp_path / "home")
     ctx = Context(cast(ClientSession, session))
     out = run_line(ctx, f'encrypt {tmp_path}/*.jpg "{tmp_path}/my cat photo.png"')
     assert out.ok, out.text

@@ -4,8 +4,10 @@ encrypts, an owner posting updates for an offline borrower, one node SIGKILLed a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+from shell_fakes import wait_for
 
 from benchmarks.chaos import run_round
 
@@ -16,7 +18,7 @@ def test_chaos_round_loses_nothing_and_answers_everything(tmp_path: Path) -> Non
     r = run_round(tmp_path, clients=4, total=500, updates=8, seed=7)
     print({k: v for k, v in r.items() if k != "log"}, r["log"])
     assert r["failed"] == 0 and r["wrong"] == 0 and r["ok"] == 500
-    assert r["accepted_twice"] == 0  # duplicate replies are counted, never accepted
+    assert r["accepted_twice"] == 0  # as the clients' homes counted it: one stored per request
     assert r["updates_acked"] == 8 and r["views"] == r["views_expected"]
     assert r["down_or_unreachable_gt1"] == 0
     assert r["two_token_holders"] == 0
@@ -44,14 +46,19 @@ def test_frozen_token_holder_resumes_under_the_newer_epoch_without_a_second_toke
             holder = next((r["id"] for r in cloud.status() if r["token"]), 0)
         assert holder, "no token holder appeared"
         cloud.kill(holder, signal.SIGSTOP)
-        time.sleep(5.0)  # longer than the failure timeout: the others mint a newer token
-        others = [r for r in cloud.status() if r["id"] != holder]
-        assert any(r["token"] for r in others), others
+        # past the failure timeout the others mint a newer token: wait for it (no fixed sleep)
+        wait_for(lambda: any(r["token"] for r in cloud.status() if r["id"] != holder))
         cloud.kill(holder, signal.SIGCONT)
-        time.sleep(3.0)
-        rows = cloud.status()
-        assert sum(r["token"] for r in rows) <= 1
-        assert len({r["token_holder"] for r in rows}) == 1  # the resumed node follows the newer token
+        # the resumed node answers again and follows the newer token: one holder seen by all
+        rows: list[dict[str, Any]] = []
+
+        def one_view() -> bool:
+            rows[:] = cloud.status()
+            return all(r["state"] != "unreachable" for r in rows) and len(
+                {r["token_holder"] for r in rows}) == 1
+
+        wait_for(one_view)
+        assert sum(r["token"] for r in rows) <= 1, rows
         assert sampler.violations()["two_token_holders"] == 0
         deadline = time.monotonic() + 10
         while len({r["digest"] for r in cloud.status()}) != 1:
@@ -72,6 +79,11 @@ def test_peer_network_faults_lose_nothing(tmp_path: Path, faults: str) -> None:
                   peer_faults=faults)  # fmt: skip
     print({k: v for k, v in r.items() if k != "log"}, r["log"])
     assert r["failed"] == 0 and r["wrong"] == 0 and r["ok"] == 200
+    assert r["accepted_twice"] == 0  # a second reply is counted, never stored
+    # One winner per request (issue 19): a node seals only once a majority voted for its claim,
+    # so late or lost peer datagrams no longer make two nodes answer (16-27 duplicates in 200
+    # before it).
+    assert r["duplicate_replies"] == 0, r["duplicate_replies"]
     assert r["updates_acked"] == 5 and r["views"] == r["views_expected"]
     assert r["two_token_holders"] == 0
     assert 0 <= r["converged_s"] <= 10

@@ -296,3 +296,26 @@ def test_late_and_lost_messages_never_make_two_nodes_seal(seed: int) -> None:
         winners = won_events(c, rid)
         assert len(winners) == 1, (rid, winners)
         assert outcome(c, rid) == (winners, {i: winners[0] for i in c.ids if i != winners[0]}), rid
+
+
+def test_a_node_that_missed_coordinator_and_done_cannot_win_on_answers_of_an_earlier_round() -> None:
+    """Commit 79dd941 (the TN-5 stale keys run of tests/net without root): node 1 never hears a
+    Claim or a Coordinator (nor the Done that follows). It waits for the winner, times out and restarts
+    with the winner suspected. Its peers have forgotten the request (Done): they answer nothing,
+    so node 1 has no answer of this round and must not win. The keys it heard in the first
+    round are no evidence for the new one (with them it won and served the request a second
+    time)."""
+    c = ElectionCluster()
+    c.net.deaf_to.add((1, Coordinator))
+    c.net.deaf_to.add((1, Claim))  # no vote either: node 2's vote makes 3's majority
+    for i, prio in ((1, BASE), (2, BASE), (3, BASE + 300)):
+        c.start(i, "u#1", prio)
+    c.run_for(0.1)  # a few link delays: 3 won, 2 follows it, 1 still waits for a Coordinator
+    assert outcome(c, "u#1") == ([3], {2: 3})
+    assert c.cores[1].state_of("u#1") == "waiting"
+    for i in (2, 3):  # the winner replied and said Done: its peers that heard it forget
+        c.cores[i].forget("u#1")
+    c.run_for(20 * A)  # node 1 restarts (no coordinator) and decides again every answer timeout
+    assert "u#1" not in c.rec[1].won, c.rec[1].events
+    assert any(isinstance(e, Restart) for _, e in c.rec[1].events)  # it did run a new round
+    assert [e for _, e in c.rec[1].events if isinstance(e, NoMajority)] == [NoMajority("u#1")]

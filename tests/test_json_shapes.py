@@ -159,7 +159,7 @@ SHAPES: dict[str, Any] = {
     "encrypt": {"encrypted": [{"file": str, "path": Match(r"encrypted/[^/]+\.png"), "ms": float,
                                "node": int, "image": NAME}],
                 "failed": [{"file": str, "error": str, "code": NAME}],
-                "duplicate_replies": int},
+                "duplicate_replies": int, "accepted_twice": int},
     "status": {"nodes": [NODE], "user": NAME, "address": ADDRESS},
     "users": {"users": [{"user": NAME, "address": ADDRESS}]},
     "browse": {"user": NAME, "previews": [{"image": NAME, "path": Match(r"previews/[^/]+/[^/]+"),

@@ -102,7 +102,9 @@ def _check_bob_reaches_alice(cloud: Cloud, tmp_path: Path, when_back: Callable[[
         when_back()
         bob = _joined(cfg, tmp_path / f"bob-{sub}", "bob")
         try:
-            took = _reachable_within(bob, "alice", TTL_S + 3.0)
+            # a hang guard, not a timing check: when alice rejoins (her next heartbeat) is
+            # test_client_session_actor's, on a fake clock; each step here starts processes
+            took = _reachable_within(bob, "alice", 60)
         finally:
             bob.close()
     finally:

@@ -4,7 +4,6 @@ FakeTransport, with a fake clock moved by the test; the shell's `Shell` where th
 
 from __future__ import annotations
 
-import random
 import signal
 import threading
 from collections.abc import Iterator
@@ -13,59 +12,22 @@ from typing import Any, cast
 
 import pytest
 from imgdata import png_bytes
+from session_kit import LOST, FakeClock, joined_session, tick
 from shell_fakes import FakeSession, wait_for
 
-import config
 from actors.client.client_session import ClientSession
 from actors.client.scope import CancelScope, within
 from actors.client.session_messages import Tick
-from codec.messages import EncryptReply, EncryptRequest, Join, JoinReply
+from codec.messages import EncryptReply, EncryptRequest
 from shell.commands import Context
 from shell.interactive import WAITING_LINE, Shell
 from shell.names import NameSource
 from tests.fake_transport import FakeTransport
-from transport.errors import SendError
-
-ME = ("127.0.0.1", 40001)
-TOKEN = b"T" * 16
-LOST = SendError("unacknowledged", "fake: no acknowledgement")
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 500.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
 def joined(tmp_path: Path) -> Iterator[tuple[ClientSession, FakeTransport, FakeClock]]:
-    cfg = config.load(None)
-    tp = FakeTransport(address=ME, auto=None)
-    clock = FakeClock()
-    session = ClientSession("alice", tmp_path / "home", cfg, transport=tp, clock=clock,
-                            rng=random.Random(2))
-
-    def answer() -> None:
-        join = tp.wait_msg(Join)[0]
-        for node in cfg.nodes[:2]:  # a majority answers the join
-            tp.deliver(node.client_addr, JoinReply(rid=join.rid, token=TOKEN, updates=()))
-
-    threading.Thread(target=answer, daemon=True).start()
-    session.join()
-    try:
-        yield session, tp, clock
-    finally:
-        for s in tp.sent:
-            tp.complete(s, LOST)
-        tp.auto = "fail"  # the Leave at close: nodes that do not acknowledge
-        session.close()
-
-
-def tick(session: ClientSession, clock: FakeClock, advance: float) -> None:
-    clock.now += advance
-    session.actor.ask(Tick())
+    yield from joined_session(tmp_path / "home")
 
 
 def test_cancel_stops_retries_and_nothing_is_stored_later(

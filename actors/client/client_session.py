@@ -279,9 +279,10 @@ class ClientSession:
             self.db.close()
 
     # ---- encrypt ------------------------------------------------------------------------------
-    def seal_through_cloud(self, name: str, data: bytes) -> tuple[bytes, int]:
-        """Send bytes to the cloud to be sealed; returns (png, node that sealed)."""
-        reply = self.cloud.seal(name, data, rid=self.next_rid()).reply
+    def seal_through_cloud(self, name: str, data: bytes, rid: str | None = None) -> tuple[bytes, int]:
+        """Send bytes to the cloud to be sealed (request id `rid`, a fresh one by default);
+        returns (png, node that sealed)."""
+        reply = self.cloud.seal(name, data, rid=rid or self.next_rid()).reply
         assert isinstance(reply, EncryptReply)  # Cloud.seal checked it
         return reply.sealed, reply.node
 
@@ -332,7 +333,8 @@ class ClientSession:
         except images.ImageError as exc:
             raise SessionError("not_an_image", str(exc)) from None
         start = time.perf_counter()
-        png, node = self.seal_through_cloud(name, data)
+        rid = self.next_rid()
+        png, node = self.seal_through_cloud(name, data, rid)
         if cancelled():  # Ctrl-C while the reply came: what was not stored is not stored
             raise SessionError("cancelled", "cancelled")
         try:
@@ -342,6 +344,7 @@ class ClientSession:
                 self.home.write(high, data)
         except (OSError, StoreError) as exc:
             raise SessionError("write_failed", f"cannot store the sealed image: {exc}") from None
+        self.home.accept_reply(rid)  # counted per request id: a second one is `accepted_twice`
         return {"file": path.name, "path": self.home.relative(target),
                 "ms": round((time.perf_counter() - start) * 1000, 1), "node": node,
                 "image": name}

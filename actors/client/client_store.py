@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
-from actors.sqlite_util import StoreError
 from actors.client.state_db import GivenGrant, ReceivedGrant, StateDB, StateTxn, ViewRequest
+from actors.sqlite_util import StoreError
 from codec.names import check_name, safe_join
 
 __all__ = [
@@ -98,6 +100,27 @@ class ClientHome:
         for folder in LAYOUT:
             safe_join(self.root, folder).mkdir(exist_ok=True, mode=0o700)
         self.state_db_path = safe_join(self.root, STATE_DB)
+        self._accepted: Counter[str] = Counter()  # request id -> replies whose result was stored
+        self._accepted_lock = threading.Lock()
+
+    def accept_reply(self, rid: str) -> int:
+        """Record that the result of a reply to request `rid` was stored here; returns how many
+        replies of that id were stored so far (1 unless a request was answered and stored twice).
+        Called by the client session after it stored a sealed image (encrypt)."""
+        with self._accepted_lock:
+            self._accepted[rid] += 1
+            return self._accepted[rid]
+
+    def accepted(self, rid: str) -> int:
+        """Replies of request `rid` whose result was stored (0: none yet)."""
+        with self._accepted_lock:
+            return self._accepted[rid]
+
+    def accepted_twice(self) -> int:
+        """Request ids with more than one stored reply since this home was opened (the chaos
+        benchmark's `accepted_twice`; the protocol promises 0)."""
+        with self._accepted_lock:
+            return sum(1 for n in self._accepted.values() if n > 1)
 
     def open_state(self) -> StateDB:
         """Open (creating if needed) this home's state.db. The caller closes it."""

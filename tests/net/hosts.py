@@ -347,10 +347,12 @@ class Net:
         line = impair.nft_impair(host.ns, "dup", pct, host.addr, port)
         return self._say(f"duplicate {pct}% into {host.name}", f"{line}{self._netem_note()}")
 
-    def drop_types(self, ref: HostRef, port: int, type_codes: list[int]) -> str:
-        """Drop the Veilshare frames of these message types arriving at `ref`'s `port`."""
+    def drop_types(self, ref: HostRef, port: int, type_codes: list[int], *,
+                   data_only: bool = False) -> str:
+        """Drop the Veilshare frames of these message types arriving at `ref`'s `port` (DATA
+        fragments only, if `data_only`; else their ACKs too)."""
         host = self._host(ref)
-        line = impair.drop_types(host.ns, port, type_codes)
+        line = impair.drop_types(host.ns, port, type_codes, data_only=data_only)
         return self._say(f"drop message types {type_codes} into {host.name}:{port}", line)
 
     def type_drops(self, ref: HostRef) -> int:

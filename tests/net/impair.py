@@ -131,13 +131,15 @@ def nft_counts(ns: str) -> dict[str, int]:
     return counts
 
 
-def drop_types(ns: str, port: int, type_codes: list[int]) -> str:
+def drop_types(ns: str, port: int, type_codes: list[int], *, data_only: bool = False) -> str:
     """Drop every Veilshare datagram arriving at UDP `port` in `ns` whose header names one of
     `type_codes` (bytes 6-7 of the frame header: DATA fragments and the ACKs echoing them),
-    whatever else it carries. Returns the mechanism line."""
+    whatever else it carries; `data_only`: DATA fragments only (byte 3, kind 1), so that the
+    host's own sends of those types are still acknowledged. Returns the mechanism line."""
     chain, prio = _TYPES
     codes = ", ".join(str(c) for c in type_codes)
-    rule = f"udp dport {port} @th,112,16 {{ {codes} }} counter drop"
+    kind = "@th,88,8 1 " if data_only else ""
+    rule = f"udp dport {port} {kind}@th,112,16 {{ {codes} }} counter drop"
     script = [
         f"add table ip {NFT_TABLE}",
         f"add chain ip {NFT_TABLE} {chain} {{ type filter hook prerouting priority {prio}; }}",
