@@ -32,7 +32,7 @@ from actors.node.base import PeerLink, Wire, initial_view
 from actors.node.directory_actor import DirectoryActor
 from actors.node.encoder import EncoderActor, EncoderPool, Sealed
 from actors.node.encrypt_actor import EncryptFlowActor
-from actors.node.pending_actor import PendingUpdateActor
+from actors.node.pending_actor import REPLICATE_DEFER_S, PendingUpdateActor
 from actors.node.pending_store import PendingStore, PinStore
 from actors.node.signals import (
     ApplySync,
@@ -501,15 +501,17 @@ def start_pending(
     peer: FakeTransport,
     store: PendingStore | None = None,
     view: ClusterView | None = None,
+    node: int = 1,
+    clock: FakeClock | None = None,
 ) -> tuple[pykka.ActorRef[Any], Any]:
     cfg = three_node_config()
     ref = PendingUpdateActor.start(
-        1,
+        node,
         client,
-        PeerLink(cfg, 1, peer),  # type: ignore[arg-type]
+        PeerLink(cfg, node, peer),  # type: ignore[arg-type]
         store or PendingStore(path),
         view or up_view(),
-        clock=FakeClock(),
+        clock=clock or FakeClock(),
     )
     election = Recorder.start()
     wired(ref, election=election, supervisor=Recorder.start())
@@ -563,6 +565,34 @@ def test_a_new_pending_actor_on_the_same_database_hands_the_update_over_once(
     assert [s.msg.ids for s in ref2.proxy().peers.get().tp.sends_of(ForgetUpdates)] == [
         ("alice#2",)
     ] * 2
+
+
+def test_only_the_lowest_node_up_replicates_at_once(tmp_path: Path) -> None:
+    """Node 2 (second lowest up) holds its replica REPLICATE_DEFER_S; node 1's replica of the
+    same id cancels it (node 1 sent to every node); one nobody replicated leaves when due."""
+    clock = FakeClock()
+    peer = FakeTransport()
+    ref, _ = start_pending(tmp_path / "p.db", FakeTransport(), peer, node=2, clock=clock)
+    ref.ask(StoreUpdate(ALICE, "alice#2", update(2)))
+    ref.ask(StoreUpdate(ALICE, "alice#3", update(3)))
+    ref.ask(PeerIn(1, ReplicateUpdate(update=update(2))))  # node 1 replicated alice#2
+    ref.ask(Tick())
+    assert peer.sends_of(ReplicateUpdate) == []  # not due yet
+    clock.advance(REPLICATE_DEFER_S)
+    ref.ask(Tick())
+    ref.ask(Tick())
+    assert [s.msg.update.id for s in peer.sends_of(ReplicateUpdate)] == ["alice#3"] * 2
+    assert sorted(s.addr for s in peer.sends_of(ReplicateUpdate)) == sorted(
+        ref.proxy().peers.get().addrs.values()
+    )
+
+
+def test_the_second_node_replicates_at_once_when_the_lowest_is_down(tmp_path: Path) -> None:
+    peer = FakeTransport()
+    view = up_view(up=frozenset({2, 3}))
+    ref, _ = start_pending(tmp_path / "p.db", FakeTransport(), peer, view=view, node=2)
+    ref.ask(StoreUpdate(ALICE, "alice#2", update(2)))
+    assert [s.msg.update.id for s in peer.sends_of(ReplicateUpdate)] == ["alice#2"] * 2
 
 
 def test_replicated_updates_need_a_majority(tmp_path: Path) -> None:

@@ -13,6 +13,12 @@ Inputs:
   ElectionActor `SyncApplied`);
 - from the peers: ReplicateUpdate (stored only with a majority in view).
 A node that is down (simulated) ignores the peers; its store stays on disk.
+
+Replication. The client posts every update to every node, so usually every node stores it from
+the client and a replica is only for a node that missed the client's copy. The lowest node up
+replicates what it stored at once; the k-th lowest waits k x REPLICATE_DEFER_S and replicates only
+if no peer's ReplicateUpdate of that id came meanwhile (a peer that replicates sends to all). All up,
+an update costs two ReplicateUpdates instead of six, and the nodes hold it as soon as before.
 """
 
 from __future__ import annotations
@@ -37,9 +43,13 @@ from actors.node.signals import (
     Snapshot,
     StoreUpdate,
     SyncApplied,
+    Tick,
 )
 from codec.messages import Ack, ForgetUpdates, ReplicateUpdate, StateSync
+from codec.records import Update
 from transport.udp import Transport
+
+REPLICATE_DEFER_S = 0.2  # per rank among the nodes up; past a peer's replica and its delivery
 
 
 class PendingUpdateActor(ServicePartActor):
@@ -57,6 +67,7 @@ class PendingUpdateActor(ServicePartActor):
         super().__init__(node_id, client_tp, peers, view, clock=clock, wall=wall)
         self.store = store
         self.published: tuple[bytes, int] | None = None
+        self.deferred: dict[str, tuple[float, Update]] = {}  # id -> (replicate at, update)
 
     def on_stop(self) -> None:
         self.store.close()
@@ -64,7 +75,7 @@ class PendingUpdateActor(ServicePartActor):
     def serve(self, message: Any) -> None:
         if isinstance(message, StoreUpdate):
             if self.store.add(message.update):  # durable (synchronous=FULL) before the Ack
-                self.peers.send_all(ReplicateUpdate(update=message.update))
+                self._replicate(message.update)
             self.client_tp.send(message.addr, Ack(rid=message.rid))
         elif isinstance(message, ConfirmIds):
             ids = self._forget_addressed(message.user, message.ids)
@@ -101,8 +112,32 @@ class PendingUpdateActor(ServicePartActor):
         elif isinstance(message, PeerIn):
             self._peer(message.msg)
 
+    def handle(self, message: Any) -> Any:
+        if isinstance(message, Tick) and self.deferred:
+            self._replicate_due(self.clock())
+        return super().handle(message)
+
+    def going_down(self, message: Any) -> None:
+        self.deferred.clear()  # a down node sends nothing; its store stays on disk
+
     def housekeeping(self, now: float) -> None:
         self.store.expire_tombstones(self.wall())
+
+    def _replicate(self, update: Update) -> None:
+        """Send `update` to every peer now if this node is the lowest up, else in rank x
+        REPLICATE_DEFER_S unless a peer replicates it first."""
+        rank = sum(1 for n in self.view.up if n < self.node_id)
+        if rank == 0:
+            self.peers.send_all(ReplicateUpdate(update=update))
+        else:
+            self.deferred[update.id] = (self.clock() + rank * REPLICATE_DEFER_S, update)
+
+    def _replicate_due(self, now: float) -> None:
+        due = [i for i, (at, _) in self.deferred.items() if at <= now]
+        for i in due:
+            _, update = self.deferred.pop(i)
+            if self.up:
+                self.peers.send_all(ReplicateUpdate(update=update))
 
     def _forget_addressed(self, user: str, ids: tuple[str, ...]) -> list[str]:
         """Forget those of `ids` that are addressed to `user` (an update is forgotten only once
@@ -116,6 +151,7 @@ class PendingUpdateActor(ServicePartActor):
         if not self.up:
             return
         if isinstance(msg, ReplicateUpdate):
+            self.deferred.pop(msg.update.id, None)  # that peer sent it to every node
             if self.view.majority:
                 self.store.add(msg.update)
         else:
