@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,3 +42,15 @@ def cloud_factory(tmp_path: Path) -> Iterator[object]:
     finally:
         for c in made:
             c.stop()
+
+
+@pytest.fixture
+def ctrl_c_raises() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt in the main thread, as in a terminal. A suite started as a
+    background job of a non-interactive shell (`pytest ... &` in a script) inherits SIGINT
+    ignored, and Python then keeps it ignored: a test that presses Ctrl-C would wait forever."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)

@@ -213,8 +213,7 @@ def test_ctrl_c_at_the_prompt_clears_the_line_and_quit_ends(fake: FakeSession) -
 
 
 def test_ctrl_c_cancels_a_running_command(
-    fake: FakeSession, capsys: pytest.CaptureFixture[str]
-) -> None:
+    fake: FakeSession, capsys: pytest.CaptureFixture[str], ctrl_c_raises: None) -> None:
     release = threading.Event()
     main = threading.main_thread().ident
     assert main is not None and threading.get_ident() == main

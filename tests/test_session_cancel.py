@@ -73,7 +73,7 @@ def test_cancel_stops_retries_and_nothing_is_stored_later(
 
 def test_ctrl_c_in_the_shell_cancels_the_command(
         joined: tuple[ClientSession, FakeTransport, FakeClock], tmp_path: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
+        capsys: pytest.CaptureFixture[str], ctrl_c_raises: None) -> None:
     session, tp, clock = joined
     pic = tmp_path / "pic.png"
     pic.write_bytes(png_bytes(3))
