@@ -184,6 +184,15 @@ def serve_shell(cloud: Cloud, user: str, home: Path) -> subprocess.Popen[str]:
     return proc
 
 
+def stop_shell(proc: subprocess.Popen[str]) -> str:
+    """Stop a client process of `serve_shell` or `spawn_shell` (resumed first, should a test have
+    paused it) and return what it wrote to stderr."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGCONT)
+        proc.terminate()
+    return proc.communicate(timeout=15)[1] or ""
+
+
 def json_lines(stdout: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
 

@@ -7,10 +7,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from imgdata import jpeg_bytes
 
 from actors.client.client_store import ClientHome
-from benchmarks.localcloud import Cloud, json_lines
-from imgdata import jpeg_bytes
+from benchmarks.localcloud import Cloud, json_lines, stop_shell
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -20,11 +20,6 @@ def _serve(cloud: Cloud, user: str, home: Path, *extra: str) -> subprocess.Popen
     assert proc.stdout is not None
     assert "online" in proc.stdout.readline()
     return proc
-
-
-def _stop(proc: subprocess.Popen[str]) -> str:
-    proc.terminate()
-    return proc.communicate(timeout=15)[1]
 
 
 def _ok(cloud: Cloud, user: str, home: Path, cmds: str) -> list[dict]:  # type: ignore[type-arg]
@@ -52,7 +47,7 @@ def _share(cloud: Cloud, tmp: Path, views: int = 2) -> tuple[Path, Path]:
     try:
         _ok(cloud, "bob", bob, f"request alice pic.jpg {views}")
     finally:
-        _stop(serving)
+        stop_shell(serving)
     return alice, bob
 
 
@@ -70,7 +65,7 @@ def test_online_changes_take_effect_before_the_owner_command_returns(
         (out,) = _ok(cloud, "alice", alice, "grant bob pic.jpg revoke")
         assert out["delivered"] == "now" and _views(bob) == 0
     finally:
-        _stop(serving)
+        stop_shell(serving)
     view, = _ok(cloud, "bob", bob, "view pic.jpg")
     assert view["shown"] == "default"
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ import pytest
 from imgdata import jpeg_bytes, png_bytes
 
 from actors.client.client_session import ClientSession
-from benchmarks.localcloud import REPO, Cloud, env
+from benchmarks.localcloud import REPO, Cloud, env, stop_shell
 from shell.commands import COMMANDS, Context, run_line, split_commands
 
 pytestmark = [pytest.mark.cloud, pytest.mark.timeout(180)]
@@ -294,11 +293,6 @@ def _serve(sc: Scenario, user: str) -> subprocess.Popen[str]:
     return proc
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=15)
-
-
 def _files(tmp: Path) -> tuple[Path, Path, Path]:
     pic, cat, notes = tmp / "pic.jpg", tmp / "cat.png", tmp / "notes.txt"
     pic.write_bytes(jpeg_bytes(3, 96))
@@ -334,7 +328,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
                 ("request alice dog.png", "no_such_image"), ("status", OK), ("quit", OK),
                 ("users", OK)], stop_after=15)
         finally:
-            _stop(alice)
+            stop_shell(alice)
         _script(sc, "alice", [
             ("requests", OK), ("approve 1 2", OK), ("approve 2", OK), ("deny 3", OK),
             ("deny 2", "answered"),
@@ -345,7 +339,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         try:
             _script(sc, "alice", [("grant bob pic.jpg -1", OK), ("shared", OK)])
         finally:
-            _stop(bob)
+            stop_shell(bob)
         _script(sc, "bob", [("inbox", OK)])
         _view_into_a_pipe(sc, "bob", "view pic.jpg")
         cloud.kill(3)

@@ -25,7 +25,7 @@ from imgdata import jpeg_bytes
 
 import config
 from actors.client.client_session import ClientSession, SessionError
-from benchmarks.localcloud import REPO, Cloud, env, free_udp_ports, write_config
+from benchmarks.localcloud import REPO, Cloud, env, free_udp_ports, stop_shell, write_config
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -39,13 +39,6 @@ def _serve(cloud: Cloud, user: str, home: Path) -> subprocess.Popen[str]:
     line = proc.stdout.readline()  # "alice online at ..., serving peers"
     assert "online" in line, proc.stderr.read() if proc.poll() is not None else line
     return proc
-
-
-def _stop(proc: subprocess.Popen[str]) -> str:
-    proc.send_signal(signal.SIGCONT)
-    proc.terminate()
-    _out, err = proc.communicate(timeout=15)
-    return err
 
 
 def _reachable_within(bob: ClientSession, owner: str, limit_s: float) -> float:
@@ -108,7 +101,7 @@ def _check_bob_reaches_alice(cloud: Cloud, tmp_path: Path, when_back: Callable[[
         finally:
             bob.close()
     finally:
-        err = _stop(alice)
+        err = stop_shell(alice)
     return took, err
 
 

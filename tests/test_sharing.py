@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,16 +16,11 @@ from shell_fakes import wait_for
 
 import config
 from actors.client.client_session import ClientSession, SessionError
-from benchmarks.localcloud import Cloud, json_lines, serve_shell
+from benchmarks.localcloud import Cloud, json_lines, serve_shell, stop_shell
 from codec import images, seal
 from codec.messages import ImageRequest, PreviewRequest
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    proc.terminate()
-    proc.communicate(timeout=15)
 
 
 def _decrypted(home: Path, cfg_path: Path, user: str, owner: str, image: str) -> bytes:
@@ -76,7 +70,7 @@ def test_browse_request_view_until_the_default_image(cloud: Cloud, tmp_path: Pat
         assert (v2["shown"], v2["views_left"], i2["images"][0]["views_left"]) == ("image", 0, 0)
         assert v3["shown"] == "default" and "more alice pic.jpg" in v3["hint"]
     finally:
-        _stop(alice)
+        stop_shell(alice)
 
 
 def test_peer_request_with_wrong_or_missing_token_is_refused(cloud: Cloud, tmp_path: Path) -> None:
@@ -103,7 +97,7 @@ def test_peer_request_with_wrong_or_missing_token_is_refused(cloud: Cloud, tmp_p
         assert list((alice_home / "low").iterdir()) == []  # nothing made for a refused peer
     finally:
         mallory.close()
-        _stop(alice)
+        stop_shell(alice)
 
 
 @pytest.mark.parametrize("name", ["../x.jpg", "/etc/passwd", "a/b.jpg", "..", ".hidden"])
@@ -133,7 +127,7 @@ def test_killed_client_expires_and_leaving_is_immediate(
     assert {"carol", "dave"} <= online()
     carol.send_signal(signal.SIGKILL)
     carol.wait(timeout=5)
-    _stop(dave)  # leaves at once
+    stop_shell(dave)  # leaves at once
     assert "dave" not in online()
     # her heartbeats stopped: the nodes drop her once her TTL runs out (the TTL arithmetic is
     # test_directory's, on a fake clock; here each poll starts a process, so no clock bound)
@@ -148,7 +142,7 @@ def test_second_session_of_an_online_user_is_refused(cloud: Cloud, tmp_path: Pat
         assert r.returncode == 3
         assert "already online" in r.stderr and "Traceback" not in r.stderr
     finally:
-        _stop(alice)
+        stop_shell(alice)
 
 
 def test_a_crashed_session_does_not_lock_its_user_out(cloud: Cloud, tmp_path: Path) -> None:

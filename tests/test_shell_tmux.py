@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from imgdata import jpeg_bytes
 
-from benchmarks.localcloud import REPO, Cloud, env, json_lines
+from benchmarks.localcloud import REPO, Cloud, env, json_lines, stop_shell
 from codec import images
 from shell.viewer import UPPER_HALF, terminal_art
 
@@ -112,12 +112,6 @@ def _serve(cloud: Cloud, user: str, home: Path) -> subprocess.Popen[str]:
     return proc
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-    proc.communicate(timeout=15)
-
-
 def _cells(line: str) -> list[tuple[str, str]]:
     """(foreground, background) true colours of each half block of one captured line."""
     fg = bg = ""
@@ -198,7 +192,7 @@ def test_interactive_shell_in_tmux(cloud: Cloud, tmux: Tmux, tmp_path: Path) -> 
         assert re.search(r"^shell exited with status 0$", text, re.MULTILINE)
         assert "Traceback" not in tmux.screen("bob")
     finally:
-        _stop(alice)
+        stop_shell(alice)
     r = cloud.shell("alice", alice_home, "users")  # bob left the directory when he quit
     assert r.returncode == 0, r.stderr
     assert [u["user"] for u in json_lines(r.stdout)[0]["users"]] == ["alice"]

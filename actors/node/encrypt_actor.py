@@ -8,8 +8,9 @@ Owns the pure core `actors.core.encrypt_flow.EncryptService` and the `EncoderPoo
 - a seal's result -> EncryptReply to the client; its acknowledgement (or failure) -> Done to the
   peers, `ForgetElection` (settled when the client's transport acknowledged the reply);
 - peer Done or DoneBatch -> drop the cached copies; our own Dones wait for the messages
-  already in the mailbox (under load one DoneBatch carries many, at idle one mailbox hop); `GoDown` -> keep nothing, Done first for replies in flight,
-  then the failure token's own sends (GoingDown).
+  already in the mailbox (under load one DoneBatch carries many, at idle one mailbox hop);
+- `GoDown` -> keep nothing, Done first for replies in flight, then the failure token's own sends
+  (GoingDown).
 The pool's load goes to the ElectionActor (`Load`, for the election priority) whenever it changes;
 served and cached counts go to the supervisor (`Snapshot`).
 """
@@ -47,6 +48,8 @@ Addr = tuple[str, int]
 class _FlushDones:
     """Sent to ourselves with the first Done kept: when it arrives, every message that was
     waiting before it has been handled, so the Dones they produced leave together."""
+
+
 WARM_SIZES = (4096, 2 * 1024 * 1024)  # covers of small images and of a photo, prepared at start
 
 

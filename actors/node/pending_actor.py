@@ -38,6 +38,7 @@ from actors.node.signals import (
     ConfirmIds,
     Digest,
     ForgetIds,
+    GoDown,
     HandOver,
     PeerIn,
     Snapshot,
@@ -117,7 +118,7 @@ class PendingUpdateActor(ServicePartActor):
             self._replicate_due(self.clock())
         return super().handle(message)
 
-    def going_down(self, message: Any) -> None:
+    def going_down(self, message: GoDown) -> None:
         self.deferred.clear()  # a down node sends nothing; its store stays on disk
 
     def housekeeping(self, now: float) -> None:
