@@ -35,14 +35,20 @@ def test_all_up_one_winner_the_highest_priority_without_waiting_a_timeout() -> N
     prios = {1: BASE, 2: BASE + 300, 3: BASE + 100}
     for i in c.ids:
         c.start(i, "u#1", prios[i])
-    c.run()
+    c.run_for(A)  # less than the voters' resend (2 A)
     assert outcome(c, "u#1") == ([2], {1: 2, 3: 2})
     assert [e for _, e in c.rec[2].events] == [Won("u#1")]
     assert [e for _, e in c.rec[1].events] == [Lost("u#1", 2)]
     # decided as soon as the last answer arrived: a few link delays (<= 0.8 ms each), not A
     assert c.rec[2].won["u#1"] < 0.002
-    # 6 Elections, 2 Coordinators, 2 acknowledgements
-    assert c.net.sent == 10
+    # 6 Elections and 2 unasked votes: no Claim round (the old core sent 2 Claims and 2 votes)
+    assert c.net.sent == 8
+    assert c.rec[2].won["u#1"] <= 2 * 0.0008  # two link delays: an Election, then a vote
+    # no Done in this test: each voter resends its vote once, the winner answers Coordinator
+    # once and the voter acknowledges it; then nothing more is sent
+    c.run()
+    assert c.net.sent == 8 + 3 * 2
+    assert outcome(c, "u#1") == ([2], {1: 2, 3: 2})
 
 
 def test_staggered_starts_still_elect_one_winner() -> None:
@@ -256,7 +262,23 @@ def test_a_slow_highest_node_and_a_timed_out_one_never_both_seal() -> None:
     c.run()
     assert won_events(c, "u#1") == [2]
     assert outcome(c, "u#1") == ([2], {1: 2, 3: 2})
-    assert c.cores[1].counters == {"claim_refused": 2}  # 3's claim and its resend: no vote
+    # 3 heard every peer and waited for their unasked votes (which never came: they did not
+    # hear 3 in time); 2's claim came first, before 3's own (fallback) claim: 3 voted for it
+    assert [e for _, e in c.rec[3].events] == [Lost("u#1", 2)]
+
+
+def test_a_slow_highest_node_that_claims_is_refused_by_a_voter_of_the_first_claimant() -> None:
+    # As above, and 3 hears 2 late too: it decides on its round timeout and claims at once;
+    # node 1 voted for 2's claim (the first it heard) and refuses 3's, so 3 yields.
+    c = ElectionCluster()
+    c.net.slow = {(3, 1): 0.45, (3, 2): 0.45, (2, 3): 0.45}
+    for i, p in ((1, BASE), (2, BASE + 100), (3, BASE + 900)):
+        c.start(i, "u#1", p)
+    c.run()
+    assert won_events(c, "u#1") == [2]
+    assert outcome(c, "u#1") == ([2], {1: 2, 3: 2})
+    # 3's claim, its answer to 1's Election and its resend: no vote
+    assert c.cores[1].counters == {"claim_refused": 3}
 
 
 def test_the_claimant_seals_only_after_a_majority_voted() -> None:
@@ -308,6 +330,9 @@ def test_a_node_that_missed_coordinator_and_done_cannot_win_on_answers_of_an_ear
     c = ElectionCluster()
     c.net.deaf_to.add((1, Coordinator))
     c.net.deaf_to.add((1, Claim))  # no vote either: node 2's vote makes 3's majority
+    # node 1 does not hear node 2's Election either: without every live peer's answer it
+    # waits for 3 instead of voting for it unasked (an unasked vote would make it follow 3)
+    c.net.cut.add((2, 1))
     for i, prio in ((1, BASE), (2, BASE), (3, BASE + 300)):
         c.start(i, "u#1", prio)
     c.run_for(0.1)  # a few link delays: 3 won, 2 follows it, 1 still waits for a Coordinator
@@ -315,7 +340,103 @@ def test_a_node_that_missed_coordinator_and_done_cannot_win_on_answers_of_an_ear
     assert c.cores[1].state_of("u#1") == "waiting"
     for i in (2, 3):  # the winner replied and said Done: its peers that heard it forget
         c.cores[i].forget("u#1")
+    c.net.cut.clear()
     c.run_for(20 * A)  # node 1 restarts (no coordinator) and decides again every answer timeout
     assert "u#1" not in c.rec[1].won, c.rec[1].events
     assert any(isinstance(e, Restart) for _, e in c.rec[1].events)  # it did run a new round
     assert [e for _, e in c.rec[1].events if isinstance(e, NoMajority)] == [NoMajority("u#1")]
+
+
+def drop_first(c: ElectionCluster, losses: set[tuple[int, int, type]]) -> None:
+    """The first message of each (src, dst, type) in `losses` is lost; everything else arrives."""
+    send = c.net.send
+    left = set(losses)
+
+    def lossy(src: int, dst: int, msg, now: float) -> None:
+        if (src, dst, type(msg)) in left:
+            left.discard((src, dst, type(msg)))
+            c.net.sent += 1
+            c.net.dropped += 1
+            return
+        send(src, dst, msg, now)
+
+    c.net.send = lossy
+
+
+def test_the_top_wins_on_unasked_votes_and_sends_no_claim() -> None:
+    c = ElectionCluster(seed=3)
+    claims: list[tuple[int, int]] = []
+    send = c.net.send
+    c.net.send = lambda s, d, m, t: (claims.append((s, d)) if isinstance(m, Claim) else None,
+                                     send(s, d, m, t))[1]
+    for i, p in ((1, BASE + 7), (2, BASE), (3, BASE + 2)):
+        c.start(i, "u#1", p)
+    c.run_for(A)
+    assert won_events(c, "u#1") == [1] and claims == []
+    # each voter voted once, before the win (Lost is its vote), and the win came with a vote
+    for i in (2, 3):
+        assert [e for _, e in c.rec[i].events] == [Lost("u#1", 1)]
+    assert min(c.rec[i].events[0][0] for i in (2, 3)) < c.rec[1].won["u#1"]
+
+
+def test_the_top_claims_after_one_answer_timeout_when_the_unasked_votes_are_lost() -> None:
+    c = ElectionCluster()
+    drop_first(c, {(2, 1, ElectionOk), (3, 1, ElectionOk)})
+    for i, p in ((1, BASE + 7), (2, BASE), (3, BASE + 2)):
+        c.start(i, "u#1", p)
+    c.run_for(3 * A)
+    assert won_events(c, "u#1") == [1]
+    # the Claim leaves one answer timeout after the decision; the voters answer it at once
+    assert A < c.rec[1].won["u#1"] <= A + 0.004
+    assert outcome(c, "u#1") == ([1], {2: 1, 3: 1})
+
+
+def test_a_top_that_heard_nobody_wins_on_the_resent_unasked_votes() -> None:
+    # Every message to node 1 in the first round is lost: it has no answer and cannot decide.
+    # Its peers heard it and voted unasked; they resend the vote after 2 answer timeouts, and
+    # a vote is an answer: node 1 then has its quorum and its majority.
+    c = ElectionCluster()
+    drop_first(c, {(2, 1, Election), (3, 1, Election), (2, 1, ElectionOk), (3, 1, ElectionOk)})
+    for i, p in ((1, BASE + 7), (2, BASE), (3, BASE + 2)):
+        c.start(i, "u#1", p)
+    c.run_for(2 * A + 0.01)
+    assert won_events(c, "u#1") == [1]
+    assert [e for _, e in c.rec[1].events] == [NoMajority("u#1"), Won("u#1")]
+    assert 2 * A < c.rec[1].won["u#1"]
+    assert outcome(c, "u#1") == ([1], {2: 1, 3: 1})
+
+
+def test_an_unasked_vote_is_not_counted_after_the_top_restarted() -> None:
+    """A vote given for round 0 may arrive after the top restarted (its voter then re-elects
+    when our new Election comes): in a later round only votes while claiming count."""
+    m = Membership(1, [1, 2, 3], 1.0)
+    core = ElectionCore(1, m, A)
+    for p in (2, 3):
+        m.observe(Membership(p, [1, 2, 3], 1.0).heartbeat(load=0, token_epoch=0, token_holder=0), 0.0)
+    core.on_message(3, Election(rid="u#1", node=3, priority=BASE + 50), 0.0)
+    core.start("u#1", BASE + 10, 0.0)  # node 3 is higher: node 1 waits for its Claim
+    assert core.state_of("u#1") == "waiting"
+    out = core.on_tick(2 * A)  # 3 never claimed: restart with 3 suspected
+    assert Restart("u#1", "no coordinator") in out.events
+    out = core.on_message(2, ElectionOk(rid="u#1", node=2), 2 * A)  # a vote from round 0
+    assert out.events == [] and core.state_of("u#1") == "electing"
+    out = core.on_message(2, Election(rid="u#1", node=2, priority=BASE), 2 * A)
+    # 2 answered this round: node 1 decides and claims (the stale vote was not kept)
+    assert core.state_of("u#1") == "claiming" and Won("u#1") not in out.events
+    assert (2, Claim(rid="u#1", node=1)) in out.sends
+    out = core.on_message(2, ElectionOk(rid="u#1", node=2), 2 * A)
+    assert out.events == [Won("u#1")]
+
+
+def test_a_node_that_yielded_releases_a_late_vote() -> None:
+    m = Membership(1, [1, 2, 3], 1.0)
+    core = ElectionCore(1, m, A)
+    for p in (2, 3):
+        m.observe(Membership(p, [1, 2, 3], 1.0).heartbeat(load=0, token_epoch=0, token_holder=0), 0.0)
+    core.start("u#1", BASE, 0.0)
+    core.on_message(2, Claim(rid="u#1", node=2), 0.0)  # node 1 votes for 2
+    assert core.winner("u#1") == 2
+    out = core.on_message(3, ElectionOk(rid="u#1", node=3), 0.0)  # 3 voted for us: released
+    assert out.sends == [(3, Election(rid="u#1", node=1, priority=BASE))]
+    assert core.counters == {"vote_released": 1}
+    assert core.on_message(2, ElectionOk(rid="u#1", node=2), 0.0).sends == []  # the winner's own

@@ -11,6 +11,17 @@ request, and seals only once a majority of the nodes (itself included) voted for
 for one claimant per rid (itself while it claims), so two claimants cannot both win while no
 voter goes down or restarts (majorities intersect).
 
+Unasked votes (issue 19): in the common case every node hears every peer's Election, so every
+node knows the top key before anyone asks. A node that heard every live peer's Election in its
+first round (no restart, nobody suspected) and is not the top votes for the top at once, exactly
+as if the top's Claim had come (it is its one vote for that rid: state lost). The top, when it
+decides with every live peer's answer in its first round, usually holds a majority of votes
+already and wins without a Claim round; otherwise it waits one answer timeout for the votes and
+then claims as before (the fallback). All up, 3 nodes: 6 Elections and 2 votes, two link delays
+(an Election, a vote), instead of 6 Elections, 2 Claims and 2 votes over three link delays.
+Votes in a round after a restart count only for a Claim: a vote for an earlier round may still
+be in flight (the voter answers the new round's Election by electing again).
+
 Messages (codec.messages):
   Election(rid, node, priority)  "I take part, this is my key". Every participant sends it once per
                                  round to every live peer; it is also the *answer* to a peer's
@@ -20,7 +31,11 @@ Messages (codec.messages):
                                  From a claimant or winner a node voted for: it abdicated.
   Claim(rid, node)               "I would win: vote for me", resent every answer timeout to the
                                  live peers that have not voted for it.
-  ElectionOk(rid, node)          the vote for a Claim, and the acknowledgement of Coordinator.
+  ElectionOk(rid, node)          the vote for a Claim (or unasked, for the top key heard), and
+                                 the acknowledgement of Coordinator. An unasked vote is resent
+                                 every 2 answer timeouts until the winner says anything (or
+                                 Done comes): a lost one would leave the top short of answers.
+                                 A node that yielded releases a vote it gets (its Election).
   Coordinator(rid, node)         "I won": the answer of a winner to a late Election or Claim,
                                  and resent every answer timeout to live peers that neither
                                  voted nor acknowledged. Whoever hears it follows it.
@@ -31,11 +46,16 @@ States of one rid on one node, and rules:
             longer up). Nothing else is answered (our own Election goes out at start). Expires
             after pending_ttl_s.
   electing  start(): send Election to live peers, round deadline = now + answer_timeout_s.
+            - every live peer answered, a peer has the top key, first round, no suspect
+                                                              -> vote for it unasked: lost
             - a live peer with a higher key is known          -> waiting (for that peer)
             - every live peer has answered, ours is highest   -> decide now (no timer wait)
             - round deadline passes (some live peers silent)  -> decide: silent peers are ignored
+            An unasked vote is an answer; it is kept (first round only) for decide.
             decide: with a majority (Membership.has_majority) AND answers in this election from
-            a majority of the nodes (self included) -> claiming; without, never claim: emit
+            a majority of the nodes (self included) -> claiming (won at once if the unasked
+            votes make a majority; Claim sent at once unless every live peer answered in the
+            first round, else after an answer timeout); without, never claim: emit
             NoMajority once, stay electing and decide again every answer timeout. (The quorum of
             answers keeps a node that is cut off, but does not know it yet, from serving.)
   waiting   A higher live peer exists; wait 2 x answer_timeout_s for its Claim. Timeout ->
@@ -148,6 +168,8 @@ class _Rid:
     deadline: float | None = None
     gen: int = 0
     no_majority_said: bool = False
+    voted_at: float | None = None  # lost by an unasked vote the winner has not answered yet
+    restarts: int = 0  # rounds this node restarted; unasked votes count only in round 0
 
 
 class ElectionCore:
@@ -254,14 +276,30 @@ class ElectionCore:
             self._on_coordinator(msg.rid, src, now, out)
         elif isinstance(msg, ElectionOk):
             e = self._rids.get(msg.rid)
-            if e is not None and e.state == "claiming":
+            if e is not None and e.state in ("electing", "waiting"):
+                # an unasked vote (the voter heard every live peer, ours is the top key): it
+                # is also an answer. Only in our first round: a vote for an earlier round may
+                # still be in flight after a restart (later rounds count votes to a Claim).
+                if e.restarts == 0:
+                    e.votes.add(src)
+                    e.answered.add(src)
+                    self._evaluate(e, now, out)
+            elif e is not None and e.state == "lost" and src != e.winner:
+                # a vote that came after we yielded: release it (the voter elects again)
+                self._count("vote_released")
+                out.send(src, self._election_msg(e))
+            elif e is not None and e.state == "claiming":
                 e.votes.add(src)
                 if len(e.votes) + 1 >= self.m.majority:
                     self._win(e, now, out)
             elif e is not None and e.state == "won":
-                e.unacked.discard(src)
-                if not e.unacked:
-                    self._disarm(e)
+                if src in e.unacked:
+                    e.unacked.discard(src)
+                    if not e.unacked:
+                        self._disarm(e)
+                elif src not in e.told:  # a voter resent its vote: it has not heard us. Once
+                    e.told.add(src)  # per peer (its acknowledgement is an ElectionOk too)
+                    out.send(src, Coordinator(rid=e.rid, node=self.self_id))
         return out
 
     def on_tick(self, now: float) -> Output:
@@ -359,6 +397,7 @@ class ElectionCore:
             self._withdraw(e, w, out)
         elif e.state == "lost":
             if w == e.winner:
+                self._heard_winner(e)
                 out.send(w, ElectionOk(rid=rid, node=self.self_id))
             elif self._claim(rid, w) > self._claim(rid, e.winner):
                 self._lose(e, w, out)
@@ -388,6 +427,7 @@ class ElectionCore:
                 self._withdraw(e, w, out)
         elif e.state == "lost":
             if w == e.winner:
+                self._heard_winner(e)
                 out.send(w, ElectionOk(rid=rid, node=self.self_id))
             else:  # we voted for another claimant that is still up: our vote stays
                 self._count("claim_refused")
@@ -409,6 +449,18 @@ class ElectionCore:
         higher = [e.keys[q] for q in candidates if q in e.keys and e.keys[q] > mine]
         if higher:
             best = max(higher)[2]
+            if (
+                e.restarts == 0
+                and not e.suspects
+                and candidates <= e.answered
+                and self.m.has_majority(now)
+            ):
+                # every live peer answered and one of them has the top key: vote for it now
+                # (as if its Claim had come), so it usually has its majority when it decides
+                self._lose(e, best, out)
+                e.voted_at = now  # resent until the winner says anything (or Done comes)
+                self._arm(e, now + self.coordinator_timeout_s)
+                return
             if e.state != "waiting" or e.winner != best:
                 self._unwatch(e)
                 e.state, e.winner = "waiting", best
@@ -439,9 +491,15 @@ class ElectionCore:
             return
         e.state = "claiming"
         e.claim_at = now
-        e.votes.clear()
-        if self.m.majority <= 1:
+        e.votes &= live
+        if len(e.votes) + 1 >= self.m.majority:
             self._win(e, now, out)
+            return
+        if e.restarts == 0 and not e.suspects and live <= e.answered:
+            # first round, every live peer answered: each of them has every key we have (or
+            # will, with our Election) and votes unasked; the Claim is the fallback after an
+            # answer timeout
+            self._arm(e, now + self.answer_timeout_s)
             return
         out.send_all(live, Claim(rid=e.rid, node=self.self_id))
         self._arm(e, now + self.answer_timeout_s)
@@ -467,8 +525,12 @@ class ElectionCore:
         self._lose(e, w, out)
 
     def _lose(self, e: _Rid, w: int, out: Output) -> None:
+        if e.state in ("electing", "waiting"):  # release the unasked votes we held: our
+            voters, e.votes = e.votes - {w}, set()  # Election makes them elect again
+            out.send_all(voters, self._election_msg(e))
         self._unwatch(e)
         e.state, e.winner = "lost", w
+        e.voted_at = None
         e.unacked.clear()
         e.told.clear()
         self._disarm(e)
@@ -485,12 +547,24 @@ class ElectionCore:
         e.answered.clear()  # answers of an earlier round are no evidence for this one
         e.unacked.clear()
         e.votes.clear()
+        e.restarts += 1
         e.round_start = now
         out.events.append(Restart(e.rid, reason))
         self._evaluate(e, now, out)
 
+    def _heard_winner(self, e: _Rid) -> None:
+        if e.voted_at is not None:
+            e.voted_at = None
+            self._disarm(e)
+
     def _on_timer(self, e: _Rid, now: float, out: Output) -> None:
-        if e.state == "pending":
+        if e.state == "lost":  # our unasked vote may be lost: the winner would wait forever
+            if e.voted_at is not None and now - e.voted_at <= self.pending_ttl_s:
+                out.send(e.winner, ElectionOk(rid=e.rid, node=self.self_id))
+                self._arm(e, now + self.coordinator_timeout_s)
+            else:
+                e.voted_at = None
+        elif e.state == "pending":
             self.forget(e.rid)
         elif e.state == "electing":
             self._evaluate(e, now, out)
