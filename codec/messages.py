@@ -409,6 +409,30 @@ class Claim(Message):
     node: NodeId
 
 
+ELECTION_BATCH_MAX = 256  # election messages in one ElectionBatch (64-character ids: ~20 KB)
+
+
+@record
+@dataclass(frozen=True, slots=True)
+class ElectionItem(Record):
+    """One election message inside an ElectionBatch: `kind` names it (Election, ElectionOk,
+    Claim, Coordinator); `priority` is the Election's, 0 for the others."""
+
+    kind: Annotated[str, OneOf(("election", "ok", "claim", "coordinator"))]
+    rid: Rid
+    priority: Count
+
+
+@register(46)
+@dataclass(frozen=True, slots=True)
+class ElectionBatch(Message):
+    """Several election messages of `node` to one peer in one datagram: those its election
+    actor produced while its mailbox was busy (concurrent requests), in the order it sent them."""
+
+    node: NodeId
+    items: Annotated[tuple[ElectionItem, ...], Items(Nested(ElectionItem), ELECTION_BATCH_MAX)]
+
+
 # ---- client <-> client (60-89) --------------------------------------------------------------
 
 

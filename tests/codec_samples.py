@@ -88,6 +88,12 @@ SAMPLES: dict[int, m.Message] = {
         m.FetchPayload(rid="alice#1", node=2, attempt=1),
         m.Done(rid="alice#1", node=3, acked=True),
         m.DoneBatch(node=3, acked=("alice#1", "bob#2"), unacked=("carol#3",)),
+        m.ElectionBatch(node=3, items=(
+            m.ElectionItem(kind="election", rid="alice#1", priority=1_000_200),
+            m.ElectionItem(kind="ok", rid="bob#2", priority=0),
+            m.ElectionItem(kind="claim", rid="carol#3", priority=0),
+            m.ElectionItem(kind="coordinator", rid="dave#4", priority=0),
+        )),
         m.Token(epoch=8, holder=2, seq=1234),
         m.GoingDown(node=1, epoch=1_767_225_600_123),
         m.ComingUp(node=1, epoch=1_767_225_600_124),

@@ -63,6 +63,7 @@ from codec.messages import (
     GoingDown,
     Join,
     JoinReply,
+    PeerHeartbeat,
     PostUpdate,
     ReplicateUpdate,
     StateRequest,
@@ -895,3 +896,64 @@ def test_a_state_sync_carries_the_pins_it_was_built_with(tmp_path: Path) -> None
     ref.ask(BuildSync(2, (), b"", (pin,)))
     (sent,) = peer.sends_of(StateSync)
     assert sent.msg.pins == (pin,)
+
+
+def test_election_messages_of_a_busy_mailbox_leave_in_one_batch_per_peer() -> None:
+    """Three requests start while node 1's election actor is busy: their Elections leave as one
+    ElectionBatch per peer (2 datagrams instead of 6); the peers handle the items like the
+    messages they stand for, and each request still has exactly one winner."""
+    from codec.messages import Election, ElectionBatch, ElectionItem
+
+    clock = GateClock()
+    cloud = FakeCloud(three_node_config(), clock)
+    try:
+        connect(cloud)
+        rids = [f"alice#{k}" for k in (1, 2, 3)]
+        tp = cloud.tp[1]
+        before = len(tp.sent)
+        clock.armed.set()
+        cloud.ref(1, "election").tell(Tick())  # node 1 reads the clock and waits there
+        assert clock.holding.wait(timeout=30)
+        for rid in rids:
+            cloud.ref(1, "election").tell(StartElection(rid))  # queue up behind the Tick
+        clock.release.set()
+        batches = tp.wait_sent(lambda s: isinstance(s.msg, ElectionBatch), count=2)
+        assert {s.addr for s in batches} == {cloud.cfg.node(n).peer_addr for n in (2, 3)}
+        prio = batches[0].msg.items[0].priority
+        assert [s.msg.items for s in batches] == [
+            tuple(ElectionItem(kind="election", rid=rid, priority=prio) for rid in rids)
+        ] * 2
+        assert not [s for s in tp.sent[before:] if isinstance(s.msg, Election)]
+        for n in (2, 3):
+            for rid in rids:
+                cloud.ref(n, "election").tell(StartElection(rid))
+        for rid in rids:
+            res = outcomes(cloud, rid, cloud.ids)
+            winners = [n for n, m in res.items() if isinstance(m, Won)]
+            assert len(winners) == 1, res
+            assert all(m.winner == winners[0] for m in res.values() if isinstance(m, Lost))
+    finally:
+        cloud.stop()
+
+
+def test_a_received_election_batch_is_handled_item_by_item(cloud: FakeCloud) -> None:
+    """Node 2 sends an ElectionBatch naming an Election and a Claim: node 1 votes for the claim
+    (ElectionOk) and, for a request whose reply was acknowledged, answers Done, as it would for
+    the messages alone."""
+    from actors.node.signals import ForgetElection
+    from codec.messages import ElectionBatch, ElectionItem, ElectionOk
+
+    connect(cloud)
+    cloud.ref(1, "election").ask(ForgetElection("alice#3", settled=True))
+    tp = cloud.tp[1]
+    n2 = cloud.cfg.node(2).peer_addr
+    before = len(tp.sent)
+    tp.deliver(n2, ElectionBatch(node=2, items=(
+        ElectionItem(kind="election", rid="alice#3", priority=5),
+        ElectionItem(kind="claim", rid="alice#4", priority=0),
+    )))
+    cloud.settle()
+    to_2 = [s.msg for s in tp.sent[before:] if s.addr == n2 and not isinstance(s.msg, PeerHeartbeat)]
+    assert to_2 == [Done(rid="alice#3", node=1, acked=True), ElectionOk(rid="alice#4", node=1)]
+    cloud.ref(1, "election").tell(StartElection("alice#4"))  # its own copy: it follows 2
+    assert outcomes(cloud, "alice#4", [1]) == {1: Lost("alice#4", 2)}

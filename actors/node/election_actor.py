@@ -7,6 +7,10 @@ Owns two pure cores, `actors.core.membership.Membership` (heartbeats, who is up,
   `Digest`) and feeds the peers' heartbeats, GoingDown and ComingUp to Membership;
 - runs elections on `StartElection` from the EncryptFlowActor and tells it `Won` / `Lost`, and
   `PeerDown` when a peer goes down, becomes unreachable or restarts (re-election from the cache);
+- sends the election messages it produced while its mailbox was busy (concurrent requests)
+  together: one ElectionBatch per peer, cut when a `_FlushElection` it told itself with the
+  first one arrives (every message older than it handled); one message alone goes as itself.
+  A received ElectionBatch is handled item by item, like the messages it carries;
 - answers a peer's Election or Claim for a request whose reply was acknowledged (it missed the Done) with
   Done again (`ForgetElection(settled=True)` tells it which);
 - publishes a `ClusterView` (versioned, immutable) to its subscribers whenever it changes;
@@ -56,13 +60,17 @@ from actors.node.signals import (
     TokenView,
 )
 from codec.messages import (
+    ELECTION_BATCH_MAX,
     Claim,
     ComingUp,
     Coordinator,
     Done,
     Election,
+    ElectionBatch,
+    ElectionItem,
     ElectionOk,
     GoingDown,
+    Message,
     PeerHeartbeat,
     StateRequest,
 )
@@ -75,6 +83,25 @@ SYNC_RETRY_S = 1.0
 SETTLED_TTL_S = 300.0  # as long as the encrypt flow remembers a request it answered
 SETTLED_MAX = 65536
 LIVENESS = (PeerHeartbeat, GoingDown, ComingUp)
+ELECTION_MESSAGES = (Election, Claim, ElectionOk, Coordinator)
+_KIND = {Election: "election", ElectionOk: "ok", Claim: "claim", Coordinator: "coordinator"}
+
+
+class _FlushElection:
+    """Told to ourselves with the first election message kept: when it arrives, every message
+    that was waiting before it has been handled, so what they produced leaves together."""
+
+
+def batch_item(msg: Message) -> ElectionItem:
+    return ElectionItem(kind=_KIND[type(msg)], rid=msg.rid, priority=getattr(msg, "priority", 0))  # type: ignore[attr-defined]
+
+
+def item_message(node: int, item: ElectionItem) -> Message:
+    """The election message an ElectionBatch item of `node` stands for."""
+    if item.kind == "election":
+        return Election(rid=item.rid, node=node, priority=item.priority)
+    kind = {"ok": ElectionOk, "claim": Claim, "coordinator": Coordinator}[item.kind]
+    return kind(rid=item.rid, node=node)
 
 
 class ElectionActor(NodePartActor):
@@ -115,6 +142,7 @@ class ElectionActor(NodePartActor):
         self.view: ClusterView | None = None
         self.subscribers: list[Any] = []
         self._loadavg = loadavg or _host_load()
+        self.outbox: dict[int, list[Message]] = {}  # peer -> election messages, sent on flush
 
     def wired(self) -> None:
         self.subscribers = [
@@ -129,6 +157,8 @@ class ElectionActor(NodePartActor):
         now = self.clock()
         if isinstance(message, Tick):
             self._tick(now)
+        elif isinstance(message, _FlushElection):
+            self._flush()
         elif isinstance(message, PeerIn):
             self._peer(message.sender, message.msg, now)
         elif isinstance(message, StartElection):
@@ -153,6 +183,7 @@ class ElectionActor(NodePartActor):
             self._publish(now)
         elif isinstance(message, GoDown):
             self.election.clear()
+            self.outbox.clear()  # a down node takes no part
             self.m.set_self_up(False)
             self._publish(now)
         elif isinstance(message, ComeUp):
@@ -182,15 +213,21 @@ class ElectionActor(NodePartActor):
                 self._peer_gone(sender, now)
             return
         self.m.heard_from(sender, now)  # any authenticated message proves the peer is alive
+        if isinstance(msg, ElectionBatch):
+            for item in msg.items:
+                self._election_in(sender, item_message(sender, item), now)
+        elif isinstance(msg, ELECTION_MESSAGES):
+            self._election_in(sender, msg, now)
+        else:
+            self.count("peer_unexpected", type(msg).__name__)
+
+    def _election_in(self, sender: int, msg: Message, now: float) -> None:
         if isinstance(msg, (Election, Claim)) and msg.rid in self.settled and self.m.self_up:
             # a peer that missed the Done of an acknowledged reply re-elects: tell it again
             self.peers.send(sender, Done(rid=msg.rid, node=self.node_id, acked=True))
             return
-        if isinstance(msg, (Election, Claim, ElectionOk, Coordinator)):
-            # a peer's Election before our own copy of the request: the core keeps it pending
-            self._run(self.election.on_message(sender, msg, now))
-        else:
-            self.count("peer_unexpected", type(msg).__name__)
+        # a peer's Election before our own copy of the request: the core keeps it pending
+        self._run(self.election.on_message(sender, msg, now))
 
     def _peer_gone(self, node: int, now: float) -> None:
         self._run(self.election.peer_down(node, now))
@@ -301,12 +338,26 @@ class ElectionActor(NodePartActor):
 
     def _run(self, out: Output) -> None:
         for dest, msg in out.sends:
-            self.peers.send(dest, msg)
+            if not self.outbox:
+                self.actor_ref.tell(_FlushElection())
+            self.outbox.setdefault(dest, []).append(msg)
         for ev in out.events:
             if isinstance(ev, (el.Won, el.Lost)):
                 self.tell("flow", ev)
             elif isinstance(ev, (el.Restart, el.NoMajority)):
                 log.debug("election: %s", ev)
+
+
+    def _flush(self) -> None:
+        outbox, self.outbox = self.outbox, {}
+        for dest, msgs in outbox.items():
+            for i in range(0, len(msgs), ELECTION_BATCH_MAX):
+                part = msgs[i:i + ELECTION_BATCH_MAX]
+                if len(part) == 1:
+                    self.peers.send(dest, part[0])
+                else:
+                    items = tuple(batch_item(m) for m in part)
+                    self.peers.send(dest, ElectionBatch(node=self.node_id, items=items))
 
 
 def _host_load() -> Callable[[], float]:
