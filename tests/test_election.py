@@ -406,13 +406,19 @@ def test_a_top_that_heard_nobody_wins_on_the_resent_unasked_votes() -> None:
     assert outcome(c, "u#1") == ([1], {2: 1, 3: 1})
 
 
+def core_with_peers_up() -> ElectionCore:
+    """Node 1's core, having heard a heartbeat of nodes 2 and 3 at time 0."""
+    m = Membership(1, [1, 2, 3], 1.0)
+    for p in (2, 3):
+        hb = Membership(p, [1, 2, 3], 1.0).heartbeat(load=0, token_epoch=0, token_holder=0)
+        m.observe(hb, 0.0)
+    return ElectionCore(1, m, A)
+
+
 def test_an_unasked_vote_is_not_counted_after_the_top_restarted() -> None:
     """A vote given for round 0 may arrive after the top restarted (its voter then re-elects
     when our new Election comes): in a later round only votes while claiming count."""
-    m = Membership(1, [1, 2, 3], 1.0)
-    core = ElectionCore(1, m, A)
-    for p in (2, 3):
-        m.observe(Membership(p, [1, 2, 3], 1.0).heartbeat(load=0, token_epoch=0, token_holder=0), 0.0)
+    core = core_with_peers_up()
     core.on_message(3, Election(rid="u#1", node=3, priority=BASE + 50), 0.0)
     core.start("u#1", BASE + 10, 0.0)  # node 3 is higher: node 1 waits for its Claim
     assert core.state_of("u#1") == "waiting"
@@ -429,10 +435,7 @@ def test_an_unasked_vote_is_not_counted_after_the_top_restarted() -> None:
 
 
 def test_a_node_that_yielded_releases_a_late_vote() -> None:
-    m = Membership(1, [1, 2, 3], 1.0)
-    core = ElectionCore(1, m, A)
-    for p in (2, 3):
-        m.observe(Membership(p, [1, 2, 3], 1.0).heartbeat(load=0, token_epoch=0, token_holder=0), 0.0)
+    core = core_with_peers_up()
     core.start("u#1", BASE, 0.0)
     core.on_message(2, Claim(rid="u#1", node=2), 0.0)  # node 1 votes for 2
     assert core.winner("u#1") == 2

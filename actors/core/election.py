@@ -510,6 +510,7 @@ class ElectionCore:
         timeout, the Coordinator we resend them."""
         e.state = "won"
         e.won_at = now
+        e.told.clear()  # won: peers whose resent vote we answered with Coordinator
         e.unacked = self.m.up_peers(now) - e.votes
         out.events.append(Won(e.rid))
         if e.unacked:

@@ -11,8 +11,8 @@ Owns two pure cores, `actors.core.membership.Membership` (heartbeats, who is up,
   together: one ElectionBatch per peer, cut when a `_FlushElection` it told itself with the
   first one arrives (every message older than it handled); one message alone goes as itself.
   A received ElectionBatch is handled item by item, like the messages it carries;
-- answers a peer's Election or Claim for a request whose reply was acknowledged (it missed the Done) with
-  Done again (`ForgetElection(settled=True)` tells it which);
+- answers a peer's Election, Claim or (resent) vote for a request whose reply was acknowledged
+  (it missed the Done) with Done again (`ForgetElection(settled=True)` tells it which);
 - publishes a `ClusterView` (versioned, immutable) to its subscribers whenever it changes;
 - syncs state: at start-up (a restarted process lost its directory) and on `NeedSync` (back from a
   simulated failure) it asks the up peers for their state until the Directory and PendingUpdate
@@ -93,7 +93,8 @@ class _FlushElection:
 
 
 def batch_item(msg: Message) -> ElectionItem:
-    return ElectionItem(kind=_KIND[type(msg)], rid=msg.rid, priority=getattr(msg, "priority", 0))  # type: ignore[attr-defined]
+    rid: str = msg.rid  # type: ignore[attr-defined]
+    return ElectionItem(kind=_KIND[type(msg)], rid=rid, priority=getattr(msg, "priority", 0))
 
 
 def item_message(node: int, item: ElectionItem) -> Message:
@@ -222,8 +223,10 @@ class ElectionActor(NodePartActor):
             self.count("peer_unexpected", type(msg).__name__)
 
     def _election_in(self, sender: int, msg: Message, now: float) -> None:
-        if isinstance(msg, (Election, Claim)) and msg.rid in self.settled and self.m.self_up:
-            # a peer that missed the Done of an acknowledged reply re-elects: tell it again
+        settled = isinstance(msg, (Election, Claim, ElectionOk)) and msg.rid in self.settled
+        if settled and self.m.self_up:
+            # a peer that missed the Done of an acknowledged reply re-elects (or resends its
+            # unasked vote): tell it again
             self.peers.send(sender, Done(rid=msg.rid, node=self.node_id, acked=True))
             return
         # a peer's Election before our own copy of the request: the core keeps it pending
