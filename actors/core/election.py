@@ -20,9 +20,11 @@ already and wins without a Claim round; otherwise it waits one answer timeout fo
 then claims as before (the fallback). All up, 3 nodes: 6 Elections and 2 votes, two link delays
 (an Election, a vote), instead of 6 Elections, 2 Claims and 2 votes over three link delays.
 Votes in a round after a restart count only for a Claim: a vote for an earlier round may still
-be in flight (the voter answers the new round's Election by electing again).
+be in flight (the voter answers the new round's Election by electing again). Not done: a winner
+chosen from heartbeat loads without Elections (it herds requests on stale loads).
 
-Messages (codec.messages):
+Messages (codec.messages; the election actor sends those of a busy mailbox to one peer as one
+ElectionBatch, which the receiver feeds here item by item):
   Election(rid, node, priority)  "I take part, this is my key". Every participant sends it once per
                                  round to every live peer; it is also the *answer* to a peer's
                                  Election, whatever the order of the two keys (a higher node's
@@ -68,7 +70,8 @@ States of one rid on one node, and rules:
             pending_ttl_s -> restart (abdication).
   won       Emit Won(rid): the caller seals now. Peers that have not voted yet acknowledge the
             Claim or the Coordinator we resend them, for at most pending_ttl_s. A latecomer's
-            Election or Claim is answered with Coordinator ("first coordinator stays").
+            Election or Claim is answered with Coordinator ("first coordinator stays"), and so,
+            once per peer, is a resent vote (that voter has not heard us: it stops resending).
   lost      We voted for the winner (or heard its Coordinator): emit Lost(rid, winner). Claims of
             others are refused while it is up. The winner going down/unreachable (or sending a
             new Election: it abdicated) -> restart. This is the re-election from the cache.
