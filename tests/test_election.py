@@ -443,3 +443,19 @@ def test_a_node_that_yielded_releases_a_late_vote() -> None:
     assert out.sends == [(3, Election(rid="u#1", node=1, priority=BASE))]
     assert core.counters == {"vote_released": 1}
     assert core.on_message(2, ElectionOk(rid="u#1", node=2), 0.0).sends == []  # the winner's own
+
+
+def test_after_a_restart_a_vote_counts_only_from_a_peer_that_answered_the_new_round() -> None:
+    """A vote sent (or resent) before our new round's Election reached its voter may have been
+    given up since (the voter re-elects on that Election): it is not counted until the voter's
+    answer of the new round came, which follows any such vote on its link."""
+    core = core_with_peers_up()
+    core.on_message(3, Election(rid="u#1", node=3, priority=BASE + 50), 0.0)
+    core.start("u#1", BASE + 10, 0.0)  # 3 is higher: wait for its claim
+    assert Restart("u#1", "no coordinator") in core.on_tick(2 * A).events  # 3 suspected
+    out = core.on_message(2, Election(rid="u#1", node=2, priority=BASE), 2 * A)
+    assert core.state_of("u#1") == "claiming" and (3, Claim(rid="u#1", node=1)) in out.sends
+    out = core.on_message(3, ElectionOk(rid="u#1", node=3), 2 * A)  # 3 did not answer this round
+    assert out.events == [] and core.state_of("u#1") == "claiming"
+    assert core.counters == {"vote_before_answer": 1}
+    assert core.on_message(2, ElectionOk(rid="u#1", node=2), 2 * A).events == [Won("u#1")]

@@ -64,7 +64,9 @@ States of one rid on one node, and rules:
             restart with that peer *suspected* (ignored until it says anything new on this rid).
             The expected peer going down/unreachable -> restart.
   claiming  Claim sent to the live peers. Votes (ElectionOk) from a majority (self included) ->
-            won. A Claim of a higher claimant (tie_hash order) or a Coordinator -> withdraw: the
+            won; after a restart, a vote counts only from a peer that answered the new round
+            (a vote it sent, or resent, before our new Election reached it comes before that
+            answer, and it may have given that vote up since). A Claim of a higher claimant (tie_hash order) or a Coordinator -> withdraw: the
             peers that voted for us get an Election (released), we vote for the other -> lost.
             A peer's Election is answered with our Claim. No majority of votes within
             pending_ttl_s -> restart (abdication).
@@ -292,6 +294,12 @@ class ElectionCore:
                 self._count("vote_released")
                 out.send(src, self._election_msg(e))
             elif e is not None and e.state == "claiming":
+                if e.restarts and src not in e.answered:
+                    # after a restart, a vote counts once its voter answered this round: one
+                    # sent (or resent) before our new Election reached it precedes its answer
+                    # (no reordering between two nodes) and may have been given up since
+                    self._count("vote_before_answer")
+                    return out
                 e.votes.add(src)
                 if len(e.votes) + 1 >= self.m.majority:
                     self._win(e, now, out)
