@@ -496,7 +496,10 @@ class Transport:
     # ----------------------------------------------------------------- delivery thread
     def _deliver(self, d: _Deliver) -> None:
         try:
-            msg = self._codec.decode(d.type_code, b"".join(d.parts))
+            body = b"".join(d.parts)
+            d.parts.clear()  # pykka keeps the last batch until the next one: not its fragments
+            msg = self._codec.decode(d.type_code, body)
+            del body
         except Exception:  # noqa: BLE001 - the codec refused a peer's body: counted, never raised
             self._count("bad_messages")
             return

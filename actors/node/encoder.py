@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import pykka
 
+from codec import heap
 from codec import seal as seal_mod
 from codec.covers import CoverSet
 from config import SealConfig
@@ -64,6 +65,9 @@ class EncoderActor(pykka.ThreadingActor):
             return
         if not isinstance(message, SealJob):
             return
+        large = len(message.payload) >= heap.TRIM_MIN_BYTES
+        if large:  # the request's fragments left heap holes: give them back before sealing
+            heap.trim()
         start = time.perf_counter()
         try:
             png = seal_mod.seal(
@@ -73,6 +77,8 @@ class EncoderActor(pykka.ThreadingActor):
         except Exception as exc:  # a seal failure must not stop the encoder (pykka would)
             log.warning("seal of %s failed: %s", message.rid, exc)
             result = Sealed(message.rid, None, 0.0, f"seal failed: {exc}")
+        if large:  # and the seal's slices, before the reply is encoded beside the file
+            heap.trim()
         self._deliver(result)
 
 
