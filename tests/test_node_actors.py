@@ -461,6 +461,49 @@ def test_pins_travel_with_the_state_sync_and_an_impostor_is_refused(directory: A
     assert next(m for m in got if isinstance(m, BuildSync)).pins == (pin,)
 
 
+def test_conflicting_peer_pins_refuse_the_user_until_a_majority_agrees(
+    directory: Any, tmp_path: Path
+) -> None:
+    """Issue 15 item 2, three nodes: node 1 has no pin for gina1; node 2's StateSync pins the
+    real keys, node 3's an impostor's. No majority: both Joins are refused (pin_disputed, not
+    retryable), counted. Node 3's next sync agrees with node 2: 2 of 3 pin the real keys, node 1
+    takes them (on disk too), refuses the impostor (keys_changed) and accepts gina1."""
+    from codec.messages import Pin
+
+    ref, client, _peer, pending = directory
+
+    synced: list[int] = []
+
+    def sync(node: int, keys: tuple[bytes, bytes]) -> None:
+        pin = Pin(user="gina1", sign_key=keys[0], box_key=keys[1])
+        ref.tell(PeerIn(node, StateSync(node=node, users=(), updates=(), forgotten=(),
+                                        digest=b"", pins=(pin,))))
+        synced.append(node)
+        wait_recorded(pending, lambda ms: sum(isinstance(m, ApplySync) for m in ms) >= len(synced))
+
+    impostor_keys = (b"X" * 32, b"Y" * 32)
+    sync(2, GINA_KEYS)
+    sync(3, impostor_keys)
+    for rid, keys in (("gina1#1", GINA_KEYS), ("gina1#2", impostor_keys)):
+        ref.tell(ClientIn(ALICE, Join(rid=rid, user="gina1", sign_key=keys[0], box_key=keys[1])))
+    errs = client.wait_msg(ErrorReply, count=2)
+    assert sorted((e.rid, e.code, e.retryable) for e in errs) == [
+        ("gina1#1", "pin_disputed", False), ("gina1#2", "pin_disputed", False)]
+    assert "no majority" in errs[0].message
+    assert ref.proxy().counters.get()["pin_conflict"] == 1
+    assert recorded(pending, HandOver) == []
+    sync(3, GINA_KEYS)
+    impostor = Join(rid="gina1#3", user="gina1", sign_key=b"X" * 32, box_key=b"Y" * 32)
+    ref.tell(ClientIn(ALICE2, impostor))
+    (err,) = client.wait_msg(ErrorReply, where=lambda m: m.rid == "gina1#3")
+    assert (err.rid, err.code) == ("gina1#3", "keys_changed")
+    real = Join(rid="gina1#4", user="gina1", sign_key=GINA_KEYS[0], box_key=GINA_KEYS[1])
+    ref.tell(ClientIn(ALICE, real))
+    got = wait_recorded(pending, lambda ms: any(isinstance(m, HandOver) for m in ms))
+    assert [m.user for m in got if isinstance(m, HandOver)] == ["gina1"]
+    assert PinStore(tmp_path / "pending.db").pins()["gina1"] == GINA_KEYS
+
+
 def test_a_forget_is_honoured_only_from_a_session_this_node_accepted(directory: Any) -> None:
     """gina1's confirmation reached a peer from a session node 1 never accepted (an impostor
     at a node with a replaced disk): node 1 keeps gina1's updates; from gina1's own session
@@ -565,6 +608,58 @@ def test_a_new_pending_actor_on_the_same_database_hands_the_update_over_once(
     assert [s.msg.ids for s in ref2.proxy().peers.get().tp.sends_of(ForgetUpdates)] == [
         ("alice#2",)
     ] * 2
+
+
+def test_a_nodes_tombstones_are_only_ids_their_addressee_confirmed_from_a_session_it_accepted(
+    tmp_path: Path,
+) -> None:
+    """Issue 15 item 3. Tombstones are made only by ConfirmUpdates (checked against a session
+    this node accepted) and a peer's ForgetUpdates (honoured only from such a session too), for
+    ids addressed to that user; a StateSync copies tombstones between the authenticated nodes,
+    each of which made them under the same two rules. Here node 1 (DirectoryActor and a real
+    PendingUpdateActor): a forged peer forget, a confirmation with a wrong token and bob
+    confirming carol's update make no tombstone; bob confirming his own does, and the StateSync
+    node 1 builds carries exactly that one."""
+    from actors.node.pending_actor import PendingUpdateActor
+    from codec.messages import ConfirmUpdates, ForgetUpdates
+
+    cfg = three_node_config()
+    client, peer = FakeTransport(address=cfg.node(1).client_addr), FakeTransport()
+    pending = PendingUpdateActor.start(
+        1, client, PeerLink(cfg, 1, peer), PendingStore(tmp_path / "p.db"), up_view(),
+        clock=FakeClock(),
+    )
+    ref = DirectoryActor.start(
+        cfg, 1, client, PeerLink(cfg, 1, peer), PinStore(tmp_path / "p.db"), up_view(),
+        clock=FakeClock(),
+    )
+    try:
+        wired(pending, election=Recorder.start(), supervisor=Recorder.start())
+        wired(ref, pending=pending, election=Recorder.start(), supervisor=Recorder.start())
+        pending.ask(StoreUpdate(ALICE, "alice#2", update(2, "bob")))
+        pending.ask(StoreUpdate(ALICE, "alice#3", update(3, "carol")))
+        ref.ask(PeerIn(2, ForgetUpdates(ids=("alice#2",), user="bob", session=bytes(16))))
+        bob = ("127.0.0.1", 40009)
+        ref.tell(ClientIn(bob, ConfirmUpdates(rid="bob#1", user="bob", token=bytes(16),
+                                              ids=("alice#2",))))
+        (err,) = client.wait_msg(ErrorReply)
+        assert err.code == "bad_token"
+        ref.tell(ClientIn(bob, Join(rid="bob#2", user="bob", sign_key=bytes(32),
+                                    box_key=bytes(32))))
+        (joined,) = client.wait_msg(JoinReply)
+        assert [u.id for u in joined.updates] == ["alice#2"]
+        confirm = ConfirmUpdates(rid="bob#3", user="bob", token=joined.token,
+                                 ids=("alice#3", "alice#2"))
+        ref.tell(ClientIn(bob, confirm))
+        client.wait_msg(Ack, where=lambda m: m.rid == "bob#3")
+        ref.tell(PeerIn(3, StateRequest(node=3)))
+        (sync,) = peer.wait_msg(StateSync)
+        assert sync.forgotten == ("alice#2",)
+        assert [u.id for u in sync.updates] == ["alice#3"]
+        assert ref.proxy().counters.get()["forget_refused"] == 1
+    finally:
+        ref.stop()
+        pending.stop()
 
 
 def test_only_the_lowest_node_up_replicates_at_once(tmp_path: Path) -> None:
