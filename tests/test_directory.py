@@ -205,6 +205,21 @@ def test_a_node_without_a_pin_waits_for_a_majority_when_peers_disagree() -> None
     assert d.check("gina1", token, now=1.0).user == "gina1"
 
 
+def test_a_pin_copied_from_a_peers_entry_is_not_a_vote_of_this_node() -> None:
+    """gina1 joined at node 2 only; node 1 pinned her keys from node 2's replicated entry. Node
+    3 pins other keys: one vote each (node 2's counted once), so no majority: disputed."""
+    two = Directory(KEY, ttl_s=10.0)
+    _, entry = two.join("gina1", "127.0.0.1", 4000, "gina1#1", *GINA, now=0.0)
+    d = Directory(KEY, ttl_s=10.0, nodes=3)
+    assert d.merge(entry, now=1.0) and d.pins["gina1"] == GINA
+    assert [v.outcome for v in d.vote_pins(2, [("gina1", *GINA)])] == []
+    assert [v.outcome for v in d.vote_pins(3, [("gina1", *IMPOSTOR)])] == ["disputed"]
+    own = Directory(KEY, ttl_s=10.0, nodes=3)  # a join here is this node's own vote
+    own.join("gina1", "127.0.0.1", 4000, "gina1#1", *GINA, now=0.0)
+    own.vote_pins(2, [("gina1", *GINA)])
+    assert own.vote_pins(3, [("gina1", *IMPOSTOR)]) == [] and "gina1" not in own.disputed
+
+
 def test_a_peers_later_pin_is_its_vote_in_place_of_the_earlier_one() -> None:
     """A pin taken from one peer is not this node's vote too (node 2 would count twice); a peer
     that changes its pin changes its vote."""

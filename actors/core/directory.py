@@ -26,7 +26,8 @@ Rules:
   that disagree with no majority for any keys dispute the user (`disputed`): joins, replicated
   entries, requests and forgets of that user are refused (`PinDisputed`) until a majority
   agrees. Uncontested keys (one peer's pin, no other votes) are taken as before. A pin taken
-  from votes is no vote of this node's (`taken`), or one peer would count twice; after a
+  from votes or from a peer's replicated entry is no vote of this node's (`taken`), or one peer
+  would count twice; after a
   restart it is read from disk like a pin of its own (the disk does not say where it came from).
 - A peer's forget (the addressee confirmed updates) is honoured only from a session this node
   accepted too (`has_session`): a session a single node accepted cannot wipe the others' copies.
@@ -172,6 +173,8 @@ class Directory:
         if pinned is None:
             if sign_key or box_key:
                 self.pins[user] = (sign_key, box_key)
+                if not refuse:  # from a peer's replicated entry: a copy of its pin, no vote
+                    self.taken.add(user)
                 self.on_pin(user, sign_key, box_key)
             return True
         if pinned == (sign_key, box_key):
