@@ -29,6 +29,7 @@ import cbor2
 
 from codec import errors, records
 from codec.fields import (
+    Bytes,
     Float,
     Items,
     Nested,
@@ -149,10 +150,15 @@ class ErrorReply(Message):
 @register(4)
 @dataclass(frozen=True, slots=True)
 class Join(Message):
+    """`proof`: the Ed25519 signature by `sign_key` of codec.sharecrypt.join_signed_part (the
+    other fields, `stamp` the client's wall clock): only the holder of the keys may join."""
+
     rid: Rid
     user: UserName
     sign_key: PublicKey
     box_key: PublicKey
+    stamp: WallClock
+    proof: Annotated[bytes, Bytes(64, min_len=64)]
 
 
 @register(5, bulk=True)

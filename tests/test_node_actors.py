@@ -9,6 +9,7 @@ neighbours replaced by Recorders, its sends read off the FakeTransport.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +29,7 @@ from node_actor_kit import (
     wait_recorded,
 )
 
+from actors.client.keys import ClientKeys
 from actors.node.base import PeerLink, Wire, initial_view
 from actors.node.directory_actor import DirectoryActor
 from actors.node.encoder import EncoderActor, EncoderPool, Sealed
@@ -351,8 +353,16 @@ def directory(
     ref.stop()
 
 
+ALICE_KEYS = ClientKeys(b"a" * 32, bytes(range(32)))
+
+
+def signed(keys: ClientKeys, rid: str, user: str) -> Join:
+    """A client's Join: `keys`' public halves, its proof signed now."""
+    return keys.join(rid, user, time.time())
+
+
 def join(rid: str = "alice#1") -> Join:
-    return Join(rid=rid, user="alice", sign_key=bytes(32), box_key=bytes(range(32)))
+    return signed(ALICE_KEYS, rid, "alice")
 
 
 def test_directory_actor_refuses_a_second_session_of_a_user(directory: Any) -> None:
@@ -433,7 +443,10 @@ def test_state_request_and_sync_go_through_the_pending_actor(directory: Any) -> 
     assert next(m for m in got if isinstance(m, ApplySync)).msg == sync
 
 
-GINA_KEYS = (b"S" * 32, b"B" * 32)
+GINA = ClientKeys(b"S" * 32, b"B" * 32)
+GINA_KEYS = (GINA.sign_public, GINA.box_public)
+IMPOSTOR = ClientKeys(b"X" * 32, b"Y" * 32)
+IMPOSTOR_KEYS = (IMPOSTOR.sign_public, IMPOSTOR.box_public)
 
 
 def test_pins_travel_with_the_state_sync_and_an_impostor_is_refused(directory: Any) -> None:
@@ -448,17 +461,43 @@ def test_pins_travel_with_the_state_sync_and_an_impostor_is_refused(directory: A
     sync = StateSync(node=2, users=(), updates=(), forgotten=(), digest=b"", pins=(pin,))
     ref.tell(PeerIn(2, sync))
     wait_recorded(pending, lambda ms: any(isinstance(m, ApplySync) for m in ms))
-    impostor = Join(rid="gina1#1", user="gina1", sign_key=b"X" * 32, box_key=b"Y" * 32)
+    impostor = signed(IMPOSTOR, "gina1#1", "gina1")
     ref.tell(ClientIn(ALICE2, impostor))
     (err,) = client.wait_msg(ErrorReply)
     assert (err.rid, err.code, err.retryable) == ("gina1#1", "keys_changed", False)
-    real = Join(rid="gina1#2", user="gina1", sign_key=GINA_KEYS[0], box_key=GINA_KEYS[1])
+    real = signed(GINA, "gina1#2", "gina1")
     ref.tell(ClientIn(ALICE, real))
     got = wait_recorded(pending, lambda ms: any(isinstance(m, HandOver) for m in ms))
     assert [m.user for m in got if isinstance(m, HandOver)] == ["gina1"]
     ref.tell(PeerIn(3, StateRequest(node=3)))
     got = wait_recorded(pending, lambda ms: any(isinstance(m, BuildSync) for m in ms))
     assert next(m for m in got if isinstance(m, BuildSync)).pins == (pin,)
+
+
+def test_a_join_is_accepted_only_with_a_proof_of_the_private_signing_key(directory: Any) -> None:
+    """Who knows gina1's public keys (the directory lists them) cannot join as gina1: a Join
+    with her keys signed by another key, or her own signed Join with an edited field or a stamp
+    from long ago, is refused `bad_proof` and counted; her own fresh Join is accepted."""
+    from dataclasses import replace as edit
+
+    ref, client, _peer, pending = directory
+    forged = edit(signed(IMPOSTOR, "gina1#1", "gina1"), sign_key=GINA_KEYS[0],
+                  box_key=GINA_KEYS[1])
+    edited = edit(signed(GINA, "gina1#2", "gina1"), rid="gina1#3")
+    stale = GINA.join("gina1#4", "gina1", time.time() - 3600)
+    for msg in (forged, edited, stale):
+        ref.tell(ClientIn(ALICE, msg))
+    errs = client.wait_msg(ErrorReply, count=3)
+    assert sorted((e.rid, e.code, e.retryable) for e in errs) == [
+        ("gina1#1", "bad_proof", False), ("gina1#3", "bad_proof", False),
+        ("gina1#4", "bad_proof", False)]
+    by_rid = {e.rid: e.message for e in errs}
+    assert "not signed by the key it presents" in by_rid["gina1#1"]
+    assert "clock" in by_rid["gina1#4"]
+    ref.tell(ClientIn(ALICE, signed(GINA, "gina1#5", "gina1")))
+    got = wait_recorded(pending, lambda ms: any(isinstance(m, HandOver) for m in ms))
+    assert [m.reply.rid for m in got if isinstance(m, HandOver)] == ["gina1#5"]
+    assert ref.proxy().counters.get()["directory_refused"] == 3
 
 
 def test_conflicting_peer_pins_refuse_the_user_until_a_majority_agrees(
@@ -481,11 +520,10 @@ def test_conflicting_peer_pins_refuse_the_user_until_a_majority_agrees(
         synced.append(node)
         wait_recorded(pending, lambda ms: sum(isinstance(m, ApplySync) for m in ms) >= len(synced))
 
-    impostor_keys = (b"X" * 32, b"Y" * 32)
     sync(2, GINA_KEYS)
-    sync(3, impostor_keys)
-    for rid, keys in (("gina1#1", GINA_KEYS), ("gina1#2", impostor_keys)):
-        ref.tell(ClientIn(ALICE, Join(rid=rid, user="gina1", sign_key=keys[0], box_key=keys[1])))
+    sync(3, IMPOSTOR_KEYS)
+    for rid, keys in (("gina1#1", GINA), ("gina1#2", IMPOSTOR)):
+        ref.tell(ClientIn(ALICE, signed(keys, rid, "gina1")))
     errs = client.wait_msg(ErrorReply, count=2)
     assert sorted((e.rid, e.code, e.retryable) for e in errs) == [
         ("gina1#1", "pin_disputed", False), ("gina1#2", "pin_disputed", False)]
@@ -493,11 +531,11 @@ def test_conflicting_peer_pins_refuse_the_user_until_a_majority_agrees(
     assert ref.proxy().counters.get()["pin_conflict"] == 1
     assert recorded(pending, HandOver) == []
     sync(3, GINA_KEYS)
-    impostor = Join(rid="gina1#3", user="gina1", sign_key=b"X" * 32, box_key=b"Y" * 32)
+    impostor = signed(IMPOSTOR, "gina1#3", "gina1")
     ref.tell(ClientIn(ALICE2, impostor))
     (err,) = client.wait_msg(ErrorReply, where=lambda m: m.rid == "gina1#3")
     assert (err.rid, err.code) == ("gina1#3", "keys_changed")
-    real = Join(rid="gina1#4", user="gina1", sign_key=GINA_KEYS[0], box_key=GINA_KEYS[1])
+    real = signed(GINA, "gina1#4", "gina1")
     ref.tell(ClientIn(ALICE, real))
     got = wait_recorded(pending, lambda ms: any(isinstance(m, HandOver) for m in ms))
     assert [m.user for m in got if isinstance(m, HandOver)] == ["gina1"]
@@ -512,7 +550,7 @@ def test_a_forget_is_honoured_only_from_a_session_this_node_accepted(directory: 
     from codec.messages import ForgetUpdates
 
     ref, _client, _peer, pending = directory
-    real = Join(rid="gina1#2", user="gina1", sign_key=GINA_KEYS[0], box_key=GINA_KEYS[1])
+    real = signed(GINA, "gina1#2", "gina1")
     ref.tell(ClientIn(ALICE, real))
     (hand,) = wait_recorded(pending, lambda ms: any(isinstance(m, HandOver) for m in ms))
     from actors.core.directory import token_digest
@@ -644,8 +682,7 @@ def test_a_nodes_tombstones_are_only_ids_their_addressee_confirmed_from_a_sessio
                                               ids=("alice#2",))))
         (err,) = client.wait_msg(ErrorReply)
         assert err.code == "bad_token"
-        ref.tell(ClientIn(bob, Join(rid="bob#2", user="bob", sign_key=bytes(32),
-                                    box_key=bytes(32))))
+        ref.tell(ClientIn(bob, signed(ClientKeys(b"b" * 32, bytes(32)), "bob#2", "bob")))
         (joined,) = client.wait_msg(JoinReply)
         assert [u.id for u in joined.updates] == ["alice#2"]
         confirm = ConfirmUpdates(rid="bob#3", user="bob", token=joined.token,

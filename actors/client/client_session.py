@@ -157,7 +157,7 @@ class ClientSession:
             user=self.user, nodes=self.node_addrs, transport=self.transport,
             retry_s=cfg.client.retry_s, deadline_s=cfg.client.request_deadline_s,
             heartbeat_s=cfg.directory.heartbeat_s,
-            keys=(self.keys.sign_public, self.keys.box_public), next_rid=next_rid,
+            keys=self.keys, next_rid=next_rid,
             on_peer=on_peer, on_rejoined=on_rejoined, notify=self._notify,
             clock=clock, rng=random.Random(rng.getrandbits(64)), state=self.state,
             stats=self.caller.stats)

@@ -45,6 +45,7 @@ from actors.node.signals import (
     Snapshot,
     StoreUpdate,
 )
+from codec import sharecrypt
 from codec.messages import (
     Ack,
     ClientHeartbeat,
@@ -129,6 +130,7 @@ class DirectoryActor(ServicePartActor):
 
     def _serve(self, addr: Addr, msg: Message, wall: float) -> None:
         if isinstance(msg, Join):
+            _check_proof(msg, wall)
             try:
                 self._join(addr, msg, wall)
             except AlreadyOnline as exc:  # is that session alive? its transport must ack a probe
@@ -263,3 +265,18 @@ class DirectoryActor(ServicePartActor):
         self.tell("election", Digest("directory", digest))
         self.tell("supervisor", Digest("directory", digest))
         self.tell("supervisor", Snapshot("directory", {"users": users}))
+
+
+class BadProof(DirectoryError):
+    code = "bad_proof"
+
+
+def _check_proof(msg: Join, wall: float) -> None:
+    """Only the holder of a user's private signing key may join as that user: the public keys
+    alone (which the directory lists to everyone) would otherwise let anyone take a session of an
+    offline user and confirm (so make every node forget) her pending updates."""
+    try:
+        sharecrypt.verify_join(msg.rid, msg.user, msg.sign_key, msg.box_key, msg.stamp,
+                               msg.proof, wall)
+    except sharecrypt.ShareCryptError as exc:
+        raise BadProof(f"join refused: {exc}") from None
