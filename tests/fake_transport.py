@@ -80,8 +80,10 @@ class FakeTransport:
         return fut
 
     def subscribe(
-        self, handler: Any, types: tuple[type[Any], ...] | None = None
+        self, handler: Any, types: tuple[type[Any], ...] | None = None, *, quick: bool = False
     ) -> Callable[[], None]:
+        """As Transport.subscribe (`quick` changes nothing here: `deliver` calls on the test's
+        thread)."""
         entry = (handler, types)
         with self._cond:
             self._subs.append(entry)

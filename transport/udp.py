@@ -17,6 +17,11 @@ Threads, and what runs where:
 - `TransportActor` (Pykka): decodes each whole message once and gives it to the subscribers
   (`actor_ref.tell(Delivery)`, or a call of a callable), and runs `on_done` callbacks. Slow
   subscribers therefore never stall the socket.
+- one-fragment messages skip that hop: the thread that completed them (the reader) decodes them
+  and tells the subscribing actors (or calls the callables subscribed `quick=True`) itself, when
+  the delivery thread has nothing left to run (so messages and send outcomes keep the order they
+  happened in) and no slow callable subscribes to their type. A small request then costs one
+  thread wake-up (its owner's) instead of two.
 Every OSError of send/receive/select is counted (`oserrors`) and the thread goes on; no peer
 input reaches an actor as an exception. Socket I/O (buffers, IP_PMTUDISC_DO, UDP GSO/GRO
 batching with fallback) is in `transport.sockets`.
@@ -73,6 +78,7 @@ log = logging.getLogger(__name__)
 Addr = tuple[str, int]
 DRAIN_BATCH = 128  # datagrams per select(): small enough that ACKs leave promptly
 CHUNK = 128  # DATA datagrams built per core-lock hold: sending starts before a window is built
+MAX_CANONICAL = 4096  # destination addresses whose canonical form is remembered
 FIRST_CHUNK = 32  # DATA datagrams send() builds itself: the wire (and the peer) start sooner
 
 
@@ -156,15 +162,18 @@ class TransportActor(pykka.ThreadingActor):
         self._t._actor_thread = threading.current_thread()
 
     def on_receive(self, message: Any) -> Any:
-        for item in message.items if isinstance(message, _Batch) else (message,):
-            try:
-                if isinstance(item, _Deliver):
-                    self._t._deliver(item)
-                elif isinstance(item, _Call):
-                    item.fn(item.err)
-            except Exception:  # a subscriber's bug must not stop delivery (nor the batch)
-                self._t._count("subscriber_errors")
-                log.exception("transport %s: subscriber failed", self._t.name)
+        try:
+            for item in message.items if isinstance(message, _Batch) else (message,):
+                try:
+                    if isinstance(item, _Deliver):
+                        self._t._deliver(item)
+                    elif isinstance(item, _Call):
+                        item.fn(item.err)
+                except Exception:  # a subscriber's bug must not stop delivery (nor the batch)
+                    self._t._count("subscriber_errors")
+                    log.exception("transport %s: subscriber failed", self._t.name)
+        finally:
+            self._t._ran += 1  # (only this thread writes it) see Transport._dispatch
         return None
 
 
@@ -182,7 +191,11 @@ class Transport:
         self._send_lock = threading.Lock()  # order of datagrams on the wire (see _pump)
         self._closed = threading.Event()
         self._pending: dict[int, tuple[pykka.Future[None], OnDone | None]] = {}
-        self._subs: list[tuple[Handler, frozenset[int] | None]] = []
+        self._subs: list[tuple[Handler, frozenset[int] | None, bool]] = []  # (.., quick)
+        self._canonical: dict[Addr, Addr] = {}  # (see _canonical_address)
+        self._hand_lock = threading.Lock()
+        self._handed = 0  # actor messages told to the delivery thread (under _hand_lock)
+        self._ran = 0  # ... and run by it (written by the delivery thread only)
         self._extra = {"oserrors": 0, "bad_messages": 0, "subscriber_errors": 0,
                        "internal_errors": 0}  # fmt: skip
         self._sleep_until = 0.0
@@ -250,7 +263,8 @@ class Transport:
         fut: pykka.Future[None] = pykka.ThreadingFuture()
         try:
             body = self._codec.encode(msg)
-            dest = canonical_address(addr, self._sock.family)
+            dest = (self._canonical.get(addr) if type(addr) is tuple else None
+                    ) or self._canonical_address(addr)  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - the caller's message or address is refused
             self._resolve(fut, on_done, SendError("rejected", f"cannot send {msg!r}: {exc}"))
             return fut
@@ -273,14 +287,26 @@ class Transport:
             self._poke()
         return fut
 
+    def _canonical_address(self, addr: Addr) -> Addr:
+        """canonical_address, remembered (a node sends to the same few addresses all the time;
+        parsing an IP literal each time was a visible share of a small message's cost)."""
+        dest = canonical_address(addr, self._sock.family)
+        if len(self._canonical) >= MAX_CANONICAL:
+            self._canonical.clear()
+        self._canonical[(addr[0], addr[1])] = dest
+        return dest
+
     def subscribe(
-        self, handler: Handler, types: tuple[type[Any], ...] | None = None
+        self, handler: Handler, types: tuple[type[Any], ...] | None = None, *, quick: bool = False
     ) -> Callable[[], None]:
         """Deliver every whole message (of `types`, default all) to `handler`: an actor ref gets
-        `tell(Delivery)`, a callable is called on the delivery thread (keep it quick).
+        `tell(Delivery)` (from the delivery thread, or for a one-fragment message from the reader
+        thread), a callable is called on the delivery thread (keep it quick). `quick=True`
+        promises that the callable never blocks nor waits for this transport (it only counts
+        and tells actors): it may then be called on the reader thread too, like an actor ref.
         Returns a function that undoes the subscription."""
         codes = None if types is None else frozenset(int(t.TYPE) for t in types)
-        entry = (handler, codes)
+        entry = (handler, codes, quick or isinstance(handler, pykka.ActorRef))
         with self._lock:
             self._subs = [*self._subs, entry]
 
@@ -443,9 +469,42 @@ class Transport:
             if entry is not None:
                 err = None if isinstance(ev, SendDone) else SendError(ev.kind, ev.reason)
                 self._resolve(entry[0], entry[1], err, work)
-        if work and self._actor.is_alive():  # (not alive: stopped, nobody to deliver to)
-            # one wake-up of the delivery thread per turn, not one per message
-            self._actor.tell(work[0] if len(work) == 1 else _Batch(work))
+        if work:
+            self._dispatch(work)
+
+    def _dispatch(self, work: list[_Deliver | _Call]) -> None:
+        """Deliver the leading one-fragment messages of `work` on this thread, if the delivery
+        thread has run everything it was given (else they would overtake it) and every
+        subscriber of their type is quick; the rest goes to the delivery thread, one actor
+        message for all of it (one wake-up per turn, not one per message)."""
+        i, n = 0, len(work)
+        if self._handed == self._ran:
+            while i < n:
+                item = work[i]
+                if type(item) is not _Deliver or len(item.parts) != 1 or not self._quick(item):
+                    break
+                self._deliver(item)
+                i += 1
+        if i < n:
+            self._hand(work[i] if i == n - 1 else _Batch(work[i:]))
+
+    def _quick(self, d: _Deliver) -> bool:
+        """Whether every subscriber that gets `d` may be run on the calling thread."""
+        for _, codes, quick in self._subs:
+            if not quick and (codes is None or d.type_code in codes):
+                return False
+        return True
+
+    def _hand(self, message: _Deliver | _Call | _Batch) -> None:
+        """Tell the delivery thread (counted: see _dispatch)."""
+        if not self._actor.is_alive():  # stopped: nobody to deliver to
+            return
+        with self._hand_lock:
+            self._handed += 1
+            try:
+                self._actor.tell(message)
+            except pykka.ActorDeadError:  # stopped meanwhile
+                self._handed -= 1
 
     def _persist_epochs(self) -> None:
         """(send lock held) Write the epochs the guard queued in the last pump."""
@@ -473,8 +532,8 @@ class Transport:
             return
         if work is not None:
             work.append(_Call(on_done, err))
-        elif self._actor.is_alive():
-            self._actor.tell(_Call(on_done, err))
+        else:
+            self._hand(_Call(on_done, err))
 
     def _poke(self) -> None:
         try:
@@ -495,13 +554,16 @@ class Transport:
 
     # ----------------------------------------------------------------- delivery thread
     def _deliver(self, d: _Deliver) -> None:
+        """Decode `d` and hand it to its subscribers (on the delivery thread, or for a
+        one-fragment message on the thread that completed it: see _dispatch)."""
+        parts = d.parts
         try:
-            msg = self._codec.decode(d.type_code, b"".join(d.parts))
+            msg = self._codec.decode(d.type_code, parts[0] if len(parts) == 1 else b"".join(parts))
         except Exception:  # noqa: BLE001 - the codec refused a peer's body: counted, never raised
             self._count("bad_messages")
             return
         delivery = Delivery(d.addr, msg)
-        for handler, codes in self._subs:
+        for handler, codes, _ in self._subs:
             if codes is not None and d.type_code not in codes:
                 continue
             if isinstance(handler, pykka.ActorRef):
