@@ -299,8 +299,8 @@ def test_delivery_batch_runs_in_order_and_survives_a_failing_subscriber() -> Non
         _ran = 0  # actor messages run (the delivery thread counts them)
         counts: dict[str, int] = {}
 
-        def _deliver(self, d: udp._Deliver) -> None:
-            ran.append(f"deliver {d.parts[0].decode()}")
+        def _deliver(self, items: list[udp._Deliver]) -> None:
+            ran.extend(f"deliver {d.parts[0].decode()}" for d in items)
 
         def _count(self, key: str, n: int = 1) -> None:
             self.counts[key] = self.counts.get(key, 0) + n

@@ -12,7 +12,7 @@ import pytest
 
 from config import TransportConfig
 from transport import udp
-from transport.sim import Blob, BlobCodec, Ping
+from transport.sim import CONTROL_LIMIT, Blob, BlobCodec, Ping
 from transport.udp import Delivery, SendError, Transport
 
 pytestmark = pytest.mark.timeout(120)
@@ -27,14 +27,14 @@ class _Dispatching:
     _dispatch = Transport._dispatch
     _quick = Transport._quick
 
-    def __init__(self, subs: list[tuple[Any, frozenset[int] | None, bool]], busy: bool) -> None:
+    def __init__(self, subs: list[tuple[Any, frozenset[int] | None, bool, bool]], busy: bool) -> None:
         self._subs = subs
         self._handed, self._ran = (1, 0) if busy else (0, 0)
         self.here: list[bytes] = []
         self.handed: list[Any] = []
 
-    def _deliver(self, d: udp._Deliver) -> None:
-        self.here.append(d.parts[0])
+    def _deliver(self, items: list[udp._Deliver]) -> None:
+        self.here.extend(d.parts[0] for d in items)
 
     def _hand(self, message: Any) -> None:
         self.handed.append(message)
@@ -49,7 +49,7 @@ def _call(tag: str) -> udp._Call:
 
 
 def test_leading_one_fragment_messages_are_delivered_here_the_rest_handed_in_order() -> None:
-    t = _Dispatching([(object(), None, True)], busy=False)
+    t = _Dispatching([(object(), None, True, False)], busy=False)
     done = _call("x")
     big = _deliver(b"big", parts=2)
     work: list[udp._Deliver | udp._Call] = [_deliver(b"a"), _deliver(b"b"), done,
@@ -58,21 +58,21 @@ def test_leading_one_fragment_messages_are_delivered_here_the_rest_handed_in_ord
     assert t.here == [b"a", b"b"]
     # everything from the first send outcome on stays behind it, in one hand-over
     assert len(t.handed) == 1 and t.handed[0].items == work[2:]
-    t2 = _Dispatching([(object(), None, True)], busy=False)
+    t2 = _Dispatching([(object(), None, True, False)], busy=False)
     t2._dispatch([_deliver(b"a"), big])
     assert t2.here == [b"a"] and t2.handed == [big]  # a lone rest is not wrapped
 
 
 def test_nothing_overtakes_what_the_delivery_thread_has_not_run_yet() -> None:
-    t = _Dispatching([(object(), None, True)], busy=True)
+    t = _Dispatching([(object(), None, True, False)], busy=True)
     work: list[udp._Deliver | udp._Call] = [_deliver(b"a"), _deliver(b"b")]
     t._dispatch(work)
     assert t.here == [] and len(t.handed) == 1 and t.handed[0].items == work
 
 
 def test_a_slow_callable_subscriber_keeps_its_types_on_the_delivery_thread() -> None:
-    slow = (lambda d: None, frozenset({2}), False)
-    t = _Dispatching([(object(), None, True), slow], busy=False)
+    slow = (lambda d: None, frozenset({2}), False, False)
+    t = _Dispatching([(object(), None, True, False), slow], busy=False)
     work: list[udp._Deliver | udp._Call] = [_deliver(b"a", type_code=1),
                                             _deliver(b"b", type_code=2),
                                             _deliver(b"c", type_code=1)]  # fmt: skip
@@ -131,14 +131,15 @@ def test_one_fragment_messages_skip_the_delivery_thread(transports: list[Transpo
     b.subscribe(slow, (Blob,))  # not quick: Blob messages go through the delivery thread
     a.send(b.address, Ping(b"small")).get(timeout=30)
     a.send(b.address, Blob(b"x" * 10)).get(timeout=30)
-    _idle_delivery_thread(b)  # else the next one rightly waits behind the Blob
+    slow.wait(1)  # the Blob was handed to the delivery thread (after its ACK left) ...
+    _idle_delivery_thread(b)  # ... and run: else the next one rightly waits behind it
     a.send(b.address, Ping(b"y" * 300)).get(timeout=30)
     got = quick.wait(3)
     reader = f"transport-{b.name}"
     assert got[0] == (reader, Ping(b"small"))
     assert got[1][1] == Blob(b"x" * 10) and got[1][0] != reader  # a slow subscriber's type
     assert got[2] == (reader, Ping(b"y" * 300))
-    assert slow.wait(1)[0][0] == got[1][0]
+    assert slow.got[0][0] == got[1][0]
 
 
 def test_multi_fragment_messages_go_through_the_delivery_thread(
@@ -198,3 +199,64 @@ def test_a_send_outcome_still_running_holds_back_later_messages(
     with cond:
         assert cond.wait_for(lambda: len(order) >= 2, 60), order
     assert order == ["done", "msg later"]
+
+
+class _Decoding:
+    """What `Transport._deliver` needs: a codec that refuses b"bad", subscribers, counters."""
+
+    _deliver = Transport._deliver
+    _call = Transport._call
+    name = "stand-in"
+
+    def __init__(self, subs: list[tuple[Any, frozenset[int] | None, bool, bool]]) -> None:
+        self._subs = subs
+        self._codec = BlobCodec
+        self.counts: dict[str, int] = {}
+
+    def _count(self, key: str, n: int = 1) -> None:
+        self.counts[key] = self.counts.get(key, 0) + n
+
+
+def test_a_batches_subscriber_gets_the_messages_of_a_turn_in_one_call() -> None:
+    calls: list[Any] = []
+    pings: list[Delivery] = []
+
+    def boom(d: Delivery) -> None:
+        raise RuntimeError("subscriber bug")
+
+    t = _Decoding([(calls.append, None, True, True),
+                   (pings.append, frozenset({Ping.TYPE}), True, False),
+                   (boom, frozenset({Blob.TYPE}), True, False)])  # fmt: skip
+    t._deliver([udp._Deliver(ADDR, Ping.TYPE, [b"p1"]),
+                udp._Deliver(ADDR, Blob.TYPE, [b"b", b"1"]),
+                udp._Deliver(ADDR, Ping.TYPE, [b"x" * (CONTROL_LIMIT + 1)]),
+                udp._Deliver(ADDR, Ping.TYPE, [b"p2"])])  # fmt: skip
+    assert calls == [[Delivery(ADDR, Ping(b"p1")), Delivery(ADDR, Blob(b"b1")),
+                      Delivery(ADDR, Ping(b"p2"))]]  # fmt: skip
+    assert pings == [Delivery(ADDR, Ping(b"p1")), Delivery(ADDR, Ping(b"p2"))]
+    assert t.counts == {"bad_messages": 1, "subscriber_errors": 1}
+
+
+def test_a_batches_subscriber_on_real_sockets_gets_every_message_once(
+    transports: list[Transport],
+) -> None:
+    a, b = _start(transports), _start(transports)
+    calls: list[list[Delivery]] = []
+    cond = threading.Condition()
+
+    def on_batch(ds: list[Delivery]) -> None:
+        with cond:
+            calls.append(ds)
+            cond.notify_all()
+
+    b.subscribe(on_batch, batches=True)
+    futs = [a.send(b.address, Ping(b"%d" % i)) for i in range(200)]
+    futs.append(a.send(b.address, Blob(bytes(5000))))  # several fragments: delivery thread
+    for f in futs:
+        f.get(timeout=60)
+    with cond:
+        assert cond.wait_for(lambda: sum(map(len, calls)) >= 201, 60)
+    got = [d.msg for ds in calls for d in ds]
+    want = [Ping(b"%d" % i) for i in range(200)] + [Blob(bytes(5000))]
+    assert sorted(map(repr, got)) == sorted(map(repr, want))
+    assert all(isinstance(ds, list) and ds for ds in calls)

@@ -33,6 +33,7 @@ datagrams: seeded drop, duplicate, delay, reorder, bit flips.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import select
@@ -166,7 +167,7 @@ class TransportActor(pykka.ThreadingActor):
             for item in message.items if isinstance(message, _Batch) else (message,):
                 try:
                     if isinstance(item, _Deliver):
-                        self._t._deliver(item)
+                        self._t._deliver([item])
                     elif isinstance(item, _Call):
                         item.fn(item.err)
                 except Exception:  # a subscriber's bug must not stop delivery (nor the batch)
@@ -191,7 +192,7 @@ class Transport:
         self._send_lock = threading.Lock()  # order of datagrams on the wire (see _pump)
         self._closed = threading.Event()
         self._pending: dict[int, tuple[pykka.Future[None], OnDone | None]] = {}
-        self._subs: list[tuple[Handler, frozenset[int] | None, bool]] = []  # (.., quick)
+        self._subs: list[tuple[Handler, frozenset[int] | None, bool, bool]] = []  # see subscribe
         self._canonical: dict[Addr, Addr] = {}  # (see _canonical_address)
         self._hand_lock = threading.Lock()
         self._handed = 0  # actor messages told to the delivery thread (under _hand_lock)
@@ -297,16 +298,23 @@ class Transport:
         return dest
 
     def subscribe(
-        self, handler: Handler, types: tuple[type[Any], ...] | None = None, *, quick: bool = False
+        self,
+        handler: Handler,
+        types: tuple[type[Any], ...] | None = None,
+        *,
+        quick: bool = False,
+        batches: bool = False,
     ) -> Callable[[], None]:
         """Deliver every whole message (of `types`, default all) to `handler`: an actor ref gets
         `tell(Delivery)` (from the delivery thread, or for a one-fragment message from the reader
         thread), a callable is called on the delivery thread (keep it quick). `quick=True`
         promises that the callable never blocks nor waits for this transport (it only counts
         and tells actors): it may then be called on the reader thread too, like an actor ref.
+        `batches=True` (a quick callable): called with a list of Deliveries instead, the
+        messages of one reader turn in order (so it can tell each actor once per turn).
         Returns a function that undoes the subscription."""
         codes = None if types is None else frozenset(int(t.TYPE) for t in types)
-        entry = (handler, codes, quick or isinstance(handler, pykka.ActorRef))
+        entry = (handler, codes, quick or batches or isinstance(handler, pykka.ActorRef), batches)
         with self._lock:
             self._subs = [*self._subs, entry]
 
@@ -390,6 +398,10 @@ class Transport:
                 self._count("oserrors")
                 self._closed.wait(0.001)
             return
+        finally:
+            # awake: before sleeping again it takes the next deadline under the lock, so a
+            # send() from now on needs no wake-up byte (see _pump's poke)
+            self._sleep_until = -math.inf
         if fds[1] in ready:
             self._drain_wake()
         batch = self._recv_batch() if fds[0] in ready else []
@@ -483,14 +495,15 @@ class Transport:
                 item = work[i]
                 if type(item) is not _Deliver or len(item.parts) != 1 or not self._quick(item):
                     break
-                self._deliver(item)
                 i += 1
+            if i:
+                self._deliver(work[:i])  # type: ignore[arg-type]
         if i < n:
             self._hand(work[i] if i == n - 1 else _Batch(work[i:]))
 
     def _quick(self, d: _Deliver) -> bool:
         """Whether every subscriber that gets `d` may be run on the calling thread."""
-        for _, codes, quick in self._subs:
+        for _, codes, quick, _ in self._subs:
             if not quick and (codes is None or d.type_code in codes):
                 return False
         return True
@@ -553,24 +566,36 @@ class Transport:
             self._extra[key] = self._extra.get(key, 0) + n
 
     # ----------------------------------------------------------------- delivery thread
-    def _deliver(self, d: _Deliver) -> None:
-        """Decode `d` and hand it to its subscribers (on the delivery thread, or for a
-        one-fragment message on the thread that completed it: see _dispatch)."""
-        parts = d.parts
-        try:
-            msg = self._codec.decode(d.type_code, parts[0] if len(parts) == 1 else b"".join(parts))
-        except Exception:  # noqa: BLE001 - the codec refused a peer's body: counted, never raised
-            self._count("bad_messages")
+    def _deliver(self, items: list[_Deliver]) -> None:
+        """Decode `items` and hand them to the subscribers, in order (on the delivery thread,
+        or one-fragment messages on the thread that completed them: see _dispatch). A
+        subscriber of `batches` gets all of its messages of `items` in one call."""
+        got: list[tuple[int, Delivery]] = []
+        for d in items:
+            parts = d.parts
+            try:
+                body = parts[0] if len(parts) == 1 else b"".join(parts)
+                got.append((d.type_code, Delivery(d.addr, self._codec.decode(d.type_code, body))))
+            except Exception:  # noqa: BLE001 - the codec refused a peer's body: counted
+                self._count("bad_messages")
+        if not got:
             return
-        delivery = Delivery(d.addr, msg)
-        for handler, codes, _ in self._subs:
-            if codes is not None and d.type_code not in codes:
+        for handler, codes, _, batches in self._subs:
+            mine = [x for t, x in got if codes is None or t in codes]
+            if not mine:
                 continue
-            if isinstance(handler, pykka.ActorRef):
-                handler.tell(delivery)
+            if batches:
+                self._call(handler, mine)
             else:
-                try:
-                    handler(delivery)
-                except Exception:
-                    self._count("subscriber_errors")
-                    log.exception("transport %s: subscriber %r failed", self.name, handler)
+                call = handler.tell if isinstance(handler, pykka.ActorRef) else handler
+                for x in mine:
+                    self._call(call, x)
+
+    def _call(self, handler: Callable[[Any], None], arg: Any) -> None:
+        """handler(arg); an exception (a subscriber's bug, a stopped actor) is counted and
+        logged, never raised into the reader or delivery thread."""
+        try:
+            handler(arg)
+        except Exception:
+            self._count("subscriber_errors")
+            log.exception("transport %s: subscriber %r failed", self.name, handler)
