@@ -61,6 +61,7 @@ class FakeTransport:
         *,
         deadline_s: float | None = None,
         on_done: OnDone | None = None,
+        quick_done: bool = False,
     ) -> pykka.Future[None]:
         fut: pykka.Future[None] = pykka.ThreadingFuture()
         rec = Sent(tuple(addr), msg, deadline_s, fut, on_done)  # type: ignore[arg-type]

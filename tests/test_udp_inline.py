@@ -26,6 +26,8 @@ class _Dispatching:
 
     _dispatch = Transport._dispatch
     _quick = Transport._quick
+    _call = Transport._call
+    name = "stand-in"
 
     def __init__(self, subs: list[tuple[Any, frozenset[int] | None, bool, bool]], busy: bool) -> None:
         self._subs = subs
@@ -61,6 +63,18 @@ def test_leading_one_fragment_messages_are_delivered_here_the_rest_handed_in_ord
     t2 = _Dispatching([(object(), None, True, False)], busy=False)
     t2._dispatch([_deliver(b"a"), big])
     assert t2.here == [b"a"] and t2.handed == [big]  # a lone rest is not wrapped
+
+
+def test_quick_done_callbacks_run_here_in_their_place_slow_ones_stop_the_run() -> None:
+    t = _Dispatching([(object(), None, True, False)], busy=False)
+    ran: list[str] = []
+    quick = udp._Call(lambda err: ran.append(f"quick {err}"), None, True)
+    slow = udp._Call(lambda err: ran.append("slow"), None)
+    work: list[udp._Deliver | udp._Call] = [_deliver(b"a"), quick, _deliver(b"b"), slow,
+                                            _deliver(b"c")]  # fmt: skip
+    t._dispatch(work)
+    assert t.here == [b"a", b"b"] and ran == ["quick None"]
+    assert len(t.handed) == 1 and t.handed[0].items == [slow, work[4]]
 
 
 def test_nothing_overtakes_what_the_delivery_thread_has_not_run_yet() -> None:
@@ -260,3 +274,23 @@ def test_a_batches_subscriber_on_real_sockets_gets_every_message_once(
     want = [Ping(b"%d" % i) for i in range(200)] + [Blob(bytes(5000))]
     assert sorted(map(repr, got)) == sorted(map(repr, want))
     assert all(isinstance(ds, list) and ds for ds in calls)
+
+
+def test_a_quick_done_callback_runs_on_the_reader_thread(transports: list[Transport]) -> None:
+    a, b = _start(transports), _start(transports)
+    threads: dict[str, str] = {}
+    cond = threading.Condition()
+
+    def done(tag: str) -> Any:
+        def on_done(err: SendError | None) -> None:
+            with cond:
+                threads[tag] = threading.current_thread().name
+                cond.notify_all()
+        return on_done
+
+    a.send(b.address, Ping(b"1"), on_done=done("quick"), quick_done=True).get(timeout=30)
+    a.send(b.address, Ping(b"2"), on_done=done("plain")).get(timeout=30)
+    with cond:
+        assert cond.wait_for(lambda: len(threads) == 2, 60)
+    assert threads["quick"] == f"transport-{a.name}"
+    assert threads["plain"].startswith("TransportActor")

@@ -122,6 +122,7 @@ class _Deliver:
 class _Call:
     fn: OnDone
     err: SendError | None
+    quick: bool = False  # send(quick_done=True): may run on the reader thread (see _dispatch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +192,7 @@ class Transport:
         self._lock = threading.Lock()  # the core, counters, subscribers
         self._send_lock = threading.Lock()  # order of datagrams on the wire (see _pump)
         self._closed = threading.Event()
-        self._pending: dict[int, tuple[pykka.Future[None], OnDone | None]] = {}
+        self._pending: dict[int, tuple[pykka.Future[None], OnDone | None, bool]] = {}
         self._subs: list[tuple[Handler, frozenset[int] | None, bool, bool]] = []  # see subscribe
         self._canonical: dict[Addr, Addr] = {}  # (see _canonical_address)
         self._hand_lock = threading.Lock()
@@ -256,10 +257,12 @@ class Transport:
 
     # ----------------------------------------------------------------- public API
     def send(self, addr: Addr, msg: Any, *, deadline_s: float | None = None,
-             on_done: OnDone | None = None) -> pykka.Future[None]:  # fmt: skip
+             on_done: OnDone | None = None, quick_done: bool = False) -> pykka.Future[None]:  # fmt: skip
         """Send `msg` to `addr`. The future resolves None once the peer acknowledged the whole
         message, or fails with SendError (kind "unacknowledged", "undelivered" or "rejected").
-        `on_done(error_or_None)` runs on the delivery thread when the outcome is known.
+        `on_done(error_or_None)` runs on the delivery thread when the outcome is known;
+        `quick_done=True` promises it never blocks nor waits for this transport (it tells an
+        actor): it may then run on the reader thread, which saves the delivery thread's wake-up.
         `deadline_s`: silence after which the send fails (default transport.send_deadline_s)."""
         fut: pykka.Future[None] = pykka.ThreadingFuture()
         try:
@@ -276,7 +279,7 @@ class Transport:
             else:
                 try:
                     handle = self._ep.send(dest, msg.TYPE, body, now, deadline_s)
-                    self._pending[handle] = (fut, on_done)
+                    self._pending[handle] = (fut, on_done, quick_done)
                     err = None
                 except MessageRejected as exc:
                     err = SendError("rejected", exc.reason)
@@ -367,7 +370,7 @@ class Transport:
         self._poke()
         if threading.current_thread() is not self._reader:
             self._reader.join(timeout=5.0)
-        for fut, on_done in pending.values():
+        for fut, on_done, _ in pending.values():
             self._resolve(fut, on_done, SendError("rejected", "transport stopped"))
         in_actor = threading.current_thread() is self._actor_thread
         self._actor.stop(block=not in_actor)
@@ -480,24 +483,35 @@ class Transport:
             entry = self._pending.pop(ev.handle, None)
             if entry is not None:
                 err = None if isinstance(ev, SendDone) else SendError(ev.kind, ev.reason)
-                self._resolve(entry[0], entry[1], err, work)
+                self._resolve(entry[0], entry[1], err, work, entry[2])
         if work:
             self._dispatch(work)
 
     def _dispatch(self, work: list[_Deliver | _Call]) -> None:
-        """Deliver the leading one-fragment messages of `work` on this thread, if the delivery
-        thread has run everything it was given (else they would overtake it) and every
-        subscriber of their type is quick; the rest goes to the delivery thread, one actor
-        message for all of it (one wake-up per turn, not one per message)."""
+        """Run the leading items of `work` that may run on this thread (one-fragment messages
+        whose subscribers are all quick, `quick_done` callbacks), if the delivery thread has
+        run everything it was given (else they would overtake it); the rest goes to the
+        delivery thread, one actor message for all of it (one wake-up per turn, not one per
+        message)."""
         i, n = 0, len(work)
         if self._handed == self._ran:
+            run: list[_Deliver] = []  # consecutive messages: decoded and handed on together
             while i < n:
                 item = work[i]
-                if type(item) is not _Deliver or len(item.parts) != 1 or not self._quick(item):
+                if type(item) is _Call:
+                    if not item.quick:
+                        break
+                    if run:
+                        self._deliver(run)
+                        run = []
+                    self._call(item.fn, item.err)
+                elif len(item.parts) == 1 and self._quick(item):
+                    run.append(item)
+                else:
                     break
                 i += 1
-            if i:
-                self._deliver(work[:i])  # type: ignore[arg-type]
+            if run:
+                self._deliver(run)
         if i < n:
             self._hand(work[i] if i == n - 1 else _Batch(work[i:]))
 
@@ -534,6 +548,7 @@ class Transport:
         on_done: OnDone | None,
         err: SendError | None,
         work: list[_Deliver | _Call] | None = None,
+        quick: bool = False,
     ) -> None:
         """Settle `fut`; `on_done` runs on the delivery thread (appended to `work`, the caller's
         batch for it, if given)."""
@@ -544,7 +559,7 @@ class Transport:
         if on_done is None:
             return
         if work is not None:
-            work.append(_Call(on_done, err))
+            work.append(_Call(on_done, err, quick))
         else:
             self._hand(_Call(on_done, err))
 
