@@ -1,4 +1,4 @@
-"""One-fragment messages delivered by the thread that completed them (no delivery-thread hop),
+"""Small messages delivered by the thread that completed them (no delivery-thread hop),
 and the order of deliveries and send outcomes kept when the delivery thread is still busy.
 `Transport._dispatch` with a stand-in transport (deterministic), then real sockets on 127.0.0.1."""
 
@@ -50,10 +50,10 @@ def _call(tag: str) -> udp._Call:
     return udp._Call(lambda err: None, SendError("rejected", tag))
 
 
-def test_leading_one_fragment_messages_are_delivered_here_the_rest_handed_in_order() -> None:
+def test_leading_small_messages_are_delivered_here_the_rest_handed_in_order() -> None:
     t = _Dispatching([(object(), None, True, False)], busy=False)
     done = _call("x")
-    big = _deliver(b"big", parts=2)
+    big = _deliver(bytes(udp.INLINE_MAX // 2 + 1), parts=2)  # over INLINE_MAX
     work: list[udp._Deliver | udp._Call] = [_deliver(b"a"), _deliver(b"b"), done,
                                             _deliver(b"c"), big]  # fmt: skip
     t._dispatch(work)
@@ -61,8 +61,8 @@ def test_leading_one_fragment_messages_are_delivered_here_the_rest_handed_in_ord
     # everything from the first send outcome on stays behind it, in one hand-over
     assert len(t.handed) == 1 and t.handed[0].items == work[2:]
     t2 = _Dispatching([(object(), None, True, False)], busy=False)
-    t2._dispatch([_deliver(b"a"), big])
-    assert t2.here == [b"a"] and t2.handed == [big]  # a lone rest is not wrapped
+    t2._dispatch([_deliver(b"a"), _deliver(b"s", parts=3), big])
+    assert t2.here == [b"a", b"s"] and t2.handed == [big]  # a lone rest is not wrapped
 
 
 def test_quick_done_callbacks_run_here_in_their_place_slow_ones_stop_the_run() -> None:
@@ -156,16 +156,21 @@ def test_one_fragment_messages_skip_the_delivery_thread(transports: list[Transpo
     assert slow.got[0][0] == got[1][0]
 
 
-def test_multi_fragment_messages_go_through_the_delivery_thread(
+def test_small_messages_of_several_fragments_skip_it_large_ones_do_not(
     transports: list[Transport],
 ) -> None:
     a, b = _start(transports), _start(transports)
     sink = _Threads()
     b.subscribe(sink, quick=True)
-    body = bytes(range(256)) * 40  # several fragments
-    a.send(b.address, Blob(body)).get(timeout=30)
-    name, msg = sink.wait(1)[0]
-    assert msg == Blob(body) and name != f"transport-{b.name}"
+    small = bytes(range(256)) * 20  # 4 fragments, within INLINE_MAX
+    large = bytes(range(256)) * (udp.INLINE_MAX // 256 + 1)  # over it
+    assert len(small) > CFG.fragment_size
+    a.send(b.address, Blob(small)).get(timeout=30)
+    a.send(b.address, Blob(large)).get(timeout=30)
+    got = sink.wait(2)
+    reader = f"transport-{b.name}"
+    assert got[0] == (reader, Blob(small))
+    assert got[1][1] == Blob(large) and got[1][0] != reader
 
 
 def test_an_actor_subscriber_gets_one_fragment_messages_in_send_order(
@@ -265,13 +270,13 @@ def test_a_batches_subscriber_on_real_sockets_gets_every_message_once(
 
     b.subscribe(on_batch, batches=True)
     futs = [a.send(b.address, Ping(b"%d" % i)) for i in range(200)]
-    futs.append(a.send(b.address, Blob(bytes(5000))))  # several fragments: delivery thread
+    futs.append(a.send(b.address, Blob(bytes(udp.INLINE_MAX + 1))))  # the delivery thread
     for f in futs:
         f.get(timeout=60)
     with cond:
         assert cond.wait_for(lambda: sum(map(len, calls)) >= 201, 60)
     got = [d.msg for ds in calls for d in ds]
-    want = [Ping(b"%d" % i) for i in range(200)] + [Blob(bytes(5000))]
+    want = [Ping(b"%d" % i) for i in range(200)] + [Blob(bytes(udp.INLINE_MAX + 1))]
     assert sorted(map(repr, got)) == sorted(map(repr, want))
     assert all(isinstance(ds, list) and ds for ds in calls)
 

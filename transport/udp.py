@@ -17,11 +17,12 @@ Threads, and what runs where:
 - `TransportActor` (Pykka): decodes each whole message once and gives it to the subscribers
   (`actor_ref.tell(Delivery)`, or a call of a callable), and runs `on_done` callbacks. Slow
   subscribers therefore never stall the socket.
-- one-fragment messages skip that hop: the thread that completed them (the reader) decodes them
-  and tells the subscribing actors (or calls the callables subscribed `quick=True`) itself, when
-  the delivery thread has nothing left to run (so messages and send outcomes keep the order they
-  happened in) and no slow callable subscribes to their type. A small request then costs one
-  thread wake-up (its owner's) instead of two.
+- small messages (at most INLINE_MAX bytes of fragments) skip that hop: the thread that
+  completed them (the reader) decodes them and tells the subscribing actors (or calls the
+  callables subscribed `quick=True`) itself, when the delivery thread has nothing left to run
+  (so messages and send outcomes keep the order they happened in) and no slow callable
+  subscribes to their type; `on_done` callbacks of `send(quick_done=True)` likewise. A small
+  request then costs one thread wake-up (its owner's) instead of two.
 Every OSError of send/receive/select is counted (`oserrors`) and the thread goes on; no peer
 input reaches an actor as an exception. Socket I/O (buffers, IP_PMTUDISC_DO, UDP GSO/GRO
 batching with fallback) is in `transport.sockets`.
@@ -79,6 +80,9 @@ log = logging.getLogger(__name__)
 Addr = tuple[str, int]
 DRAIN_BATCH = 128  # datagrams per select(): small enough that ACKs leave promptly
 CHUNK = 128  # DATA datagrams built per core-lock hold: sending starts before a window is built
+# bytes of fragments (count x the first's size) up to which a message is decoded on the reader
+# thread: microseconds of join and decode, while the ACKs of a large transfer must not wait
+INLINE_MAX = 16 * 1024
 MAX_CANONICAL = 4096  # destination addresses whose canonical form is remembered
 FIRST_CHUNK = 32  # DATA datagrams send() builds itself: the wire (and the peer) start sooner
 
@@ -309,7 +313,7 @@ class Transport:
         batches: bool = False,
     ) -> Callable[[], None]:
         """Deliver every whole message (of `types`, default all) to `handler`: an actor ref gets
-        `tell(Delivery)` (from the delivery thread, or for a one-fragment message from the reader
+        `tell(Delivery)` (from the delivery thread, or for a small message from the reader
         thread), a callable is called on the delivery thread (keep it quick). `quick=True`
         promises that the callable never blocks nor waits for this transport (it only counts
         and tells actors): it may then be called on the reader thread too, like an actor ref.
@@ -488,7 +492,7 @@ class Transport:
             self._dispatch(work)
 
     def _dispatch(self, work: list[_Deliver | _Call]) -> None:
-        """Run the leading items of `work` that may run on this thread (one-fragment messages
+        """Run the leading items of `work` that may run on this thread (small messages
         whose subscribers are all quick, `quick_done` callbacks), if the delivery thread has
         run everything it was given (else they would overtake it); the rest goes to the
         delivery thread, one actor message for all of it (one wake-up per turn, not one per
@@ -505,7 +509,7 @@ class Transport:
                         self._deliver(run)
                         run = []
                     self._call(item.fn, item.err)
-                elif len(item.parts) == 1 and self._quick(item):
+                elif len(item.parts) * len(item.parts[0]) <= INLINE_MAX and self._quick(item):
                     run.append(item)
                 else:
                     break
@@ -583,7 +587,7 @@ class Transport:
     # ----------------------------------------------------------------- delivery thread
     def _deliver(self, items: list[_Deliver]) -> None:
         """Decode `items` and hand them to the subscribers, in order (on the delivery thread,
-        or one-fragment messages on the thread that completed them: see _dispatch). A
+        or small messages on the thread that completed them: see _dispatch). A
         subscriber of `batches` gets all of its messages of `items` in one call."""
         got: list[tuple[int, Delivery]] = []
         for d in items:
