@@ -270,11 +270,11 @@ def echo(cfg: TransportConfig, messages: int, chains: int) -> dict[str, float]:
             raise RuntimeError("echo: replies stopped coming")
         wall, cpu = time.perf_counter() - t0, _cpu_s() - c0
         rtt = sorted(state.rtt.get())
-    finally:
-        for ref in (echo_ref, chains_ref):
-            ref.stop()
+    finally:  # the transports first: replies still in flight find no stopped actor
         for tp in tps:
             tp.stop()
+        for ref in (echo_ref, chains_ref):
+            ref.stop()
     return {"msgs_per_s": 2 * messages / wall, "cpu_us_per_msg": cpu / (2 * messages) * 1e6,
             "rtt_p50_ms": rtt[len(rtt) // 2] * 1000, "messages": messages, "chains": chains}
 

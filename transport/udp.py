@@ -266,7 +266,8 @@ class Transport:
         message, or fails with SendError (kind "unacknowledged", "undelivered" or "rejected").
         `on_done(error_or_None)` runs on the delivery thread when the outcome is known;
         `quick_done=True` promises it never blocks nor waits for this transport (it tells an
-        actor): it may then run on the reader thread, which saves the delivery thread's wake-up.
+        actor): it may then run on the thread that learned the outcome (the reader, or a caller
+        of send() whose turn ran a timer), which saves the delivery thread's wake-up.
         `deadline_s`: silence after which the send fails (default transport.send_deadline_s)."""
         fut: pykka.Future[None] = pykka.ThreadingFuture()
         try:
