@@ -61,6 +61,7 @@ class FakeTransport:
         *,
         deadline_s: float | None = None,
         on_done: OnDone | None = None,
+        quick_done: bool = False,
     ) -> pykka.Future[None]:
         fut: pykka.Future[None] = pykka.ThreadingFuture()
         rec = Sent(tuple(addr), msg, deadline_s, fut, on_done)  # type: ignore[arg-type]
@@ -80,9 +81,16 @@ class FakeTransport:
         return fut
 
     def subscribe(
-        self, handler: Any, types: tuple[type[Any], ...] | None = None
+        self,
+        handler: Any,
+        types: tuple[type[Any], ...] | None = None,
+        *,
+        quick: bool = False,
+        batches: bool = False,
     ) -> Callable[[], None]:
-        entry = (handler, types)
+        """As Transport.subscribe (`quick` changes nothing here: `deliver` calls on the test's
+        thread; a `batches` handler gets each message as a list of one)."""
+        entry = (handler, types, batches)
         with self._cond:
             self._subs.append(entry)
 
@@ -111,13 +119,13 @@ class FakeTransport:
         d = Delivery(tuple(addr), msg)  # type: ignore[arg-type]
         with self._cond:
             subs = list(self._subs)
-        for handler, types in subs:
+        for handler, types, batches in subs:
             if types is not None and not isinstance(msg, types):
                 continue
             if isinstance(handler, pykka.ActorRef):
                 handler.tell(d)
             else:
-                handler(d)
+                handler([d] if batches else d)
 
     def complete(self, rec: Sent, error: SendError | None = None) -> None:
         """Resolve one send: acknowledged (None) or failed with `error`."""

@@ -134,6 +134,12 @@ class DatagramSocket:
         """The datagrams of `run`, GSO batches of their parts (one datagram per sendmsg where
         the kernel refuses GSO); returns the number of OSErrors."""
         parts, seg, n = run.parts, run.seg, run.count
+        if n == 1:  # a one-datagram message (the common control message): one plain call
+            try:
+                self.io.sendmsg(parts, (), 0, addr)
+                return 0
+            except OSError:
+                return 1  # the core resends
         step = min(MAX_GSO_SEGMENTS, MAX_GSO_BYTES // max(seg, 1)) if self.gso else 1
         anc = [(_SOL_UDP, _UDP_SEGMENT, struct.pack("=H", seg))]
         sendmsg = self.io.sendmsg

@@ -311,8 +311,8 @@ class ClientSessionActor(pykka.ThreadingActor):
             except pykka.ActorDeadError:
                 pass
 
-        try:
-            self.transport.send(addr, e.msg, on_done=done)
+        try:  # `done` only tells: it may run on the transport's reader thread
+            self.transport.send(addr, e.msg, on_done=done, quick_done=True)
         except Exception as exc:  # noqa: BLE001 - a refused message: as a failed send
             log.warning("cannot send %s to %s: %s", type(e.msg).__name__, addr, exc)
             self.table.send_done(rid, attempt, addr, False, self.clock())

@@ -65,6 +65,14 @@ class PeerLink:
             self.tp.send(addr, msg)
 
 
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """Several messages for one actor, told at once (the router's messages of one reader turn):
+    the actor handles them one by one, in order, as if each had been told alone."""
+
+    items: tuple[Any, ...]
+
+
 def initial_view(cfg: Config) -> ClusterView:
     """The view every actor starts with: up, no majority heard yet, syncing if there are peers."""
     return ClusterView(
@@ -131,6 +139,10 @@ class NodePartActor(pykka.ThreadingActor):
         self.log_limit = LogLimiter()
 
     def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Inbound):
+            for item in message.items:
+                self.on_receive(item)
+            return None
         try:
             if isinstance(message, Wire):
                 self.refs = dict(message.refs)

@@ -118,8 +118,8 @@ class NodeActor(NodePartActor):
             ref.ask(Wire(refs))
         self.router = Router(nid, {n.peer_addr: n.id for n in cfg.nodes if n.id != nid}, refs)
         self._unsubscribe = [
-            self.client_tp.subscribe(self.router.client),
-            self.peer_tp.subscribe(self.router.peer),
+            self.client_tp.subscribe(self.router.client_batch, batches=True),
+            self.peer_tp.subscribe(self.router.peer_batch, batches=True),
         ]
         fast = [self.children["election"], self.children["token"]]
         slow = [self.children[n] for n in ("directory", "pending", "flow")] + [self.actor_ref]
