@@ -171,6 +171,36 @@ def test_a_silent_peer_is_skipped(cloud: FakeCloud) -> None:
     assert sorted(type(m).__name__ for m in res.values()) == ["Lost", "Won"]
 
 
+def test_a_killed_winner_is_replaced_when_its_port_refuses_not_after_the_timeout(
+        cloud: FakeCloud) -> None:
+    """The winner's process dies (its host up): the next heartbeat to it draws port
+    unreachable, so the others re-elect its request at once from their cache, well within the
+    1 s failure timeout. A node that only goes silent (a lost host) still takes the timeout."""
+    from actors.node.signals import PeerDown
+
+    connect(cloud)
+    rid = "alice#40"
+    for n in cloud.ids:
+        cloud.ref(n, "election").tell(StartElection(rid))
+    (winner,) = [n for n, m in outcomes(cloud, rid, cloud.ids).items() if isinstance(m, Won)]
+    others = [n for n in cloud.ids if n != winner]
+    silent = others[1]
+    cloud.kill(winner)
+    cloud.run(0.3)  # a heartbeat period and a half: 0.3 s of the 1 s failure timeout
+    for n in others:
+        assert cloud.ref(n, "election").proxy().view.get().up == frozenset(others)
+        assert PeerDown(winner) in recorded(cloud.ref(n, "flow"), PeerDown)
+    again = {n: [m for m in wait_recorded(cloud.ref(n, "flow"), lambda ms: sum(
+        isinstance(m, (Won, Lost)) and m.rid == rid for m in ms) >= 2)
+        if isinstance(m, (Won, Lost)) and m.rid == rid][1] for n in others}
+    assert sorted(type(m).__name__ for m in again.values()) == ["Lost", "Won"], again
+    new_winner = next(n for n, m in again.items() if isinstance(m, Won))
+    assert all(m.winner == new_winner for m in again.values() if isinstance(m, Lost))
+    cloud.silence(silent)  # no port unreachable from a silent node: the timeout still holds
+    cloud.run(0.5)
+    assert cloud.ref(others[0], "election").proxy().view.get().up == frozenset(others)
+
+
 def test_no_winner_without_a_majority(cloud: FakeCloud) -> None:
     connect(cloud)
     cloud.silence(2)

@@ -7,6 +7,9 @@ Owns two pure cores, `actors.core.membership.Membership` (heartbeats, who is up,
   `Digest`) and feeds the peers' heartbeats, GoingDown and ComingUp to Membership;
 - runs elections on `StartElection` from the EncryptFlowActor and tells it `Won` / `Lost`, and
   `PeerDown` when a peer goes down, becomes unreachable or restarts (re-election from the cache);
+  `PeerRefused` (the peer transport heard ICMP port unreachable from a peer's address: its
+  process is gone) makes that peer unreachable at once instead of after the failure timeout, so
+  a killed winner's requests are elected again within a heartbeat or so;
 - answers a peer's Election or Claim for a request whose reply was acknowledged (it missed the Done) with
   Done again (`ForgetElection(settled=True)` tells it which);
 - publishes a `ClusterView` (versioned, immutable) to its subscribers whenever it changes;
@@ -49,6 +52,7 @@ from actors.node.signals import (
     NeedSync,
     PeerDown,
     PeerIn,
+    PeerRefused,
     StartElection,
     SyncApplied,
     SyncDone,
@@ -131,6 +135,11 @@ class ElectionActor(NodePartActor):
             self._tick(now)
         elif isinstance(message, PeerIn):
             self._peer(message.sender, message.msg, now)
+        elif isinstance(message, PeerRefused):
+            if self.m.refused(message.node, now):
+                log.info("node %d: its peer port is closed (port unreachable): gone", message.node)
+                self._transitions(now)
+                self._publish(now)
         elif isinstance(message, StartElection):
             prio = el.priority(self.in_flight, 0, self._loadavg(), self.cfg.encoder.pool_size)
             self._run(self.election.start(message.rid, prio, now))
@@ -224,9 +233,7 @@ class ElectionActor(NodePartActor):
             )
             for peer in sorted(self.m.peer_ids):
                 self.peers.send(peer, hb)
-        for node, state in self.m.transitions(now):
-            if state != "up":
-                self._peer_gone(node, now)
+        self._transitions(now)
         self._run(self.election.on_tick(now))
         if self.syncing_from is not None:
             if now >= self.sync_deadline:
@@ -236,6 +243,11 @@ class ElectionActor(NodePartActor):
         while self.settled and now - next(iter(self.settled.values())) > SETTLED_TTL_S:
             self.settled.popitem(last=False)
         self._publish(now)
+
+    def _transitions(self, now: float) -> None:
+        for node, state in self.m.transitions(now):
+            if state != "up":
+                self._peer_gone(node, now)
 
     # ---- state sync ------------------------------------------------------------------------------
     def sync_need(self) -> int:
