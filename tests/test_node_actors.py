@@ -201,6 +201,31 @@ def test_a_killed_winner_is_replaced_when_its_port_refuses_not_after_the_timeout
     assert cloud.ref(others[0], "election").proxy().view.get().up == frozenset(others)
 
 
+def test_a_killed_winner_is_replaced_when_the_third_node_never_had_the_request(
+        cloud: FakeCloud) -> None:
+    """Node 3 missed the request (it was down when the client sent it: it never starts the
+    election). When the winner dies, the one node left with a copy needs a majority of answers:
+    node 3, back not long ago, abstains (an Election of priority 0) instead of keeping silent,
+    so the survivor wins now, not after the client's retry."""
+    connect(cloud)
+    rid = "alice#41"
+    for n in (1, 2):
+        cloud.ref(n, "election").tell(StartElection(rid))
+    (winner,) = [n for n, m in outcomes(cloud, rid, [1, 2]).items() if isinstance(m, Won)]
+    survivor = 3 - winner
+    cloud.kill(winner)
+    cloud.run(0.6)  # within the 1 s failure timeout (a claim node 3 refused is sent again)
+    got = wait_recorded(cloud.ref(survivor, "flow"), lambda ms: any(
+        isinstance(m, Won) and m.rid == rid for m in ms))
+    assert [type(m).__name__ for m in got if isinstance(m, (Won, Lost)) and m.rid == rid] == [
+        "Lost", "Won"]
+    assert recorded(cloud.ref(3, "flow"), (Won, Lost)) == []  # it had no copy: it never won
+    from codec.messages import Election
+
+    abstained = cloud.tp[3].sends_of(Election)
+    assert abstained and {s.msg.priority for s in abstained} == {0}
+
+
 def test_no_winner_without_a_majority(cloud: FakeCloud) -> None:
     connect(cloud)
     cloud.silence(2)

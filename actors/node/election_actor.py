@@ -12,6 +12,12 @@ Owns two pure cores, `actors.core.membership.Membership` (heartbeats, who is up,
   a killed winner's requests are elected again within a heartbeat or so;
 - answers a peer's Election or Claim for a request whose reply was acknowledged (it missed the Done) with
   Done again (`ForgetElection(settled=True)` tells it which);
+- abstains, for a while after it started or came back from a simulated failure (`missed_s`): a
+  peer's Election for a request this node has no copy of (pending in the core) is answered with
+  an Election of priority 0, lower than any real one. Requests sent while this node was down or
+  not running never reach it (until the client's retry), so when their winner dies the one node
+  left with a copy needs that answer for its majority of answers; without it, it waited for the
+  client's retry (8 s: 4 x client.retry_s after the last acknowledgement);
 - publishes a `ClusterView` (versioned, immutable) to its subscribers whenever it changes;
 - syncs state: at start-up (a restarted process lost its directory) and on `NeedSync` (back from a
   simulated failure) it asks the up peers for their state until the Directory and PendingUpdate
@@ -100,7 +106,10 @@ class ElectionActor(NodePartActor):
         self.m = Membership(node_id, ids, cfg.election.failure_timeout_ms / 1000, epoch=boot_epoch)
         self.election = el.ElectionCore(node_id, self.m, cfg.election.answer_timeout_ms / 1000)
         self.hb_period = cfg.election.heartbeat_interval_ms / 1000
+        # how long requests missed while down can stay in the cloud: until the client's retry
+        self.missed_s = 4 * cfg.client.retry_s + cfg.election.failure_timeout_ms / 1000
         now = clock()
+        self.missed_until = now + self.missed_s  # a (re)started process missed what came before
         self.next_hb = now
         # a (re)started process lost the directory: sync before serving it
         self.syncing_from: int | None = -1 if self.m.peer_ids else None
@@ -166,6 +175,7 @@ class ElectionActor(NodePartActor):
             self._publish(now)
         elif isinstance(message, ComeUp):
             self.m.set_self_up(True)
+            self.missed_until = now + self.missed_s
             self._publish(now)
         elif isinstance(message, NeedSync):
             log.info("back from a simulated failure: syncing state before passing the token")
@@ -198,6 +208,10 @@ class ElectionActor(NodePartActor):
         if isinstance(msg, (Election, Claim, ElectionOk, Coordinator)):
             # a peer's Election before our own copy of the request: the core keeps it pending
             self._run(self.election.on_message(sender, msg, now))
+            if (isinstance(msg, Election) and now < self.missed_until and self.m.self_up
+                    and self.election.state_of(msg.rid) == "pending"):
+                # maybe sent while we were down: we take no part, and say so (see above)
+                self.peers.send(sender, Election(rid=msg.rid, node=self.node_id, priority=0))
         else:
             self.count("peer_unexpected", type(msg).__name__)
 
