@@ -21,8 +21,9 @@ Every OSError of send/receive/select is counted (`oserrors`) and the thread goes
 input reaches an actor as an exception. With `recv_errors=True` the reader also drains the
 socket's ICMP error queue: a destination that answered port unreachable (no process listens
 there: a peer killed while its host stays up) is counted (`refused`) and handed to the
-`on_refused` callbacks on the delivery thread, after the messages of the same reader turn. Socket I/O (buffers, IP_PMTUDISC_DO, UDP GSO/GRO
-batching with fallback) is in `transport.sockets`.
+`on_refused` callbacks on the delivery thread, after the messages of the same reader turn.
+Socket I/O (buffers, IP_PMTUDISC_DO, UDP GSO/GRO batching with fallback, the error queue) is in
+`transport.sockets`.
 
 A `LossPolicy` (argument, else the VEILSHARE_LOSS_POLICY environment variable) impairs incoming
 datagrams: seeded drop, duplicate, delay, reorder, bit flips.
