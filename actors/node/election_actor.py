@@ -12,9 +12,9 @@ Owns two pure cores, `actors.core.membership.Membership` (heartbeats, who is up,
   a killed winner's requests are elected again within a heartbeat or so;
 - answers a peer's Election or Claim for a request whose reply was acknowledged (it missed the Done) with
   Done again (`ForgetElection(settled=True)` tells it which);
-- abstains, for a while after it started or came back from a simulated failure (`missed_s`): a
-  peer's Election for a request this node has no copy of (pending in the core) is answered with
-  an Election of priority 0, lower than any real one. Requests sent while this node was down or
+- abstains, for a while after it restarted on its kept disk or came back from a simulated
+  failure (`missed_s`): a peer's Election for a request this node has no copy of (pending in the
+  core) is answered with an Election of priority 0, lower than any real one. Requests sent while this node was down or
   not running never reach it (until the client's retry), so when their winner dies the one node
   left with a copy needs that answer for its majority of answers; without it, it waited for the
   client's retry (8 s: 4 x client.retry_s after the last acknowledgement);
@@ -109,7 +109,9 @@ class ElectionActor(NodePartActor):
         # how long requests missed while down can stay in the cloud: until the client's retry
         self.missed_s = 4 * cfg.client.retry_s + cfg.election.failure_timeout_ms / 1000
         now = clock()
-        self.missed_until = now + self.missed_s  # a (re)started process missed what came before
+        # a process restarted on its kept disk missed the requests sent while it was dead; a new
+        # data directory is a new cloud (or a replaced disk: then the window is not opened)
+        self.missed_until = now + self.missed_s if disk_kept else now
         self.next_hb = now
         # a (re)started process lost the directory: sync before serving it
         self.syncing_from: int | None = -1 if self.m.peer_ids else None
