@@ -226,6 +226,23 @@ def test_a_killed_winner_is_replaced_when_the_third_node_never_had_the_request(
     assert abstained and {s.msg.priority for s in abstained} == {0}
 
 
+def test_an_abstention_is_never_answered_by_another(cloud: FakeCloud) -> None:
+    """Two nodes without a copy, both just back (in their abstention window), would otherwise
+    answer each other's priority-0 Election for ever (each answer makes the other's core hold
+    the rid as pending again)."""
+    from codec.messages import Election
+
+    connect(cloud)
+    peer = cloud.cfg.node(2).peer_addr
+    cloud.tp[1].deliver(peer, Election(rid="alice#42", node=2, priority=0))
+    cloud.settle()
+    assert [s for s in cloud.tp[1].sends_of(Election) if s.msg.rid == "alice#42"] == []
+    cloud.tp[1].deliver(peer, Election(rid="alice#43", node=2, priority=5))  # a real one
+    cloud.settle()
+    assert [(s.addr, s.msg.priority) for s in cloud.tp[1].sends_of(Election)
+            if s.msg.rid == "alice#43"] == [(peer, 0)]
+
+
 def test_no_winner_without_a_majority(cloud: FakeCloud) -> None:
     connect(cloud)
     cloud.silence(2)

@@ -210,9 +210,10 @@ class ElectionActor(NodePartActor):
         if isinstance(msg, (Election, Claim, ElectionOk, Coordinator)):
             # a peer's Election before our own copy of the request: the core keeps it pending
             self._run(self.election.on_message(sender, msg, now))
-            if (isinstance(msg, Election) and now < self.missed_until and self.m.self_up
-                    and self.election.state_of(msg.rid) == "pending"):
-                # maybe sent while we were down: we take no part, and say so (see above)
+            if (isinstance(msg, Election) and msg.priority > 0 and now < self.missed_until
+                    and self.m.self_up and self.election.state_of(msg.rid) == "pending"):
+                # maybe sent while we were down: we take no part, and say so (see above); never
+                # to another abstention (two nodes without a copy would answer each other)
                 self.peers.send(sender, Election(rid=msg.rid, node=self.node_id, priority=0))
         else:
             self.count("peer_unexpected", type(msg).__name__)
