@@ -10,8 +10,13 @@
   `auto="fail"` fails every send as unacknowledged (a silent peer).
 - `wait_sent(pred, timeout)` waits for a send matching `pred` (no sleeps in tests).
 
+- `on_refused(fn)` as the real transport; `refuse(addr)` calls those callbacks (an ICMP port
+  unreachable from `addr`).
+
 `FakeNetwork` links several fake transports by address: a send to an address of another
-transport on the network is delivered to it (and acknowledged), unless the link is cut.
+transport on the network is delivered to it (and acknowledged), unless the link is cut. A send
+to a transport stopped with `closed=True` (its process killed, its host up) is refused: the
+sender's `on_refused` callbacks get that address, as a real socket's error queue would tell.
 Deliveries happen on the sender's thread, like a loopback with no delay.
 """
 
@@ -50,6 +55,8 @@ class FakeTransport:
     sent: list[Sent] = field(default_factory=list)
     policies: list[Any] = field(default_factory=list)
     stopped: bool = False
+    closed: bool = False  # stopped and its port closed: sends to it draw port unreachable
+    _refused_fns: list[Callable[[Addr], None]] = field(default_factory=list)
     _subs: list[tuple[Any, tuple[type[Any], ...] | None]] = field(default_factory=list)
     _cond: threading.Condition = field(default_factory=threading.Condition)
 
@@ -101,6 +108,10 @@ class FakeTransport:
 
         return unsubscribe
 
+    def on_refused(self, fn: Callable[[Addr], None]) -> None:
+        with self._cond:
+            self._refused_fns.append(fn)
+
     def progress(self) -> tuple[int, int]:
         return (0, 0)
 
@@ -126,6 +137,13 @@ class FakeTransport:
                 handler.tell(d)
             else:
                 handler([d] if batches else d)
+
+    def refuse(self, addr: Addr) -> None:
+        """`addr` answered a datagram of ours with ICMP port unreachable."""
+        with self._cond:
+            fns = list(self._refused_fns)
+        for fn in fns:
+            fn(tuple(addr))  # type: ignore[arg-type]
 
     def complete(self, rec: Sent, error: SendError | None = None) -> None:
         """Resolve one send: acknowledged (None) or failed with `error`."""
@@ -206,6 +224,9 @@ class FakeNetwork:
         dest = self.by_addr.get(rec.addr)
         with self.lock:
             cut = (src.address, rec.addr) in self.cuts
+        if dest is not None and dest.closed and not cut:
+            src.refuse(rec.addr)
+            return False
         if dest is None or cut or dest.stopped:
             return False
         dest.deliver(src.address, rec.msg)

@@ -171,6 +171,31 @@ def test_peer_down_restarts_at_once_and_forget_drops_the_election() -> None:
         assert c.cores[i].state_of("u#1") is None and c.cores[i].next_deadline() is None
 
 
+def test_a_winner_gone_seen_by_the_others_a_few_ms_apart_is_replaced_at_once() -> None:
+    """Node 1 sees the winner's port closed first and elects again; node 2, which still
+    follows the winner, answers it once and is waited for. When node 2 sees it too, a few ms
+    later, and starts its own round, node 1 answers again: node 2 wins in a few link delays,
+    not after a round timeout without a majority of answers and the 2 x A wait of node 1."""
+    c = ElectionCluster()
+    for i, p in ((1, BASE), (2, BASE + 1), (3, BASE + 2)):
+        c.start(i, "u#1", p)
+    c.run()
+    assert outcome(c, "u#1")[0] == [3]
+    c.hb_alive = {1, 2}  # node 3 is killed
+    c.silent.add(3)
+    c.members[1].refused(3, c.now)
+    c.apply(1, c.cores[1].peer_down(3, c.now))
+    c.run_for(0.005)  # node 1's Election reached node 2, which still follows node 3
+    assert c.cores[1].state_of("u#1") == "waiting" and c.cores[2].state_of("u#1") == "lost"
+    t1 = c.now
+    c.members[2].refused(3, c.now)
+    c.apply(2, c.cores[2].peer_down(3, c.now))
+    c.run_for(0.1)
+    assert c.cores[2].state_of("u#1") == "won" and c.rec[2].won["u#1"] - t1 < 0.005
+    assert c.cores[1].winner("u#1") == 2
+    assert not any(isinstance(e, NoMajority) for i in (1, 2) for _, e in c.rec[i].events)
+
+
 def test_a_down_node_takes_no_part() -> None:
     c = ElectionCluster()
     c.members[3].set_self_up(False)

@@ -173,6 +173,78 @@ def test_a_silent_peer_is_skipped(cloud: FakeCloud) -> None:
     assert sorted(type(m).__name__ for m in res.values()) == ["Lost", "Won"]
 
 
+def test_a_killed_winner_is_replaced_when_its_port_refuses_not_after_the_timeout(
+        cloud: FakeCloud) -> None:
+    """The winner's process dies (its host up): the next heartbeat to it draws port
+    unreachable, so the others re-elect its request at once from their cache, well within the
+    1 s failure timeout. A node that only goes silent (a lost host) still takes the timeout."""
+    from actors.node.signals import PeerDown
+
+    connect(cloud)
+    rid = "alice#40"
+    for n in cloud.ids:
+        cloud.ref(n, "election").tell(StartElection(rid))
+    (winner,) = [n for n, m in outcomes(cloud, rid, cloud.ids).items() if isinstance(m, Won)]
+    others = [n for n in cloud.ids if n != winner]
+    silent = others[1]
+    cloud.kill(winner)
+    cloud.run(0.3)  # a heartbeat period and a half: 0.3 s of the 1 s failure timeout
+    for n in others:
+        assert cloud.ref(n, "election").proxy().view.get().up == frozenset(others)
+        assert PeerDown(winner) in recorded(cloud.ref(n, "flow"), PeerDown)
+    again = {n: [m for m in wait_recorded(cloud.ref(n, "flow"), lambda ms: sum(
+        isinstance(m, (Won, Lost)) and m.rid == rid for m in ms) >= 2)
+        if isinstance(m, (Won, Lost)) and m.rid == rid][1] for n in others}
+    assert sorted(type(m).__name__ for m in again.values()) == ["Lost", "Won"], again
+    new_winner = next(n for n, m in again.items() if isinstance(m, Won))
+    assert all(m.winner == new_winner for m in again.values() if isinstance(m, Lost))
+    cloud.silence(silent)  # no port unreachable from a silent node: the timeout still holds
+    cloud.run(0.5)
+    assert cloud.ref(others[0], "election").proxy().view.get().up == frozenset(others)
+
+
+def test_a_killed_winner_is_replaced_when_the_third_node_never_had_the_request(
+        cloud: FakeCloud) -> None:
+    """Node 3 missed the request (it was down when the client sent it: it never starts the
+    election). When the winner dies, the one node left with a copy needs a majority of answers:
+    node 3, back not long ago, abstains (an Election of priority 0) instead of keeping silent,
+    so the survivor wins now, not after the client's retry."""
+    connect(cloud)
+    rid = "alice#41"
+    for n in (1, 2):
+        cloud.ref(n, "election").tell(StartElection(rid))
+    (winner,) = [n for n, m in outcomes(cloud, rid, [1, 2]).items() if isinstance(m, Won)]
+    survivor = 3 - winner
+    cloud.kill(winner)
+    cloud.run(0.6)  # within the 1 s failure timeout (a claim node 3 refused is sent again)
+    got = wait_recorded(cloud.ref(survivor, "flow"), lambda ms: any(
+        isinstance(m, Won) and m.rid == rid for m in ms))
+    assert [type(m).__name__ for m in got if isinstance(m, (Won, Lost)) and m.rid == rid] == [
+        "Lost", "Won"]
+    assert recorded(cloud.ref(3, "flow"), (Won, Lost)) == []  # it had no copy: it never won
+    from codec.messages import Election
+
+    abstained = cloud.tp[3].sends_of(Election)
+    assert abstained and {s.msg.priority for s in abstained} == {0}
+
+
+def test_an_abstention_is_never_answered_by_another(cloud: FakeCloud) -> None:
+    """Two nodes without a copy, both just back (in their abstention window), would otherwise
+    answer each other's priority-0 Election for ever (each answer makes the other's core hold
+    the rid as pending again)."""
+    from codec.messages import Election
+
+    connect(cloud)
+    peer = cloud.cfg.node(2).peer_addr
+    cloud.tp[1].deliver(peer, Election(rid="alice#42", node=2, priority=0))
+    cloud.settle()
+    assert [s for s in cloud.tp[1].sends_of(Election) if s.msg.rid == "alice#42"] == []
+    cloud.tp[1].deliver(peer, Election(rid="alice#43", node=2, priority=5))  # a real one
+    cloud.settle()
+    assert [(s.addr, s.msg.priority) for s in cloud.tp[1].sends_of(Election)
+            if s.msg.rid == "alice#43"] == [(peer, 0)]
+
+
 def test_no_winner_without_a_majority(cloud: FakeCloud) -> None:
     connect(cloud)
     cloud.silence(2)

@@ -24,8 +24,12 @@ Threads, and what runs where:
   subscribes to their type; `on_done` callbacks of `send(quick_done=True)` likewise. A small
   request then costs one thread wake-up (its owner's) instead of two.
 Every OSError of send/receive/select is counted (`oserrors`) and the thread goes on; no peer
-input reaches an actor as an exception. Socket I/O (buffers, IP_PMTUDISC_DO, UDP GSO/GRO
-batching with fallback) is in `transport.sockets`.
+input reaches an actor as an exception. With `recv_errors=True` the reader also drains the
+socket's ICMP error queue: a destination that answered port unreachable (no process listens
+there: a peer killed while its host stays up) is counted (`refused`) and handed to the
+`on_refused` callbacks on the delivery thread, after the messages of the same reader turn.
+Socket I/O (buffers, IP_PMTUDISC_DO, UDP GSO/GRO batching with fallback, the error queue) is in
+`transport.sockets`.
 
 A `LossPolicy` (argument, else the VEILSHARE_LOSS_POLICY environment variable) impairs incoming
 datagrams: seeded drop, duplicate, delay, reorder, bit flips.
@@ -130,6 +134,11 @@ class _Call:
 
 
 @dataclass(frozen=True, slots=True)
+class _Refused:
+    addrs: tuple[Addr, ...]  # destinations that answered ICMP port unreachable
+
+
+@dataclass(frozen=True, slots=True)
 class _Batch:
     """What one turn of the reader (or a sender's pump) hands to the delivery thread: messages
     and send outcomes in the order they happened, one actor message for all of them."""
@@ -175,6 +184,10 @@ class TransportActor(pykka.ThreadingActor):
                         self._t._deliver([item])
                     elif isinstance(item, _Call):
                         item.fn(item.err)
+                    elif isinstance(item, _Refused):
+                        for fn in self._t._on_refused:
+                            for addr in item.addrs:
+                                fn(addr)
                 except Exception:  # a subscriber's bug must not stop delivery (nor the batch)
                     self._t._count("subscriber_errors")
                     log.exception("transport %s: subscriber failed", self._t.name)
@@ -203,7 +216,9 @@ class Transport:
         self._handed = 0  # actor messages told to the delivery thread (under _hand_lock)
         self._ran = 0  # ... and run by it (written by the delivery thread only)
         self._extra = {"oserrors": 0, "bad_messages": 0, "subscriber_errors": 0,
-                       "internal_errors": 0}  # fmt: skip
+                       "internal_errors": 0, "refused": 0}  # fmt: skip
+        self._on_refused: list[Callable[[Addr], None]] = []
+        self._refused: list[Addr] = []  # (reader thread) refused in this turn
         self._sleep_until = 0.0
         self._more = False  # (reader thread) the last pump filled a CHUNK: more may be due now
         self._io = False  # (reader thread) the last turn received or sent datagrams
@@ -232,11 +247,13 @@ class Transport:
         name: str = "",
         sock_wrapper: Callable[[Any], Any] | None = None,
         batching: bool = True,
+        recv_errors: bool = False,
     ) -> Transport:
         """Bind `bind` (port 0: any) and start the reader and delivery threads.
         `codec` defaults to codec.messages; `policy` to LossPolicy.from_env();
         `sock_wrapper(sock)` may wrap sendto/sendmsg/recvfrom/recvmsg (fault injection in tests);
-        `batching=False` turns UDP GSO/GRO off (one syscall per datagram)."""
+        `batching=False` turns UDP GSO/GRO off (one syscall per datagram); `recv_errors=True`
+        reads the ICMP errors our datagrams drew (Linux; see `on_refused`)."""
         if codec is None:
             from codec import messages as default_codec
 
@@ -252,7 +269,8 @@ class Transport:
         rng = random.Random(int.from_bytes(os.urandom(8), "big"))
         ep = Endpoint(cfg, epoch=epoch, rng=rng, max_body=codec.max_body, guard=guard,
                       validate_addresses=validate_addresses)  # fmt: skip
-        sock = DatagramSocket(bind, cfg.socket_buffer, wrap=sock_wrapper, batching=batching)
+        sock = DatagramSocket(bind, cfg.socket_buffer, wrap=sock_wrapper, batching=batching,
+                              recv_errors=recv_errors)
         gate = None
         if policy is not None:
             gate = PolicyGate(policy)
@@ -332,6 +350,12 @@ class Transport:
 
         return unsubscribe
 
+    def on_refused(self, fn: Callable[[Addr], None]) -> None:
+        """Call `fn(addr)` on the delivery thread (keep it quick) for each destination that
+        answered ICMP port unreachable to a datagram we sent (only with `recv_errors`)."""
+        with self._lock:
+            self._on_refused = [*self._on_refused, fn]
+
     def progress(self) -> tuple[int, int]:
         """(bytes done, bytes in all) of the messages being sent or received now."""
         with self._lock:
@@ -339,7 +363,8 @@ class Transport:
 
     def stats(self) -> dict[str, int]:
         """Counters: the core's (see transport.endpoint) plus oserrors, bad_messages (bodies the
-        codec refused), subscriber_errors, internal_errors, policy_* and the socket buffers."""
+        codec refused), subscriber_errors, internal_errors, refused (ICMP port unreachable, with
+        `recv_errors`), policy_* and the socket buffers."""
         with self._lock:
             s = self._ep.stats()
             s.update(self._extra)
@@ -423,6 +448,9 @@ class Transport:
                 self._ep.datagrams_received(batch, now)
             out, events, _ = self._pump(now)
         self._flush(out, events)
+        if self._refused:  # after this turn's messages (a peer's last words come first)
+            self._hand(_Refused(tuple(self._refused)))  # counted, like every delivery-thread item
+            self._refused = []
         self._more = _datagrams(out) >= CHUNK  # the windows may allow more: read ACKs, send on
         self._io = bool(batch or out)
 
@@ -442,8 +470,12 @@ class Transport:
 
     def _recv_batch(self) -> list[tuple[Addr, bytes]]:
         batch, errors = self._sock.recv(DRAIN_BATCH)
-        if errors:
-            self._count("oserrors", errors)
+        refused, other = self._sock.queued_errors()
+        if errors or other:
+            self._count("oserrors", errors + other)
+        if refused:
+            self._count("refused", len(refused))
+            self._refused = refused
         return batch
 
     def _impair(self, batch: list[tuple[Addr, bytes]], now: float) -> list[tuple[Addr, bytes]]:
@@ -527,7 +559,7 @@ class Transport:
                 return False
         return True
 
-    def _hand(self, message: _Deliver | _Call | _Batch) -> None:
+    def _hand(self, message: _Deliver | _Call | _Batch | _Refused) -> None:
         """Tell the delivery thread (counted: see _dispatch)."""
         if not self._actor.is_alive():  # stopped: nobody to deliver to
             return

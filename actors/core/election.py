@@ -40,7 +40,9 @@ States of one rid on one node, and rules:
             answers keeps a node that is cut off, but does not know it yet, from serving.)
   waiting   A higher live peer exists; wait 2 x answer_timeout_s for its Claim. Timeout ->
             restart with that peer *suspected* (ignored until it says anything new on this rid).
-            The expected peer going down/unreachable -> restart.
+            The expected peer going down/unreachable -> restart. An Election of that peer (it
+            started a new round: it saw the old winner go down later than we did) is answered
+            again, or it would wait out its round for the answer it already had.
   claiming  Claim sent to the live peers. Votes (ElectionOk) from a majority (self included) ->
             won. A Claim of a higher claimant (tie_hash order) or a Coordinator -> withdraw: the
             peers that voted for us get an Election (released), we vote for the other -> lost.
@@ -341,6 +343,10 @@ class ElectionCore:
             return
         if p not in e.sent_to:
             e.sent_to.add(p)
+            out.send(p, self._election_msg(e))
+        elif e.state == "waiting" and p == e.winner:
+            # the peer we wait for started a new round (its winner went down after it had our
+            # answer): answers of an earlier round do not count in its new one, so answer again
             out.send(p, self._election_msg(e))
         if e.state != "lost":
             self._evaluate(e, now, out)
