@@ -51,6 +51,7 @@ from actors.node.signals import (
     Tick,
     Won,
 )
+from codec.covers import CoverSet
 from codec.messages import (
     Ack,
     ComingUp,
@@ -967,6 +968,26 @@ def test_done_leaves_before_goingdown(flow: Any) -> None:
         ClientIn(ALICE, EncryptRequest(rid="alice#2", image="a.png", data=png_bytes(1), attempt=0))
     )
     assert ref.proxy().flow.get().cache == {}  # down: nothing cached, nothing answered
+
+
+def test_an_encoder_keeps_no_reference_to_a_payload_it_sealed() -> None:
+    """Memory (issue 15): pykka keeps an actor's last message until the next arrives; the
+    encoder takes the payload out of its SealJob, so the payload is freed once the flow, which
+    drops its copy when the seal ends, lets go of it (the reply is encoded without it)."""
+    from actors.node.encoder import SealJob
+
+    cfg = three_node_config()
+    got: list[Sealed] = []
+    done = threading.Event()
+    ref = EncoderActor.start(cfg.seal, 1 << 20, lambda s: (got.append(s), done.set()),
+                             CoverSet())
+    try:
+        job = SealJob("r1", png_bytes(1, 8))
+        ref.tell(job)
+        assert done.wait(30) and got[0].png is not None and got[0].error is None
+        assert job.payload is None  # the actor's last message holds no payload any more
+    finally:
+        ref.stop()
 
 
 def test_encoder_pool_dispatches_to_the_least_busy_and_reports_a_failed_seal() -> None:
