@@ -10,11 +10,12 @@ each client's home counted them per request id, its `accepted_twice`) and duplic
 received (reported), bit-exact
 results, updates delivered exactly once (the borrower's final views equal the arithmetic),
 at most one node down-or-unreachable per sample, token holders per sample, convergence of the
-nodes' state digests after the run, and the latency of requests that overlapped a failure
-(failover: p50 and max). `--minutes` repeats rounds for a long run. `--peer-faults drop|delay`
-adds etcd-style peer-network faults (TC-3, TC-4): the nodes' peer sockets drop or delay datagrams
-in timed phases (each node re-reads its VEILSHARE_PEER_POLICY_FILE), and each client's requests
-are spread over the schedule.
+nodes' state digests after the run, and failover: the latency of the requests in flight at the
+SIGKILL (sent before it, answered after it, by the client's `started` and `ms`), p50 and max.
+`--minutes` repeats rounds for a long run. `--peer-faults drop|delay` adds etcd-style
+peer-network faults (TC-3, TC-4): the nodes' peer sockets drop or delay datagrams in timed
+phases (each node re-reads its VEILSHARE_PEER_POLICY_FILE), and each client's requests are
+spread over the schedule.
 """
 
 from __future__ import annotations
@@ -137,14 +138,16 @@ def _share(cloud: Cloud, root: Path) -> tuple[Path, Path]:
 
 
 def _kill_when_all_up(cloud: Cloud, sampler: Sampler, at: float, node: int,
-                      log: list[str]) -> None:
+                      log: list[str], kills: list[float]) -> None:
     """SIGKILL one node at `at` s, once every node is up. The victim is the failure token's
     holder when there is one (else `node`): frozen first (SIGSTOP), it cannot pass the token on,
     and the others are asked again; only if none of them holds the token is it killed. So no
     other node can go down (rule 2: only the holder) while the failure detector has not yet seen
     the kill: a kill of another node could meet a holder that, within the 1 s detection window,
     still sees every node up and goes down (two nodes out, through the harness's timing, not
-    the cloud's rule)."""
+    the cloud's rule). The others are asked alone, so the victim stays frozen for milliseconds,
+    not for a status timeout. The SIGKILL's wall-clock time goes to `kills`."""
+    import dataclasses
     import signal as sig
 
     from actors.status import query_status
@@ -160,13 +163,18 @@ def _kill_when_all_up(cloud: Cloud, sampler: Sampler, at: float, node: int,
         holders = [r["id"] for r in rows if r["token"]]
         if len(holders) != 1:
             break  # no token (failures off): the seeded node
+        rest = dataclasses.replace(sampler.cfg, nodes=tuple(
+            n for n in sampler.cfg.nodes if n.id != holders[0]))
         cloud.kill(holders[0], sig.SIGSTOP)
-        others = [r for r in query_status(sampler.cfg, timeout_s=0.3) if r["id"] != holders[0]]
-        if not any(r["token"] for r in others):
+        stopped = time.time()
+        if not any(r["token"] for r in query_status(rest, timeout_s=0.3)):
             victim = holders[0]
+            log.append(f"SIGSTOP node {victim} {1000 * (time.time() - stopped):.0f} ms "
+                       "before its SIGKILL")
             break
         cloud.kill(holders[0], sig.SIGCONT)  # the token moved meanwhile: try again
     log.append(f"SIGKILL node {victim} at {time.monotonic():.2f}")
+    kills.append(time.time())
     cloud.kill(victim)
     time.sleep(3.0)
     cloud.restart(victim)
@@ -251,10 +259,12 @@ def run_round(root: Path, *, clients: int = 4, total: int = 500, updates: int = 
         for t in threads:
             t.start()
         killer = None
+        kills: list[float] = []  # wall-clock times of the SIGKILLs
         if kill:
             at = rng.uniform(0.2, 0.8) * expected_s
             killer = threading.Thread(target=_kill_when_all_up,
-                                      args=(cloud, sampler, at, rng.choice([1, 2, 3]), log))
+                                      args=(cloud, sampler, at, rng.choice([1, 2, 3]), log,
+                                            kills))
             killer.start()
         grants = "; ".join(["grant bob pic.png +1"] * updates)
         r_grants = cloud.shell("alice", alice, grants, timeout=300)
@@ -269,7 +279,7 @@ def run_round(root: Path, *, clients: int = 4, total: int = 500, updates: int = 
         cloud.wait_up(timeout=30)
         done = [(c, job) for c in range(clients) for job in jobs[c]]
         return {"peer_faults": peer_faults or "-",
-                **_summarize(cloud, root, bob, done, r_grants, sampler, wall, log)}
+                **_summarize(cloud, root, bob, done, r_grants, sampler, wall, log, kills)}
     finally:
         stop_faults.set()
         sampler.stop()
@@ -278,11 +288,13 @@ def run_round(root: Path, *, clients: int = 4, total: int = 500, updates: int = 
 
 def _summarize(cloud: Cloud, root: Path, bob: Path,
                done: list[tuple[int, tuple[list[Path], Any, tuple[str, str]]]], r_grants: Any,
-               sampler: Sampler, wall: float, log: list[str]) -> dict[str, Any]:
+               sampler: Sampler, wall: float, log: list[str],
+               kills: list[float]) -> dict[str, Any]:
     from codec import seal
 
     ok = failed = wrong = dups = twice = 0
     lat: list[float] = []
+    answered: list[dict[str, Any]] = []
     for c, (chunk, proc, (out, err)) in done:
         lines = json_lines(out)
         if not lines:
@@ -301,6 +313,7 @@ def _summarize(cloud: Cloud, root: Path, bob: Path,
             else:
                 wrong += 1
             lat.append(row["ms"])
+            answered.append(row)
     answers = json_lines(r_grants.stdout)
     posted = [o for o in answers if "id" in o]
     log.extend(f"grant not acknowledged: {o}" for o in answers if "id" not in o)
@@ -311,19 +324,27 @@ def _summarize(cloud: Cloud, root: Path, bob: Path,
     views = inbox[0]["images"][0]["views_left"] if inbox else -1
     converged_s = _converge(cloud)
     lat.sort()
-    slow = [x for x in lat if x > 500]
+    failover = in_flight(answered, kills)
     return {
         "requests": sum(len(chunk) for _, (chunk, _p, _o) in done), "ok": ok, "failed": failed,
         "wrong": wrong, "accepted_twice": twice, "duplicate_replies": dups, "wall_s": round(wall, 1),
         "p50_ms": round(statistics.median(lat), 1) if lat else 0.0,
         "p99_ms": round(lat[int(len(lat) * 0.99) - 1], 1) if lat else 0.0,
         "max_ms": round(lat[-1], 1) if lat else 0.0,
-        "failover_p50_ms": round(statistics.median(slow), 1) if slow else 0.0,
-        "failover_max_ms": round(max(slow), 1) if slow else 0.0,
+        "failover_n": len(failover),
+        "failover_p50_ms": round(statistics.median(failover), 1) if failover else 0.0,
+        "failover_max_ms": round(max(failover), 1) if failover else 0.0,
         "updates_acked": len(posted), "views_expected": 1 + len(posted), "views": views,
         "converged_s": converged_s, **sampler.violations(),
         "log": log + [f"not serving: {t:.2f} {rows}" for t, rows in sampler.bad_samples],
     }
+
+
+def in_flight(rows: list[dict[str, Any]], kills: list[float]) -> list[float]:
+    """Latencies (ms) of the encrypt rows in flight at one of the `kills` (wall-clock seconds):
+    sent before it and answered after it, by the row's `started` and `ms`."""
+    return sorted(r["ms"] for r in rows
+                  if any(r["started"] <= k <= r["started"] + r["ms"] / 1000 for k in kills))
 
 
 def _converge(cloud: Cloud, limit_s: float = 10.0) -> float:
@@ -365,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     from shell.render import table
 
     cols = ["peer_faults", "requests", "ok", "failed", "wrong", "accepted_twice", "duplicate_replies", "p50_ms",
-            "p99_ms", "failover_p50_ms", "failover_max_ms", "views_expected", "views",
+            "p99_ms", "failover_n", "failover_p50_ms", "failover_max_ms", "views_expected", "views",
             "converged_s", "down_or_unreachable_gt1", "two_token_holders"]
     print(table(rounds, cols))
     for r in rounds:

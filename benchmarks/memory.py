@@ -6,7 +6,8 @@ default 64 MiB messages; about 16 megapixels of noise, padded) through it with a
 resident set size (psutil, every `--period-ms`). Prints, per node: RSS before the request, the
 peak during it, the peak over the baseline as a multiple of the payload, and RSS after the reply
 (once the node's housekeeping ran). The node that sealed is marked. `--json` prints the rows as
-one JSON object too. Issue 15 item 4: the peak must stay a small multiple of the payload.
+one JSON object too; `--trace` the sealing node's RSS over time (receive, seal, reply). Issue 15
+item 4: the peak must stay a small multiple of the payload.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class RssSampler:
         self.procs = {n: psutil.Process(pid) for n, pid in pids.items()}
         self.period_s = period_s
         self.peak = {n: 0 for n in pids}
+        self.trace: dict[int, list[tuple[float, int]]] = {n: [] for n in pids}  # since mark()
+        self._t0 = time.monotonic()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -50,14 +53,18 @@ class RssSampler:
         now = self.rss()
         with self._lock:
             self.peak = dict(now)
+            self.trace = {n: [(0.0, v)] for n, v in now.items()}
+            self._t0 = time.monotonic()
         return now
 
     def _run(self) -> None:
         while not self._stop.wait(self.period_s):
             now = self.rss()
             with self._lock:
+                at = time.monotonic() - self._t0
                 for n, v in now.items():
                     self.peak[n] = max(self.peak[n], v)
+                    self.trace[n].append((at, v))
 
     def __enter__(self) -> RssSampler:
         self._thread.start()
@@ -112,6 +119,7 @@ def measure(root: Path, period_s: float, settle_s: float) -> dict[str, Any]:
                 time.sleep(settle_s)  # the reply's buffers are released after it was acked
                 after = sampler.rss()
                 peak = dict(sampler.peak)
+                trace = sampler.trace[node]
         finally:
             client.close()
     finally:
@@ -127,7 +135,19 @@ def measure(root: Path, period_s: float, settle_s: float) -> dict[str, Any]:
         }
         for n in sorted(pids)
     ]
-    return {"payload_bytes": size, "sealed_bytes": len(sealed), "seconds": took, "rows": rows}
+    steps = [(t, v / MIB) for t, v in changes(trace, 4 * MIB)]
+    return {"payload_bytes": size, "sealed_bytes": len(sealed), "seconds": took, "rows": rows,
+            "sealer_trace": steps}
+
+
+def changes(trace: list[tuple[float, int]], step: int) -> list[tuple[float, int]]:
+    """The samples where RSS moved by `step` or more since the last one kept (and the peak)."""
+    out: list[tuple[float, int]] = []
+    top = max(trace, key=lambda tv: tv[1]) if trace else None
+    for t, v in trace:
+        if not out or abs(v - out[-1][1]) >= step or (t, v) == top:
+            out.append((t, v))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--period-ms", type=float, default=10.0, help="RSS sampling period")
     p.add_argument("--settle-s", type=float, default=3.0, help="wait after the reply")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--trace", action="store_true",
+                   help="also print the sealing node's RSS where it moved by 4 MiB or more")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="veilshare-memory-") as tmp:
         res = measure(Path(tmp), args.period_ms / 1000, args.settle_s)
@@ -146,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     for r in res["rows"]:
         print(f"{r['node']:>4} {'*' if r['sealed'] else '':>6} {r['before_mib']:>10.0f} "
               f"{r['peak_mib']:>9.0f} {r['peak_over_payload']:>21.2f} {r['after_mib']:>9.0f}")
+    if args.trace:
+        base = next(r["before_mib"] for r in res["rows"] if r["sealed"])
+        print(f"{'s':>6} {'RSS MiB':>8} {'over before / payload':>21}  (the sealing node)")
+        for t, v in res["sealer_trace"]:
+            print(f"{t:>6.2f} {v:>8.0f} {(v - base) * MIB / size:>21.2f}")
     if args.json:
         print(json.dumps(res))
     return 0

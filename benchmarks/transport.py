@@ -14,10 +14,16 @@ The parent process sends; a child process (multiprocessing, spawn) receives. For
   cold;
 - the round trip of a one-fragment message (send -> ACK), p50 and p99 over `--pings` sends;
 - per datagram at 0 % loss: the wall time and the CPU time (user + system) each process spent,
-  which shows whether (and on which side) the transfer is CPU-bound.
+  which shows whether (and on which side) the transfer is CPU-bound;
+- small messages through actors, as a node's control traffic goes (`echo`, `--echo` messages
+  each way, 0: skipped): two peer-authenticated transports in this process, an actor behind a
+  quick callable on one (the node's router) echoing each one-fragment message to an actor
+  subscribed on the other, `--chains` exchanges in flight at once: messages/s, the CPU time of
+  the process per message (both ends, all threads) and the round-trip p50.
 Each throughput figure is the median of `--repeat` runs (raw: of all the blasts). `--json` prints one JSON object with
 the 20 MB figures at the top level (raw_mbps, mbps, ratio, loss10_mbps, loss10_ratio,
-rtt_p50_ms, rtt_p99_ms) and every size under "sizes". The machine should be otherwise idle:
+rtt_p50_ms, rtt_p99_ms), every size under "sizes" and the small-message figures under "echo"
+(msgs_per_s, cpu_us_per_msg, rtt_p50_ms, messages, chains; absent with `--echo 0`). The machine should be otherwise idle:
 both processes need a core each, and the figures swing widely when other jobs run.
 Targets (RELIABILITY 1.2): transport >= 0.5 x raw at 0 % loss, >= 0.25 x raw at 10 %, RTT p50 < 1 ms.
 """
@@ -35,7 +41,10 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
+import pykka
+
 from config import TransportConfig
+from transport.auth import MemoryEpochStore, PeerAuth
 from transport.policy import LossPolicy
 from transport.sim import Blob, BlobCodec, Ping
 from transport.sockets import open_socket
@@ -195,6 +204,81 @@ class Bench:
         return lat[len(lat) // 2], lat[min(len(lat) - 1, int(0.99 * len(lat)))]
 
 
+class _Echo(pykka.ThreadingActor):
+    """Sends every message it gets back to `to` over `tp`."""
+
+    def __init__(self, tp: Transport, to: tuple[str, int]) -> None:
+        super().__init__()
+        self.tp, self.to = tp, to
+
+    def on_receive(self, message: Any) -> None:
+        self.tp.send(self.to, message.msg)
+
+
+class _Chains(pykka.ThreadingActor):
+    """Keeps `chains` messages going to `to` until `left` replies came; records round trips."""
+
+    def __init__(self, tp: Transport, to: tuple[str, int], left: int) -> None:
+        super().__init__()
+        self.tp, self.to, self.left = tp, to, left
+        self.sent: dict[bytes, float] = {}
+        self.rtt: list[float] = []
+        self.done = threading.Event()
+
+    def on_receive(self, message: Any) -> None:
+        if isinstance(message, int):  # start this many chains
+            for c in range(message):
+                self._send(Ping(b"%d:" % c + bytes(200)))
+            return
+        now = time.perf_counter()
+        self.rtt.append(now - self.sent.pop(message.msg.data, now))
+        self.left -= 1
+        if self.left <= 0:
+            self.done.set()
+        else:
+            self._send(message.msg)
+
+    def _send(self, msg: Ping) -> None:
+        self.sent[msg.data] = time.perf_counter()
+        self.tp.send(self.to, msg)
+
+
+def echo(cfg: TransportConfig, messages: int, chains: int) -> dict[str, float]:
+    """The small-message figures of the module docstring."""
+    ports = []
+    for _ in range(2):
+        probe = open_socket((LOOPBACK, 0), 65536)
+        ports.append(probe.getsockname()[1])
+        probe.close()
+    peers = {1: (LOOPBACK, ports[0]), 2: (LOOPBACK, ports[1])}
+    secret = os.urandom(32)
+    tps = [Transport.start(peers[n], cfg, codec=BlobCodec, name=f"echo{n}",
+                           auth=PeerAuth(secret, n, peers, MemoryEpochStore()))
+           for n in (1, 2)]  # fmt: skip
+    echo_ref = _Echo.start(tps[1], peers[1])
+    chains_ref = _Chains.start(tps[0], peers[2], messages)
+    try:
+        try:
+            tps[1].subscribe(echo_ref.tell, quick=True)
+        except TypeError:  # the code before `quick` existed (old-vs-new runs of this file)
+            tps[1].subscribe(echo_ref.tell)
+        tps[0].subscribe(chains_ref)
+        state = chains_ref.proxy()
+        c0, t0 = _cpu_s(), time.perf_counter()
+        chains_ref.tell(chains)
+        if not state.done.get().wait(300):
+            raise RuntimeError("echo: replies stopped coming")
+        wall, cpu = time.perf_counter() - t0, _cpu_s() - c0
+        rtt = sorted(state.rtt.get())
+    finally:  # the transports first: replies still in flight find no stopped actor
+        for tp in tps:
+            tp.stop()
+        for ref in (echo_ref, chains_ref):
+            ref.stop()
+    return {"msgs_per_s": 2 * messages / wall, "cpu_us_per_msg": cpu / (2 * messages) * 1e6,
+            "rtt_p50_ms": rtt[len(rtt) // 2] * 1000, "messages": messages, "chains": chains}
+
+
 def _cpu_figures(cpu: list[float], per_message: int, seconds: float) -> dict[str, float]:
     """Microseconds per datagram (`per_message` datagrams in a message): wall time of a message
     taking `seconds`, and the CPU time (user + system, over all the runs) of the sending and of
@@ -206,7 +290,7 @@ def _cpu_figures(cpu: list[float], per_message: int, seconds: float) -> dict[str
             "receiver_cpu_us_per_dg": receiver_s * per}  # fmt: skip
 
 
-def measure(repeat: int, pings: int) -> dict[str, Any]:
+def measure(repeat: int, pings: int, echo_messages: int = 0, chains: int = 8) -> dict[str, Any]:
     """Every figure of the module docstring, as a dict."""
     cfg = TransportConfig()
     bench = Bench(cfg)
@@ -216,6 +300,7 @@ def measure(repeat: int, pings: int) -> dict[str, Any]:
         p50, p99 = bench.rtt_ms(pings)
     finally:
         bench.close()
+    small = {"echo": echo(cfg, echo_messages, chains)} if echo_messages else {}
     med = statistics.median
     per_size = {
         str(s): {
@@ -230,7 +315,7 @@ def measure(repeat: int, pings: int) -> dict[str, Any]:
         for s in SIZES
     }
     top = per_size[str(SIZES[-1])]
-    extra = {"rtt_p50_ms": p50, "rtt_p99_ms": p99, "sizes": per_size}
+    extra = {"rtt_p50_ms": p50, "rtt_p99_ms": p99, "sizes": per_size, **small}
     return {**top, **extra, "fragment_size": cfg.fragment_size, "repeat": repeat}
 
 
@@ -239,8 +324,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--repeat", type=int, default=5, help="runs per throughput figure (median)")
     ap.add_argument("--pings", type=int, default=1000, help="one-fragment round trips")
+    ap.add_argument("--echo", type=int, default=20000,
+                    help="small messages each way through actors (0: skip)")
+    ap.add_argument("--chains", type=int, default=8, help="echo exchanges in flight at once")
+    ap.add_argument("--echo-only", action="store_true", help="only the small-message figures")
     args = ap.parse_args(argv)
-    r = measure(args.repeat, args.pings)
+    if args.echo_only:
+        e = echo(TransportConfig(), args.echo, args.chains)
+        print(json.dumps(e) if args.json else _echo_line(e))
+        return 0
+    r = measure(args.repeat, args.pings, args.echo, args.chains)
     if args.json:
         print(json.dumps(r))
         return 0
@@ -256,8 +349,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{int(size):>11,} {v['wall_us_per_dg']:>12.2f} {v['sender_cpu_us_per_dg']:>11.2f}"
               f" {v['receiver_cpu_us_per_dg']:>13.2f}")  # fmt: skip
     print(f"one-fragment round trip: p50 {r['rtt_p50_ms']:.3f} ms, p99 {r['rtt_p99_ms']:.3f} ms")
+    if "echo" in r:
+        print(_echo_line(r["echo"]))
     print("targets: ratio >= 0.5 at 0 % loss, >= 0.25 at 10 % loss, round trip p50 < 1 ms")
     return 0
+
+
+def _echo_line(e: dict[str, float]) -> str:
+    return (f"small messages through actors ({e['messages']:,} each way, {e['chains']} in flight,"
+            f" one process): {e['msgs_per_s']:,.0f} messages/s, {e['cpu_us_per_msg']:.1f} us CPU"
+            f" per message, round trip p50 {e['rtt_p50_ms']:.3f} ms")
 
 
 if __name__ == "__main__":

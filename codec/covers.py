@@ -10,20 +10,27 @@ A payload gets the smallest tier whose capacity holds it, so there is no fixed u
 the caller's payload limit. A tier that is not a base file is scaled (Lanczos) from the smallest
 base at least as big, else from the largest one, a strip of rows at a time.
 
-Memory (benchmarks/memory.py). A tier's rows are the only full-size array a seal holds: the
-scaled tier is written into them strip by strip, and the payload's samples are packed one slice
-of rows at a time while they are compressed (`Prepared.encode` takes a function of the row
-range), never as a whole stream. For the largest accepted image (31.4 MiB) the tier is
-9535x7152, 195 MiB of rows; a seal then needs about 40 MiB beyond them.
+Memory (benchmarks/memory.py). A tier of at most `raw_tier_bytes` (RAW_TIER_BYTES, 16 MiB) of
+rows keeps them raw (the tiers of small images and photos, up to 2500x1875: the fastest seal). A
+bigger tier is *compact*: it is made strip by strip (a base file copied, or scaled from its box
+of the base, Lanczos, STRIP_BYTES of rows at a time), each band compressed as its rows arrive,
+and only the bands are kept; a seal inflates the bands that hold its rows, one slice at a time
+(`Prepared.masked`). The bands are the rows with their low bits cleared, exactly what the seal
+ORs the payload into, so both paths give the same file (tests/test_cover_bands.py). The largest
+accepted image (31.4 MiB) gets the 9535x7152 tier: 195 MiB of raw rows, 2 MiB of bands. The
+payload's samples are packed one slice of rows at a time (`Prepared.encode` takes a function of
+the row range), and the file is written into one buffer as its pieces come (`png.assemble`), so
+a seal holds the payload, the file, and a few MiB of slices.
 
-Cache. Scaling costs 70-250 ms, so it is done once per tier and kept: `Prepared` holds the
-cover's raw rows (filter byte 0 at the head of each row) for one number of cleared low bits, and
-the rows cut in bands of about BAND_BYTES, each compressed on its own (filter None, LZ77) at
-TAIL_LEVEL (6: within 5% of level 9's size at a third of its time on this art) the first time a
-seal needs it, or, for the bands a payload of that tier can use, all at once when a node warms
-the tier at start (`codec.seal.warm`). A seal compresses only its own rows (and the rest of their
-band) and reuses the cached bands after them, Adler-32 included, so a 4 KB seal touches ~130 KB
-of rows, not the tier.
+Cache. Scaling costs 70-250 ms, so it is done once per tier and kept: `Prepared` holds, for one
+number of cleared low bits, the cover's raw rows (filter byte 0 at the head of each row) or
+none (compact), and the rows cut in bands of about BAND_BYTES, each compressed on its own
+(filter None, LZ77) at TAIL_LEVEL (6: within 5% of level 9's size at a third of its time on
+this art). A raw tier compresses a band the first time a seal needs it, or, for the bands a
+payload of that tier can use, all at once when a node warms the tier at start
+(`codec.seal.warm`); a compact tier has them all from its build (1.5 s for the largest). A
+seal compresses only its own rows (and the rest of their band) and reuses the cached bands after
+them, Adler-32 included, so a 4 KB seal touches ~130 KB of rows, not the tier.
 The cache is an LRU bounded by `cache_bytes` (default 512 MiB); a tier bigger than that is built
 for one use and dropped. Thread-safe: the node's encoder pool seals from several threads; one
 tier is never built twice at once.
@@ -38,8 +45,10 @@ the calling thread. The piece size, not the thread count, decides the file's byt
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -49,7 +58,7 @@ from typing import cast
 import numpy as np
 from PIL import Image
 
-from codec import png
+from codec import heap, png
 from codec.png import SealError
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "default_images"
@@ -58,6 +67,7 @@ BAND_BYTES = 128 * 1024
 SLICE_BYTES = 1024 * 1024  # rows handed to zlib at a time when sealing
 PIECE_BYTES = 2 * 1024 * 1024  # payload rows compressed as one piece (pieces run in parallel)
 TAIL_LEVEL = 6
+RAW_TIER_BYTES = 16 * 1024 * 1024  # bigger tiers are kept as compressed bands only
 _FILE_RE = re.compile(r"cover_([1-9][0-9]{0,4})x([1-9][0-9]{0,4})\.png")
 _BASE_MAX_PIXELS = 16_000_000
 
@@ -70,7 +80,7 @@ class Prepared:
     width: int
     height: int
     clear_bits: int
-    rows: np.ndarray  # (height, 1 + 3*width) uint8, column 0 all zero (PNG filter None)
+    rows: np.ndarray | None  # (height, 1 + 3*width) uint8, column 0 zero; None: compact tier
     band_rows: int
     tail_level: int
     bands: list[png.Piece | None] = field(default_factory=list)  # compressed on first use
@@ -84,6 +94,30 @@ class Prepared:
     def keep_mask(self) -> np.uint8:
         return np.uint8(0xFF ^ ((1 << self.clear_bits) - 1))
 
+    def masked(self, r0: int, r1: int) -> np.ndarray:
+        """Cover rows r0..r1 with their low `clear_bits` cleared, as a new (r1 - r0, 1 + 3*width)
+        uint8 array: cut from the raw rows, or, for a compact tier, inflated from the cached
+        bands that hold them (the bands are exactly these masked rows, filter None)."""
+        if self.rows is not None:
+            return self.rows[r0:r1] & self.keep_mask()
+        out = np.empty((r1 - r0, 1 + 3 * self.width), dtype=np.uint8)
+        for i in range(r0 // self.band_rows, -(-r1 // self.band_rows)):
+            top = i * self.band_rows
+            lo, hi = max(r0, top), min(r1, top + self.band_rows)
+            out[lo - r0 : hi - r0] = self._inflate(i)[lo - top : hi - top]
+        return out
+
+    def _inflate(self, i: int) -> np.ndarray:
+        """The raw rows of cached band i of a compact tier."""
+        piece = self.bands[i]
+        if piece is None:  # never: a compact tier is built with every band
+            raise SealError("internal error: a band of a compact cover tier is missing")
+        dec = zlib.decompressobj(-15)
+        raw = b"".join([dec.decompress(part) for part in piece.idat[1::3]])
+        if len(raw) != piece.length:
+            raise SealError("internal error: a band of a compact cover tier does not inflate")
+        return np.frombuffer(raw, dtype=np.uint8).reshape(-1, 1 + 3 * self.width)
+
     def encode(
         self, samples: Callable[[int, int], np.ndarray], used: int, level: int
     ) -> bytes:
@@ -94,31 +128,34 @@ class Prepared:
         threads (codec.png.compress_pieces; `samples` must be safe to call from them), then the
         cover rows up to the end of that band (filter None, LZ77); the cached bands follow."""
         nband = -(-used // self.band_rows)
-        keep = self.keep_mask()
+        stride = 1 + 3 * self.width
 
         def slices(start: int, stop: int) -> Iterator[np.ndarray]:
-            for rows in png.row_slices(self.rows[start:stop], SLICE_BYTES):
-                part = rows & keep
-                if start < used:
-                    part[:, 1:] |= samples(start, start + len(part))
-                start += len(part)
+            for r0 in range(start, stop, max(1, SLICE_BYTES // stride)):
+                part = self.masked(r0, min(stop, r0 + max(1, SLICE_BYTES // stride)))
+                if r0 < used:
+                    part[:, 1:] |= samples(r0, r0 + len(part))
                 yield part
 
         def payload(start: int, stop: int) -> Callable[[], png.Piece]:
             if start == 0:
                 above = None
             else:
-                above = (self.rows[start - 1, 1:] & keep) | samples(start - 1, start)[0]
+                above = self.masked(start - 1, start)[0, 1:] | samples(start - 1, start)[0]
             return lambda: png.compress_rows(slices(start, stop), level, up=True, prev=above)
 
-        step = max(1, PIECE_BYTES // self.rows.shape[1])
+        step = max(1, PIECE_BYTES // stride)
         jobs = [payload(r0, min(used, r0 + step)) for r0 in range(0, used, step)]
         parallel = len(jobs) > 1  # a payload under PIECE_BYTES is sealed on the caller's thread
         fresh_end = min(self.height, nband * self.band_rows)
         if fresh_end > used:
             jobs.append(lambda: png.compress_rows(slices(used, fresh_end), level, up=False))
-        pieces = png.compress_pieces(jobs, parallel)
-        return png.assemble(self.width, self.height, [*pieces, *self._bands_from(nband)])
+        pieces = png.stream_pieces(jobs, parallel)  # written out one by one as they come
+        rest = self._bands_after(nband)  # taken once the pieces are out
+        return png.assemble(self.width, self.height, itertools.chain(pieces, rest))
+
+    def _bands_after(self, first: int) -> Iterator[png.Piece]:
+        yield from self._bands_from(first)
 
     def warm_bands(self, samples: int = 0) -> None:
         """Compress now (a node warming its covers at start) every cached band that a seal of
@@ -132,8 +169,8 @@ class Prepared:
         them waits for them instead of compressing them a second time)."""
 
         def band(i: int) -> Callable[[], png.Piece]:
-            rows = self.rows[i * self.band_rows : (i + 1) * self.band_rows]
-            return lambda: png.compress_rows([rows & self.keep_mask()], self.tail_level, up=False)
+            rows = (i * self.band_rows, min(self.height, (i + 1) * self.band_rows))
+            return lambda: png.compress_rows([self.masked(*rows)], self.tail_level, up=False)
 
         if any(b is None for b in self.bands[first:]):
             with self.fill_lock:
@@ -165,23 +202,83 @@ def _prepare(
     )
 
 
-STRIP_BYTES = 8 * 1024 * 1024  # raw_rows copies the image this many bytes at a time
+def _compact(
+    strips: Iterator[np.ndarray], width: int, height: int, clear_bits: int, tail_level: int
+) -> Prepared:
+    """A compact tier: every band compressed as the rows arrive strip by strip (on the deflate
+    threads), no raw rows kept. The bands are the same bytes `_prepare`'s tier would compress."""
+    stride = 1 + 3 * width
+    band_rows = max(1, BAND_BYTES // stride)
+    keep = np.uint8(0xFF ^ ((1 << clear_bits) - 1))
+    bands: list[png.Piece | None] = []
+    carry = np.empty((0, stride), dtype=np.uint8)
+    for strip in strips:
+        rows = np.concatenate([carry, strip]) if len(carry) else strip
+        whole = len(rows) // band_rows * band_rows
+        if whole:
+            cut = [rows[r : r + band_rows] for r in range(0, whole, band_rows)]
+            bands += png.compress_pieces([_band_job(c, keep, tail_level) for c in cut])
+        carry = rows[whole:].copy()
+    if len(carry):
+        bands.append(_band_job(carry, keep, tail_level)())
+    if len(bands) != -(-height // band_rows):
+        raise SealError(f"internal error: a {width}x{height} cover tier has {len(bands)} bands")
+    nbytes = sum(len(part) for piece in bands if piece for part in piece.idat)
+    return Prepared(width, height, clear_bits, None, band_rows, tail_level, bands, nbytes)
 
 
-def raw_rows(image: Image.Image) -> np.ndarray:
-    """An RGB image as PNG raw rows with filter byte 0: (height, 1 + 3*width) uint8. Copied in
-    strips of about STRIP_BYTES, so that the only full-size copy is the result (a whole-image
-    numpy copy, and an RGB conversion of an image that is RGB already, each doubled the peak
-    memory of preparing a large tier: benchmarks/memory.py)."""
+def _band_job(rows: np.ndarray, keep: np.uint8, level: int) -> Callable[[], png.Piece]:
+    return lambda: png.compress_rows([rows & keep], level, up=False)
+
+
+STRIP_BYTES = 8 * 1024 * 1024  # a tier is made (copied or scaled) this many bytes at a time
+
+
+def _image_strips(image: Image.Image) -> Iterator[np.ndarray]:
+    """An RGB image as PNG raw rows with filter byte 0, (rows, 1 + 3*width) uint8, in strips of
+    about STRIP_BYTES (a whole-image numpy copy, and an RGB conversion of an image that is RGB
+    already, each doubled the peak memory of preparing a large tier: benchmarks/memory.py)."""
     if image.mode != "RGB":
         image = image.convert("RGB")
     w, h = image.size
-    rows = np.zeros((h, 1 + 3 * w), dtype=np.uint8)
     step = max(1, STRIP_BYTES // (3 * w))
     for y in range(0, h, step):
         strip = np.asarray(image.crop((0, y, w, min(h, y + step))))
-        rows[y : y + len(strip), 1:] = strip.reshape(len(strip), 3 * w)
+        rows = np.zeros((len(strip), 1 + 3 * w), dtype=np.uint8)
+        rows[:, 1:] = strip.reshape(len(strip), 3 * w)
+        yield rows
+
+
+def _scaled_strips(source: Image.Image, size: tuple[int, int]) -> Iterator[np.ndarray]:
+    """`source` scaled to `size` (Lanczos) as raw rows, a strip of about STRIP_BYTES of output
+    rows at a time, each from its box of the source: no full-size scaled image ever exists (for
+    the largest tier that image was 273 MB: benchmarks/memory.py). The strips are cut at the
+    same rows whatever the caller keeps of them, so the tier's pixels never depend on it."""
+    w, h = size
+    scale = source.height / h
+    step = max(1, STRIP_BYTES // (3 * w))
+    for y in range(0, h, step):
+        y1 = min(h, y + step)
+        box = (0.0, y * scale, float(source.width), y1 * scale)
+        strip = np.asarray(source.resize((w, y1 - y), Image.Resampling.LANCZOS, box=box))
+        rows = np.zeros((y1 - y, 1 + 3 * w), dtype=np.uint8)
+        rows[:, 1:] = strip.reshape(y1 - y, 3 * w)
+        yield rows
+
+
+def _gather(strips: Iterator[np.ndarray], width: int, height: int) -> np.ndarray:
+    """The strips written into one (height, 1 + 3*width) array, the only full-size copy."""
+    rows = np.zeros((height, 1 + 3 * width), dtype=np.uint8)
+    y = 0
+    for strip in strips:
+        rows[y : y + len(strip)] = strip
+        y += len(strip)
     return rows
+
+
+def raw_rows(image: Image.Image) -> np.ndarray:
+    """An RGB image as PNG raw rows with filter byte 0: (height, 1 + 3*width) uint8."""
+    return _gather(_image_strips(image), image.width, image.height)
 
 
 def prepare_image(image: Image.Image, clear_bits: int, tail_level: int) -> Prepared:
@@ -197,8 +294,12 @@ class CoverSet:
         directory: Path = DEFAULT_DIR,
         cache_bytes: int = 512 * 1024 * 1024,
         tail_level: int = TAIL_LEVEL,
+        raw_tier_bytes: int = RAW_TIER_BYTES,
     ) -> None:
+        """`raw_tier_bytes`: tiers with at most this many bytes of rows keep them raw (fast to
+        seal), bigger ones are kept compact (see the module docstring)."""
         self.directory = directory
+        self.raw_tier_bytes = raw_tier_bytes
         self.cache_bytes = cache_bytes
         self.tail_level = tail_level
         self.bases = self._scan(directory)
@@ -264,9 +365,7 @@ class CoverSet:
                 hit = self._cache.get(key)
             if hit is not None:
                 return hit
-            prep = _prepare(
-                self.tier_rows(size), size[0], size[1], clear_bits, self.tail_level
-            )
+            prep = self.build(size, clear_bits)
             with self._lock:
                 self.builds += 1
                 self._building.pop(key, None)
@@ -294,22 +393,23 @@ class CoverSet:
                 raise
             raise SealError(f"cover {path} cannot be read ({exc})") from None
 
-    def tier_rows(self, size: tuple[int, int]) -> np.ndarray:
-        """The cover at `size` as PNG raw rows (`raw_rows`): a base file, or one scaled to it
-        strip by strip (each strip of output rows from its box of the source, Lanczos), so that
-        no full-size scaled image exists beside the rows (for the largest tier that image was
-        273 MB next to 195 MB of rows: benchmarks/memory.py)."""
+    def tier_strips(self, size: tuple[int, int]) -> Iterator[np.ndarray]:
+        """The cover at `size` as PNG raw rows, strip by strip: a base file, or the smallest
+        base at least as big (else the largest) scaled to it (`_scaled_strips`)."""
         if size in self.bases:
-            return raw_rows(self.load_base(size))
+            return _image_strips(self.load_base(size))
         bigger = [b for b in self.bases if b[0] >= size[0] and b[1] >= size[1]]
-        source = self.load_base(bigger[0] if bigger else self.bases[-1])
+        return _scaled_strips(self.load_base(bigger[0] if bigger else self.bases[-1]), size)
+
+    def tier_rows(self, size: tuple[int, int]) -> np.ndarray:
+        """The cover at `size` as one array of PNG raw rows (`raw_rows`)."""
+        return _gather(self.tier_strips(size), *size)
+
+    def build(self, size: tuple[int, int], clear_bits: int) -> Prepared:
+        """Tier `size` prepared now, uncached: raw rows up to `raw_tier_bytes`, else compact."""
         w, h = size
-        scale = source.height / h
-        rows = np.zeros((h, 1 + 3 * w), dtype=np.uint8)
-        step = max(1, STRIP_BYTES // (3 * w))
-        for y in range(0, h, step):
-            y1 = min(h, y + step)
-            box = (0.0, y * scale, float(source.width), y1 * scale)
-            strip = np.asarray(source.resize((w, y1 - y), Image.Resampling.LANCZOS, box=box))
-            rows[y:y1, 1:] = strip.reshape(y1 - y, 3 * w)
-        return rows
+        if (1 + 3 * w) * h <= self.raw_tier_bytes:
+            return _prepare(self.tier_rows(size), w, h, clear_bits, self.tail_level)
+        prep = _compact(self.tier_strips(size), w, h, clear_bits, self.tail_level)
+        heap.trim()  # the strips' heap holes, pinned by the bands just made (codec.heap)
+        return prep

@@ -40,12 +40,13 @@ rows needed, so that path is bounded the same way.
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -140,21 +141,48 @@ def compress_rows(
     return piece
 
 
-def assemble(width: int, height: int, pieces: list[Piece]) -> bytes:
+def assemble(width: int, height: int, pieces: Iterable[Piece]) -> bytes:
     """The whole PNG: signature, IHDR, the zlib header, the pieces (rows top to bottom, all
-    `height` of them), the final block with the combined Adler-32, IEND."""
-    parts: list[bytes | memoryview] = [
-        SIGNATURE,
-        *ihdr(width, height),
-        *chunk(b"IDAT", ZLIB_HEADER),
-    ]
+    `height` of them), the final block with the combined Adler-32, IEND.
+
+    A file that may be STREAM_MIN_BYTES or more (`size_bound`) is written into one buffer as the
+    pieces come (an iterator: each is dropped once copied), whose bytes are returned without a
+    copy: the file exists once, not beside a joined copy of its parts (45 MiB for the largest
+    accepted image: benchmarks/memory.py). The buffer starts as `size_bound` zero bytes: calloc
+    of that size is a fresh mmap whose pages cost nothing until written, and the buffer never
+    grows by realloc (which left heap holes of about the file's size in a node); it is cut to
+    the file at the end. Smaller files are joined from their parts at once (no zeroing of a
+    heap block, the speed of the small-image and photo seals)."""
+    parts = _file_parts(width, height, pieces)
+    if size_bound(width, height) < STREAM_MIN_BYTES:
+        return b"".join(parts)
+    out = io.BytesIO(bytes(size_bound(width, height)))  # the only reference: written in place
+    for part in parts:
+        out.write(part)
+    out.truncate(out.tell())
+    return out.getvalue()
+
+
+STREAM_MIN_BYTES = 32 * 1024 * 1024  # glibc's largest mmap threshold: bigger callocs are mmaps
+
+
+def _file_parts(width: int, height: int, pieces: Iterable[Piece]) -> Iterator[bytes | memoryview]:
+    yield SIGNATURE
+    yield from [*ihdr(width, height), *chunk(b"IDAT", ZLIB_HEADER)]
     adler = 1
     for piece in pieces:
-        parts += piece.idat
+        yield from piece.idat
         adler = adler32_combine(adler, piece.adler, piece.length)
-    parts += chunk(b"IDAT", FINAL_BLOCK + struct.pack(">I", adler))
-    parts += chunk(b"IEND", b"")
-    return b"".join(parts)
+    yield from [*chunk(b"IDAT", FINAL_BLOCK + struct.pack(">I", adler)), *chunk(b"IEND", b"")]
+
+
+def size_bound(width: int, height: int) -> int:
+    """More bytes than any PNG `assemble` writes for the size (a larger one would still be
+    written: the buffer grows): raw rows compressed at worst grow by deflate's stored-block
+    overhead (5 bytes per 16 KiB), plus 12 bytes per IDAT chunk, one per zlib output of a
+    slice of at least one row, plus a few per piece and band."""
+    raw = (1 + 3 * width) * height
+    return raw + raw // 1024 + 32 * height + 4096
 
 
 def compress_pieces(jobs: list[Callable[[], Piece]], parallel: bool = True) -> list[Piece]:
@@ -163,10 +191,21 @@ def compress_pieces(jobs: list[Callable[[], Piece]], parallel: bool = True) -> l
     and numpy release the GIL, so a large seal uses every core); small work stays on the caller's
     thread, where it costs less than waking a thread. The pieces, and so the PNG, do not depend
     on the threads."""
+    return list(stream_pieces(jobs, parallel))
+
+
+def stream_pieces(jobs: list[Callable[[], Piece]], parallel: bool = True) -> Iterator[Piece]:
+    """`compress_pieces` as an iterator: each piece is yielded, in order, as soon as it and the
+    ones before it are done, and no longer held here once yielded."""
     if len(jobs) <= 1 or not parallel:
-        return [job() for job in jobs]
-    futures = [_deflate_pool().submit(job) for job in jobs]
-    return [f.result() for f in futures]
+        for job in jobs:
+            yield job()
+        return
+    futures: list[Future[Piece] | None] = [_deflate_pool().submit(job) for job in jobs]
+    for i, future in enumerate(futures):
+        assert future is not None
+        futures[i] = None
+        yield future.result()
 
 
 DEFLATE_THREADS = max(1, min(4, os.cpu_count() or 1))

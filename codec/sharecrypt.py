@@ -331,6 +331,49 @@ def verify_grant(
     return grant
 
 
+JOIN_CONTEXT = b"veilshare join v1\x00"
+JOIN_SKEW_S = 600.0  # a Join's stamp may differ this much from the node's wall clock
+
+
+def join_signed_part(rid: str, user: str, sign_key: bytes, box_key: bytes, stamp: float) -> bytes:
+    """What a Join's proof signs: JOIN_CONTEXT, then each field length-prefixed (u16) and the
+    stamp as a big-endian double, so no two Joins share the signed bytes."""
+    parts = [JOIN_CONTEXT]
+    for field in (rid.encode(), user.encode(), bytes(sign_key), bytes(box_key)):
+        parts += [struct.pack(">H", len(field)), field]
+    parts.append(struct.pack(">d", stamp))
+    return b"".join(parts)
+
+
+def sign_join(keys: Signer, rid: str, user: str, sign_key: bytes, box_key: bytes,
+              stamp: float) -> bytes:
+    """The proof of a Join (the client's side)."""
+    return bytes(keys.sign(join_signed_part(rid, user, sign_key, box_key, stamp)))
+
+
+def verify_join(rid: str, user: str, sign_key: bytes, box_key: bytes, stamp: float,
+                proof: bytes, now: float, skew_s: float = JOIN_SKEW_S) -> None:
+    """A node's check of a Join: `proof` made with the private half of `sign_key`, over these
+    fields, and `stamp` within `skew_s` of the node's wall clock `now` (a Join recorded long ago is
+    not accepted again). Raises ShareCryptError saying which. Who knows a user's public keys (the
+    directory lists them) cannot join as that user without the private signing key."""
+    try:
+        key = Ed25519PublicKey.from_public_bytes(bytes(sign_key))
+    except ValueError:
+        raise ShareCryptError("the signing key is not an Ed25519 public key") from None
+    try:
+        key.verify(bytes(proof), join_signed_part(rid, user, sign_key, box_key, stamp))
+    except InvalidSignature:
+        raise ShareCryptError(
+            f"the join of {user} is not signed by the key it presents"
+        ) from None
+    if abs(now - stamp) > skew_s:
+        raise ShareCryptError(
+            f"the join is stamped {stamp - now:+.0f} s from this node's clock (at most "
+            f"{skew_s:.0f} s apart): check the client's clock"
+        )
+
+
 def sealed_grant(signed: SignedGrant) -> Grant:
     """The codec.seal.Grant to write into the sealed image (codec.seal.regrant)."""
     return Grant(signed.owner, signed.borrower, signed.image, signed.views, signed.encode())

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.localcloud import Cloud
+from transport.udp import Transport
 
 
 @pytest.fixture
@@ -54,3 +55,12 @@ def ctrl_c_raises() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, old)
+
+
+@pytest.fixture
+def transports() -> Iterator[list[Transport]]:
+    """Real transports a test started (append them): stopped at its end."""
+    started: list[Transport] = []
+    yield started
+    for t in started:
+        t.stop()

@@ -10,8 +10,13 @@
   `auto="fail"` fails every send as unacknowledged (a silent peer).
 - `wait_sent(pred, timeout)` waits for a send matching `pred` (no sleeps in tests).
 
+- `on_refused(fn)` as the real transport; `refuse(addr)` calls those callbacks (an ICMP port
+  unreachable from `addr`).
+
 `FakeNetwork` links several fake transports by address: a send to an address of another
-transport on the network is delivered to it (and acknowledged), unless the link is cut.
+transport on the network is delivered to it (and acknowledged), unless the link is cut. A send
+to a transport stopped with `closed=True` (its process killed, its host up) is refused: the
+sender's `on_refused` callbacks get that address, as a real socket's error queue would tell.
 Deliveries happen on the sender's thread, like a loopback with no delay.
 """
 
@@ -50,6 +55,8 @@ class FakeTransport:
     sent: list[Sent] = field(default_factory=list)
     policies: list[Any] = field(default_factory=list)
     stopped: bool = False
+    closed: bool = False  # stopped and its port closed: sends to it draw port unreachable
+    _refused_fns: list[Callable[[Addr], None]] = field(default_factory=list)
     _subs: list[tuple[Any, tuple[type[Any], ...] | None]] = field(default_factory=list)
     _cond: threading.Condition = field(default_factory=threading.Condition)
 
@@ -61,6 +68,7 @@ class FakeTransport:
         *,
         deadline_s: float | None = None,
         on_done: OnDone | None = None,
+        quick_done: bool = False,
     ) -> pykka.Future[None]:
         fut: pykka.Future[None] = pykka.ThreadingFuture()
         rec = Sent(tuple(addr), msg, deadline_s, fut, on_done)  # type: ignore[arg-type]
@@ -80,9 +88,16 @@ class FakeTransport:
         return fut
 
     def subscribe(
-        self, handler: Any, types: tuple[type[Any], ...] | None = None
+        self,
+        handler: Any,
+        types: tuple[type[Any], ...] | None = None,
+        *,
+        quick: bool = False,
+        batches: bool = False,
     ) -> Callable[[], None]:
-        entry = (handler, types)
+        """As Transport.subscribe (`quick` changes nothing here: `deliver` calls on the test's
+        thread; a `batches` handler gets each message as a list of one)."""
+        entry = (handler, types, batches)
         with self._cond:
             self._subs.append(entry)
 
@@ -92,6 +107,10 @@ class FakeTransport:
                     self._subs.remove(entry)
 
         return unsubscribe
+
+    def on_refused(self, fn: Callable[[Addr], None]) -> None:
+        with self._cond:
+            self._refused_fns.append(fn)
 
     def progress(self) -> tuple[int, int]:
         return (0, 0)
@@ -111,13 +130,20 @@ class FakeTransport:
         d = Delivery(tuple(addr), msg)  # type: ignore[arg-type]
         with self._cond:
             subs = list(self._subs)
-        for handler, types in subs:
+        for handler, types, batches in subs:
             if types is not None and not isinstance(msg, types):
                 continue
             if isinstance(handler, pykka.ActorRef):
                 handler.tell(d)
             else:
-                handler(d)
+                handler([d] if batches else d)
+
+    def refuse(self, addr: Addr) -> None:
+        """`addr` answered a datagram of ours with ICMP port unreachable."""
+        with self._cond:
+            fns = list(self._refused_fns)
+        for fn in fns:
+            fn(tuple(addr))  # type: ignore[arg-type]
 
     def complete(self, rec: Sent, error: SendError | None = None) -> None:
         """Resolve one send: acknowledged (None) or failed with `error`."""
@@ -198,6 +224,9 @@ class FakeNetwork:
         dest = self.by_addr.get(rec.addr)
         with self.lock:
             cut = (src.address, rec.addr) in self.cuts
+        if dest is not None and dest.closed and not cut:
+            src.refuse(rec.addr)
+            return False
         if dest is None or cut or dest.stopped:
             return False
         dest.deliver(src.address, rec.msg)

@@ -19,7 +19,7 @@ import pykka
 from fake_transport import FakeNetwork, FakeTransport
 
 import config
-from actors.node.base import PeerLink, Wire
+from actors.node.base import PeerLink, Wire, refusals_to
 from actors.node.election_actor import ElectionActor
 from actors.node.router import Router
 from actors.node.signals import CountersQuery, GoDown, Tick
@@ -159,6 +159,7 @@ class FakeCloud:
                 node.id, {n.peer_addr: n.id for n in cfg.nodes if n.id != node.id}, refs
             )
             tp.subscribe(router.peer)
+            tp.on_refused(refusals_to(peers, refs))
 
     def ref(self, node: int, name: str) -> pykka.ActorRef[Any]:
         return self.refs[node][name]
@@ -192,6 +193,12 @@ class FakeCloud:
     def silence(self, node: int) -> None:
         """The node stops answering (its transport is gone): a SIGKILL as peers see it."""
         self.tp[node].stopped = True
+
+    def kill(self, node: int) -> None:
+        """The node's process is gone, its host up: silent, and its port answers the others'
+        datagrams with port unreachable."""
+        self.tp[node].stopped = True
+        self.tp[node].closed = True
 
     def stop(self) -> None:
         for refs in self.refs.values():

@@ -89,3 +89,18 @@ def test_peer_network_faults_lose_nothing(tmp_path: Path, faults: str) -> None:
     assert 0 <= r["converged_s"] <= 10
     phases = [line for line in r["log"] if line.startswith("peer network:")]
     assert len(phases) == (22 if faults == "drop" else 2), phases  # every phase ran, then clean
+
+
+def test_failover_is_the_latency_of_the_requests_in_flight_at_the_kill() -> None:
+    """Every request sent before a SIGKILL and answered after it counts, however fast its
+    failover was (the old figure kept only requests slower than 500 ms, so a failover faster
+    than that vanished from the report); requests that ended before or started after do not."""
+    from benchmarks.chaos import in_flight
+
+    kill = 1000.0
+    rows = [{"started": 999.95, "ms": 120.0},  # in flight, failed over in 70 ms
+            {"started": 999.5, "ms": 1100.0},  # in flight, slow
+            {"started": 999.0, "ms": 900.0},  # answered 100 ms before the kill
+            {"started": 1000.01, "ms": 2000.0}]  # sent after the kill
+    assert in_flight(rows, [kill]) == [120.0, 1100.0]
+    assert in_flight(rows, []) == []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import queue
 import random
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 import pykka
 import pytest
 
+from actors.client.keys import ClientKeys
 from actors.client.scope import CancelScope as Scope
 from actors.client.session_actor import ClientSessionActor
 from actors.client.session_messages import (
@@ -34,6 +36,7 @@ from actors.client.session_messages import (
 from actors.core.calls import CallError, CallStats
 from actors.core.directory import token_digest
 from actors.core.presence import REJOINED_NOTICE, UNREACHABLE_NOTICE
+from codec import sharecrypt
 from codec.messages import (
     Ack,
     ClientHeartbeat,
@@ -55,6 +58,7 @@ from tests.fake_transport import FakeTransport, Sent
 from transport.errors import SendError
 
 NODES = [("127.0.0.1", 47001), ("127.0.0.1", 47002), ("127.0.0.1", 47003)]
+KEYS = ClientKeys(b"s" * 32, b"b" * 32)
 ME = ("127.0.0.1", 40001)
 TOKEN = b"T" * 16
 NEW_TOKEN = b"N" * 16
@@ -139,7 +143,7 @@ def rig() -> Iterator[Rig]:
 
     ref = ClientSessionActor.start(
         user="alice", nodes=NODES, transport=tp, retry_s=RETRY_S, deadline_s=DEADLINE_S,
-        heartbeat_s=HEARTBEAT_S, keys=(b"s" * 32, b"b" * 32), next_rid=next_rid,
+        heartbeat_s=HEARTBEAT_S, keys=KEYS, next_rid=next_rid,
         on_peer=lambda addr, msg: holder["rig"].peer.append((addr, msg)),
         on_rejoined=lambda updates: holder["rig"].rejoined.append(updates),
         notify=lambda text: holder["rig"].notices.append(text),
@@ -306,7 +310,7 @@ def test_the_ticker_thread_drives_the_timers() -> None:
     clock = FakeClock()
     ref = ClientSessionActor.start(
         user="alice", nodes=NODES, transport=tp, retry_s=RETRY_S, deadline_s=DEADLINE_S,
-        heartbeat_s=HEARTBEAT_S, keys=(b"s" * 32, b"b" * 32), next_rid=lambda: "alice#1",
+        heartbeat_s=HEARTBEAT_S, keys=KEYS, next_rid=lambda: "alice#1",
         on_peer=lambda a, m: None, on_rejoined=lambda u: None, notify=lambda t: None,
         clock=clock, rng=random.Random(1), tick_s=0.01)
     try:
@@ -326,7 +330,9 @@ def test_join_then_heartbeats(rig: Rig) -> None:
     assert reply.token == TOKEN
     assert rig.state.token == TOKEN and rig.state.connection == "joined"
     [join] = rig.sends(Join)[:1]
-    assert join.msg.sign_key == b"s" * 32 and join.msg.box_key == b"b" * 32
+    assert (join.msg.sign_key, join.msg.box_key) == (KEYS.sign_public, KEYS.box_public)
+    sharecrypt.verify_join(join.msg.rid, "alice", join.msg.sign_key, join.msg.box_key,
+                           join.msg.stamp, join.msg.proof, time.time())  # signed by alice's key
     assert rig.sends(ClientHeartbeat) == []
     rig.tick(HEARTBEAT_S)
     beats = rig.sends(ClientHeartbeat)
@@ -393,7 +399,7 @@ def test_rejoins_when_a_majority_of_the_nodes_no_longer_lists_it(rig: Rig) -> No
     rig.settle()
     joins = rig.sends(Join)
     assert len(joins) == 6 and joins[-1].msg.rid != joins[0].msg.rid  # a fresh persisted id
-    assert joins[-1].msg.sign_key == b"s" * 32  # its own keys
+    assert joins[-1].msg.sign_key == KEYS.sign_public  # its own keys
     update = Update(id="bob#4", kind="grant", owner="bob", borrower="alice", image="p.png",
                     delta=2, addressee="alice", grant=b"", created=1.0)
     rig.complete(joins[3:])

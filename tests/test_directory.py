@@ -135,19 +135,100 @@ def test_a_node_without_a_pin_takes_the_peers_pin_and_then_refuses_other_keys() 
     real.join("gina1", "127.0.0.1", 4000, "gina1#1", b"S" * 32, b"B" * 32, now=0.0)
     saved: list[tuple[str, bytes, bytes]] = []
     fresh = Directory(KEY, ttl_s=10.0, on_pin=lambda u, s, b: saved.append((u, s, b)))
-    for user, sign, box in real.pin_list():
-        assert fresh.adopt_pin(user, sign, box)
+    votes = fresh.vote_pins(2, real.pin_list())
+    assert [(v.user, v.outcome) for v in votes] == [("gina1", "adopted")]
     assert saved == [("gina1", b"S" * 32, b"B" * 32)]  # persisted like a pin of its own
     with pytest.raises(KeysChanged):
         fresh.join("gina1", "127.0.0.2", 5000, "gina1#7", b"X" * 32, b"Y" * 32, now=1.0)
     assert fresh.join("gina1", "127.0.0.1", 4000, "gina1#2", b"S" * 32, b"B" * 32, now=1.0)
 
 
-def test_a_peers_pin_never_replaces_this_nodes_own() -> None:
-    d = Directory(KEY, ttl_s=10.0, pins={"gina1": (b"S" * 32, b"B" * 32)})
-    assert d.adopt_pin("gina1", b"X" * 32, b"Y" * 32) is False
-    assert d.pins["gina1"] == (b"S" * 32, b"B" * 32)
-    assert d.adopt_pin("gina1", b"S" * 32, b"B" * 32) is True  # the same pin: agreed
+def test_one_peers_other_pin_does_not_replace_this_nodes_own_but_disputes_it() -> None:
+    """Of 3 nodes, this one and one peer disagree and the third has not voted: no majority, so
+    the pin stays and gina1 is refused at once, with a reason, whichever keys she presents."""
+    from actors.core.directory import PinDisputed
+
+    d = Directory(KEY, ttl_s=10.0, pins={"gina1": GINA}, nodes=3)
+    votes = d.vote_pins(2, [("gina1", *IMPOSTOR)])
+    assert [(v.user, v.outcome, v.peer) for v in votes] == [("gina1", "disputed", 2)]
+    assert d.pins["gina1"] == GINA
+    for keys in (GINA, IMPOSTOR):
+        with pytest.raises(PinDisputed, match="no majority"):
+            d.join("gina1", "127.0.0.1", 4000, "gina1#1", *keys, now=0.0)
+    assert d.vote_pins(2, [("gina1", *GINA)]) == []  # the peer now agrees: settled, no news
+    assert d.join("gina1", "127.0.0.1", 4000, "gina1#2", *GINA, now=0.0)
+
+
+GINA = (b"S" * 32, b"B" * 32)
+IMPOSTOR = (b"X" * 32, b"Y" * 32)
+
+
+def test_a_majority_pin_replaces_the_pin_of_an_impostor_on_a_new_disk() -> None:
+    """Issue 15 item 2: node 1's disk was new and an impostor joined there first; nodes 2 and 3
+    pin the real keys. Their state syncs give a majority: node 1 takes (and persists) the real
+    keys, refuses the impostor and accepts gina1."""
+    from actors.core.directory import KeysChanged
+
+    saved: list[tuple[str, bytes, bytes]] = []
+    d = Directory(KEY, ttl_s=10.0, nodes=3, on_pin=lambda u, s, b: saved.append((u, s, b)))
+    d.join("gina1", "127.0.0.2", 5000, "gina1#9", *IMPOSTOR, now=0.0)
+    assert saved == [("gina1", *IMPOSTOR)]
+    assert [v.outcome for v in d.vote_pins(2, [("gina1", *GINA)])] == ["disputed"]
+    assert [v.outcome for v in d.vote_pins(3, [("gina1", *GINA)])] == ["replaced"]
+    assert d.pins["gina1"] == GINA and saved[-1] == ("gina1", *GINA)
+    assert "gina1" not in d.disputed and d.get("gina1", 1.0) is None  # the impostor's session
+    with pytest.raises(KeysChanged):
+        d.join("gina1", "127.0.0.2", 5000, "gina1#10", *IMPOSTOR, now=1.0)
+    assert d.join("gina1", "127.0.0.1", 4000, "gina1#1", *GINA, now=1.0)
+
+
+def test_a_node_without_a_pin_waits_for_a_majority_when_peers_disagree() -> None:
+    """Five nodes: two peers pin K1, one pins K2: 2 of 5 is no majority, the user is refused
+    (joins, replicated entries, requests, forgets); a third K1 settles it."""
+    from actors.core.directory import PinDisputed
+
+    saved: list[tuple[str, bytes, bytes]] = []
+    d = Directory(KEY, ttl_s=10.0, nodes=5, on_pin=lambda u, s, b: saved.append((u, s, b)))
+    assert [v.outcome for v in d.vote_pins(2, [("gina1", *GINA)])] == ["adopted"]  # uncontested
+    assert [v.outcome for v in d.vote_pins(3, [("gina1", *IMPOSTOR)])] == ["disputed"]
+    assert [v.outcome for v in d.vote_pins(4, [("gina1", *GINA)])] == ["disputed"]
+    with pytest.raises(PinDisputed):
+        d.join("gina1", "127.0.0.1", 4000, "gina1#1", *GINA, now=0.0)
+    other = Directory(KEY, ttl_s=10.0)
+    _, entry = other.join("gina1", "127.0.0.1", 4000, "gina1#1", *GINA, now=0.0)
+    assert d.merge(entry, now=1.0) is False and d.get("gina1", 1.0) is None
+    assert not d.has_session("gina1", entry.token_digest, now=1.0)
+    assert [v.outcome for v in d.vote_pins(5, [("gina1", *GINA)])] == []  # 3 of 5: agreed
+    assert d.pins["gina1"] == GINA and saved == [("gina1", *GINA)]
+    assert d.merge(entry, now=1.0) is True
+    token, _ = d.join("gina1", "127.0.0.1", 4000, "gina1#1", *GINA, now=1.0)
+    assert d.check("gina1", token, now=1.0).user == "gina1"
+
+
+def test_a_pin_copied_from_a_peers_entry_is_not_a_vote_of_this_node() -> None:
+    """gina1 joined at node 2 only; node 1 pinned her keys from node 2's replicated entry. Node
+    3 pins other keys: one vote each (node 2's counted once), so no majority: disputed."""
+    two = Directory(KEY, ttl_s=10.0)
+    _, entry = two.join("gina1", "127.0.0.1", 4000, "gina1#1", *GINA, now=0.0)
+    d = Directory(KEY, ttl_s=10.0, nodes=3)
+    assert d.merge(entry, now=1.0) and d.pins["gina1"] == GINA
+    assert [v.outcome for v in d.vote_pins(2, [("gina1", *GINA)])] == []
+    assert [v.outcome for v in d.vote_pins(3, [("gina1", *IMPOSTOR)])] == ["disputed"]
+    own = Directory(KEY, ttl_s=10.0, nodes=3)  # a join here is this node's own vote
+    own.join("gina1", "127.0.0.1", 4000, "gina1#1", *GINA, now=0.0)
+    own.vote_pins(2, [("gina1", *GINA)])
+    assert own.vote_pins(3, [("gina1", *IMPOSTOR)]) == [] and "gina1" not in own.disputed
+
+
+def test_a_peers_later_pin_is_its_vote_in_place_of_the_earlier_one() -> None:
+    """A pin taken from one peer is not this node's vote too (node 2 would count twice); a peer
+    that changes its pin changes its vote."""
+    d = Directory(KEY, ttl_s=10.0, nodes=3)
+    assert [v.outcome for v in d.vote_pins(2, [("gina1", *GINA)])] == ["adopted"]
+    assert [v.outcome for v in d.vote_pins(3, [("gina1", *IMPOSTOR)])] == ["disputed"]
+    assert d.pins["gina1"] == GINA  # kept, but refused while disputed
+    assert [v.outcome for v in d.vote_pins(2, [("gina1", *IMPOSTOR)])] == ["replaced"]
+    assert d.pins["gina1"] == IMPOSTOR and "gina1" not in d.disputed
 
 
 def test_the_digest_differs_while_a_pin_is_missing() -> None:
@@ -155,7 +236,7 @@ def test_the_digest_differs_while_a_pin_is_missing() -> None:
     a = Directory(KEY, ttl_s=10.0, pins={"gina1": (b"S" * 32, b"B" * 32)})
     b = Directory(KEY, ttl_s=10.0)
     assert a.digest(0.0) != b.digest(0.0)
-    b.adopt_pin("gina1", b"S" * 32, b"B" * 32)
+    b.vote_pins(2, [("gina1", b"S" * 32, b"B" * 32)])
     assert a.digest(0.0) == b.digest(0.0)
 
 

@@ -177,6 +177,31 @@ def test_peer_down_restarts_at_once_and_forget_drops_the_election() -> None:
         assert c.cores[i].state_of("u#1") is None and c.cores[i].next_deadline() is None
 
 
+def test_a_winner_gone_seen_by_the_others_a_few_ms_apart_is_replaced_at_once() -> None:
+    """Node 1 sees the winner's port closed first and elects again; node 2, which still
+    follows the winner, answers it once and is waited for. When node 2 sees it too, a few ms
+    later, and starts its own round, node 1 answers again: node 2 wins in a few link delays,
+    not after a round timeout without a majority of answers and the 2 x A wait of node 1."""
+    c = ElectionCluster()
+    for i, p in ((1, BASE), (2, BASE + 1), (3, BASE + 2)):
+        c.start(i, "u#1", p)
+    c.run()
+    assert outcome(c, "u#1")[0] == [3]
+    c.hb_alive = {1, 2}  # node 3 is killed
+    c.silent.add(3)
+    c.members[1].refused(3, c.now)
+    c.apply(1, c.cores[1].peer_down(3, c.now))
+    c.run_for(0.005)  # node 1's Election reached node 2, which still follows node 3
+    assert c.cores[1].state_of("u#1") == "waiting" and c.cores[2].state_of("u#1") == "lost"
+    t1 = c.now
+    c.members[2].refused(3, c.now)
+    c.apply(2, c.cores[2].peer_down(3, c.now))
+    c.run_for(0.1)
+    assert c.cores[2].state_of("u#1") == "won" and c.rec[2].won["u#1"] - t1 < 0.005
+    assert c.cores[1].winner("u#1") == 2
+    assert not any(isinstance(e, NoMajority) for i in (1, 2) for _, e in c.rec[i].events)
+
+
 def test_a_down_node_takes_no_part() -> None:
     c = ElectionCluster()
     c.members[3].set_self_up(False)
@@ -459,3 +484,16 @@ def test_after_a_restart_a_vote_counts_only_from_a_peer_that_answered_the_new_ro
     assert out.events == [] and core.state_of("u#1") == "claiming"
     assert core.counters == {"vote_before_answer": 1}
     assert core.on_message(2, ElectionOk(rid="u#1", node=2), 2 * A).events == [Won("u#1")]
+
+
+def test_the_top_claims_at_once_when_a_peer_abstained() -> None:
+    """A peer without a copy of the request (it restarted and missed it) answers with an
+    Election of priority 0 and never votes unasked: the top claims at once instead of waiting
+    an answer timeout for votes that cannot come."""
+    core = core_with_peers_up()
+    core.start("u#1", BASE, 0.0)
+    core.on_message(2, Election(rid="u#1", node=2, priority=0), 0.001)
+    out = core.on_message(3, Election(rid="u#1", node=3, priority=0), 0.001)
+    assert core.state_of("u#1") == "claiming"
+    assert [d for d, m in out.sends if m == Claim(rid="u#1", node=1)] == [2, 3]
+    assert core.on_message(2, ElectionOk(rid="u#1", node=2), 0.002).events == [Won("u#1")]

@@ -156,7 +156,7 @@ DASHBOARD = {
 
 SHAPES: dict[str, Any] = {
     "encrypt": {"encrypted": [{"file": str, "path": Match(r"encrypted/[^/]+\.png"), "ms": float,
-                               "node": int, "image": NAME}],
+                               "node": int, "image": NAME, "started": float}],
                 "failed": [{"file": str, "error": str, "code": NAME}],
                 "duplicate_replies": int, "accepted_twice": int},
     "status": {"nodes": [NODE], "user": NAME, "address": ADDRESS},

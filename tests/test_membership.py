@@ -99,6 +99,28 @@ def test_heard_from_refreshes_a_known_peer_only() -> None:
     assert m.state_of(2, 5.5) == "up"
 
 
+def test_a_refused_peer_is_unreachable_at_once_until_it_is_heard_again() -> None:
+    m = Membership(1, [1, 2, 3], T)
+    assert m.refused(2, 0.0) is False  # never heard: unreachable already, nothing changes
+    m.observe(hb(2), 0.0)
+    m.observe(hb(3), 0.0)
+    m.transitions(0.0)
+    assert m.refused(2, 0.1) is True  # its port answered "port unreachable": gone now
+    assert m.state_of(2, 0.1) == "unreachable"  # not after the failure timeout
+    assert 2 not in m.up_peers(0.1) and 2 not in m.reachable(0.1) and m.alive(0.1) == {1, 3}
+    assert m.next_deadline() == T  # node 3's timeout; node 2 has no deadline left to wait for
+    assert m.transitions(0.1) == [(2, "unreachable")]
+    assert m.refused(2, 0.2) is False  # said once
+    m.heard_from(2, 0.3)  # any authenticated message of it: it was alive after all
+    assert m.state_of(2, 0.3) == "up" and m.transitions(0.3) == [(2, "up")]
+    m.refused(2, 0.4)
+    assert m.observe(hb(2, epoch=2), 0.5) is True  # restarted: a newer epoch, up again
+    assert m.state_of(2, 0.5) == "up"
+    m.refused(3, 0.6)
+    m.observe(ComingUp(node=3, epoch=1), 0.7)
+    assert m.state_of(3, 0.7) == "up"
+
+
 def test_transitions_report_each_change_once() -> None:
     m = Membership(1, [1, 2, 3], T)
     assert m.transitions(0.0) == []

@@ -297,3 +297,18 @@ def test_status_reply_from_an_older_node_decodes_with_pid_0_and_not_syncing() ->
         with pytest.raises(DecodeError) as info:
             decode(m.StatusReply.TYPE, cbor2.dumps({**wire, "pid": bad}))
         assert info.value.field == "pid"
+
+
+@pytest.mark.parametrize("size", [m.BIG_BLOB - 1, m.BIG_BLOB, 3 * m.BIG_BLOB + 7])
+def test_a_long_bytes_field_gives_the_same_body_as_cbor2(size: int) -> None:
+    """A sealed reply's long `sealed` field is copied once into the body (not through cbor2's
+    growing buffer): the bytes are exactly cbor2's canonical encoding, whatever the contents
+    (the marker the encoder puts in its place among them)."""
+    from codec.fields import to_map
+
+    for fill in (b"\x00", bytes(range(256)), m._MARKER):
+        data = (fill * (size // len(fill) + 1))[:size]
+        msg = m.EncryptReply(rid="alice#1", node=2, sealed=data, seal_ms=1.5, wait_ms=0.25)
+        body = encode(msg)
+        assert body == cbor2.dumps(to_map(msg), canonical=True)
+        assert decode(m.EncryptReply.TYPE, body) == msg

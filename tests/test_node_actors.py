@@ -9,6 +9,7 @@ neighbours replaced by Recorders, its sends read off the FakeTransport.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +29,7 @@ from node_actor_kit import (
     wait_recorded,
 )
 
+from actors.client.keys import ClientKeys
 from actors.node.base import PeerLink, Wire, initial_view
 from actors.node.directory_actor import DirectoryActor
 from actors.node.encoder import EncoderActor, EncoderPool, Sealed
@@ -49,6 +51,7 @@ from actors.node.signals import (
     Tick,
     Won,
 )
+from codec.covers import CoverSet
 from codec.messages import (
     Ack,
     ComingUp,
@@ -170,6 +173,78 @@ def test_a_silent_peer_is_skipped(cloud: FakeCloud) -> None:
         cloud.ref(n, "election").tell(StartElection("alice#7"))
     res = outcomes(cloud, "alice#7", [1, 2])  # no clock moves: no wait for the silent node
     assert sorted(type(m).__name__ for m in res.values()) == ["Lost", "Won"]
+
+
+def test_a_killed_winner_is_replaced_when_its_port_refuses_not_after_the_timeout(
+        cloud: FakeCloud) -> None:
+    """The winner's process dies (its host up): the next heartbeat to it draws port
+    unreachable, so the others re-elect its request at once from their cache, well within the
+    1 s failure timeout. A node that only goes silent (a lost host) still takes the timeout."""
+    from actors.node.signals import PeerDown
+
+    connect(cloud)
+    rid = "alice#40"
+    for n in cloud.ids:
+        cloud.ref(n, "election").tell(StartElection(rid))
+    (winner,) = [n for n, m in outcomes(cloud, rid, cloud.ids).items() if isinstance(m, Won)]
+    others = [n for n in cloud.ids if n != winner]
+    silent = others[1]
+    cloud.kill(winner)
+    cloud.run(0.3)  # a heartbeat period and a half: 0.3 s of the 1 s failure timeout
+    for n in others:
+        assert cloud.ref(n, "election").proxy().view.get().up == frozenset(others)
+        assert PeerDown(winner) in recorded(cloud.ref(n, "flow"), PeerDown)
+    again = {n: [m for m in wait_recorded(cloud.ref(n, "flow"), lambda ms: sum(
+        isinstance(m, (Won, Lost)) and m.rid == rid for m in ms) >= 2)
+        if isinstance(m, (Won, Lost)) and m.rid == rid][1] for n in others}
+    assert sorted(type(m).__name__ for m in again.values()) == ["Lost", "Won"], again
+    new_winner = next(n for n, m in again.items() if isinstance(m, Won))
+    assert all(m.winner == new_winner for m in again.values() if isinstance(m, Lost))
+    cloud.silence(silent)  # no port unreachable from a silent node: the timeout still holds
+    cloud.run(0.5)
+    assert cloud.ref(others[0], "election").proxy().view.get().up == frozenset(others)
+
+
+def test_a_killed_winner_is_replaced_when_the_third_node_never_had_the_request(
+        cloud: FakeCloud) -> None:
+    """Node 3 missed the request (it was down when the client sent it: it never starts the
+    election). When the winner dies, the one node left with a copy needs a majority of answers:
+    node 3, back not long ago, abstains (an Election of priority 0) instead of keeping silent,
+    so the survivor wins now, not after the client's retry."""
+    connect(cloud)
+    rid = "alice#41"
+    for n in (1, 2):
+        cloud.ref(n, "election").tell(StartElection(rid))
+    (winner,) = [n for n, m in outcomes(cloud, rid, [1, 2]).items() if isinstance(m, Won)]
+    survivor = 3 - winner
+    cloud.kill(winner)
+    cloud.run(0.6)  # within the 1 s failure timeout (a claim node 3 refused is sent again)
+    got = wait_recorded(cloud.ref(survivor, "flow"), lambda ms: any(
+        isinstance(m, Won) and m.rid == rid for m in ms))
+    assert [type(m).__name__ for m in got if isinstance(m, (Won, Lost)) and m.rid == rid] == [
+        "Lost", "Won"]
+    assert recorded(cloud.ref(3, "flow"), (Won, Lost)) == []  # it had no copy: it never won
+    from codec.messages import Election
+
+    abstained = cloud.tp[3].sends_of(Election)
+    assert abstained and {s.msg.priority for s in abstained} == {0}
+
+
+def test_an_abstention_is_never_answered_by_another(cloud: FakeCloud) -> None:
+    """Two nodes without a copy, both just back (in their abstention window), would otherwise
+    answer each other's priority-0 Election for ever (each answer makes the other's core hold
+    the rid as pending again)."""
+    from codec.messages import Election
+
+    connect(cloud)
+    peer = cloud.cfg.node(2).peer_addr
+    cloud.tp[1].deliver(peer, Election(rid="alice#42", node=2, priority=0))
+    cloud.settle()
+    assert [s for s in cloud.tp[1].sends_of(Election) if s.msg.rid == "alice#42"] == []
+    cloud.tp[1].deliver(peer, Election(rid="alice#43", node=2, priority=5))  # a real one
+    cloud.settle()
+    assert [(s.addr, s.msg.priority) for s in cloud.tp[1].sends_of(Election)
+            if s.msg.rid == "alice#43"] == [(peer, 0)]
 
 
 def test_no_winner_without_a_majority(cloud: FakeCloud) -> None:
@@ -352,8 +427,16 @@ def directory(
     ref.stop()
 
 
+ALICE_KEYS = ClientKeys(b"a" * 32, bytes(range(32)))
+
+
+def signed(keys: ClientKeys, rid: str, user: str) -> Join:
+    """A client's Join: `keys`' public halves, its proof signed now."""
+    return keys.join(rid, user, time.time())
+
+
 def join(rid: str = "alice#1") -> Join:
-    return Join(rid=rid, user="alice", sign_key=bytes(32), box_key=bytes(range(32)))
+    return signed(ALICE_KEYS, rid, "alice")
 
 
 def test_directory_actor_refuses_a_second_session_of_a_user(directory: Any) -> None:
@@ -434,7 +517,10 @@ def test_state_request_and_sync_go_through_the_pending_actor(directory: Any) -> 
     assert next(m for m in got if isinstance(m, ApplySync)).msg == sync
 
 
-GINA_KEYS = (b"S" * 32, b"B" * 32)
+GINA = ClientKeys(b"S" * 32, b"B" * 32)
+GINA_KEYS = (GINA.sign_public, GINA.box_public)
+IMPOSTOR = ClientKeys(b"X" * 32, b"Y" * 32)
+IMPOSTOR_KEYS = (IMPOSTOR.sign_public, IMPOSTOR.box_public)
 
 
 def test_pins_travel_with_the_state_sync_and_an_impostor_is_refused(directory: Any) -> None:
@@ -449,17 +535,85 @@ def test_pins_travel_with_the_state_sync_and_an_impostor_is_refused(directory: A
     sync = StateSync(node=2, users=(), updates=(), forgotten=(), digest=b"", pins=(pin,))
     ref.tell(PeerIn(2, sync))
     wait_recorded(pending, lambda ms: any(isinstance(m, ApplySync) for m in ms))
-    impostor = Join(rid="gina1#1", user="gina1", sign_key=b"X" * 32, box_key=b"Y" * 32)
+    impostor = signed(IMPOSTOR, "gina1#1", "gina1")
     ref.tell(ClientIn(ALICE2, impostor))
     (err,) = client.wait_msg(ErrorReply)
     assert (err.rid, err.code, err.retryable) == ("gina1#1", "keys_changed", False)
-    real = Join(rid="gina1#2", user="gina1", sign_key=GINA_KEYS[0], box_key=GINA_KEYS[1])
+    real = signed(GINA, "gina1#2", "gina1")
     ref.tell(ClientIn(ALICE, real))
     got = wait_recorded(pending, lambda ms: any(isinstance(m, HandOver) for m in ms))
     assert [m.user for m in got if isinstance(m, HandOver)] == ["gina1"]
     ref.tell(PeerIn(3, StateRequest(node=3)))
     got = wait_recorded(pending, lambda ms: any(isinstance(m, BuildSync) for m in ms))
     assert next(m for m in got if isinstance(m, BuildSync)).pins == (pin,)
+
+
+def test_a_join_is_accepted_only_with_a_proof_of_the_private_signing_key(directory: Any) -> None:
+    """Who knows gina1's public keys (the directory lists them) cannot join as gina1: a Join
+    with her keys signed by another key, or her own signed Join with an edited field or a stamp
+    from long ago, is refused `bad_proof` and counted; her own fresh Join is accepted."""
+    from dataclasses import replace as edit
+
+    ref, client, _peer, pending = directory
+    forged = edit(signed(IMPOSTOR, "gina1#1", "gina1"), sign_key=GINA_KEYS[0],
+                  box_key=GINA_KEYS[1])
+    edited = edit(signed(GINA, "gina1#2", "gina1"), rid="gina1#3")
+    stale = GINA.join("gina1#4", "gina1", time.time() - 3600)
+    for msg in (forged, edited, stale):
+        ref.tell(ClientIn(ALICE, msg))
+    errs = client.wait_msg(ErrorReply, count=3)
+    assert sorted((e.rid, e.code, e.retryable) for e in errs) == [
+        ("gina1#1", "bad_proof", False), ("gina1#3", "bad_proof", False),
+        ("gina1#4", "bad_proof", False)]
+    by_rid = {e.rid: e.message for e in errs}
+    assert "not signed by the key it presents" in by_rid["gina1#1"]
+    assert "clock" in by_rid["gina1#4"]
+    ref.tell(ClientIn(ALICE, signed(GINA, "gina1#5", "gina1")))
+    got = wait_recorded(pending, lambda ms: any(isinstance(m, HandOver) for m in ms))
+    assert [m.reply.rid for m in got if isinstance(m, HandOver)] == ["gina1#5"]
+    assert ref.proxy().counters.get()["directory_refused"] == 3
+
+
+def test_conflicting_peer_pins_refuse_the_user_until_a_majority_agrees(
+    directory: Any, tmp_path: Path
+) -> None:
+    """Issue 15 item 2, three nodes: node 1 has no pin for gina1; node 2's StateSync pins the
+    real keys, node 3's an impostor's. No majority: both Joins are refused (pin_disputed, not
+    retryable), counted. Node 3's next sync agrees with node 2: 2 of 3 pin the real keys, node 1
+    takes them (on disk too), refuses the impostor (keys_changed) and accepts gina1."""
+    from codec.messages import Pin
+
+    ref, client, _peer, pending = directory
+
+    synced: list[int] = []
+
+    def sync(node: int, keys: tuple[bytes, bytes]) -> None:
+        pin = Pin(user="gina1", sign_key=keys[0], box_key=keys[1])
+        ref.tell(PeerIn(node, StateSync(node=node, users=(), updates=(), forgotten=(),
+                                        digest=b"", pins=(pin,))))
+        synced.append(node)
+        wait_recorded(pending, lambda ms: sum(isinstance(m, ApplySync) for m in ms) >= len(synced))
+
+    sync(2, GINA_KEYS)
+    sync(3, IMPOSTOR_KEYS)
+    for rid, keys in (("gina1#1", GINA), ("gina1#2", IMPOSTOR)):
+        ref.tell(ClientIn(ALICE, signed(keys, rid, "gina1")))
+    errs = client.wait_msg(ErrorReply, count=2)
+    assert sorted((e.rid, e.code, e.retryable) for e in errs) == [
+        ("gina1#1", "pin_disputed", False), ("gina1#2", "pin_disputed", False)]
+    assert "no majority" in errs[0].message
+    assert ref.proxy().counters.get()["pin_conflict"] == 1
+    assert recorded(pending, HandOver) == []
+    sync(3, GINA_KEYS)
+    impostor = signed(IMPOSTOR, "gina1#3", "gina1")
+    ref.tell(ClientIn(ALICE2, impostor))
+    (err,) = client.wait_msg(ErrorReply, where=lambda m: m.rid == "gina1#3")
+    assert (err.rid, err.code) == ("gina1#3", "keys_changed")
+    real = signed(GINA, "gina1#4", "gina1")
+    ref.tell(ClientIn(ALICE, real))
+    got = wait_recorded(pending, lambda ms: any(isinstance(m, HandOver) for m in ms))
+    assert [m.user for m in got if isinstance(m, HandOver)] == ["gina1"]
+    assert PinStore(tmp_path / "pending.db").pins()["gina1"] == GINA_KEYS
 
 
 def test_a_forget_is_honoured_only_from_a_session_this_node_accepted(directory: Any) -> None:
@@ -470,7 +624,7 @@ def test_a_forget_is_honoured_only_from_a_session_this_node_accepted(directory: 
     from codec.messages import ForgetUpdates
 
     ref, _client, _peer, pending = directory
-    real = Join(rid="gina1#2", user="gina1", sign_key=GINA_KEYS[0], box_key=GINA_KEYS[1])
+    real = signed(GINA, "gina1#2", "gina1")
     ref.tell(ClientIn(ALICE, real))
     (hand,) = wait_recorded(pending, lambda ms: any(isinstance(m, HandOver) for m in ms))
     from actors.core.directory import token_digest
@@ -566,6 +720,57 @@ def test_a_new_pending_actor_on_the_same_database_hands_the_update_over_once(
     assert [s.msg.ids for s in ref2.proxy().peers.get().tp.sends_of(ForgetUpdates)] == [
         ("alice#2",)
     ] * 2
+
+
+def test_a_nodes_tombstones_are_only_ids_their_addressee_confirmed_from_a_session_it_accepted(
+    tmp_path: Path,
+) -> None:
+    """Issue 15 item 3. Tombstones are made only by ConfirmUpdates (checked against a session
+    this node accepted) and a peer's ForgetUpdates (honoured only from such a session too), for
+    ids addressed to that user; a StateSync copies tombstones between the authenticated nodes,
+    each of which made them under the same two rules. Here node 1 (DirectoryActor and a real
+    PendingUpdateActor): a forged peer forget, a confirmation with a wrong token and bob
+    confirming carol's update make no tombstone; bob confirming his own does, and the StateSync
+    node 1 builds carries exactly that one."""
+    from actors.node.pending_actor import PendingUpdateActor
+    from codec.messages import ConfirmUpdates, ForgetUpdates
+
+    cfg = three_node_config()
+    client, peer = FakeTransport(address=cfg.node(1).client_addr), FakeTransport()
+    pending = PendingUpdateActor.start(
+        1, client, PeerLink(cfg, 1, peer), PendingStore(tmp_path / "p.db"), up_view(),
+        clock=FakeClock(),
+    )
+    ref = DirectoryActor.start(
+        cfg, 1, client, PeerLink(cfg, 1, peer), PinStore(tmp_path / "p.db"), up_view(),
+        clock=FakeClock(),
+    )
+    try:
+        wired(pending, election=Recorder.start(), supervisor=Recorder.start())
+        wired(ref, pending=pending, election=Recorder.start(), supervisor=Recorder.start())
+        pending.ask(StoreUpdate(ALICE, "alice#2", update(2, "bob")))
+        pending.ask(StoreUpdate(ALICE, "alice#3", update(3, "carol")))
+        ref.ask(PeerIn(2, ForgetUpdates(ids=("alice#2",), user="bob", session=bytes(16))))
+        bob = ("127.0.0.1", 40009)
+        ref.tell(ClientIn(bob, ConfirmUpdates(rid="bob#1", user="bob", token=bytes(16),
+                                              ids=("alice#2",))))
+        (err,) = client.wait_msg(ErrorReply)
+        assert err.code == "bad_token"
+        ref.tell(ClientIn(bob, signed(ClientKeys(b"b" * 32, bytes(32)), "bob#2", "bob")))
+        (joined,) = client.wait_msg(JoinReply)
+        assert [u.id for u in joined.updates] == ["alice#2"]
+        confirm = ConfirmUpdates(rid="bob#3", user="bob", token=joined.token,
+                                 ids=("alice#3", "alice#2"))
+        ref.tell(ClientIn(bob, confirm))
+        client.wait_msg(Ack, where=lambda m: m.rid == "bob#3")
+        ref.tell(PeerIn(3, StateRequest(node=3)))
+        (sync,) = peer.wait_msg(StateSync)
+        assert sync.forgotten == ("alice#2",)
+        assert [u.id for u in sync.updates] == ["alice#3"]
+        assert ref.proxy().counters.get()["forget_refused"] == 1
+    finally:
+        ref.stop()
+        pending.stop()
 
 
 def test_only_the_lowest_node_up_replicates_at_once(tmp_path: Path) -> None:
@@ -764,6 +969,26 @@ def test_done_leaves_before_goingdown(flow: Any) -> None:
         ClientIn(ALICE, EncryptRequest(rid="alice#2", image="a.png", data=png_bytes(1), attempt=0))
     )
     assert ref.proxy().flow.get().cache == {}  # down: nothing cached, nothing answered
+
+
+def test_an_encoder_keeps_no_reference_to_a_payload_it_sealed() -> None:
+    """Memory (issue 15): pykka keeps an actor's last message until the next arrives; the
+    encoder takes the payload out of its SealJob, so the payload is freed once the flow, which
+    drops its copy when the seal ends, lets go of it (the reply is encoded without it)."""
+    from actors.node.encoder import SealJob
+
+    cfg = three_node_config()
+    got: list[Sealed] = []
+    done = threading.Event()
+    ref = EncoderActor.start(cfg.seal, 1 << 20, lambda s: (got.append(s), done.set()),
+                             CoverSet())
+    try:
+        job = SealJob("r1", png_bytes(1, 8))
+        ref.tell(job)
+        assert done.wait(30) and got[0].png is not None and got[0].error is None
+        assert job.payload is None  # the actor's last message holds no payload any more
+    finally:
+        ref.stop()
 
 
 def test_encoder_pool_dispatches_to_the_least_busy_and_reports_a_failed_seal() -> None:

@@ -13,6 +13,7 @@ import struct
 import threading
 import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,19 +151,19 @@ def test_payload_rows_in_parallel_pieces_decode_to_the_same_pixels(
     monkeypatch.setattr(covers_mod, "PIECE_BYTES", 1 << 40)
     whole = S.seal(p, grant=GRANT, covers=covers)
     runs: list[tuple[int, set[str]]] = []
-    real = png.compress_pieces
+    real = png.stream_pieces
 
-    def spy(jobs: list[Any], parallel: bool = True) -> list[png.Piece]:
+    def spy(jobs: list[Any], parallel: bool = True) -> Iterator[png.Piece]:
         names: set[str] = set()
 
         def named(job: Any) -> Any:
             return lambda: (names.add(threading.current_thread().name), job())[1]
 
-        out = real([named(j) for j in jobs], parallel)
+        out = list(real([named(j) for j in jobs], parallel))
         runs.append((len(jobs), names))
-        return out
+        return iter(out)
 
-    monkeypatch.setattr(png, "compress_pieces", spy)
+    monkeypatch.setattr(png, "stream_pieces", spy)
     monkeypatch.setattr(covers_mod, "PIECE_BYTES", 256 * 1024)
     split = S.seal(p, grant=GRANT, covers=covers)
     assert runs[0][0] >= 20  # 6 MB of payload rows in 256 KB pieces, plus the rest of the band

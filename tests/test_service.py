@@ -82,6 +82,20 @@ def test_every_node_elects_once_per_request_id_and_only_the_winner_seals() -> No
         assert n.svc.cache == {} and n.cancelled == ["alice#1"] and n.svc.settled("alice#1")
 
 
+def test_the_winner_keeps_no_payload_once_sealed_and_a_retry_is_still_answered_once() -> None:
+    """Memory (issue 15): from the seal's end the winner holds the sealed file, not the payload
+    too. The peers keep theirs until Done; the client's retry while the reply is in flight is
+    neither sealed again nor answered twice."""
+    a, b, c = cloud()
+    win_and_reply(b, [a, c])
+    assert b.svc.cache["alice#1"].data is None
+    assert a.svc.cache["alice#1"].data == c.svc.cache["alice#1"].data == request().data
+    b.svc.on_request(CLIENT, request(attempt=1), 0.1)
+    assert b.sealing == ["alice#1"] and [type(m) for m in b.to_client] == [EncryptReply]
+    b.svc.on_reply_done("alice#1", None, 0.2)
+    assert b.svc.cache == {} and b.svc.counters.served == 1
+
+
 def test_a_winner_that_goes_down_before_its_reply_leaves_the_request_to_the_others() -> None:
     a, b, c = cloud()
     b.svc.on_won("alice#1")

@@ -94,3 +94,37 @@ def test_two_concurrent_joins_of_one_user_have_one_winner(
             for s in sessions.values():
                 s.close()  # the winner leaves: the next round starts with dan offline
     print(f"[concurrent joins] {ROUNDS} rounds, winners {tally}")
+
+
+def test_the_public_keys_alone_do_not_make_a_session(
+    cloud_factory: Callable[..., Cloud], tmp_path: Path
+) -> None:
+    """Anyone can learn a user's public keys (the directory lists them with the user's entry).
+    With them alone, an impostor's Join of an offline user (which, accepted, would let it
+    confirm and so make every node forget the user's pending updates) is refused by the nodes
+    (`bad_proof`, the proof is not made with the user's private signing key); the user's own
+    join is accepted afterwards."""
+    import dataclasses
+    import time
+
+    from actors.client.keys import ClientKeys
+
+    cloud = cloud_factory(3)
+    cfg = config.load(cloud.config)
+    _join_ready(cfg, tmp_path / "erin", "erin")
+    erin = ClientKeys.load_or_create(tmp_path / "erin")
+    (tmp_path / "mallory").mkdir()
+    mallory = ClientSession("mallory", tmp_path / "mallory", cfg)
+    try:
+        with pytest.raises(SessionError) as err:
+            mallory.call(lambda rid, _a: dataclasses.replace(
+                mallory.keys.join(rid, "erin", time.time()),
+                sign_key=erin.sign_public, box_key=erin.box_public), deadline_s=30.0)
+        assert err.value.code == "bad_proof"
+        assert "not signed by the key it presents" in str(err.value)
+    finally:
+        mallory.close()
+    _join_ready(cfg, tmp_path / "erin", "erin")
+    logged = [n for n in (1, 2, 3) if "join refused: the join of erin is not signed"
+              in cloud.log_text(n)]
+    assert len(logged) >= 2  # a majority of the nodes refused it, each with a log line

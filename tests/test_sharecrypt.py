@@ -360,3 +360,35 @@ def test_building_an_invalid_grant_is_refused() -> None:
     for field, value in cases:
         with pytest.raises(ShareCryptError):
             dataclasses.replace(grant, **{field: value})
+
+
+# ---- a Join's proof ---------------------------------------------------------------------------
+def _join_fields(keys: ClientKeys, stamp: float = 1000.0) -> dict[str, Any]:
+    j = keys.join("alice#7", "alice", stamp)
+    return {"rid": j.rid, "user": j.user, "sign_key": j.sign_key, "box_key": j.box_key,
+            "stamp": j.stamp, "proof": j.proof}
+
+
+def test_a_join_proof_verifies_only_for_its_own_fields_and_key() -> None:
+    ok = _join_fields(ALICE)
+    sharecrypt.verify_join(**ok, now=1000.0)
+    for field, value in (("rid", "alice#8"), ("user", "alicf"), ("box_key", BOB.box_public),
+                         ("stamp", 1000.5), ("sign_key", MALLORY.sign_public)):
+        with pytest.raises(ShareCryptError, match="not signed by the key it presents"):
+            sharecrypt.verify_join(**{**ok, field: value}, now=1000.0)
+    forged = {**_join_fields(MALLORY), "sign_key": ALICE.sign_public,
+              "box_key": ALICE.box_public}  # alice's public keys, mallory's signature
+    with pytest.raises(ShareCryptError, match="not signed"):
+        sharecrypt.verify_join(**forged, now=1000.0)
+    with pytest.raises(ShareCryptError, match="not an Ed25519 public key"):
+        sharecrypt.verify_join(**{**ok, "sign_key": b"\x01" * 5}, now=1000.0)
+
+
+def test_a_join_proof_is_refused_outside_the_clock_skew() -> None:
+    ok = _join_fields(ALICE, stamp=5000.0)
+    skew = sharecrypt.JOIN_SKEW_S
+    for now in (5000.0 - skew, 5000.0 + skew):
+        sharecrypt.verify_join(**ok, now=now)
+    for now in (5000.0 - skew - 1, 5000.0 + skew + 1):
+        with pytest.raises(ShareCryptError, match="from this node's clock"):
+            sharecrypt.verify_join(**ok, now=now)

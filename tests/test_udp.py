@@ -7,7 +7,6 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Iterator
 
 import psutil
 import pykka
@@ -41,14 +40,6 @@ class Inbox:
         with self._cond:
             assert self._cond.wait_for(lambda: len(self.items) >= n, timeout), len(self.items)
             return list(self.items)
-
-
-@pytest.fixture
-def transports() -> Iterator[list[Transport]]:
-    started: list[Transport] = []
-    yield started
-    for t in started:
-        t.stop()
 
 
 def start(started: list[Transport], policy: LossPolicy | None = None, **kw: object) -> Transport:
@@ -305,10 +296,11 @@ def test_delivery_batch_runs_in_order_and_survives_a_failing_subscriber() -> Non
     class FakeTransport:
         name = "fake"
         _actor_thread = None
+        _ran = 0  # actor messages run (the delivery thread counts them)
         counts: dict[str, int] = {}
 
-        def _deliver(self, d: udp._Deliver) -> None:
-            ran.append(f"deliver {d.parts[0].decode()}")
+        def _deliver(self, items: list[udp._Deliver]) -> None:
+            ran.extend(f"deliver {d.parts[0].decode()}" for d in items)
 
         def _count(self, key: str, n: int = 1) -> None:
             self.counts[key] = self.counts.get(key, 0) + n
@@ -331,6 +323,7 @@ def test_delivery_batch_runs_in_order_and_survives_a_failing_subscriber() -> Non
     finally:
         ref.stop()
     assert ran == ["deliver a", "done1 None", "deliver b", "done2 None", "deliver c"]
+    assert fake._ran == 2  # one per actor message, batch or not
     assert fake.counts == {"subscriber_errors": 1}
 
 

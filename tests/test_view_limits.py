@@ -51,13 +51,13 @@ from viewkit import (
 )
 
 import config
-from actors.core import access
 from actors.client.client_session import ClientSession, SessionError
 from actors.client.keys import ClientKeys
 from actors.client.peer import parse_change
+from actors.core import access
 from benchmarks.localcloud import REPO, Cloud, json_lines
 from codec import seal, sharecrypt
-from codec.messages import ImageReply, Join, JoinReply, Update, UpdateApplied
+from codec.messages import ImageReply, JoinReply, Update, UpdateApplied
 from shell import viewer
 
 pytestmark = pytest.mark.timeout(120)
@@ -417,8 +417,8 @@ def test_an_edited_delta_on_a_signed_update_gives_no_extra_views(
     held = received(bob, "alice", "pic.png")
     attacker = ClientSession(user, bob, config.load(share.cloud.config))
     try:  # join by hand: read the pending update without applying or confirming it
-        sign, box = attacker.sharing.public_keys()
-        reply = attacker.call(lambda rid, _a: Join(rid=rid, user=user, sign_key=sign, box_key=box))
+        keys = attacker.keys  # bob's own keys, from his home
+        reply = attacker.call(lambda rid, _a: keys.join(rid, user, time.time()))
         assert isinstance(reply, JoinReply) and len(reply.updates) == 1
         attacker.token = reply.token
         real = reply.updates[0]

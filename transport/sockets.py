@@ -10,6 +10,14 @@
 - DATA comes as `frames.DatagramRun`s: header, payload view and trailer per datagram, handed to
   sendmsg as they are (the kernel gathers them), so no datagram is joined in Python.
 - Every OSError is counted by the caller (`send` and `recv` return the number) and never raised.
+- `recv_errors=True` (Linux): IP_RECVERR (and IPV6_RECVERR on a v6 socket), so the ICMP errors
+  that datagrams we sent drew are queued on the socket's error queue with the destination they
+  were sent to; `queued_errors()` drains it. A port unreachable (ECONNREFUSED) says that no
+  process listens at that address any more: a peer that was killed or crashed while its host
+  stays up. With IP_RECVERR the kernel also reports the error once on the socket itself (and
+  select() sees the socket readable while the queue is not empty): the next recv raises
+  ECONNREFUSED (skipped: the queue tells it), and the next send raises it *without sending*, so
+  a send that meets it is made again once. A lost host or a firewall that drops gives no ICMP.
 """
 
 from __future__ import annotations
@@ -33,6 +41,11 @@ _IP_MTU_DISCOVER, _IPV6_MTU_DISCOVER, _PMTUDISC_DO = 10, 23, 2
 _SO_RCVBUFFORCE, _SO_SNDBUFFORCE = 33, 32
 _NO_GSO = {errno.EINVAL, errno.EOPNOTSUPP, errno.ENOPROTOOPT, errno.EIO}
 _GRO_ANC = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
+_SOL_IP, _IP_RECVERR, _SOL_IPV6, _IPV6_RECVERR = 0, 11, 41, 25
+_RECVERR = {(_SOL_IP, _IP_RECVERR), (_SOL_IPV6, _IPV6_RECVERR)}
+_EE = struct.Struct("=IBBBBII")  # struct sock_extended_err: ee_errno, origin, type, code, ...
+_ERR_ANC = 512  # the extended error and the offender's address fit
+ERRQUEUE_BATCH = 64  # error-queue entries read per call (the rest keep the socket readable)
 
 
 def open_socket(bind: Addr, buffer_bytes: int) -> socket.socket:
@@ -76,7 +89,7 @@ class DatagramSocket:
     (fault injection in tests). `batching=False` forces one syscall per datagram."""
 
     def __init__(self, bind: Addr, buffer_bytes: int, *, wrap: Callable[[Any], Any] | None = None,
-                 batching: bool = True) -> None:  # fmt: skip
+                 batching: bool = True, recv_errors: bool = False) -> None:  # fmt: skip
         self.sock = open_socket(bind, buffer_bytes)
         self.family = self.sock.family
         self.io: Any = wrap(self.sock) if wrap is not None else self.sock
@@ -89,6 +102,24 @@ class DatagramSocket:
                 self.gro = True
             except OSError:
                 pass
+        self.recv_errors = recv_errors and sys.platform.startswith("linux") and self._recverr()
+
+    def _recverr(self) -> bool:
+        """Switch IP_RECVERR on (and IPV6_RECVERR on a v6 socket, whose v4-mapped peers'
+        errors still come by IP_RECVERR); False if the kernel refuses."""
+        opts = [(_SOL_IP, _IP_RECVERR)]
+        if self.family == socket.AF_INET6:
+            opts.insert(0, (_SOL_IPV6, _IPV6_RECVERR))
+        try:
+            self.sock.setsockopt(*opts[0], 1)
+        except OSError:
+            return False
+        for opt in opts[1:]:
+            try:
+                self.sock.setsockopt(*opt, 1)
+            except OSError:
+                pass
+        return True
 
     @property
     def address(self) -> Addr:
@@ -122,7 +153,7 @@ class DatagramSocket:
             j = self._run_end(out, i) if self.gso else i + 1
             if j - i == 1:
                 try:
-                    self.io.sendto(first, addr)
+                    _once_more(self.io.sendto, first, addr)
                 except OSError:
                     errors += 1
             else:
@@ -134,6 +165,12 @@ class DatagramSocket:
         """The datagrams of `run`, GSO batches of their parts (one datagram per sendmsg where
         the kernel refuses GSO); returns the number of OSErrors."""
         parts, seg, n = run.parts, run.seg, run.count
+        if n == 1:  # a one-datagram message (the common control message): one plain call
+            try:
+                self.io.sendmsg(parts, (), 0, addr)
+                return 0
+            except OSError:
+                return 1  # the core resends
         step = min(MAX_GSO_SEGMENTS, MAX_GSO_BYTES // max(seg, 1)) if self.gso else 1
         anc = [(_SOL_UDP, _UDP_SEGMENT, struct.pack("=H", seg))]
         sendmsg = self.io.sendmsg
@@ -142,7 +179,7 @@ class DatagramSocket:
         while k < n:
             m = min(step, n - k)
             try:
-                sendmsg(parts[3 * k : 3 * (k + m)], anc if m > 1 else (), 0, addr)
+                _once_more(sendmsg, parts[3 * k : 3 * (k + m)], anc if m > 1 else (), 0, addr)
             except OSError as exc:
                 if m > 1 and exc.errno in _NO_GSO:  # GSO refused: one datagram per call
                     self.gso = False
@@ -177,7 +214,7 @@ class DatagramSocket:
         addr, first = out[i]
         anc = [(_SOL_UDP, _UDP_SEGMENT, struct.pack("=H", len(cast(bytes, first))))]
         try:
-            self.io.sendmsg([d for _, d in out[i:j]], anc, 0, addr)
+            _once_more(self.io.sendmsg, [d for _, d in out[i:j]], anc, 0, addr)
             return 0
         except OSError as exc:
             if exc.errno not in _NO_GSO:
@@ -188,9 +225,10 @@ class DatagramSocket:
     # ----------------------------------------------------------------- receiving
     def recv(self, limit: int) -> tuple[list[tuple[Addr, bytes]], int]:
         """Up to about `limit` datagrams that are already waiting (never blocks) and the number of
-        OSErrors met (ICMP errors such as ECONNREFUSED surface here)."""
+        OSErrors met. ECONNREFUSED is not one: with `recv_errors` it is the ICMP error that
+        `queued_errors` reads (without, the kernel does not report it on an unconnected socket)."""
         batch: list[tuple[Addr, bytes]] = []
-        errors = 0
+        errors = refusals = 0
         io = self.io
         while len(batch) < limit:
             try:
@@ -201,6 +239,11 @@ class DatagramSocket:
                     anc = ()
             except BlockingIOError:
                 break
+            except ConnectionRefusedError:  # IP_RECVERR: an ICMP error, read from the queue
+                refusals += 1
+                if refusals > limit:
+                    break
+                continue
             except OSError:
                 errors += 1
                 if errors > limit:
@@ -213,6 +256,50 @@ class DatagramSocket:
             else:
                 batch.append((src, data))
         return batch, errors
+
+
+    def queued_errors(self) -> tuple[list[Addr], int]:
+        """Drain (up to ERRQUEUE_BATCH entries, never blocking) the error queue that
+        `recv_errors` switched on: (the destinations that answered port unreachable, in order,
+        once each; the number of other errors, such as host unreachable or a path MTU too small).
+        ([], 0) without `recv_errors`."""
+        refused: list[Addr] = []
+        other = 0
+        if not self.recv_errors:
+            return refused, other
+        for _ in range(ERRQUEUE_BATCH):
+            try:
+                _data, anc, _flags, addr = self.sock.recvmsg(
+                    1, _ERR_ANC, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            except OSError:
+                other += 1
+                break
+            dest = (addr[0], addr[1]) if addr else None
+            if _queued_errno(anc) == errno.ECONNREFUSED and dest is not None:
+                if dest not in refused:
+                    refused.append(dest)
+            else:
+                other += 1
+        return refused, other
+
+
+def _once_more(send: Callable[..., Any], *args: Any) -> Any:
+    """`send(*args)`, made again once if it raised ECONNREFUSED: with IP_RECVERR that is the
+    ICMP error an earlier datagram drew, reported instead of sending this one."""
+    try:
+        return send(*args)
+    except ConnectionRefusedError:
+        return send(*args)
+
+
+def _queued_errno(anc: Sequence[tuple[int, int, bytes]]) -> int:
+    """ee_errno of the extended error in an error-queue message's ancillary data (0: none)."""
+    for level, kind, value in anc:
+        if (level, kind) in _RECVERR and len(value) >= _EE.size:
+            return int(_EE.unpack_from(value)[0])
+    return 0
 
 
 def _segment_size(anc: Sequence[tuple[int, int, bytes]]) -> int:

@@ -17,9 +17,19 @@ Threads, and what runs where:
 - `TransportActor` (Pykka): decodes each whole message once and gives it to the subscribers
   (`actor_ref.tell(Delivery)`, or a call of a callable), and runs `on_done` callbacks. Slow
   subscribers therefore never stall the socket.
+- small messages (at most INLINE_MAX bytes of fragments) skip that hop: the thread that
+  completed them (the reader) decodes them and tells the subscribing actors (or calls the
+  callables subscribed `quick=True`) itself, when the delivery thread has nothing left to run
+  (so messages and send outcomes keep the order they happened in) and no slow callable
+  subscribes to their type; `on_done` callbacks of `send(quick_done=True)` likewise. A small
+  request then costs one thread wake-up (its owner's) instead of two.
 Every OSError of send/receive/select is counted (`oserrors`) and the thread goes on; no peer
-input reaches an actor as an exception. Socket I/O (buffers, IP_PMTUDISC_DO, UDP GSO/GRO
-batching with fallback) is in `transport.sockets`.
+input reaches an actor as an exception. With `recv_errors=True` the reader also drains the
+socket's ICMP error queue: a destination that answered port unreachable (no process listens
+there: a peer killed while its host stays up) is counted (`refused`) and handed to the
+`on_refused` callbacks on the delivery thread, after the messages of the same reader turn.
+Socket I/O (buffers, IP_PMTUDISC_DO, UDP GSO/GRO batching with fallback, the error queue) is in
+`transport.sockets`.
 
 A `LossPolicy` (argument, else the VEILSHARE_LOSS_POLICY environment variable) impairs incoming
 datagrams: seeded drop, duplicate, delay, reorder, bit flips.
@@ -28,6 +38,7 @@ datagrams: seeded drop, duplicate, delay, reorder, bit flips.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import select
@@ -73,6 +84,10 @@ log = logging.getLogger(__name__)
 Addr = tuple[str, int]
 DRAIN_BATCH = 128  # datagrams per select(): small enough that ACKs leave promptly
 CHUNK = 128  # DATA datagrams built per core-lock hold: sending starts before a window is built
+# bytes of fragments (count x the first's size) up to which a message is decoded on the reader
+# thread: microseconds of join and decode, while the ACKs of a large transfer must not wait
+INLINE_MAX = 16 * 1024
+MAX_CANONICAL = 4096  # destination addresses whose canonical form is remembered
 FIRST_CHUNK = 32  # DATA datagrams send() builds itself: the wire (and the peer) start sooner
 
 
@@ -115,6 +130,12 @@ class _Deliver:
 class _Call:
     fn: OnDone
     err: SendError | None
+    quick: bool = False  # send(quick_done=True): may run on the reader thread (see _dispatch)
+
+
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    addrs: tuple[Addr, ...]  # destinations that answered ICMP port unreachable
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,15 +177,22 @@ class TransportActor(pykka.ThreadingActor):
         self._t._actor_thread = threading.current_thread()
 
     def on_receive(self, message: Any) -> Any:
-        for item in message.items if isinstance(message, _Batch) else (message,):
-            try:
-                if isinstance(item, _Deliver):
-                    self._t._deliver(item)
-                elif isinstance(item, _Call):
-                    item.fn(item.err)
-            except Exception:  # a subscriber's bug must not stop delivery (nor the batch)
-                self._t._count("subscriber_errors")
-                log.exception("transport %s: subscriber failed", self._t.name)
+        try:
+            for item in message.items if isinstance(message, _Batch) else (message,):
+                try:
+                    if isinstance(item, _Deliver):
+                        self._t._deliver([item])
+                    elif isinstance(item, _Call):
+                        item.fn(item.err)
+                    elif isinstance(item, _Refused):
+                        for fn in self._t._on_refused:
+                            for addr in item.addrs:
+                                fn(addr)
+                except Exception:  # a subscriber's bug must not stop delivery (nor the batch)
+                    self._t._count("subscriber_errors")
+                    log.exception("transport %s: subscriber failed", self._t.name)
+        finally:
+            self._t._ran += 1  # (only this thread writes it) see Transport._dispatch
         return None
 
 
@@ -181,10 +209,16 @@ class Transport:
         self._lock = threading.Lock()  # the core, counters, subscribers
         self._send_lock = threading.Lock()  # order of datagrams on the wire (see _pump)
         self._closed = threading.Event()
-        self._pending: dict[int, tuple[pykka.Future[None], OnDone | None]] = {}
-        self._subs: list[tuple[Handler, frozenset[int] | None]] = []
+        self._pending: dict[int, tuple[pykka.Future[None], OnDone | None, bool]] = {}
+        self._subs: list[tuple[Handler, frozenset[int] | None, bool, bool]] = []  # see subscribe
+        self._canonical: dict[Addr, Addr] = {}  # (see _canonical_address)
+        self._hand_lock = threading.Lock()
+        self._handed = 0  # actor messages told to the delivery thread (under _hand_lock)
+        self._ran = 0  # ... and run by it (written by the delivery thread only)
         self._extra = {"oserrors": 0, "bad_messages": 0, "subscriber_errors": 0,
-                       "internal_errors": 0}  # fmt: skip
+                       "internal_errors": 0, "refused": 0}  # fmt: skip
+        self._on_refused: list[Callable[[Addr], None]] = []
+        self._refused: list[Addr] = []  # (reader thread) refused in this turn
         self._sleep_until = 0.0
         self._more = False  # (reader thread) the last pump filled a CHUNK: more may be due now
         self._io = False  # (reader thread) the last turn received or sent datagrams
@@ -213,11 +247,13 @@ class Transport:
         name: str = "",
         sock_wrapper: Callable[[Any], Any] | None = None,
         batching: bool = True,
+        recv_errors: bool = False,
     ) -> Transport:
         """Bind `bind` (port 0: any) and start the reader and delivery threads.
         `codec` defaults to codec.messages; `policy` to LossPolicy.from_env();
         `sock_wrapper(sock)` may wrap sendto/sendmsg/recvfrom/recvmsg (fault injection in tests);
-        `batching=False` turns UDP GSO/GRO off (one syscall per datagram)."""
+        `batching=False` turns UDP GSO/GRO off (one syscall per datagram); `recv_errors=True`
+        reads the ICMP errors our datagrams drew (Linux; see `on_refused`)."""
         if codec is None:
             from codec import messages as default_codec
 
@@ -233,7 +269,8 @@ class Transport:
         rng = random.Random(int.from_bytes(os.urandom(8), "big"))
         ep = Endpoint(cfg, epoch=epoch, rng=rng, max_body=codec.max_body, guard=guard,
                       validate_addresses=validate_addresses)  # fmt: skip
-        sock = DatagramSocket(bind, cfg.socket_buffer, wrap=sock_wrapper, batching=batching)
+        sock = DatagramSocket(bind, cfg.socket_buffer, wrap=sock_wrapper, batching=batching,
+                              recv_errors=recv_errors)
         gate = None
         if policy is not None:
             gate = PolicyGate(policy)
@@ -242,15 +279,19 @@ class Transport:
 
     # ----------------------------------------------------------------- public API
     def send(self, addr: Addr, msg: Any, *, deadline_s: float | None = None,
-             on_done: OnDone | None = None) -> pykka.Future[None]:  # fmt: skip
+             on_done: OnDone | None = None, quick_done: bool = False) -> pykka.Future[None]:  # fmt: skip
         """Send `msg` to `addr`. The future resolves None once the peer acknowledged the whole
         message, or fails with SendError (kind "unacknowledged", "undelivered" or "rejected").
-        `on_done(error_or_None)` runs on the delivery thread when the outcome is known.
+        `on_done(error_or_None)` runs on the delivery thread when the outcome is known;
+        `quick_done=True` promises it never blocks nor waits for this transport (it tells an
+        actor): it may then run on the thread that learned the outcome (the reader, or a caller
+        of send() whose turn ran a timer), which saves the delivery thread's wake-up.
         `deadline_s`: silence after which the send fails (default transport.send_deadline_s)."""
         fut: pykka.Future[None] = pykka.ThreadingFuture()
         try:
             body = self._codec.encode(msg)
-            dest = canonical_address(addr, self._sock.family)
+            dest = (self._canonical.get(addr) if type(addr) is tuple else None
+                    ) or self._canonical_address(addr)  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - the caller's message or address is refused
             self._resolve(fut, on_done, SendError("rejected", f"cannot send {msg!r}: {exc}"))
             return fut
@@ -261,7 +302,7 @@ class Transport:
             else:
                 try:
                     handle = self._ep.send(dest, msg.TYPE, body, now, deadline_s)
-                    self._pending[handle] = (fut, on_done)
+                    self._pending[handle] = (fut, on_done, quick_done)
                     err = None
                 except MessageRejected as exc:
                     err = SendError("rejected", exc.reason)
@@ -273,14 +314,33 @@ class Transport:
             self._poke()
         return fut
 
+    def _canonical_address(self, addr: Addr) -> Addr:
+        """canonical_address, remembered (a node sends to the same few addresses all the time;
+        parsing an IP literal each time was a visible share of a small message's cost)."""
+        dest = canonical_address(addr, self._sock.family)
+        if len(self._canonical) >= MAX_CANONICAL:
+            self._canonical.clear()
+        self._canonical[(addr[0], addr[1])] = dest
+        return dest
+
     def subscribe(
-        self, handler: Handler, types: tuple[type[Any], ...] | None = None
+        self,
+        handler: Handler,
+        types: tuple[type[Any], ...] | None = None,
+        *,
+        quick: bool = False,
+        batches: bool = False,
     ) -> Callable[[], None]:
         """Deliver every whole message (of `types`, default all) to `handler`: an actor ref gets
-        `tell(Delivery)`, a callable is called on the delivery thread (keep it quick).
+        `tell(Delivery)` (from the delivery thread, or for a small message from the reader
+        thread), a callable is called on the delivery thread (keep it quick). `quick=True`
+        promises that the callable never blocks nor waits for this transport (it only counts
+        and tells actors): it may then be called on the reader thread too, like an actor ref.
+        `batches=True` (a quick callable): called with a list of Deliveries instead, the
+        messages of one reader turn in order (so it can tell each actor once per turn).
         Returns a function that undoes the subscription."""
         codes = None if types is None else frozenset(int(t.TYPE) for t in types)
-        entry = (handler, codes)
+        entry = (handler, codes, quick or batches or isinstance(handler, pykka.ActorRef), batches)
         with self._lock:
             self._subs = [*self._subs, entry]
 
@@ -290,6 +350,12 @@ class Transport:
 
         return unsubscribe
 
+    def on_refused(self, fn: Callable[[Addr], None]) -> None:
+        """Call `fn(addr)` on the delivery thread (keep it quick) for each destination that
+        answered ICMP port unreachable to a datagram we sent (only with `recv_errors`)."""
+        with self._lock:
+            self._on_refused = [*self._on_refused, fn]
+
     def progress(self) -> tuple[int, int]:
         """(bytes done, bytes in all) of the messages being sent or received now."""
         with self._lock:
@@ -297,7 +363,8 @@ class Transport:
 
     def stats(self) -> dict[str, int]:
         """Counters: the core's (see transport.endpoint) plus oserrors, bad_messages (bodies the
-        codec refused), subscriber_errors, internal_errors, policy_* and the socket buffers."""
+        codec refused), subscriber_errors, internal_errors, refused (ICMP port unreachable, with
+        `recv_errors`), policy_* and the socket buffers."""
         with self._lock:
             s = self._ep.stats()
             s.update(self._extra)
@@ -333,7 +400,7 @@ class Transport:
         self._poke()
         if threading.current_thread() is not self._reader:
             self._reader.join(timeout=5.0)
-        for fut, on_done in pending.values():
+        for fut, on_done, _ in pending.values():
             self._resolve(fut, on_done, SendError("rejected", "transport stopped"))
         in_actor = threading.current_thread() is self._actor_thread
         self._actor.stop(block=not in_actor)
@@ -364,6 +431,10 @@ class Transport:
                 self._count("oserrors")
                 self._closed.wait(0.001)
             return
+        finally:
+            # awake: before sleeping again it takes the next deadline under the lock, so a
+            # send() from now on needs no wake-up byte (see _pump's poke)
+            self._sleep_until = -math.inf
         if fds[1] in ready:
             self._drain_wake()
         batch = self._recv_batch() if fds[0] in ready else []
@@ -377,6 +448,9 @@ class Transport:
                 self._ep.datagrams_received(batch, now)
             out, events, _ = self._pump(now)
         self._flush(out, events)
+        if self._refused:  # after this turn's messages (a peer's last words come first)
+            self._hand(_Refused(tuple(self._refused)))  # counted, like every delivery-thread item
+            self._refused = []
         self._more = _datagrams(out) >= CHUNK  # the windows may allow more: read ACKs, send on
         self._io = bool(batch or out)
 
@@ -396,8 +470,12 @@ class Transport:
 
     def _recv_batch(self) -> list[tuple[Addr, bytes]]:
         batch, errors = self._sock.recv(DRAIN_BATCH)
-        if errors:
-            self._count("oserrors", errors)
+        refused, other = self._sock.queued_errors()
+        if errors or other:
+            self._count("oserrors", errors + other)
+        if refused:
+            self._count("refused", len(refused))
+            self._refused = refused
         return batch
 
     def _impair(self, batch: list[tuple[Addr, bytes]], now: float) -> list[tuple[Addr, bytes]]:
@@ -442,10 +520,55 @@ class Transport:
             entry = self._pending.pop(ev.handle, None)
             if entry is not None:
                 err = None if isinstance(ev, SendDone) else SendError(ev.kind, ev.reason)
-                self._resolve(entry[0], entry[1], err, work)
-        if work and self._actor.is_alive():  # (not alive: stopped, nobody to deliver to)
-            # one wake-up of the delivery thread per turn, not one per message
-            self._actor.tell(work[0] if len(work) == 1 else _Batch(work))
+                self._resolve(entry[0], entry[1], err, work, entry[2])
+        if work:
+            self._dispatch(work)
+
+    def _dispatch(self, work: list[_Deliver | _Call]) -> None:
+        """Run the leading items of `work` that may run on this thread (small messages
+        whose subscribers are all quick, `quick_done` callbacks), if the delivery thread has
+        run everything it was given (else they would overtake it); the rest goes to the
+        delivery thread, one actor message for all of it (one wake-up per turn, not one per
+        message)."""
+        i, n = 0, len(work)
+        if self._handed == self._ran:
+            run: list[_Deliver] = []  # consecutive messages: decoded and handed on together
+            while i < n:
+                item = work[i]
+                if type(item) is _Call:
+                    if not item.quick:
+                        break
+                    if run:
+                        self._deliver(run)
+                        run = []
+                    self._call(item.fn, item.err)
+                elif len(item.parts) * len(item.parts[0]) <= INLINE_MAX and self._quick(item):
+                    run.append(item)
+                else:
+                    break
+                i += 1
+            if run:
+                self._deliver(run)
+        if i < n:
+            self._hand(work[i] if i == n - 1 else _Batch(work[i:]))
+
+    def _quick(self, d: _Deliver) -> bool:
+        """Whether every subscriber that gets `d` may be run on the calling thread."""
+        for _, codes, quick, _ in self._subs:
+            if not quick and (codes is None or d.type_code in codes):
+                return False
+        return True
+
+    def _hand(self, message: _Deliver | _Call | _Batch | _Refused) -> None:
+        """Tell the delivery thread (counted: see _dispatch)."""
+        if not self._actor.is_alive():  # stopped: nobody to deliver to
+            return
+        with self._hand_lock:
+            self._handed += 1
+            try:
+                self._actor.tell(message)
+            except pykka.ActorDeadError:  # stopped meanwhile
+                self._handed -= 1
 
     def _persist_epochs(self) -> None:
         """(send lock held) Write the epochs the guard queued in the last pump."""
@@ -462,6 +585,7 @@ class Transport:
         on_done: OnDone | None,
         err: SendError | None,
         work: list[_Deliver | _Call] | None = None,
+        quick: bool = False,
     ) -> None:
         """Settle `fut`; `on_done` runs on the delivery thread (appended to `work`, the caller's
         batch for it, if given)."""
@@ -472,9 +596,9 @@ class Transport:
         if on_done is None:
             return
         if work is not None:
-            work.append(_Call(on_done, err))
-        elif self._actor.is_alive():
-            self._actor.tell(_Call(on_done, err))
+            work.append(_Call(on_done, err, quick))
+        else:
+            self._hand(_Call(on_done, err))
 
     def _poke(self) -> None:
         try:
@@ -494,21 +618,37 @@ class Transport:
             self._extra[key] = self._extra.get(key, 0) + n
 
     # ----------------------------------------------------------------- delivery thread
-    def _deliver(self, d: _Deliver) -> None:
-        try:
-            msg = self._codec.decode(d.type_code, b"".join(d.parts))
-        except Exception:  # noqa: BLE001 - the codec refused a peer's body: counted, never raised
-            self._count("bad_messages")
+    def _deliver(self, items: list[_Deliver]) -> None:
+        """Decode `items` and hand them to the subscribers, in order (on the delivery thread,
+        or small messages on the thread that completed them: see _dispatch). A
+        subscriber of `batches` gets all of its messages of `items` in one call."""
+        got: list[tuple[int, Delivery]] = []
+        for d in items:
+            parts = d.parts
+            try:
+                body = parts[0] if len(parts) == 1 else b"".join(parts)
+                parts.clear()  # pykka keeps the last batch until the next one: not its fragments
+                got.append((d.type_code, Delivery(d.addr, self._codec.decode(d.type_code, body))))
+            except Exception:  # noqa: BLE001 - the codec refused a peer's body: counted
+                self._count("bad_messages")
+        if not got:
             return
-        delivery = Delivery(d.addr, msg)
-        for handler, codes in self._subs:
-            if codes is not None and d.type_code not in codes:
+        for handler, codes, _, batches in self._subs:
+            mine = [x for t, x in got if codes is None or t in codes]
+            if not mine:
                 continue
-            if isinstance(handler, pykka.ActorRef):
-                handler.tell(delivery)
+            if batches:
+                self._call(handler, mine)
             else:
-                try:
-                    handler(delivery)
-                except Exception:
-                    self._count("subscriber_errors")
-                    log.exception("transport %s: subscriber %r failed", self.name, handler)
+                call = handler.tell if isinstance(handler, pykka.ActorRef) else handler
+                for x in mine:
+                    self._call(call, x)
+
+    def _call(self, handler: Callable[[Any], None], arg: Any) -> None:
+        """handler(arg); an exception (a subscriber's bug, a stopped actor) is counted and
+        logged, never raised into the reader or delivery thread."""
+        try:
+            handler(arg)
+        except Exception:
+            self._count("subscriber_errors")
+            log.exception("transport %s: subscriber %r failed", self.name, handler)

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from codec import sharecrypt
+from codec.messages import Join
 
 __all__ = ["KEY_BYTES", "ClientKeys", "KeyFileError"]
 
@@ -80,6 +81,13 @@ class ClientKeys:
     def sign(self, data: bytes) -> bytes:
         """The 64-byte Ed25519 signature of `data`."""
         return self._sign.sign(bytes(data))
+
+    def join(self, rid: str, user: str, stamp: float) -> Join:
+        """A Join of `user` with these keys, its proof signed (stamp: the wall clock, seconds)."""
+        sign_key, box_key = self.sign_public, self.box_public
+        proof = sharecrypt.sign_join(self, rid, user, sign_key, box_key, stamp)
+        return Join(rid=rid, user=user, sign_key=sign_key, box_key=box_key, stamp=stamp,
+                    proof=proof)
 
     def unwrap(self, wrapped: bytes, *, info: bytes) -> bytes:
         """A content key wrapped for this client (codec.sharecrypt.unwrap_key); ShareCryptError."""

@@ -30,9 +30,10 @@ import logging
 import queue
 import random
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import pykka
 
@@ -118,6 +119,12 @@ class _Leaving:
     waiting: set[Addr] = field(default_factory=set)
 
 
+class JoinSigner(Protocol):
+    """What the session needs of the user's keys (actors.client.keys.ClientKeys)."""
+
+    def join(self, rid: str, user: str, stamp: float) -> Join: ...
+
+
 class ClientSessionActor(pykka.ThreadingActor):
     """See the module docstring. Build with `ClientSessionActor.start(...)`."""
 
@@ -130,7 +137,7 @@ class ClientSessionActor(pykka.ThreadingActor):
         retry_s: float,
         deadline_s: float,
         heartbeat_s: float,
-        keys: tuple[bytes, bytes],
+        keys: JoinSigner,
         next_rid: Callable[[], str],
         on_peer: Callable[[Addr, Message], None],
         on_rejoined: Callable[[tuple[Update, ...]], None],
@@ -140,6 +147,7 @@ class ClientSessionActor(pykka.ThreadingActor):
         state: SessionState | None = None,
         stats: CallStats | None = None,
         tick_s: float | None = TICK_S,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         super().__init__()
         self.user = user
@@ -152,6 +160,7 @@ class ClientSessionActor(pykka.ThreadingActor):
         self.on_rejoined = on_rejoined
         self.notify = notify
         self.clock = clock
+        self.wall = wall  # a Join's stamp
         self.rng = rng
         self.state = state or SessionState()
         self.table = CallTable(retry_s=retry_s, deadline_s=deadline_s)
@@ -302,8 +311,8 @@ class ClientSessionActor(pykka.ThreadingActor):
             except pykka.ActorDeadError:
                 pass
 
-        try:
-            self.transport.send(addr, e.msg, on_done=done)
+        try:  # `done` only tells: it may run on the transport's reader thread
+            self.transport.send(addr, e.msg, on_done=done, quick_done=True)
         except Exception as exc:  # noqa: BLE001 - a refused message: as a failed send
             log.warning("cannot send %s to %s: %s", type(e.msg).__name__, addr, exc)
             self.table.send_done(rid, attempt, addr, False, self.clock())
@@ -388,12 +397,11 @@ class ClientSessionActor(pykka.ThreadingActor):
 
             threading.Thread(target=drawing, name=f"rid-{self.user}", daemon=True).start()
             return
-        sign_key, box_key = self.keys
-        user = self.user
+        join = self.keys.join(rid, self.user, self.wall())  # one proof for all its sends
         self._waiters[rid] = w
         self._effects(self.table.start(
-            rid, lambda _a: Join(rid=rid, user=user, sign_key=sign_key, box_key=box_key),
-            self.nodes, now, silent_s=silent_s, quorum=majority(len(self.nodes))))
+            rid, lambda _a: join, self.nodes, now, silent_s=silent_s,
+            quorum=majority(len(self.nodes))))
 
     def _rid_drawn(self, m: _RidDrawn, now: float) -> None:
         if m.rid is None:

@@ -17,11 +17,29 @@ Rules:
 - Heartbeat with the right token: expiry pushed to now + ttl. Leave with the right token: removed.
 - Keys: a user's public keys are pinned at the first join (trust on first use, kept on disk by
   the node); a join or replicated entry with other keys is refused (`KeysChanged`). Pins travel
-  with a state sync (`pin_list`, `adopt_pin`): a node that lost its disk takes the peers' pins
+  with a state sync (`pin_list`, `vote_pins`): a node that lost its disk takes the peers' pins
   while it syncs from a majority, before it accepts any join, so it cannot pin an impostor's
-  keys. A peer's pin never replaces this node's own (counted by the caller as a conflict).
+  keys. Each peer's last pin of a user is its vote, this node's own pin is one more; of the
+  `nodes` configured nodes, keys that a majority pins become this node's pin (persisted), in
+  place of its own if need be (an impostor pinned here while this node's disk was new: its
+  session here ends). Votes
+  that disagree with no majority for any keys dispute the user (`disputed`): joins, replicated
+  entries, requests and forgets of that user are refused (`PinDisputed`) until a majority
+  agrees. Uncontested keys (one peer's pin, no other votes) are taken as before. A pin taken
+  from votes or from a peer's replicated entry is no vote of this node's (`taken`), or one peer
+  would count twice; after a
+  restart it is read from disk like a pin of its own (the disk does not say where it came from).
 - A peer's forget (the addressee confirmed updates) is honoured only from a session this node
   accepted too (`has_session`): a session a single node accepted cannot wipe the others' copies.
+- Forgotten-id tombstones (issue 15 item 3, decided: not a defect). A node makes a tombstone only
+  when the addressee confirms from a session this node accepted (ConfirmUpdates, `check`) or a
+  peer's ForgetUpdates names such a session (`has_session`), and only for ids addressed to that
+  user (PendingUpdateActor `_forget_addressed`). A StateSync's tombstones are merged without a
+  session check because they are copies: only the configured nodes, HMAC-authenticated, send a
+  StateSync, and every tombstone any of them holds was first made under those two rules, so each
+  one stands for a confirmation its addressee made from a session the node that made it had
+  accepted (tests/test_node_actors.py shows the rules on one node). What that rests on is that
+  no node accepts a session of keys the majority does not pin (the votes above).
 - One session per user, agreed by a majority: a node holds at most one live session of a user,
   the first it accepted (by a Join, or by a peer's replicated entry when it held none). A peer's
   entry of another live session from another address does not replace it: it is kept aside as a
@@ -41,7 +59,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from codec.messages import UserEntry
@@ -69,10 +88,27 @@ class KeysChanged(DirectoryError):
     code = "keys_changed"
 
 
+class PinDisputed(DirectoryError):
+    """The nodes pin different keys for a user and no majority of them agrees (yet)."""
+
+    code = "pin_disputed"
+
+
 class SessionEnded(DirectoryError):
     """A late copy of a Join (a client retry still in flight) whose session already left."""
 
     code = "session_ended"
+
+
+@dataclass(frozen=True, slots=True)
+class PinVote:
+    """What a peer's pin did (`Directory.vote_pins`): "adopted" (this node had no pin),
+    "replaced" (a majority pins other keys than this node did), or "disputed" (votes differ,
+    no majority)."""
+
+    user: str
+    outcome: str
+    peer: int
 
 
 def token_digest(token: bytes) -> bytes:
@@ -94,6 +130,10 @@ class Directory:
     pins: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)  # user -> (sign, box)
     on_pin: Callable[[str, bytes, bytes], None] = lambda user, sign, box: None  # persist a pin
     rivals: dict[str, UserEntry] = field(default_factory=dict)  # user -> another live session
+    nodes: int = 1  # configured nodes of the cloud: keys pinned by a majority of them win
+    votes: dict[str, dict[int, tuple[bytes, bytes]]] = field(default_factory=dict)  # peer pins
+    disputed: set[str] = field(default_factory=set)  # users whose pins no majority agrees on
+    taken: set[str] = field(default_factory=set)  # users whose pin came from votes, not a join
 
     def online(self, now: float) -> list[UserEntry]:
         return sorted((e for e in self.entries.values() if e.expires > now), key=lambda e: e.user)
@@ -113,6 +153,7 @@ class Directory:
             raise AlreadyOnline(
                 f"{user} is already online from {current.host}:{current.port}; if that session "
                 f"crashed it expires within {left} s", current)
+        self._undisputed(user)
         token = derive_token(self.key, user, host, port, rid)
         if token_digest(token) in self.tombs:
             raise SessionEnded(f"the session of {user} joined by {rid} has already left")
@@ -132,6 +173,8 @@ class Directory:
         if pinned is None:
             if sign_key or box_key:
                 self.pins[user] = (sign_key, box_key)
+                if not refuse:  # from a peer's replicated entry: a copy of its pin, no vote
+                    self.taken.add(user)
                 self.on_pin(user, sign_key, box_key)
             return True
         if pinned == (sign_key, box_key):
@@ -147,19 +190,59 @@ class Directory:
         """Every pin, sorted by user (what a state sync carries)."""
         return [(u, s, b) for u, (s, b) in sorted(self.pins.items())]
 
-    def adopt_pin(self, user: str, sign_key: bytes, box_key: bytes) -> bool:
-        """A peer's pin: taken (and persisted) when this node has none for `user`; False when
-        this node pins other keys (its own pin stays)."""
-        return self._pin(user, sign_key, box_key, refuse=False)
+    def vote_pins(self, peer: int, pins: Iterable[tuple[str, bytes, bytes]]) -> list[PinVote]:
+        """A peer's pins (its state sync): each is that peer's vote for the user's keys, in place
+        of its previous one; then each user is settled (module docstring). Returns what changed
+        or stays in dispute, for the caller to count and log."""
+        out = []
+        for user, sign_key, box_key in pins:
+            if not (sign_key or box_key):
+                continue
+            self.votes.setdefault(user, {})[peer] = (sign_key, box_key)
+            outcome = self._settle(user)
+            if outcome != "agreed":
+                out.append(PinVote(user, outcome, peer))
+        return out
+
+    def _settle(self, user: str) -> str:
+        own = self.pins.get(user)
+        mine = [own] if own is not None and user not in self.taken else []  # a copy: no vote
+        ballots = list(self.votes.get(user, {}).values()) + mine
+        tally = Counter(ballots)
+        keys, n = tally.most_common(1)[0]
+        if n < self.nodes // 2 + 1 and len(tally) > 1:
+            self.disputed.add(user)
+            return "disputed"
+        self.disputed.discard(user)
+        if own == keys:
+            return "agreed"
+        self.pins[user] = keys
+        self.taken.add(user)
+        self.on_pin(user, *keys)
+        for held in (self.entries, self.rivals):  # a session of the keys just outvoted ends
+            e = held.get(user)
+            if e is not None and (e.sign_key, e.box_key) != keys:
+                del held[user]
+        return "adopted" if own is None else "replaced"
+
+    def _undisputed(self, user: str) -> None:
+        if user in self.disputed:
+            raise PinDisputed(
+                f"the nodes of this cloud pin different keys for {user} and no majority of them "
+                f"agrees, so {user} is refused until they do (an operator can compare the pins "
+                "in each node's pending.db)")
 
     def has_session(self, user: str, session: bytes, now: float) -> bool:
-        """True if `user` is online here with the session whose token digest is `session`."""
+        """True if `user` is online here with the session whose token digest is `session`
+        (never while the user's pin is disputed)."""
         e = self.get(user, now)
-        return e is not None and hmac.compare_digest(e.token_digest, session)
+        return e is not None and user not in self.disputed \
+            and hmac.compare_digest(e.token_digest, session)
 
     def check(self, user: str, token: bytes, now: float) -> UserEntry:
         """The online entry of `user` if `token` is theirs (a rival session whose token this is
-        takes the place of the current one). Raises BadToken."""
+        takes the place of the current one). Raises BadToken, or PinDisputed."""
+        self._undisputed(user)
         e = self.get(user, now)
         digest = token_digest(token)
         if e is not None and hmac.compare_digest(e.token_digest, digest):
@@ -206,8 +289,8 @@ class Directory:
             self.tombs.setdefault(entry.token_digest, now)
             self.left.setdefault(entry.token_digest, entry)
             return False
-        if entry.token_digest in self.tombs or entry.expires <= now:
-            return False  # a late copy of a session that already left, or stale
+        if entry.token_digest in self.tombs or entry.expires <= now or entry.user in self.disputed:
+            return False  # a late copy of a session that already left, stale, or disputed
         if not self._pin(entry.user, entry.sign_key, entry.box_key, refuse=False):
             return False
         if cur is not None and cur.expires > now and cur.token_digest != entry.token_digest \

@@ -62,7 +62,9 @@ States of one rid on one node, and rules:
             answers keeps a node that is cut off, but does not know it yet, from serving.)
   waiting   A higher live peer exists; wait 2 x answer_timeout_s for its Claim. Timeout ->
             restart with that peer *suspected* (ignored until it says anything new on this rid).
-            The expected peer going down/unreachable -> restart.
+            The expected peer going down/unreachable -> restart. An Election of that peer (it
+            started a new round: it saw the old winner go down later than we did) is answered
+            again, or it would wait out its round for the answer it already had.
   claiming  Claim sent to the live peers. Votes (ElectionOk) from a majority (self included) ->
             won; after a restart, a vote counts only from a peer that answered the new round
             (a vote it sent, or resent, before our new Election reached it comes before that
@@ -391,6 +393,10 @@ class ElectionCore:
         if p not in e.sent_to:
             e.sent_to.add(p)
             out.send(p, self._election_msg(e))
+        elif e.state == "waiting" and p == e.winner:
+            # the peer we wait for started a new round (its winner went down after it had our
+            # answer): answers of an earlier round do not count in its new one, so answer again
+            out.send(p, self._election_msg(e))
         if e.state != "lost":
             self._evaluate(e, now, out)
 
@@ -506,10 +512,12 @@ class ElectionCore:
         if len(e.votes) + 1 >= self.m.majority:
             self._win(e, now, out)
             return
-        if e.restarts == 0 and not e.suspects and live <= e.answered:
+        if (e.restarts == 0 and not e.suspects and live <= e.answered
+                and all(e.keys.get(q, (1,))[0] > 0 for q in live)):
             # first round, every live peer answered: each of them has every key we have (or
             # will, with our Election) and votes unasked; the Claim is the fallback after an
-            # answer timeout
+            # answer timeout. A peer that abstained (priority 0: the election actor's answer
+            # for a request it has no copy of) never votes unasked: claim at once
             self._arm(e, now + self.answer_timeout_s)
             return
         out.send_all(live, Claim(rid=e.rid, node=self.self_id))

@@ -203,12 +203,16 @@ class EncryptService:
         if cached is None or cached.state != "sealing":  # gone, or we yielded to another claimant
             return
         cached.state = "replying"
+        # the winner needs its copy of the payload no more: not keeping it beside the sealed
+        # file and its encoded reply saves a payload's size at a node's peak (benchmarks.memory).
+        # A re-election (this node gone before Done) takes it from a peer's cache or the client.
+        cached.data = None
         if png is None:
             reply: Message = ErrorReply(rid=rid, code="seal_failed", message=error or "seal failed",
                                         retryable=False)
         elif len(png) > self.max_reply:  # the bound of codec.seal was wrong: still one answer
             reply = ErrorReply(rid=rid, code="too_large", retryable=False,
-                               message=too_large(len(cached.data), self.max_image))
+                               message=too_large(cached.size, self.max_image))
         else:
             wait_ms = max(0.0, (cached.sealing_at - cached.since) * 1000)
             reply = EncryptReply(rid=rid, node=self.node_id, sealed=png, seal_ms=ms,

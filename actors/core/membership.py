@@ -13,6 +13,11 @@ core answers, for any `now` (seconds, the caller's monotonic clock):
   Only nodes that are *up* count: a node in a simulated failure takes no part in elections, so
   counting it would let two halves of a partition that both see it each believe they are a
   majority. The cost is the documented one: one node down and one cut off = no service.
+- Refused: `refused(node, now)` records that the node's peer address answered ICMP port
+  unreachable (no process listens there: killed or crashed, its host up). The node is then
+  unreachable at once, without waiting out `failure_timeout_s`, until any message of it is
+  heard again (a restart comes back with a newer epoch through the usual path). A lost host or
+  a dropping firewall sends no such answer: those still take the timeout.
 - Boot epochs: each node has a boot epoch that grows at every restart. A heartbeat with an older
   epoch than the one known is a leftover of a previous life and is ignored; a newer epoch means
   the node restarted (its state was lost): `observe` returns True so callers can react.
@@ -71,6 +76,7 @@ class PeerView:
     token_epoch: int = 0
     token_holder: int = 0
     digest: bytes = b""
+    refused: bool = False  # its address answered port unreachable since it was last heard
 
 
 class Membership:
@@ -164,8 +170,21 @@ class Membership:
         """Any authenticated message from a peer proves it is alive: refresh its last_seen (its
         state stays what its last heartbeat said). The actor calls it for every peer message."""
         view = self._peers.get(node)
-        if view is not None and now > view.last_seen:
-            view.last_seen = now
+        if view is not None:
+            view.refused = False
+            if now > view.last_seen:
+                view.last_seen = now
+
+    def refused(self, node: int, now: float) -> bool:
+        """`node`'s peer address answered port unreachable: unreachable from now until a message
+        of it is heard (`heard_from`, a heartbeat, GoingDown or ComingUp). True if that changed
+        its state (it was up or down, not already unreachable)."""
+        view = self._peers.get(node)
+        if view is None:  # never heard: unreachable already
+            return False
+        was = self.state_of(node, now)
+        view.refused = True
+        return was != "unreachable"
 
     def _announce(self, node: int, epoch: int, now: float, state: Literal["up", "down"]) -> bool:
         if node not in self.peer_ids:
@@ -178,6 +197,7 @@ class Membership:
             return old is not None
         old.last_seen = now
         old.state = state
+        old.refused = False
         return False
 
     # ---- queries ------------------------------------------------------------------------------
@@ -198,19 +218,20 @@ class Membership:
         if node not in self.peer_ids:
             raise CloudCoreError(f"unknown node {node}")
         view = self._peers.get(node)
-        if view is None or now - view.last_seen > self.failure_timeout_s:
+        if view is None or view.refused or now - view.last_seen > self.failure_timeout_s:
             return "unreachable"
         return view.state
 
     def reachable(self, now: float) -> set[int]:
         """Peers heard within the timeout, whatever they said (up or down)."""
         limit = now - self.failure_timeout_s
-        return {n for n, v in self._peers.items() if v.last_seen >= limit}
+        return {n for n, v in self._peers.items() if v.last_seen >= limit and not v.refused}
 
     def up_peers(self, now: float) -> set[int]:
         """Peers that are up (heard within the timeout, last word "up"); self never included."""
         limit = now - self.failure_timeout_s
-        return {n for n, v in self._peers.items() if v.last_seen >= limit and v.state == "up"}
+        return {n for n, v in self._peers.items()
+                if v.last_seen >= limit and v.state == "up" and not v.refused}
 
     def alive(self, now: float) -> set[int]:
         """Up nodes, self included when self is up."""
@@ -224,7 +245,8 @@ class Membership:
 
     def next_deadline(self) -> float | None:
         """Earliest time a peer that is reachable now turns unreachable, if nothing more is heard."""
-        times = [v.last_seen + self.failure_timeout_s for v in self._peers.values()]
+        times = [v.last_seen + self.failure_timeout_s for v in self._peers.values()
+                 if not v.refused]
         return min(times) if times else None
 
     def transitions(self, now: float) -> list[tuple[int, State]]:

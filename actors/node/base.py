@@ -17,7 +17,7 @@ from typing import Any
 import pykka
 
 from actors.core.loglimit import LogLimiter
-from actors.node.signals import ClusterView, ComeUp, CountersQuery, GoDown, Tick
+from actors.node.signals import ClusterView, ComeUp, CountersQuery, GoDown, PeerRefused, Tick
 from codec.messages import (
     ConfirmUpdates,
     EncryptOffer,
@@ -63,6 +63,32 @@ class PeerLink:
     def send_all(self, msg: Message) -> None:
         for addr in self.addrs.values():
             self.tp.send(addr, msg)
+
+    def node_at(self, addr: Addr) -> int | None:
+        """The peer whose address is `addr` (None: not a peer's)."""
+        return next((n for n, a in self.addrs.items() if a == tuple(addr)), None)
+
+
+def refusals_to(peers: PeerLink, refs: dict[str, pykka.ActorRef[Any]]) -> Callable[[Addr], None]:
+    """For `Transport.on_refused` of the peer transport: a peer address that answered port
+    unreachable becomes `PeerRefused(node)` to the two failure detectors (the ElectionActor's
+    and the FailureTokenActor's membership); other addresses are ignored."""
+
+    def refused(addr: Addr) -> None:
+        node = peers.node_at(addr)
+        if node is not None:
+            for name in ("election", "token"):
+                refs[name].tell(PeerRefused(node))
+
+    return refused
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """Several messages for one actor, told at once (the router's messages of one reader turn):
+    the actor handles them one by one, in order, as if each had been told alone."""
+
+    items: tuple[Any, ...]
 
 
 def initial_view(cfg: Config) -> ClusterView:
@@ -131,6 +157,10 @@ class NodePartActor(pykka.ThreadingActor):
         self.log_limit = LogLimiter()
 
     def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Inbound):
+            for item in message.items:
+                self.on_receive(item)
+            return None
         try:
             if isinstance(message, Wire):
                 self.refs = dict(message.refs)

@@ -11,8 +11,11 @@ acknowledgement proves the old session alive): alive, the join is refused (`alre
 silent for PROBE_S, the new session replaces it.
 
 Peer messages: DirectoryChange (merge), StateRequest (our users and key pins, then the
-PendingUpdateActor adds its part and sends the StateSync), StateSync (take the pins this node
-lacks, merge the users, then the PendingUpdateActor merges its part and reports it applied),
+PendingUpdateActor adds its part and sends the StateSync), StateSync (the peer's pins are its
+votes: keys a majority pins are taken, a user whose pins disagree without a majority is refused;
+then merge the users, then the PendingUpdateActor merges its part, tombstones included, and
+reports it applied: a peer's tombstones are copies of ones made under the session rules, see
+actors.core.directory),
 ForgetUpdates (honoured, as `ForgetIds` to the PendingUpdateActor, only if this node accepted the
 confirming session too). A node that is down (simulated) keeps no entries.
 """
@@ -42,6 +45,7 @@ from actors.node.signals import (
     Snapshot,
     StoreUpdate,
 )
+from codec import sharecrypt
 from codec.messages import (
     Ack,
     ClientHeartbeat,
@@ -84,7 +88,8 @@ class DirectoryActor(ServicePartActor):
         super().__init__(node_id, client_tp, peers, view, clock=clock, wall=wall)
         self.pin_store = pins
         key = hashlib.sha256(b"veilshare directory v1|" + cfg.secret_bytes()).digest()
-        self.directory = Directory(key, cfg.directory.ttl_s, pins=pins.pins(), on_pin=pins.pin_set)
+        self.directory = Directory(key, cfg.directory.ttl_s, pins=pins.pins(), on_pin=pins.pin_set,
+                                   nodes=len(cfg.nodes))
         self.probing: dict[str, tuple[Addr, Join]] = {}  # join rid -> (new address, Join)
         self.published: tuple[bytes, int] | None = None
 
@@ -125,6 +130,7 @@ class DirectoryActor(ServicePartActor):
 
     def _serve(self, addr: Addr, msg: Message, wall: float) -> None:
         if isinstance(msg, Join):
+            _check_proof(msg, wall)
             try:
                 self._join(addr, msg, wall)
             except AlreadyOnline as exc:  # is that session alive? its transport must ack a probe
@@ -226,9 +232,14 @@ class DirectoryActor(ServicePartActor):
                 ),
             )
         elif isinstance(msg, StateSync):
-            for pin in msg.pins:  # before the users: their entries are checked against them
-                if not self.directory.adopt_pin(pin.user, pin.sign_key, pin.box_key):
-                    self.count("pin_conflict", f"node {sender} pins other keys for {pin.user}")
+            pins = ((p.user, p.sign_key, p.box_key) for p in msg.pins)
+            for vote in self.directory.vote_pins(sender, pins):  # before the users' entries
+                if vote.outcome == "disputed":
+                    self.count("pin_conflict", f"node {sender} pins other keys for {vote.user} "
+                                               "and no majority agrees: the user is refused")
+                elif vote.outcome == "replaced":
+                    self.count("pin_replaced", f"a majority pins other keys for {vote.user} "
+                                               "than this node did: the majority's are taken")
             for entry in msg.users:
                 self.directory.merge(entry, wall)
             self.tell("pending", ApplySync(sender, msg))
@@ -254,3 +265,18 @@ class DirectoryActor(ServicePartActor):
         self.tell("election", Digest("directory", digest))
         self.tell("supervisor", Digest("directory", digest))
         self.tell("supervisor", Snapshot("directory", {"users": users}))
+
+
+class BadProof(DirectoryError):
+    code = "bad_proof"
+
+
+def _check_proof(msg: Join, wall: float) -> None:
+    """Only the holder of a user's private signing key may join as that user: the public keys
+    alone (which the directory lists to everyone) would otherwise let anyone take a session of an
+    offline user and confirm (so make every node forget) her pending updates."""
+    try:
+        sharecrypt.verify_join(msg.rid, msg.user, msg.sign_key, msg.box_key, msg.stamp,
+                               msg.proof, wall)
+    except sharecrypt.ShareCryptError as exc:
+        raise BadProof(f"join refused: {exc}") from None

@@ -7,12 +7,22 @@ Owns two pure cores, `actors.core.membership.Membership` (heartbeats, who is up,
   `Digest`) and feeds the peers' heartbeats, GoingDown and ComingUp to Membership;
 - runs elections on `StartElection` from the EncryptFlowActor and tells it `Won` / `Lost`, and
   `PeerDown` when a peer goes down, becomes unreachable or restarts (re-election from the cache);
+  `PeerRefused` (the peer transport heard ICMP port unreachable from a peer's address: its
+  process is gone) makes that peer unreachable at once instead of after the failure timeout, so
+  a killed winner's requests are elected again within a heartbeat or so;
 - sends the election messages it produced while its mailbox was busy (concurrent requests)
   together: one ElectionBatch per peer, cut when a `_FlushElection` it told itself with the
   first one arrives (every message older than it handled); one message alone goes as itself.
   A received ElectionBatch is handled item by item, like the messages it carries;
 - answers a peer's Election, Claim or (resent) vote for a request whose reply was acknowledged
   (it missed the Done) with Done again (`ForgetElection(settled=True)` tells it which);
+- abstains, for a while after it restarted on its kept disk or came back from a simulated
+  failure (`missed_s`): a peer's Election for a request this node has no copy of (pending in the
+  core) is answered with an Election of priority 0, lower than any real one. Requests sent while
+  this node was down or not running never reach it (until the client's retry), so when their
+  winner dies the one node left with a copy needs that answer for its majority of answers;
+  without it, it waited for the client's retry (8 s: 4 x client.retry_s after the last
+  acknowledgement);
 - publishes a `ClusterView` (versioned, immutable) to its subscribers whenever it changes;
 - syncs state: at start-up (a restarted process lost its directory) and on `NeedSync` (back from a
   simulated failure) it asks the up peers for their state until the Directory and PendingUpdate
@@ -53,6 +63,7 @@ from actors.node.signals import (
     NeedSync,
     PeerDown,
     PeerIn,
+    PeerRefused,
     StartElection,
     SyncApplied,
     SyncDone,
@@ -124,7 +135,12 @@ class ElectionActor(NodePartActor):
         self.m = Membership(node_id, ids, cfg.election.failure_timeout_ms / 1000, epoch=boot_epoch)
         self.election = el.ElectionCore(node_id, self.m, cfg.election.answer_timeout_ms / 1000)
         self.hb_period = cfg.election.heartbeat_interval_ms / 1000
+        # how long requests missed while down can stay in the cloud: until the client's retry
+        self.missed_s = 4 * cfg.client.retry_s + cfg.election.failure_timeout_ms / 1000
         now = clock()
+        # a process restarted on its kept disk missed the requests sent while it was dead; a new
+        # data directory is a new cloud (or a replaced disk: then the window is not opened)
+        self.missed_until = now + self.missed_s if disk_kept else now
         self.next_hb = now
         # a (re)started process lost the directory: sync before serving it
         self.syncing_from: int | None = -1 if self.m.peer_ids else None
@@ -162,6 +178,11 @@ class ElectionActor(NodePartActor):
             self._flush()
         elif isinstance(message, PeerIn):
             self._peer(message.sender, message.msg, now)
+        elif isinstance(message, PeerRefused):
+            if self.m.refused(message.node, now):
+                log.info("node %d: its peer port is closed (port unreachable): gone", message.node)
+                self._transitions(now)
+                self._publish(now)
         elif isinstance(message, StartElection):
             prio = el.priority(self.in_flight, 0, self._loadavg(), self.cfg.encoder.pool_size)
             self._run(self.election.start(message.rid, prio, now))
@@ -189,6 +210,7 @@ class ElectionActor(NodePartActor):
             self._publish(now)
         elif isinstance(message, ComeUp):
             self.m.set_self_up(True)
+            self.missed_until = now + self.missed_s
             self._publish(now)
         elif isinstance(message, NeedSync):
             log.info("back from a simulated failure: syncing state before passing the token")
@@ -231,6 +253,11 @@ class ElectionActor(NodePartActor):
             return
         # a peer's Election before our own copy of the request: the core keeps it pending
         self._run(self.election.on_message(sender, msg, now))
+        if (isinstance(msg, Election) and msg.priority > 0 and now < self.missed_until
+                and self.m.self_up and self.election.state_of(msg.rid) == "pending"):
+            # maybe sent while we were down: we take no part, and say so (see above); never
+            # to another abstention (two nodes without a copy would answer each other)
+            self.peers.send(sender, Election(rid=msg.rid, node=self.node_id, priority=0))
 
     def _peer_gone(self, node: int, now: float) -> None:
         self._run(self.election.peer_down(node, now))
@@ -264,9 +291,7 @@ class ElectionActor(NodePartActor):
             )
             for peer in sorted(self.m.peer_ids):
                 self.peers.send(peer, hb)
-        for node, state in self.m.transitions(now):
-            if state != "up":
-                self._peer_gone(node, now)
+        self._transitions(now)
         self._run(self.election.on_tick(now))
         if self.syncing_from is not None:
             if now >= self.sync_deadline:
@@ -276,6 +301,11 @@ class ElectionActor(NodePartActor):
         while self.settled and now - next(iter(self.settled.values())) > SETTLED_TTL_S:
             self.settled.popitem(last=False)
         self._publish(now)
+
+    def _transitions(self, now: float) -> None:
+        for node, state in self.m.transitions(now):
+            if state != "up":
+                self._peer_gone(node, now)
 
     # ---- state sync ------------------------------------------------------------------------------
     def sync_need(self) -> int:

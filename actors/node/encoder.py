@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import pykka
 
+from codec import heap
 from codec import seal as seal_mod
 from codec.covers import CoverSet
 from config import SealConfig
@@ -21,10 +22,13 @@ from config import SealConfig
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SealJob:
+    """Mutable on purpose: the encoder takes the payload out (pykka keeps an actor's last
+    message referenced until the next one arrives: the payload would outlive its seal)."""
+
     rid: str
-    payload: bytes
+    payload: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,17 +66,24 @@ class EncoderActor(pykka.ThreadingActor):
                 except Exception as exc:  # noqa: BLE001 - a missing tier is built on demand
                     log.warning("preparing the cover for %d bytes failed: %s", size, exc)
             return
-        if not isinstance(message, SealJob):
+        if not isinstance(message, SealJob) or message.payload is None:
             return
+        payload, message.payload = message.payload, None
+        large = len(payload) >= heap.TRIM_MIN_BYTES
+        if large:  # the request's fragments left heap holes: give them back before sealing
+            heap.trim()
         start = time.perf_counter()
         try:
             png = seal_mod.seal(
-                message.payload, cfg=self._cfg, max_payload=self._max_payload, covers=self._covers
+                payload, cfg=self._cfg, max_payload=self._max_payload, covers=self._covers
             )
             result = Sealed(message.rid, png, (time.perf_counter() - start) * 1000, None)
         except Exception as exc:  # a seal failure must not stop the encoder (pykka would)
             log.warning("seal of %s failed: %s", message.rid, exc)
             result = Sealed(message.rid, None, 0.0, f"seal failed: {exc}")
+        del payload  # the flow drops its copy once sealed: the reply is encoded without it
+        if large:  # and the seal's slices, before the reply is encoded beside the file
+            heap.trim()
         self._deliver(result)
 
 

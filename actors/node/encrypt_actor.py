@@ -107,7 +107,8 @@ class EncryptFlowActor(ServicePartActor):
 
     def _send_client(self, addr: Addr, msg: Message, key: str) -> None:
         me = self.actor_ref
-        self.client_tp.send(addr, msg, on_done=lambda err: me.tell(SendResult(key, err)))
+        self.client_tp.send(addr, msg, on_done=lambda err: me.tell(SendResult(key, err)),
+                            quick_done=True)  # it only tells: may run on the reader thread
 
     def _to_peers(self, msg: Message) -> None:
         """The flow's peer messages are all Done: kept until the mailbox holds nothing older

@@ -87,8 +87,8 @@ class PinStore(SqliteStore):
     def pin_set(self, user: str, sign_key: bytes, box_key: bytes) -> None:
         with self._db.write() as cur:
             cur.execute(
-                "INSERT OR IGNORE INTO pins (user, sign_key, box_key) VALUES (?,?,?)",
-                (user, bytes(sign_key), bytes(box_key)),
+                "INSERT OR REPLACE INTO pins (user, sign_key, box_key) VALUES (?,?,?)",
+                (user, bytes(sign_key), bytes(box_key)),  # a pin a majority replaced too
             )
 
     def pins(self) -> dict[str, tuple[bytes, bytes]]:

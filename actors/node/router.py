@@ -1,5 +1,8 @@
 """The router: subscribed to the node's two transports, it hands each message to the actor that
-owns its type (one mailbox hop: the transport's delivery thread tells the owner directly).
+owns its type (one mailbox hop: the transport's reader thread, or its delivery thread for a
+message over 16 KiB, tells the owner directly). It gets the messages of one reader turn
+together (`client_batch`, `peer_batch`) and tells each owner once for them (`Inbound` when there
+are several): one wake-up of an actor per turn, not one per message.
 
 It does no work of its own. Peer messages are accepted only from the configured peer addresses
 (the transport's HMAC check already did that; this maps the address to a node id) and only when
@@ -18,6 +21,7 @@ from typing import Any
 import pykka
 
 from actors.core.loglimit import LogLimiter
+from actors.node.base import Inbound
 from actors.node.signals import ClientIn, PeerIn
 from codec.messages import (
     Claim,
@@ -100,30 +104,44 @@ class Router:
         self.log_limit = LogLimiter()
 
     def client(self, d: Delivery) -> None:
-        ref = self.client_routes.get(type(d.msg))
-        if ref is None:
-            self._count("client_unexpected", type(d.msg).__name__)
-            return
-        ref.tell(ClientIn(d.addr, d.msg))
+        self.client_batch([d])
 
     def peer(self, d: Delivery) -> None:
-        sender = self.peer_ids.get(d.addr)
-        if sender is None:
-            self._count("peer_unknown_sender", f"from {d.addr}")
-            return
-        claimed = getattr(d.msg, "node", sender)
-        if claimed != sender:
-            self._count(
-                "peer_id_mismatch", f"{type(d.msg).__name__} claims {claimed} from {sender}"
-            )
-            return
-        refs = self.peer_routes.get(type(d.msg))
-        if refs is None:
-            self._count("peer_unexpected", type(d.msg).__name__)
-            return
-        msg = PeerIn(sender, d.msg)
-        for ref in refs:
-            ref.tell(msg)
+        self.peer_batch([d])
+
+    def client_batch(self, ds: list[Delivery]) -> None:
+        """Client messages of one reader turn, in order: one tell per owner."""
+        out = _Outbox()
+        for d in ds:
+            ref = self.client_routes.get(type(d.msg))
+            if ref is None:
+                self._count("client_unexpected", type(d.msg).__name__)
+                continue
+            out.add(ref, ClientIn(d.addr, d.msg))
+        out.tell()
+
+    def peer_batch(self, ds: list[Delivery]) -> None:
+        """Peer messages of one reader turn, in order: one tell per owner."""
+        out = _Outbox()
+        for d in ds:
+            sender = self.peer_ids.get(d.addr)
+            if sender is None:
+                self._count("peer_unknown_sender", f"from {d.addr}")
+                continue
+            claimed = getattr(d.msg, "node", sender)
+            if claimed != sender:
+                self._count(
+                    "peer_id_mismatch", f"{type(d.msg).__name__} claims {claimed} from {sender}"
+                )
+                continue
+            refs = self.peer_routes.get(type(d.msg))
+            if refs is None:
+                self._count("peer_unexpected", type(d.msg).__name__)
+                continue
+            msg = PeerIn(sender, d.msg)
+            for ref in refs:
+                out.add(ref, msg)
+        out.tell()
 
     def _count(self, what: str, detail: str) -> None:
         with self._lock:
@@ -132,3 +150,17 @@ class Router:
         if write:
             more = f" ({left_out} more lines of {what} left out)" if left_out else ""
             log.info("node %d: %s %s%s", self.node_id, what, detail, more)
+
+
+class _Outbox:
+    """Messages per owner actor, in order; `tell` sends each owner one actor message."""
+
+    def __init__(self) -> None:
+        self.by_ref: dict[pykka.ActorRef[Any], list[Any]] = {}
+
+    def add(self, ref: pykka.ActorRef[Any], msg: Any) -> None:
+        self.by_ref.setdefault(ref, []).append(msg)
+
+    def tell(self) -> None:
+        for ref, msgs in self.by_ref.items():
+            ref.tell(msgs[0] if len(msgs) == 1 else Inbound(tuple(msgs)))

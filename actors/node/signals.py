@@ -12,6 +12,8 @@ Who tells what to whom (see the README's architecture picture):
   sends Done for its replies in flight and only then those, so Done leaves before GoingDown by
   construction (one thread, one transport).
 - ElectionActor -> FailureTokenActor: `SyncDone`.
+- Peer transport (through `actors.node.base.refusals_to`) -> ElectionActor, FailureTokenActor:
+  `PeerRefused` (a peer's address answered ICMP port unreachable: its process is gone).
 - DirectoryActor -> PendingUpdateActor: `StoreUpdate`, `ConfirmIds`, `ForgetIds`, `HandOver`,
   `BuildSync`, `ApplySync` (the directory checked the session, or merged its part of a state
   sync, first).
@@ -90,6 +92,14 @@ class Load:
 
 @dataclass(frozen=True, slots=True)
 class PeerDown:
+    node: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRefused:
+    """`node`'s peer address answered a datagram of ours with ICMP port unreachable: no process
+    listens there (killed or crashed, its host up). Membership treats it as unreachable at once."""
+
     node: int
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import pykka
 
-from actors.node.base import NodePartActor, PeerLink, Wire, initial_view
+from actors.node.base import NodePartActor, PeerLink, Wire, initial_view, refusals_to
 from actors.node.directory_actor import DirectoryActor
 from actors.node.election_actor import ElectionActor
 from actors.node.encrypt_actor import EncryptFlowActor
@@ -118,9 +118,10 @@ class NodeActor(NodePartActor):
             ref.ask(Wire(refs))
         self.router = Router(nid, {n.peer_addr: n.id for n in cfg.nodes if n.id != nid}, refs)
         self._unsubscribe = [
-            self.client_tp.subscribe(self.router.client),
-            self.peer_tp.subscribe(self.router.peer),
+            self.client_tp.subscribe(self.router.client_batch, batches=True),
+            self.peer_tp.subscribe(self.router.peer_batch, batches=True),
         ]
+        self.peer_tp.on_refused(refusals_to(peers, refs))
         fast = [self.children["election"], self.children["token"]]
         slow = [self.children[n] for n in ("directory", "pending", "flow")] + [self.actor_ref]
         self.ticker = Ticker(
@@ -254,8 +255,9 @@ def start_node(
         policy=policy,
         name=f"node{node_id}-client",
     )
-    peer_tp = Transport.start(
-        me.peer_addr, cfg.transport, auth=auth, policy=peer_policy, name=f"node{node_id}-peer"
+    peer_tp = Transport.start(  # recv_errors: a killed peer's port unreachable, at once
+        me.peer_addr, cfg.transport, auth=auth, policy=peer_policy, name=f"node{node_id}-peer",
+        recv_errors=True,
     )
     ref = NodeActor.start(
         cfg,

@@ -10,6 +10,9 @@ what the ring asks, and tells the node's other actors what follows:
 - NeedSync (back from a simulated failure): `ComeUp` to every actor, `NeedSync` to the
   ElectionActor, which fetches the state from a peer and answers `SyncDone`; only then does the
   ring pass the token on (RELIABILITY 2.3 rule 5).
+- `PeerRefused` (a peer's address answered port unreachable): that peer is unreachable at once
+  in this Membership too, so the ring skips it, or mints a new token without waiting out the
+  failure timeout when it held the token.
 - After every input: a `TokenView` (epoch, holder, holding, down) to the ElectionActor when it
   changed, for the heartbeats and the cluster view.
 """
@@ -25,7 +28,16 @@ from typing import Any
 from actors.core import token_ring as ft
 from actors.core.membership import Membership, Output
 from actors.node.base import NodePartActor, PeerLink
-from actors.node.signals import ComeUp, GoDown, NeedSync, PeerIn, SyncDone, Tick, TokenView
+from actors.node.signals import (
+    ComeUp,
+    GoDown,
+    NeedSync,
+    PeerIn,
+    PeerRefused,
+    SyncDone,
+    Tick,
+    TokenView,
+)
 from codec.messages import ComingUp, GoingDown, PeerHeartbeat, Token, TokenVote
 from config import Config
 
@@ -78,6 +90,9 @@ class FailureTokenActor(NodePartActor):
                 self.count("peer_unexpected", type(msg).__name__)
         elif isinstance(message, SyncDone):
             self._run(self.ring.sync_done(now), now)
+        elif isinstance(message, PeerRefused):
+            if self.m.refused(message.node, now):
+                self._run(self.ring.on_tick(now), now)
         self._publish()
         return None
 

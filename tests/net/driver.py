@@ -49,7 +49,6 @@ from codec.messages import (
     EncryptRequest,
     ErrorReply,
     ImageRequest,
-    Join,
     MoreViews,
     PreviewRequest,
     Update,
@@ -210,10 +209,8 @@ def run_impostor(session: ClientSession, args: argparse.Namespace, cfg: config.C
     addr = cfg.node(args.node).client_addr
     keys = session.keys
     try:
-        reply = session.call(lambda rid, _a: Join(rid=rid, user=session.user,
-                                                  sign_key=keys.sign_public,
-                                                  box_key=keys.box_public),
-                             targets=[addr], deadline_s=15.0)  # fmt: skip
+        reply = session.call(lambda rid, _a: keys.join(rid, session.user, time.time()),
+                             targets=[addr], deadline_s=15.0)
     except SessionError as exc:
         emit({"join": exc.code})
         return

@@ -35,7 +35,8 @@ def corpus_client() -> list[bytes]:
                    addressee="bob", grant=b"g" * 40, created=1.0)  # fmt: skip
     msgs: list[M.Message] = [
         M.StatusQuery(rid="fz#1"), M.DirectoryQuery(rid="fz#2"),
-        M.Join(rid="fz#3", user="fz", sign_key=b"k" * 32, box_key=b"b" * 32),
+        M.Join(rid="fz#3", user="fz", sign_key=b"k" * 32, box_key=b"b" * 32, stamp=1.7e9,
+               proof=b"p" * 64),
         M.ClientHeartbeat(user="fz", token=tok), M.Leave(user="fz", token=tok),
         M.PostUpdate(rid="fz#4", user="fz", token=tok, update=upd),
         M.ConfirmUpdates(rid="fz#5", user="fz", token=tok, ids=("fz#1", "fz#2")),

@@ -377,7 +377,8 @@ def client_request(kind: str, i: int, pad: int) -> M.Message:
         "ConfirmUpdates": lambda: M.ConfirmUpdates(rid=rid, user=name, token=tok, ids=()),
         "ClientHeartbeat": lambda: M.ClientHeartbeat(user=name, token=tok),
         "Leave": lambda: M.Leave(user=name, token=tok),
-        "Join": lambda: M.Join(rid=rid, user=name, sign_key=b"", box_key=b""),
+        "Join": lambda: M.Join(rid=rid, user=name, sign_key=b"", box_key=b"", stamp=0.0,
+                               proof=bytes(64)),
     }
     return build[kind]()
 
