@@ -459,6 +459,30 @@ def test_an_unasked_vote_is_not_counted_after_the_top_restarted() -> None:
     assert out.events == [Won("u#1")]
 
 
+def test_a_refused_claimant_gets_the_vote_as_soon_as_the_first_claimant_goes_down() -> None:
+    """Failover: node 1 has no copy of the request yet (pending) and voted for 2's claim; 3's
+    claim is refused while 2 is up. 2 is killed: node 1 votes for 3 at once, not when 3
+    resends its Claim an answer timeout later; only once, and never for a claimant not up."""
+    core = core_with_peers_up()
+    assert core.on_message(2, Claim(rid="u#1", node=2), 0.0).sends == [
+        (2, ElectionOk(rid="u#1", node=1))]
+    assert core.on_message(3, Claim(rid="u#1", node=3), 0.0).sends == []
+    assert core.counters == {"claim_refused": 1}
+    out = core.peer_down(2, 0.01)
+    assert out.sends == [(3, ElectionOk(rid="u#1", node=1))]
+    assert core.peer_down(2, 0.02).sends == []  # voted: nothing more
+    out = core.on_message(3, Claim(rid="u#1", node=3), 0.03)  # its resend: the same vote
+    assert out.sends == [(3, ElectionOk(rid="u#1", node=1))]
+
+
+def test_no_unasked_vote_for_a_refused_claimant_that_is_down_too() -> None:
+    core = core_with_peers_up()
+    core.on_message(2, Claim(rid="u#1", node=2), 0.0)
+    core.on_message(3, Claim(rid="u#1", node=3), 0.0)  # refused
+    core.m.refused(3, 0.005)  # its port is closed: unreachable at once
+    assert core.peer_down(2, 0.01).sends == []
+
+
 def test_a_node_that_yielded_releases_a_late_vote() -> None:
     core = core_with_peers_up()
     core.start("u#1", BASE, 0.0)

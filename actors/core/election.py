@@ -45,8 +45,9 @@ ElectionBatch, which the receiver feeds here item by item):
 States of one rid on one node, and rules:
   pending   Peers' Elections (or a Claim/Coordinator) arrived before our own request: keys are
             kept; a Claim gets our vote (the first claimant, or a later one if that one is no
-            longer up). Nothing else is answered (our own Election goes out at start). Expires
-            after pending_ttl_s.
+            longer up; a claimant refused while the first was up gets it, unasked, as soon as
+            the first goes down). Nothing else is answered (our own Election goes out at
+            start). Expires after pending_ttl_s.
   electing  start(): send Election to live peers, round deadline = now + answer_timeout_s.
             - every live peer answered, a peer has the top key, first round, no suspect
                                                               -> vote for it unasked: lost
@@ -167,6 +168,7 @@ class _Rid:
     unacked: set[int] = field(default_factory=set)
     votes: set[int] = field(default_factory=set)  # claiming: peers that voted for us
     told: set[int] = field(default_factory=set)  # lost: peers whose Election we answered
+    refused: set[int] = field(default_factory=set)  # pending: claimants we refused a vote
     # lost: the coordinator; waiting: the peer expected; pending: a Coordinator heard
     winner: int = 0
     round_start: float = 0.0
@@ -343,6 +345,15 @@ class ElectionCore:
             e.votes.discard(node)  # back up, it remembers nothing: its vote is void
             if e.state in ("lost", "waiting") and e.winner == node:
                 self._restart(e, now, f"node {node} down", out)
+            elif e.state == "pending" and e.winner == node:
+                # our claimant is gone: a claimant we refused gets our vote now, not when it
+                # resends its Claim an answer timeout later (a killed winner's re-election)
+                e.winner = 0
+                e.refused.discard(node)
+                w = next((q for q in sorted(e.refused) if self.m.state_of(q, now) == "up"), 0)
+                if w:
+                    e.winner = w
+                    out.send(w, ElectionOk(rid=e.rid, node=self.self_id))
             elif e.state == "electing" and self.m.self_up:
                 self._evaluate(e, now, out)
         return out
@@ -436,6 +447,7 @@ class ElectionCore:
                 e.winner = w
                 out.send(w, ElectionOk(rid=rid, node=self.self_id))
             else:
+                e.refused.add(w)  # voted for when our claimant goes down (peer_down)
                 self._count("claim_refused")
         elif e.state in ("electing", "waiting"):
             self._lose(e, w, out)
