@@ -475,6 +475,23 @@ def test_a_refused_claimant_gets_the_vote_as_soon_as_the_first_claimant_goes_dow
     assert out.sends == [(3, ElectionOk(rid="u#1", node=1))]
 
 
+def test_a_top_waiting_for_unasked_votes_claims_at_once_when_a_peer_goes_down() -> None:
+    """Failover: node 1 is the top, heard every peer, and waits (an answer timeout at most) for
+    the unasked votes instead of claiming. Node 3 is killed before its vote left: node 1 asks
+    node 2 at once with a Claim, and wins on its vote."""
+    core = core_with_peers_up()
+    core.on_message(2, Election(rid="u#1", node=2, priority=BASE), 0.0)
+    core.on_message(3, Election(rid="u#1", node=3, priority=BASE + 1), 0.0)
+    out = core.start("u#1", BASE + 50, 0.0)
+    assert core.state_of("u#1") == "claiming"
+    assert not any(isinstance(m, Claim) for _, m in out.sends)  # waiting for unasked votes
+    core.m.refused(3, 0.01)  # its port is closed: the membership says so first
+    out = core.peer_down(3, 0.01)
+    assert out.sends == [(2, Claim(rid="u#1", node=1))]
+    out = core.on_message(2, ElectionOk(rid="u#1", node=2), 0.011)
+    assert out.events == [Won("u#1")]
+
+
 def test_no_unasked_vote_for_a_refused_claimant_that_is_down_too() -> None:
     core = core_with_peers_up()
     core.on_message(2, Claim(rid="u#1", node=2), 0.0)

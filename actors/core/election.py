@@ -356,6 +356,10 @@ class ElectionCore:
                     out.send(w, ElectionOk(rid=e.rid, node=self.self_id))
             elif e.state == "electing" and self.m.self_up:
                 self._evaluate(e, now, out)
+            elif e.state == "claiming" and self.m.self_up:
+                # the unasked vote we waited for may have been the gone node's: ask the live
+                # peers now instead of after the answer timeout (a Claim may always be resent)
+                out.send_all(self.m.up_peers(now) - e.votes, Claim(rid=e.rid, node=self.self_id))
         return out
 
     def forget(self, rid: str) -> None:
