@@ -150,6 +150,15 @@ class Restart:
 
 
 @dataclass(frozen=True, slots=True)
+class Probe:
+    """A peer re-elects a request we lost to `node`, which is still up in our view: the peer may
+    know `node` is gone. The caller sends `node` something now (a killed process's port answers
+    ICMP port unreachable at once) instead of learning it at its next heartbeat."""
+
+    node: int
+
+
+@dataclass(frozen=True, slots=True)
 class NoMajority:
     """This node cannot win `rid` for now: it sees no majority (answer clients "not in majority")."""
 
@@ -404,6 +413,7 @@ class ElectionCore:
             if p not in e.told:  # per peer while lost: two lost nodes would answer each
                 e.told.add(p)  # other's answers forever (a late Election starts that)
                 out.send(p, self._election_msg(e))
+                out.events.append(Probe(e.winner))
             return
         if p not in e.sent_to:
             e.sent_to.add(p)

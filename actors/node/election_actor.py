@@ -94,6 +94,7 @@ SYNC_RETRY_S = 1.0
 SETTLED_TTL_S = 300.0  # as long as the encrypt flow remembers a request it answered
 SETTLED_MAX = 65536
 LIVENESS = (PeerHeartbeat, GoingDown, ComingUp)
+PROBE_GAP_S = 0.02  # at most one probe of a node per this interval (see _probe)
 ELECTION_MESSAGES = (Election, Claim, ElectionOk, Coordinator)
 _KIND = {Election: "election", ElectionOk: "ok", Claim: "claim", Coordinator: "coordinator"}
 
@@ -160,6 +161,7 @@ class ElectionActor(NodePartActor):
         self.subscribers: list[Any] = []
         self._loadavg = loadavg or _host_load()
         self.outbox: dict[int, list[Message]] = {}  # peer -> election messages, sent on flush
+        self.probed: dict[int, float] = {}  # node -> when we last probed it (see _probe)
 
     def wired(self) -> None:
         self.subscribers = [
@@ -280,15 +282,18 @@ class ElectionActor(NodePartActor):
             self.peers.send(sender, StateRequest(node=self.node_id))
 
     # ---- timers ----------------------------------------------------------------------------------
+    def _heartbeat(self) -> PeerHeartbeat:
+        return self.m.heartbeat(
+            load=self.in_flight,
+            token_epoch=self.token.epoch,
+            token_holder=self.token.holder,
+            digest=self.digest,
+        )
+
     def _tick(self, now: float) -> None:
         if now >= self.next_hb:
             self.next_hb = now + self.hb_period
-            hb = self.m.heartbeat(
-                load=self.in_flight,
-                token_epoch=self.token.epoch,
-                token_holder=self.token.holder,
-                digest=self.digest,
-            )
+            hb = self._heartbeat()
             for peer in sorted(self.m.peer_ids):
                 self.peers.send(peer, hb)
         self._transitions(now)
@@ -377,8 +382,19 @@ class ElectionActor(NodePartActor):
         for ev in out.events:
             if isinstance(ev, (el.Won, el.Lost)):
                 self.tell("flow", ev)
+            elif isinstance(ev, el.Probe):
+                self._probe(ev.node)
             elif isinstance(ev, (el.Restart, el.NoMajority)):
                 log.debug("election: %s", ev)
+
+    def _probe(self, node: int) -> None:
+        """A heartbeat to `node` now, at most one per PROBE_GAP_S (see el.Probe)."""
+        now = self.clock()
+        if now - self.probed.get(node, -PROBE_GAP_S) < PROBE_GAP_S:
+            return
+        self.probed[node] = now
+        self.counters["probes"] += 1
+        self.peers.send(node, self._heartbeat())
 
 
     def _flush(self) -> None:
