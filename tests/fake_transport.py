@@ -36,6 +36,22 @@ Addr = tuple[str, int]
 OnDone = Callable[[SendError | None], None]
 
 
+class FakeClock:
+    """A monotonic clock a test moves by hand (`now`, `advance`)."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self.now
+
+    def advance(self, dt: float) -> None:
+        with self._lock:
+            self.now += dt
+
+
 @dataclass
 class Sent:
     addr: Addr

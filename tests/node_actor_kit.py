@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 import pykka
-from fake_transport import FakeNetwork, FakeTransport
+from fake_transport import FakeClock, FakeNetwork, FakeTransport
 
 import config
 from actors.node.base import PeerLink, Wire, refusals_to
@@ -27,20 +27,6 @@ from actors.node.token_actor import FailureTokenActor
 from config import Config, FailuresConfig
 
 FAST_FAILURES = FailuresConfig(enabled=True, max_down_s=2.0, mean_up_s=3.0, token_hold_s=0.5)
-
-
-class FakeClock:
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self.now
-
-    def advance(self, dt: float) -> None:
-        with self._lock:
-            self.now += dt
 
 
 BOXES: dict[str, Recorder] = {}  # actor urn -> recorder (its list and condition)

@@ -13,7 +13,7 @@ import config
 from actors.client.client_session import ClientSession
 from actors.client.session_messages import Tick
 from codec.messages import Join, JoinReply
-from tests.fake_transport import FakeTransport
+from tests.fake_transport import FakeClock, FakeTransport
 from transport.errors import SendError
 
 ME = ("127.0.0.1", 40001)
@@ -21,19 +21,11 @@ TOKEN = b"T" * 16
 LOST = SendError("unacknowledged", "fake: no acknowledgement")
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 500.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def joined_session(home: Path) -> Iterator[tuple[ClientSession, FakeTransport, FakeClock]]:
     """Yields a session joined through a majority of the default config's nodes; closes it."""
     cfg = config.load(None)
     tp = FakeTransport(address=ME, auto=None)
-    clock = FakeClock()
+    clock = FakeClock(500.0)
     session = ClientSession("alice", home, cfg, transport=tp, clock=clock, rng=random.Random(2))
 
     def answer() -> None:

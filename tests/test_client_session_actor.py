@@ -54,7 +54,7 @@ from codec.messages import (
     Update,
     UserEntry,
 )
-from tests.fake_transport import FakeTransport, Sent
+from tests.fake_transport import FakeClock, FakeTransport, Sent
 from transport.errors import SendError
 
 NODES = [("127.0.0.1", 47001), ("127.0.0.1", 47002), ("127.0.0.1", 47003)]
@@ -64,14 +64,6 @@ TOKEN = b"T" * 16
 NEW_TOKEN = b"N" * 16
 RETRY_S, DEADLINE_S, HEARTBEAT_S = 2.0, 60.0, 3.0
 LOST = SendError("unacknowledged", "fake: no acknowledgement")
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass

@@ -511,6 +511,19 @@ def test_a_lost_node_probes_its_winner_when_another_peer_re_elects() -> None:
     assert Probe(3) not in out.events and core.state_of("u#1") != "lost"
 
 
+def test_a_node_without_a_copy_abstains_only_within_its_window_and_never_to_an_abstention() -> None:
+    core = core_with_peers_up()
+    core.abstain_until = 1.0
+    out = core.on_message(2, Election(rid="u#1", node=2, priority=BASE), 0.5)
+    assert out.sends == [(2, Election(rid="u#1", node=1, priority=0))]
+    assert core.state_of("u#1") == "pending"
+    assert core.on_message(3, Election(rid="u#1", node=3, priority=0), 0.5).sends == []
+    assert core.on_message(3, Election(rid="u#2", node=3, priority=BASE), 1.0).sends == []
+    core.start("u#3", BASE, 0.5)  # with a copy: a real Election, no abstention
+    out = core.on_message(2, Election(rid="u#3", node=2, priority=BASE + 1), 0.5)
+    assert Election(rid="u#3", node=1, priority=0) not in [m for _, m in out.sends]
+
+
 def test_no_unasked_vote_for_a_refused_claimant_that_is_down_too() -> None:
     core = core_with_peers_up()
     core.on_message(2, Claim(rid="u#1", node=2), 0.0)

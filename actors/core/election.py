@@ -47,7 +47,8 @@ States of one rid on one node, and rules:
             kept; a Claim gets our vote (the first claimant, or a later one if that one is no
             longer up; a claimant refused while the first was up gets it, unasked, as soon as
             the first goes down). Nothing else is answered (our own Election goes out at
-            start). Expires after pending_ttl_s.
+            start), except, while `abstain_until`, a real Election by an abstention (an
+            Election of priority 0). Expires after pending_ttl_s.
   electing  start(): send Election to live peers, round deadline = now + answer_timeout_s.
             - every live peer answered, a peer has the top key, first round, no suspect
                                                               -> vote for it unasked: lost
@@ -100,6 +101,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -221,6 +223,10 @@ class ElectionCore:
         self._watch: dict[int, set[str]] = {}  # node -> rids waiting for it / lost to it
         self._npending = 0
         self.counters: dict[str, int] = {}
+        # until then, a peer's Election for a request we have no copy of (pending) is answered
+        # with an abstention, an Election of priority 0 (set by the caller after a restart on a
+        # kept disk or a simulated failure: requests sent meanwhile never reached us)
+        self.abstain_until = -math.inf
 
     # ---- queries ------------------------------------------------------------------------------
     def key(self, rid: str, node: int, prio: int) -> Key:
@@ -398,6 +404,10 @@ class ElectionCore:
         if e.state == "pending":
             if e.winner == p:  # the claimant we voted for abdicated
                 e.winner = 0
+            if msg.priority > 0 and now < self.abstain_until:
+                # maybe sent while we were down: we take no part, and say so; never to another
+                # abstention (two nodes without a copy would answer each other for ever)
+                out.send(p, Election(rid=e.rid, node=self.self_id, priority=0))
             return
         if e.state == "claiming":  # our claim answers it: it votes for us unless it voted
             out.send(p, Claim(rid=e.rid, node=self.self_id))

@@ -141,7 +141,8 @@ class ElectionActor(NodePartActor):
         now = clock()
         # a process restarted on its kept disk missed the requests sent while it was dead; a new
         # data directory is a new cloud (or a replaced disk: then the window is not opened)
-        self.missed_until = now + self.missed_s if disk_kept else now
+        if disk_kept:
+            self.election.abstain_until = now + self.missed_s
         self.next_hb = now
         # a (re)started process lost the directory: sync before serving it
         self.syncing_from: int | None = -1 if self.m.peer_ids else None
@@ -212,7 +213,7 @@ class ElectionActor(NodePartActor):
             self._publish(now)
         elif isinstance(message, ComeUp):
             self.m.set_self_up(True)
-            self.missed_until = now + self.missed_s
+            self.election.abstain_until = now + self.missed_s
             self._publish(now)
         elif isinstance(message, NeedSync):
             log.info("back from a simulated failure: syncing state before passing the token")
@@ -253,13 +254,9 @@ class ElectionActor(NodePartActor):
             # unasked vote): tell it again
             self.peers.send(sender, Done(rid=msg.rid, node=self.node_id, acked=True))
             return
-        # a peer's Election before our own copy of the request: the core keeps it pending
+        # a peer's Election before our own copy of the request: the core keeps it pending (and
+        # abstains while `abstain_until`, see above)
         self._run(self.election.on_message(sender, msg, now))
-        if (isinstance(msg, Election) and msg.priority > 0 and now < self.missed_until
-                and self.m.self_up and self.election.state_of(msg.rid) == "pending"):
-            # maybe sent while we were down: we take no part, and say so (see above); never
-            # to another abstention (two nodes without a copy would answer each other)
-            self.peers.send(sender, Election(rid=msg.rid, node=self.node_id, priority=0))
 
     def _peer_gone(self, node: int, now: float) -> None:
         self._run(self.election.peer_down(node, now))
@@ -395,7 +392,6 @@ class ElectionActor(NodePartActor):
         self.probed[node] = now
         self.counters["probes"] += 1
         self.peers.send(node, self._heartbeat())
-
 
     def _flush(self) -> None:
         outbox, self.outbox = self.outbox, {}
