@@ -1,0 +1,133 @@
+"""`python -m benchmarks.election_trace`: where the election time of a request goes (issue 19).
+
+Starts a 3-node cloud whose nodes note, on the host's monotonic clock, when each step of every
+election happens (benchmarks/trace_hook/sitecustomize.py: the client request read off the socket,
+the encrypt flow's turn on it, the ElectionActor's turn on StartElection and on each peer
+message, each election message it sends and reads, Won, the flow's Won, the seal), runs 1 client
+and then 6 clients back to back (as `benchmarks.cloud` (b)), and prints for each the median time
+of each step relative to the winner's flow turn on the request (the start of the `election_ms`
+figure, which ends at `seal`). Peers are named by the order their copies of the request arrived
+("early", "late"); the winner's own rank among the three copies is printed too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from benchmarks.cloud import load_images, run_clients
+from benchmarks.localcloud import REPO, Cloud, env
+
+HOOK = Path(__file__).resolve().parent / "trace_hook"
+
+
+def read_events(paths: list[Path], since: float) -> dict[str, list[tuple[float, int, str, str]]]:
+    """rid -> [(t, node, event, detail)] of every node from `since` on, sorted by time."""
+    by_rid: dict[str, list[tuple[float, int, str, str]]] = defaultdict(list)
+    for node, path in enumerate(paths, start=1):
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            t, ev, rid, *x = line.split(" ")
+            if float(t) < since:
+                continue
+            by_rid[rid].append((float(t), node, ev, x[0] if x else ""))
+    for evs in by_rid.values():
+        evs.sort()
+    return by_rid
+
+
+def breakdown(evs: list[tuple[float, int, str, str]]) -> dict[str, float] | None:
+    """Steps of one request in ms from the winner's flow turn; None without one seal."""
+    seals = [n for _, n, ev, _ in evs if ev == "seal"]
+    if len(seals) != 1:
+        return None
+    w = seals[0]
+    first: dict[tuple[int, str, str], float] = {}
+    for t, n, ev, x in evs:
+        first.setdefault((n, ev, x), t)
+    start = first.get((w, "flow_req", ""))
+    if start is None:
+        return None
+    copies = sorted((t, n) for (n, ev, _), t in first.items() if ev == "rx_req")
+    order = [n for _, n in copies]
+    peers = [n for n in order if n != w]
+    if len(peers) != 2:
+        return None
+    name = {peers[0]: "early", peers[1]: "late"}
+    out = {"winner copy rank": float(order.index(w) + 1)}
+
+    def put(label: str, key: tuple[int, str, str]) -> None:
+        if key in first:
+            out[label] = (first[key] - start) * 1000
+
+    put("W rx_req", (w, "rx_req", ""))
+    put("W el_start", (w, "el_start", ""))
+    for p in peers:
+        put(f"W tx_election->{name[p]}", (w, "tx_election", str(p)))
+    for p in peers:
+        nm = name[p]
+        put(f"{nm} rx_req", (p, "rx_req", ""))
+        put(f"{nm} flow_req", (p, "flow_req", ""))
+        put(f"{nm} rx_election<-W", (p, "rx_election", str(w)))
+        put(f"{nm} el_start", (p, "el_start", ""))
+        put(f"{nm} tx_election->W", (p, "tx_election", str(w)))
+        put(f"{nm} tx_ok->W", (p, "tx_ok", str(w)))
+        put(f"W rx_election<-{nm}", (w, "rx_election", str(p)))
+        put(f"W in_election<-{nm}", (w, "in_election", str(p)))
+        put(f"W rx_ok<-{nm}", (w, "rx_ok", str(p)))
+        put(f"W in_ok<-{nm}", (w, "in_ok", str(p)))
+    put("W won", (w, "won", ""))
+    put("W flow_won", (w, "flow_won", ""))
+    put("W seal", (w, "seal", ""))
+    return out
+
+
+def table(title: str, rows: list[dict[str, float]]) -> str:
+    labels: list[str] = []
+    for r in rows:
+        labels += [k for k in r if k not in labels]
+    lines = [f"{title}: {len(rows)} requests, ms from the winner's flow turn on the request",
+             f"{'step':32} {'p50':>7} {'p90':>7} {'n':>5}"]
+    for k in sorted(labels, key=lambda k: statistics.median(r[k] for r in rows if k in r)):
+        vals = [r[k] for r in rows if k in r]
+        p90 = statistics.quantiles(vals, n=10)[8] if len(vals) >= 2 else vals[0]
+        lines.append(f"{k:32} {statistics.median(vals):7.3f} {p90:7.3f} {len(vals):5}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--total", type=int, default=300, help="images per client count")
+    ap.add_argument("--clients", default="1,6")
+    args = ap.parse_args()
+    images = load_images(None, args.total)
+    with tempfile.TemporaryDirectory(prefix="vs-trace-") as tmp:
+        root = Path(tmp)
+        traces = [root / f"trace-{i}.txt" for i in (1, 2, 3)]
+
+        def node_env(i: int) -> dict[str, str]:
+            return {"PYTHONPATH": f"{HOOK}:{REPO}:{env().get('PYTHONPATH', '')}",
+                    "VEILSHARE_TRACE": str(traces[i - 1])}
+
+        cloud = Cloud(root, 3, node_env=node_env).start()
+        try:
+            for c in (int(x) for x in args.clients.split(",")):
+                since = time.monotonic()  # the host's clock, as the nodes' notes
+                res: dict[str, Any] = run_clients(cloud, c, images, 0.0, root)
+                time.sleep(0.5)  # the nodes write their notes every 0.2 s
+                rows = [b for evs in read_events(traces, since).values()
+                        if (b := breakdown(evs)) is not None]
+                print(table(f"{c} client(s), election p50 {res['election_p50_ms']:.2f} ms", rows))
+                print()
+        finally:
+            cloud.stop()
+
+
+if __name__ == "__main__":
+    main()
