@@ -3,7 +3,8 @@
 Owns the pure core `actors.core.encrypt_flow.EncryptService` and the `EncoderPool` it seals on.
 - client EncryptRequest or EncryptOffer -> cache it, `StartElection` to the ElectionActor;
   won an offer -> FetchPayload to the client, whose EncryptRequest then comes to us alone;
-- `Won` -> seal on the pool (only the winner looks at the payload); `Lost` -> wait for Done;
+- `Won` -> seal on the pool (the ElectionActor tells it through a `DirectEntry`: handled on its
+  thread while this actor is idle, a thread wake-up less before the seal starts) (only the winner looks at the payload); `Lost` -> wait for Done;
   `PeerDown` -> re-elect what the fallen winner held;
 - a seal's result -> EncryptReply to the client; its acknowledgement (or failure) -> Done to the
   peers, `ForgetElection` (settled when the client's transport acknowledged the reply);
@@ -22,6 +23,7 @@ from typing import Any
 
 from actors.core.encrypt_flow import EncryptService
 from actors.node.base import PeerLink, ServicePartActor
+from actors.node.direct import DirectActor, DirectEntry
 from actors.node.encoder import EncoderPool, Sealed
 from actors.node.signals import (
     ClientIn,
@@ -53,7 +55,7 @@ class _FlushDones:
 WARM_SIZES = (4096, 2 * 1024 * 1024)  # covers of small images and of a photo, prepared at start
 
 
-class EncryptFlowActor(ServicePartActor):
+class EncryptFlowActor(DirectActor, ServicePartActor):
     def __init__(
         self,
         cfg: Config,
@@ -64,8 +66,10 @@ class EncryptFlowActor(ServicePartActor):
         *,
         clock: Callable[[], float],
         pool: EncoderPool | None = None,
+        entry: DirectEntry | None = None,
     ) -> None:
         super().__init__(node_id, client_tp, peers, view, clock=clock)
+        self.direct_init(entry)  # the ElectionActor's Won starts the seal on its thread
         self.cfg = cfg
         self.pool = pool
         self.published: tuple[int, int, int] | None = None

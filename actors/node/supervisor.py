@@ -29,6 +29,7 @@ from typing import Any
 import pykka
 
 from actors.node.base import NodePartActor, PeerLink, Wire, initial_view, refusals_to
+from actors.node.direct import DirectEntry
 from actors.node.directory_actor import DirectoryActor
 from actors.node.election_actor import ElectionActor
 from actors.node.encrypt_actor import EncryptFlowActor
@@ -91,9 +92,12 @@ class NodeActor(NodePartActor):
         store = PendingStore(self.data_dir / "pending.db")
         pins = PinStore(self.data_dir / "pending.db")
         view = self.view
+        entry = DirectEntry()  # the router runs election peer messages on the reader thread
+        flow_entry = DirectEntry()  # and the ElectionActor tells Won (the seal) on its thread
         self.children = {
             "election": ElectionActor.start(
-                cfg, nid, peers, clock=clock, boot_epoch=self.boot_epoch, disk_kept=disk_kept
+                cfg, nid, peers, clock=clock, boot_epoch=self.boot_epoch, disk_kept=disk_kept,
+                entry=entry,
             ),
             "token": FailureTokenActor.start(
                 cfg,
@@ -110,13 +114,15 @@ class NodeActor(NodePartActor):
             "pending": PendingUpdateActor.start(
                 nid, self.client_tp, peers, store, view, clock=clock
             ),
-            "flow": EncryptFlowActor.start(cfg, nid, self.client_tp, peers, view, clock=clock),
+            "flow": EncryptFlowActor.start(cfg, nid, self.client_tp, peers, view, clock=clock,
+                                           entry=flow_entry),
         }
         refs = {**self.children, "supervisor": self.actor_ref}
         self.refs = refs
-        for ref in self.children.values():
-            ref.ask(Wire(refs))
-        self.router = Router(nid, {n.peer_addr: n.id for n in cfg.nodes if n.id != nid}, refs)
+        for name, ref in self.children.items():
+            ref.ask(Wire({**refs, "flow": flow_entry} if name == "election" else refs))  # type: ignore[dict-item]
+        self.router = Router(nid, {n.peer_addr: n.id for n in cfg.nodes if n.id != nid},
+                             {**refs, "election": entry})  # type: ignore[dict-item]
         self._unsubscribe = [
             self.client_tp.subscribe(self.router.client_batch, batches=True),
             self.peer_tp.subscribe(self.router.peer_batch, batches=True),
