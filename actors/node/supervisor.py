@@ -92,8 +92,10 @@ class NodeActor(NodePartActor):
         store = PendingStore(self.data_dir / "pending.db")
         pins = PinStore(self.data_dir / "pending.db")
         view = self.view
-        entry = DirectEntry()  # the router runs election peer messages on the reader thread
-        flow_entry = DirectEntry()  # and the ElectionActor tells Won (the seal) on its thread
+        # the election's hops run on the thread that has the message (actors.node.direct): the
+        # routers' client requests and peer messages on the transports' reader threads, the
+        # flow's StartElection and the ElectionActor's Won on their callers' threads
+        entry, flow_entry = DirectEntry(), DirectEntry()
         self.children = {
             "election": ElectionActor.start(
                 cfg, nid, peers, clock=clock, boot_epoch=self.boot_epoch, disk_kept=disk_kept,
@@ -119,10 +121,10 @@ class NodeActor(NodePartActor):
         }
         refs = {**self.children, "supervisor": self.actor_ref}
         self.refs = refs
+        direct: dict[str, Any] = {**refs, "election": entry, "flow": flow_entry}
         for name, ref in self.children.items():
-            ref.ask(Wire({**refs, "flow": flow_entry} if name == "election" else refs))  # type: ignore[dict-item]
-        self.router = Router(nid, {n.peer_addr: n.id for n in cfg.nodes if n.id != nid},
-                             {**refs, "election": entry})  # type: ignore[dict-item]
+            ref.ask(Wire(direct if name in ("election", "flow") else refs))
+        self.router = Router(nid, {n.peer_addr: n.id for n in cfg.nodes if n.id != nid}, direct)
         self._unsubscribe = [
             self.client_tp.subscribe(self.router.client_batch, batches=True),
             self.peer_tp.subscribe(self.router.peer_batch, batches=True),
