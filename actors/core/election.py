@@ -94,7 +94,19 @@ Coordinator with the higher tie_hash. Messages between two nodes are assumed not
 (a reordered Election after a Claim only costs a re-election).
 
 Callers: the node actor (via its cluster wrapper) feeds start/on_message/on_tick/peer_down and
-performs `Output.sends`; the encrypt service acts on the Won/Lost/Restart/NoMajority events.
+performs `Output.sends`; the encrypt service acts on the Won/Lost/Restart/NoMajority events. The
+ElectionActor runs a peer's message on the peer transport's reader thread and StartElection on the
+client transport's (actors.node.direct), and the Won on its thread starts the seal.
+
+Where the time goes, all up, one client (`python -m benchmarks.election_trace`; figures in
+docs/profile-after.md): from the winner's turn on its copy of the request, the last node's copy
+arrives and leaves as its Election, one link delay to the top, each voter's unasked vote one link
+delay back. A link delay (send, the peer's reader thread waking in another process) is 0.7-1.3 ms
+on the shared 2-core host, most of the 2-3 ms; each actor hop on the way cost 0.1-0.4 ms (over
+1 ms at 6 clients) until they ran on the sender's thread. Not done: winning one link delay after
+the last copy ("every node's Election binds its vote to the top key of all nodes"), which needs
+every node to hold that promise across its restarts and a node that stays silent (its Election
+lost) to block the others' claims until it is declared down.
 """
 
 from __future__ import annotations
