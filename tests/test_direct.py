@@ -9,8 +9,14 @@ from typing import Any
 
 import pykka
 import pytest
+from fake_transport import FakeClock, FakeTransport
+from node_actor_kit import Recorder, three_node_config
 
+from actors.node.base import PeerLink, Wire
 from actors.node.direct import DirectActor, DirectEntry
+from actors.node.election_actor import ElectionActor
+from actors.node.signals import PeerIn
+from codec.messages import Claim, ElectionOk
 
 WAIT_S = 10.0
 
@@ -139,3 +145,32 @@ def test_an_entry_of_a_stopped_actor_raises_like_a_tell() -> None:
     ref.stop()
     with pytest.raises(pykka.ActorDeadError):
         entry.tell("late")
+
+
+def test_the_election_actor_votes_for_a_claim_from_its_entry_on_the_callers_thread() -> None:
+    """A peer's Claim told through the ElectionActor's entry (as the router does on the peer
+    transport's reader thread) is voted for before `tell` returns, by this thread: no mailbox
+    hop, no flush marker."""
+    cfg = three_node_config()
+    tp = FakeTransport()
+    senders: list[tuple[object, int]] = []
+    send = tp.send
+
+    def recording_send(addr: Any, msg: Any, **kw: Any) -> Any:
+        senders.append((msg, threading.get_ident()))
+        return send(addr, msg, **kw)
+
+    tp.send = recording_send  # type: ignore[method-assign]
+    entry = DirectEntry()
+    ref = ElectionActor.start(cfg, 1, PeerLink(cfg, 1, tp), clock=FakeClock(), boot_epoch=1,  # type: ignore[arg-type]
+                              loadavg=lambda: 0.0, disk_kept=False, entry=entry)
+    others = {n: Recorder.start() for n in ("flow", "token", "directory", "pending", "supervisor")}
+    try:
+        ref.ask(Wire({**others, "election": ref}))
+        entry.tell(PeerIn(2, Claim(rid="u#1", node=2)))
+        votes = [(m, t) for m, t in senders if isinstance(m, ElectionOk)]
+        assert votes == [(ElectionOk(rid="u#1", node=1), threading.get_ident())]
+    finally:
+        ref.stop()
+        for r in others.values():
+            r.stop()
