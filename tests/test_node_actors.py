@@ -41,6 +41,7 @@ from actors.node.signals import (
     ClientIn,
     ClusterView,
     ConfirmIds,
+    CountersQuery,
     GoDown,
     HandOver,
     Lost,
@@ -893,6 +894,32 @@ def test_the_flow_actor_seals_when_won_and_replies(flow: Any) -> None:
     assert all(d.rid == "alice#1" and d.acked for d in dones)
     got = wait_recorded(election, lambda ms: any(type(m).__name__ == "ForgetElection" for m in ms))
     assert next(m for m in got if type(m).__name__ == "ForgetElection").settled
+
+
+def test_the_flow_actor_writes_its_status_figures_without_a_message() -> None:
+    """served and cached go into the supervisor's `figures` dict, not as Snapshot messages (two
+    per request on every node before: issue 19)."""
+    cfg = three_node_config()
+    client, peer = FakeTransport(auto=None), FakeTransport()
+    figures: dict[str, Any] = {"served": 0, "cached": 0}
+    ref = EncryptFlowActor.start(cfg, 1, client, PeerLink(cfg, 1, peer),  # type: ignore[arg-type]
+                                 up_view(), clock=FakeClock(), figures=figures)
+    supervisor = Recorder.start()
+    wired(ref, election=Recorder.start(), supervisor=supervisor)
+    try:
+        ref.tell(ClientIn(ALICE, EncryptRequest(rid="alice#1", image="a.png",
+                                                data=png_bytes(1), attempt=0)))
+        ref.ask(CountersQuery())  # the request has been handled
+        assert figures == {"served": 0, "cached": 1}
+        ref.tell(Won("alice#1"))
+        (sent,) = client.wait_sent(lambda s: isinstance(s.msg, EncryptReply))
+        client.complete(sent)  # the client acknowledged the reply: served
+        peer.wait_sent(lambda s: isinstance(s.msg, Done), count=2)
+        ref.ask(CountersQuery())
+        assert figures == {"served": 1, "cached": 0}
+        assert recorded(supervisor, object) == []  # nothing was told to the supervisor
+    finally:
+        ref.stop()
 
 
 def test_the_flow_actor_fetches_an_offered_payload_once_won(flow: Any) -> None:

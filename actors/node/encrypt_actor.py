@@ -11,8 +11,11 @@ Owns the pure core `actors.core.encrypt_flow.EncryptService` and the `EncoderPoo
   already in the mailbox (under load one DoneBatch carries many, at idle one mailbox hop);
 - `GoDown` -> keep nothing, Done first for replies in flight, then the failure token's own sends
   (GoingDown).
-The pool's load goes to the ElectionActor (`Load`, for the election priority) whenever it changes;
-served and cached counts go to the supervisor (`Snapshot`).
+The pool's load goes to the ElectionActor (`Load`, for the election priority) whenever it changes.
+Served and cached counts are written into `figures`, the supervisor's status figures (a dict the
+supervisor reads when it answers `status`; one item write is atomic): they change twice per
+request on every node, and a `Snapshot` message each time was two of a node's ~12 actor
+messages per request (issue 19, `python -m benchmarks.msg_count`).
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ from actors.node.signals import (
     PeerDown,
     PeerIn,
     SendResult,
-    Snapshot,
     StartElection,
     Won,
 )
@@ -64,10 +66,12 @@ class EncryptFlowActor(ServicePartActor):
         *,
         clock: Callable[[], float],
         pool: EncoderPool | None = None,
+        figures: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(node_id, client_tp, peers, view, clock=clock)
         self.cfg = cfg
         self.pool = pool
+        self.figures = figures if figures is not None else {}  # see the module docstring
         self.published: tuple[int, int, int] | None = None
         self.dones: list[Done] = []  # ended while the mailbox was busy: sent by _FlushDones
         self.flow = EncryptService(
@@ -197,5 +201,5 @@ class EncryptFlowActor(ServicePartActor):
         if self.published is None or self.published[0] != in_flight:
             self.tell("election", Load(in_flight))
         if self.published is None or self.published[1:] != figures[1:]:
-            self.tell("supervisor", Snapshot("flow", {"served": figures[1], "cached": figures[2]}))
+            self.figures["served"], self.figures["cached"] = figures[1:]
         self.published = figures

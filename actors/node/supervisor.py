@@ -7,7 +7,8 @@
     peer socket ---TransportActor---+                       +--> ElectionActor <--> FailureTokenActor
                                                             +--> NodeActor (StatusQuery)
 
-It answers `status` from the snapshots the actors send it (`Snapshot`, `Digest`, `ClusterView`),
+It answers `status` from the snapshots the actors send it (`Snapshot`, `Digest`, `ClusterView`)
+and the served/cached figures the EncryptFlowActor writes into its `figures` (no message),
 drives the one shared `Ticker`, re-reads the chaos runs' peer policy file, and stops everything.
 No actor blocks on another on a request's path; they talk by messages only (actors.node.signals).
 """
@@ -110,7 +111,8 @@ class NodeActor(NodePartActor):
             "pending": PendingUpdateActor.start(
                 nid, self.client_tp, peers, store, view, clock=clock
             ),
-            "flow": EncryptFlowActor.start(cfg, nid, self.client_tp, peers, view, clock=clock),
+            "flow": EncryptFlowActor.start(cfg, nid, self.client_tp, peers, view, clock=clock,
+                                          figures=self.figures),  # written there: no Snapshot
         }
         refs = {**self.children, "supervisor": self.actor_ref}
         self.refs = refs
