@@ -922,6 +922,30 @@ def test_the_flow_actor_writes_its_status_figures_without_a_message() -> None:
         ref.stop()
 
 
+@pytest.mark.parametrize("size", [40, 90])  # ~4.8 KB (the benchmark's small images), ~24 KB
+def test_a_small_payload_is_sealed_by_the_flow_actor_a_larger_one_by_the_pool(
+    flow: Any, size: int
+) -> None:
+    """Up to SEAL_HERE_MAX the winner seals on the flow actor's thread: no encoder job, so no
+    `Load` change for the election (issue 19: the pool's round trip was two wake-ups and two
+    Load messages per request); above it the pool seals, and the election hears its load."""
+    from actors.node.encrypt_actor import SEAL_HERE_MAX
+    from actors.node.signals import Load
+    from codec import seal as seal_mod
+
+    ref, client, _peer, election = flow
+    data = png_bytes(2, size)
+    assert (len(data) <= SEAL_HERE_MAX) == (size == 40)
+    ref.tell(ClientIn(ALICE, EncryptRequest(rid="alice#1", image="a.png", data=data, attempt=0)))
+    wait_recorded(election, lambda ms: any(isinstance(m, StartElection) for m in ms))
+    ref.tell(Won("alice#1"))
+    (sent,) = client.wait_sent(lambda s: isinstance(s.msg, EncryptReply))
+    assert seal_mod.unseal(sent.msg.sealed).payload == data
+    ref.ask(CountersQuery())
+    loads = [m.in_flight for m in recorded(election, Load)]
+    assert loads == ([0] if size == 40 else [0, 1, 0])
+
+
 def test_the_flow_actor_fetches_an_offered_payload_once_won(flow: Any) -> None:
     ref, client, peer, election = flow
     data = png_bytes(1)
