@@ -1,6 +1,6 @@
 """Counting hooks for `benchmarks.msg_count` (never imported by the product): per process, how
 many actor messages (pykka tell / ask, by receiving actor class and message type, and by the
-function that sent them), thread wake-ups (`Condition.notify` that found a waiter), blocking
+function that sent them), messages sent by type (`Transport.send`), thread wake-ups (`Condition.notify` that found a waiter), blocking
 `select` returns, and datagrams sent by kind (DATA, ACK, ...: the frame header's kind byte) and
 system calls (`sendmsg`/`sendto`).
 
@@ -109,6 +109,16 @@ def install() -> None:
 
     socket.socket.sendmsg = counted_sendmsg  # type: ignore[method-assign]
     socket.socket.sendto = counted_sendto  # type: ignore[method-assign]
+
+    from transport import udp
+
+    send = udp.Transport.send
+
+    def counted_send(self: Any, addr: Any, msg: Any, **kw: Any) -> Any:
+        _add(f"message sent {type(msg).__name__}")
+        return send(self, addr, msg, **kw)
+
+    udp.Transport.send = counted_send  # type: ignore[method-assign]
 
 
 def snapshot() -> dict[str, int]:
