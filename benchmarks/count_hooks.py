@@ -120,6 +120,14 @@ def install() -> None:
 
     udp.Transport.send = counted_send  # type: ignore[method-assign]
 
+    poke = udp.Transport._poke
+
+    def counted_poke(self: Any) -> None:
+        _add("reader poked (wake-up byte)")
+        poke(self)
+
+    udp.Transport._poke = counted_poke  # type: ignore[method-assign]
+
 
 def snapshot() -> dict[str, int]:
     with _lock:
