@@ -317,6 +317,17 @@ def test_send_outcomes_wake_no_actor_and_keep_the_time_they_came(
     assert result.acks == {addr: acked_at for addr in NODES}
 
 
+def test_a_calls_copies_leave_in_one_transport_call(rig: Rig) -> None:
+    """The request to every node is handed to the transport at once (send_many: encoded once,
+    sent in one pass), its retry too (issue 19)."""
+    rig.call("alice#22")
+    assert rig.tp.many == [3]
+    rig.complete(rig.sends(EncryptRequest), LOST)
+    rig.tick(RETRY_S)
+    assert rig.tp.many == [3, 3]
+    assert [s.msg.attempt for s in rig.sends(EncryptRequest)] == [0, 0, 0, 1, 1, 1]
+
+
 def test_a_failed_send_counts_at_the_next_tick_as_before(rig: Rig) -> None:
     """Queued outcomes are read before any message: a failed send still lets the next tick
     after retry_s resend (nothing waits for a wake-up of its own)."""

@@ -290,10 +290,11 @@ class ClientSessionActor(pykka.ThreadingActor):
                                        hold_s=m.hold_s, silent_s=m.silent_s, quorum=m.quorum))
 
     def _effects(self, effects: list[Effect], closing: bool = False) -> None:
+        sends = [e for e in effects if isinstance(e, Send)]
+        if sends:  # all in one transport call, before the notices and endings (kept in order)
+            self._send(sends)
         for e in effects:
-            if isinstance(e, Send):
-                self._send(e)
-            elif isinstance(e, Retrying):
+            if isinstance(e, Retrying):
                 self._retrying(e)
             elif isinstance(e, Answered):
                 self._ended(e.rid, e, None)
@@ -308,17 +309,26 @@ class ClientSessionActor(pykka.ThreadingActor):
             rid, attempt, addr, ok, when = outcomes.popleft()
             self.table.send_done(rid, attempt, addr, ok, when)
 
-    def _send(self, e: Send) -> None:
-        outcomes, clock, rid, attempt, addr = self._outcomes, self.clock, e.rid, e.attempt, e.addr
+    def _send(self, sends: list[Send]) -> None:
+        """Hand `sends` to the transport in one call (a request to every node leaves at once,
+        encoded once: Transport.send_many)."""
+        outcomes, clock = self._outcomes, self.clock
 
-        def done(err: object) -> None:
-            outcomes.append((rid, attempt, addr, err is None, clock()))
+        def done_of(e: Send) -> Callable[[object], None]:
+            rid, attempt, addr = e.rid, e.attempt, e.addr
+
+            def done(err: object) -> None:
+                outcomes.append((rid, attempt, addr, err is None, clock()))
+
+            return done
 
         try:  # `done` only queues: it may run on the transport's reader thread
-            self.transport.send(addr, e.msg, on_done=done, quick_done=True)
-        except Exception as exc:  # noqa: BLE001 - a refused message: as a failed send
-            log.warning("cannot send %s to %s: %s", type(e.msg).__name__, addr, exc)
-            self.table.send_done(rid, attempt, addr, False, self.clock())
+            self.transport.send_many([(e.addr, e.msg, done_of(e)) for e in sends],
+                                     quick_done=True)
+        except Exception as exc:  # noqa: BLE001 - a bug below us: as failed sends
+            log.warning("cannot send %s: %s", type(sends[0].msg).__name__, exc)
+            for e in sends:
+                self.table.send_done(e.rid, e.attempt, e.addr, False, self.clock())
 
     def _fetched(self, addr: Addr, msg: FetchPayload) -> None:
         """The node that won an offered request asks for its bytes: send them to it alone (a
