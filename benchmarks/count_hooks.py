@@ -1,6 +1,6 @@
 """Counting hooks for `benchmarks.msg_count` (never imported by the product): per process, how
 many actor messages (pykka tell / ask, by receiving actor class and message type, and by the
-function that sent them), messages sent by type (`Transport.send`), thread wake-ups (`Condition.notify` that found a waiter), blocking
+function that sent them), messages sent by type (`Transport.send`/`send_many`), thread wake-ups (`Condition.notify` that found a waiter), blocking
 `select` returns, and datagrams sent by kind (DATA, ACK, ...: the frame header's kind byte) and
 system calls (`sendmsg`/`sendto`).
 
@@ -112,13 +112,21 @@ def install() -> None:
 
     from transport import udp
 
-    send = udp.Transport.send
+    many = getattr(udp.Transport, "send_many", None)
+    if many is not None:  # send() is send_many() of one
+        def counted_many(self: Any, items: Any, **kw: Any) -> Any:
+            _add(*(f"message sent {type(msg).__name__}" for _, msg, _ in items))
+            return many(self, items, **kw)
 
-    def counted_send(self: Any, addr: Any, msg: Any, **kw: Any) -> Any:
-        _add(f"message sent {type(msg).__name__}")
-        return send(self, addr, msg, **kw)
+        udp.Transport.send_many = counted_many  # type: ignore[attr-defined]
+    else:  # code before send_many
+        send = udp.Transport.send
 
-    udp.Transport.send = counted_send  # type: ignore[method-assign]
+        def counted_send(self: Any, addr: Any, msg: Any, **kw: Any) -> Any:
+            _add(f"message sent {type(msg).__name__}")
+            return send(self, addr, msg, **kw)
+
+        udp.Transport.send = counted_send  # type: ignore[method-assign]
 
     poke = udp.Transport._poke
 
