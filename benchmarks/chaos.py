@@ -173,7 +173,7 @@ def _kill_when_all_up(cloud: Cloud, sampler: Sampler, at: float, node: int,
                        "before its SIGKILL")
             break
         cloud.kill(holders[0], sig.SIGCONT)  # the token moved meanwhile: try again
-    log.append(f"SIGKILL node {victim} at {time.monotonic():.2f}")
+    log.append(f"SIGKILL node {victim} at {time.monotonic():.2f} (wall clock {time.time():.3f})")
     kills.append(time.time())
     cloud.kill(victim)
     time.sleep(3.0)
@@ -227,14 +227,16 @@ def _client(cloud: Cloud, home: Path, user: str, chunks: list[list[Path]], every
 
 def run_round(root: Path, *, clients: int = 4, total: int = 500, updates: int = 10,
               seed: int = 1, kill: bool = True, expected_s: float = 12.0,
-              peer_faults: str | None = None) -> dict[str, Any]:
+              peer_faults: str | None = None, log_level: str = "INFO") -> dict[str, Any]:
     """One chaos round (see the module docstring). `peer_faults` ("drop" or "delay") runs that
     schedule on the peer sockets from the start of the load, and spreads each client's requests
-    over the schedule (a shell per chunk) so that the load overlaps every phase."""
+    over the schedule (a shell per chunk) so that the load overlaps every phase. `log_level` is
+    the nodes' (their logs stay in `root`: node-N.log; DEBUG traces each election message)."""
     rng = random.Random(seed)
     phases = PEER_FAULTS[peer_faults] if peer_faults else []
     node_env = (lambda i: {PEER_FILE_ENV: str(_policy_file(root, i))}) if phases else None
-    cloud = Cloud(root, 3, failures=True, sections={"failures": dict(FAILURES)}, node_env=node_env)
+    cloud = Cloud(root, 3, failures=True, sections={"failures": dict(FAILURES)}, node_env=node_env,
+                  log_level=log_level)
     cloud.start()
     sampler = Sampler(cloud)
     log: list[str] = []
@@ -313,7 +315,7 @@ def _summarize(cloud: Cloud, root: Path, bob: Path,
             else:
                 wrong += 1
             lat.append(row["ms"])
-            answered.append(row)
+            answered.append({**row, "client": f"load{c}"})
     answers = json_lines(r_grants.stdout)
     posted = [o for o in answers if "id" in o]
     log.extend(f"grant not acknowledged: {o}" for o in answers if "id" not in o)
@@ -325,6 +327,9 @@ def _summarize(cloud: Cloud, root: Path, bob: Path,
     converged_s = _converge(cloud)
     lat.sort()
     failover = in_flight(answered, kills)
+    log.extend(f"in flight at the SIGKILL: {r['client']} {r['file']} started {r['started']:.3f} "
+               f"{r['ms']} ms, answered by node {r['node']}"
+               for r in answered if in_flight([r], kills))
     return {
         "requests": sum(len(chunk) for _, (chunk, _p, _o) in done), "ok": ok, "failed": failed,
         "wrong": wrong, "accepted_twice": twice, "duplicate_replies": dups, "wall_s": round(wall, 1),
@@ -368,6 +373,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="drop: 50 %% of peer datagrams for 1 s x10, then 30 %% for 10 s (TC-3); "
                         "delay: 75 +- 50 ms for 10 s (TC-4); the load is spread over the schedule")
     p.add_argument("--no-kill", action="store_true", help="no SIGKILL in the round")
+    p.add_argument("--log-level", default="INFO", help="the nodes' (DEBUG: each election message)")
+    p.add_argument("--keep", type=Path, metavar="DIR",
+                   help="run each round in DIR/round-SEED and keep it (node logs, client homes)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     rounds = []
@@ -375,8 +383,11 @@ def main(argv: list[str] | None = None) -> int:
     seed = args.seed
     while True:
         with tempfile.TemporaryDirectory() as tmp:
-            rounds.append(run_round(Path(tmp), clients=args.clients, total=args.total, seed=seed,
-                                    kill=not args.no_kill, peer_faults=args.peer_faults))
+            root = Path(tmp) if args.keep is None else args.keep / f"round-{seed}"
+            root.mkdir(parents=True, exist_ok=True)
+            rounds.append(run_round(root, clients=args.clients, total=args.total, seed=seed,
+                                    kill=not args.no_kill, peer_faults=args.peer_faults,
+                                    log_level=args.log_level))
         seed += 1
         if time.monotonic() >= deadline:
             break
