@@ -494,6 +494,56 @@ def test_a_top_waiting_for_unasked_votes_claims_at_once_when_a_peer_goes_down() 
     assert out.events == [Won("u#1")]
 
 
+def test_a_voter_waiting_for_the_top_votes_at_once_when_the_silent_peer_goes_down() -> None:
+    """Failover (the chaos SIGKILL): node 3 was frozen, then killed, before its Election left.
+    Node 1 heard the top (node 2) but not node 3, so it waits for node 2's Claim; node 2, once
+    it sees node 3 gone, decides and (before) waited an answer timeout for unasked votes that
+    nobody sent. Node 1 votes for node 2 as soon as node 3 goes down."""
+    core = core_with_peers_up()
+    core.on_message(2, Election(rid="u#1", node=2, priority=BASE + 50), 0.0)
+    out = core.start("u#1", BASE, 0.0)
+    assert core.state_of("u#1") == "waiting" and out.events == []
+    core.m.refused(3, 0.01)
+    out = core.peer_down(3, 0.01)
+    assert out.sends == [(2, ElectionOk(rid="u#1", node=1))]
+    assert out.events == [Lost("u#1", 2)] and core.winner("u#1") == 2
+
+
+def test_a_top_that_decides_because_the_silent_peer_went_down_claims_at_once() -> None:
+    """The same failover from the top's side: node 1 is the top, heard node 2 and not node 3.
+    Node 3 goes down: node 1 decides at once and sends its Claim at once (node 2, waiting for
+    node 1, may not have seen node 3 go down yet and would not vote unasked)."""
+    core = core_with_peers_up()
+    core.on_message(2, Election(rid="u#1", node=2, priority=BASE), 0.0)
+    out = core.start("u#1", BASE + 50, 0.0)
+    assert core.state_of("u#1") == "electing" and out.events == []
+    core.m.refused(3, 0.01)
+    out = core.peer_down(3, 0.01)
+    assert core.state_of("u#1") == "claiming"
+    assert out.sends == [(2, Claim(rid="u#1", node=1))]
+    assert core.on_message(2, ElectionOk(rid="u#1", node=2), 0.011).events == [Won("u#1")]
+
+
+def test_a_peer_killed_before_its_elections_left_costs_no_answer_timeout() -> None:
+    """Both sides together on the fake network: node 3 is silent from the start (frozen, then
+    killed), nodes 1 and 2 elect; both see node 3's port closed at the same moment. The top
+    wins a few link delays later, not an answer timeout later; one winner."""
+    c = ElectionCluster()
+    c.silent.add(3)
+    c.start(1, "u#1", BASE)
+    c.start(2, "u#1", BASE + 50)
+    c.run_for(0.01)
+    assert c.cores[2].state_of("u#1") == "electing" and c.cores[1].state_of("u#1") == "waiting"
+    c.hb_alive = {1, 2}
+    t0 = c.now
+    for i in (1, 2):
+        c.members[i].refused(3, t0)
+        c.apply(i, c.cores[i].peer_down(3, t0))
+    c.run_for(A)
+    assert outcome(c, "u#1") == ([2], {1: 2})
+    assert c.rec[2].won["u#1"] - t0 < 0.005
+
+
 def test_a_lost_node_probes_its_winner_when_another_peer_re_elects() -> None:
     """Failover: node 1 voted for 3; node 2 saw 3 die (its port answered unreachable) and sends a
     new round's Election. Node 1 answers it and asks its caller to probe 3 now (a heartbeat, which

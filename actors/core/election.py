@@ -55,11 +55,16 @@ States of one rid on one node, and rules:
             - a live peer with a higher key is known          -> waiting (for that peer)
             - every live peer has answered, ours is highest   -> decide now (no timer wait)
             - round deadline passes (some live peers silent)  -> decide: silent peers are ignored
+            - a peer goes down/unreachable (electing or waiting)  -> evaluate again at once: the
+              silent peer may have been the gone one (killed before its Election left), so
+              every live peer may have answered now (a top decides, a voter votes unasked)
             An unasked vote is an answer; it is kept (first round only) for decide.
             decide: with a majority (Membership.has_majority) AND answers in this election from
             a majority of the nodes (self included) -> claiming (won at once if the unasked
             votes make a majority; Claim sent at once unless every live peer answered in the
-            first round, else after an answer timeout); without, never claim: emit
+            first round and no peer went down meanwhile, else after an answer timeout: a voter
+            that waited for us while a peer died votes unasked only once it sees the death
+            too, which can be a heartbeat later); without, never claim: emit
             NoMajority once, stay electing and decide again every answer timeout. (The quorum of
             answers keeps a node that is cut off, but does not know it yet, from serving.)
   waiting   A higher live peer exists; wait 2 x answer_timeout_s for its Claim. Timeout ->
@@ -190,6 +195,7 @@ class _Rid:
     no_majority_said: bool = False
     voted_at: float | None = None  # lost by an unasked vote the winner has not answered yet
     restarts: int = 0  # rounds this node restarted; unasked votes count only in round 0
+    peer_gone: bool = False  # a peer went down while we elected: claim at once (peer_down)
 
 
 class ElectionCore:
@@ -369,7 +375,12 @@ class ElectionCore:
                 if w:
                     e.winner = w
                     out.send(w, ElectionOk(rid=e.rid, node=self.self_id))
-            elif e.state == "electing" and self.m.self_up:
+            elif e.state in ("electing", "waiting") and self.m.self_up:
+                # the peer we had not heard from is gone: we may now have every live peer's
+                # answer. A top claims at once (a voter waiting for it votes only once it sees
+                # the death too); a voter waiting for the top votes for it now, unasked (the
+                # top may be deciding without the gone peer and waiting for that vote)
+                e.peer_gone = True
                 self._evaluate(e, now, out)
             elif e.state == "claiming" and self.m.self_up:
                 # the unasked vote we waited for may have been the gone node's: ask the live
@@ -548,7 +559,7 @@ class ElectionCore:
         if len(e.votes) + 1 >= self.m.majority:
             self._win(e, now, out)
             return
-        if (e.restarts == 0 and not e.suspects and live <= e.answered
+        if (e.restarts == 0 and not e.suspects and not e.peer_gone and live <= e.answered
                 and all(e.keys.get(q, (1,))[0] > 0 for q in live)):
             # first round, every live peer answered: each of them has every key we have (or
             # will, with our Election) and votes unasked; the Claim is the fallback after an
