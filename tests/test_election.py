@@ -544,6 +544,47 @@ def test_a_peer_killed_before_its_elections_left_costs_no_answer_timeout() -> No
     assert c.rec[2].won["u#1"] - t0 < 0.005
 
 
+def test_a_top_waiting_for_unasked_votes_answers_a_lower_claim_with_its_own() -> None:
+    """Two claimants: node 1 is the top and waits for unasked votes; node 2 claims (it saw node
+    1's abstention first). Node 2 never votes unasked: node 1 answers its Claim with its own at
+    once, node 2 yields, node 1 wins, instead of both waiting an answer timeout."""
+    m = Membership(1, [1, 2, 3], 1.0)
+    for p in (2, 3):
+        m.observe(Membership(p, [1, 2, 3], 1.0).heartbeat(load=0, token_epoch=0,
+                                                           token_holder=0), 0.0)
+    core = ElectionCore(1, m, A, tie_hash=lambda rid, node: 100 - node)  # claim order 1 > 2 > 3
+    core.on_message(2, Election(rid="u#1", node=2, priority=BASE), 0.0)
+    core.on_message(3, Election(rid="u#1", node=3, priority=BASE), 0.0)
+    out = core.start("u#1", BASE, 0.0)
+    assert core.state_of("u#1") == "claiming" and out.sends == [
+        (2, Election(rid="u#1", node=1, priority=BASE)),
+        (3, Election(rid="u#1", node=1, priority=BASE))]  # no Claim: unasked votes expected
+    out = core.on_message(2, Claim(rid="u#1", node=2), 0.001)
+    assert out.sends == [(2, Claim(rid="u#1", node=1))]
+    assert core.on_message(2, ElectionOk(rid="u#1", node=2), 0.002).events == [Won("u#1")]
+
+
+def test_an_abstention_then_a_real_election_costs_no_answer_timeout() -> None:
+    """After a simulated failure node 3 abstains (priority 0) on node 1's Election, which came
+    before node 3's copy of the request; node 2 is down. Node 1 claims at once; node 3 then
+    elects with its real key, higher than node 1's, and waits for unasked votes. One winner,
+    node 3, a few link delays later (it was one answer timeout: both claimants waited)."""
+    rid = next(r for r in (f"u#{i}" for i in range(100)) if tie_hash(r, 3) > tie_hash(r, 1))
+    c = ElectionCluster()
+    c.members[2].set_self_up(False)
+    c.cores[2].clear()
+    c.heartbeats()
+    c.cores[3].abstain_until = 10.0
+    c.start(1, rid, BASE)
+    c.run_for(0.001)  # node 1's Election reached node 3 (no copy yet: it abstained)
+    assert c.cores[3].state_of(rid) == "pending"
+    c.start(3, rid, BASE)
+    t0 = c.now
+    c.run_for(A)
+    assert outcome(c, rid) == ([3], {1: 3})
+    assert c.rec[3].won[rid] - t0 < 0.01
+
+
 def test_a_lost_node_probes_its_winner_when_another_peer_re_elects() -> None:
     """Failover: node 1 voted for 3; node 2 saw 3 die (its port answered unreachable) and sends a
     new round's Election. Node 1 answers it and asks its caller to probe 3 now (a heartbeat, which

@@ -77,7 +77,10 @@ States of one rid on one node, and rules:
             (a vote it sent, or resent, before our new Election reached it comes before that
             answer, and it may have given that vote up since). A Claim of a higher claimant (tie_hash order) or a Coordinator -> withdraw: the
             peers that voted for us get an Election (released), we vote for the other -> lost.
-            A peer's Election is answered with our Claim. No majority of votes within
+            A peer's Election is answered with our Claim, and so is a lower claimant's Claim
+            (it yields to ours but never votes unasked: a top waiting for unasked votes would
+            wait an answer timeout for its vote; seen after an abstention, whose peer claims at
+            once, then elects for real with a higher key). No majority of votes within
             pending_ttl_s -> restart (abdication).
   won       Emit Won(rid): the caller seals now. Peers that have not voted yet acknowledge the
             Claim or the Coordinator we resend them, for at most pending_ttl_s. A latecomer's
@@ -489,6 +492,8 @@ class ElectionCore:
         elif e.state == "claiming":
             if self._claim(rid, w) > self._claim(rid, self.self_id):
                 self._withdraw(e, w, out)
+            else:  # w yields to our Claim, and a claimant never votes unasked: ask it now
+                out.send(w, Claim(rid=rid, node=self.self_id))  # (we may be waiting for that)
         elif e.state == "lost":
             if w == e.winner:
                 self._heard_winner(e)
