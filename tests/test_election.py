@@ -566,9 +566,10 @@ def test_a_top_waiting_for_unasked_votes_answers_a_lower_claim_with_its_own() ->
 
 def test_an_abstention_then_a_real_election_costs_no_answer_timeout() -> None:
     """After a simulated failure node 3 abstains (priority 0) on node 1's Election, which came
-    before node 3's copy of the request; node 2 is down. Node 1 claims at once; node 3 then
-    elects with its real key, higher than node 1's, and waits for unasked votes. One winner,
-    node 3, a few link delays later (it was one answer timeout: both claimants waited)."""
+    before node 3's copy of the request, late (after the grace); node 2 is down. Node 1 claims
+    at once; node 3 then elects with its real key, higher than node 1's, and waits for unasked
+    votes. One winner, node 3, a few link delays later (it was one answer timeout: both
+    claimants waited)."""
     rid = next(r for r in (f"u#{i}" for i in range(100)) if tie_hash(r, 3) > tie_hash(r, 1))
     c = ElectionCluster()
     c.members[2].set_self_up(False)
@@ -576,8 +577,12 @@ def test_an_abstention_then_a_real_election_costs_no_answer_timeout() -> None:
     c.heartbeats()
     c.cores[3].abstain_until = 10.0
     c.start(1, rid, BASE)
-    c.run_for(0.001)  # node 1's Election reached node 3 (no copy yet: it abstained)
-    assert c.cores[3].state_of(rid) == "pending"
+    for _ in range(1000):  # node 3 had no copy within the grace: it abstained, node 1 claims
+        c.run_for(0.0001)  # (steps shorter than a link delay: its Claim is still on the way)
+        if c.cores[1].state_of(rid) == "claiming":
+            break
+    assert c.cores[3].state_of(rid) == "pending" and c.cores[1].state_of(rid) == "claiming"
+    assert c.now > c.cores[3].abstain_grace_s
     c.start(3, rid, BASE)
     t0 = c.now
     c.run_for(A)
@@ -605,14 +610,36 @@ def test_a_lost_node_probes_its_winner_when_another_peer_re_elects() -> None:
 def test_a_node_without_a_copy_abstains_only_within_its_window_and_never_to_an_abstention() -> None:
     core = core_with_peers_up()
     core.abstain_until = 1.0
+    grace = core.abstain_grace_s
+    assert grace == A / 10
     out = core.on_message(2, Election(rid="u#1", node=2, priority=BASE), 0.5)
+    assert out.sends == []  # our copy may still come
+    assert core.on_message(3, Election(rid="u#1", node=3, priority=0), 0.5).sends == []
+    assert core.next_deadline() == 0.5 + grace
+    assert core.on_tick(0.5 + grace / 2).sends == []
+    out = core.on_tick(0.5 + grace)  # no copy: the request was missed, abstain
     assert out.sends == [(2, Election(rid="u#1", node=1, priority=0))]
     assert core.state_of("u#1") == "pending"
-    assert core.on_message(3, Election(rid="u#1", node=3, priority=0), 0.5).sends == []
+    assert core.on_tick(0.5 + 2 * grace).sends == []  # once per Election
     assert core.on_message(3, Election(rid="u#2", node=3, priority=BASE), 1.0).sends == []
+    assert core.on_tick(1.0 + grace).sends == []  # the window is over
     core.start("u#3", BASE, 0.5)  # with a copy: a real Election, no abstention
     out = core.on_message(2, Election(rid="u#3", node=2, priority=BASE + 1), 0.5)
     assert Election(rid="u#3", node=1, priority=0) not in [m for _, m in out.sends]
+
+
+def test_a_fresh_request_in_the_abstention_window_gets_a_real_answer_when_its_copy_comes() -> None:
+    """After a restart, a peer's Election often comes a few ms before our own copy of a fresh
+    request. We no longer abstain at once (the peer would claim at once, whatever the loads):
+    the copy comes within the grace and we take part with our real key, never abstaining."""
+    core = core_with_peers_up()
+    core.abstain_until = 10.0
+    assert core.on_message(2, Election(rid="u#1", node=2, priority=BASE + 1), 0.0).sends == []
+    out = core.start("u#1", BASE + 50, 0.005)  # our copy, 5 ms later
+    assert out.sends == [(2, Election(rid="u#1", node=1, priority=BASE + 50)),
+                         (3, Election(rid="u#1", node=1, priority=BASE + 50))]
+    later = core.on_tick(core.abstain_grace_s + 0.001).sends + core.on_tick(1.0).sends
+    assert not any(isinstance(m, Election) and m.priority == 0 for _, m in later)
 
 
 def test_no_unasked_vote_for_a_refused_claimant_that_is_down_too() -> None:

@@ -48,7 +48,12 @@ States of one rid on one node, and rules:
             longer up; a claimant refused while the first was up gets it, unasked, as soon as
             the first goes down). Nothing else is answered (our own Election goes out at
             start), except, while `abstain_until`, a real Election by an abstention (an
-            Election of priority 0). Expires after pending_ttl_s.
+            Election of priority 0), sent only if our copy of the request has not come
+            `abstain_grace_s` later: a request we missed while down never comes (until the
+            client's retry), a fresh one's copy follows a peer's Election by milliseconds and
+            then we take part with our real key (an abstention at once made the peer claim at
+            once, bypassing the load-based choice for every request of the window).
+            Expires after pending_ttl_s.
   electing  start(): send Election to live peers, round deadline = now + answer_timeout_s.
             - every live peer answered, a peer has the top key, first round, no suspect
                                                               -> vote for it unasked: lost
@@ -188,6 +193,7 @@ class _Rid:
     votes: set[int] = field(default_factory=set)  # claiming: peers that voted for us
     told: set[int] = field(default_factory=set)  # lost: peers whose Election we answered
     refused: set[int] = field(default_factory=set)  # pending: claimants we refused a vote
+    abstain_to: set[int] = field(default_factory=set)  # pending: owed an abstention (grace)
     # lost: the coordinator; waiting: the peer expected; pending: a Coordinator heard
     winner: int = 0
     round_start: float = 0.0
@@ -213,6 +219,7 @@ class ElectionCore:
         *,
         pending_ttl_s: float | None = None,
         max_pending: int = 4096,
+        abstain_grace_s: float | None = None,
     ) -> None:
         if self_id != membership.self_id:
             raise CloudCoreError(
@@ -236,6 +243,9 @@ class ElectionCore:
         # with an abstention, an Election of priority 0 (set by the caller after a restart on a
         # kept disk or a simulated failure: requests sent meanwhile never reached us)
         self.abstain_until = -math.inf
+        # a pending request's copy gets this long to arrive before we abstain (see pending)
+        self.abstain_grace_s = (abstain_grace_s if abstain_grace_s is not None
+                                else answer_timeout_s / 10)
 
     # ---- queries ------------------------------------------------------------------------------
     def key(self, rid: str, node: int, prio: int) -> Key:
@@ -282,6 +292,7 @@ class ElectionCore:
             e = self._rids[rid] = _Rid(rid, "electing")
         else:
             self._npending -= 1
+            e.abstain_to.clear()  # our copy came in time: we take part with our real key
         e.prio = prio
         e.round_start = now
         heard = e.winner
@@ -419,9 +430,12 @@ class ElectionCore:
             if e.winner == p:  # the claimant we voted for abdicated
                 e.winner = 0
             if msg.priority > 0 and now < self.abstain_until:
-                # maybe sent while we were down: we take no part, and say so; never to another
-                # abstention (two nodes without a copy would answer each other for ever)
-                out.send(p, Election(rid=e.rid, node=self.self_id, priority=0))
+                # maybe sent while we were down: unless our copy comes within the grace, we
+                # take no part, and say so (_on_timer); never to another abstention (two nodes
+                # without a copy would answer each other for ever)
+                if not e.abstain_to:
+                    self._arm(e, now + self.abstain_grace_s)
+                e.abstain_to.add(p)
             return
         if e.state == "claiming":  # our claim answers it: it votes for us unless it voted
             out.send(p, Claim(rid=e.rid, node=self.self_id))
@@ -637,7 +651,12 @@ class ElectionCore:
             else:
                 e.voted_at = None
         elif e.state == "pending":
-            self.forget(e.rid)
+            if not e.abstain_to:
+                self.forget(e.rid)
+                return
+            out.send_all(e.abstain_to, Election(rid=e.rid, node=self.self_id, priority=0))
+            e.abstain_to.clear()
+            self._arm(e, e.round_start + self.pending_ttl_s)
         elif e.state == "electing":
             self._evaluate(e, now, out)
         elif e.state == "waiting":
@@ -664,7 +683,7 @@ class ElectionCore:
         if self._npending >= self.max_pending:
             self._count("pending_full")
             return None
-        e = self._rids[rid] = _Rid(rid, "pending")
+        e = self._rids[rid] = _Rid(rid, "pending", round_start=now)  # (start() resets it)
         self._npending += 1
         self._arm(e, now + self.pending_ttl_s)
         return e

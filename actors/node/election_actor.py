@@ -18,7 +18,9 @@ Owns two pure cores, `actors.core.membership.Membership` (heartbeats, who is up,
   (it missed the Done) with Done again (`ForgetElection(settled=True)` tells it which);
 - abstains, for a while after it restarted on its kept disk or came back from a simulated
   failure (`missed_s`): a peer's Election for a request this node has no copy of (pending in the
-  core) is answered with an Election of priority 0, lower than any real one. Requests sent while
+  core) still 30 ms later (the core's `abstain_grace_s`, a tenth of the answer timeout: a fresh
+  request's copy comes within it and the node takes part for real) is answered with an Election
+  of priority 0, lower than any real one. Requests sent while
   this node was down or not running never reach it (until the client's retry), so when their
   winner dies the one node left with a copy needs that answer for its majority of answers;
   without it, it waited for the client's retry (8 s: 4 x client.retry_s after the last
