@@ -173,6 +173,8 @@ def _kill_when_all_up(cloud: Cloud, sampler: Sampler, at: float, node: int,
                        "before its SIGKILL")
             break
         cloud.kill(holders[0], sig.SIGCONT)  # the token moved meanwhile: try again
+        log.append(f"SIGSTOP node {holders[0]} for {1000 * (time.time() - stopped):.0f} ms, "
+                   "resumed: the token moved meanwhile")
     log.append(f"SIGKILL node {victim} at {time.monotonic():.2f} (wall clock {time.time():.3f})")
     kills.append(time.time())
     cloud.kill(victim)
