@@ -688,3 +688,41 @@ def test_the_top_claims_at_once_when_a_peer_abstained() -> None:
     assert core.state_of("u#1") == "claiming"
     assert [d for d, m in out.sends if m == Claim(rid="u#1", node=1)] == [2, 3]
     assert core.on_message(2, ElectionOk(rid="u#1", node=2), 0.002).events == [Won("u#1")]
+
+
+def test_a_node_frozen_then_killed_amid_elections_is_replaced_within_a_few_link_delays() -> None:
+    """The chaos SIGKILL on the fake network, 40 seeds: 12 requests start on every node over
+    30 ms; the victim is frozen (silent) at a random moment among them, then killed; each
+    survivor sees its port closed at its own moment, up to 50 ms apart. Every request gets
+    exactly one winner among the survivors, at most 20 ms after the later survivor saw the
+    kill (it was one answer timeout, 300 ms, for a request whose Elections the victim never
+    sent)."""
+    for seed in range(40):
+        rng = random.Random(seed)
+        c = ElectionCluster(seed=seed)
+        c.net.delay = (0.0002, 0.003)
+        victim = rng.choice(c.ids)
+        survivors = [i for i in c.ids if i != victim]
+        rids = [f"u#{k}" for k in range(12)]
+        freeze_at = rng.uniform(0.0, 0.02)
+        for t, rid, i in sorted((rng.uniform(0, 0.03), rid, i) for rid in rids for i in c.ids):
+            if t >= freeze_at and victim not in c.silent:
+                c.run_for(max(0.0, freeze_at - c.now))
+                c.silent.add(victim)
+            c.run_for(max(0.0, t - c.now))
+            if not (i == victim and victim in c.silent):
+                c.start(i, rid, BASE + rng.randrange(3))
+        c.silent.add(victim)
+        c.hb_alive = set(survivors)
+        kill_at = c.now + 0.001
+        for i, off in sorted(((i, rng.uniform(0.0, 0.05)) for i in survivors),
+                             key=lambda x: x[1]):
+            c.run_for(max(0.0, kill_at + off - c.now))
+            c.members[i].refused(victim, c.now)
+            c.apply(i, c.cores[i].peer_down(victim, c.now))
+        seen = c.now  # the later survivor saw the kill
+        c.run_for(3 * A)
+        for rid in rids:
+            wins = [(t, i) for i in survivors for t, e in c.rec[i].events if e == Won(rid)]
+            assert len(wins) == 1, (seed, rid, wins)
+            assert wins[0][0] - seen <= 0.02, (seed, rid, wins[0][0] - seen)
