@@ -115,7 +115,7 @@ def double_holders(samples: list[list[dict[str, Any]]], took: list[float],
     the next sample, 8 ms later, counted as a double)."""
     doubles = 0
     prev: frozenset[int] = frozenset()
-    for rows, seconds in zip(samples, took):
+    for rows, seconds in zip(samples, took, strict=True):
         holders = frozenset(r["id"] for r in rows if r["token"])
         if seconds > period_s:
             continue  # compared neither with the previous sample nor with the next
