@@ -98,7 +98,9 @@ class Sampler(threading.Thread):
                for t, rows in self.samples if sum(r["state"] != "up" for r in rows) > 1]
         not_serving = len(bad)
         self.bad_samples = bad
-        doubles = double_holders([rows for _, rows in self.samples], self.took, self.period)
+        n = min(len(self.samples), len(self.took))  # the thread may be between its appends
+        doubles = double_holders([rows for _, rows in self.samples[:n]], self.took[:n],
+                                 self.period)
         return {"down_or_unreachable_gt1": not_serving, "two_token_holders": doubles,
                 "samples": len(self.samples), "slow_status_samples": self.slow_samples}
 
