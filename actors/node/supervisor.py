@@ -148,6 +148,8 @@ class NodeActor(NodePartActor):
         elif isinstance(message, Digest):
             self.digests[message.part] = message.digest
         elif isinstance(message, ClusterView):
+            if self.view is None or message.holding != self.view.holding:
+                log.debug("view: holding %s (version %d)", message.holding, message.version)
             self.view = message
         elif isinstance(message, Tick):
             if self.peer_policy is not None:
