@@ -70,8 +70,10 @@ def env() -> dict[str, str]:
 class Cloud:
     def __init__(self, root: Path, n: int = 3, *, failures: bool = False,
                  sections: dict[str, dict[str, Any]] | None = None,
-                 node_env: Callable[[int], dict[str, str]] | None = None) -> None:
+                 node_env: Callable[[int], dict[str, str]] | None = None,
+                 log_level: str = "INFO") -> None:
         self.root = root
+        self.log_level = log_level  # of the node processes (DEBUG: the election's messages)
         self.node_env = node_env  # extra environment of node i (e.g. its peer policy file)
         ports = free_udp_ports(2 * n)
         self.nodes = [(i + 1, "127.0.0.1", ports[2 * i], ports[2 * i + 1]) for i in range(n)]
@@ -89,7 +91,7 @@ class Cloud:
         self.logs[node_id] = log
         cmd = [sys.executable, "-m", "actors.server", "--node", str(node_id), "--config",
                str(self.config), "--data", str(self.root / f"data-{node_id}"),
-               "--log-level", "INFO"]
+               "--log-level", self.log_level]
         if not self.failures:
             cmd.append("--no-failures")
         with open(log, "ab") as fh:

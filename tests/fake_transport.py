@@ -69,6 +69,7 @@ class FakeTransport:
     network: FakeNetwork | None = None
     epoch: int = 1
     sent: list[Sent] = field(default_factory=list)
+    many: list[int] = field(default_factory=list)  # items of each send_many call
     policies: list[Any] = field(default_factory=list)
     stopped: bool = False
     closed: bool = False  # stopped and its port closed: sends to it draw port unreachable
@@ -102,6 +103,18 @@ class FakeTransport:
         elif self.auto == "fail" or (self.auto == "ack" and not reached):
             self.complete(rec, SendError("unacknowledged", "fake: no acknowledgement"))
         return fut
+
+    def send_many(
+        self,
+        items: list[tuple[Addr, Any, OnDone | None]],
+        *,
+        deadline_s: float | None = None,
+        quick_done: bool = False,
+    ) -> list[pykka.Future[None]]:
+        """`send` of each item, in order (recorded in `many`: the count of each call)."""
+        self.many.append(len(items))
+        return [self.send(addr, msg, deadline_s=deadline_s, on_done=on_done,
+                          quick_done=quick_done) for addr, msg, on_done in items]
 
     def subscribe(
         self,

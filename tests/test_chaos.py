@@ -104,3 +104,24 @@ def test_failover_is_the_latency_of_the_requests_in_flight_at_the_kill() -> None
             {"started": 1000.01, "ms": 2000.0}]  # sent after the kill
     assert in_flight(rows, [kill]) == [120.0, 1100.0]
     assert in_flight(rows, []) == []
+
+
+def test_a_double_holder_counts_only_across_prompt_samples() -> None:
+    """The chaos sampler's I5 count (benchmarks.chaos.double_holders): a pair holding in two
+    consecutive samples counts; a sample that waited longer than the period for a reply (a
+    frozen node's late answer) is left out, so a resumed holder's stale answer plus the next
+    sample is not a double, while a pair that holds across it still is."""
+    from benchmarks.chaos import double_holders
+
+    def sample(*holders: int) -> list[dict[str, Any]]:
+        return [{"id": i, "token": i in holders} for i in (1, 2, 3)]
+
+    p = 0.1
+    # before the freeze 1 holds; frozen (0.3 s timeouts), 2 then holds; the late reply of 1
+    # (stale: holding) lands in a slow sample, and 8 ms later once more in a prompt one
+    frozen = [sample(1), sample(2), sample(2), sample(1, 2), sample(1, 2), sample(3)]
+    assert double_holders(frozen, [0.01, 0.3, 0.3, 0.15, 0.01, 0.01], p) == 0
+    assert double_holders(frozen, [0.01] * 6, p) == 1  # all prompt: the same pair twice
+    lasting = [sample(1, 2), sample(1, 2), sample(1, 2), sample(1, 2)]
+    assert double_holders(lasting, [0.01, 0.3, 0.01, 0.01], p) == 2  # across the slow one
+    assert double_holders([sample(1, 2), sample(2)], [0.01, 0.01], p) == 0

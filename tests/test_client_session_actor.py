@@ -291,6 +291,53 @@ def test_cancel_fails_the_call_and_nothing_more_is_sent(rig: Rig) -> None:
     assert rig.sends(EncryptRequest, "alice#10") == []
 
 
+def test_send_outcomes_wake_no_actor_and_keep_the_time_they_came(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A send's outcome is queued by the transport's callback, not told: the actor handles only
+    the call, the reply and the test's settling Ticks, and the acknowledgements keep the clock
+    of the moment they came (issue 19: three wake-ups per request, one per node, were saved)."""
+    handled: list[str] = []
+    on_receive = ClientSessionActor.on_receive
+
+    def counted(self: ClientSessionActor, message: Any) -> Any:
+        handled.append(type(message).__name__)
+        return on_receive(self, message)
+
+    monkeypatch.setattr(ClientSessionActor, "on_receive", counted)
+    fut, _ = rig.call("alice#20")
+    acked_at = rig.clock.now + 0.25
+    rig.clock.now = acked_at
+    for s in rig.sends(EncryptRequest):
+        rig.tp.complete(s)  # the transport's reader thread: every node acknowledged
+    rig.clock.now += 2.0  # the reply comes later
+    rig.deliver(NODES[1], Ack(rid="alice#20"))
+    result = fut.get(timeout=5)
+    assert handled == ["StartCall", "Tick", "Delivery", "Tick"]
+    assert result.acks == {addr: acked_at for addr in NODES}
+
+
+def test_a_calls_copies_leave_in_one_transport_call(rig: Rig) -> None:
+    """The request to every node is handed to the transport at once (send_many: encoded once,
+    sent in one pass), its retry too (issue 19)."""
+    rig.call("alice#22")
+    assert rig.tp.many == [3]
+    rig.complete(rig.sends(EncryptRequest), LOST)
+    rig.tick(RETRY_S)
+    assert rig.tp.many == [3, 3]
+    assert [s.msg.attempt for s in rig.sends(EncryptRequest)] == [0, 0, 0, 1, 1, 1]
+
+
+def test_a_failed_send_counts_at_the_next_tick_as_before(rig: Rig) -> None:
+    """Queued outcomes are read before any message: a failed send still lets the next tick
+    after retry_s resend (nothing waits for a wake-up of its own)."""
+    rig.call("alice#21")
+    for s in rig.sends(EncryptRequest):
+        rig.tp.complete(s, LOST)
+    rig.tick(RETRY_S)
+    assert [s.msg.attempt for s in rig.sends(EncryptRequest)] == [0, 0, 0, 1, 1, 1]
+
+
 def test_peer_requests_go_to_the_sharing_code(rig: Rig) -> None:
     msg = PreviewRequest(rid="bob#3", user="bob", token=TOKEN)
     rig.deliver(("127.0.0.1", 40002), msg)

@@ -494,6 +494,102 @@ def test_a_top_waiting_for_unasked_votes_claims_at_once_when_a_peer_goes_down() 
     assert out.events == [Won("u#1")]
 
 
+def test_a_voter_waiting_for_the_top_votes_at_once_when_the_silent_peer_goes_down() -> None:
+    """Failover (the chaos SIGKILL): node 3 was frozen, then killed, before its Election left.
+    Node 1 heard the top (node 2) but not node 3, so it waits for node 2's Claim; node 2, once
+    it sees node 3 gone, decides and (before) waited an answer timeout for unasked votes that
+    nobody sent. Node 1 votes for node 2 as soon as node 3 goes down."""
+    core = core_with_peers_up()
+    core.on_message(2, Election(rid="u#1", node=2, priority=BASE + 50), 0.0)
+    out = core.start("u#1", BASE, 0.0)
+    assert core.state_of("u#1") == "waiting" and out.events == []
+    core.m.refused(3, 0.01)
+    out = core.peer_down(3, 0.01)
+    assert out.sends == [(2, ElectionOk(rid="u#1", node=1))]
+    assert out.events == [Lost("u#1", 2)] and core.winner("u#1") == 2
+
+
+def test_a_top_that_decides_because_the_silent_peer_went_down_claims_at_once() -> None:
+    """The same failover from the top's side: node 1 is the top, heard node 2 and not node 3.
+    Node 3 goes down: node 1 decides at once and sends its Claim at once (node 2, waiting for
+    node 1, may not have seen node 3 go down yet and would not vote unasked)."""
+    core = core_with_peers_up()
+    core.on_message(2, Election(rid="u#1", node=2, priority=BASE), 0.0)
+    out = core.start("u#1", BASE + 50, 0.0)
+    assert core.state_of("u#1") == "electing" and out.events == []
+    core.m.refused(3, 0.01)
+    out = core.peer_down(3, 0.01)
+    assert core.state_of("u#1") == "claiming"
+    assert out.sends == [(2, Claim(rid="u#1", node=1))]
+    assert core.on_message(2, ElectionOk(rid="u#1", node=2), 0.011).events == [Won("u#1")]
+
+
+def test_a_peer_killed_before_its_elections_left_costs_no_answer_timeout() -> None:
+    """Both sides together on the fake network: node 3 is silent from the start (frozen, then
+    killed), nodes 1 and 2 elect; both see node 3's port closed at the same moment. The top
+    wins a few link delays later, not an answer timeout later; one winner."""
+    c = ElectionCluster()
+    c.silent.add(3)
+    c.start(1, "u#1", BASE)
+    c.start(2, "u#1", BASE + 50)
+    c.run_for(0.01)
+    assert c.cores[2].state_of("u#1") == "electing" and c.cores[1].state_of("u#1") == "waiting"
+    c.hb_alive = {1, 2}
+    t0 = c.now
+    for i in (1, 2):
+        c.members[i].refused(3, t0)
+        c.apply(i, c.cores[i].peer_down(3, t0))
+    c.run_for(A)
+    assert outcome(c, "u#1") == ([2], {1: 2})
+    assert c.rec[2].won["u#1"] - t0 < 0.005
+
+
+def test_a_top_waiting_for_unasked_votes_answers_a_lower_claim_with_its_own() -> None:
+    """Two claimants: node 1 is the top and waits for unasked votes; node 2 claims (it saw node
+    1's abstention first). Node 2 never votes unasked: node 1 answers its Claim with its own at
+    once, node 2 yields, node 1 wins, instead of both waiting an answer timeout."""
+    m = Membership(1, [1, 2, 3], 1.0)
+    for p in (2, 3):
+        m.observe(Membership(p, [1, 2, 3], 1.0).heartbeat(load=0, token_epoch=0,
+                                                           token_holder=0), 0.0)
+    core = ElectionCore(1, m, A, tie_hash=lambda rid, node: 100 - node)  # claim order 1 > 2 > 3
+    core.on_message(2, Election(rid="u#1", node=2, priority=BASE), 0.0)
+    core.on_message(3, Election(rid="u#1", node=3, priority=BASE), 0.0)
+    out = core.start("u#1", BASE, 0.0)
+    assert core.state_of("u#1") == "claiming" and out.sends == [
+        (2, Election(rid="u#1", node=1, priority=BASE)),
+        (3, Election(rid="u#1", node=1, priority=BASE))]  # no Claim: unasked votes expected
+    out = core.on_message(2, Claim(rid="u#1", node=2), 0.001)
+    assert out.sends == [(2, Claim(rid="u#1", node=1))]
+    assert core.on_message(2, ElectionOk(rid="u#1", node=2), 0.002).events == [Won("u#1")]
+
+
+def test_an_abstention_then_a_real_election_costs_no_answer_timeout() -> None:
+    """After a simulated failure node 3 abstains (priority 0) on node 1's Election, which came
+    before node 3's copy of the request, late (after the grace); node 2 is down. Node 1 claims
+    at once; node 3 then elects with its real key, higher than node 1's, and waits for unasked
+    votes. One winner, node 3, a few link delays later (it was one answer timeout: both
+    claimants waited)."""
+    rid = next(r for r in (f"u#{i}" for i in range(100)) if tie_hash(r, 3) > tie_hash(r, 1))
+    c = ElectionCluster()
+    c.members[2].set_self_up(False)
+    c.cores[2].clear()
+    c.heartbeats()
+    c.cores[3].abstain_until = 10.0
+    c.start(1, rid, BASE)
+    for _ in range(1000):  # node 3 had no copy within the grace: it abstained, node 1 claims
+        c.run_for(0.0001)  # (steps shorter than a link delay: its Claim is still on the way)
+        if c.cores[1].state_of(rid) == "claiming":
+            break
+    assert c.cores[3].state_of(rid) == "pending" and c.cores[1].state_of(rid) == "claiming"
+    assert c.now > c.cores[3].abstain_grace_s
+    c.start(3, rid, BASE)
+    t0 = c.now
+    c.run_for(A)
+    assert outcome(c, rid) == ([3], {1: 3})
+    assert c.rec[3].won[rid] - t0 < 0.01
+
+
 def test_a_lost_node_probes_its_winner_when_another_peer_re_elects() -> None:
     """Failover: node 1 voted for 3; node 2 saw 3 die (its port answered unreachable) and sends a
     new round's Election. Node 1 answers it and asks its caller to probe 3 now (a heartbeat, which
@@ -514,14 +610,36 @@ def test_a_lost_node_probes_its_winner_when_another_peer_re_elects() -> None:
 def test_a_node_without_a_copy_abstains_only_within_its_window_and_never_to_an_abstention() -> None:
     core = core_with_peers_up()
     core.abstain_until = 1.0
+    grace = core.abstain_grace_s
+    assert grace == A / 10
     out = core.on_message(2, Election(rid="u#1", node=2, priority=BASE), 0.5)
+    assert out.sends == []  # our copy may still come
+    assert core.on_message(3, Election(rid="u#1", node=3, priority=0), 0.5).sends == []
+    assert core.next_deadline() == 0.5 + grace
+    assert core.on_tick(0.5 + grace / 2).sends == []
+    out = core.on_tick(0.5 + grace)  # no copy: the request was missed, abstain
     assert out.sends == [(2, Election(rid="u#1", node=1, priority=0))]
     assert core.state_of("u#1") == "pending"
-    assert core.on_message(3, Election(rid="u#1", node=3, priority=0), 0.5).sends == []
+    assert core.on_tick(0.5 + 2 * grace).sends == []  # once per Election
     assert core.on_message(3, Election(rid="u#2", node=3, priority=BASE), 1.0).sends == []
+    assert core.on_tick(1.0 + grace).sends == []  # the window is over
     core.start("u#3", BASE, 0.5)  # with a copy: a real Election, no abstention
     out = core.on_message(2, Election(rid="u#3", node=2, priority=BASE + 1), 0.5)
     assert Election(rid="u#3", node=1, priority=0) not in [m for _, m in out.sends]
+
+
+def test_a_fresh_request_in_the_abstention_window_gets_a_real_answer_when_its_copy_comes() -> None:
+    """After a restart, a peer's Election often comes a few ms before our own copy of a fresh
+    request. We no longer abstain at once (the peer would claim at once, whatever the loads):
+    the copy comes within the grace and we take part with our real key, never abstaining."""
+    core = core_with_peers_up()
+    core.abstain_until = 10.0
+    assert core.on_message(2, Election(rid="u#1", node=2, priority=BASE + 1), 0.0).sends == []
+    out = core.start("u#1", BASE + 50, 0.005)  # our copy, 5 ms later
+    assert out.sends == [(2, Election(rid="u#1", node=1, priority=BASE + 50)),
+                         (3, Election(rid="u#1", node=1, priority=BASE + 50))]
+    later = core.on_tick(core.abstain_grace_s + 0.001).sends + core.on_tick(1.0).sends
+    assert not any(isinstance(m, Election) and m.priority == 0 for _, m in later)
 
 
 def test_no_unasked_vote_for_a_refused_claimant_that_is_down_too() -> None:
@@ -570,3 +688,41 @@ def test_the_top_claims_at_once_when_a_peer_abstained() -> None:
     assert core.state_of("u#1") == "claiming"
     assert [d for d, m in out.sends if m == Claim(rid="u#1", node=1)] == [2, 3]
     assert core.on_message(2, ElectionOk(rid="u#1", node=2), 0.002).events == [Won("u#1")]
+
+
+def test_a_node_frozen_then_killed_amid_elections_is_replaced_within_a_few_link_delays() -> None:
+    """The chaos SIGKILL on the fake network, 40 seeds: 12 requests start on every node over
+    30 ms; the victim is frozen (silent) at a random moment among them, then killed; each
+    survivor sees its port closed at its own moment, up to 50 ms apart. Every request gets
+    exactly one winner among the survivors, at most 20 ms after the later survivor saw the
+    kill (it was one answer timeout, 300 ms, for a request whose Elections the victim never
+    sent)."""
+    for seed in range(40):
+        rng = random.Random(seed)
+        c = ElectionCluster(seed=seed)
+        c.net.delay = (0.0002, 0.003)
+        victim = rng.choice(c.ids)
+        survivors = [i for i in c.ids if i != victim]
+        rids = [f"u#{k}" for k in range(12)]
+        freeze_at = rng.uniform(0.0, 0.02)
+        for t, rid, i in sorted((rng.uniform(0, 0.03), rid, i) for rid in rids for i in c.ids):
+            if t >= freeze_at and victim not in c.silent:
+                c.run_for(max(0.0, freeze_at - c.now))
+                c.silent.add(victim)
+            c.run_for(max(0.0, t - c.now))
+            if not (i == victim and victim in c.silent):
+                c.start(i, rid, BASE + rng.randrange(3))
+        c.silent.add(victim)
+        c.hb_alive = set(survivors)
+        kill_at = c.now + 0.001
+        for i, off in sorted(((i, rng.uniform(0.0, 0.05)) for i in survivors),
+                             key=lambda x: x[1]):
+            c.run_for(max(0.0, kill_at + off - c.now))
+            c.members[i].refused(victim, c.now)
+            c.apply(i, c.cores[i].peer_down(victim, c.now))
+        seen = c.now  # the later survivor saw the kill
+        c.run_for(3 * A)
+        for rid in rids:
+            wins = [(t, i) for i in survivors for t, e in c.rec[i].events if e == Won(rid)]
+            assert len(wins) == 1, (seed, rid, wins)
+            assert wins[0][0] - seen <= 0.02, (seed, rid, wins[0][0] - seen)

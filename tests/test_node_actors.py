@@ -41,6 +41,7 @@ from actors.node.signals import (
     ClientIn,
     ClusterView,
     ConfirmIds,
+    CountersQuery,
     GoDown,
     HandOver,
     Lost,
@@ -242,6 +243,7 @@ def test_a_killed_winner_is_replaced_when_the_third_node_never_had_the_request(
     rid = "alice#41"
     for n in (1, 2):
         cloud.ref(n, "election").tell(StartElection(rid))
+    cloud.run(0.1)  # node 3 abstains once its copy has not come within the grace (30 ms)
     (winner,) = [n for n, m in outcomes(cloud, rid, [1, 2]).items() if isinstance(m, Won)]
     survivor = 3 - winner
     cloud.kill(winner)
@@ -270,6 +272,9 @@ def test_an_abstention_is_never_answered_by_another(cloud: FakeCloud) -> None:
     assert [s for s in cloud.tp[1].sends_of(Election) if s.msg.rid == "alice#42"] == []
     cloud.tp[1].deliver(peer, Election(rid="alice#43", node=2, priority=5))  # a real one
     cloud.settle()
+    assert [s for s in cloud.tp[1].sends_of(Election) if s.msg.rid == "alice#43"] == []
+    cloud.step(0.05)  # past the grace (node 1's copy may come within it): no copy, it abstains
+    assert [s for s in cloud.tp[1].sends_of(Election) if s.msg.rid == "alice#42"] == []
     assert [(s.addr, s.msg.priority) for s in cloud.tp[1].sends_of(Election)
             if s.msg.rid == "alice#43"] == [(peer, 0)]
 
@@ -893,6 +898,56 @@ def test_the_flow_actor_seals_when_won_and_replies(flow: Any) -> None:
     assert all(d.rid == "alice#1" and d.acked for d in dones)
     got = wait_recorded(election, lambda ms: any(type(m).__name__ == "ForgetElection" for m in ms))
     assert next(m for m in got if type(m).__name__ == "ForgetElection").settled
+
+
+def test_the_flow_actor_writes_its_status_figures_without_a_message() -> None:
+    """served and cached go into the supervisor's `figures` dict, not as Snapshot messages (two
+    per request on every node before: issue 19)."""
+    cfg = three_node_config()
+    client, peer = FakeTransport(auto=None), FakeTransport()
+    figures: dict[str, Any] = {"served": 0, "cached": 0}
+    ref = EncryptFlowActor.start(cfg, 1, client, PeerLink(cfg, 1, peer),  # type: ignore[arg-type]
+                                 up_view(), clock=FakeClock(), figures=figures)
+    supervisor = Recorder.start()
+    wired(ref, election=Recorder.start(), supervisor=supervisor)
+    try:
+        ref.tell(ClientIn(ALICE, EncryptRequest(rid="alice#1", image="a.png",
+                                                data=png_bytes(1), attempt=0)))
+        ref.ask(CountersQuery())  # the request has been handled
+        assert figures == {"served": 0, "cached": 1}
+        ref.tell(Won("alice#1"))
+        (sent,) = client.wait_sent(lambda s: isinstance(s.msg, EncryptReply))
+        client.complete(sent)  # the client acknowledged the reply: served
+        peer.wait_sent(lambda s: isinstance(s.msg, Done), count=2)
+        ref.ask(CountersQuery())
+        assert figures == {"served": 1, "cached": 0}
+        assert recorded(supervisor, object) == []  # nothing was told to the supervisor
+    finally:
+        ref.stop()
+
+
+@pytest.mark.parametrize("size", [40, 90])  # ~4.8 KB (the benchmark's small images), ~24 KB
+def test_a_small_payload_is_sealed_by_the_flow_actor_a_larger_one_by_the_pool(
+    flow: Any, size: int
+) -> None:
+    """Up to SEAL_HERE_MAX the winner seals on the flow actor's thread: no encoder job, so no
+    `Load` change for the election (issue 19: the pool's round trip was two wake-ups and two
+    Load messages per request); above it the pool seals, and the election hears its load."""
+    from actors.node.encrypt_actor import SEAL_HERE_MAX
+    from actors.node.signals import Load
+    from codec import seal as seal_mod
+
+    ref, client, _peer, election = flow
+    data = png_bytes(2, size)
+    assert (len(data) <= SEAL_HERE_MAX) == (size == 40)
+    ref.tell(ClientIn(ALICE, EncryptRequest(rid="alice#1", image="a.png", data=data, attempt=0)))
+    wait_recorded(election, lambda ms: any(isinstance(m, StartElection) for m in ms))
+    ref.tell(Won("alice#1"))
+    (sent,) = client.wait_sent(lambda s: isinstance(s.msg, EncryptReply))
+    assert seal_mod.unseal(sent.msg.sealed).payload == data
+    ref.ask(CountersQuery())
+    loads = [m.in_flight for m in recorded(election, Load)]
+    assert loads == ([0] if size == 40 else [0, 1, 0])
 
 
 def test_the_flow_actor_fetches_an_offered_payload_once_won(flow: Any) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +26,8 @@ from imgdata import jpeg_bytes
 
 import config
 from actors.client.client_session import ClientSession, SessionError
-from benchmarks.localcloud import REPO, Cloud, env, free_udp_ports, stop_shell, write_config
+from actors.core.presence import REJOINED_NOTICE as REJOINED
+from benchmarks.localcloud import REPO, Cloud, env, free_udp_ports, write_config
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -79,13 +81,56 @@ def _alice_serving(cloud: Cloud, tmp_path: Path) -> subprocess.Popen[str]:
     return _serve(cloud, "alice", home)
 
 
+class _StderrTail(threading.Thread):
+    """Reads a client's stderr as it comes, so a test can wait for a line before stopping it
+    (bob can reach alice as soon as the nodes took her new Join, a moment before her session
+    prints `rejoined the cloud`: stopping her then lost the line)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        super().__init__(daemon=True)
+        self.proc = proc
+        self.lines: list[str] = []
+        self.ended = False
+        self.cond = threading.Condition()
+
+    def run(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self.cond:
+                self.lines.append(line)
+                self.cond.notify_all()
+        with self.cond:
+            self.ended = True
+            self.cond.notify_all()
+
+    def text(self) -> str:
+        with self.cond:
+            return "".join(self.lines)
+
+    def wait_for(self, needle: str, limit_s: float) -> None:
+        """Until `needle` was printed, the client exited, or limit_s (a hang guard; the
+        caller's assertion on the text says what was missing)."""
+        with self.cond:
+            self.cond.wait_for(lambda: needle in "".join(self.lines) or self.ended,
+                               timeout=limit_s)
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+        self.proc.communicate(timeout=15)  # stdout; stderr is this thread's
+        self.join(timeout=15)
+        return self.text()
+
+
 def _check_bob_reaches_alice(cloud: Cloud, tmp_path: Path, when_back: Callable[[], None],
                              sub: str) -> tuple[float, str]:
     """alice serves; `when_back` breaks and restores the cloud or alice; returns (seconds until
     bob reached alice after it, alice's stderr)."""
     cfg = config.load(cloud.config)
     alice = _alice_serving(cloud, tmp_path)
-    err = ""
+    tail = _StderrTail(alice)
+    tail.start()
     try:
         bob = _joined(cfg, tmp_path / f"bob-{sub}", "bob")
         try:
@@ -100,8 +145,9 @@ def _check_bob_reaches_alice(cloud: Cloud, tmp_path: Path, when_back: Callable[[
             took = _reachable_within(bob, "alice", 60)
         finally:
             bob.close()
+        tail.wait_for(REJOINED, 30)
     finally:
-        err = stop_shell(alice)
+        err = tail.stop()
     return took, err
 
 

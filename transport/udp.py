@@ -45,7 +45,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -85,8 +85,10 @@ Addr = tuple[str, int]
 DRAIN_BATCH = 128  # datagrams per select(): small enough that ACKs leave promptly
 CHUNK = 128  # DATA datagrams built per core-lock hold: sending starts before a window is built
 # bytes of fragments (count x the first's size) up to which a message is decoded on the reader
-# thread: microseconds of join and decode, while the ACKs of a large transfer must not wait
-INLINE_MAX = 16 * 1024
+# thread: join and decode take ~14 us at 60 KB here, while a hand-over to the delivery thread
+# is one more thread wake-up (the node's sealed reply to a small image, ~22 KB, went through
+# it on the client: issue 19); larger messages go there, so a large transfer's ACKs never wait
+INLINE_MAX = 64 * 1024
 MAX_CANONICAL = 4096  # destination addresses whose canonical form is remembered
 FIRST_CHUNK = 32  # DATA datagrams send() builds itself: the wire (and the peer) start sooner
 
@@ -287,32 +289,52 @@ class Transport:
         actor): it may then run on the thread that learned the outcome (the reader, or a caller
         of send() whose turn ran a timer), which saves the delivery thread's wake-up.
         `deadline_s`: silence after which the send fails (default transport.send_deadline_s)."""
-        fut: pykka.Future[None] = pykka.ThreadingFuture()
-        try:
-            body = self._codec.encode(msg)
-            dest = (self._canonical.get(addr) if type(addr) is tuple else None
-                    ) or self._canonical_address(addr)  # fmt: skip
-        except Exception as exc:  # noqa: BLE001 - the caller's message or address is refused
-            self._resolve(fut, on_done, SendError("rejected", f"cannot send {msg!r}: {exc}"))
-            return fut
+        return self.send_many([(addr, msg, on_done)], deadline_s=deadline_s,
+                              quick_done=quick_done)[0]
+
+    def send_many(self, items: Sequence[tuple[Addr, Any, OnDone | None]], *,
+                  deadline_s: float | None = None,
+                  quick_done: bool = False) -> list[pykka.Future[None]]:  # fmt: skip
+        """`send` of each (addr, msg, on_done) of `items`, in order, under one hold of the core's
+        lock, with their first datagrams leaving in one pass and at most one wake-up of the
+        reader; a message object given several times is encoded once. A client's request to
+        every node leaves at once: the spread of its copies is what the nodes' election waits
+        for, and a reader woken by the first copy took the GIL from the other two (issue 19)."""
+        futs: list[pykka.Future[None]] = []
+        staged: list[tuple[pykka.Future[None], OnDone | None, Addr, int, bytes]] = []
+        refused: list[tuple[pykka.Future[None], OnDone | None, SendError]] = []
+        bodies: dict[int, bytes] = {}  # id(msg) -> body (the messages live through this call)
+        for addr, msg, on_done in items:
+            fut: pykka.Future[None] = pykka.ThreadingFuture()
+            futs.append(fut)
+            try:
+                body = bodies.get(id(msg))
+                if body is None:
+                    body = bodies[id(msg)] = self._codec.encode(msg)
+                dest = (self._canonical.get(addr) if type(addr) is tuple else None
+                        ) or self._canonical_address(addr)  # fmt: skip
+                staged.append((fut, on_done, dest, msg.TYPE, body))
+            except Exception as exc:  # noqa: BLE001 - the caller's message or address is refused
+                refused.append((fut, on_done, SendError("rejected", f"cannot send {msg!r}: {exc}")))
+        limit = FIRST_CHUNK * max(1, len(staged))
         now = time.monotonic()
         with self._lock:
-            if self._closed.is_set():
-                err: SendError | None = SendError("rejected", "transport stopped")
-            else:
+            for fut, on_done, dest, type_code, body in staged:
+                if self._closed.is_set():
+                    refused.append((fut, on_done, SendError("rejected", "transport stopped")))
+                    continue
                 try:
-                    handle = self._ep.send(dest, msg.TYPE, body, now, deadline_s)
+                    handle = self._ep.send(dest, type_code, body, now, deadline_s)
                     self._pending[handle] = (fut, on_done, quick_done)
-                    err = None
                 except MessageRejected as exc:
-                    err = SendError("rejected", exc.reason)
-            out, events, poke = self._pump(now, FIRST_CHUNK)
+                    refused.append((fut, on_done, SendError("rejected", exc.reason)))
+            out, events, poke = self._pump(now, limit)
         self._flush(out, events)
-        if err is not None:
+        for fut, on_done, err in refused:
             self._resolve(fut, on_done, err)
-        if poke or _datagrams(out) >= FIRST_CHUNK:  # the reader thread sends the rest
+        if poke or _datagrams(out) >= limit:  # the reader thread sends the rest
             self._poke()
-        return fut
+        return futs
 
     def _canonical_address(self, addr: Addr) -> Addr:
         """canonical_address, remembered (a node sends to the same few addresses all the time;

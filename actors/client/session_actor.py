@@ -16,7 +16,11 @@ Messages it takes (actors.client.session_messages; all `tell`; nothing inside it
   Leave, or after LEAVE_WAIT_S).
 - `Tick` (from the ticker thread, every `tick_s`): the actor reads `clock()` once and passes it
   to the cores. Tests drive an injected clock and send `Tick` themselves.
-- transport callbacks: `_SendDone` (a send's outcome, for the retry rules).
+- transport callbacks: a send's outcome (for the retry rules) is not a message: the callback
+  (on the transport's reader thread) appends it, stamped with `clock()`, to a queue that the
+  actor reads before each message it handles. An outcome changes no state that anything reads
+  before the actor's next message (the reply, a Tick), so waking the actor for each (three
+  per request, one per node) only cost CPU and the reply's latency.
 
 It publishes `SessionState` (connection text, token) for any thread to read without asking.
 A rejoin draws its request id (a state.db commit) on a helper thread, which comes back with
@@ -26,6 +30,7 @@ since applying may call the cloud), and says `rejoined the cloud` through `notif
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import random
@@ -79,14 +84,6 @@ Addr = tuple[str, int]
 TICK_S = 0.05
 LEAVE_WAIT_S = 1.0  # a node that is down must not hold up the end of a session
 CHECK_SHARE = 0.9  # a check round's calls end before the next round starts
-
-
-@dataclass(frozen=True, slots=True)
-class _SendDone:
-    rid: str
-    attempt: int
-    addr: Addr
-    ok: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +175,9 @@ class ClientSessionActor(pykka.ThreadingActor):
         self._ticker_stop = threading.Event()
         self._unsubscribe: Callable[[], None] | None = None
         self._stopping = False
+        # (rid, attempt, addr, ok, when) of finished sends, appended by transport callbacks
+        self._outcomes: collections.deque[tuple[str, int, Addr, bool, float]] = (
+            collections.deque())
 
     # ---- life -----------------------------------------------------------------------------------
     def on_start(self) -> None:
@@ -220,13 +220,12 @@ class ClientSessionActor(pykka.ThreadingActor):
             return None
 
     def _receive(self, message: Any) -> Any:
+        self._send_outcomes()
         now = self.clock()
         if isinstance(message, Delivery):
             self._delivery(message, now)
         elif isinstance(message, Tick):
             self._tick(now)
-        elif isinstance(message, _SendDone):
-            self.table.send_done(message.rid, message.attempt, message.addr, message.ok, now)
         elif isinstance(message, StartCall):
             self._start_call(message, now)
         elif isinstance(message, CancelScope):
@@ -291,10 +290,11 @@ class ClientSessionActor(pykka.ThreadingActor):
                                        hold_s=m.hold_s, silent_s=m.silent_s, quorum=m.quorum))
 
     def _effects(self, effects: list[Effect], closing: bool = False) -> None:
+        sends = [e for e in effects if isinstance(e, Send)]
+        if sends:  # all in one transport call, before the notices and endings (kept in order)
+            self._send(sends)
         for e in effects:
-            if isinstance(e, Send):
-                self._send(e)
-            elif isinstance(e, Retrying):
+            if isinstance(e, Retrying):
                 self._retrying(e)
             elif isinstance(e, Answered):
                 self._ended(e.rid, e, None)
@@ -302,20 +302,33 @@ class ClientSessionActor(pykka.ThreadingActor):
                 err = CallError("closed", "the session is closed") if closing else e.error
                 self._ended(e.rid, None, err)
 
-    def _send(self, e: Send) -> None:
-        ref, rid, attempt, addr = self.actor_ref, e.rid, e.attempt, e.addr
+    def _send_outcomes(self) -> None:
+        """Hand the send outcomes queued so far to the call table, in the order they came."""
+        outcomes = self._outcomes
+        while outcomes:
+            rid, attempt, addr, ok, when = outcomes.popleft()
+            self.table.send_done(rid, attempt, addr, ok, when)
 
-        def done(err: object) -> None:
-            try:
-                ref.tell(_SendDone(rid, attempt, addr, err is None))
-            except pykka.ActorDeadError:
-                pass
+    def _send(self, sends: list[Send]) -> None:
+        """Hand `sends` to the transport in one call (a request to every node leaves at once,
+        encoded once: Transport.send_many)."""
+        outcomes, clock = self._outcomes, self.clock
 
-        try:  # `done` only tells: it may run on the transport's reader thread
-            self.transport.send(addr, e.msg, on_done=done, quick_done=True)
-        except Exception as exc:  # noqa: BLE001 - a refused message: as a failed send
-            log.warning("cannot send %s to %s: %s", type(e.msg).__name__, addr, exc)
-            self.table.send_done(rid, attempt, addr, False, self.clock())
+        def done_of(e: Send) -> Callable[[object], None]:
+            rid, attempt, addr = e.rid, e.attempt, e.addr
+
+            def done(err: object) -> None:
+                outcomes.append((rid, attempt, addr, err is None, clock()))
+
+            return done
+
+        try:  # `done` only queues: it may run on the transport's reader thread
+            self.transport.send_many([(e.addr, e.msg, done_of(e)) for e in sends],
+                                     quick_done=True)
+        except Exception as exc:  # noqa: BLE001 - a bug below us: as failed sends
+            log.warning("cannot send %s: %s", type(sends[0].msg).__name__, exc)
+            for e in sends:
+                self.table.send_done(e.rid, e.attempt, e.addr, False, self.clock())
 
     def _fetched(self, addr: Addr, msg: FetchPayload) -> None:
         """The node that won an offered request asks for its bytes: send them to it alone (a

@@ -48,18 +48,28 @@ States of one rid on one node, and rules:
             longer up; a claimant refused while the first was up gets it, unasked, as soon as
             the first goes down). Nothing else is answered (our own Election goes out at
             start), except, while `abstain_until`, a real Election by an abstention (an
-            Election of priority 0). Expires after pending_ttl_s.
+            Election of priority 0), sent only if our copy of the request has not come
+            `abstain_grace_s` later: a request we missed while down never comes (until the
+            client's retry), a fresh one's copy follows a peer's Election by milliseconds and
+            then we take part with our real key (an abstention at once made the peer claim at
+            once, bypassing the load-based choice for every request of the window).
+            Expires after pending_ttl_s.
   electing  start(): send Election to live peers, round deadline = now + answer_timeout_s.
             - every live peer answered, a peer has the top key, first round, no suspect
                                                               -> vote for it unasked: lost
             - a live peer with a higher key is known          -> waiting (for that peer)
             - every live peer has answered, ours is highest   -> decide now (no timer wait)
             - round deadline passes (some live peers silent)  -> decide: silent peers are ignored
+            - a peer goes down/unreachable (electing or waiting)  -> evaluate again at once: the
+              silent peer may have been the gone one (killed before its Election left), so
+              every live peer may have answered now (a top decides, a voter votes unasked)
             An unasked vote is an answer; it is kept (first round only) for decide.
             decide: with a majority (Membership.has_majority) AND answers in this election from
             a majority of the nodes (self included) -> claiming (won at once if the unasked
             votes make a majority; Claim sent at once unless every live peer answered in the
-            first round, else after an answer timeout); without, never claim: emit
+            first round and no peer went down meanwhile, else after an answer timeout: a voter
+            that waited for us while a peer died votes unasked only once it sees the death
+            too, which can be a heartbeat later); without, never claim: emit
             NoMajority once, stay electing and decide again every answer timeout. (The quorum of
             answers keeps a node that is cut off, but does not know it yet, from serving.)
   waiting   A higher live peer exists; wait 2 x answer_timeout_s for its Claim. Timeout ->
@@ -72,7 +82,10 @@ States of one rid on one node, and rules:
             (a vote it sent, or resent, before our new Election reached it comes before that
             answer, and it may have given that vote up since). A Claim of a higher claimant (tie_hash order) or a Coordinator -> withdraw: the
             peers that voted for us get an Election (released), we vote for the other -> lost.
-            A peer's Election is answered with our Claim. No majority of votes within
+            A peer's Election is answered with our Claim, and so is a lower claimant's Claim
+            (it yields to ours but never votes unasked: a top waiting for unasked votes would
+            wait an answer timeout for its vote; seen after an abstention, whose peer claims at
+            once, then elects for real with a higher key). No majority of votes within
             pending_ttl_s -> restart (abdication).
   won       Emit Won(rid): the caller seals now. Peers that have not voted yet acknowledge the
             Claim or the Coordinator we resend them, for at most pending_ttl_s. A latecomer's
@@ -192,6 +205,7 @@ class _Rid:
     votes: set[int] = field(default_factory=set)  # claiming: peers that voted for us
     told: set[int] = field(default_factory=set)  # lost: peers whose Election we answered
     refused: set[int] = field(default_factory=set)  # pending: claimants we refused a vote
+    abstain_to: set[int] = field(default_factory=set)  # pending: owed an abstention (grace)
     # lost: the coordinator; waiting: the peer expected; pending: a Coordinator heard
     winner: int = 0
     round_start: float = 0.0
@@ -202,6 +216,7 @@ class _Rid:
     no_majority_said: bool = False
     voted_at: float | None = None  # lost by an unasked vote the winner has not answered yet
     restarts: int = 0  # rounds this node restarted; unasked votes count only in round 0
+    peer_gone: bool = False  # a peer went down while we elected: claim at once (peer_down)
 
 
 class ElectionCore:
@@ -216,6 +231,7 @@ class ElectionCore:
         *,
         pending_ttl_s: float | None = None,
         max_pending: int = 4096,
+        abstain_grace_s: float | None = None,
     ) -> None:
         if self_id != membership.self_id:
             raise CloudCoreError(
@@ -239,6 +255,9 @@ class ElectionCore:
         # with an abstention, an Election of priority 0 (set by the caller after a restart on a
         # kept disk or a simulated failure: requests sent meanwhile never reached us)
         self.abstain_until = -math.inf
+        # a pending request's copy gets this long to arrive before we abstain (see pending)
+        self.abstain_grace_s = (abstain_grace_s if abstain_grace_s is not None
+                                else answer_timeout_s / 10)
 
     # ---- queries ------------------------------------------------------------------------------
     def key(self, rid: str, node: int, prio: int) -> Key:
@@ -285,6 +304,7 @@ class ElectionCore:
             e = self._rids[rid] = _Rid(rid, "electing")
         else:
             self._npending -= 1
+            e.abstain_to.clear()  # our copy came in time: we take part with our real key
         e.prio = prio
         e.round_start = now
         heard = e.winner
@@ -381,7 +401,12 @@ class ElectionCore:
                 if w:
                     e.winner = w
                     out.send(w, ElectionOk(rid=e.rid, node=self.self_id))
-            elif e.state == "electing" and self.m.self_up:
+            elif e.state in ("electing", "waiting") and self.m.self_up:
+                # the peer we had not heard from is gone: we may now have every live peer's
+                # answer. A top claims at once (a voter waiting for it votes only once it sees
+                # the death too); a voter waiting for the top votes for it now, unasked (the
+                # top may be deciding without the gone peer and waiting for that vote)
+                e.peer_gone = True
                 self._evaluate(e, now, out)
             elif e.state == "claiming" and self.m.self_up:
                 # the unasked vote we waited for may have been the gone node's: ask the live
@@ -417,9 +442,12 @@ class ElectionCore:
             if e.winner == p:  # the claimant we voted for abdicated
                 e.winner = 0
             if msg.priority > 0 and now < self.abstain_until:
-                # maybe sent while we were down: we take no part, and say so; never to another
-                # abstention (two nodes without a copy would answer each other for ever)
-                out.send(p, Election(rid=e.rid, node=self.self_id, priority=0))
+                # maybe sent while we were down: unless our copy comes within the grace, we
+                # take no part, and say so (_on_timer); never to another abstention (two nodes
+                # without a copy would answer each other for ever)
+                if not e.abstain_to:
+                    self._arm(e, now + self.abstain_grace_s)
+                e.abstain_to.add(p)
             return
         if e.state == "claiming":  # our claim answers it: it votes for us unless it voted
             out.send(p, Claim(rid=e.rid, node=self.self_id))
@@ -490,6 +518,8 @@ class ElectionCore:
         elif e.state == "claiming":
             if self._claim(rid, w) > self._claim(rid, self.self_id):
                 self._withdraw(e, w, out)
+            else:  # w yields to our Claim, and a claimant never votes unasked: ask it now
+                out.send(w, Claim(rid=rid, node=self.self_id))  # (we may be waiting for that)
         elif e.state == "lost":
             if w == e.winner:
                 self._heard_winner(e)
@@ -560,7 +590,7 @@ class ElectionCore:
         if len(e.votes) + 1 >= self.m.majority:
             self._win(e, now, out)
             return
-        if (e.restarts == 0 and not e.suspects and live <= e.answered
+        if (e.restarts == 0 and not e.suspects and not e.peer_gone and live <= e.answered
                 and all(e.keys.get(q, (1,))[0] > 0 for q in live)):
             # first round, every live peer answered: each of them has every key we have (or
             # will, with our Election) and votes unasked; the Claim is the fallback after an
@@ -633,7 +663,12 @@ class ElectionCore:
             else:
                 e.voted_at = None
         elif e.state == "pending":
-            self.forget(e.rid)
+            if not e.abstain_to:
+                self.forget(e.rid)
+                return
+            out.send_all(e.abstain_to, Election(rid=e.rid, node=self.self_id, priority=0))
+            e.abstain_to.clear()
+            self._arm(e, e.round_start + self.pending_ttl_s)
         elif e.state == "electing":
             self._evaluate(e, now, out)
         elif e.state == "waiting":
@@ -660,7 +695,7 @@ class ElectionCore:
         if self._npending >= self.max_pending:
             self._count("pending_full")
             return None
-        e = self._rids[rid] = _Rid(rid, "pending")
+        e = self._rids[rid] = _Rid(rid, "pending", round_start=now)  # (start() resets it)
         self._npending += 1
         self._arm(e, now + self.pending_ttl_s)
         return e

@@ -127,12 +127,14 @@ class EncryptService:
                 self._fetch(cached)
             return
         size = len(data) if data is not None else msg.size  # type: ignore[union-attr]
+        log.debug("request %s attempt %d from %s", rid, attempt, client)
         self.cache[rid] = Cached(rid, client, msg.image, data, attempt, now, size)
         self.start_election(rid, now)
 
     # ---- election outcomes ---------------------------------------------------------------
     def on_won(self, rid: str) -> None:
         cached = self.cache.get(rid)
+        log.debug("won %s (%s)", rid, cached.state if cached is not None else "not cached")
         if cached is None or cached.state in ("sealing", "replying"):
             return
         if cached.state == "fetching":
@@ -202,6 +204,7 @@ class EncryptService:
         cached = self.cache.get(rid)
         if cached is None or cached.state != "sealing":  # gone, or we yielded to another claimant
             return
+        log.debug("sealed %s in %.1f ms", rid, ms)
         cached.state = "replying"
         # the winner needs its copy of the payload no more: not keeping it beside the sealed
         # file and its encoded reply saves a payload's size at a node's peak (benchmarks.memory).
@@ -224,6 +227,7 @@ class EncryptService:
         cached = self.cache.pop(rid, None)
         if cached is None:
             return
+        log.debug("reply %s done (%s)", rid, error or "acknowledged")
         if error is None:
             self.counters.served += 1
         else:
@@ -249,6 +253,7 @@ class EncryptService:
         """The winner of some requests went down before Done: elect again from the cache."""
         for cached in list(self.cache.values()):
             if cached.state == "waiting" and cached.winner == node:
+                log.debug("re-elect %s: winner %d down", cached.rid, node)
                 cached.state = "electing"
                 cached.winner = 0
                 self.counters.reelected += 1

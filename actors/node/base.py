@@ -61,8 +61,8 @@ class PeerLink:
         self.tp.send(self.addrs[node], msg)
 
     def send_all(self, msg: Message) -> None:
-        for addr in self.addrs.values():
-            self.tp.send(addr, msg)
+        """`msg` to every peer: encoded once, sent in one pass (Transport.send_many)."""
+        self.tp.send_many([(addr, msg, None) for addr in self.addrs.values()])
 
     def node_at(self, addr: Addr) -> int | None:
         """The peer whose address is `addr` (None: not a peer's)."""

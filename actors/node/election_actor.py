@@ -18,7 +18,9 @@ Owns two pure cores, `actors.core.membership.Membership` (heartbeats, who is up,
   (it missed the Done) with Done again (`ForgetElection(settled=True)` tells it which);
 - abstains, for a while after it restarted on its kept disk or came back from a simulated
   failure (`missed_s`): a peer's Election for a request this node has no copy of (pending in the
-  core) is answered with an Election of priority 0, lower than any real one. Requests sent while
+  core) still 30 ms later (the core's `abstain_grace_s`, a tenth of the answer timeout: a fresh
+  request's copy comes within it and the node takes part for real) is answered with an Election
+  of priority 0, lower than any real one. Requests sent while
   this node was down or not running never reach it (until the client's retry), so when their
   winner dies the one node left with a copy needs that answer for its majority of answers;
   without it, it waited for the client's retry (8 s: 4 x client.retry_s after the last
@@ -191,12 +193,14 @@ class ElectionActor(DirectActor, NodePartActor):
         elif isinstance(message, PeerIn):
             self._peer(message.sender, message.msg, now)
         elif isinstance(message, PeerRefused):
+            log.debug("refused: node %d", message.node)
             if self.m.refused(message.node, now):
                 log.info("node %d: its peer port is closed (port unreachable): gone", message.node)
                 self._transitions(now)
                 self._publish(now)
         elif isinstance(message, StartElection):
             prio = el.priority(self.in_flight, 0, self._loadavg(), self.cfg.encoder.pool_size)
+            log.debug("start %s priority %d", message.rid, prio)
             self._run(self.election.start(message.rid, prio, now))
         elif isinstance(message, ForgetElection):
             self.election.forget(message.rid)
@@ -257,6 +261,8 @@ class ElectionActor(DirectActor, NodePartActor):
             self.count("peer_unexpected", type(msg).__name__)
 
     def _election_in(self, sender: int, msg: Message, now: float) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("in %d: %s", sender, msg)
         settled = isinstance(msg, (Election, Claim, ElectionOk)) and msg.rid in self.settled
         if settled and self.m.self_up:
             # a peer that missed the Done of an acknowledged reply re-elects (or resends its
@@ -315,6 +321,7 @@ class ElectionActor(DirectActor, NodePartActor):
 
     def _transitions(self, now: float) -> None:
         for node, state in self.m.transitions(now):
+            log.debug("node %d: %s", node, state)
             if state != "up":
                 self._peer_gone(node, now)
 
@@ -390,8 +397,7 @@ class ElectionActor(DirectActor, NodePartActor):
                 self.tell("flow", ev)
             elif isinstance(ev, el.Probe):
                 self._probe(ev.node)
-            elif isinstance(ev, (el.Restart, el.NoMajority)):
-                log.debug("election: %s", ev)
+            log.debug("election: %s", ev)
 
     def _probe(self, node: int) -> None:
         """A heartbeat to `node` now, at most one per PROBE_GAP_S (see el.Probe)."""
@@ -405,6 +411,8 @@ class ElectionActor(DirectActor, NodePartActor):
     def _flush(self) -> None:
         outbox, self.outbox = self.outbox, {}
         for dest, msgs in outbox.items():
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("out %d: %s", dest, "; ".join(map(str, msgs)))
             for i in range(0, len(msgs), ELECTION_BATCH_MAX):
                 part = msgs[i:i + ELECTION_BATCH_MAX]
                 if len(part) == 1:

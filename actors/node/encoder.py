@@ -72,19 +72,26 @@ class EncoderActor(pykka.ThreadingActor):
         large = len(payload) >= heap.TRIM_MIN_BYTES
         if large:  # the request's fragments left heap holes: give them back before sealing
             heap.trim()
-        start = time.perf_counter()
-        try:
-            png = seal_mod.seal(
-                payload, cfg=self._cfg, max_payload=self._max_payload, covers=self._covers
-            )
-            result = Sealed(message.rid, png, (time.perf_counter() - start) * 1000, None)
-        except Exception as exc:  # a seal failure must not stop the encoder (pykka would)
-            log.warning("seal of %s failed: %s", message.rid, exc)
-            result = Sealed(message.rid, None, 0.0, f"seal failed: {exc}")
+        result = seal_payload(message.rid, payload, self._cfg, self._max_payload, self._covers)
         del payload  # the flow drops its copy once sealed: the reply is encoded without it
         if large:  # and the seal's slices, before the reply is encoded beside the file
             heap.trim()
         self._deliver(result)
+
+
+def seal_payload(rid: str, payload: bytes, cfg: SealConfig, max_payload: int,
+                 covers: CoverSet) -> Sealed:
+    """Seal `payload` on the calling thread (an EncoderActor, or the flow actor itself for a
+    small payload): its `Sealed`, with the error when it failed (a seal failure is an answer,
+    never an exception)."""
+    start = time.perf_counter()
+    try:
+        png = seal_mod.seal(payload, cfg=cfg, max_payload=max_payload, covers=covers)
+        result = Sealed(rid, png, (time.perf_counter() - start) * 1000, None)
+    except Exception as exc:  # a seal failure must not stop the caller (pykka would)
+        log.warning("seal of %s failed: %s", rid, exc)
+        result = Sealed(rid, None, 0.0, f"seal failed: {exc}")
+    return result
 
 
 class EncoderPool:
@@ -102,6 +109,8 @@ class EncoderPool:
         """`covers`: the tier cache the encoders share (one per node: it is thread-safe);
         `warm`: payload sizes whose covers the first encoder prepares at once."""
         self.covers = covers if covers is not None else CoverSet()
+        self.cfg = cfg
+        self.max_payload = max_payload
         self._refs = [
             EncoderActor.start(cfg, max_payload, deliver, self.covers) for _ in range(size)
         ]
@@ -117,6 +126,11 @@ class EncoderPool:
         self._busy[i] += 1
         self._where[rid] = i
         self._refs[i].tell(SealJob(rid, payload))
+
+    def seal_here(self, rid: str, payload: bytes) -> Sealed:
+        """Seal on the calling thread, as an encoder would (same parameters and covers): for a
+        payload so small that the hop to an encoder and back costs more than the seal."""
+        return seal_payload(rid, payload, self.cfg, self.max_payload, self.covers)
 
     def finished(self, rid: str) -> None:
         i = self._where.pop(rid, None)

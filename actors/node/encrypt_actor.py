@@ -3,8 +3,11 @@
 Owns the pure core `actors.core.encrypt_flow.EncryptService` and the `EncoderPool` it seals on.
 - client EncryptRequest or EncryptOffer -> cache it, `StartElection` to the ElectionActor;
   won an offer -> FetchPayload to the client, whose EncryptRequest then comes to us alone;
-- `Won` -> seal on the pool (the ElectionActor tells it through a `DirectEntry`: handled on its
-  thread while this actor is idle, a thread wake-up less before the seal starts) (only the winner looks at the payload); `Lost` -> wait for Done;
+- `Won` -> seal on the pool (only the winner looks at the payload), or, for a payload up to
+  SEAL_HERE_MAX, on this actor's own thread once the current message is handled (a SealJob told
+  to itself: ~0.4-0.7 ms of CPU, while the pool's round trip cost two thread wake-ups and two
+  `Load` messages to the election per request); `Lost` -> wait for Done. The ElectionActor tells
+  Won through a `DirectEntry`: handled on its thread while this actor is idle (actors.node.direct);
   `PeerDown` -> re-elect what the fallen winner held;
 - a seal's result -> EncryptReply to the client; its acknowledgement (or failure) -> Done to the
   peers, `ForgetElection` (settled when the client's transport acknowledged the reply);
@@ -12,8 +15,11 @@ Owns the pure core `actors.core.encrypt_flow.EncryptService` and the `EncoderPoo
   already in the mailbox (under load one DoneBatch carries many, at idle one mailbox hop);
 - `GoDown` -> keep nothing, Done first for replies in flight, then the failure token's own sends
   (GoingDown).
-The pool's load goes to the ElectionActor (`Load`, for the election priority) whenever it changes;
-served and cached counts go to the supervisor (`Snapshot`).
+The pool's load goes to the ElectionActor (`Load`, for the election priority) whenever it changes.
+Served and cached counts are written into `figures`, the supervisor's status figures (a dict the
+supervisor reads when it answers `status`; one item write is atomic): they change twice per
+request on every node, and a `Snapshot` message each time was two of a node's ~12 actor
+messages per request (issue 19, `python -m benchmarks.msg_count`).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Any
 from actors.core.encrypt_flow import EncryptService
 from actors.node.base import PeerLink, ServicePartActor
 from actors.node.direct import DirectActor, DirectEntry
-from actors.node.encoder import EncoderPool, Sealed
+from actors.node.encoder import EncoderPool, Sealed, SealJob
 from actors.node.signals import (
     ClientIn,
     ClusterView,
@@ -35,7 +41,6 @@ from actors.node.signals import (
     PeerDown,
     PeerIn,
     SendResult,
-    Snapshot,
     StartElection,
     Won,
 )
@@ -53,6 +58,7 @@ class _FlushDones:
 
 
 WARM_SIZES = (4096, 2 * 1024 * 1024)  # covers of small images and of a photo, prepared at start
+SEAL_HERE_MAX = 16 * 1024  # payload bytes sealed on the flow actor's thread (see the docstring)
 
 
 class EncryptFlowActor(DirectActor, ServicePartActor):
@@ -66,12 +72,14 @@ class EncryptFlowActor(DirectActor, ServicePartActor):
         *,
         clock: Callable[[], float],
         pool: EncoderPool | None = None,
+        figures: dict[str, Any] | None = None,
         entry: DirectEntry | None = None,
     ) -> None:
         super().__init__(node_id, client_tp, peers, view, clock=clock)
         self.direct_init(entry)  # the ElectionActor's Won starts the seal on its thread
         self.cfg = cfg
         self.pool = pool
+        self.figures = figures if figures is not None else {}  # see the module docstring
         self.published: tuple[int, int, int] | None = None
         self.dones: list[Done] = []  # ended while the mailbox was busy: sent by _FlushDones
         self.flow = EncryptService(
@@ -135,7 +143,19 @@ class EncryptFlowActor(DirectActor, ServicePartActor):
 
     def _submit(self, rid: str, data: bytes) -> None:
         assert self.pool is not None
-        self.pool.submit(rid, data)
+        if len(data) <= SEAL_HERE_MAX:  # sealed by us, after the message being handled
+            self.actor_ref.tell(SealJob(rid, data))
+        else:
+            self.pool.submit(rid, data)
+
+    def _seal_here(self, job: SealJob) -> Sealed | None:
+        """Seal a small payload on this thread (the job gives its payload up: pykka keeps our
+        last message until the next one comes)."""
+        assert self.pool is not None
+        payload, job.payload = job.payload, None
+        if payload is None:
+            return None
+        return self.pool.seal_here(job.rid, payload)
 
     # ---- dispatch --------------------------------------------------------------------------------
     def serve(self, message: Any) -> None:
@@ -147,6 +167,10 @@ class EncryptFlowActor(DirectActor, ServicePartActor):
                 self.flow.on_won(message.rid)
         elif isinstance(message, Lost):
             self.flow.on_lost(message.rid, message.winner)
+        elif isinstance(message, SealJob):
+            sealed = self._seal_here(message)
+            if sealed is not None:
+                self.flow.on_sealed(sealed.rid, sealed.png, sealed.ms, sealed.error)
         elif isinstance(message, Sealed):
             assert self.pool is not None
             self.pool.finished(message.rid)
@@ -201,5 +225,5 @@ class EncryptFlowActor(DirectActor, ServicePartActor):
         if self.published is None or self.published[0] != in_flight:
             self.tell("election", Load(in_flight))
         if self.published is None or self.published[1:] != figures[1:]:
-            self.tell("supervisor", Snapshot("flow", {"served": figures[1], "cached": figures[2]}))
+            self.figures["served"], self.figures["cached"] = figures[1:]
         self.published = figures

@@ -1,6 +1,6 @@
 """The router: subscribed to the node's two transports, it hands each message to the actor that
 owns its type (one mailbox hop: the transport's reader thread, or its delivery thread for a
-message over 16 KiB, tells the owner directly). It gets the messages of one reader turn
+message over 64 KiB, tells the owner directly). It gets the messages of one reader turn
 together (`client_batch`, `peer_batch`) and tells each owner once for them (`Inbound` when there
 are several): one wake-up of an actor per turn, not one per message.
 

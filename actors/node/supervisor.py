@@ -7,7 +7,8 @@
     peer socket ---TransportActor---+                       +--> ElectionActor <--> FailureTokenActor
                                                             +--> NodeActor (StatusQuery)
 
-It answers `status` from the snapshots the actors send it (`Snapshot`, `Digest`, `ClusterView`),
+It answers `status` from the snapshots the actors send it (`Snapshot`, `Digest`, `ClusterView`)
+and the served/cached figures the EncryptFlowActor writes into its `figures` (no message),
 drives the one shared `Ticker`, re-reads the chaos runs' peer policy file, and stops everything.
 No actor blocks on another on a request's path; they talk by messages only (actors.node.signals).
 """
@@ -117,6 +118,7 @@ class NodeActor(NodePartActor):
                 nid, self.client_tp, peers, store, view, clock=clock
             ),
             "flow": EncryptFlowActor.start(cfg, nid, self.client_tp, peers, view, clock=clock,
+                                           figures=self.figures,  # written there: no Snapshot
                                            entry=flow_entry),
         }
         refs = {**self.children, "supervisor": self.actor_ref}
@@ -154,6 +156,8 @@ class NodeActor(NodePartActor):
         elif isinstance(message, Digest):
             self.digests[message.part] = message.digest
         elif isinstance(message, ClusterView):
+            if self.view is None or message.holding != self.view.holding:
+                log.debug("view: holding %s (version %d)", message.holding, message.version)
             self.view = message
         elif isinstance(message, Tick):
             if self.peer_policy is not None:

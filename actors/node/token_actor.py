@@ -132,4 +132,5 @@ class FailureTokenActor(NodePartActor):
         ):
             return
         self.view = view
+        log.debug("token view: %s", view)
         self.tell("election", view)
