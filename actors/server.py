@@ -3,7 +3,7 @@
 - no arguments: the embedded default. Starts every node of the cluster file as a child process
   (`--node ID`), prints where each listens, restarts a node that dies (its durable state is in
   its data dir; one that keeps crashing with a growing back-off, actors.backoff), stops them all
-  on Ctrl-C or SIGTERM. Children die with the supervisor even when
+  on Ctrl-C, SIGTERM or SIGHUP. Children die with the supervisor even when
   it is SIGKILLed (PR_SET_PDEATHSIG), so no orphan keeps a port.
 - `--node ID`: one node (for a real multi-host cloud, one per host).
 - `status [--json]`: asks every node over its client socket (works from any host).
@@ -107,7 +107,7 @@ def _hint(command: str, args: argparse.Namespace) -> str:
 
 class Supervisor:
     """Runs every node as a child, restarts one that exits (with a growing back-off when it
-    keeps crashing) and stops them all on Ctrl-C or SIGTERM."""
+    keeps crashing) and stops them all on Ctrl-C, SIGTERM or SIGHUP."""
 
     def __init__(self, cfg: Config, args: argparse.Namespace, backoff: RestartBackoff) -> None:
         self.cfg = cfg
@@ -132,6 +132,9 @@ class Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
+        # the terminal it was started from closed (a tmux pane, an ssh session): stop cleanly,
+        # nodes and pid file, instead of dying with the pid file left behind
+        signal.signal(signal.SIGHUP, self.stop)
         for node in self.cfg.nodes:
             proc = self.start(node.id)
             print(f"node {node.id}: clients {node.host}:{node.client_port}, "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -129,6 +130,20 @@ def test_stop_stops_only_the_cloud_of_its_data_root(
     assert again.stderr == f"no cloud to stop: no pid file {pid_path(a.data)}\n"
     assert server("stop", "--data", str(b.data)).returncode == 0
     assert b.proc.wait(timeout=30) == 0
+
+
+def test_a_hangup_stops_the_cloud_and_removes_its_pid_file(
+        clouds: Callable[..., EmbeddedCloud]) -> None:
+    """The terminal a cloud was started from closes (SIGHUP): it stops like on SIGTERM, nodes
+    and pid file, so the next `stop` finds no stale file (before: killed, the file left)."""
+    c = clouds()
+    nodes = node_pids(c)
+    assert c.proc is not None and pid_path(c.data).exists()
+    c.proc.send_signal(signal.SIGHUP)
+    assert c.proc.wait(timeout=30) == 0
+    assert not any(map(running, nodes))
+    assert not pid_path(c.data).exists()
+    assert "cloud stopped" in c.log_text()
 
 
 def _pid_file(data: Path, pid: int, started: float) -> Path:
