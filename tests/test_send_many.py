@@ -9,13 +9,12 @@ import threading
 from typing import Any
 
 import pytest
+from udp_kit import CFG, Inbox, start
 
-from config import TransportConfig
 from transport.sim import Blob, BlobCodec, Ping
-from transport.udp import Delivery, SendError, Transport
+from transport.udp import SendError, Transport
 
 pytestmark = pytest.mark.timeout(120)
-CFG = TransportConfig()
 
 
 class CountingCodec(BlobCodec):
@@ -27,34 +26,12 @@ class CountingCodec(BlobCodec):
         return BlobCodec.encode(msg)
 
 
-class Sink:
-    def __init__(self) -> None:
-        self.got: list[Any] = []
-        self.cond = threading.Condition()
-
-    def __call__(self, d: Delivery) -> None:
-        with self.cond:
-            self.got.append(d.msg)
-            self.cond.notify_all()
-
-    def wait(self, n: int) -> list[Any]:
-        with self.cond:
-            assert self.cond.wait_for(lambda: len(self.got) >= n, 60), self.got
-            return list(self.got)
-
-
-def start(started: list[Transport], codec: Any = BlobCodec) -> Transport:
-    t = Transport.start(("127.0.0.1", 0), CFG, codec=codec, policy=None)
-    started.append(t)
-    return t
-
-
 def test_one_message_to_three_destinations_is_encoded_once_and_each_copy_delivered(
     transports: list[Transport],
 ) -> None:
-    sender = start(transports, CountingCodec)
+    sender = start(transports, codec=CountingCodec)
     nodes = [start(transports) for _ in range(3)]
-    sinks = [Sink() for _ in nodes]
+    sinks = [Inbox() for _ in nodes]
     for t, sink in zip(nodes, sinks):
         t.subscribe(sink)
     msg = Blob(bytes(range(256)) * 20)  # 4 fragments, like a small image's request
@@ -65,14 +42,14 @@ def test_one_message_to_three_destinations_is_encoded_once_and_each_copy_deliver
     assert CountingCodec.encoded == 1
     for f in futs:
         assert f.get(timeout=30) is None
-    assert [s.wait(1) for s in sinks] == [[msg]] * 3
+    assert [[d.msg for d in s.wait(1)] for s in sinks] == [[msg]] * 3
     _wait(lambda: len(outcomes) == 3)
     assert sorted(outcomes, key=lambda o: o[0]) == [(0, None), (1, None), (2, None)]
 
 
 def test_a_refused_item_fails_alone(transports: list[Transport]) -> None:
     sender, a, b = start(transports), start(transports), start(transports)
-    sinks = [Sink(), Sink()]
+    sinks = [Inbox(), Inbox()]
     a.subscribe(sinks[0])
     b.subscribe(sinks[1])
     too_big = Ping(b"x" * (CFG.max_message + 1))
@@ -82,7 +59,8 @@ def test_a_refused_item_fails_alone(transports: list[Transport]) -> None:
     with pytest.raises(SendError) as err:
         futs[1].get(timeout=30)
     assert err.value.kind == "rejected"
-    assert sinks[0].wait(1) == [Ping(b"one")] and sinks[1].wait(1) == [Ping(b"two")]
+    assert [d.msg for d in sinks[0].wait(1)] == [Ping(b"one")]
+    assert [d.msg for d in sinks[1].wait(1)] == [Ping(b"two")]
 
 
 def test_at_most_one_wake_up_byte_for_the_reader(transports: list[Transport],

@@ -11,8 +11,8 @@ import time
 import psutil
 import pykka
 import pytest
+from udp_kit import CFG, LOCAL, Inbox, start
 
-from config import TransportConfig
 from transport import frames as F
 from transport.auth import MemoryEpochStore, PeerAuth
 from transport.policy import LossPolicy
@@ -20,32 +20,6 @@ from transport.sim import Blob, BlobCodec, Ping
 from transport.udp import Delivery, SendError, Transport
 
 pytestmark = pytest.mark.timeout(120)
-CFG = TransportConfig()
-LOCAL = ("127.0.0.1", 0)
-
-
-class Inbox:
-    """Collects deliveries (thread-safe) and waits for a count."""
-
-    def __init__(self) -> None:
-        self.items: list[Delivery] = []
-        self._cond = threading.Condition()
-
-    def __call__(self, d: Delivery) -> None:
-        with self._cond:
-            self.items.append(d)
-            self._cond.notify_all()
-
-    def wait(self, n: int, timeout: float = 60.0) -> list[Delivery]:
-        with self._cond:
-            assert self._cond.wait_for(lambda: len(self.items) >= n, timeout), len(self.items)
-            return list(self.items)
-
-
-def start(started: list[Transport], policy: LossPolicy | None = None, **kw: object) -> Transport:
-    t = Transport.start(LOCAL, CFG, codec=BlobCodec, policy=policy, **kw)  # type: ignore[arg-type]
-    started.append(t)
-    return t
 
 
 def sizes(rng: random.Random, n: int, top: int) -> list[int]:

@@ -9,14 +9,13 @@ from typing import Any
 
 import pykka
 import pytest
+from udp_kit import CFG, Inbox, start
 
-from config import TransportConfig
 from transport import udp
 from transport.sim import CONTROL_LIMIT, Blob, BlobCodec, Ping
 from transport.udp import Delivery, SendError, Transport
 
 pytestmark = pytest.mark.timeout(120)
-CFG = TransportConfig()
 ADDR = ("127.0.0.1", 1)
 
 
@@ -95,28 +94,11 @@ def test_a_slow_callable_subscriber_keeps_its_types_on_the_delivery_thread() -> 
 
 
 # ----------------------------------------------------------------- real sockets
-def _start(started: list[Transport]) -> Transport:
-    t = Transport.start(("127.0.0.1", 0), CFG, codec=BlobCodec, policy=None)  # type: ignore[arg-type]
-    started.append(t)
-    return t
+class _Threads(Inbox):
+    """Keeps (thread name, message) of each delivery."""
 
-
-class _Threads:
-    """A subscriber that records (thread name, message) and waits for a count."""
-
-    def __init__(self) -> None:
-        self.got: list[tuple[str, Any]] = []
-        self._cond = threading.Condition()
-
-    def __call__(self, d: Delivery) -> None:
-        with self._cond:
-            self.got.append((threading.current_thread().name, d.msg))
-            self._cond.notify_all()
-
-    def wait(self, n: int) -> list[tuple[str, Any]]:
-        with self._cond:
-            assert self._cond.wait_for(lambda: len(self.got) >= n, 60), self.got
-            return list(self.got)
+    def entry(self, d: Delivery) -> tuple[str, Any]:
+        return (threading.current_thread().name, d.msg)
 
 
 class _Recorder(pykka.ThreadingActor):
@@ -139,7 +121,7 @@ def _idle_delivery_thread(t: Transport) -> None:
 
 
 def test_one_fragment_messages_skip_the_delivery_thread(transports: list[Transport]) -> None:
-    a, b = _start(transports), _start(transports)
+    a, b = start(transports), start(transports)
     quick, slow = _Threads(), _Threads()
     b.subscribe(quick, quick=True)
     b.subscribe(slow, (Blob,))  # not quick: Blob messages go through the delivery thread
@@ -153,13 +135,13 @@ def test_one_fragment_messages_skip_the_delivery_thread(transports: list[Transpo
     assert got[0] == (reader, Ping(b"small"))
     assert got[1][1] == Blob(b"x" * 10) and got[1][0] != reader  # a slow subscriber's type
     assert got[2] == (reader, Ping(b"y" * 300))
-    assert slow.got[0][0] == got[1][0]
+    assert slow.items[0][0] == got[1][0]
 
 
 def test_small_messages_of_several_fragments_skip_it_large_ones_do_not(
     transports: list[Transport],
 ) -> None:
-    a, b = _start(transports), _start(transports)
+    a, b = start(transports), start(transports)
     sink = _Threads()
     b.subscribe(sink, quick=True)
     small = bytes(range(256)) * 20  # 4 fragments, within INLINE_MAX
@@ -179,7 +161,7 @@ def test_small_messages_of_several_fragments_skip_it_large_ones_do_not(
 def test_an_actor_subscriber_gets_one_fragment_messages_in_send_order(
     transports: list[Transport],
 ) -> None:
-    a, b = _start(transports), _start(transports)
+    a, b = start(transports), start(transports)
     sink = _Threads()
     ref = _Recorder.start(sink)
     try:
@@ -198,7 +180,7 @@ def test_a_send_outcome_still_running_holds_back_later_messages(
 ) -> None:
     """While the delivery thread runs an `on_done` callback, a one-fragment message that
     arrives is not delivered past it: it waits its turn on the delivery thread."""
-    a, b = _start(transports), _start(transports)
+    a, b = start(transports), start(transports)
     order: list[str] = []
     cond = threading.Condition()
     entered, release = threading.Event(), threading.Event()
@@ -262,7 +244,7 @@ def test_a_batches_subscriber_gets_the_messages_of_a_turn_in_one_call() -> None:
 def test_a_batches_subscriber_on_real_sockets_gets_every_message_once(
     transports: list[Transport],
 ) -> None:
-    a, b = _start(transports), _start(transports)
+    a, b = start(transports), start(transports)
     calls: list[list[Delivery]] = []
     cond = threading.Condition()
 
@@ -285,7 +267,7 @@ def test_a_batches_subscriber_on_real_sockets_gets_every_message_once(
 
 
 def test_a_quick_done_callback_runs_on_the_reader_thread(transports: list[Transport]) -> None:
-    a, b = _start(transports), _start(transports)
+    a, b = start(transports), start(transports)
     threads: dict[str, str] = {}
     cond = threading.Condition()
 
