@@ -63,6 +63,7 @@ class TransportConfig:
     partial_idle_s: float = 30.0
     socket_buffer: int = 8 * 1024 * 1024
     busy_poll_us: int = 1000
+    ack_delay_ms: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +150,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "transport.partial_idle_s": (0.1, 3600),
     "transport.socket_buffer": (65536, 1 << 30),
     "transport.busy_poll_us": (0, 100_000),
+    "transport.ack_delay_ms": (0, 1000),
     "election.heartbeat_interval_ms": (10, 60_000),
     "election.failure_timeout_ms": (20, 600_000),
     "election.answer_timeout_ms": (1, 60_000),

@@ -19,11 +19,21 @@ for an ACK, so a reply cut short by the budget still gets the client to speak. A
 echoes (and tells its nonce) in an ACK only for DATA that echoes its own nonce: data sent to a
 spoofed address cannot get that address validated.
 
+ACKs leave at the end of the turn that asked for them (`datagrams_received` holds them until
+`gathered_to_send`), and ride on a DATA datagram that turn sends to the same address when its
+fragment leaves room (`frames`: the ACKS flag and ACK records). The COMPLETE ACK of a one-fragment
+message that did not ask for an ACK now (`receiver.AckOrder.delay_ok`) waits up to
+`ack_delay_ms` for such DATA (a request's ACK rides on its answer) before it leaves alone; it
+tells how long it was held (the ACK's block field), and senders allow for the delay (`rtt`).
+A plain socket's ACK that must not echo (below) never rides, and neither does an ACK to an
+address not yet validated (its DATA is sent datagram by datagram within the budget).
+
 Counters (`stats()`): datagrams_in/out, bytes_in/out, bad_datagrams (does not parse, bad CRC or
 tag, bad field, unknown type or sender, conflicting header), unknown_sender, dropped_epoch,
 dropped_replay, dropped_limit, expired, duplicates, dup_fragments, conflicts, delivered,
 bad_acks, late_acks, data_sent, retransmits, probes, timeouts, sent_ok, send_failed, acks_sent,
-acks_merged (ACKs of one batch replaced by a later ACK of the same message), amp_blocked,
+acks_merged (ACKs of one batch, or held back, replaced by a later ACK of the same message),
+acks_carried (ACKs sent as records on DATA, counted in acks_sent too), amp_blocked,
 rejects_sent, epoch_rotations; gauges held_bytes, partials, pending.
 """
 
@@ -102,8 +112,8 @@ class Endpoint:
         self.overhead = F.HEADER_SIZE + self.framer.trailer
         self.counters: dict[str, int] = {}
         for k in ("datagrams_in", "datagrams_out", "bytes_in", "bytes_out", "bad_datagrams",
-                  "unknown_sender", "dropped_epoch", "acks_sent", "acks_merged", "amp_blocked",
-                  "rejects_sent", "epoch_rotations"):  # fmt: skip
+                  "unknown_sender", "dropped_epoch", "acks_sent", "acks_merged", "acks_carried",
+                  "amp_blocked", "rejects_sent", "epoch_rotations"):  # fmt: skip
             self.counters[k] = 0
         self.sender = Sender(cfg, self.overhead, self._emit, self.counters)
         self.receiver = Receiver(cfg, max_body, self.counters)
@@ -119,6 +129,11 @@ class Endpoint:
         self._events: list[Event] = []
         # (addr, epoch, msg id) -> the last ACK the batch being read asked for (_ack)
         self._acks: dict[tuple[Addr, int, int], tuple[Addr, F.Header, AckOrder]] = {}
+        # addr -> (epoch, msg id) -> (DATA header, ACK, when asked, when due): ACKs held for
+        # DATA to carry them (_hold), the delayable ones until ack_delay_ms has passed
+        self._held: dict[Addr, dict[tuple[int, int], tuple[F.Header, AckOrder, float, float]]] = {}
+        self._ack_delay = cfg.ack_delay_ms / 1000
+        self._now = 0.0  # of the gathered_to_send running (the delay a carried ACK reports)
 
     # ----------------------------------------------------------------- API
     def send(self, addr: Addr, type_code: int, body: bytes, now: float,
@@ -147,7 +162,7 @@ class Endpoint:
 
     def datagrams_received(self, batch: Sequence[tuple[Addr, bytes]], now: float) -> None:
         """Feed datagrams in arrival order (the socket layer's batches; lookups done once).
-        The ACKs they call for leave at the end of the batch, one per message: a later ACK of
+        The ACKs they call for are held to the next `gathered_to_send`, one per message: a later ACK of
         a message holds everything an earlier one of the batch said (the fragments held only
         grow, and its trigger is the newer transmission), so the earlier ones are dropped
         (counter `acks_merged`; a 4-fragment request asked for 3 ACKs in one reader turn)."""
@@ -163,7 +178,7 @@ class Endpoint:
             if self._acks:
                 acks, self._acks = self._acks, {}
                 for addr, h, ack in acks.values():
-                    self._send_ack(addr, h, ack)
+                    self._hold(addr, h, ack, now)
 
     def _framed_received(self, batch: Sequence[tuple[Addr, bytes]], now: float) -> None:
         c = self.counters
@@ -187,6 +202,7 @@ class Endpoint:
         crc32, residue, prefix, minimum = zlib.crc32, F.CRC_RESIDUE, F.PREFIX, F.HEADER_SIZE + 4
         unpack, make, kinds, end = F.FIELDS.unpack_from, F.Header._make, F.KINDS, -4
         on_data, data_kind, head = self.receiver.on_data, F.DATA, F.HEADER_SIZE
+        acks_flag = F.FLAG_ACKS  # DATA carrying ACKs takes _dispatch
         for addr, data in batch:
             if len(data) < minimum or crc32(data) != residue or not data.startswith(prefix):
                 c["bad_datagrams"] += 1
@@ -195,7 +211,7 @@ class Endpoint:
             nonce = t[11]
             if nonce and echo.get(addr) != nonce:
                 self._remember_echo(addr, nonce)
-            if t[0] == data_kind:
+            if t[0] == data_kind and not t[1] & acks_flag:
                 ack, body = on_data(addr, t, data[head:end], now)
                 if ack is not None:
                     self._ack(addr, make(t), ack)
@@ -219,6 +235,10 @@ class Endpoint:
             self._set_validated(addr)
         kind = h.kind
         if kind == F.DATA:
+            if h.flags & F.FLAG_ACKS:  # all records checked before any is applied
+                payload, acks = F.split_acks(h, payload)
+                for ack_header, start, bitmap in acks:
+                    self.sender.on_ack(addr, ack_header, start, bitmap, now)
             key: Hashable = addr
             if guard is not None:
                 verdict = guard.check_epoch(h.sender, h.epoch)
@@ -255,9 +275,12 @@ class Endpoint:
         rd = self.receiver.next_deadline()
         if rd is not None and rd <= now:
             self.receiver.expire(now)
+        self._now = now
         self.sender.poll(now, self._data_budget if self.validate else None, limit)
         if self._waiting:
             self._probe(now)
+        if self._held:
+            self._release(now)
         out, self._queue = self._queue, []
         if out:
             c = self.counters
@@ -276,6 +299,8 @@ class Endpoint:
             t for t in (self.sender.next_deadline(), self.receiver.next_deadline()) if t is not None
         ]
         times.extend(self._waiting.values())
+        for held in self._held.values():
+            times.extend(e[3] for e in held.values())
         return min(times) if times else None
 
     def bulk_in_progress(self) -> bool:
@@ -324,8 +349,59 @@ class Endpoint:
             self.counters["acks_merged"] += 1
         self._acks[key] = (addr, h, ack)
 
-    def _send_ack(self, addr: Addr, h: F.Header, ack: AckOrder) -> None:
-        """Queue the ACK of DATA `h` from `addr`."""
+    def _hold(self, addr: Addr, h: F.Header, ack: AckOrder, now: float) -> None:
+        """Keep the ACK of DATA `h` for DATA to `addr` to carry (see the module docstring): due
+        now, or after the ACK delay if it may wait. It replaces a held ACK of the same message
+        (which said less) and is due no later than it."""
+        key = (h.epoch, h.msg_id)
+        held = self._held.get(addr)
+        old = held.pop(key, None) if held is not None else None
+        if old is not None:
+            self.counters["acks_merged"] += 1
+        if self.plain and h.echo != self._nonce(addr):  # must not echo: never carried on DATA
+            self._send_ack(addr, h, ack, 0.0)
+            return
+        due = now + self._ack_delay if ack.delay_ok else now
+        if old is not None:
+            due = min(due, old[3])
+        if held is None:
+            held = self._held[addr] = {}
+        held[key] = (h, ack, now, due)
+
+    def _release(self, now: float) -> None:
+        """Send the held ACKs that are due, alone, ahead of what this turn queued."""
+        queued, self._queue = self._queue, []
+        for addr, held in list(self._held.items()):
+            for key, (h, ack, at, due) in list(held.items()):
+                if due <= now:
+                    del held[key]
+                    self._send_ack(addr, h, ack, now - at)
+            if not held:
+                del self._held[addr]
+        self._queue += queued
+
+    def _riders(self, addr: Addr, room: int) -> bytes:
+        """The ACK records of held ACKs to `addr` that fit in `room` bytes (taken from _held),
+        for the DATA datagram being built to carry."""
+        held = self._held[addr]
+        records = []
+        for key, (h, ack, at, _) in list(held.items()):
+            rec = F.ack_record(F.FLAG_COMPLETE if ack.complete else 0, h.type_code, h.epoch,
+                               h.msg_id, ack.index, _late(ack), _held_for(self._now - at),
+                               ack.cum, h.seq, ack.payload)  # fmt: skip
+            if len(rec) <= room:
+                room -= len(rec)
+                records.append(rec)
+                del held[key]
+        if not held:
+            del self._held[addr]
+        if records:
+            self.counters["acks_sent"] += len(records)
+            self.counters["acks_carried"] += len(records)
+        return b"".join(records)
+
+    def _send_ack(self, addr: Addr, h: F.Header, ack: AckOrder, held_s: float) -> None:
+        """Queue the ACK of DATA `h` from `addr`, held back `held_s` seconds."""
         self.counters["acks_sent"] += 1
         nonce = None
         echo = h.nonce
@@ -337,7 +413,7 @@ class Endpoint:
         self._control(addr, F.ACK, flags=F.FLAG_COMPLETE if ack.complete else 0,
                       type_code=h.type_code, epoch=h.epoch, msg_id=h.msg_id,
                       frag_index=ack.index, total=ack.cum, seq=h.seq, echo=echo,
-                      frag_size=min(0xFFFF, math.ceil(ack.late * 10_000)),
+                      frag_size=_late(ack), block_size=_held_for(held_s),
                       payload=ack.payload, nonce=nonce)  # fmt: skip
 
     def _epoch_ok(self, addr: Addr, h: F.Header, verdict: int) -> bool:
@@ -388,16 +464,25 @@ class Endpoint:
         full = self.overhead + fs
         last_len = total - (out.count - 1) * fs
         short = out.count - 1 if last_len != fs else -1
+        ride, last = addr in self._held, indices[-1]  # held ACKs ride on the last datagram
         parts: list[bytes | memoryview] = []
         for i, fl in zip(indices, flags):
+            payload: bytes | memoryview = body[i * fs : (i + 1) * fs]
+            cut = i == short
+            if ride and i == last:  # (which then ends its run: GSO wants only the last shorter)
+                ride = False
+                riders = self._riders(addr, fs - len(payload))
+                if riders:
+                    fl |= F.FLAG_ACKS
+                    payload = b"".join((payload, riders))
+                    cut = True
             header = pack(magic, version, data_kind, fl, sender, type_code, epoch, msg_id, i, fs,
                           bs, total, seq & 0xFFFFFFFF, nonce, echo)  # fmt: skip
-            payload = body[i * fs : (i + 1) * fs]
             trailer = crc_pack(crc32(payload, crc32(header))) if crc else tag(header, payload)
             parts += (header, payload, trailer)
             seq += 1
-            if i == short:
-                self._run(addr, parts, full, self.overhead + last_len)
+            if cut:
+                self._run(addr, parts, full, self.overhead + len(payload))
                 parts = []
         if parts:
             self._run(addr, parts, full, full)
@@ -466,3 +551,14 @@ class Endpoint:
         if len(self._echo) >= MAX_ADDR_STATE:
             self._echo.clear()
         self._echo[addr] = nonce
+
+
+def _late(ack: AckOrder) -> int:
+    """The ACK's frag field: reordering seen, in 0.1 ms units (rounded up)."""
+    return min(0xFFFF, math.ceil(ack.late * 10_000))
+
+
+def _held_for(seconds: float) -> int:
+    """The ACK's block field: how long it was held back, in 0.1 ms units (rounded down: the
+    sender takes it off an RTT sample, which must not shrink below the real round trip)."""
+    return min(0xFFFF, max(0, int(seconds * 10_000)))

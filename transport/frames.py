@@ -5,7 +5,8 @@ Layout (network byte order, `HEADER.size` = 56 bytes)::
     magic    2s  b"VS"
     version  B   1
     kind     B   DATA=1 ACK=2 PROBE=3 ECHO=4 REJECT=5
-    flags    B   DATA: ACK_NOW (ask for an ACK of this fragment's block); ACK: COMPLETE
+    flags    B   DATA: ACK_NOW (ask for an ACK of this fragment's block at once), ACKS (ACK
+                 records follow the fragment); ACK: COMPLETE
     sender   B   node id of the sender (peer sockets, authenticated); 0 for clients
     type     H   message type code (DATA: of the message; ACK: echoed)
     epoch    Q   DATA: sender's boot epoch (ms, wall clock); ACK/REJECT: the epoch of the data concerned
@@ -15,7 +16,9 @@ Layout (network byte order, `HEADER.size` = 56 bytes)::
     frag     H   DATA: fragment size used by the sender (bytes); ACK: how late (0.1 ms units) the
                  receiver saw a fragment come after a later transmission of the message (0: no
                  reordering seen; the sender's reordering window, transport.reorder); 0 otherwise
-    block    H   DATA: block size used by the sender (fragments); 0 otherwise
+    block    H   DATA: block size used by the sender (fragments); ACK: how long the receiver held
+                 the ACK back (0.1 ms units, rounded down; the sender takes it off its RTT
+                 sample); 0 otherwise
     total    Q   DATA: total message length (bytes); ACK: fragments [0, total) are all held
     seq      I   DATA: per-destination transmission number; ACK: the seq of the trigger fragment
     nonce    Q   the sender's nonce for the destination (anti-amplification; 0 = none)
@@ -24,6 +27,15 @@ Layout (network byte order, `HEADER.size` = 56 bytes)::
 ACK payload: `start` (u32, a multiple of 8) then a little-endian bitmap of at most 64 bytes
 (bit j = fragment start + j held), usually starting at the first fragment still missing, so one
 ACK describes a whole window; empty with the COMPLETE flag. PROBE / ECHO / REJECT: no payload.
+
+Piggybacked ACKs: a DATA datagram with the ACKS flag carries, after its fragment (whose length
+the header implies: min(frag, total - index * frag)), one or more ACK records for the
+destination, each `ACK_RECORD` (32 bytes: flags, type, epoch, msg_id, index, frag, block,
+total (u32), seq, then the length of its payload, u8) and that payload: the fields of an ACK
+frame without the ones the DATA header already says (sender, nonce, echo). Records fill at most
+the room the fragment leaves below the sender's full fragment size, so the datagram is never
+larger than a full DATA datagram. A DATA datagram whose records are truncated or malformed is
+dropped whole (`bad_datagrams`), like any bad field.
 
 Trailer: `CrcFramer` appends CRC32 (4 bytes, little-endian) over header + payload (client sockets:
 corruption is counted, never delivered; checked as one crc32 over the whole datagram, which gives
@@ -62,6 +74,7 @@ REJECT = 5
 KINDS = frozenset((DATA, ACK, PROBE, ECHO, REJECT))
 
 FLAG_ACK_NOW = 0x01  # DATA: acknowledge this fragment's block now
+FLAG_ACKS = 0x02  # DATA: ACK records follow the fragment (piggybacked ACKs)
 FLAG_COMPLETE = 0x01  # ACK: the whole message was delivered
 
 HEADER = struct.Struct("!2sBBBBHQIIHHQIQQ")
@@ -273,6 +286,43 @@ def parse_ack(payload: bytes) -> tuple[int, bytes]:
     if start % 8:
         raise FrameError("ACK bitmap start not a multiple of 8")
     return start, payload[4:]
+
+
+ACK_RECORD = struct.Struct("!BHQIIHHIIB")  # a piggybacked ACK's fields, then its payload length
+MAX_ACK_PAYLOAD = 4 + MAX_ACK_BITMAP
+
+
+def ack_record(flags: int, type_code: int, epoch: int, msg_id: int, frag_index: int,
+               late: int, delay: int, cum: int, seq: int, payload: bytes) -> bytes:  # fmt: skip
+    """One piggybacked ACK (see the module docstring): the ACK frame's fields and payload."""
+    return ACK_RECORD.pack(flags, type_code, epoch, msg_id, frag_index, late, delay, cum,
+                           seq & _U32, len(payload)) + payload  # fmt: skip
+
+
+def split_acks(h: Header, payload: bytes) -> tuple[bytes, list[tuple[Header, int, bytes]]]:
+    """(fragment, [(ACK header, start, bitmap), ...]) of a DATA datagram with the ACKS flag
+    (`parse_ack` done); each ACK header gets the DATA header's sender, nonce and echo. FrameError if the fragment length
+    the header implies does not fit or a record is truncated or malformed."""
+    if h.frag_size == 0 or h.frag_index * h.frag_size > h.total:
+        raise FrameError("ACK records after a fragment of unknown length")
+    n = min(h.frag_size, h.total - h.frag_index * h.frag_size)
+    if len(payload) <= n:
+        raise FrameError("ACKS flag without ACK records")
+    acks = []
+    pos, end, size = n, len(payload), ACK_RECORD.size
+    while pos < end:
+        if pos + size > end:
+            raise FrameError("truncated ACK record")
+        (flags, type_code, epoch, msg_id, index, late, delay, cum, seq,
+         length) = ACK_RECORD.unpack_from(payload, pos)  # fmt: skip
+        pos += size
+        if length > MAX_ACK_PAYLOAD or pos + length > end:
+            raise FrameError("bad ACK record payload length")
+        start, bitmap = parse_ack(payload[pos : pos + length])
+        pos += length
+        acks.append((Header(ACK, flags, h.sender, type_code, epoch, msg_id, index, late, delay,
+                            cum, seq, h.nonce, h.echo), start, bitmap))  # fmt: skip
+    return payload[:n], acks
 
 
 def address_nonce(key: bytes, addr: tuple[str, int]) -> int:

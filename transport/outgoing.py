@@ -67,10 +67,11 @@ class Outgoing:
 
 class Path:
     """One destination: its RTT estimator, fragments in flight (oldest first), the queue of
-    messages with something to send, and the transmission counter echoed by ACKs."""
+    messages with something to send, the transmission counter echoed by ACKs, and the messages
+    whose ACK may come up to the ACK delay late (their timers allow for it)."""
 
-    __slots__ = ("addr", "inflight", "last_active", "last_progress", "probes", "queue", "reorder",
-                 "rtt", "seq")  # fmt: skip
+    __slots__ = ("addr", "inflight", "last_active", "last_progress", "lazy", "probes", "queue",
+                 "reorder", "rtt", "seq")  # fmt: skip
 
     def __init__(self, addr: Addr, rtt: RttEstimator) -> None:
         self.addr = addr
@@ -81,4 +82,5 @@ class Path:
         self.last_progress = float("-inf")
         self.last_active = float("-inf")  # last transmission or acknowledgement of new data
         self.probes = 0  # tail probes since then
+        self.lazy: set[int] = set()  # one-fragment messages whose ACK the peer may hold back
         self.reorder = Reorder()

@@ -22,7 +22,10 @@ after an ACK that a later transmission caused (that ACK reported it missing: the
 about to count it lost). It holds the count of leading fragments all held and a bitmap of up to
 512 fragments starting at the first missing one (8-aligned), so one ACK describes the whole window
 and a lost ACK costs nothing. It also says how late, at most, a fragment came after a later
-transmission of the message (`frames`: the ACK's frag field; 0 on a FIFO path).
+transmission of the message (`frames`: the ACK's frag field; 0 on a FIFO path). The COMPLETE ACK
+of a one-fragment message that did not ask for an ACK now (`AckOrder.delay_ok`) may be held back
+by the endpoint, up to the ACK delay, for DATA to the same address to carry it; every other ACK
+(ACK_NOW, a block done, a duplicate, a fragment reported missing) leaves at once.
 """
 
 from __future__ import annotations
@@ -89,6 +92,7 @@ class AckOrder:
     cum: int
     payload: bytes
     late: float = 0.0  # reordering seen (seconds, see _Partial.reordered)
+    delay_ok: bool = False  # may wait (up to the ACK delay) for DATA to carry it
 
 
 class _Partial:
@@ -235,8 +239,9 @@ class Receiver:
                 while cum < p.count and held[cum >> 3] >> (cum & 7) & 1:
                     cum += 1
                 p.cum = cum
-                if cum == p.count:
-                    return AckOrder(True, i, cum, b""), self._deliver(key, p)
+                if cum == p.count:  # a one-fragment message's ACK may wait unless asked now
+                    later = p.count == 1 and not flags & FLAG_ACK_NOW
+                    return AckOrder(True, i, cum, b"", delay_ok=later), self._deliver(key, p)
             b = i // block_size
             n = p.blocks.get(b, 0) + 1
             p.blocks[b] = n

@@ -12,13 +12,18 @@ range whose last transmission is older than the trigger is declared lost and que
 retransmission (selective repeat): at once, or, on a path that has shown reordering, when its
 reordering window has passed without an ACK of it (`transport.reorder`, counter `reordering`).
 The last fragment of each block in a batch asks for an ACK, and so do the last TAIL fragments of
-a message's final batch (a lost tail costs no timeout). When the oldest in-flight fragment of a destination is older than the RTO, each block with expired
+a message's final batch (a lost tail costs no timeout); the first transmission of a one-fragment
+message does not: its COMPLETE ACK may wait up to the peer's ACK delay (`ack_delay_ms`, the same
+on both ends) for DATA to carry it (`endpoint`), so while such a message is in flight to a
+destination its PTO and RTO are that much longer (QUIC's max_ack_delay; else every held ACK
+would draw a spurious tail probe). When the oldest in-flight fragment of a destination is older than the RTO, each block with expired
 fragments gets one probe (its highest expired fragment again, ACK_NOW) and the RTO backs off; the
 probe's ACK tells what is really missing. Before that, when a destination went quiet (nothing
-sent, no new data acknowledged) for a PTO (see rtt: about 2 srtt, no floor), its newest fragment
+sent, no new data acknowledged) for a PTO (see rtt: about 2 srtt, no floor; plus the ACK delay as said above), its newest fragment
 in flight goes out again with ACK_NOW, at most MAX_TAIL_PROBES times per quiet spell (a tail loss
 probe): a lost last fragment or last ACK then costs a PTO, not an RTO. RTT samples come only from
-ACKs whose trigger is a first transmission (Karn; the echoed seq makes that exact). A message completes on a COMPLETE ACK (or
+ACKs whose trigger is a first transmission (Karn; the echoed seq makes that exact), less the time
+the receiver says it held the ACK back. A message completes on a COMPLETE ACK (or
 when every fragment is acknowledged) and fails when no ACK made progress on it for its deadline:
 "undelivered" if some fragment never left, else "unacknowledged" (it may have been delivered).
 """
@@ -66,6 +71,7 @@ class Sender:
         self._bs = cfg.block_size
         self._window = cfg.window_blocks * cfg.block_size
         self._overhead = overhead
+        self._ack_delay = cfg.ack_delay_ms / 1000
         self._emit = emit
         self.counters = counters
         for k in self.COUNTERS:
@@ -158,8 +164,8 @@ class Sender:
         dest = self._dests[addr]
         trigger = dest.seq - (((dest.seq - h.seq - 1) & _U32) + 1)
         first = out.first_seq[i] == trigger
-        if first and not out.is_acked(i):
-            dest.rtt.sample(now - out.first_sent[i])
+        if first and not out.is_acked(i):  # less the time the receiver held the ACK back
+            dest.rtt.sample(now - out.first_sent[i] - h.block_size / 10_000)
         if h.flags & FLAG_COMPLETE:
             self._finish(out, dest, SendDone(out.handle))
             return True
@@ -276,6 +282,7 @@ class Sender:
         if not dest.inflight and not dest.queue:
             self._busy.pop(dest.addr, None)
         dest.reorder.forget(handle)
+        dest.lazy.discard(handle)
         if not dest.inflight:
             dest.reorder.clear()
         self.counters["sent_ok" if isinstance(event, SendDone) else "send_failed"] += 1
@@ -302,7 +309,7 @@ class Sender:
             if heap and heap[0][0] <= now:
                 self._declare_due(dest, now)
             if dest.inflight:
-                if next(iter(dest.inflight.values())) + dest.rtt.rto <= now:
+                if next(iter(dest.inflight.values())) + self._rto(dest) <= now:
                     self._timeout(dest, now, budget)
                 elif (probe := self._probe_due(dest)) is not None and probe <= now:
                     self._tail_probe(dest, now, budget)
@@ -340,7 +347,7 @@ class Sender:
 
     def _timeout(self, dest: Path, now: float, budget: Budget | None) -> None:
         """RTO fired: one probe per block with expired fragments, back off."""
-        rto = dest.rtt.rto
+        rto = self._rto(dest)
         expired: list[tuple[int, int]] = []
         for key, t in dest.inflight.items():
             if t + rto > now:  # the same test as in poll(): no float mismatch
@@ -371,12 +378,17 @@ class Sender:
             self.counters["probes"] += 1
             self._transmit(out, dest, [i], [FLAG_ACK_NOW], now)
 
+    def _rto(self, dest: Path) -> float:
+        """The RTO of `dest`, plus the peer's ACK delay while an ACK may be held back."""
+        return dest.rtt.rto + self._ack_delay if dest.lazy else dest.rtt.rto
+
     def _probe_due(self, dest: Path) -> float | None:
-        """When the tail probe of `dest` is due (None: none is armed)."""
+        """When the tail probe of `dest` is due (None: none is armed): a PTO after it went quiet,
+        plus the peer's ACK delay while an ACK may be held back (QUIC's max_ack_delay)."""
         pto = dest.rtt.pto
         if pto is None or dest.probes >= MAX_TAIL_PROBES:
             return None
-        return dest.last_active + pto
+        return dest.last_active + pto + (self._ack_delay if dest.lazy else 0.0)
 
     def _tail_probe(self, dest: Path, now: float, budget: Budget | None) -> None:
         """Nothing sent or acknowledged for a PTO: send the newest fragment in flight again with
@@ -458,6 +470,9 @@ class Sender:
             flags.append(ack)
             for k in range(max(tail, 0), n):
                 flags[k] = ack
+            if out.count == 1 and not out.tx[0] and self._ack_delay:  # its ACK may wait for
+                flags[0] = 0  # DATA to carry it (receiver: AckOrder.delay_ok)
+                dest.lazy.add(out.handle)
         else:
             flags, allow = self._budgeted(out, batch, tail, copies, allow)
         sent = len(flags)
@@ -499,6 +514,8 @@ class Sender:
             t = tx[i]
             if t:
                 retransmits += 1
+                if dest.lazy:  # sent again with ACK_NOW: acknowledged at once
+                    dest.lazy.discard(handle)
                 if t < 255:
                     tx[i] = t + 1
                 if marks and (handle, i) in marks:
@@ -521,7 +538,7 @@ class Sender:
         times = [self._deadlines[0][0]] if self._deadlines else []
         for dest in self._busy.values():
             if dest.inflight:
-                times.append(next(iter(dest.inflight.values())) + dest.rtt.rto)
+                times.append(next(iter(dest.inflight.values())) + self._rto(dest))
                 probe = self._probe_due(dest)
                 if probe is not None:
                     times.append(probe)

@@ -149,13 +149,18 @@ class Net:
             if evs:
                 self.events[addr].extend(evs)
 
-    def step(self) -> bool:
-        """Advance to the next arrival or deadline and process it. False when nothing is left."""
-        self.flush()
+    def next_time(self) -> float | None:
+        """When `step` acts next: the earliest arrival or endpoint deadline (None: nothing)."""
         times = [ep.next_deadline() for ep in self.endpoints.values()]
         nxt = min((t for t in times if t is not None), default=None)
         if self._heap and (nxt is None or self._heap[0][0] <= nxt):
             nxt = self._heap[0][0]
+        return nxt
+
+    def step(self) -> bool:
+        """Advance to the next arrival or deadline and process it. False when nothing is left."""
+        self.flush()
+        nxt = self.next_time()
         if nxt is None:
             return False
         self.now = max(self.now, nxt)
@@ -169,6 +174,14 @@ class Net:
                     self.on_datagram(dst, ep)
         self.flush()
         return True
+
+    def advance(self, t: float) -> None:
+        """Process every arrival and deadline up to `t`, then set the clock to `t` (a caller
+        that acts at `t`, e.g. sends, sees the network as it is then)."""
+        self.flush()
+        while (nxt := self.next_time()) is not None and nxt <= t:
+            self.step()
+        self.now = max(self.now, t)
 
     def run(self, until: Callable[[], bool] | None = None, max_time: float = 3600.0) -> None:
         """Step until `until()` holds, nothing is left, or `max_time` (fake seconds) passed."""
