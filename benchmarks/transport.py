@@ -12,7 +12,8 @@ The parent process sends; a child process (multiprocessing, spawn) receives. For
   ratios (runs that saw the same machine load; the raw rate alone swings by 1.5x here); both
   runs of a pair start after the same idle time (IDLE_S), so neither is timed warm and the other
   cold;
-- the round trip of a one-fragment message (send -> ACK), p50 and p99 over `--pings` sends;
+- the round trip of a one-fragment message (send -> ACK), p50 and p99 over `--pings` sends
+  (`prompt=True`: the sender waits on it, so the peer does not hold the ACK back);
 - per datagram at 0 % loss: the wall time and the CPU time (user + system) each process spent,
   which shows whether (and on which side) the transfer is CPU-bound;
 - small messages through actors, as a node's control traffic goes (`echo`, `--echo` messages
@@ -196,7 +197,7 @@ class Bench:
             lat = []
             for _ in range(n):
                 t0 = time.perf_counter()
-                me.send(peer, Ping(b"ping")).get(timeout=5)
+                me.send(peer, Ping(b"ping"), prompt=True).get(timeout=5)  # waits: ACK at once
                 lat.append((time.perf_counter() - t0) * 1000)
         finally:
             me.stop()

@@ -150,6 +150,15 @@ def test_a_multi_fragment_message_and_a_probe_are_acknowledged_at_once() -> None
     assert h.kind == F.ACK and h.flags & F.FLAG_COMPLETE
 
 
+def test_a_prompt_send_is_acknowledged_at_once() -> None:
+    a, b, aa, ba = endpoints("plain")
+    h = a.send(ba, BULK_TYPE, b"waited on", T0, prompt=True)
+    (data,) = move(a, b, aa, T0)
+    assert heads(a, [data])[0].flags & F.FLAG_ACK_NOW
+    move(b, a, ba, T0)  # the same instant
+    assert a.pop_events() == [SendDone(h)]
+
+
 def test_riders_end_their_run_and_never_make_a_datagram_larger_than_a_full_fragment() -> None:
     a, b, aa, ba = endpoints("plain")
     for k in range(3):  # three held ACKs

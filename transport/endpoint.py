@@ -137,9 +137,10 @@ class Endpoint:
 
     # ----------------------------------------------------------------- API
     def send(self, addr: Addr, type_code: int, body: bytes, now: float,
-             deadline_s: float | None = None) -> int:  # fmt: skip
+             deadline_s: float | None = None, prompt: bool = False) -> int:  # fmt: skip
         """Queue a message; returns its handle. Raises MessageRejected when it cannot be sent
-        (unknown type, body over the type's limit or max_message)."""
+        (unknown type, body over the type's limit or max_message). `prompt`: the caller waits
+        on the outcome (no ACK delay, see Sender.send)."""
         try:
             limit = min(self._max_body(type_code, self.cfg.max_message), self.cfg.max_message)
         except Exception as exc:  # reported to the caller as a rejection
@@ -151,7 +152,7 @@ class Endpoint:
         if not 0 <= type_code <= 0xFFFF:
             raise MessageRejected(f"type code {type_code} out of range")
         epoch = self._dest_epoch.get(addr, self.epoch)
-        handle = self.sender.send(addr, type_code, epoch, body, now, deadline_s)
+        handle = self.sender.send(addr, type_code, epoch, body, now, deadline_s, prompt)
         if self.validate and addr not in self._validated:
             self._waiting.setdefault(addr, now)
         return handle

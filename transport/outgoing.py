@@ -33,10 +33,11 @@ class Outgoing:
 
     __slots__ = ("acked", "addr", "body", "count", "created", "cum", "deadline_s", "epoch",
                  "first_sent", "first_seq", "handle", "last_progress", "last_seq", "msg_id",
-                 "n_acked", "next_new", "queued", "retx", "tx", "type_code")  # fmt: skip
+                 "n_acked", "next_new", "prompt", "queued", "retx", "tx", "type_code")  # fmt: skip
 
     def __init__(self, handle: int, addr: Addr, type_code: int, epoch: int, msg_id: int,
-                 body: bytes, count: int, now: float, deadline_s: float) -> None:  # fmt: skip
+                 body: bytes, count: int, now: float, deadline_s: float,
+                 prompt: bool = False) -> None:  # fmt: skip
         self.handle = handle
         self.addr = addr
         self.type_code = type_code
@@ -57,6 +58,7 @@ class Outgoing:
         self.last_progress = now
         self.deadline_s = deadline_s
         self.cum = 0
+        self.prompt = prompt  # the caller waits on the outcome: no ACK delay (sender.send)
 
     def is_acked(self, i: int) -> bool:
         return bool(self.acked[i >> 3] >> (i & 7) & 1)

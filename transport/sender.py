@@ -13,7 +13,7 @@ retransmission (selective repeat): at once, or, on a path that has shown reorder
 reordering window has passed without an ACK of it (`transport.reorder`, counter `reordering`).
 The last fragment of each block in a batch asks for an ACK, and so do the last TAIL fragments of
 a message's final batch (a lost tail costs no timeout); the first transmission of a one-fragment
-message does not: its COMPLETE ACK may wait up to the peer's ACK delay (`ack_delay_ms`, the same
+message does not, unless its caller waits on the outcome (`send(prompt=True)`): its COMPLETE ACK may wait up to the peer's ACK delay (`ack_delay_ms`, the same
 on both ends) for DATA to carry it (`endpoint`), so while such a message is in flight to a
 destination its PTO and RTO are that much longer (QUIC's max_ack_delay; else every held ACK
 would draw a spurious tail probe). When the oldest in-flight fragment of a destination is older than the RTO, each block with expired
@@ -114,15 +114,17 @@ class Sender:
         return len(self._outs)
 
     def send(self, addr: Addr, type_code: int, epoch: int, body: bytes, now: float,
-             deadline_s: float | None = None) -> int:  # fmt: skip
-        """Queue `body` for `addr`; returns the handle named by SendDone/SendFailed."""
+             deadline_s: float | None = None, prompt: bool = False) -> int:  # fmt: skip
+        """Queue `body` for `addr`; returns the handle named by SendDone/SendFailed. `prompt`:
+        the caller waits on the outcome, so even a one-fragment message asks for its ACK now
+        (no ACK delay at the peer)."""
         if self._next_id > MAX_MSG_ID:
             raise MessageRejected("message id space of this epoch exhausted; restart")
         deadline = self._cfg.send_deadline_s if deadline_s is None else deadline_s
         handle = self._next_handle
         self._next_handle += 1
         out = Outgoing(handle, addr, type_code, epoch, self._next_id, body,
-                       fragment_count(len(body), self._fs), now, deadline)  # fmt: skip
+                       fragment_count(len(body), self._fs), now, deadline, prompt)  # fmt: skip
         self._next_id += 1
         self._outs[handle] = out
         self._bulk += out.count > 1
@@ -470,8 +472,8 @@ class Sender:
             flags.append(ack)
             for k in range(max(tail, 0), n):
                 flags[k] = ack
-            if out.count == 1 and not out.tx[0] and self._ack_delay:  # its ACK may wait for
-                flags[0] = 0  # DATA to carry it (receiver: AckOrder.delay_ok)
+            if out.count == 1 and not out.tx[0] and self._ack_delay and not out.prompt:  # its
+                flags[0] = 0  # ACK may wait for DATA to carry it (receiver: AckOrder.delay_ok)
                 dest.lazy.add(out.handle)
         else:
             flags, allow = self._budgeted(out, batch, tail, copies, allow)

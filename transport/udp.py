@@ -281,20 +281,24 @@ class Transport:
 
     # ----------------------------------------------------------------- public API
     def send(self, addr: Addr, msg: Any, *, deadline_s: float | None = None,
-             on_done: OnDone | None = None, quick_done: bool = False) -> pykka.Future[None]:  # fmt: skip
+             on_done: OnDone | None = None, quick_done: bool = False,
+             prompt: bool = False) -> pykka.Future[None]:  # fmt: skip
         """Send `msg` to `addr`. The future resolves None once the peer acknowledged the whole
         message, or fails with SendError (kind "unacknowledged", "undelivered" or "rejected").
         `on_done(error_or_None)` runs on the delivery thread when the outcome is known;
         `quick_done=True` promises it never blocks nor waits for this transport (it tells an
         actor): it may then run on the thread that learned the outcome (the reader, or a caller
         of send() whose turn ran a timer), which saves the delivery thread's wake-up.
-        `deadline_s`: silence after which the send fails (default transport.send_deadline_s)."""
+        `deadline_s`: silence after which the send fails (default transport.send_deadline_s).
+        `prompt=True`: the caller waits on the outcome; without it the peer may hold the ACK of
+        a one-fragment message up to transport.ack_delay_ms for DATA to carry it, and the
+        future resolves that much later (transport.endpoint)."""
         return self.send_many([(addr, msg, on_done)], deadline_s=deadline_s,
-                              quick_done=quick_done)[0]
+                              quick_done=quick_done, prompt=prompt)[0]
 
     def send_many(self, items: Sequence[tuple[Addr, Any, OnDone | None]], *,
                   deadline_s: float | None = None,
-                  quick_done: bool = False) -> list[pykka.Future[None]]:  # fmt: skip
+                  quick_done: bool = False, prompt: bool = False) -> list[pykka.Future[None]]:  # fmt: skip
         """`send` of each (addr, msg, on_done) of `items`, in order, under one hold of the core's
         lock, with their first datagrams leaving in one pass and at most one wake-up of the
         reader; a message object given several times is encoded once. A client's request to
@@ -324,7 +328,7 @@ class Transport:
                     refused.append((fut, on_done, SendError("rejected", "transport stopped")))
                     continue
                 try:
-                    handle = self._ep.send(dest, type_code, body, now, deadline_s)
+                    handle = self._ep.send(dest, type_code, body, now, deadline_s, prompt)
                     self._pending[handle] = (fut, on_done, quick_done)
                 except MessageRejected as exc:
                     refused.append((fut, on_done, SendError("rejected", exc.reason)))
