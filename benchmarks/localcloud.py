@@ -60,6 +60,12 @@ def write_config(path: Path, nodes: list[tuple[int, str, int, int]],
     return path
 
 
+def _embedded_loopback_fragment_size() -> int:
+    import config
+
+    return config.load(config.DEFAULT_PATH).transport.loopback_fragment_size
+
+
 def env() -> dict[str, str]:
     e = dict(os.environ)
     e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
@@ -77,7 +83,12 @@ class Cloud:
         self.node_env = node_env  # extra environment of node i (e.g. its peer policy file)
         ports = free_udp_ports(2 * n)
         self.nodes = [(i + 1, "127.0.0.1", ports[2 * i], ports[2 * i + 1]) for i in range(n)]
-        secs = {"failures": {"enabled": failures}}
+        # the embedded default's loopback fragments (config/cluster.toml): what the README's
+        # local cloud runs with; the rest of the transport keeps the code defaults
+        secs: dict[str, dict[str, Any]] = {
+            "failures": {"enabled": failures},
+            "transport": {"loopback_fragment_size": _embedded_loopback_fragment_size()},
+        }
         for k, v in (sections or {}).items():
             secs.setdefault(k, {}).update(v)
         self.config = write_config(root / "cluster.toml", self.nodes, secs)

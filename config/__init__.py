@@ -51,6 +51,7 @@ class NodeConfig:
 @dataclass(frozen=True, slots=True)
 class TransportConfig:
     fragment_size: int = 1400
+    loopback_fragment_size: int = 0  # 0: fragment_size to loopback destinations too
     block_size: int = 32
     window_blocks: int = 32
     rto_floor_ms: int = 20
@@ -138,6 +139,7 @@ class Config:
 # Ranges checked for each numeric knob: (min, max) inclusive.
 _RANGES: dict[str, tuple[float, float]] = {
     "transport.fragment_size": (64, 65000),
+    "transport.loopback_fragment_size": (0, 65000),
     "transport.block_size": (1, 512),
     "transport.window_blocks": (1, 256),
     "transport.rto_floor_ms": (1, 60_000),
@@ -283,6 +285,8 @@ def from_dict(raw: dict[str, Any], path: Path | None = None) -> Config:
     t = cfg.transport
     if t.rto_floor_ms > t.rto_ceiling_ms:
         raise ConfigError("transport.rto_floor_ms", "must not exceed transport.rto_ceiling_ms")
+    if 0 < t.loopback_fragment_size < 64:
+        raise ConfigError("transport.loopback_fragment_size", "must be 0 (off) or at least 64")
     if t.max_message > t.max_reassembly_bytes:
         raise ConfigError("transport.max_message", "must not exceed transport.max_reassembly_bytes")
     check_secret(cfg)

@@ -443,7 +443,7 @@ class Endpoint:
         """Queue the DATA datagrams of fragments `indices` (seq seq0 + k, flags[k]): the
         sender's hot path, one call per batch with the per-message fields looked up once."""
         cfg = self.cfg
-        fs, bs = cfg.fragment_size, cfg.block_size
+        fs, bs = out.fs, cfg.block_size
         addr = out.addr
         nonce, echo = self._nonce(addr), self._echo.get(addr, 0)
         body = out.body

@@ -6,6 +6,7 @@ from array import array
 from collections import deque
 from dataclasses import dataclass
 
+from transport.frames import fragment_count
 from transport.reorder import Reorder
 from transport.rtt import RttEstimator
 
@@ -32,11 +33,11 @@ class Outgoing:
     """One message being sent (read by the endpoint to build its DATA datagrams)."""
 
     __slots__ = ("acked", "addr", "body", "count", "created", "cum", "deadline_s", "epoch",
-                 "first_sent", "first_seq", "handle", "last_progress", "last_seq", "msg_id",
+                 "first_sent", "first_seq", "fs", "handle", "last_progress", "last_seq", "msg_id",
                  "n_acked", "next_new", "prompt", "queued", "retx", "tx", "type_code")  # fmt: skip
 
     def __init__(self, handle: int, addr: Addr, type_code: int, epoch: int, msg_id: int,
-                 body: bytes, count: int, now: float, deadline_s: float,
+                 body: bytes, fs: int, now: float, deadline_s: float,
                  prompt: bool = False) -> None:  # fmt: skip
         self.handle = handle
         self.addr = addr
@@ -44,7 +45,8 @@ class Outgoing:
         self.epoch = epoch
         self.msg_id = msg_id
         self.body = memoryview(body)
-        self.count = count
+        self.fs = fs  # fragment size: the destination's (Path.fs), fixed for the message
+        count = self.count = fragment_count(len(body), fs)
         self.acked = bytearray((count + 7) >> 3)  # bit i: fragment i acknowledged
         self.n_acked = 0
         self.tx = bytearray(count)  # transmissions, capped at 255
@@ -70,14 +72,17 @@ class Outgoing:
 class Path:
     """One destination: its RTT estimator, fragments in flight (oldest first), the queue of
     messages with something to send, the transmission counter echoed by ACKs, and the messages
-    whose ACK may come up to the ACK delay late (their timers allow for it)."""
+    whose ACK may come up to the ACK delay late (their timers allow for it); `fs` and `window`
+    are the fragment size and the window (fragments in flight) its messages use."""
 
-    __slots__ = ("addr", "inflight", "last_active", "last_progress", "lazy", "probes", "queue",
-                 "reorder", "rtt", "seq")  # fmt: skip
+    __slots__ = ("addr", "fs", "inflight", "last_active", "last_progress", "lazy", "probes",
+                 "queue", "reorder", "rtt", "seq", "window")  # fmt: skip
 
-    def __init__(self, addr: Addr, rtt: RttEstimator) -> None:
+    def __init__(self, addr: Addr, rtt: RttEstimator, fs: int, window: int) -> None:
         self.addr = addr
         self.rtt = rtt
+        self.fs = fs
+        self.window = window
         self.inflight: dict[tuple[int, int], float] = {}  # (handle, index) -> timer base
         self.queue: deque[Outgoing] = deque()
         self.seq = 0

@@ -1,8 +1,13 @@
 """Sending half of the fragment protocol: a pure state machine (no sockets, threads or clocks).
 
 A message is cut into fragments of `fragment_size` bytes, grouped in blocks of `block_size`.
-Per destination, at most `window_blocks * block_size` fragments are in flight (sent, neither
-acknowledged nor declared lost); messages to one destination share that window round robin, one
+To a loopback destination (127.0.0.0/8, ::1), when `loopback_fragment_size` is set, fragments
+are that big instead: loopback has no 1500-byte MTU (Linux `lo`: 65536), and each datagram
+costs a wake-up of the receiving process, which on a one-host cloud is most of a message's cost
+(a 22 KB sealed reply is one datagram instead of 17). The receiver takes each message's fragment
+size from its header, so the two sizes mix freely. Per destination, at most the bytes of
+`window_blocks * block_size` fragments of `fragment_size` are in flight (sent, neither
+acknowledged nor declared lost; at least one block); messages to one destination share that window round robin, one
 batch of at most a block per turn, retransmissions before new fragments.
 
 Per fragment: acked (bit-packed), transmissions, seq of the first and of the last transmission
@@ -31,13 +36,14 @@ when every fragment is acknowledged) and fails when no ACK made progress on it f
 from __future__ import annotations
 
 import heapq
+import ipaddress
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from itertools import pairwise
 
 from config import TransportConfig
 from transport.errors import MessageRejected
-from transport.frames import FLAG_ACK_NOW, FLAG_COMPLETE, Header, fragment_count
+from transport.frames import FLAG_ACK_NOW, FLAG_COMPLETE, Header
 from transport.outgoing import Addr, Outgoing, Path, SendDone, SendFailed
 from transport.rtt import RttEstimator
 
@@ -49,6 +55,16 @@ MAX_IDLE_DESTS = 4096  # idle destinations (RTT state) kept, oldest forgotten fi
 RECENT_DONE = 4096  # finished message ids remembered (late ACKs are not "bad")
 TAIL = 3  # fragments asking for an ACK at the end of a message's last batch
 MAX_TAIL_PROBES = 2  # per quiet spell of a destination (reset by an ACK of new data)
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ::ffff:127.x.y.z (a host name is not resolved: False)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
 
 
 # emit(out, indices, seq0, flags): the endpoint builds and queues the DATA datagrams of
@@ -68,6 +84,7 @@ class Sender:
                  counters: dict[str, int]) -> None:  # fmt: skip
         self._cfg = cfg
         self._fs = cfg.fragment_size
+        self._lo_fs = cfg.loopback_fragment_size
         self._bs = cfg.block_size
         self._window = cfg.window_blocks * cfg.block_size
         self._overhead = overhead
@@ -94,7 +111,7 @@ class Sender:
         for out in self._outs.values():
             size = len(out.body)
             total += size
-            done += min(size, out.n_acked * self._fs)
+            done += min(size, out.n_acked * out.fs)
         return done, total
 
     def rtt(self, addr: Addr) -> RttEstimator:
@@ -123,13 +140,13 @@ class Sender:
         deadline = self._cfg.send_deadline_s if deadline_s is None else deadline_s
         handle = self._next_handle
         self._next_handle += 1
-        out = Outgoing(handle, addr, type_code, epoch, self._next_id, body,
-                       fragment_count(len(body), self._fs), now, deadline, prompt)  # fmt: skip
+        dest = self._dest(addr)
+        out = Outgoing(handle, addr, type_code, epoch, self._next_id, body, dest.fs, now,
+                       deadline, prompt)  # fmt: skip
         self._next_id += 1
         self._outs[handle] = out
         self._bulk += out.count > 1
         self._by_id[(addr, out.msg_id)] = out
-        dest = self._dest(addr)
         self._enqueue(dest, out)
         heapq.heappush(self._deadlines, (now + deadline, handle))
         return handle
@@ -142,7 +159,12 @@ class Sender:
                     if a not in self._busy:
                         del self._dests[a]
             rtt = RttEstimator(self._cfg.rto_floor_ms / 1000, self._cfg.rto_ceiling_ms / 1000)
-            dest = self._dests[addr] = Path(addr, rtt)
+            fs = self._fs
+            if self._lo_fs and is_loopback(addr[0]):
+                fs = self._lo_fs
+            # the same bytes in flight as the configured window of fragment_size fragments
+            window = max(self._bs, self._window * self._fs // fs)
+            dest = self._dests[addr] = Path(addr, rtt, fs, window)
         return dest
 
     def _enqueue(self, dest: Path, out: Outgoing) -> None:
@@ -315,7 +337,7 @@ class Sender:
                     self._timeout(dest, now, budget)
                 elif (probe := self._probe_due(dest)) is not None and probe <= now:
                     self._tail_probe(dest, now, budget)
-            if dest.queue and len(dest.inflight) < self._window and (left is None or left > 0):
+            if dest.queue and len(dest.inflight) < dest.window and (left is None or left > 0):
                 sent = self._fill(dest, now, budget, left)
                 left = None if left is None else left - sent
 
@@ -371,7 +393,7 @@ class Sender:
         allow = budget(dest.addr) if budget is not None else None
         for (handle, _), i in probes.items():
             out = self._outs[handle]
-            size = self._overhead + len(out.body[i * self._fs : (i + 1) * self._fs])
+            size = self._overhead + len(out.body[i * out.fs : (i + 1) * out.fs])
             if allow is not None:
                 if size > allow:
                     dest.inflight[(handle, i)] = now
@@ -403,7 +425,7 @@ class Sender:
         out = self._outs[key[0]]
         if budget is not None:
             allow = budget(dest.addr)
-            size = self._overhead + len(out.body[key[1] * self._fs : (key[1] + 1) * self._fs])
+            size = self._overhead + len(out.body[key[1] * out.fs : (key[1] + 1) * out.fs])
             if allow is not None and size > allow:
                 return
         del dest.inflight[key]
@@ -416,9 +438,9 @@ class Sender:
         allow = budget(dest.addr) if budget is not None else None
         queue = dest.queue
         total = 0
-        while queue and len(dest.inflight) < self._window and (limit is None or total < limit):
+        while queue and len(dest.inflight) < dest.window and (limit is None or total < limit):
             out = queue[0]
-            room = min(self._bs, self._window - len(dest.inflight))
+            room = min(self._bs, dest.window - len(dest.inflight))
             if limit is not None:
                 room = min(room, limit - total)
             batch, first_new = self._batch(out, room)
@@ -490,7 +512,7 @@ class Sender:
                   allow: int) -> tuple[list[int], int]:  # fmt: skip
         """Flags of the leading fragments of `batch` that fit in `allow` bytes (the last of them
         asks for an ACK when the budget stops the batch), and the bytes still allowed."""
-        bs, body, fs, overhead = self._bs, out.body, self._fs, self._overhead
+        bs, body, fs, overhead = self._bs, out.body, out.fs, self._overhead
         flags: list[int] = []
         for k, i in enumerate(batch):
             ask = k >= tail or batch[k + 1] // bs != i // bs
