@@ -86,6 +86,7 @@ class FakeTransport:
         deadline_s: float | None = None,
         on_done: OnDone | None = None,
         quick_done: bool = False,
+        prompt: bool = False,  # the real one's ACK-delay opt-out: nothing to delay here
     ) -> pykka.Future[None]:
         fut: pykka.Future[None] = pykka.ThreadingFuture()
         rec = Sent(tuple(addr), msg, deadline_s, fut, on_done)  # type: ignore[arg-type]
@@ -110,11 +111,12 @@ class FakeTransport:
         *,
         deadline_s: float | None = None,
         quick_done: bool = False,
+        prompt: bool = False,
     ) -> list[pykka.Future[None]]:
         """`send` of each item, in order (recorded in `many`: the count of each call)."""
         self.many.append(len(items))
         return [self.send(addr, msg, deadline_s=deadline_s, on_done=on_done,
-                          quick_done=quick_done) for addr, msg, on_done in items]
+                          quick_done=quick_done, prompt=prompt) for addr, msg, on_done in items]
 
     def subscribe(
         self,
