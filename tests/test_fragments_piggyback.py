@@ -220,8 +220,10 @@ def test_bad_ack_records_are_counted_and_dropped_never_raised(mode: str, name: s
     assert SendDone(req) in events and any(isinstance(e, Delivered) for e in events)
 
 
-def _traffic(cfg: TransportConfig, loss: float, seed: int) -> tuple[Net, Endpoint, Endpoint,
-                                                                    list[int], list[int]]:  # fmt: skip
+Traffic = tuple[Net, Endpoint, Endpoint, list[int], list[int]]
+
+
+def _traffic(cfg: TransportConfig, loss: float, seed: int) -> Traffic:
     """Both ways, 150 one-fragment messages each at random gaps of 0-6 ms (some answers come
     within the ACK delay, some do not) and a few multi-fragment ones; one-way delay 1 ms."""
     net = Net(random.Random(seed))

@@ -163,10 +163,11 @@ class Endpoint:
 
     def datagrams_received(self, batch: Sequence[tuple[Addr, bytes]], now: float) -> None:
         """Feed datagrams in arrival order (the socket layer's batches; lookups done once).
-        The ACKs they call for are held to the next `gathered_to_send`, one per message: a later ACK of
-        a message holds everything an earlier one of the batch said (the fragments held only
-        grow, and its trigger is the newer transmission), so the earlier ones are dropped
-        (counter `acks_merged`; a 4-fragment request asked for 3 ACKs in one reader turn)."""
+        The ACKs they call for are held to the next `gathered_to_send` (where DATA may carry
+        them; see the module docstring), one per message: a later ACK of a message holds
+        everything an earlier one of the batch said (the fragments held only grow, and its
+        trigger is the newer transmission), so the earlier ones are dropped (counter
+        `acks_merged`; a 4-fragment request asked for 3 ACKs in one reader turn)."""
         c = self.counters
         c["datagrams_in"] += len(batch)
         c["bytes_in"] += sum([len(d) for _, d in batch])

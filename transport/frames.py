@@ -301,8 +301,9 @@ def ack_record(flags: int, type_code: int, epoch: int, msg_id: int, frag_index: 
 
 def split_acks(h: Header, payload: bytes) -> tuple[bytes, list[tuple[Header, int, bytes]]]:
     """(fragment, [(ACK header, start, bitmap), ...]) of a DATA datagram with the ACKS flag
-    (`parse_ack` done); each ACK header gets the DATA header's sender, nonce and echo. FrameError if the fragment length
-    the header implies does not fit or a record is truncated or malformed."""
+    (`parse_ack` done); each ACK header gets the DATA header's sender, nonce and echo.
+    FrameError if the fragment length the header implies does not fit or a record is truncated
+    or malformed."""
     if h.frag_size == 0 or h.frag_index * h.frag_size > h.total:
         raise FrameError("ACK records after a fragment of unknown length")
     n = min(h.frag_size, h.total - h.frag_index * h.frag_size)

@@ -18,15 +18,16 @@ retransmission (selective repeat): at once, or, on a path that has shown reorder
 reordering window has passed without an ACK of it (`transport.reorder`, counter `reordering`).
 The last fragment of each block in a batch asks for an ACK, and so do the last TAIL fragments of
 a message's final batch (a lost tail costs no timeout); the first transmission of a one-fragment
-message does not, unless its caller waits on the outcome (`send(prompt=True)`): its COMPLETE ACK may wait up to the peer's ACK delay (`ack_delay_ms`, the same
-on both ends) for DATA to carry it (`endpoint`), so while such a message is in flight to a
-destination its PTO and RTO are that much longer (QUIC's max_ack_delay; else every held ACK
-would draw a spurious tail probe). When the oldest in-flight fragment of a destination is older than the RTO, each block with expired
+message does not, unless its caller waits on the outcome (`send(prompt=True)`): its COMPLETE ACK
+may wait up to the peer's ACK delay (`ack_delay_ms`, the same on both ends) for DATA to carry it
+(`endpoint`), so while such a message is in flight to a destination its PTO and RTO are that
+much longer (QUIC's max_ack_delay; else every held ACK would draw a spurious tail probe).
+When the oldest in-flight fragment of a destination is older than the RTO, each block with expired
 fragments gets one probe (its highest expired fragment again, ACK_NOW) and the RTO backs off; the
 probe's ACK tells what is really missing. Before that, when a destination went quiet (nothing
-sent, no new data acknowledged) for a PTO (see rtt: about 2 srtt, no floor; plus the ACK delay as said above), its newest fragment
-in flight goes out again with ACK_NOW, at most MAX_TAIL_PROBES times per quiet spell (a tail loss
-probe): a lost last fragment or last ACK then costs a PTO, not an RTO. RTT samples come only from
+sent, no new data acknowledged) for a PTO (see rtt: about 2 srtt, no floor; plus the ACK delay
+as said above), its newest fragment in flight goes out again with ACK_NOW, at most
+MAX_TAIL_PROBES times per quiet spell (a tail loss probe): a lost last fragment or last ACK then costs a PTO, not an RTO. RTT samples come only from
 ACKs whose trigger is a first transmission (Karn; the echoed seq makes that exact), less the time
 the receiver says it held the ACK back. A message completes on a COMPLETE ACK (or
 when every fragment is acknowledged) and fails when no ACK made progress on it for its deadline:
