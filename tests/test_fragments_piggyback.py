@@ -159,6 +159,24 @@ def test_a_prompt_send_is_acknowledged_at_once() -> None:
     assert a.pop_events() == [SendDone(h)]
 
 
+def test_an_endpoint_without_ack_delay_neither_holds_acks_nor_has_its_own_held() -> None:
+    a = Endpoint(CFG, epoch=1000, rng=random.Random(1), max_body=fake_max_body, ack_delay=False)
+    b = Endpoint(CFG, epoch=2000, rng=random.Random(2), max_body=fake_max_body, ack_delay=False)
+    for t, (src, dst, sa, da) in ((T0 - 1, (a, b, A, B)), (T0 - 0.5, (b, a, B, A))):
+        src.send(da, BULK_TYPE, b"hello", t)  # each now echoes the other's nonce
+        move(src, dst, sa, t)
+        move(dst, src, da, t)
+    h = a.send(B, BULK_TYPE, b"request", T0)
+    (data,) = move(a, b, A, T0)
+    assert heads(a, [data])[0].flags & F.FLAG_ACK_NOW
+    (ack,) = move(b, a, B, T0)  # at once
+    assert heads(b, [ack])[0].kind == F.ACK
+    assert SendDone(h) in a.pop_events()
+    b.send(A, BULK_TYPE, b"x", T0)  # and b's own one-fragment send asks for its ACK now
+    (data,) = [d for _, d in b.datagrams_to_send(T0)]
+    assert heads(b, [data])[0].flags & F.FLAG_ACK_NOW
+
+
 def test_riders_end_their_run_and_never_make_a_datagram_larger_than_a_full_fragment() -> None:
     a, b, aa, ba = endpoints("plain")
     for k in range(3):  # three held ACKs

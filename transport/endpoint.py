@@ -23,7 +23,8 @@ ACKs leave at the end of the turn that asked for them (`datagrams_received` hold
 `gathered_to_send`), and ride on a DATA datagram that turn sends to the same address when its
 fragment leaves room (`frames`: the ACKS flag and ACK records). The COMPLETE ACK of a one-fragment
 message that did not ask for an ACK now (`receiver.AckOrder.delay_ok`) waits up to
-`ack_delay_ms` for such DATA (a request's ACK rides on its answer) before it leaves alone; it
+`ack_delay_ms` (on an endpoint made with `ack_delay`, as transport.udp makes peer sockets only)
+for such DATA (a request's ACK rides on its answer) before it leaves alone; it
 tells how long it was held (the ACK's block field), and senders allow for the delay (`rtt`).
 A plain socket's ACK that must not echo (below) never rides, and neither does an ACK to an
 address not yet validated (its DATA is sent datagram by datagram within the budget).
@@ -101,7 +102,11 @@ class Endpoint:
         max_body: Callable[[int, int], int],
         guard: A.PeerGuard | None = None,
         validate_addresses: bool = False,
+        ack_delay: bool = True,
     ) -> None:
+        """`ack_delay=False`: this socket neither holds ACKs back nor lets its one-fragment
+        messages' ACKs be held (transport.udp: client sockets, whose callers wait on the ACK of
+        a one-fragment request)."""
         self.cfg = cfg
         self.epoch = epoch
         self.guard = guard
@@ -115,7 +120,8 @@ class Endpoint:
                   "unknown_sender", "dropped_epoch", "acks_sent", "acks_merged", "acks_carried",
                   "amp_blocked", "rejects_sent", "epoch_rotations"):  # fmt: skip
             self.counters[k] = 0
-        self.sender = Sender(cfg, self.overhead, self._emit, self.counters)
+        delay_s = cfg.ack_delay_ms / 1000 if ack_delay else 0.0
+        self.sender = Sender(cfg, self.overhead, self._emit, self.counters, delay_s)
         self.receiver = Receiver(cfg, max_body, self.counters)
         self._max_body = max_body
         self._nonce_key = rng.randbytes(16)
@@ -132,7 +138,7 @@ class Endpoint:
         # addr -> (epoch, msg id) -> (DATA header, ACK, when asked, when due): ACKs held for
         # DATA to carry them (_hold), the delayable ones until ack_delay_ms has passed
         self._held: dict[Addr, dict[tuple[int, int], tuple[F.Header, AckOrder, float, float]]] = {}
-        self._ack_delay = cfg.ack_delay_ms / 1000
+        self._ack_delay = delay_s
         self._now = 0.0  # of the gathered_to_send running (the delay a carried ACK reports)
 
     # ----------------------------------------------------------------- API

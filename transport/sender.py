@@ -82,14 +82,15 @@ class Sender:
                 "sent_ok", "send_failed", "reordering")  # fmt: skip
 
     def __init__(self, cfg: TransportConfig, overhead: int, emit: Emit,
-                 counters: dict[str, int]) -> None:  # fmt: skip
+                 counters: dict[str, int], ack_delay_s: float | None = None) -> None:  # fmt: skip
         self._cfg = cfg
         self._fs = cfg.fragment_size
         self._lo_fs = cfg.loopback_fragment_size
         self._bs = cfg.block_size
         self._window = cfg.window_blocks * cfg.block_size
         self._overhead = overhead
-        self._ack_delay = cfg.ack_delay_ms / 1000
+        # the peer's ACK delay (None: the configured one; 0: never let it hold an ACK back)
+        self._ack_delay = cfg.ack_delay_ms / 1000 if ack_delay_s is None else ack_delay_s
         self._emit = emit
         self.counters = counters
         for k in self.COUNTERS:

@@ -269,8 +269,10 @@ class Transport:
             guard = PeerGuard(auth, lambda: int(time.time() * 1000))
             epoch = boot_epoch(auth.epoch_store, auth.self_id, wall_ms)
         rng = random.Random(int.from_bytes(os.urandom(8), "big"))
+        # ACKs are held back (ack_delay_ms) on peer sockets only: a client waits on the ACK of
+        # its one-fragment request (its upload phase), a node's peer messages are not waited on
         ep = Endpoint(cfg, epoch=epoch, rng=rng, max_body=codec.max_body, guard=guard,
-                      validate_addresses=validate_addresses)  # fmt: skip
+                      validate_addresses=validate_addresses, ack_delay=guard is not None)  # fmt: skip
         sock = DatagramSocket(bind, cfg.socket_buffer, wrap=sock_wrapper, batching=batching,
                               recv_errors=recv_errors)
         gate = None
