@@ -13,8 +13,9 @@ Owns the pure core `actors.core.encrypt_flow.EncryptService` and the `EncoderPoo
   peers, `ForgetElection` (settled when the client's transport acknowledged the reply);
 - peer Done or DoneBatch -> drop the cached copies. Our own Dones are held `election.done_hold_ms`
   (50 ms) from the first one, or until DONE_HOLD_MAX are held, then leave as one DoneBatch
-  (issue 19: one Done per peer per request was ~2 of a node's ~13 peer datagrams per request,
-  plus their ACKs). The timer is the supervisor's Ticker (`later`: no thread of its own, and an
+  (issue 19: one Done to each peer per request won, 0.68 messages per request and node at one
+  client back to back, plus their ACKs; about half that with the hold, `benchmarks.msg_count`;
+  more clients fill a hold faster). The timer is the supervisor's Ticker (`later`: no thread of its own, and an
   idle cloud still sends them); without one (or a hold of 0) they wait only for the messages
   already in the mailbox. What the hold costs: the peers keep their cached copy (and their
   election state) up to the hold longer; a winner killed inside the hold, after its reply left,
