@@ -7,7 +7,9 @@ and restarted 3 s later. `status` is sampled every 100 ms from an in-process cli
 
 Checked and reported: requests failed (must be 0), requests whose reply was accepted twice (as
 each client's home counted them per request id, its `accepted_twice`) and duplicate replies
-received (reported), bit-exact
+received (reported; each one's request id, nodes and the faults during its request in the log,
+and `dups_no_fault`, those whose request saw no node down or suspected in the nodes' logs:
+`fault_windows`, `classify_duplicates`), bit-exact
 results, updates delivered exactly once (the borrower's final views equal the arithmetic),
 at most one node down-or-unreachable per sample, token holders per sample, convergence of the
 nodes' state digests after the run, and failover: the latency of the requests in flight at the
@@ -22,12 +24,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
+import re
 import statistics
 import tempfile
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -318,6 +323,7 @@ def _summarize(cloud: Cloud, root: Path, bob: Path,
     ok = failed = wrong = dups = twice = 0
     lat: list[float] = []
     answered: list[dict[str, Any]] = []
+    dup_rows: list[dict[str, Any]] = []
     for c, (chunk, proc, (out, err)) in done:
         lines = json_lines(out)
         if not lines:
@@ -327,6 +333,7 @@ def _summarize(cloud: Cloud, root: Path, bob: Path,
         res = lines[0]
         failed += len(res["failed"])
         dups += res["duplicate_replies"]
+        dup_rows.extend({**d, "client": f"load{c}"} for d in res.get("duplicates", []))
         twice += res["accepted_twice"]
         for row in res["encrypted"]:
             path = next(p for p in chunk if p.name == row["file"])
@@ -351,9 +358,17 @@ def _summarize(cloud: Cloud, root: Path, bob: Path,
     log.extend(f"in flight at the SIGKILL: {r['client']} {r['file']} started {r['started']:.3f} "
                f"{r['ms']} ms, answered by node {r['node']}"
                for r in answered if in_flight([r], kills))
+    faults = fault_windows([cloud.log_text(i) for i in sorted(cloud.logs)])
+    dup_faults = classify_duplicates(dup_rows, faults)
+    log.extend(f"duplicate reply: {d['client']} {d['rid']} sealed by node {d['node']} after node "
+               f"{d['accepted']}'s reply, {d['attempts']} attempt(s); "
+               + ("; ".join(seen) if seen else "no node down or suspected meanwhile")
+               for d, seen in zip(dup_rows, dup_faults, strict=True))
     return {
         "requests": sum(len(chunk) for _, (chunk, _p, _o) in done), "ok": ok, "failed": failed,
-        "wrong": wrong, "accepted_twice": twice, "duplicate_replies": dups, "wall_s": round(wall, 1),
+        "wrong": wrong, "accepted_twice": twice, "duplicate_replies": dups,
+        "dups_no_fault": sum(not seen for seen in dup_faults) + dups - len(dup_rows),
+        "wall_s": round(wall, 1),
         "p50_ms": round(statistics.median(lat), 1) if lat else 0.0,
         "p99_ms": round(lat[int(len(lat) * 0.99) - 1], 1) if lat else 0.0,
         "max_ms": round(lat[-1], 1) if lat else 0.0,
@@ -371,6 +386,57 @@ def in_flight(rows: list[dict[str, Any]], kills: list[float]) -> list[float]:
     sent before it and answered after it, by the row's `started` and `ms`."""
     return sorted(r["ms"] for r in rows
                   if any(r["started"] <= k <= r["started"] + r["ms"] / 1000 for k in kills))
+
+
+_STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) node(\d+) ")
+_WENT_DOWN = re.compile(r"simulated failure: going down for ([\d.]+) s$")
+_PEER_STATE = re.compile(r"election_actor: node (\d+): (up|down|unreachable)$")
+_PEER_EVENT = re.compile(r"election_actor: node (\d+)(?: restarted|: its peer port is closed)")
+
+
+def fault_windows(logs: list[str]) -> list[tuple[float, float, str]]:
+    """(start, end, what) in wall-clock seconds from the nodes' logs (at INFO or DEBUG): a
+    node's simulated failure (its own "going down for X s"), a peer down or unreachable in one
+    node's view (its failure detector: "node M: down" until "node M: up"), a peer that
+    restarted or whose port was closed (an instant). Log times are local wall clock (ms)."""
+    out: list[tuple[float, float, str]] = []
+    for text in logs:
+        since: dict[int, tuple[float, str]] = {}
+        me = 0
+        for line in text.splitlines():
+            m = _STAMP.match(line)
+            if m is None:
+                continue
+            t = datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            me = int(m[2])
+            if (d := _WENT_DOWN.search(line)) is not None:
+                out.append((t, t + float(d[1]), f"node {me} down (simulated failure)"))
+            elif (p := _PEER_STATE.search(line)) is not None:
+                peer, state = int(p[1]), p[2]
+                if state != "up":
+                    since.setdefault(peer, (t, state))
+                elif peer in since:
+                    start, was = since.pop(peer)
+                    out.append((start, t, f"node {me} saw node {peer} {was}"))
+            elif (e := _PEER_EVENT.search(line)) is not None:
+                out.append((t, t, f"node {me}: {line[m.end():].split(': ', 1)[-1]}"))
+        out.extend((start, math.inf, f"node {me} saw node {peer} {was}")
+                   for peer, (start, was) in since.items())
+    return sorted(out)
+
+
+def classify_duplicates(dups: list[dict[str, Any]], faults: list[tuple[float, float, str]],
+                        slack_s: float = 0.05) -> list[list[str]]:
+    """For each duplicate of the encrypt JSON (its request's `started` and its arrival `at`,
+    wall clock), the faults of `fault_windows` that overlap its request's life (+- `slack_s`:
+    log times are to the ms): empty means no node was down or suspected meanwhile, the case
+    issue 19 allows no duplicate in."""
+    out = []
+    for d in dups:
+        lo, hi = d["started"] - slack_s, d["at"] + slack_s
+        out.append([f"{what} from {datetime.fromtimestamp(a).strftime('%H:%M:%S.%f')[:-3]}"
+                    for a, b, what in faults if a <= hi and b >= lo])
+    return out
 
 
 def _converge(cloud: Cloud, limit_s: float = 10.0) -> float:
@@ -417,7 +483,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from shell.render import table
 
-    cols = ["peer_faults", "requests", "ok", "failed", "wrong", "accepted_twice", "duplicate_replies", "p50_ms",
+    cols = ["peer_faults", "requests", "ok", "failed", "wrong", "accepted_twice",
+            "duplicate_replies", "dups_no_fault", "p50_ms",
             "p99_ms", "failover_n", "failover_p50_ms", "failover_max_ms", "views_expected", "views",
             "converged_s", "down_or_unreachable_gt1", "two_token_holders"]
     print(table(rounds, cols))

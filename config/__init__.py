@@ -72,6 +72,7 @@ class ElectionConfig:
     heartbeat_interval_ms: int = 200
     failure_timeout_ms: int = 1000
     answer_timeout_ms: int = 300
+    done_hold_ms: int = 50  # a winner's Dones wait this long to leave together (encrypt_actor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +157,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "election.heartbeat_interval_ms": (10, 60_000),
     "election.failure_timeout_ms": (20, 600_000),
     "election.answer_timeout_ms": (1, 60_000),
+    "election.done_hold_ms": (0, 10_000),
     "failures.max_down_s": (0.1, 3600),
     "failures.mean_up_s": (0.1, 86_400),
     "failures.token_hold_s": (0.01, 3600),

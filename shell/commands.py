@@ -11,6 +11,7 @@ import glob as glob_mod
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,8 +96,19 @@ def _encrypt(ctx: Context, args: list[str]) -> Outcome:
         out = ctx.session.encrypt(paths, progress=ctx.progress)
     else:
         out = ctx.session.encrypt(paths, progress=ctx.progress, base=ctx.cwd)
+    stats = ctx.session.caller.stats
+    new = stats.duplicates - before
+    wall = time.time() - time.monotonic()
     data = {"encrypted": out.encrypted, "failed": out.failed,
-            "duplicate_replies": ctx.session.caller.stats.duplicates - before,
+            "duplicate_replies": new,
+            # each with its rid (to trace it in the nodes' logs), the replying and the accepted
+            # node, and when (wall clock, like `started` of the rows; the session's clock is
+            # time.monotonic)
+            "duplicates": [{"rid": d.rid, "node": d.node, "accepted": d.first,
+                            "attempts": d.attempts, "after_ms": round(d.after_s * 1000, 1),
+                            "started": round(d.started + wall, 3), "at": round(d.at + wall, 3),
+                            "kind": d.kind}
+                           for d in (stats.duplicate_log[-new:] if new else [])],
             "accepted_twice": ctx.session.home.accepted_twice() - twice_before}
     lines = []
     if out.encrypted:

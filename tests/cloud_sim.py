@@ -22,7 +22,8 @@ IDS = (1, 2, 3)
 
 class FakeNet:
     """Datagram-like delivery: each message is dropped with probability `loss`, else delivered
-    after a delay in `delay` seconds, never before an earlier message on the same link."""
+    after a delay in `delay` seconds, never before an earlier message on the same link (unless
+    made `late`)."""
 
     def __init__(
         self, rng: random.Random, loss: float = 0.0, delay: tuple[float, float] = (2e-4, 8e-4)
@@ -38,6 +39,9 @@ class FakeNet:
         self.cut: set[tuple[int, int]] = set()  # (src, dst) links that drop everything
         self.slow: dict[tuple[int, int], float] = {}  # (src, dst) -> extra delay, seconds
         self.deaf_to: set[tuple[int, type[Message]]] = set()  # (dst, type): never delivered
+        # (src, dst, type) -> extra delay of the next such message, which later messages on the
+        # link overtake (the real transport: one message lost and resent arrives after others)
+        self.late: dict[tuple[int, int, type[Message]], float] = {}
 
     def send(self, src: int, dst: int, msg: Message, now: float) -> None:
         self.sent += 1
@@ -46,8 +50,12 @@ class FakeNet:
             self.dropped += 1
             return
         extra = self.slow.get((src, dst), 0.0)
+        late = self.late.pop((src, dst, type(msg)), None)
         at = max(now + extra + self.rng.uniform(*self.delay), self.link_last.get((src, dst), 0.0))
-        self.link_last[(src, dst)] = at
+        if late is None:
+            self.link_last[(src, dst)] = at
+        else:
+            at += late
         self.seq += 1
         heapq.heappush(self.queue, (at, self.seq, src, dst, msg))
 

@@ -12,15 +12,17 @@ from collections.abc import Callable
 import pytest
 
 from actors.core.calls import (
+    DUPLICATES_KEPT,
     Answered,
     CallError,
     CallTable,
+    Duplicate,
     Effect,
     Failed,
     Retrying,
     Send,
 )
-from codec.messages import Ack, ErrorReply, Message
+from codec.messages import Ack, EncryptReply, ErrorReply, Message
 
 NODES = [("127.0.0.1", 1), ("127.0.0.1", 2), ("127.0.0.1", 3)]
 RID = "alice#7"
@@ -216,11 +218,12 @@ def test_an_acknowledgement_is_a_sign_of_life() -> None:
 def test_cancel_fails_the_call_and_nothing_more_is_sent() -> None:
     t = CallTable(retry_s=0.1, deadline_s=60.0)
     started(t)
-    [failed] = t.cancel(RID)
+    [failed] = t.cancel(RID, 0.5)
     assert isinstance(failed, Failed) and failed.error.code == "cancelled"
     assert RID not in t and t.tick(30.0) == []
     ours, effects = t.on_reply(NODES[0], Ack(rid=RID), 30.0)  # a late answer: a duplicate
-    assert ours and effects == [] and t.stats.duplicates == 1
+    assert ours and t.stats.duplicates == 1
+    assert effects == [Duplicate(RID, 1, NODES[0], None, None, 0.0, 30.0, 29.5, "Ack")]
 
 
 def test_a_request_id_in_flight_is_not_started_twice() -> None:
@@ -279,6 +282,40 @@ def test_a_retryable_refusal_after_the_answer_is_no_duplicate_a_refusal_is() -> 
     assert ours and effects == [] and t.stats.duplicates == 0 and t.stats.replies_received == 2
     t.on_reply(NODES[2], refuse(0), 3.1)
     assert t.stats.duplicates == 1  # a final answer from a second node is one
+
+
+def test_a_duplicate_says_which_call_attempt_and_nodes_so_it_can_be_traced() -> None:
+    """Issue 19: a rare second seal was counted but not traceable. The duplicate names the
+    request id, the attempts the call had sent, the replying and the accepted node, and when."""
+    t = CallTable(retry_s=0.1, deadline_s=60.0, hold_s=0.1)
+
+    def reply(node: int) -> EncryptReply:
+        return EncryptReply(rid=RID, node=node, sealed=b"png", seal_ms=1.0, wait_ms=2.0)
+
+    for e in started(t, now=1.0):
+        t.send_done(RID, 0, e.addr, False, 1.05)  # not delivered: attempt 1 follows
+    retry = [e for e in t.tick(1.2) if isinstance(e, Send)]
+    assert {e.attempt for e in retry} == {1}
+    ours, effects = t.on_reply(NODES[0], reply(1), 1.25)
+    assert ours and isinstance(effects[0], Answered)
+    ours, effects = t.on_reply(NODES[1], reply(2), 1.3)
+    assert ours and effects == [Duplicate(RID, 2, NODES[1], 2, 1, 1.0, 1.3, pytest.approx(0.05),
+                                          "EncryptReply")]
+    assert t.stats.duplicate_log == effects and t.stats.duplicates == 1
+    t.on_reply(NODES[1], busy(0), 1.4)  # a retryable error answers nothing: no duplicate
+    assert t.stats.duplicate_log == effects
+
+
+def test_the_duplicate_log_keeps_the_latest() -> None:
+    t = CallTable(retry_s=1.0, deadline_s=60.0)
+    for i in range(DUPLICATES_KEPT + 5):
+        rid = f"alice#{i}"
+        t.start(rid, lambda a, rid=rid: Ack(rid=rid), NODES, 0.0)
+        t.on_reply(NODES[0], Ack(rid=rid), 0.1)
+        t.on_reply(NODES[1], Ack(rid=rid), 0.2)
+    assert t.stats.duplicates == DUPLICATES_KEPT + 5
+    assert [d.rid for d in t.stats.duplicate_log] == [
+        f"alice#{i}" for i in range(5, DUPLICATES_KEPT + 5)]
 
 
 def test_a_plain_call_still_counts_a_second_reply_as_a_duplicate() -> None:

@@ -3,6 +3,7 @@ encrypts, an owner posting updates for an offline borrower, one node SIGKILLed a
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -82,13 +83,70 @@ def test_peer_network_faults_lose_nothing(tmp_path: Path, faults: str) -> None:
     assert r["accepted_twice"] == 0  # a second reply is counted, never stored
     # One winner per request (issue 19): a node seals only once a majority voted for its claim,
     # so late or lost peer datagrams no longer make two nodes answer (16-27 duplicates in 200
-    # before it).
-    assert r["duplicate_replies"] == 0, r["duplicate_replies"]
+    # before it) while no node is down or suspected (the one traced, a claimant's Election
+    # overtaken by its Claim, is fixed in the core). The failure token takes a node down every
+    # few seconds here, and a winner that goes down right after its reply can be re-elected: its
+    # peers hear it is down before its Done, lost and resent (traced 4 times in 27 runs of 500);
+    # the issue allows under 1 % with a node down.
+    dups = [line for line in r["log"] if line.startswith("duplicate reply:")]
+    assert r["dups_no_fault"] == 0, dups
+    assert 100 * r["duplicate_replies"] < r["requests"], dups
     assert r["updates_acked"] == 5 and r["views"] == r["views_expected"]
     assert r["two_token_holders"] == 0
     assert 0 <= r["converged_s"] <= 10
     phases = [line for line in r["log"] if line.startswith("peer network:")]
     assert len(phases) == (22 if faults == "drop" else 2), phases  # every phase ran, then clean
+
+
+NODE_LOGS = [
+    "2026-12-06 04:05:57,403 node1 DEBUG actors.node.election_actor: start load3#109 priority 7\n"
+    "2026-12-06 04:05:57,406 node1 INFO actors.node.token_actor: simulated failure: going down "
+    "for 1.0 s\n"
+    "2026-12-06 04:06:10,000 node1 INFO actors.node.election_actor: node 3 restarted (new boot "
+    "epoch)\n",
+    "2026-12-06 04:05:28,690 node2 INFO actors.node.election_actor: node 1: up\n"  # at start
+    "2026-12-06 04:05:57,422 node2 INFO actors.node.election_actor: node 1: down\n"
+    "2026-12-06 04:05:58,418 node2 INFO actors.node.election_actor: node 1: up\n"
+    "2026-12-06 04:05:58,500 node2 INFO actors.node.base: node 2: client_while_down Join\n"
+    "2026-12-06 04:06:20,000 node2 INFO actors.node.election_actor: node 3: unreachable\n",
+]
+
+
+def _wall(clock: str) -> float:
+    """The wall-clock time of a node log's stamp on NODE_LOGS' day."""
+    return datetime.strptime(f"2026-12-06 {clock}", "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+def test_fault_windows_come_from_the_node_logs() -> None:
+    """What benchmarks.chaos counts as "a node down or suspected": a node's own simulated
+    failure, a peer down or unreachable in any node's view until it is up again in that view,
+    a restart seen; other lines (a refusal mentioning a node, the start-up's first "up") are
+    no fault."""
+    from benchmarks.chaos import fault_windows
+
+    assert fault_windows(NODE_LOGS) == [
+        (_wall("04:05:57,406"), _wall("04:05:58,406"), "node 1 down (simulated failure)"),
+        (_wall("04:05:57,422"), _wall("04:05:58,418"), "node 2 saw node 1 down"),
+        (_wall("04:06:10,000"), _wall("04:06:10,000"), "node 1: node 3 restarted (new boot epoch)"),
+        (_wall("04:06:20,000"), float("inf"), "node 2 saw node 3 unreachable"),
+    ]
+
+
+def test_a_duplicate_is_classified_by_the_faults_during_its_request() -> None:
+    """The two duplicates traced in issue 19's drop runs: the winner went down (the failure
+    token's simulated failure) 3 ms after the request came, its peers re-elected. A duplicate
+    whose request saw no fault is the case the issue allows none of."""
+    from benchmarks.chaos import classify_duplicates, fault_windows
+
+    faults = fault_windows(NODE_LOGS)
+    traced = {"started": _wall("04:05:57,401"), "at": _wall("04:05:57,440")}
+    clean = {"started": _wall("04:05:50,000"), "at": _wall("04:05:57,300")}  # ends 106 ms before
+    late = {"started": _wall("04:06:30,000"), "at": _wall("04:06:30,100")}
+    seen = classify_duplicates([traced, clean, late], faults)
+    assert seen == [["node 1 down (simulated failure) from 04:05:57.406",
+                     "node 2 saw node 1 down from 04:05:57.422"],
+                    [],
+                    ["node 2 saw node 3 unreachable from 04:06:20.000"]]
 
 
 def test_failover_is_the_latency_of_the_requests_in_flight_at_the_kill() -> None:

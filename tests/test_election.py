@@ -318,6 +318,51 @@ def test_the_claimant_seals_only_after_a_majority_voted() -> None:
     assert len(voted_before) >= 1  # majority of 3: the claimant and one voter
 
 
+def test_a_claimants_election_overtaken_by_its_claim_is_no_abdication() -> None:
+    """Issue 19, traced under 50 % peer loss with no node down: node 1's round Election to node
+    2 was lost and resent and came 500 ms late, after node 1's Claim, which node 2 had voted for.
+    Node 2 took it for node 1's abdication, elected again and voted for node 3's Claim, while
+    node 1 won with its vote: two winners, two replies. Every round sends its Election before
+    its Claim, so the first Election after an early Claim is that round's; a later one is an
+    abdication, as before. The same in `pending` (no copy of the request yet)."""
+    c = ElectionCluster()
+    core = c.cores[2]
+    core.start("u#1", BASE, c.now)
+    core.on_message(3, Election(rid="u#1", node=3, priority=BASE), c.now)
+    for rid in ("u#1", "u#2"):  # u#2: pending
+        out = core.on_message(1, Claim(rid=rid, node=1), c.now)
+        assert (1, ElectionOk(rid=rid, node=2)) in out.sends
+        out = core.on_message(1, Election(rid=rid, node=1, priority=BASE), c.now)  # the late one
+        assert out.sends == [] and out.events == []
+        out = core.on_message(3, Claim(rid=rid, node=3), c.now)
+        assert out.sends == [] and out.events == []  # our one vote is node 1's
+    assert core.counters == {"late_election": 2, "claim_refused": 2}
+    assert core.winner("u#1") == 1 and core.state_of("u#2") == "pending"
+    out = core.on_message(1, Election(rid="u#1", node=1, priority=BASE), c.now)  # a new round
+    assert Restart("u#1", "winner 1 re-elects") in out.events
+
+
+def test_elections_overtaken_by_later_messages_still_elect_one_winner() -> None:
+    """The real transport delivers each message on its own: one lost and resent comes after
+    later ones on the same link (FakeNet.late). With slow links and late Elections in 400 seeded
+    combinations, at most one node wins and every node ends knowing it (the old core: two
+    winners in several of them)."""
+    for k in range(400):
+        rng = random.Random(k)
+        c = ElectionCluster(seed=k)
+        links = [(1, 2), (1, 3), (2, 1), (2, 3), (3, 1), (3, 2)]
+        c.net.slow = {ln: rng.choice([0.05, 0.13, 0.2, 0.3, 0.45, 0.6]) for ln in links
+                      if rng.random() < 0.5}
+        c.net.late = {(*ln, Election): rng.choice([0.2, 0.35, 0.5, 0.7, 1.0]) for ln in links
+                      if rng.random() < 0.4}
+        for i in c.ids:
+            c.start(i, "u#3", BASE)  # node 3 > 1 > 2 by tie hash
+        c.run()
+        assert won_events(c, "u#3") in ([1], [2], [3]), (k, c.net.slow, c.net.late)
+        (w,), losers = outcome(c, "u#3")
+        assert losers == {i: w for i in c.ids if i != w}, k
+
+
 def test_a_voter_refuses_a_second_claimant_while_the_first_is_up() -> None:
     c = ElectionCluster()
     core = c.cores[1]
@@ -596,6 +641,9 @@ def test_a_lost_node_probes_its_winner_when_another_peer_re_elects() -> None:
     a killed process's port answers at once) rather than learn it at its next heartbeat; once per
     peer while lost, and never for the winner's own new round (that is a restart)."""
     core = core_with_peers_up()
+    # 3's round: its Election, then its Claim (a Claim before any Election of its round would
+    # make the next Election that round's, overtaken: no new round)
+    core.on_message(3, Election(rid="u#1", node=3, priority=BASE + 9), 0.0)
     core.on_message(3, Claim(rid="u#1", node=3), 0.0)
     core.start("u#1", BASE, 0.0)
     assert core.winner("u#1") == 3

@@ -1053,6 +1053,129 @@ def test_done_leaves_before_goingdown(flow: Any) -> None:
     assert ref.proxy().flow.get().cache == {}  # down: nothing cached, nothing answered
 
 
+
+class FakeLater:
+    """The flow actor's timer (`later`): records (delay, fn); the test fires them."""
+
+    def __init__(self) -> None:
+        self.timers: list[tuple[float, Any]] = []
+
+    def __call__(self, delay_s: float, fn: Any) -> None:
+        self.timers.append((delay_s, fn))
+
+    def fire(self) -> None:
+        timers, self.timers = self.timers, []
+        for _, fn in timers:
+            fn()
+
+
+def held_flow(later: FakeLater) -> tuple[pykka.ActorRef[Any], FakeTransport, FakeTransport]:
+    cfg = three_node_config()
+    client, peer = FakeTransport(auto=None), FakeTransport()
+    ref = EncryptFlowActor.start(cfg, 1, client, PeerLink(cfg, 1, peer), up_view(),  # type: ignore[arg-type]
+                                 clock=FakeClock(), later=later)
+    wired(ref, election=Recorder.start(), supervisor=Recorder.start())
+    return ref, client, peer
+
+
+def serve_one(ref: pykka.ActorRef[Any], client: FakeTransport, rid: str) -> None:
+    """`rid` won, sealed, and its reply acknowledged by the client (handled when this returns)."""
+    ref.tell(ClientIn(ALICE, EncryptRequest(rid=rid, image="a.png", data=png_bytes(1),
+                                            attempt=0)))
+    ref.tell(Won(rid))
+    (sent,) = client.wait_sent(lambda s: isinstance(s.msg, EncryptReply) and s.msg.rid == rid)
+    client.complete(sent)
+    ref.ask(CountersQuery())
+
+
+def test_held_dones_leave_together_when_the_hold_ends() -> None:
+    """Issue 19: the winner's Dones wait `election.done_hold_ms` from the first one (a timer,
+    so an idle node sends them too), then leave as one DoneBatch per peer."""
+    later = FakeLater()
+    ref, client, peer = held_flow(later)
+    try:
+        rids = [f"alice#{k}" for k in range(1, 4)]
+        for rid in rids:
+            serve_one(ref, client, rid)
+        assert [d for d, _ in later.timers] == [0.05]  # one hold, armed by the first Done
+        assert peer.sent == []  # held
+        later.fire()
+        batches = peer.wait_sent(lambda s: isinstance(s.msg, DoneBatch), count=2)
+        assert len({s.addr for s in batches}) == 2
+        assert [s.msg for s in batches] == [DoneBatch(node=1, acked=tuple(rids), unacked=())] * 2
+        assert ref.proxy().flow.get().cache == {}
+        serve_one(ref, client, "alice#4")  # the next Done starts a new hold
+        assert len(later.timers) == 1 and len(peer.sent) == 2
+        later.fire()
+        dones = peer.wait_sent(lambda s: isinstance(s.msg, Done), count=2)
+        assert [s.msg for s in dones] == [Done(rid="alice#4", node=1, acked=True)] * 2
+    finally:
+        ref.stop()
+
+
+def test_a_full_hold_leaves_at_once_and_its_timer_then_sends_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from actors.node import encrypt_actor
+
+    monkeypatch.setattr(encrypt_actor, "DONE_HOLD_MAX", 2)
+    later = FakeLater()
+    ref, client, peer = held_flow(later)
+    try:
+        serve_one(ref, client, "alice#1")
+        assert peer.sent == []
+        serve_one(ref, client, "alice#2")  # the hold is full: it leaves without the timer
+        assert [s.msg for s in peer.sent] == [
+            DoneBatch(node=1, acked=("alice#1", "alice#2"), unacked=())] * 2
+        later.fire()  # the first hold's timer: stale
+        serve_one(ref, client, "alice#3")  # held in a new hold, not sent by the stale timer
+        assert len(peer.sent) == 2 and len(later.timers) == 1
+    finally:
+        ref.stop()
+
+
+def test_stopping_the_flow_actor_sends_its_held_dones() -> None:
+    later = FakeLater()
+    ref, client, peer = held_flow(later)
+    serve_one(ref, client, "alice#1")
+    assert peer.sent == []
+    ref.stop()  # the node stops before the hold ends: the Done still leaves
+    assert [s.msg for s in peer.sent] == [Done(rid="alice#1", node=1, acked=True)] * 2
+    later.fire()  # the actor is gone: its timer's tell is dropped, not raised into the ticker
+
+
+def test_a_simulated_failure_sends_the_held_dones_before_goingdown() -> None:
+    later = FakeLater()
+    ref, client, peer = held_flow(later)
+    try:
+        serve_one(ref, client, "alice#1")
+        bye = GoingDown(node=1, epoch=5)
+        ref.tell(GoDown(then_send=((2, bye), (3, bye))))
+        peer.wait_sent(lambda s: isinstance(s.msg, GoingDown), count=2)
+        assert [type(s.msg).__name__ for s in peer.sent] == ["Done", "Done", "GoingDown",
+                                                             "GoingDown"]
+    finally:
+        ref.stop()
+
+
+def test_the_ticker_runs_a_timer_and_at_stop_the_pending_ones() -> None:
+    from actors.node.supervisor import Ticker
+
+    ticker = Ticker([], period=0.001)
+    ran: list[str] = []
+    soon = threading.Event()
+    ticker.after(0.0, lambda: (ran.append("soon"), soon.set()))
+    ticker.after(3600.0, lambda: ran.append("late"))
+    ticker.start()
+    assert soon.wait(timeout=30)
+    assert ran == ["soon"]
+    ticker.stop()  # the late one runs now rather than never
+    assert ran == ["soon", "late"]
+    ticker.after(3600.0, lambda: ran.append("after stop"))  # at once: no thread runs timers
+    assert ran == ["soon", "late", "after stop"]
+    ticker.join(timeout=30)
+
+
 def test_an_encoder_keeps_no_reference_to_a_payload_it_sealed() -> None:
     """Memory (issue 15): pykka keeps an actor's last message until the next arrives; the
     encoder takes the payload out of its SealJob, so the payload is freed once the flow, which

@@ -3,7 +3,16 @@
 
 Threads, and what runs where:
 - reader thread: select() on the socket and a wake-up socketpair, with the timeout of the core's
-  next deadline (RTO, send deadlines, idle partials, held-back policy datagrams). It drains up to
+  next deadline (RTO, send deadlines, idle partials, held-back policy datagrams), but while the
+  socket was busy lately (I/O in the last ACTIVE_S) never longer than the horizon (the RTO
+  floor, 20 ms): a send() then pokes the sleeping reader (the wake-up byte) only when the new
+  message's first deadline (its RTO, at least the floor) is more than POKE_SLACK_S earlier
+  than the reader's wake-up, which the horizon makes rare. In the common case the peer's ACK
+  wakes the reader anyway, and the poke was one more wake-up of a sleeping thread (issue 19:
+  ~2 per request and node). The price: a lost datagram or ACK is retransmitted at most
+  POKE_SLACK_S (5 ms) after its deadline (any send whose deadline is earlier than that still
+  pokes), and a busy-lately reader with nothing due wakes every horizon for up to ACTIVE_S.
+  It drains up to
   DRAIN_BATCH datagrams, feeds them to the pure `Endpoint` under one lock, sends what the core
   asks for (at most CHUNK DATA datagrams per turn; after a full CHUNK it polls the socket without
   sleeping, so ACKs are read between chunks) and resolves send futures. Per-datagram work never
@@ -91,6 +100,11 @@ CHUNK = 128  # DATA datagrams built per core-lock hold: sending starts before a 
 INLINE_MAX = 64 * 1024
 MAX_CANONICAL = 4096  # destination addresses whose canonical form is remembered
 FIRST_CHUNK = 32  # DATA datagrams send() builds itself: the wire (and the peer) start sooner
+# the reader's sleep and the poke (see the module docstring): a deadline up to POKE_SLACK_S
+# earlier than the sleeping reader's wake-up is met that late instead of poking; while the
+# socket had I/O in the last ACTIVE_S the reader sleeps at most the horizon (the RTO floor)
+POKE_SLACK_S = 0.005
+ACTIVE_S = 0.1
 
 
 Outbox = list[tuple[Addr, bytes | DatagramRun]]
@@ -222,6 +236,8 @@ class Transport:
         self._on_refused: list[Callable[[Addr], None]] = []
         self._refused: list[Addr] = []  # (reader thread) refused in this turn
         self._sleep_until = 0.0
+        self._last_io = -math.inf  # (under the lock) when a turn or send() last moved datagrams
+        self._horizon = ep.cfg.rto_floor_ms / 1000  # the reader's longest sleep while busy
         self._more = False  # (reader thread) the last pump filled a CHUNK: more may be due now
         self._io = False  # (reader thread) the last turn received or sent datagrams
         self._spin_s = ep.cfg.busy_poll_us / 1e6
@@ -334,6 +350,7 @@ class Transport:
                     self._pending[handle] = (fut, on_done, quick_done)
                 except MessageRejected as exc:
                     refused.append((fut, on_done, SendError("rejected", exc.reason)))
+            self._last_io = now
             out, events, poke = self._pump(now, limit)
         self._flush(out, events)
         for fut, on_done, err in refused:
@@ -447,7 +464,10 @@ class Transport:
 
     def _iterate(self) -> None:
         with self._lock:
-            wake = time.monotonic() if self._more else self._next_wake()
+            now = time.monotonic()
+            wake = now if self._more else self._next_wake()
+            if now - self._last_io < ACTIVE_S:  # busy lately: see the module docstring
+                wake = min(wake, now + self._horizon)
             self._sleep_until = wake
             spin = self._spin_s if self._io and self._ep.bulk_in_progress() else 0.0
         timeout = None if wake == float("inf") else max(0.0, wake - time.monotonic())
@@ -475,6 +495,8 @@ class Transport:
             if batch:
                 self._ep.datagrams_received(batch, now)
             out, events, _ = self._pump(now)
+            if batch or out:
+                self._last_io = now
         self._flush(out, events)
         if self._refused:  # after this turn's messages (a peer's last words come first)
             self._hand(_Refused(tuple(self._refused)))  # counted, like every delivery-thread item
@@ -521,7 +543,7 @@ class Transport:
 
     def _pump(self, now: float, limit: int = CHUNK) -> tuple[Outbox, list[Event], bool]:
         """(under the lock) datagrams (at most `limit` DATA) and events due now, and whether the
-        reader must wake up. Takes the send lock, which `_flush` releases: datagrams leave in the
+        reader must wake up (the next deadline is more than POKE_SLACK_S before its). Takes the send lock, which `_flush` releases: datagrams leave in the
         order the core made them even when two threads pump (a reordered burst looks like loss)."""
         out = self._ep.gathered_to_send(now, limit)
         events = self._ep.pop_events()
@@ -530,7 +552,7 @@ class Transport:
         guard = self._ep.guard
         if guard is not None:
             self._epoch_writes = guard.take_writes()
-        return out, events, deadline is not None and deadline < self._sleep_until
+        return out, events, deadline is not None and deadline < self._sleep_until - POKE_SLACK_S
 
     def _flush(self, out: Outbox, events: list[Event]) -> None:
         try:

@@ -60,6 +60,7 @@ from actors.core.calls import (
     CallError,
     CallStats,
     CallTable,
+    Duplicate,
     Effect,
     Failed,
     Retrying,
@@ -199,8 +200,9 @@ class ClientSessionActor(pykka.ThreadingActor):
         self._ticker_stop.set()
         if self._unsubscribe is not None:
             self._unsubscribe()
+        now = self.clock()
         for rid in self.table.rids():
-            self._effects(self.table.cancel(rid), closing=True)
+            self._effects(self.table.cancel(rid, now), closing=True)
         for w in self._waiters.values():  # calls the table no longer holds (none expected)
             self._resolve(w, error=CallError("closed", "the session is closed"))
         self._waiters.clear()
@@ -231,7 +233,7 @@ class ClientSessionActor(pykka.ThreadingActor):
         elif isinstance(message, CancelScope):
             for rid, w in list(self._waiters.items()):
                 if w.scope is message.scope:
-                    self._effects(self.table.cancel(rid))
+                    self._effects(self.table.cancel(rid, now))
         elif isinstance(message, JoinCloud):
             self.presence.joining()
             self._join(_Waiter("join", message.future, message.notices), message.silent_s, now,
@@ -301,6 +303,10 @@ class ClientSessionActor(pykka.ThreadingActor):
             elif isinstance(e, Failed):
                 err = CallError("closed", "the session is closed") if closing else e.error
                 self._ended(e.rid, None, err)
+            elif isinstance(e, Duplicate):  # rare: enough to trace the rid in the nodes' logs
+                log.info("duplicate reply to %s: %s from %s (node %s), %.1f ms after the call "
+                         "ended (accepted: node %s), %d attempt(s) sent", e.rid, e.kind, e.addr,
+                         e.node, e.after_s * 1000, e.first, e.attempts)
 
     def _send_outcomes(self) -> None:
         """Hand the send outcomes queued so far to the call table, in the order they came."""

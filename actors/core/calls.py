@@ -3,7 +3,9 @@
 Pure core: no threads, no clock, no sleeps. The client session actor passes `now` (seconds, any
 monotonic origin) and what the transport reported, and carries out the effects returned:
 `Send` (the transport sends; it reports the outcome back with `send_done`), `Answered` and
-`Failed` (the call ended: resolve its caller), `Retrying` (a notice for the user).
+`Failed` (the call ended: resolve its caller), `Retrying` (a notice for the user), `Duplicate`
+(a second answer to an ended call: logged, and kept in `CallStats.duplicate_log`, so that a rare
+one can be traced by its request id through the nodes' logs).
 
 One call (keyed by its request id) goes through attempts 0, 1, 2...: each attempt sends
 `build(attempt)` to every target, with the same request id. Per target, an attempt's send is
@@ -12,7 +14,8 @@ One call (keyed by its request id) goes through attempts 0, 1, 2...: each attemp
 
 Rules (those of the first client, `Caller` in actors/client/rpc.py, kept; the retry rules are new):
 - The first reply that is not an ErrorReply ends the call (`Answered`). A reply to a call that
-  already ended is a duplicate: counted, never accepted (a race can make two nodes answer); a
+  already ended is a duplicate: counted, never accepted (a race can make two nodes answer), and
+  reported with its rid, the attempts sent, its sender and the accepted reply's sender; a
   retryable ErrorReply to an ended call is received but no duplicate: it answers nothing.
   A quorum call (`quorum` > 1: a PostUpdate is stored only once a majority of the nodes has it on
   disk; a Join hands over what a majority holds) ends once that many targets replied; their
@@ -50,6 +53,7 @@ from codec.messages import ErrorReply, Message
 
 Addr = tuple[str, int]
 ANSWERED_KEPT = 4096  # ids of ended calls remembered, to count late duplicates
+DUPLICATES_KEPT = 100  # the most recent duplicates kept in CallStats.duplicate_log
 BACKOFF_MAX_S = 4.0
 
 
@@ -70,6 +74,7 @@ class CallStats:
     replies_accepted: int = 0
     duplicates: int = 0
     retries: int = 0
+    duplicate_log: list[Duplicate] = field(default_factory=list)  # the latest DUPLICATES_KEPT
 
 
 # ---- effects --------------------------------------------------------------------------------
@@ -103,7 +108,22 @@ class Retrying:
     reason: str
 
 
-Effect = Send | Answered | Failed | Retrying
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    """A reply to a call that had already ended, counted in `CallStats.duplicates`."""
+
+    rid: str
+    attempts: int  # attempts the call had sent when it ended (1: no retry)
+    addr: Addr  # who sent this reply
+    node: int | None  # its `node` field (the sealer of an EncryptReply), if it has one
+    first: int | None  # the `node` field of the reply the call accepted, if it had one
+    started: float  # when the call started
+    at: float  # when this reply came (`now` units, so a harness can match other records)
+    after_s: float  # since the call ended
+    kind: str  # the reply's type name
+
+
+Effect = Send | Answered | Failed | Retrying | Duplicate
 
 MOVING, ACKED, SEND_FAILED, ANSWERED = "moving", "acked", "failed", "answered"
 
@@ -148,6 +168,17 @@ class _Call:
         return any(s == MOVING for s in self.states.values())
 
 
+@dataclass(frozen=True, slots=True)
+class _Ended:
+    """What is remembered of an ended call, to count and describe later replies."""
+
+    count: bool  # later replies are duplicates (not a quorum call's expected ones)
+    attempts: int
+    first: int | None  # the accepted reply's `node` field
+    started: float
+    at: float  # when it ended
+
+
 class CallTable:
     """All calls in flight of one client (see the module docstring). One thread only."""
 
@@ -157,7 +188,7 @@ class CallTable:
         self.hold_s = hold_s if hold_s is not None else 4 * retry_s
         self.stats = CallStats()
         self._calls: dict[str, _Call] = {}
-        self._answered: OrderedDict[str, bool] = OrderedDict()  # ended: count duplicates?
+        self._answered: OrderedDict[str, _Ended] = OrderedDict()
 
     def __contains__(self, rid: object) -> bool:
         return rid in self._calls
@@ -195,15 +226,22 @@ class CallTable:
             return False, []
         call = self._calls.get(rid)
         if call is None:
-            if rid in self._answered:
-                self.stats.replies_received += 1
-                # a quorum call's later replies are expected, not twice; a retryable error is
-                # no answer (a node that restarted, still without a majority, refusing a late
-                # retransmission of a request the others answered)
-                if self._answered[rid] and not (isinstance(msg, ErrorReply) and msg.retryable):
-                    self.stats.duplicates += 1
+            ended = self._answered.get(rid)
+            if ended is None:
+                return False, []
+            self.stats.replies_received += 1
+            # a quorum call's later replies are expected, not twice; a retryable error is
+            # no answer (a node that restarted, still without a majority, refusing a late
+            # retransmission of a request the others answered)
+            if not ended.count or (isinstance(msg, ErrorReply) and msg.retryable):
                 return True, []
-            return False, []
+            self.stats.duplicates += 1
+            dup = Duplicate(rid, ended.attempts, addr, _node_of(msg), ended.first, ended.started,
+                            now, now - ended.at, type(msg).__name__)
+            log = self.stats.duplicate_log
+            log.append(dup)
+            del log[:-DUPLICATES_KEPT]
+            return True, [dup]
         self.stats.replies_received += 1
         call.alive = True
         if not isinstance(msg, ErrorReply):
@@ -215,7 +253,7 @@ class CallTable:
             self.stats.replies_accepted += 1
             replies = tuple(call.good.values())
             return True, [self._end(call, Answered(rid, replies[0], call.started,
-                                                   dict(call.acks), replies))]
+                                                   dict(call.acks), replies), now, msg)]
         call.errors.append(msg)
         if call.states.get(addr) is not None:
             call.states[addr] = ANSWERED
@@ -225,7 +263,8 @@ class CallTable:
             call.recent_fatal = msg
         if call.refused():
             first = call.fatal()[0]
-            return True, [self._end(call, Failed(rid, CallError(first.code, first.message)))]
+            return True, [self._end(call, Failed(rid, CallError(first.code, first.message)),
+                                    now)]
         if call.every_erred():  # every target refused for now: back off, then try again
             call.due = now + min(call.backoff, max(0.0, call.deadline - now))
             call.backoff = min(call.backoff * 2, BACKOFF_MAX_S)
@@ -252,11 +291,11 @@ class CallTable:
             out.extend(self._tick_one(call, now, moving))
         return out
 
-    def cancel(self, rid: str) -> list[Effect]:
+    def cancel(self, rid: str, now: float) -> list[Effect]:
         call = self._calls.get(rid)
         if call is None:
             return []
-        return [self._end(call, Failed(rid, CallError("cancelled", "cancelled")))]
+        return [self._end(call, Failed(rid, CallError("cancelled", "cancelled")), now)]
 
     def next_deadline(self) -> float | None:
         """The earliest time a tick may have something to do (None: no call in flight)."""
@@ -266,10 +305,10 @@ class CallTable:
     # ---- rules --------------------------------------------------------------------------------
     def _tick_one(self, call: _Call, now: float, moving: bool) -> list[Effect]:
         if now >= call.deadline:
-            return [self._end(call, Failed(call.rid, self._expired(call)))]
+            return [self._end(call, Failed(call.rid, self._expired(call)), now)]
         if call.silent_until is not None and not call.alive and now >= call.silent_until:
             return [self._end(call, Failed(call.rid, CallError(
-                "no_cloud", "no node of the cloud answered", retryable=True)))]
+                "no_cloud", "no node of the cloud answered", retryable=True)), now)]
         if now < call.due or call.moving() or moving:
             return []
         if call.holding() and not call.every_erred():
@@ -303,9 +342,15 @@ class CallTable:
                 "(the others are unreachable): not done"), retryable=True)
         return CallError("unreachable", "no node of the cloud answered", retryable=True)
 
-    def _end(self, call: _Call, effect: Any) -> Any:
+    def _end(self, call: _Call, effect: Any, now: float, reply: Message | None = None) -> Any:
         self._calls.pop(call.rid, None)
-        self._answered[call.rid] = call.quorum == 1  # count later replies as duplicates?
+        self._answered[call.rid] = _Ended(call.quorum == 1, call.attempt + 1, _node_of(reply),
+                                          call.started, now)
         while len(self._answered) > ANSWERED_KEPT:
             self._answered.popitem(last=False)
         return effect
+
+
+def _node_of(msg: Message | None) -> int | None:
+    node = getattr(msg, "node", None)
+    return node if isinstance(node, int) else None

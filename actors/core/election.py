@@ -103,8 +103,17 @@ Two winners need a voter that changed its vote: its claimant went down or restar
 judged so by the failure detector while only slow). They are resolved by tie_hash alone, which
 every node can compute for any node: a won node that hears a Coordinator of a node with a higher
 tie_hash yields (Lost), else it answers with its own Coordinator; a lost node follows the
-Coordinator with the higher tie_hash. Messages between two nodes are assumed not to be reordered
-(a reordered Election after a Claim only costs a re-election).
+Coordinator with the higher tie_hash. Messages between two nodes may be reordered: the transport
+delivers each message on its own, so one lost and resent arrives after later ones (issue 19,
+traced under 50 % peer loss: a claimant's round Election came 500 ms late, after its Claim).
+A claimant's Election that comes after its Claim (or Coordinator) is an abdication only if an
+Election of it came before: a round sends its Election to a peer before any Claim to it, so the
+first Election after an early Claim is that round's, overtaken (`early_claim`). Taken as an
+abdication, the voter gave its vote to a second claimant while the first won with it (two
+replies, nobody down). Not covered, needing a round number in Election and Claim (a message
+change): Elections of several earlier rounds, all overtaken. A Claim resent to a peer that came
+up after the round's Elections went out has no Election before it: if that claimant abdicates,
+the voter keeps its vote (slower, never two winners).
 
 Callers: the node actor (via its cluster wrapper) feeds start/on_message/on_tick/peer_down and
 performs `Output.sends`; the encrypt service acts on the Won/Lost/Restart/NoMajority events. The
@@ -217,6 +226,8 @@ class _Rid:
     voted_at: float | None = None  # lost by an unasked vote the winner has not answered yet
     restarts: int = 0  # rounds this node restarted; unasked votes count only in round 0
     peer_gone: bool = False  # a peer went down while we elected: claim at once (peer_down)
+    # claimants we voted for before any Election of theirs came: their first one is overtaken
+    early_claim: set[int] = field(default_factory=set)
 
 
 class ElectionCore:
@@ -389,6 +400,7 @@ class ElectionCore:
             e.sent_to.discard(node)
             e.unacked.discard(node)
             e.suspects.discard(node)
+            e.early_claim.discard(node)
             e.votes.discard(node)  # back up, it remembers nothing: its vote is void
             if e.state in ("lost", "waiting") and e.winner == node:
                 self._restart(e, now, f"node {node} down", out)
@@ -435,9 +447,14 @@ class ElectionCore:
         e = self._entry(msg.rid, now)
         if e is None:
             return
+        early = p in e.early_claim
+        e.early_claim.discard(p)
         e.keys[p] = self.key(msg.rid, p, msg.priority)
         e.answered.add(p)
         e.suspects.discard(p)
+        if early and e.state in ("pending", "lost") and e.winner == p:
+            self._count("late_election")  # sent before the Claim we voted for: no abdication
+            return
         if e.state == "pending":
             if e.winner == p:  # the claimant we voted for abdicated
                 e.winner = 0
@@ -480,6 +497,8 @@ class ElectionCore:
         if e is None:
             return
         e.suspects.discard(w)
+        if w not in e.keys:  # as for a Claim: its round's Election is still on its way
+            e.early_claim.add(w)
         if e.state == "pending":
             e.winner = w
             out.send(w, ElectionOk(rid=rid, node=self.self_id))
@@ -506,6 +525,8 @@ class ElectionCore:
         if e is None:
             return
         e.suspects.discard(w)
+        if w not in e.keys:  # its Election of this round is still on its way (see above)
+            e.early_claim.add(w)
         if e.state == "pending":
             if e.winner in (0, w) or self.m.state_of(e.winner, now) != "up":
                 e.winner = w

@@ -321,7 +321,7 @@ class ElectionActor(DirectActor, NodePartActor):
 
     def _transitions(self, now: float) -> None:
         for node, state in self.m.transitions(now):
-            log.debug("node %d: %s", node, state)
+            log.info("node %d: %s", node, state)  # rare; benchmarks.chaos reads it
             if state != "up":
                 self._peer_gone(node, now)
 

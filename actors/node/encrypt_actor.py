@@ -11,8 +11,17 @@ Owns the pure core `actors.core.encrypt_flow.EncryptService` and the `EncoderPoo
   `PeerDown` -> re-elect what the fallen winner held;
 - a seal's result -> EncryptReply to the client; its acknowledgement (or failure) -> Done to the
   peers, `ForgetElection` (settled when the client's transport acknowledged the reply);
-- peer Done or DoneBatch -> drop the cached copies; our own Dones wait for the messages
-  already in the mailbox (under load one DoneBatch carries many, at idle one mailbox hop);
+- peer Done or DoneBatch -> drop the cached copies. Our own Dones are held `election.done_hold_ms`
+  (50 ms) from the first one, or until DONE_HOLD_MAX are held, then leave as one DoneBatch
+  (issue 19: one Done to each peer per request won, 0.68 messages per request and node at one
+  client back to back, plus their ACKs; about half that with the hold, `benchmarks.msg_count`;
+  more clients fill a hold faster). The timer is the supervisor's Ticker (`later`: no thread of its own, and an
+  idle cloud still sends them); without one (or a hold of 0) they wait only for the messages
+  already in the mailbox. What the hold costs: the peers keep their cached copy (and their
+  election state) up to the hold longer; a winner killed inside the hold, after its reply left,
+  is re-elected by its peers and the request answered twice (a simulated failure, `GoDown`,
+  and stopping the node send the held Dones first); the peers' election resends (a vote every
+  2 answer timeouts, 600 ms) stay well behind a 50 ms hold;
 - `GoDown` -> keep nothing, Done first for replies in flight, then the failure token's own sends
   (GoingDown).
 The pool's load goes to the ElectionActor (`Load`, for the election priority) whenever it changes.
@@ -25,7 +34,10 @@ messages per request (issue 19, `python -m benchmarks.msg_count`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+import pykka
 
 from actors.core.encrypt_flow import EncryptService
 from actors.node.base import PeerLink, ServicePartActor
@@ -52,9 +64,26 @@ from transport.udp import Transport
 Addr = tuple[str, int]
 
 
+@dataclass(frozen=True, slots=True)
 class _FlushDones:
-    """Sent to ourselves with the first Done kept: when it arrives, every message that was
-    waiting before it has been handled, so the Dones they produced leave together."""
+    """Sent to ourselves (by the timer, or at once without a hold) when the first Done is held:
+    every message that was waiting before it has been handled, so the Dones they produced
+    leave together. `gen`: the hold it ends (one flushed early by DONE_HOLD_MAX or GoDown
+    leaves a stale timer, ignored)."""
+
+    gen: int
+
+
+Later = Callable[[float, Callable[[], None]], None]  # (delay_s, fn): fn() on a timer thread
+DONE_HOLD_MAX = 64  # Dones held at most: a full hold leaves at once (one ~4 KB DoneBatch)
+
+
+def _tell_if_alive(ref: pykka.ActorRef[Any], message: Any) -> None:
+    """A timer's tell: an actor stopped meanwhile sent its held Dones in on_stop."""
+    try:
+        ref.tell(message)
+    except pykka.ActorDeadError:
+        pass
 
 
 WARM_SIZES = (4096, 2 * 1024 * 1024)  # covers of small images and of a photo, prepared at start
@@ -74,6 +103,7 @@ class EncryptFlowActor(DirectActor, ServicePartActor):
         pool: EncoderPool | None = None,
         figures: dict[str, Any] | None = None,
         entry: DirectEntry | None = None,
+        later: Later | None = None,
     ) -> None:
         super().__init__(node_id, client_tp, peers, view, clock=clock)
         self.direct_init(entry)  # the ElectionActor's Won starts the seal on its thread
@@ -81,7 +111,10 @@ class EncryptFlowActor(DirectActor, ServicePartActor):
         self.pool = pool
         self.figures = figures if figures is not None else {}  # see the module docstring
         self.published: tuple[int, int, int] | None = None
-        self.dones: list[Done] = []  # ended while the mailbox was busy: sent by _FlushDones
+        self.dones: list[Done] = []  # held: sent by _FlushDones (see the module docstring)
+        self.dones_gen = 0  # the hold now (see _FlushDones)
+        self.later = later
+        self.done_hold_s = cfg.election.done_hold_ms / 1000
         self.flow = EncryptService(
             node_id=node_id,
             send_client=self._send_reply,
@@ -110,6 +143,7 @@ class EncryptFlowActor(DirectActor, ServicePartActor):
             )
 
     def on_stop(self) -> None:
+        self._flush_dones()  # the node stops: its held Dones leave now, not never
         if self.pool is not None:
             self.pool.stop()
 
@@ -123,14 +157,21 @@ class EncryptFlowActor(DirectActor, ServicePartActor):
                             quick_done=True)  # it only tells: may run on the reader thread
 
     def _to_peers(self, msg: Message) -> None:
-        """The flow's peer messages are all Done: kept until the mailbox holds nothing older
-        than our _FlushDones (then one Done, or one DoneBatch per DONE_BATCH_MAX)."""
+        """The flow's peer messages are all Done: held (see the module docstring), then one
+        Done, or one DoneBatch per DONE_BATCH_MAX."""
         assert isinstance(msg, Done), msg
-        if not self.dones:
-            self.actor_ref.tell(_FlushDones())
         self.dones.append(msg)
+        if len(self.dones) >= DONE_HOLD_MAX:
+            self._flush_dones()
+        elif len(self.dones) == 1:
+            flush, me = _FlushDones(self.dones_gen), self.actor_ref
+            if self.later is None or self.done_hold_s <= 0:
+                me.tell(flush)
+            else:
+                self.later(self.done_hold_s, lambda: _tell_if_alive(me, flush))
 
     def _flush_dones(self) -> None:
+        self.dones_gen += 1
         dones, self.dones = self.dones, []
         for i in range(0, len(dones), DONE_BATCH_MAX):
             part = dones[i:i + DONE_BATCH_MAX]
@@ -182,7 +223,8 @@ class EncryptFlowActor(DirectActor, ServicePartActor):
             elif kind == "fetch":
                 self.flow.on_fetch_done(rid, message.error, now)
         elif isinstance(message, _FlushDones):
-            self._flush_dones()
+            if message.gen == self.dones_gen:
+                self._flush_dones()
         elif isinstance(message, PeerIn):
             msg = message.msg
             if isinstance(msg, Done):

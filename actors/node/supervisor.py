@@ -16,7 +16,10 @@ No actor blocks on another on a request's path; they talk by messages only (acto
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
 import logging
+import math
 import os
 import random
 import signal
@@ -97,6 +100,7 @@ class NodeActor(NodePartActor):
         # routers' client requests and peer messages on the transports' reader threads, the
         # flow's StartElection and the ElectionActor's Won on their callers' threads
         entry, flow_entry = DirectEntry(), DirectEntry()
+        ticker = self.ticker = Ticker([], period=FAST_TICK_S)  # the actors join below
         self.children = {
             "election": ElectionActor.start(
                 cfg, nid, peers, clock=clock, boot_epoch=self.boot_epoch, disk_kept=disk_kept,
@@ -119,7 +123,7 @@ class NodeActor(NodePartActor):
             ),
             "flow": EncryptFlowActor.start(cfg, nid, self.client_tp, peers, view, clock=clock,
                                            figures=self.figures,  # written there: no Snapshot
-                                           entry=flow_entry),
+                                           entry=flow_entry, later=ticker.after),
         }
         refs = {**self.children, "supervisor": self.actor_ref}
         self.refs = refs
@@ -134,10 +138,8 @@ class NodeActor(NodePartActor):
         self.peer_tp.on_refused(refusals_to(peers, refs))
         fast = [self.children["election"], self.children["token"]]
         slow = [self.children[n] for n in ("directory", "pending", "flow")] + [self.actor_ref]
-        self.ticker = Ticker(
-            [(ref, FAST_TICK_S) for ref in fast] + [(ref, SLOW_TICK_S) for ref in slow]
-        )
-        self.ticker.start()
+        ticker.add([(ref, FAST_TICK_S) for ref in fast] + [(ref, SLOW_TICK_S) for ref in slow])
+        ticker.start()
 
     def on_stop(self) -> None:
         if self.ticker is not None:
@@ -212,26 +214,64 @@ class NodeActor(NodePartActor):
 
 
 class Ticker(threading.Thread):
-    """The one shared clock source: tells Tick to each actor every its own period (s)."""
+    """The one shared clock source: tells Tick to each actor every its own period (s), and runs
+    the one-shot timers of `after` (to the period: the flow's held Dones), on its own thread,
+    which wakes every period anyway."""
 
-    def __init__(self, refs: list[tuple[pykka.ActorRef[Any], float]]) -> None:
+    def __init__(self, refs: list[tuple[pykka.ActorRef[Any], float]], *,
+                 period: float | None = None) -> None:  # fmt: skip
         super().__init__(name="ticker", daemon=True)
         self._refs = refs
-        self._period = min((p for _, p in refs), default=0.01)
-        self._stop = threading.Event()
+        self._period = period or min((p for _, p in refs), default=0.01)
+        self._halt = threading.Event()
+        self._lock = threading.Lock()  # the timers
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []  # a heap
+        self._seq = itertools.count()
+
+    def add(self, refs: list[tuple[pykka.ActorRef[Any], float]]) -> None:
+        """More actors to tick (before `start`)."""
+        self._refs.extend(refs)
+
+    def after(self, delay_s: float, fn: Callable[[], None]) -> None:
+        """fn() on the ticker thread once `delay_s` has passed (it only tells an actor). A timer
+        never dies silently: the ones pending at `stop` run then, one set after it at once."""
+        with self._lock:
+            if not self._halt.is_set():
+                heapq.heappush(self._timers, (time.monotonic() + delay_s, next(self._seq), fn))
+                return
+        self._run_timers(fn)
 
     def run(self) -> None:
         due = [0.0] * len(self._refs)
         tick = Tick()
-        while not self._stop.wait(self._period):
+        while not self._halt.wait(self._period):
             now = time.monotonic()
             for i, (ref, period) in enumerate(self._refs):
                 if now >= due[i] and ref.is_alive():
                     due[i] = now + period - self._period / 2
                     ref.tell(tick)
+            self._run_timers(*self._take(now))
+
+    def _take(self, until: float) -> list[Callable[[], None]]:
+        """The timers due by `until`, taken off the heap."""
+        fns = []
+        with self._lock:
+            while self._timers and self._timers[0][0] <= until:
+                fns.append(heapq.heappop(self._timers)[2])
+        return fns
+
+    @staticmethod
+    def _run_timers(*fns: Callable[[], None]) -> None:
+        for fn in fns:
+            try:
+                fn()
+            except Exception:  # its actor stopped meanwhile (or a bug): the others still run
+                log.exception("ticker: timer %r failed", fn)
 
     def stop(self) -> None:
-        self._stop.set()
+        with self._lock:
+            self._halt.set()
+        self._run_timers(*self._take(math.inf))  # early rather than never
 
 
 def boot_epoch() -> int:
