@@ -141,7 +141,12 @@ class Pty:
             return self.seen.decode(errors="replace").replace("\r\n", "\n")
 
     def close(self) -> None:
+        # the reader ends (EIO) once the slave is closed; only then is the master's fd number
+        # given back: a reader still running could otherwise read the next test's terminal,
+        # whose new pty may get the same number (its typed "x" then never came)
         self.out.close()
+        self.reader.join(timeout=30)
+        assert not self.reader.is_alive(), "the pty reader did not end"
         os.close(self.master)
 
 
