@@ -72,7 +72,7 @@ class ElectionConfig:
     heartbeat_interval_ms: int = 200
     failure_timeout_ms: int = 1000
     answer_timeout_ms: int = 300
-    done_hold_ms: int = 50  # a winner's Dones wait this long to leave together (encrypt_actor)
+    done_hold_ms: int = 0  # a winner's Dones wait this long to leave together (encrypt_actor)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,8 @@ neighbours replaced by Recorders, its sends read off the FakeTransport.
 
 from __future__ import annotations
 
+import dataclasses
+
 import threading
 import time
 from collections.abc import Iterator
@@ -1070,7 +1072,8 @@ class FakeLater:
 
 
 def held_flow(later: FakeLater) -> tuple[pykka.ActorRef[Any], FakeTransport, FakeTransport]:
-    cfg = three_node_config()
+    base = three_node_config()  # the hold is off by default: 50 ms here
+    cfg = dataclasses.replace(base, election=dataclasses.replace(base.election, done_hold_ms=50))
     client, peer = FakeTransport(auto=None), FakeTransport()
     ref = EncryptFlowActor.start(cfg, 1, client, PeerLink(cfg, 1, peer), up_view(),  # type: ignore[arg-type]
                                  clock=FakeClock(), later=later)

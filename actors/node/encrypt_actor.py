@@ -12,7 +12,8 @@ Owns the pure core `actors.core.encrypt_flow.EncryptService` and the `EncoderPoo
 - a seal's result -> EncryptReply to the client; its acknowledgement (or failure) -> Done to the
   peers, `ForgetElection` (settled when the client's transport acknowledged the reply);
 - peer Done or DoneBatch -> drop the cached copies. Our own Dones are held `election.done_hold_ms`
-  (50 ms) from the first one, or until DONE_HOLD_MAX are held, then leave as one DoneBatch
+  (0, off, by default: the duplicates below were measured with 50 ms, the CPU gain was not)
+  from the first one, or until DONE_HOLD_MAX are held, then leave as one DoneBatch
   (issue 19: one Done to each peer per request won, 0.68 messages per request and node at one
   client back to back, plus their ACKs; about half that with the hold, `benchmarks.msg_count`;
   more clients fill a hold faster). The timer is the supervisor's Ticker (`later`: no thread of its own, and an
