@@ -41,10 +41,13 @@ IDLE_WAITS = (
 _FRAME = re.compile(r"(?P<func>.*?) \((?P<path>.*?):(?P<line>\d+)\)$")
 
 
-def record(pids: dict[int, int], out: Path, tag: str, seconds: int) -> list[subprocess.Popen[bytes]]:
-    """One py-spy per node, sampling `seconds` at 100 Hz into out/<tag>-node<N>.txt."""
+def record(pids: dict[int, int], out: Path, tag: str, seconds: int,
+           gil: bool = False) -> list[subprocess.Popen[bytes]]:
+    """One py-spy per node, sampling `seconds` at 100 Hz into out/<tag>-node<N>.txt; with `gil`,
+    only samples of the thread that holds the GIL (Python work, not waits for the GIL)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     procs = [subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", "100", "--nonblocking",
+                               *(["--gil"] if gil else []),
                                "--format", "raw", "--duration", str(seconds),
                                "-o", str(out / f"{tag}-node{node}.txt")],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -123,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--total", type=int, default=500)
     p.add_argument("--seconds", type=int, default=15, help="sampling time of each phase")
     p.add_argument("--out", type=Path, default=Path("bench-out/profile"))
+    p.add_argument("--gil", action="store_true",
+                   help="sample only the thread holding the GIL (py-spy --gil): Python work, "
+                        "without the threads that wait for it or sit in a system call")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     import config as config_mod
@@ -135,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             pids = {node: proc.pid for node, proc in cloud.procs.items()}
             photo = photo_jpeg()
-            spies = record(pids, args.out, "photo", args.seconds)
+            spies = record(pids, args.out, "photo", args.seconds, args.gil)
             session = ClientSession("profile", root / "photo", config_mod.load(cloud.config))
             try:
                 runs = [session.timed_seal(f"p{i}.jpg", photo) for i in range(args.photos)]
@@ -145,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                 spy.wait()
             figures["photo"] = {"bytes": len(photo), "first": runs[0],
                                 "p50_ms": statistics.median(r["total_ms"] for r in runs)}
-            spies = record(pids, args.out, "small", args.seconds)
+            spies = record(pids, args.out, "small", args.seconds, args.gil)
             figures["small"] = run_clients(cloud, args.clients, load_images(None, args.total),
                                            0.0, root)
             for spy in spies:
