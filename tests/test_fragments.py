@@ -7,6 +7,8 @@ import dataclasses
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from config import TransportConfig
 from transport import frames as F
@@ -164,6 +166,43 @@ def test_rto_estimator_bounds_backoff_and_reset() -> None:
     r2.timeout()
     r2.sample(0.05)  # so does a valid sample
     assert r2.rto == pytest.approx(0.05 + 4 * (0.75 * 0.025))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.floats(0.0, 3.0), st.sampled_from(["timeout", "progress"])),
+                max_size=60))
+def test_rto_and_pto_follow_the_formulas_after_any_sequence(ops: list[object]) -> None:
+    """rto, pto and base_rto are computed when the state changes, not on read: after any
+    sequence of samples, timeouts and progress they equal RFC 6298 / RFC 8985 from scratch."""
+    r = RttEstimator(0.02, 1.0)
+    srtt: float | None = None
+    rttvar, shift = 0.0, 0
+    for op in ops:
+        if op == "timeout":
+            r.timeout()
+            shift = min(shift + 1, 32)
+        elif op == "progress":
+            r.progress()
+            shift = 0
+        else:
+            x = float(op)  # type: ignore[arg-type]
+            r.sample(x)
+            if srtt is None:
+                srtt, rttvar = x, x / 2
+            else:
+                rttvar = 0.75 * rttvar + 0.25 * abs(srtt - x)
+                srtt = 0.875 * srtt + 0.125 * x
+            shift = 0
+        raw = 0.2 if srtt is None else srtt + max(0.001, 4 * rttvar)
+        base = min(1.0, max(0.02, raw))
+        rto = min(1.0, base * 1.5**shift)
+        assert r.base_rto == pytest.approx(base)
+        assert r.rto == pytest.approx(rto)
+        assert r.backoff_shift == shift
+        if srtt is None:
+            assert r.pto is None
+        else:
+            assert r.pto == pytest.approx(min(rto, max(2 * srtt, 0.001)))
 
 
 def _rtt_run(delay_of: object, n_frags: int = 2000) -> tuple[Net, Endpoint, list[float]]:

@@ -19,21 +19,46 @@ MAX_BACKOFF_SHIFT = 32
 
 
 class RttEstimator:
-    """srtt/rttvar/RTO state of one path. Used by `fragments.Sender` per destination."""
+    """srtt/rttvar/RTO state of one path. Used by `fragments.Sender` per destination.
 
-    __slots__ = ("_shift", "ceiling", "floor", "latest", "min", "rttvar", "samples", "srtt")
+    The sender reads `rto` and `pto` on every turn of every busy destination, and they change
+    only on a sample, a timeout or progress: they are computed then (`_derive`), not per read.
+    `floor` and `ceiling` are fixed at construction."""
+
+    __slots__ = ("_ceiling", "_floor", "_pto", "_rto", "_shift", "base_rto", "latest", "min",
+                 "rttvar", "samples", "srtt")
 
     def __init__(self, floor_s: float, ceiling_s: float) -> None:
         if not 0 < floor_s <= ceiling_s:
             raise ValueError(f"need 0 < floor ({floor_s}) <= ceiling ({ceiling_s})")
-        self.floor = floor_s
-        self.ceiling = ceiling_s
+        self._floor = floor_s
+        self._ceiling = ceiling_s
         self.srtt: float | None = None
         self.rttvar = 0.0
         self.latest = 0.0
         self.min = float("inf")  # smallest sample
         self.samples = 0
         self._shift = 0
+        # RTO without backoff, clamped to [floor, ceiling] (seconds)
+        self.base_rto = min(ceiling_s, max(floor_s, INITIAL_RTO_S))
+        self._rto = self.base_rto
+        self._pto: float | None = None
+
+    @property
+    def floor(self) -> float:
+        return self._floor
+
+    @property
+    def ceiling(self) -> float:
+        return self._ceiling
+
+    def _derive(self) -> None:
+        """base_rto, rto and pto from srtt, rttvar and the backoff (after any change of them)."""
+        srtt = self.srtt
+        raw = INITIAL_RTO_S if srtt is None else srtt + max(GRANULARITY_S, 4 * self.rttvar)
+        self.base_rto = min(self._ceiling, max(self._floor, raw))
+        self._rto = min(self._ceiling, self.base_rto * BACKOFF**self._shift)
+        self._pto = None if srtt is None else min(self._rto, max(2 * srtt, GRANULARITY_S))
 
     def sample(self, rtt_s: float) -> None:
         """Feed one round-trip measurement of a first transmission (seconds, >= 0)."""
@@ -48,36 +73,31 @@ class RttEstimator:
             self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - r)
             self.srtt = 0.875 * self.srtt + 0.125 * r
         self._shift = 0
+        self._derive()
 
     def progress(self) -> None:
         """New data was acknowledged: end the timeout backoff."""
-        self._shift = 0
+        if self._shift:
+            self._shift = 0
+            self._derive()
 
     def timeout(self) -> None:
         """The retransmission timer fired: back off (x1.5, capped)."""
-        self._shift = min(self._shift + 1, MAX_BACKOFF_SHIFT)
-
-    @property
-    def base_rto(self) -> float:
-        """RTO without backoff, clamped to [floor, ceiling] (seconds)."""
-        if self.srtt is None:
-            raw = INITIAL_RTO_S
-        else:
-            raw = self.srtt + max(GRANULARITY_S, 4 * self.rttvar)
-        return min(self.ceiling, max(self.floor, raw))
+        shift = min(self._shift + 1, MAX_BACKOFF_SHIFT)
+        if shift != self._shift:
+            self._shift = shift
+            self._derive()
 
     @property
     def pto(self) -> float | None:
         """Tail-probe timeout (seconds): 2 srtt (RFC 8985), at least the granularity, at most the
         RTO; None before the first sample (no estimate, no early probe)."""
-        if self.srtt is None:
-            return None
-        return min(self.rto, max(2 * self.srtt, GRANULARITY_S))
+        return self._pto
 
     @property
     def rto(self) -> float:
         """Current RTO with backoff, always within [floor, ceiling] (seconds)."""
-        return min(self.ceiling, self.base_rto * BACKOFF**self._shift)
+        return self._rto
 
     @property
     def backoff_shift(self) -> int:
