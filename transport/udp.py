@@ -239,6 +239,9 @@ class Transport:
         self._last_io = -math.inf  # (under the lock) when a turn or send() last moved datagrams
         self._horizon = ep.cfg.rto_floor_ms / 1000  # the reader's longest sleep while busy
         self._more = False  # (reader thread) the last pump filled a CHUNK: more may be due now
+        # (under the lock) the core's next deadline as the last _pump computed it: every change
+        # of the core's state (send, datagrams_received) is followed by a _pump in the same hold
+        self._ep_deadline: float | None = None
         self._io = False  # (reader thread) the last turn received or sent datagrams
         self._spin_s = ep.cfg.busy_poll_us / 1e6
         self._wake_r, self._wake_w = socket.socketpair()
@@ -537,7 +540,7 @@ class Transport:
         return out
 
     def _next_wake(self) -> float:
-        times = [t for t in (self._ep.next_deadline(),
+        times = [t for t in (self._ep_deadline,
                              self._gate.next_time() if self._gate else None) if t is not None]  # fmt: skip
         return min(times) if times else float("inf")
 
@@ -547,7 +550,7 @@ class Transport:
         order the core made them even when two threads pump (a reordered burst looks like loss)."""
         out = self._ep.gathered_to_send(now, limit)
         events = self._ep.pop_events()
-        deadline = self._ep.next_deadline()
+        deadline = self._ep_deadline = self._ep.next_deadline()
         self._send_lock.acquire()
         guard = self._ep.guard
         if guard is not None:
