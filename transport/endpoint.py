@@ -303,13 +303,17 @@ class Endpoint:
 
     def next_deadline(self) -> float | None:
         """When `datagrams_to_send` has timer work next (same clock as `now`), or None."""
-        times = [
-            t for t in (self.sender.next_deadline(), self.receiver.next_deadline()) if t is not None
-        ]
-        times.extend(self._waiting.values())
-        for held in self._held.values():
-            times.extend(e[3] for e in held.values())
-        return min(times) if times else None
+        when = self.sender.next_deadline()
+        t = self.receiver.next_deadline()
+        if t is not None and (when is None or t < when):
+            when = t
+        if self._waiting or self._held:  # unvalidated addresses, ACKs held back
+            times = [] if when is None else [when]
+            times.extend(self._waiting.values())
+            for held in self._held.values():
+                times.extend(e[3] for e in held.values())
+            when = min(times) if times else None
+        return when
 
     def bulk_in_progress(self) -> bool:
         """True while a message of several fragments is being received or sent (its next

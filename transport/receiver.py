@@ -199,9 +199,13 @@ class Receiver:
             if state == STALE:
                 c["dropped_replay"] += 1
                 return None, None
-            p = self._open(sender, key, Header._make(h), len(payload), now)  # once a message
-            if p is None:
+            count = self._admit(sender, type_code, total, frag_size, block_size, i, len(payload))
+            if count == 0:
                 return None, None
+            if count == 1:  # a whole message in one datagram: nothing to reassemble or hold
+                self._delivered(key)
+                return AckOrder(True, i, 1, b"", delay_ok=not flags & FLAG_ACK_NOW), [payload]
+            p = self._open(sender, key, Header._make(h), count, now)  # once a message
         elif (total != p.total or type_code != p.type_code or frag_size != p.frag_size
               or block_size != p.block_size):  # fmt: skip
             self._drop(key, p)
@@ -254,34 +258,38 @@ class Receiver:
             return AckOrder(False, i, p.cum, p.ack_body(i), p.late), None
         return None, None
 
-    def _open(
-        self, sender: Hashable, key: tuple[Hashable, int, int], h: Header, length: int, now: float
-    ) -> _Partial | None:
-        """Check a first fragment and open its partial, or count why not."""
+    def _admit(self, sender: Hashable, type_code: int, total: int, frag_size: int,
+               block_size: int, i: int, length: int) -> int:  # fmt: skip
+        """Check the first fragment to come of a new message: its fragment count, or 0 (and the
+        counter of why not)."""
         c = self.counters
         cfg = self._cfg
-        if h.frag_size < MIN_FRAGMENT or not 1 <= h.block_size <= MAX_BLOCK:
+        if frag_size < MIN_FRAGMENT or not 1 <= block_size <= MAX_BLOCK:
             c["bad_datagrams"] += 1
-            return None
-        count = fragment_count(h.total, h.frag_size)
-        if h.frag_index >= count or length != min(
-            h.frag_size, h.total - h.frag_index * h.frag_size
-        ):
+            return 0
+        count = fragment_count(total, frag_size)
+        if i >= count or length != min(frag_size, total - i * frag_size):
             c["bad_datagrams"] += 1
-            return None
+            return 0
         try:
-            limit = min(self._max_body(h.type_code, cfg.max_message), cfg.max_message)
+            limit = min(self._max_body(type_code, cfg.max_message), cfg.max_message)
         except Exception:  # noqa: BLE001 - any codec refusal of a peer's type is counted
             c["bad_datagrams"] += 1
-            return None
+            return 0
         if (
-            h.total > limit
+            total > limit
             or self._per_sender.get(sender, 0) >= cfg.max_partial_per_sender
             or self.held_bytes + PARTIAL_OVERHEAD + (count + 7) // 8 + length + FRAGMENT_OVERHEAD
             > cfg.max_reassembly_bytes
         ):
             c["dropped_limit"] += 1
-            return None
+            return 0
+        return count
+
+    def _open(
+        self, sender: Hashable, key: tuple[Hashable, int, int], h: Header, count: int, now: float
+    ) -> _Partial:
+        """The partial of an admitted message (`_admit`) of `count` fragments."""
         p = _Partial(sender, h, count, now)
         self._partials[key] = p
         self._per_sender[sender] = self._per_sender.get(sender, 0) + 1
@@ -292,6 +300,11 @@ class Receiver:
         frags = p.frags
         body = [frags[k] for k in range(p.count)]
         self._drop(key, p)
+        self._delivered(key)
+        return body
+
+    def _delivered(self, key: tuple[Hashable, int, int]) -> None:
+        """Message `key` is whole: its replay window remembers it, `delivered` counts it."""
         wkey = (key[0], key[1])
         win = self._windows.get(wkey)
         if win is None:
@@ -302,7 +315,6 @@ class Receiver:
             self._windows.move_to_end(wkey)
         win.mark(key[2])
         self.counters["delivered"] += 1
-        return body
 
     def _drop(self, key: tuple[Hashable, int, int], p: _Partial) -> None:
         del self._partials[key]

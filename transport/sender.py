@@ -293,9 +293,13 @@ class Sender:
             self.counters["reordering"] += 1
 
     def _finish(self, out: Outgoing, dest: Path, event: SendDone | SendFailed) -> None:
-        handle = out.handle
-        for key in [k for k in dest.inflight if k[0] == handle]:
-            del dest.inflight[key]
+        handle, inflight = out.handle, dest.inflight
+        if out.count < len(inflight):  # many messages in flight to dest (a busy peer link)
+            for i in range(out.count):
+                inflight.pop((handle, i), None)
+        else:
+            for key in [k for k in inflight if k[0] == handle]:
+                del inflight[key]
         if out.queued:
             dest.queue.remove(out)
             out.queued = False
