@@ -2,12 +2,16 @@
 
 (a) 1 client, 50 images 1 s apart; (b) 1..6 clients back to back, 500 images in all; each with
 1 node (no load balancing) and with 3 nodes. Per row: average, p50 and p95 response time,
-images/s, failure rate, election p50 and p99, and how the requests spread over the nodes.
+images/s, failure rate, election p50 and p99, the CPU per image of the node processes and of the
+clients (user + system, from the common start to the last reply), and how the requests spread
+over the nodes.
 (c) per-phase p50 (upload, election, seal, download) of the photo, sealed `--photos` times by one
 client on each freshly started cloud (the first request, which pays for anything a node does
 lazily, is shown apart and counts in the p50), and of the small images of (b) at 1 and 6
 clients. (d) a summary: the 3-node / 1-node ratio of 6-client images/s, election p50/p99 at 1
-and 6 clients.
+and 6 clients, and the CPU budget at 6 clients: node and client CPU ms per image and the
+images/s the host's cores would give if they did nothing but that work (when nodes and clients
+share the cores, as here, images/s cannot pass it).
 
 Images are generated deterministically (small PNGs of 3-5 KB, one photo-like JPEG of ~1.9 MB),
 or taken from `--images DIR`. Every client is its own process (its own socket and GIL). The
@@ -23,8 +27,10 @@ import io
 import json
 import math
 import multiprocessing as mp
+import os
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -87,6 +93,7 @@ def _client(args: tuple[str, str, str, list[tuple[str, bytes]], float, float]
     session = ClientSession(user, Path(home), cfg)
     out: list[dict[str, Any]] = []
     time.sleep(max(0.0, start_at - time.time()))  # every client starts together, ready
+    cpu0 = time.process_time()
     try:
         for name, data in items:
             start = time.perf_counter()
@@ -99,7 +106,8 @@ def _client(args: tuple[str, str, str, list[tuple[str, bytes]], float, float]
                             "error": str(exc)})
             if spacing:
                 time.sleep(spacing)
-        out.append({"stats": vars(session.caller.stats), "end": time.time()})
+        out.append({"stats": vars(session.caller.stats), "end": time.time(),
+                    "cpu_s": time.process_time() - cpu0})
     finally:
         session.close()
     return out
@@ -113,8 +121,15 @@ def run_clients(cloud: Cloud, n_clients: int, images: list[tuple[str, bytes]], s
     start_at = time.time() + STARTUP_S
     jobs = [(str(cloud.config), f"bench{c}", str(root / f"home{c}"), shares[c], spacing, start_at)
             for c in range(n_clients)]
+    pids = [proc.pid for proc in getattr(cloud, "procs", {}).values()]
+    node_cpu: list[float] = []  # the nodes' CPU at the common start (taken then by a timer)
+    timer = threading.Timer(max(0.0, start_at - time.time()),
+                            lambda: node_cpu.append(sum(map(cpu_s, pids))))
+    timer.start()
     with mp.get_context("spawn").Pool(n_clients) as pool:
         results = pool.map(_client, jobs)
+    timer.join()
+    node_cpu.append(sum(map(cpu_s, pids)))
     wall = max(r["end"] for res in results for r in res if "end" in r) - start_at
     rows = [r for res in results for r in res if "ms" in r]
     dups = sum(r["stats"]["duplicates"] for res in results for r in res if "stats" in r)
@@ -135,7 +150,21 @@ def run_clients(cloud: Cloud, n_clients: int, images: list[tuple[str, bytes]], s
                             else 0.0),
         "by_node": {str(k): v for k, v in sorted(nodes.items())}, "duplicate_replies": dups,
         "phases_p50": phase_p50([r for r in rows if r["ok"]]),
+        # CPU (user + system) per sealed image: all node processes together, and all clients
+        # (their loops); with the cores, what bounds images/s when the CPU is the limit
+        "node_cpu_ms": 1000 * (node_cpu[1] - node_cpu[0]) / len(ok) if ok and pids else math.nan,
+        "client_cpu_ms": (1000 * sum(r["cpu_s"] for res in results for r in res if "cpu_s" in r)
+                          / len(ok) if ok else math.nan),
     }
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (Linux /proc; 0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def phase_p50(rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -194,6 +223,10 @@ def summary(load: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "election_p99_1_ms": one["election_p99_ms"],
             "election_p50_most_ms": most["election_p50_ms"],
             "election_p99_most_ms": most["election_p99_ms"],
+            "node_cpu_ms": most["node_cpu_ms"], "client_cpu_ms": most["client_cpu_ms"],
+            # images/s if the host's cores did nothing but this CPU work
+            "cpu_bound_per_s": ((os.cpu_count() or 1) * 1000
+                                / (most["node_cpu_ms"] + most["client_cpu_ms"])),
         })
     return out
 
@@ -249,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(out))
     else:
         cols = ["nodes", "clients", "images", "avg_ms", "p50_ms", "p95_ms", "images_per_s",
-                "failure_rate", "election_p50_ms", "election_p99_ms", "by_node"]
+                "failure_rate", "election_p50_ms", "election_p99_ms", "node_cpu_ms",
+                "client_cpu_ms", "by_node"]
         print("(a) one client, images spaced", args.spacing, "s apart")
         print(table(out["spaced"], cols))
         print("\n(b) clients back to back,", args.total, "images in all")
@@ -259,7 +293,9 @@ def main(argv: list[str] | None = None) -> int:
         print(table(out["breakdown"], ["nodes", "request", "requests", "first_ms", "p50_ms",
                                        *PHASES]))
         print("\n(d) summary: images/s at the most clients and its ratio to the smallest cloud's;"
-              " election p50/p99 (ms) at 1 client and the most clients")
+              " election p50/p99 (ms) at 1 client and the most clients; CPU ms per image at the"
+              " most clients (nodes, clients) and the images/s the host's cores would allow if"
+              " they did nothing else")
         print(table(out["summary"], list(out["summary"][0]) if out["summary"] else []))
     if args.plot is not None:
         plot(out["load"], args.plot)

@@ -24,16 +24,10 @@ import time
 from pathlib import Path
 
 from benchmarks import count_hooks
-from benchmarks.cloud import load_images, run_clients
+from benchmarks.cloud import cpu_s, load_images, run_clients
 from benchmarks.localcloud import REPO, Cloud, env
 
 SITE = Path(__file__).resolve().parent / "countsite"
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process `pid` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def read(folder: Path | None, pids: dict[int, int]) -> dict[str, dict[str, float]]:
