@@ -207,9 +207,11 @@ def small_phases(load: list[dict[str, Any]], n_nodes: int) -> list[dict[str, Any
              **r["phases_p50"]} for c, r in sorted(picked.items())]
 
 
-def summary(load: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def summary(load: list[dict[str, Any]], cores: int | None = None) -> list[dict[str, Any]]:
     """Per cloud size: images/s at the most clients and its ratio to the smallest cloud's,
-    election p50/p99 at 1 client and at the most clients."""
+    election p50/p99 at 1 client and at the most clients, the CPU per image at the most clients
+    and the images/s that `cores` (default: this host's) would give doing only that work."""
+    cores = cores or os.cpu_count() or 1
     out = []
     base: float | None = None
     for n in sorted({r["nodes"] for r in load}):
@@ -225,8 +227,7 @@ def summary(load: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "election_p99_most_ms": most["election_p99_ms"],
             "node_cpu_ms": most["node_cpu_ms"], "client_cpu_ms": most["client_cpu_ms"],
             # images/s if the host's cores did nothing but this CPU work
-            "cpu_bound_per_s": ((os.cpu_count() or 1) * 1000
-                                / (most["node_cpu_ms"] + most["client_cpu_ms"])),
+            "cpu_bound_per_s": cores * 1000 / (most["node_cpu_ms"] + most["client_cpu_ms"]),
         })
     return out
 

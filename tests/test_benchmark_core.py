@@ -38,13 +38,18 @@ def test_cloud_benchmark_summary_ratio_elections_and_phases() -> None:
     def row(nodes: int, clients: int, ips: float, e50: float, e99: float) -> dict[str, object]:
         return {"nodes": nodes, "clients": clients, "images": 100, "images_per_s": ips,
                 "p50_ms": 2.0 * nodes, "election_p50_ms": e50, "election_p99_ms": e99,
+                "node_cpu_ms": 1.5 * nodes + clients / 6, "client_cpu_ms": 0.5 * nodes,
                 "phases_p50": {"upload_ms": 1.0, "election_ms": e50, "seal_ms": 0.5,
                                "download_ms": 0.2}}
 
     load = [row(1, 1, 400, 0, 0), row(1, 6, 800, 0, 0),
             row(3, 1, 250, 0.6, 1.5), row(3, 3, 400, 1.0, 3.0), row(3, 6, 560, 1.8, 6.0)]
-    got = summary(load)
+    got = summary(load, cores=2)
     assert [(s["nodes"], s["images_per_s"]) for s in got] == [(1, 800), (3, 560)]
+    # the CPU budget is read at the most clients: 3 nodes, 6 clients: 5.5 + 1.5 ms an image
+    assert (got[1]["node_cpu_ms"], got[1]["client_cpu_ms"]) == (5.5, 1.5)
+    assert got[1]["cpu_bound_per_s"] == pytest.approx(2000 / 7)
+    assert got[0]["cpu_bound_per_s"] == pytest.approx(2000 / 3)
     assert got[1]["ratio_to_smallest"] == pytest.approx(0.7)
     assert (got[1]["election_p50_1_ms"], got[1]["election_p99_1_ms"]) == (0.6, 1.5)
     assert (got[1]["election_p50_most_ms"], got[1]["election_p99_most_ms"]) == (1.8, 6.0)
