@@ -3,9 +3,11 @@
 `strict_load(body, max_items)`:
 1. counts the data items of the first CBOR item by walking the heads only (no objects built) and
    refuses a body with more than `max_items` (the ~64x expansion of "1 M empty arrays" can then not
-   happen: a valid body of each message type has a known item bound);
-2. decodes with cbor2's CBORDecoder: every built-in tag refused through `semantic_decoders`,
-   unknown tags through a raising `tag_hook`, no duplicate keys, no indefinite lengths, map keys
+   happen: a valid body of each message type has a known item bound); a body of at most
+   `max_items` bytes is not walked (it cannot hold more items than bytes);
+2. decodes with cbor2's CBORDecoder: every built-in tag refused through `semantic_decoders`
+   (left out when the body can hold no tag: cbor2 would not consult them), unknown tags through
+   a raising `tag_hook`, no duplicate keys, no indefinite lengths, map keys
    only text or bytes, at most MAX_DEPTH nested containers;
 3. refuses trailing bytes (`fp.tell() != len(body)`).
 Any exception from cbor2 becomes DecodeError(reason) with a short reason. Callers: codec.messages.
