@@ -10,6 +10,8 @@ A record is a frozen, slotted dataclass deriving from `Record` and decorated wit
 
 `Record.__post_init__` runs every spec's `check` (strict types: `type(v) is int`, so True is not 1;
 lists become tuples; ints become floats in float fields), raising DecodeError(reason, field).
+It does so through the quick paths of codec.quick (each spec's `quick_expr` / `quick`, one
+generated function per class) and falls back to the `check`s, for the reason, on any refusal.
 `to_map` / `from_map` turn a record into a plain CBOR-ready dict and back; `from_map` demands the
 exact key set, except that a field declared with a default (added to a message after it shipped,
 so that an older sender still decodes) may be absent and takes its default. `max_items(cls)` is the most CBOR data items a valid body of `cls` can hold; the
