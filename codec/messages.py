@@ -550,8 +550,6 @@ def encode_steps(msg: Message) -> bytes:
     return _encode_around(fields, big)
 
 
-
-
 def _encode_around(fields: dict[str, Any], big: str) -> bytes:
     """The bytes cbor2.dumps(fields, canonical=True) gives, with the long bytes value of `big`
     copied once: cbor2 writes into a growing buffer and returns a copy of it, so a 46 MiB sealed
