@@ -10,6 +10,8 @@ A record is a frozen, slotted dataclass deriving from `Record` and decorated wit
 
 `Record.__post_init__` runs every spec's `check` (strict types: `type(v) is int`, so True is not 1;
 lists become tuples; ints become floats in float fields), raising DecodeError(reason, field).
+It does so through the quick paths of codec.quick (each spec's `quick_expr` / `quick`, one
+generated function per class) and falls back to the `check`s, for the reason, on any refusal.
 `to_map` / `from_map` turn a record into a plain CBOR-ready dict and back; `from_map` demands the
 exact key set, except that a field declared with a default (added to a message after it shipped,
 so that an older sender still decodes) may be absent and takes its default. `max_items(cls)` is the most CBOR data items a valid body of `cls` can hold; the
@@ -24,11 +26,19 @@ import ipaddress
 import math
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from typing import Annotated, Any, TypeVar, cast, get_args, get_origin, get_type_hints
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, ClassVar, TypeVar, cast, get_args, get_origin, get_type_hints
 
 from codec.errors import DecodeError
-from codec.names import InvalidName, name_problem, parse_request_id
+from codec.names import (
+    RECENT_REQUEST_IDS,
+    InvalidName,
+    is_request_id,
+    is_valid_name,
+    name_problem,
+    parse_request_id,
+)
+from codec.quick import Quick, Refused, compile_record, predicate_check, quick_from_map
 
 R = TypeVar("R", bound="Record")
 
@@ -46,7 +56,18 @@ def _show_int(v: int) -> str:
 
 
 class Spec(ABC):
-    """How one field is validated (`check`), read from CBOR (`from_wire`) and written (`to_wire`)."""
+    """How one field is validated (`check`), read from CBOR (`from_wire`) and written (`to_wire`).
+
+    The quick paths (codec.quick) for the hot path: `quick()` and `quick_wire()` give the same
+    checks as one plain function of the value: it returns exactly what `check` (or `check` after
+    `from_wire`) returns for a valid value, and raises Refused or DecodeError for any other,
+    without a reason worth showing; the caller then runs `check` / `from_wire` for the reason.
+    `quick_expr` is the check inlined: an expression true only for a valid value that `check`
+    returns unchanged. NORMALISES: `check` may return another object than it was given (a float
+    for an int, a tuple for a list).
+    """
+
+    NORMALISES: ClassVar[bool] = False
 
     @abstractmethod
     def check(self, v: object, path: str) -> object:
@@ -64,6 +85,29 @@ class Spec(ABC):
         """Most CBOR data items the field's value takes on the wire."""
         return 1
 
+    def quick(self) -> Quick:
+        """`check` as a plain function (see the class docstring). By default: `quick_expr` made a
+        function, or else `check` itself."""
+        passing = predicate_check(self)
+        if passing is not None:
+            return passing
+        check = self.check
+
+        def quick(v: object) -> object:
+            return check(v, "")
+
+        return quick
+
+    def quick_wire(self) -> Quick:
+        """`check(from_wire(v))` as a plain function; `from_wire` is the identity by default."""
+        return self.quick()
+
+    def quick_expr(self, v: str, const: Callable[[object], str]) -> str | None:
+        """A Python expression over the variable `v`, true only when `check` accepts v and returns
+        it unchanged (also after `from_wire`); `const(x)` names a constant it uses. None: no
+        such expression (the quick functions are used)."""
+        return None
+
 
 @dataclasses.dataclass(frozen=True)
 class Int(Spec):
@@ -79,6 +123,9 @@ class Int(Spec):
             raise DecodeError(f"{_show_int(v)} outside {self.lo}..{self.hi}", path)
         return v
 
+    def quick_expr(self, v: str, const: Callable[[object], str]) -> str | None:
+        return f"type({v}) is int and {const(self.lo)} <= {v} <= {const(self.hi)}"
+
 
 @dataclasses.dataclass(frozen=True)
 class Float(Spec):
@@ -86,6 +133,7 @@ class Float(Spec):
 
     lo: float
     hi: float
+    NORMALISES: ClassVar[bool] = True
 
     def check(self, v: object, path: str) -> object:
         if type(v) is int:
@@ -98,6 +146,22 @@ class Float(Spec):
             raise DecodeError(f"{v!r} outside {self.lo}..{self.hi}", path)
         return v
 
+    def quick(self) -> Quick:
+        lo, hi, isfinite = self.lo, self.hi, math.isfinite
+
+        def quick(v: Any) -> object:
+            if type(v) is float and isfinite(v) and lo <= v <= hi:
+                return v
+            if type(v) is int and lo <= v <= hi:
+                return float(v)
+            raise Refused
+
+        return quick
+
+    def quick_expr(self, v: str, const: Callable[[object], str]) -> str | None:
+        lo, hi, isfinite = const(self.lo), const(self.hi), const(math.isfinite)
+        return f"type({v}) is float and {isfinite}({v}) and {lo} <= {v} <= {hi}"
+
 
 @dataclasses.dataclass(frozen=True)
 class Bool(Spec):
@@ -107,6 +171,9 @@ class Bool(Spec):
         if type(v) is not bool:
             raise DecodeError(f"expected bool, got {kind_of(v)}", path)
         return v
+
+    def quick_expr(self, v: str, const: Callable[[object], str]) -> str | None:
+        return f"type({v}) is bool"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +194,10 @@ class Bytes(Spec):
             )
             raise DecodeError(f"{len(v)} bytes, expected {want}", path)
         return v
+
+    def quick_expr(self, v: str, const: Callable[[object], str]) -> str | None:
+        lo, hi = const(self.min_len), const(self.max_len if self.max_len is not None else math.inf)
+        return f"type({v}) is bytes and {lo} <= len({v}) <= {hi}"
 
 
 def _text(v: object, path: str, max_len: int) -> str:
@@ -172,6 +243,9 @@ class OneOf(Spec):
             raise DecodeError(f"{shown} is not one of {', '.join(self.choices)}", path)
         return v
 
+    def quick_expr(self, v: str, const: Callable[[object], str]) -> str | None:
+        return f"type({v}) is str and {v} in {const(frozenset(self.choices))}"
+
 
 @dataclasses.dataclass(frozen=True)
 class NameText(Spec):
@@ -182,6 +256,9 @@ class NameText(Spec):
         if problem is not None:
             raise DecodeError(f"invalid name: {problem}", path)
         return v
+
+    def quick_expr(self, v: str, const: Callable[[object], str]) -> str | None:
+        return f"{const(is_valid_name)}({v})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,6 +271,10 @@ class RequestIdText(Spec):
         except InvalidName as e:
             raise DecodeError(f"invalid request id: {e.reason}", path) from None
         return v
+
+    def quick_expr(self, v: str, const: Callable[[object], str]) -> str | None:
+        seen, valid = const(RECENT_REQUEST_IDS), const(is_request_id)
+        return f"type({v}) is str and ({v} in {seen} or {valid}({v}))"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,6 +316,26 @@ class Nested(Spec):
     def max_items(self) -> int:
         return 1 + sum(1 + spec.max_items() for spec in fields_of(self.cls).values())
 
+    def quick(self) -> Quick:
+        cls = self.cls
+
+        def quick(v: object) -> object:
+            if type(v) is cls:
+                return v
+            raise Refused
+
+        return quick
+
+    def quick_wire(self) -> Quick:
+        cls = self.cls
+
+        def quick_wire(v: object) -> object:
+            if type(v) is dict:
+                return quick_from_map(cls, v)
+            raise Refused
+
+        return quick_wire
+
 
 @dataclasses.dataclass(frozen=True)
 class Items(Spec):
@@ -242,6 +343,7 @@ class Items(Spec):
 
     item: Spec
     max_len: int
+    NORMALISES: ClassVar[bool] = True
 
     def _length(self, v: object, path: str) -> list[Any] | tuple[Any, ...]:
         if type(v) is not list and type(v) is not tuple:
@@ -264,18 +366,43 @@ class Items(Spec):
     def max_items(self) -> int:
         return 1 + self.max_len * self.item.max_items()
 
+    def quick(self) -> Quick:
+        return self._quick(self.item.quick())
+
+    def quick_wire(self) -> Quick:
+        return self._quick(self.item.quick_wire())
+
+    def _quick(self, item: Quick) -> Quick:
+        limit = self.max_len
+
+        def quick(v: Any) -> object:
+            if (type(v) is list or type(v) is tuple) and len(v) <= limit:
+                return tuple(map(item, v))
+            raise Refused
+
+        return quick
+
 
 class Record:
-    """Base of messages and nested records: validates every field when built."""
+    """Base of messages and nested records: validates every field when built.
+
+    `record` gives each declared class a generated `__post_init__` (codec.quick: every field's
+    quick check first; if one refuses, the step-by-step checks below, which raise the
+    DecodeError naming the field). This one serves a class declaring its own __post_init__."""
 
     __slots__ = ()
 
     def __post_init__(self) -> None:
-        for name, spec in fields_of(type(self)).items():
-            value = getattr(self, name)
-            checked = spec.check(value, name)
-            if checked is not value:
-                object.__setattr__(self, name, checked)
+        _check_steps(self)
+
+
+def _check_steps(rec: Record) -> None:
+    """Run every field's `check` in declaration order: the first bad field raises its reason."""
+    for name, spec in fields_of(type(rec)).items():
+        value = getattr(rec, name)
+        checked = spec.check(value, name)
+        if checked is not value:
+            object.__setattr__(rec, name, checked)
 
 
 _FIELDS: dict[type[Record], dict[str, Spec]] = {}
@@ -311,6 +438,9 @@ def record(cls: type[R]) -> type[R]:
         f.name for f in dataclasses.fields(cast(Any, cls))
         if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
     )
+    post_init = compile_record(cls, cast(Any, _FIELDS[cls]), _check_steps)
+    if post_init is not None:
+        cls.__post_init__ = post_init  # type: ignore[method-assign,assignment]
     return cls
 
 
@@ -340,7 +470,20 @@ def to_map(rec: Record) -> dict[str, object]:
 
 def from_map(cls: type[R], raw: Mapping[object, object], path: str = "") -> R:
     """Build `cls` from a decoded map: exact key set (fields with a default may be absent), every
-    field checked; DecodeError names it."""
+    field checked; DecodeError names it.
+
+    The quick way first (each field's `quick_wire` once, the record built without running the
+    checks again); if it refuses anything, the step by step way, which gives the reason."""
+    if type(raw) is dict:
+        try:
+            return cast(R, quick_from_map(cls, raw))
+        except (Refused, DecodeError):
+            pass
+    return _from_map_steps(cls, raw, path)
+
+
+def _from_map_steps(cls: type[R], raw: Mapping[object, object], path: str) -> R:
+    """from_map one rule at a time: the first rule broken raises DecodeError naming the field."""
     specs = fields_of(cls)
     optional = _OPTIONAL[cls]
     for key in raw:

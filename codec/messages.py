@@ -24,11 +24,12 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar, cast
 
 import cbor2
 
 from codec import errors, records
+from codec.canonical import encoder_for
 from codec.fields import (
     Bytes,
     Float,
@@ -80,6 +81,9 @@ UserEntry = records.UserEntry
 Pin = records.Pin
 Preview = records.Preview
 
+BIG_BLOB = 1 << 20  # a bytes field this long is copied once into the body (see _encode_around)
+_MARKER = b"\xffveilshare-blob\xff"  # 16 bytes: CBOR item 0x50 + these, unique in the body
+
 ITEM_SLACK = 64
 """CBOR items allowed beyond a type's largest valid body, so that a stray key or a wrong-typed
 value is refused by the field checks (naming the field) rather than by the item count."""
@@ -95,6 +99,7 @@ class Message(Record):
 
 MESSAGE_TYPES: dict[int, type[Message]] = {}
 _MAX_ITEMS: dict[int, int] = {}
+_ENCODERS: dict[type[Message], Callable[[Message], bytes]] = {}
 M = TypeVar("M", bound=Message)
 
 
@@ -109,6 +114,9 @@ def register(code: int, *, bulk: bool = False) -> Callable[[type[M]], type[M]]:
         cls.BULK = bulk
         MESSAGE_TYPES[code] = cls
         _MAX_ITEMS[code] = max_items(cls) + ITEM_SLACK
+        fast = encoder_for(cls, BIG_BLOB)
+        if fast is not None:
+            _ENCODERS[cls] = cast(Callable[[Message], bytes], fast)
         return cls
 
     return decorate
@@ -521,18 +529,25 @@ def max_body(type_code: int, max_message: int, *, control_max: int = CONTROL_MAX
 
 
 def encode(msg: Message) -> bytes:
-    """The canonical CBOR body of `msg` (deterministic: equal messages give equal bytes)."""
+    """The canonical CBOR body of `msg` (deterministic: equal messages give equal bytes).
+
+    Most types go through codec.canonical (the same bytes, written faster); the others here."""
+    fast = _ENCODERS.get(type(msg))
+    if fast is not None:
+        return fast(msg)
     if MESSAGE_TYPES.get(getattr(msg, "TYPE", -1)) is not type(msg):
         raise TypeError(f"not a registered message: {type(msg).__name__}")
+    return encode_steps(msg)
+
+
+def encode_steps(msg: Message) -> bytes:
+    """encode() the plain way: cbor2's canonical encoder over `to_map(msg)` (long blobs copied
+    once). The reference the fast encoders are tested against."""
     fields = to_map(msg)
     big = next((k for k, v in fields.items() if type(v) is bytes and len(v) >= BIG_BLOB), None)
     if big is None:
         return cbor2.dumps(fields, canonical=True)
     return _encode_around(fields, big)
-
-
-BIG_BLOB = 1 << 20  # a bytes field this long is copied once into the body (see _encode_around)
-_MARKER = b"\xffveilshare-blob\xff"  # 16 bytes: CBOR item 0x50 + these, unique in the body
 
 
 def _encode_around(fields: dict[str, Any], big: str) -> bytes:

@@ -24,6 +24,12 @@ REQUEST_N_MAX = 2**53
 _NAME = re.compile(NAME_RE)
 _NAME_CHAR = re.compile(r"[A-Za-z0-9._-]")
 _REQUEST_ID = re.compile(r"(?P<user>[^#]{1,64})#(?P<n>0|[1-9][0-9]{0,15})")
+# The valid cases in one match each (a name: 1..64 characters of the class, no leading dot; a
+# request id: such a name, "#", the counter without sign or leading zeros). A miss goes through
+# the step-by-step checks (`_name_problem_steps`, `_parse_request_id_steps`), which say why;
+# tests/test_codec_fastpath.py pins that both ways accept the same strings.
+_VALID_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
+_VALID_REQUEST_ID = re.compile(r"([A-Za-z0-9_-][A-Za-z0-9._-]{0,63})#(0|[1-9][0-9]{0,15})")
 
 
 class InvalidName(CodecError, ValueError):
@@ -41,6 +47,13 @@ class InvalidName(CodecError, ValueError):
 
 def name_problem(s: object) -> str | None:
     """Why `s` is not a valid name, or None when it is one."""
+    if type(s) is str and _VALID_NAME.fullmatch(s) is not None:
+        return None
+    return _name_problem_steps(s)
+
+
+def _name_problem_steps(s: object) -> str | None:
+    """name_problem, one rule at a time (the first rule broken is the reason)."""
     if type(s) is not str:
         return f"not a string ({type(s).__name__})"
     if not s:
@@ -90,13 +103,24 @@ def safe_join(home: Path, *parts: str) -> Path:
 
 def parse_request_id(s: object) -> tuple[str, int]:
     """Split a request id "<user>#<n>" into (user, n); raise InvalidName if it is not one."""
+    if type(s) is str:
+        valid = _VALID_REQUEST_ID.fullmatch(s)
+        if valid is not None:
+            n = int(valid[2])
+            if n <= REQUEST_N_MAX:
+                return valid[1], n
+    return _parse_request_id_steps(s)
+
+
+def _parse_request_id_steps(s: object) -> tuple[str, int]:
+    """parse_request_id, one rule at a time (the first rule broken is the reason)."""
     if type(s) is not str:
         raise InvalidName("request id", s, f"not a string ({type(s).__name__})")
     m = _REQUEST_ID.fullmatch(s)
     if m is None:
         raise InvalidName("request id", s, "not of the form <user>#<n>")
     user = m.group("user")
-    problem = name_problem(user)
+    problem = _name_problem_steps(user)
     if problem is not None:
         raise InvalidName("request id", s, f"user part: {problem}")
     n = int(m.group("n"))
@@ -105,8 +129,23 @@ def parse_request_id(s: object) -> tuple[str, int]:
     return user, n
 
 
+RECENT_REQUEST_IDS: set[str] = set()
+"""Request ids is_request_id found valid lately (a cache, at most RECENT_MAX: cleared when full).
+Only valid ids enter it, so `s in RECENT_REQUEST_IDS` implies is_request_id(s)."""
+RECENT_MAX = 4096
+
+
 def is_request_id(s: object) -> bool:
     """True when `s` is a str of the form "<user>#<n>" with a valid user and 0 <= n <= 2**53."""
+    if type(s) is str:
+        if s in RECENT_REQUEST_IDS:
+            return True
+        valid = _VALID_REQUEST_ID.fullmatch(s)
+        if valid is not None and int(valid[2]) <= REQUEST_N_MAX:
+            if len(RECENT_REQUEST_IDS) >= RECENT_MAX:
+                RECENT_REQUEST_IDS.clear()
+            RECENT_REQUEST_IDS.add(s)
+            return True
     try:
         parse_request_id(s)
     except InvalidName:

@@ -3,9 +3,11 @@
 `strict_load(body, max_items)`:
 1. counts the data items of the first CBOR item by walking the heads only (no objects built) and
    refuses a body with more than `max_items` (the ~64x expansion of "1 M empty arrays" can then not
-   happen: a valid body of each message type has a known item bound);
-2. decodes with cbor2's CBORDecoder: every built-in tag refused through `semantic_decoders`,
-   unknown tags through a raising `tag_hook`, no duplicate keys, no indefinite lengths, map keys
+   happen: a valid body of each message type has a known item bound); a body of at most
+   `max_items` bytes is not walked (it cannot hold more items than bytes);
+2. decodes with cbor2's CBORDecoder: every built-in tag refused through `semantic_decoders`
+   (left out when the body can hold no tag: cbor2 would not consult them), unknown tags through
+   a raising `tag_hook`, no duplicate keys, no indefinite lengths, map keys
    only text or bytes, at most MAX_DEPTH nested containers;
 3. refuses trailing bytes (`fp.tell() != len(body)`).
 Any exception from cbor2 becomes DecodeError(reason) with a short reason. Callers: codec.messages.
@@ -13,6 +15,7 @@ Any exception from cbor2 becomes DecodeError(reason) with a short reason. Caller
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from io import BytesIO
 from types import MappingProxyType
@@ -54,16 +57,18 @@ def _tag_hook(tag: CBORTag, immutable: bool) -> NoReturn:
     raise _TagRefused(tag.tag)
 
 
-def count_items(body: bytes | bytearray | memoryview, budget: int) -> None:
+def count_items(body: bytes | bytearray | memoryview, budget: int) -> bool:
     """Walk the heads of the first CBOR item of `body`; raise DecodeError past `budget` items.
 
     Tags count as items. Stops quietly on anything it does not measure (truncation, indefinite
     lengths, reserved heads): the cbor2 pass right after refuses those at the same place.
+    Returns True when it walked the whole first item and met no tag (cbor2, which reads only
+    that item, will meet none either), False otherwise.
     """
-    pos, end, pending, count = 0, len(body), 1, 0
+    pos, end, pending, count, tagged = 0, len(body), 1, 0, False
     while pending:
         if pos >= end:
-            return
+            return False
         head = body[pos]
         major, info = head >> 5, head & 31
         pos += 1
@@ -72,11 +77,11 @@ def count_items(body: bytes | bytearray | memoryview, budget: int) -> None:
         elif info <= 27:
             size = 1 << (info - 24)
             if pos + size > end:
-                return
+                return False
             arg = int.from_bytes(body[pos : pos + size], "big")
             pos += size
         else:
-            return
+            return False
         pending -= 1
         count += 1
         if count > budget:
@@ -89,6 +94,8 @@ def count_items(body: bytes | bytearray | memoryview, budget: int) -> None:
             pending += 2 * arg
         elif major == 6:
             pending += 1
+            tagged = True
+    return not tagged
 
 
 def _reason(exc: BaseException) -> str:
@@ -110,14 +117,28 @@ def _reason(exc: BaseException) -> str:
     return f"bad CBOR: {type(exc).__name__}: {text[:120]}"
 
 
+_TAG_HEAD = re.compile(b"[\xc0-\xdf]")
+"""Any byte that could be the head of a tag: major type 6 (0xdc..0xdf are malformed heads)."""
+
+
 def strict_load(body: bytes | bytearray | memoryview, max_items: int) -> object:
-    """Decode exactly one CBOR item filling all of `body`, by the strict recipe above."""
-    count_items(body, max_items)
+    """Decode exactly one CBOR item filling all of `body`, by the strict recipe above.
+
+    Two shortcuts, each leaving every decision as it was: a body of at most `max_items` bytes
+    cannot hold more items than that (each item takes at least its one head byte), so it is not
+    counted; a body in which no tag can be met (no byte 0xc0..0xdf at all, or for a body long
+    enough to be counted: no tag head met by the count) is decoded without the tag refusers,
+    which cbor2 would not consult (copying the 23 of `semantic_decoders` into each decoder costs
+    about as much as the decode of a small body)."""
+    if len(body) > max_items:
+        tag_free = count_items(body, max_items)
+    else:
+        tag_free = _TAG_HEAD.search(body) is None
     fp = BytesIO(body)
     decoder = CBORDecoder(
         fp,
         tag_hook=_tag_hook,
-        semantic_decoders=_SEMANTIC,
+        semantic_decoders=None if tag_free else _SEMANTIC,
         max_depth=MAX_DEPTH - 1,  # cbor2 counts the outermost container as depth 0
         allow_indefinite=False,
         allow_duplicate_keys=False,
