@@ -33,6 +33,7 @@ from node_actor_kit import (
 
 from actors.client.keys import ClientKeys
 from actors.node.base import PeerLink, Wire, initial_view
+from actors.node.direct import DirectEntry
 from actors.node.directory_actor import DirectoryActor
 from actors.node.encoder import EncoderActor, EncoderPool, Sealed
 from actors.node.encrypt_actor import EncryptFlowActor
@@ -1022,6 +1023,28 @@ def test_dones_ended_while_the_mailbox_was_busy_leave_in_one_batch() -> None:
     assert [s.msg for s in batches] == [DoneBatch(node=1, acked=order, unacked=())] * 2
     assert sorted(order) == rids
     assert not [s for s in peer.sent if isinstance(s.msg, Done)]  # 2 messages instead of 6
+    ref.stop()
+
+
+def test_an_idle_flow_handles_a_reply_outcome_on_the_thread_that_learned_it() -> None:
+    """With its DirectEntry, the acknowledgement of a reply runs on the acknowledging thread
+    (no mailbox hop) and, the mailbox being empty, its Dones leave before it returns."""
+    cfg = three_node_config()
+    client, peer, entry = FakeTransport(auto=None), FakeTransport(), DirectEntry()
+    ref = EncryptFlowActor.start(cfg, 1, client, PeerLink(cfg, 1, peer), up_view(),  # type: ignore[arg-type]
+                                 clock=FakeClock(), entry=entry)
+    wired(ref, election=Recorder.start(), supervisor=Recorder.start())
+    ref.tell(ClientIn(ALICE, EncryptRequest(rid="alice#1", image="a.png", data=png_bytes(1),
+                                            attempt=0)))
+    ref.tell(Won("alice#1"))
+    (sent,) = client.wait_sent(lambda s: isinstance(s.msg, EncryptReply))
+    ref.ask(CountersQuery())  # the actor is idle now
+    client.complete(sent)
+    done = Done(rid="alice#1", node=1, acked=True)
+    assert [(s.addr, s.msg) for s in peer.sent] == [
+        (addr, done) for addr in PeerLink(cfg, 1, peer).addrs.values()
+    ]
+    assert ref.proxy().flow.get().cache == {}
     ref.stop()
 
 
