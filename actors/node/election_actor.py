@@ -415,17 +415,24 @@ class ElectionActor(DirectActor, NodePartActor):
         self.peers.send(node, self._heartbeat())
 
     def _flush(self) -> None:
+        """Send what the messages handled since the last flush produced: per peer, one message
+        alone as itself, several as ElectionBatches; all peers' in one Transport.send_many."""
         outbox, self.outbox = self.outbox, {}
+        sends: list[tuple[int, Message]] = []
         for dest, msgs in outbox.items():
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("out %d: %s", dest, "; ".join(map(str, msgs)))
+            if len(msgs) == 1:
+                sends.append((dest, msgs[0]))
+                continue
             for i in range(0, len(msgs), ELECTION_BATCH_MAX):
                 part = msgs[i:i + ELECTION_BATCH_MAX]
                 if len(part) == 1:
-                    self.peers.send(dest, part[0])
+                    sends.append((dest, part[0]))
                 else:
                     items = tuple(batch_item(m) for m in part)
-                    self.peers.send(dest, ElectionBatch(node=self.node_id, items=items))
+                    sends.append((dest, ElectionBatch(node=self.node_id, items=items)))
+        self.peers.send_each(sends)
 
 
 def _host_load() -> Callable[[], float]:
