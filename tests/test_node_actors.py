@@ -1398,7 +1398,7 @@ def test_the_supervisor_wires_every_actor_and_answers_status_from_their_snapshot
     import random
 
     from actors.core.directory import Directory
-    from actors.node.supervisor import NodeActor
+    from actors.node.supervisor import FAST_TICK_S, SLOW_TICK_S, NodeActor, tick_periods
     from codec.messages import StatusQuery, StatusReply
 
     cfg = three_node_config()
@@ -1420,6 +1420,12 @@ def test_the_supervisor_wires_every_actor_and_answers_status_from_their_snapshot
     )
     try:
         ref.ask({"query": "counters"})  # on_start done: the actors are wired and subscribed
+        # failures off: the token ring has no deadlines, its actor is ticked slowly
+        children = ref.proxy().children.get()
+        periods = dict(ref.proxy().ticker.get()._refs)
+        assert {n: periods[r] for n, r in children.items()} == tick_periods(False)
+        assert tick_periods(False)["token"] == SLOW_TICK_S
+        assert tick_periods(True)["token"] == tick_periods(True)["election"] == FAST_TICK_S
 
         def status() -> StatusReply:
             n = len(client.sends_of(StatusReply))
