@@ -10,7 +10,9 @@ Owns the pure core `actors.core.encrypt_flow.EncryptService` and the `EncoderPoo
   Won through a `DirectEntry`: handled on its thread while this actor is idle (actors.node.direct);
   `PeerDown` -> re-elect what the fallen winner held;
 - a seal's result -> EncryptReply to the client; its acknowledgement (or failure) -> Done to the
-  peers, `ForgetElection` (settled when the client's transport acknowledged the reply);
+  peers, `ForgetElection` (settled when the client's transport acknowledged the reply). The
+  outcome (`SendResult`) comes through the DirectEntry too: handled on the client transport's
+  thread that learned it while this actor is idle, one wake-up of it less per reply;
 - peer Done or DoneBatch -> drop the cached copies. Our own Dones are held `election.done_hold_ms`
   (0, off, by default: the duplicates below were measured with 50 ms, the CPU gain was not)
   from the first one, or until DONE_HOLD_MAX are held, then leave as one DoneBatch
@@ -18,7 +20,7 @@ Owns the pure core `actors.core.encrypt_flow.EncryptService` and the `EncoderPoo
   client back to back, plus their ACKs; about half that with the hold, `benchmarks.msg_count`;
   more clients fill a hold faster). The timer is the supervisor's Ticker (`later`: no thread of its own, and an
   idle cloud still sends them); without one (or a hold of 0) they wait only for the messages
-  already in the mailbox. What the hold costs: the peers keep their cached copy (and their
+  already in the mailbox (none: they leave at the end of the message that made them). What the hold costs: the peers keep their cached copy (and their
   election state) up to the hold longer; a winner killed inside the hold, after its reply left,
   is re-elected by its peers and the request answered twice (a simulated failure, `GoDown`,
   and stopping the node send the held Dones first); the peers' election resends (a vote every

@@ -106,7 +106,8 @@ class NodeActor(NodePartActor):
         view = self.view
         # the election's hops run on the thread that has the message (actors.node.direct): the
         # routers' client requests and peer messages on the transports' reader threads, the
-        # flow's StartElection and the ElectionActor's Won on their callers' threads
+        # flow's StartElection and the ElectionActor's Won on their callers' threads (and the
+        # outcomes of the flow's client sends on the client transport's)
         entry, flow_entry = DirectEntry(), DirectEntry()
         ticker = self.ticker = Ticker([], period=FAST_TICK_S)  # the actors join below
         self.children = {
