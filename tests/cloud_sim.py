@@ -11,7 +11,7 @@ import heapq
 import random
 from dataclasses import dataclass, field
 
-from actors.core.election import ElectionCore, Lost, Won
+from actors.core.election import ElectionCore, Lost, TieHash, Won, tie_hash
 from actors.core.membership import Membership, Output
 from actors.core.token_ring import Minted, NeedSync, TokenRing, WentDown
 from codec.messages import Message
@@ -90,13 +90,15 @@ class ElectionCluster:
         loss: float = 0.0,
         answer_timeout_s: float = 0.3,
         failure_timeout_s: float = 1.0,
+        tie_hash: TieHash = tie_hash,
     ) -> None:
         self.ids = ids
         self.now = 0.0
         self.rng = random.Random(seed)
         self.net = FakeNet(self.rng, loss)
         self.members = {i: Membership(i, ids, failure_timeout_s) for i in ids}
-        self.cores = {i: ElectionCore(i, self.members[i], answer_timeout_s) for i in ids}
+        self.cores = {i: ElectionCore(i, self.members[i], answer_timeout_s, tie_hash)
+                      for i in ids}
         self.rec = {i: Record() for i in ids}
         # nodes alive by heartbeat that send no election message
         self.silent: set[int] = set()

@@ -3,6 +3,7 @@ else through its mailbox, in order, never re-entering it."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -15,8 +16,8 @@ from node_actor_kit import Recorder, three_node_config
 from actors.node.base import PeerLink, Wire
 from actors.node.direct import DirectActor, DirectEntry
 from actors.node.election_actor import ElectionActor
-from actors.node.signals import PeerIn
-from codec.messages import Claim, ElectionOk
+from actors.node.signals import PeerIn, StartElection
+from codec.messages import Claim, Election, ElectionOk, PeerHeartbeat
 
 WAIT_S = 10.0
 
@@ -147,11 +148,27 @@ def test_an_entry_of_a_stopped_actor_raises_like_a_tell() -> None:
         entry.tell("late")
 
 
+@contextlib.contextmanager
+def election_actor(tp: FakeTransport) -> Iterator[tuple[pykka.ActorRef[Any], DirectEntry]]:
+    """Node 1's ElectionActor over `tp`, its other actors Recorders, and its entry."""
+    cfg = three_node_config()
+    entry = DirectEntry()
+    ref = ElectionActor.start(cfg, 1, PeerLink(cfg, 1, tp), clock=FakeClock(), boot_epoch=1,  # type: ignore[arg-type]
+                              loadavg=lambda: 0.0, disk_kept=False, entry=entry)
+    others = {n: Recorder.start() for n in ("flow", "token", "directory", "pending", "supervisor")}
+    try:
+        ref.ask(Wire({**others, "election": ref}))
+        yield ref, entry
+    finally:
+        ref.stop()
+        for r in others.values():
+            r.stop()
+
+
 def test_the_election_actor_votes_for_a_claim_from_its_entry_on_the_callers_thread() -> None:
     """A peer's Claim told through the ElectionActor's entry (as the router does on the peer
     transport's reader thread) is voted for before `tell` returns, by this thread: no mailbox
     hop, no flush marker."""
-    cfg = three_node_config()
     tp = FakeTransport()
     senders: list[tuple[object, int]] = []
     send = tp.send
@@ -161,16 +178,24 @@ def test_the_election_actor_votes_for_a_claim_from_its_entry_on_the_callers_thre
         return send(addr, msg, **kw)
 
     tp.send = recording_send  # type: ignore[method-assign]
-    entry = DirectEntry()
-    ref = ElectionActor.start(cfg, 1, PeerLink(cfg, 1, tp), clock=FakeClock(), boot_epoch=1,  # type: ignore[arg-type]
-                              loadavg=lambda: 0.0, disk_kept=False, entry=entry)
-    others = {n: Recorder.start() for n in ("flow", "token", "directory", "pending", "supervisor")}
-    try:
-        ref.ask(Wire({**others, "election": ref}))
+    with election_actor(tp) as (_ref, entry):
         entry.tell(PeerIn(2, Claim(rid="u#1", node=2)))
         votes = [(m, t) for m, t in senders if isinstance(m, ElectionOk)]
         assert votes == [(ElectionOk(rid="u#1", node=1), threading.get_ident())]
-    finally:
-        ref.stop()
-        for r in others.values():
-            r.stop()
+
+
+def test_the_election_actor_sends_what_one_message_produced_in_one_send_many() -> None:
+    """The Elections a StartElection makes for both peers leave in one Transport.send_many
+    (one pass, encoded once), each peer getting the same Election."""
+    tp = FakeTransport()
+    with election_actor(tp) as (ref, entry):
+        for n in (2, 3):
+            ref.ask(PeerIn(n, PeerHeartbeat(node=n, epoch=1, state="up", load=0, token_epoch=0,
+                                            token_holder=0, digest=b"")))
+        tp.many.clear()
+        tp.sent.clear()
+        entry.tell(StartElection("u#1"))
+        assert tp.many == [2]
+        cfg = three_node_config()
+        assert [s.addr for s in tp.sent] == list(PeerLink(cfg, 1, tp).addrs.values())  # type: ignore[arg-type]
+        assert {type(s.msg) for s in tp.sent} == {Election} and tp.sent[0].msg == tp.sent[1].msg

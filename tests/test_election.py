@@ -1,5 +1,6 @@
 """ElectionCore: bully election per request id, on a fake network of 3 cores with a fake clock."""
 
+import collections
 import random
 
 import pytest
@@ -105,6 +106,35 @@ def test_concurrent_elections_for_different_requests_do_not_interfere() -> None:
     for rid, winner in expected.items():
         others = {i: winner for i in c.ids if i != winner}
         assert outcome(c, rid) == ([winner], others), rid
+
+
+def test_the_tie_hash_is_computed_once_per_request_and_node_and_orders_that_request() -> None:
+    """Each core keeps tie_hash(rid, node) of a request it elects (`_tie_of`): asked at most
+    once per core, request and node, and never another request's value (equal loads: the
+    tie hash alone picks the winner, here node 1 for u#1 and node 3 for u#2)."""
+    table = {("u#1", 1): 30, ("u#1", 2): 20, ("u#1", 3): 10,
+             ("u#2", 1): 10, ("u#2", 2): 20, ("u#2", 3): 30}
+    calls: collections.Counter[tuple[str, int]] = collections.Counter()
+
+    def tie(rid: str, node: int) -> int:
+        calls[(rid, node)] += 1
+        return table[(rid, node)]
+
+    c = ElectionCluster(tie_hash=tie)
+    for rid, top in (("u#1", 1), ("u#2", 3)):
+        for i in c.ids:
+            c.start(i, rid, BASE)
+        c.run()
+        assert outcome(c, rid) == ([top], {i: top for i in c.ids if i != top}), rid
+    assert set(calls) == set(table)
+    assert max(calls.values()) <= len(c.ids)  # once per core
+    for i in c.ids:
+        c.cores[i].forget("u#1")
+    c.start(1, "u#1", BASE + 100)  # a new entry: the request is elected again, hashed again
+    c.start(2, "u#1", BASE)
+    c.start(3, "u#1", BASE + 100)
+    c.run()
+    assert outcome(c, "u#1") == ([1], {2: 1, 3: 1})  # u#1's order: 1 before 3
 
 
 def test_equal_loads_spread_over_the_nodes() -> None:

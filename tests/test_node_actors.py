@@ -9,7 +9,7 @@ neighbours replaced by Recorders, its sends read off the FakeTransport.
 from __future__ import annotations
 
 import dataclasses
-
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -32,8 +32,12 @@ from node_actor_kit import (
 )
 
 from actors.client.keys import ClientKeys
+from actors.core.membership import Output
+from actors.core.token_ring import TokenStatus
 from actors.node.base import PeerLink, Wire, initial_view
+from actors.node.direct import DirectEntry
 from actors.node.directory_actor import DirectoryActor
+from actors.node.election_actor import ElectionActor
 from actors.node.encoder import EncoderActor, EncoderPool, Sealed
 from actors.node.encrypt_actor import EncryptFlowActor
 from actors.node.pending_actor import REPLICATE_DEFER_S, PendingUpdateActor
@@ -42,6 +46,7 @@ from actors.node.signals import (
     ApplySync,
     ClientIn,
     ClusterView,
+    ComeUp,
     ConfirmIds,
     CountersQuery,
     GoDown,
@@ -52,8 +57,10 @@ from actors.node.signals import (
     StoreUpdate,
     SyncApplied,
     Tick,
+    TokenView,
     Won,
 )
+from actors.node.token_actor import FailureTokenActor
 from codec.covers import CoverSet
 from codec.messages import (
     Ack,
@@ -165,6 +172,112 @@ def test_three_election_actors_elect_exactly_one_winner_per_request(cloud: FakeC
     won = {n: len(recorded(cloud.ref(n, "flow"), Won)) for n in cloud.ids}
     assert sum(won.values()) == 20
     assert sum(1 for w in won.values() if w) >= 2, won  # the tie hash spreads equal loads
+
+
+def test_the_election_actor_publishes_a_view_exactly_when_a_field_of_it_changes() -> None:
+    """The ClusterView is rebuilt only when what it says changes (it is checked on every tick):
+    each field that changes makes a new version with the new value; a tick without a change
+    publishes nothing."""
+    cfg = three_node_config()
+    clock = FakeClock()
+    ref = ElectionActor.start(cfg, 1, PeerLink(cfg, 1, FakeTransport()), clock=clock,  # type: ignore[arg-type]
+                              boot_epoch=1, loadavg=lambda: 0.0, disk_kept=True)
+    flow = Recorder.start()
+    wired(ref, flow=flow)
+
+    def views() -> list[ClusterView]:
+        ref.ask(CountersQuery())  # what was told before has been handled
+        return recorded(flow, ClusterView)
+
+    def hb(node: int) -> PeerIn:
+        return PeerIn(node, PeerHeartbeat(node=node, epoch=1, state="up", load=0, token_epoch=0,
+                                          token_holder=0, digest=b""))
+
+    try:
+        (first,) = views()
+        assert (first.version, first.up, first.majority, first.syncing) == (
+            1, frozenset({1}), False, True)
+        ref.tell(Tick())
+        assert len(views()) == 1
+        ref.tell(hb(2))
+        ref.tell(Tick())  # heard on the next tick
+        v = views()[-1]
+        assert (v.version, v.up, v.majority) == (2, frozenset({1, 2}), True)
+        ref.tell(hb(3))
+        ref.tell(Tick())
+        assert views()[-1].up == frozenset({1, 2, 3}) and views()[-1].version == 3
+        ref.tell(TokenView(epoch=1, holder=2, holding=False, down=False, down_since=0.0))
+        assert (views()[-1].token_holder, views()[-1].version) == (2, 4)
+        ref.tell(TokenView(epoch=1, holder=1, holding=True, down=False, down_since=0.0))
+        assert (views()[-1].token_holder, views()[-1].holding) == (1, True)
+        ref.tell(TokenView(epoch=1, holder=1, holding=True, down=False, down_since=5.0))
+        assert views()[-1].down_since == 5.0 and views()[-1].version == 6
+        ref.tell(SyncApplied(sender=2))
+        assert views()[-1].syncing is False and views()[-1].version == 7
+        ref.tell(GoDown())
+        v = views()[-1]
+        assert (v.self_up, v.majority, v.up) == (False, False, frozenset({2, 3}))
+        ref.tell(ComeUp())
+        assert views()[-1].self_up and views()[-1].up == frozenset({1, 2, 3})
+        clock.advance(cfg.election.failure_timeout_ms / 1000 + 0.1)
+        ref.tell(hb(2))
+        ref.tell(Tick())  # 3 is silent past the failure timeout
+        v = views()[-1]
+        assert (v.up, v.majority, v.version) == (frozenset({1, 2}), True, 10)
+        ref.tell(Tick())
+        assert len(views()) == 10
+    finally:
+        ref.stop()
+        flow.stop()
+
+
+class _StubRing:
+    """A token ring whose status the test sets (for the FailureTokenActor's TokenView)."""
+
+    def __init__(self) -> None:
+        self.st = TokenStatus(holder=0, epoch=0, seq=-1, holding=False, down=False,
+                              down_since=0.0, syncing=False)
+
+    def status(self) -> TokenStatus:
+        return self.st
+
+    def on_tick(self, now: float) -> Output:
+        return Output()
+
+
+def test_the_token_actor_tells_a_token_view_exactly_when_a_field_of_it_changes() -> None:
+    """Each of epoch, holder, holding and down changing makes a new TokenView to the election;
+    down_since alone (the same instant, recomputed in wall-clock seconds) does not."""
+    cfg = three_node_config()
+    clock = FakeClock()
+    ref = FailureTokenActor.start(cfg, 1, PeerLink(cfg, 1, FakeTransport()), clock=clock,  # type: ignore[arg-type]
+                                  rng=random.Random(1), boot_epoch=1, failures=False,
+                                  wall=lambda: 5000.0)
+    election = Recorder.start()
+    ring = _StubRing()
+    try:
+        ref.proxy().ring = ring
+        wired(ref, election=election)
+
+        def views_after(**change: Any) -> list[TokenView]:
+            ring.st = replace(ring.st, **change)
+            ref.ask(Tick())
+            return recorded(election, TokenView)
+
+        assert views_after() == [TokenView(epoch=0, holder=0, holding=False, down=False,
+                                           down_since=0.0)]
+        assert views_after(epoch=3)[-1].epoch == 3
+        assert views_after(holder=2)[-1].holder == 2
+        assert views_after(holder=1, holding=True)[-1].holding
+        assert views_after(holding=False)[-1] == TokenView(epoch=3, holder=1, holding=False,
+                                                           down=False, down_since=0.0)
+        assert len(views_after(seq=9)) == 5  # not in the view
+        last = views_after(down=True, down_since=clock() - 2.0)[-1]
+        assert last.down and last.down_since == 5000.0 - 2.0
+        assert len(views_after(down_since=clock() - 1.0)) == 6
+    finally:
+        ref.stop()
+        election.stop()
 
 
 def test_a_silent_peer_is_skipped(cloud: FakeCloud) -> None:
@@ -1025,6 +1138,28 @@ def test_dones_ended_while_the_mailbox_was_busy_leave_in_one_batch() -> None:
     ref.stop()
 
 
+def test_an_idle_flow_handles_a_reply_outcome_on_the_thread_that_learned_it() -> None:
+    """With its DirectEntry, the acknowledgement of a reply runs on the acknowledging thread
+    (no mailbox hop) and, the mailbox being empty, its Dones leave before it returns."""
+    cfg = three_node_config()
+    client, peer, entry = FakeTransport(auto=None), FakeTransport(), DirectEntry()
+    ref = EncryptFlowActor.start(cfg, 1, client, PeerLink(cfg, 1, peer), up_view(),  # type: ignore[arg-type]
+                                 clock=FakeClock(), entry=entry)
+    wired(ref, election=Recorder.start(), supervisor=Recorder.start())
+    ref.tell(ClientIn(ALICE, EncryptRequest(rid="alice#1", image="a.png", data=png_bytes(1),
+                                            attempt=0)))
+    ref.tell(Won("alice#1"))
+    (sent,) = client.wait_sent(lambda s: isinstance(s.msg, EncryptReply))
+    ref.ask(CountersQuery())  # the actor is idle now
+    client.complete(sent)
+    done = Done(rid="alice#1", node=1, acked=True)
+    assert [(s.addr, s.msg) for s in peer.sent] == [
+        (addr, done) for addr in PeerLink(cfg, 1, peer).addrs.values()
+    ]
+    assert ref.proxy().flow.get().cache == {}
+    ref.stop()
+
+
 def test_a_peer_done_batch_drops_every_request_it_names(flow: Any) -> None:
     ref, _client, _peer, _election = flow
     for k in (1, 2, 3):
@@ -1263,7 +1398,7 @@ def test_the_supervisor_wires_every_actor_and_answers_status_from_their_snapshot
     import random
 
     from actors.core.directory import Directory
-    from actors.node.supervisor import NodeActor
+    from actors.node.supervisor import FAST_TICK_S, SLOW_TICK_S, NodeActor, tick_periods
     from codec.messages import StatusQuery, StatusReply
 
     cfg = three_node_config()
@@ -1285,6 +1420,12 @@ def test_the_supervisor_wires_every_actor_and_answers_status_from_their_snapshot
     )
     try:
         ref.ask({"query": "counters"})  # on_start done: the actors are wired and subscribed
+        # failures off: the token ring has no deadlines, its actor is ticked slowly
+        children = ref.proxy().children.get()
+        periods = dict(ref.proxy().ticker.get()._refs)
+        assert {n: periods[r] for n, r in children.items()} == tick_periods(False)
+        assert tick_periods(False)["token"] == SLOW_TICK_S
+        assert tick_periods(True)["token"] == tick_periods(True)["election"] == FAST_TICK_S
 
         def status() -> StatusReply:
             n = len(client.sends_of(StatusReply))

@@ -228,6 +228,7 @@ class _Rid:
     peer_gone: bool = False  # a peer went down while we elected: claim at once (peer_down)
     # claimants we voted for before any Election of theirs came: their first one is overtaken
     early_claim: set[int] = field(default_factory=set)
+    ties: dict[int, int] = field(default_factory=dict)  # node -> tie_hash(rid, node) (_tie_of)
 
 
 class ElectionCore:
@@ -449,7 +450,7 @@ class ElectionCore:
             return
         early = p in e.early_claim
         e.early_claim.discard(p)
-        e.keys[p] = self.key(msg.rid, p, msg.priority)
+        e.keys[p] = (msg.priority, self._tie_of(e, p), p)
         e.answered.add(p)
         e.suspects.discard(p)
         if early and e.state in ("pending", "lost") and e.winner == p:
@@ -510,9 +511,9 @@ class ElectionCore:
             if w == e.winner:
                 self._heard_winner(e)
                 out.send(w, ElectionOk(rid=rid, node=self.self_id))
-            elif self._claim(rid, w) > self._claim(rid, e.winner):
+            elif self._claim(e, w) > self._claim(e, e.winner):
                 self._lose(e, w, out)
-        elif self._claim(rid, w) > self._claim(rid, self.self_id):  # won: two claimants
+        elif self._claim(e, w) > self._claim(e, self.self_id):  # won: two claimants
             self._lose(e, w, out)
         else:
             out.send(w, Coordinator(rid=rid, node=self.self_id))
@@ -537,7 +538,7 @@ class ElectionCore:
         elif e.state in ("electing", "waiting"):
             self._lose(e, w, out)
         elif e.state == "claiming":
-            if self._claim(rid, w) > self._claim(rid, self.self_id):
+            if self._claim(e, w) > self._claim(e, self.self_id):
                 self._withdraw(e, w, out)
             else:  # w yields to our Claim, and a claimant never votes unasked: ask it now
                 out.send(w, Claim(rid=rid, node=self.self_id))  # (we may be waiting for that)
@@ -561,7 +562,7 @@ class ElectionCore:
             e.round_start = now
             out.send_all(new, self._election_msg(e))
         candidates = live - e.suspects
-        mine = self.key(e.rid, self.self_id, e.prio)
+        mine = (e.prio, self._tie_of(e, self.self_id), self.self_id)
         higher = [e.keys[q] for q in candidates if q in e.keys and e.keys[q] > mine]
         if higher:
             best = max(higher)[2]
@@ -721,9 +722,17 @@ class ElectionCore:
         self._arm(e, now + self.pending_ttl_s)
         return e
 
-    def _claim(self, rid: str, node: int) -> tuple[int, int]:
+    def _claim(self, e: _Rid, node: int) -> tuple[int, int]:
         """Order of two claimants of one rid: tie hash, then node id (computable anywhere)."""
-        return (self._tie(rid, node), node)
+        return (self._tie_of(e, node), node)
+
+    def _tie_of(self, e: _Rid, node: int) -> int:
+        """tie_hash(e.rid, node), computed once per rid and node (a pure function: a BLAKE2b
+        per call, several calls per message otherwise); kept as long as the rid's entry."""
+        tie = e.ties.get(node)
+        if tie is None:
+            tie = e.ties[node] = self._tie(e.rid, node)
+        return tie
 
     def _election_msg(self, e: _Rid) -> Election:
         return Election(rid=e.rid, node=self.self_id, priority=e.prio)

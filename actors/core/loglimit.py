@@ -42,7 +42,9 @@ class LogLimiter:
     def flush(self, now: float) -> list[tuple[str, int]]:
         """Causes whose window ended with lines left out: (cause, how many); they are reset.
         Callers write one summary line each (so a flood that stops is still summed up)."""
-        out = []
+        out: list[tuple[str, int]] = []
+        if not self._windows:  # called on every tick of every actor: nothing logged lately
+            return out
         for cause, w in list(self._windows.items()):
             if now - w.start >= self.window_s:
                 if w.left_out:

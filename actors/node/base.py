@@ -60,6 +60,15 @@ class PeerLink:
     def send(self, node: int, msg: Message) -> None:
         self.tp.send(self.addrs[node], msg)
 
+    def send_each(self, items: list[tuple[int, Message]]) -> None:
+        """Each (node, message) of `items`, in order, in one pass (Transport.send_many: one hold
+        of its lock, a message object given for several nodes encoded once)."""
+        if len(items) == 1:
+            self.send(*items[0])
+        elif items:
+            addrs = self.addrs
+            self.tp.send_many([(addrs[node], msg, None) for node, msg in items])
+
     def send_all(self, msg: Message) -> None:
         """`msg` to every peer: encoded once, sent in one pass (Transport.send_many)."""
         self.tp.send_many([(addr, msg, None) for addr in self.addrs.values()])

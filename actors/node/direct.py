@@ -91,11 +91,12 @@ class DirectActor(pykka.ThreadingActor):
         me = threading.get_ident()
         if self._holder != me and self._direct_lock.acquire(blocking=False):
             try:
-                with self._queued_lock:
-                    now = not self._queued  # else earlier messages wait: no overtaking
-                    if not now:
+                # read without _queued_lock: it only drops under the lock we hold; a rise racing
+                # with this read is another thread's message, queued as we run ours (either
+                # order is one the lock would allow), while our own thread's are seen
+                if self._queued:  # earlier messages wait in the mailbox: no overtaking
+                    with self._queued_lock:
                         self._queued += 1
-                if not now:
                     return False
                 self._holder, self.in_direct = me, True
                 try:

@@ -50,7 +50,6 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import psutil
@@ -167,6 +166,7 @@ class ElectionActor(DirectActor, NodePartActor):
         self.in_flight = 0
         self.settled: OrderedDict[str, float] = OrderedDict()
         self.view: ClusterView | None = None
+        self.view_key: tuple[Any, ...] | None = None  # what self.view says (see _publish)
         self.subscribers: list[Any] = []
         self._loadavg = loadavg or _host_load()
         self.outbox: dict[int, list[Message]] = {}  # peer -> election messages, sent on flush
@@ -369,21 +369,27 @@ class ElectionActor(DirectActor, NodePartActor):
 
     # ---- the view --------------------------------------------------------------------------------
     def _publish(self, now: float) -> None:
+        """Tell the subscribers a new ClusterView if anything in it changed (called on every
+        tick: the comparison is on a plain tuple, the view is built only when it changed)."""
         up = self.m.self_up
-        view = ClusterView(
-            version=0,
-            self_up=up,
-            majority=up and self.m.has_majority(now),
-            up=frozenset(self.m.alive(now)),
-            syncing=self.syncing_from is not None,
-            token_holder=self.token.holder,
-            holding=self.token.holding,
-            down_since=self.token.down_since,
-        )
-        old = self.view
-        if old is not None and view == replace(old, version=0):
+        alive = self.m.alive(now)
+        token = self.token
+        key = (up, up and len(alive) >= self.m.majority, alive, self.syncing_from is not None,
+               token.holder, token.holding, token.down_since)
+        if key == self.view_key:
             return
-        self.view = replace(view, version=1 if old is None else old.version + 1)
+        self.view_key = key
+        old = self.view
+        self.view = ClusterView(
+            version=1 if old is None else old.version + 1,
+            self_up=up,
+            majority=key[1],
+            up=frozenset(alive),
+            syncing=key[3],
+            token_holder=token.holder,
+            holding=token.holding,
+            down_since=token.down_since,
+        )
         for ref in self.subscribers:
             ref.tell(self.view)
 
@@ -409,17 +415,24 @@ class ElectionActor(DirectActor, NodePartActor):
         self.peers.send(node, self._heartbeat())
 
     def _flush(self) -> None:
+        """Send what the messages handled since the last flush produced: per peer, one message
+        alone as itself, several as ElectionBatches; all peers' in one Transport.send_many."""
         outbox, self.outbox = self.outbox, {}
+        sends: list[tuple[int, Message]] = []
         for dest, msgs in outbox.items():
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("out %d: %s", dest, "; ".join(map(str, msgs)))
+            if len(msgs) == 1:
+                sends.append((dest, msgs[0]))
+                continue
             for i in range(0, len(msgs), ELECTION_BATCH_MAX):
                 part = msgs[i:i + ELECTION_BATCH_MAX]
                 if len(part) == 1:
-                    self.peers.send(dest, part[0])
+                    sends.append((dest, part[0]))
                 else:
                     items = tuple(batch_item(m) for m in part)
-                    self.peers.send(dest, ElectionBatch(node=self.node_id, items=items))
+                    sends.append((dest, ElectionBatch(node=self.node_id, items=items)))
+        self.peers.send_each(sends)
 
 
 def _host_load() -> Callable[[], float]:

@@ -10,7 +10,9 @@ Owns the pure core `actors.core.encrypt_flow.EncryptService` and the `EncoderPoo
   Won through a `DirectEntry`: handled on its thread while this actor is idle (actors.node.direct);
   `PeerDown` -> re-elect what the fallen winner held;
 - a seal's result -> EncryptReply to the client; its acknowledgement (or failure) -> Done to the
-  peers, `ForgetElection` (settled when the client's transport acknowledged the reply);
+  peers, `ForgetElection` (settled when the client's transport acknowledged the reply). The
+  outcome (`SendResult`) comes through the DirectEntry too: handled on the client transport's
+  thread that learned it while this actor is idle, one wake-up of it less per reply;
 - peer Done or DoneBatch -> drop the cached copies. Our own Dones are held `election.done_hold_ms`
   (0, off, by default: the duplicates below were measured with 50 ms, the CPU gain was not)
   from the first one, or until DONE_HOLD_MAX are held, then leave as one DoneBatch
@@ -18,7 +20,7 @@ Owns the pure core `actors.core.encrypt_flow.EncryptService` and the `EncoderPoo
   client back to back, plus their ACKs; about half that with the hold, `benchmarks.msg_count`;
   more clients fill a hold faster). The timer is the supervisor's Ticker (`later`: no thread of its own, and an
   idle cloud still sends them); without one (or a hold of 0) they wait only for the messages
-  already in the mailbox. What the hold costs: the peers keep their cached copy (and their
+  already in the mailbox (none: they leave at the end of the message that made them). What the hold costs: the peers keep their cached copy (and their
   election state) up to the hold longer; a winner killed inside the hold, after its reply left,
   is re-elected by its peers and the request answered twice (a simulated failure, `GoDown`,
   and stopping the node send the held Dones first); the peers' election resends (a vote every
@@ -67,9 +69,9 @@ Addr = tuple[str, int]
 
 @dataclass(frozen=True, slots=True)
 class _FlushDones:
-    """Sent to ourselves (by the timer, or at once without a hold) when the first Done is held:
-    every message that was waiting before it has been handled, so the Dones they produced
-    leave together. `gen`: the hold it ends (one flushed early by DONE_HOLD_MAX or GoDown
+    """Sent to ourselves when the first Done is held (by the timer; without a hold, behind the
+    messages waiting in the mailbox, if any: see `_dones_after_message`): every message that
+    was waiting before it has been handled, so the Dones they produced leave together. `gen`: the hold it ends (one flushed early by DONE_HOLD_MAX or GoDown
     leaves a stale timer, ignored)."""
 
     gen: int
@@ -108,6 +110,8 @@ class EncryptFlowActor(DirectActor, ServicePartActor):
     ) -> None:
         super().__init__(node_id, client_tp, peers, view, clock=clock)
         self.direct_init(entry)  # the ElectionActor's Won starts the seal on its thread
+        self.entry = entry  # the outcomes of our client sends come back through it too
+        self.dones_due = False  # a Done is held without a timer: it leaves after this message
         self.cfg = cfg
         self.pool = pool
         self.figures = figures if figures is not None else {}  # see the module docstring
@@ -153,9 +157,11 @@ class EncryptFlowActor(DirectActor, ServicePartActor):
         self._send_client(addr, msg, f"reply:{rid}")
 
     def _send_client(self, addr: Addr, msg: Message, key: str) -> None:
-        me = self.actor_ref
-        self.client_tp.send(addr, msg, on_done=lambda err: me.tell(SendResult(key, err)),
-                            quick_done=True)  # it only tells: may run on the reader thread
+        # the outcome is handled on the thread that learned it while we are idle (our entry),
+        # else it waits in the mailbox: a wake-up of this actor less per reply
+        tell = self.entry.tell if self.entry is not None else self.actor_ref.tell
+        self.client_tp.send(addr, msg, on_done=lambda err: tell(SendResult(key, err)),
+                            quick_done=True)  # it never waits: may run on the reader thread
 
     def _to_peers(self, msg: Message) -> None:
         """The flow's peer messages are all Done: held (see the module docstring), then one
@@ -165,14 +171,15 @@ class EncryptFlowActor(DirectActor, ServicePartActor):
         if len(self.dones) >= DONE_HOLD_MAX:
             self._flush_dones()
         elif len(self.dones) == 1:
-            flush, me = _FlushDones(self.dones_gen), self.actor_ref
             if self.later is None or self.done_hold_s <= 0:
-                me.tell(flush)
+                self.dones_due = True  # see handle
             else:
+                flush, me = _FlushDones(self.dones_gen), self.actor_ref
                 self.later(self.done_hold_s, lambda: _tell_if_alive(me, flush))
 
     def _flush_dones(self) -> None:
         self.dones_gen += 1
+        self.dones_due = False
         dones, self.dones = self.dones, []
         for i in range(0, len(dones), DONE_BATCH_MAX):
             part = dones[i:i + DONE_BATCH_MAX]
@@ -200,6 +207,23 @@ class EncryptFlowActor(DirectActor, ServicePartActor):
         return self.pool.seal_here(job.rid, payload)
 
     # ---- dispatch --------------------------------------------------------------------------------
+    def handle(self, message: Any) -> Any:
+        try:
+            return super().handle(message)
+        finally:
+            if self.dones_due:
+                self._dones_after_message()
+
+    def _dones_after_message(self) -> None:
+        """Without a hold, the Dones held leave once every message waiting in the mailbox now
+        has been handled: at once when it is empty, else after a `_FlushDones` told behind
+        them (the same as telling it always, without a message to ourselves per request)."""
+        self.dones_due = False
+        if self.actor_inbox.empty():
+            self._flush_dones()
+        else:
+            self.actor_ref.tell(_FlushDones(self.dones_gen))
+
     def serve(self, message: Any) -> None:
         now = self.clock()
         if isinstance(message, ClientIn):

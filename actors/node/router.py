@@ -111,37 +111,41 @@ class Router:
 
     def client_batch(self, ds: list[Delivery]) -> None:
         """Client messages of one reader turn, in order: one tell per owner."""
-        out = _Outbox()
+        out: dict[Any, list[Any]] = {}
+        routes = self.client_routes
         for d in ds:
-            ref = self.client_routes.get(type(d.msg))
+            msg = d.msg
+            ref = routes.get(type(msg))
             if ref is None:
-                self._count("client_unexpected", type(d.msg).__name__)
+                self._count("client_unexpected", type(msg).__name__)
                 continue
-            out.add(ref, ClientIn(d.addr, d.msg))
-        out.tell()
+            _add(out, ref, ClientIn(d.addr, msg))
+        _tell(out)
 
     def peer_batch(self, ds: list[Delivery]) -> None:
         """Peer messages of one reader turn, in order: one tell per owner."""
-        out = _Outbox()
+        out: dict[Any, list[Any]] = {}
+        routes, ids = self.peer_routes, self.peer_ids
         for d in ds:
-            sender = self.peer_ids.get(d.addr)
+            msg = d.msg
+            sender = ids.get(d.addr)
             if sender is None:
                 self._count("peer_unknown_sender", f"from {d.addr}")
                 continue
-            claimed = getattr(d.msg, "node", sender)
+            claimed = getattr(msg, "node", sender)
             if claimed != sender:
                 self._count(
-                    "peer_id_mismatch", f"{type(d.msg).__name__} claims {claimed} from {sender}"
+                    "peer_id_mismatch", f"{type(msg).__name__} claims {claimed} from {sender}"
                 )
                 continue
-            refs = self.peer_routes.get(type(d.msg))
+            refs = routes.get(type(msg))
             if refs is None:
-                self._count("peer_unexpected", type(d.msg).__name__)
+                self._count("peer_unexpected", type(msg).__name__)
                 continue
-            msg = PeerIn(sender, d.msg)
+            item = PeerIn(sender, msg)
             for ref in refs:
-                out.add(ref, msg)
-        out.tell()
+                _add(out, ref, item)
+        _tell(out)
 
     def _count(self, what: str, detail: str) -> None:
         with self._lock:
@@ -152,15 +156,16 @@ class Router:
             log.info("node %d: %s %s%s", self.node_id, what, detail, more)
 
 
-class _Outbox:
-    """Messages per owner actor, in order; `tell` sends each owner one actor message."""
+def _add(out: dict[Any, list[Any]], ref: Any, msg: Any) -> None:
+    """Messages per owner (an actor's ref or DirectEntry), in order."""
+    got = out.get(ref)
+    if got is None:
+        out[ref] = [msg]
+    else:
+        got.append(msg)
 
-    def __init__(self) -> None:
-        self.by_ref: dict[pykka.ActorRef[Any], list[Any]] = {}
 
-    def add(self, ref: pykka.ActorRef[Any], msg: Any) -> None:
-        self.by_ref.setdefault(ref, []).append(msg)
-
-    def tell(self) -> None:
-        for ref, msgs in self.by_ref.items():
-            ref.tell(msgs[0] if len(msgs) == 1 else Inbound(tuple(msgs)))
+def _tell(out: dict[Any, list[Any]]) -> None:
+    """Each owner one actor message: its message alone, or an Inbound of several."""
+    for ref, msgs in out.items():
+        ref.tell(msgs[0] if len(msgs) == 1 else Inbound(tuple(msgs)))

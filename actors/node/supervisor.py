@@ -54,6 +54,14 @@ FAST_TICK_S = 0.01  # election and token deadlines
 SLOW_TICK_S = 0.1  # housekeeping, policy file
 
 
+def tick_periods(failures_on: bool) -> dict[str, float]:
+    """Tick period (s) of each child actor. The token ring has deadlines only while the failure
+    simulation runs: off, its ticks only flush its log summaries (10 s windows), so it is
+    ticked slowly (100 wake-ups a second of each node less)."""
+    return {"election": FAST_TICK_S, "token": FAST_TICK_S if failures_on else SLOW_TICK_S,
+            "directory": SLOW_TICK_S, "pending": SLOW_TICK_S, "flow": SLOW_TICK_S}
+
+
 class NodeActor(NodePartActor):
     """The supervisor of one node. `client_tp` / `peer_tp` are its transports."""
 
@@ -98,7 +106,8 @@ class NodeActor(NodePartActor):
         view = self.view
         # the election's hops run on the thread that has the message (actors.node.direct): the
         # routers' client requests and peer messages on the transports' reader threads, the
-        # flow's StartElection and the ElectionActor's Won on their callers' threads
+        # flow's StartElection and the ElectionActor's Won on their callers' threads (and the
+        # outcomes of the flow's client sends on the client transport's)
         entry, flow_entry = DirectEntry(), DirectEntry()
         ticker = self.ticker = Ticker([], period=FAST_TICK_S)  # the actors join below
         self.children = {
@@ -136,9 +145,9 @@ class NodeActor(NodePartActor):
             self.peer_tp.subscribe(self.router.peer_batch, batches=True),
         ]
         self.peer_tp.on_refused(refusals_to(peers, refs))
-        fast = [self.children["election"], self.children["token"]]
-        slow = [self.children[n] for n in ("directory", "pending", "flow")] + [self.actor_ref]
-        ticker.add([(ref, FAST_TICK_S) for ref in fast] + [(ref, SLOW_TICK_S) for ref in slow])
+        periods = tick_periods(self.failures and cfg.failures.enabled)
+        ticker.add([(self.children[name], period) for name, period in periods.items()]
+                   + [(self.actor_ref, SLOW_TICK_S)])
         ticker.start()
 
     def on_stop(self) -> None:

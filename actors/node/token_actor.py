@@ -69,6 +69,7 @@ class FailureTokenActor(NodePartActor):
         self.ring = ft.TokenRing(node_id, ids, fcfg, rng, membership=self.m, now=clock(),
                                  confirm_within_s=min(confirm, self.m.failure_timeout_s))
         self.view: TokenView | None = None
+        self.view_key: tuple[int, int, bool, bool] | None = None  # self.view but down_since
 
     def wired(self) -> None:
         self._publish()
@@ -116,21 +117,22 @@ class FailureTokenActor(NodePartActor):
                 log.info("token: %s", ev)
 
     def _publish(self) -> None:
+        """A TokenView to the ElectionActor when it changed (down_since aside: it is the same
+        instant in wall-clock seconds, recomputed each time). Called after every input."""
         st = self.ring.status()
+        key = (st.epoch, st.holder, st.holding, st.down)
+        if self.view is not None and key == self.view_key:
+            return
         down_since = 0.0
         if st.down:
             down_since = self.wall() - (self.clock() - st.down_since)
-        view = TokenView(
+        self.view_key = key
+        self.view = TokenView(
             epoch=st.epoch,
             holder=st.holder,
             holding=st.holding,
             down=st.down,
             down_since=down_since,
         )
-        if self.view is not None and replace(view, down_since=0.0) == replace(
-            self.view, down_since=0.0
-        ):
-            return
-        self.view = view
-        log.debug("token view: %s", view)
-        self.tell("election", view)
+        log.debug("token view: %s", self.view)
+        self.tell("election", self.view)
