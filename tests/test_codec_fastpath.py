@@ -248,7 +248,7 @@ SPECS = catalog_specs()
 # ---- encode: the same bytes -----------------------------------------------------------------
 
 
-@settings(FUZZ, max_examples=600)
+@settings(FUZZ, max_examples=150)
 @given(msg=MESSAGES)
 def test_encode_gives_cbor2_canonical_bytes_and_decodes_back(msg: m.Message) -> None:
     body = m.encode(msg)
@@ -268,7 +268,7 @@ FLOATS = st.floats(allow_nan=True, allow_infinity=True) | st.builds(
 )
 
 
-@settings(FUZZ, max_examples=3000)
+@settings(FUZZ, max_examples=750)
 @given(x=FLOATS)
 def test_float_writer_is_cbor2_canonical(x: float) -> None:
     out: list[bytes] = []
@@ -289,7 +289,7 @@ def test_float_writer_edges() -> None:
         assert b"".join(out) == cbor2.dumps(y, canonical=True), y
 
 
-@settings(FUZZ, max_examples=1000)
+@settings(FUZZ, max_examples=250)
 @given(n=st.integers(-(2**64), 2**64 - 1), s=st.text(max_size=300), b=st.binary(max_size=300))
 def test_int_text_bytes_writers_are_cbor2(n: int, s: str, b: bytes) -> None:
     for write, v in [
@@ -303,7 +303,7 @@ def test_int_text_bytes_writers_are_cbor2(n: int, s: str, b: bytes) -> None:
     assert canonical.head(0, 2**64 - 1) == cbor2.dumps(2**64 - 1)
 
 
-@settings(FUZZ, max_examples=300)
+@settings(FUZZ, max_examples=100)
 @given(keys=st.lists(st.text(max_size=30), max_size=12, unique=True))
 def test_canonical_order_is_cbor2_order(keys: list[str]) -> None:
     order = canonical.canonical_order(tuple(keys))
@@ -320,7 +320,7 @@ def ref_build(cls: type[Record], kwargs: dict[str, object]) -> dict[str, object]
     return {n: spec.check(kwargs[n], n) for n, spec in fields_of(cls).items() if n in kwargs}
 
 
-@settings(FUZZ, max_examples=500)
+@settings(FUZZ, max_examples=125)
 @given(msg=MESSAGES, data=st.data())
 def test_construction_with_one_field_replaced_matches_the_checks(
     msg: m.Message, data: st.DataObject
@@ -355,7 +355,7 @@ def test_every_bad_value_of_every_field_refused_when_built(code: int) -> None:
 # ---- decode: same record, same error --------------------------------------------------------
 
 
-@settings(FUZZ, max_examples=400)
+@settings(FUZZ, max_examples=100)
 @given(code=st.sampled_from(CODES), data=st.data())
 def test_decode_of_one_field_replaced_matches_the_reference(code: int, data: st.DataObject) -> None:
     wire_map = to_map(data.draw(record_of(m.MESSAGE_TYPES[code])))
@@ -365,7 +365,7 @@ def test_decode_of_one_field_replaced_matches_the_reference(code: int, data: st.
     same_decode(code, cbor2.dumps(wire_map))
 
 
-@settings(FUZZ, max_examples=400)
+@settings(FUZZ, max_examples=100)
 @given(code=st.sampled_from(CODES), data=st.data())
 def test_decode_of_mutated_bodies_matches_the_reference(code: int, data: st.DataObject) -> None:
     body = bytearray(m.encode(data.draw(record_of(m.MESSAGE_TYPES[code]))))
@@ -385,7 +385,7 @@ def test_decode_of_mutated_bodies_matches_the_reference(code: int, data: st.Data
     same_decode(code, bytes(body))
 
 
-@settings(FUZZ, max_examples=300)
+@settings(FUZZ, max_examples=100)
 @given(code=st.sampled_from(CODES), raw=st.dictionaries(st.text(max_size=10), values, max_size=8))
 def test_decode_of_random_maps_matches_the_reference(code: int, raw: dict[str, Any]) -> None:
     same_decode(code, cbor2.dumps(raw))
@@ -410,14 +410,14 @@ BODIES = st.binary(max_size=64) | st.builds(
 )
 
 
-@settings(FUZZ, max_examples=2000)
+@settings(FUZZ, max_examples=500)
 @given(body=BODIES, budget=st.integers(0, 80))
 def test_strict_load_matches_the_plain_recipe(body: bytes, budget: int) -> None:
     got, want = outcome(wire.strict_load, body, budget), outcome(ref_strict_load, body, budget)
     assert repr(got) == repr(want)  # repr: a NaN is not equal to itself
 
 
-@settings(FUZZ, max_examples=1000)
+@settings(FUZZ, max_examples=250)
 @given(v=values)
 def test_count_items_says_tag_free_only_without_tags(v: object) -> None:
     body = cbor2.dumps(v)
@@ -443,7 +443,7 @@ ODD = st.text(alphabet=st.sampled_from("aZ09._-#/\\ \n\x00\u0430\u200b+éｐ"), 
 IDS = st.builds(lambda u, n: f"{u}#{n}", ODD | NAME, st.integers(-3, 2**54) | st.just("01"))
 
 
-@settings(FUZZ, max_examples=3000)
+@settings(FUZZ, max_examples=750)
 @given(s=ODD | NAME | IDS | st.text(max_size=80))
 def test_name_and_request_id_quick_rules_match_the_steps(s: str) -> None:
     assert names.name_problem(s) == names._name_problem_steps(s)
@@ -471,7 +471,7 @@ def test_recent_request_ids_stay_bounded() -> None:
 # ---- every quick piece against its check ----------------------------------------------------
 
 
-@settings(FUZZ, max_examples=1500)
+@settings(FUZZ, max_examples=375)
 @given(i=st.integers(0, len(SPECS) - 1), data=st.data())
 def test_each_quick_check_accepts_only_what_check_accepts(i: int, data: st.DataObject) -> None:
     spec = SPECS[i]
