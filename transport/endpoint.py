@@ -307,12 +307,13 @@ class Endpoint:
         t = self.receiver.next_deadline()
         if t is not None and (when is None or t < when):
             when = t
-        if self._waiting or self._held:  # unvalidated addresses, ACKs held back
-            times = [] if when is None else [when]
-            times.extend(self._waiting.values())
-            for held in self._held.values():
-                times.extend(e[3] for e in held.values())
-            when = min(times) if times else None
+        for t in self._waiting.values():  # unvalidated addresses with data: next PROBE
+            if when is None or t < when:
+                when = t
+        for held in self._held.values():  # ACKs held back: when each is due
+            for e in held.values():
+                if when is None or e[3] < when:
+                    when = e[3]
         return when
 
     def bulk_in_progress(self) -> bool:
@@ -382,14 +383,16 @@ class Endpoint:
 
     def _release(self, now: float) -> None:
         """Send the held ACKs that are due, alone, ahead of what this turn queued."""
+        due = [(addr, held, key, e) for addr, held in self._held.items()
+               for key, e in held.items() if e[3] <= now]  # fmt: skip
+        if not due:  # (a held ACK waiting for its delay: nothing to move)
+            return
         queued, self._queue = self._queue, []
-        for addr, held in list(self._held.items()):
-            for key, (h, ack, at, due) in list(held.items()):
-                if due <= now:
-                    del held[key]
-                    self._send_ack(addr, h, ack, now - at)
+        for addr, held, key, (h, ack, at, _) in due:
+            del held[key]
             if not held:
                 del self._held[addr]
+            self._send_ack(addr, h, ack, now - at)
         self._queue += queued
 
     def _riders(self, addr: Addr, room: int) -> bytes:
@@ -422,11 +425,12 @@ class Endpoint:
             # this address may have been spoofed): the ACK neither echoes nor tells our nonce,
             # so it cannot get this address validated by the sender
             nonce = echo = 0
-        self._control(addr, F.ACK, flags=F.FLAG_COMPLETE if ack.complete else 0,
-                      type_code=h.type_code, epoch=h.epoch, msg_id=h.msg_id,
-                      frag_index=ack.index, total=ack.cum, seq=h.seq, echo=echo,
-                      frag_size=_late(ack), block_size=_held_for(held_s),
-                      payload=ack.payload, nonce=nonce)  # fmt: skip
+        if nonce is None:
+            nonce = self._nonce(addr)
+        data = F.seal(self.framer, F.ACK, F.FLAG_COMPLETE if ack.complete else 0, self.self_id,
+                      h.type_code, h.epoch, h.msg_id, ack.index, _late(ack), _held_for(held_s),
+                      ack.cum, h.seq, nonce, echo, ack.payload)  # fmt: skip
+        self._queue_control(addr, data)
 
     def _epoch_ok(self, addr: Addr, h: F.Header, verdict: int) -> bool:
         if verdict == A.NEW_EPOCH:
@@ -511,6 +515,10 @@ class Endpoint:
         if nonce is None:
             nonce = self._nonce(addr)
         data = F.pack(self.framer, kind, sender=self.self_id, nonce=nonce, **fields)  # type: ignore[arg-type]
+        self._queue_control(addr, data)
+
+    def _queue_control(self, addr: Addr, data: bytes) -> None:
+        """Queue a sealed control frame, within the amplification budget (else amp_blocked)."""
         budget = self._budget(addr) if self.validate else None
         if budget is not None and len(data) > budget:
             self.counters["amp_blocked"] += 1

@@ -496,10 +496,13 @@ class Sender:
         copies = 2 if last_batch and 0 < n <= TAIL and out.count > bs and out.tx[batch[-1]] else 1
         if allow is None:  # the common case: no per-fragment budget checks
             ack = FLAG_ACK_NOW
-            flags = [ack if i // bs != j // bs else 0 for i, j in pairwise(batch)]
-            flags.append(ack)
-            for k in range(max(tail, 0), n):
-                flags[k] = ack
+            if n == 1:  # (a lone fragment is the last of its block and of the batch)
+                flags = [ack]
+            else:
+                flags = [ack if i // bs != j // bs else 0 for i, j in pairwise(batch)]
+                flags.append(ack)
+                for k in range(max(tail, 0), n):
+                    flags[k] = ack
             if out.count == 1 and not out.tx[0] and self._ack_delay and not out.prompt:  # its
                 flags[0] = 0  # ACK may wait for DATA to carry it (receiver: AckOrder.delay_ok)
                 dest.lazy.add(out.handle)
@@ -565,14 +568,16 @@ class Sender:
 
     def next_deadline(self) -> float | None:
         """Earliest time `poll` has timer work (seconds), or None."""
-        times = [self._deadlines[0][0]] if self._deadlines else []
-        for dest in self._busy.values():
+        when = self._deadlines[0][0] if self._deadlines else None
+        for dest in self._busy.values():  # the minimum kept as it goes: no list per call
             if dest.inflight:
-                times.append(next(iter(dest.inflight.values())) + self._rto(dest))
+                t = next(iter(dest.inflight.values())) + self._rto(dest)
+                if when is None or t < when:
+                    when = t
                 probe = self._probe_due(dest)
-                if probe is not None:
-                    times.append(probe)
+                if probe is not None and probe < when:
+                    when = probe
                 due = dest.reorder.next_due()
-                if due is not None:
-                    times.append(due)
-        return min(times) if times else None
+                if due is not None and due < when:
+                    when = due
+        return when
