@@ -294,7 +294,7 @@ class Sender:
 
     def _finish(self, out: Outgoing, dest: Path, event: SendDone | SendFailed) -> None:
         handle, inflight = out.handle, dest.inflight
-        if out.count < len(inflight):  # many messages in flight to dest (a busy peer link)
+        if out.count <= len(inflight):  # a busy peer link, or a lone fragment: by index
             for i in range(out.count):
                 inflight.pop((handle, i), None)
         else:
@@ -311,10 +311,13 @@ class Sender:
             self._done.popitem(last=False)
         if not dest.inflight and not dest.queue:
             self._busy.pop(dest.addr, None)
-        dest.reorder.forget(handle)
-        dest.lazy.discard(handle)
-        if not dest.inflight:
-            dest.reorder.clear()
+        reo = dest.reorder
+        if reo.marks:
+            reo.forget(handle)
+        if dest.lazy:
+            dest.lazy.discard(handle)
+        if not dest.inflight and reo.heap:
+            reo.clear()
         self.counters["sent_ok" if isinstance(event, SendDone) else "send_failed"] += 1
         self.events.append(event)
 
@@ -333,6 +336,8 @@ class Sender:
         most `limit` new transmissions (None: as many as the windows allow)."""
         if self._deadlines and self._deadlines[0][0] <= now:
             self._expire(now)
+        if not self._busy:
+            return
         left = limit
         for dest in list(self._busy.values()):
             heap = dest.reorder.heap
@@ -577,7 +582,7 @@ class Sender:
                 probe = self._probe_due(dest)
                 if probe is not None and probe < when:
                     when = probe
-                due = dest.reorder.next_due()
-                if due is not None and due < when:
-                    when = due
+                heap = dest.reorder.heap  # (its next_due, inline)
+                if heap and heap[0][0] < when:
+                    when = heap[0][0]
         return when
