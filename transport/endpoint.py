@@ -115,6 +115,7 @@ class Endpoint:
         self.validate = validate_addresses
         self.plain = guard is None and not validate_addresses  # a client socket
         self.overhead = F.HEADER_SIZE + self.framer.trailer
+        self._crc = isinstance(self.framer, F.CrcFramer)  # (_emit: CRC trailers inline)
         self.counters: dict[str, int] = {}
         for k in ("datagrams_in", "datagrams_out", "bytes_in", "bytes_out", "bad_datagrams",
                   "unknown_sender", "dropped_epoch", "acks_sent", "acks_merged", "acks_carried",
@@ -176,7 +177,7 @@ class Endpoint:
         `acks_merged`; a 4-fragment request asked for 3 ACKs in one reader turn)."""
         c = self.counters
         c["datagrams_in"] += len(batch)
-        c["bytes_in"] += sum([len(d) for _, d in batch])
+        c["bytes_in"] += len(batch[0][1]) if len(batch) == 1 else sum([len(d) for _, d in batch])
         try:
             if self.plain:
                 self._plain_received(batch, now)
@@ -383,9 +384,14 @@ class Endpoint:
 
     def _release(self, now: float) -> None:
         """Send the held ACKs that are due, alone, ahead of what this turn queued."""
-        due = [(addr, held, key, e) for addr, held in self._held.items()
-               for key, e in held.items() if e[3] <= now]  # fmt: skip
-        if not due:  # (a held ACK waiting for its delay: nothing to move)
+        due = None
+        for addr, held in self._held.items():
+            for key, e in held.items():
+                if e[3] <= now:
+                    if due is None:
+                        due = []
+                    due.append((addr, held, key, e))
+        if due is None:  # (held ACKs waiting for their delay: nothing to move)
             return
         queued, self._queue = self._queue, []
         for addr, held, key, (h, ack, at, _) in due:
@@ -475,7 +481,7 @@ class Endpoint:
             return
         # the rest leaves as DatagramRuns (parts, no join), cut after a short last fragment
         sender, type_code, epoch, msg_id = fields
-        crc = isinstance(self.framer, F.CrcFramer)
+        crc = self._crc
         crc32, crc_pack, tag = zlib.crc32, F.CRC.pack, self.framer.tag
         full = self.overhead + fs
         last_len = total - (out.count - 1) * fs

@@ -112,7 +112,10 @@ Outbox = list[tuple[Addr, bytes | DatagramRun]]
 
 def _datagrams(out: Outbox) -> int:
     """How many datagrams `out` holds."""
-    return sum([1 if isinstance(d, bytes) else d.count for _, d in out])
+    n = 0
+    for _, d in out:  # (a loop: a comprehension is one more function call per turn)
+        n += 1 if isinstance(d, bytes) else d.count
+    return n
 
 
 @dataclass(frozen=True, slots=True)
