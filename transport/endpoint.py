@@ -115,6 +115,7 @@ class Endpoint:
         self.validate = validate_addresses
         self.plain = guard is None and not validate_addresses  # a client socket
         self.overhead = F.HEADER_SIZE + self.framer.trailer
+        self._crc = isinstance(self.framer, F.CrcFramer)  # (_emit: CRC trailers inline)
         self.counters: dict[str, int] = {}
         for k in ("datagrams_in", "datagrams_out", "bytes_in", "bytes_out", "bad_datagrams",
                   "unknown_sender", "dropped_epoch", "acks_sent", "acks_merged", "acks_carried",
@@ -176,7 +177,7 @@ class Endpoint:
         `acks_merged`; a 4-fragment request asked for 3 ACKs in one reader turn)."""
         c = self.counters
         c["datagrams_in"] += len(batch)
-        c["bytes_in"] += sum([len(d) for _, d in batch])
+        c["bytes_in"] += len(batch[0][1]) if len(batch) == 1 else sum([len(d) for _, d in batch])
         try:
             if self.plain:
                 self._plain_received(batch, now)
@@ -307,12 +308,13 @@ class Endpoint:
         t = self.receiver.next_deadline()
         if t is not None and (when is None or t < when):
             when = t
-        if self._waiting or self._held:  # unvalidated addresses, ACKs held back
-            times = [] if when is None else [when]
-            times.extend(self._waiting.values())
-            for held in self._held.values():
-                times.extend(e[3] for e in held.values())
-            when = min(times) if times else None
+        for t in self._waiting.values():  # unvalidated addresses with data: next PROBE
+            if when is None or t < when:
+                when = t
+        for held in self._held.values():  # ACKs held back: when each is due
+            for e in held.values():
+                if when is None or e[3] < when:
+                    when = e[3]
         return when
 
     def bulk_in_progress(self) -> bool:
@@ -382,14 +384,21 @@ class Endpoint:
 
     def _release(self, now: float) -> None:
         """Send the held ACKs that are due, alone, ahead of what this turn queued."""
+        due = None
+        for addr, held in self._held.items():
+            for key, e in held.items():
+                if e[3] <= now:
+                    if due is None:
+                        due = []
+                    due.append((addr, held, key, e))
+        if due is None:  # (held ACKs waiting for their delay: nothing to move)
+            return
         queued, self._queue = self._queue, []
-        for addr, held in list(self._held.items()):
-            for key, (h, ack, at, due) in list(held.items()):
-                if due <= now:
-                    del held[key]
-                    self._send_ack(addr, h, ack, now - at)
+        for addr, held, key, (h, ack, at, _) in due:
+            del held[key]
             if not held:
                 del self._held[addr]
+            self._send_ack(addr, h, ack, now - at)
         self._queue += queued
 
     def _riders(self, addr: Addr, room: int) -> bytes:
@@ -422,11 +431,12 @@ class Endpoint:
             # this address may have been spoofed): the ACK neither echoes nor tells our nonce,
             # so it cannot get this address validated by the sender
             nonce = echo = 0
-        self._control(addr, F.ACK, flags=F.FLAG_COMPLETE if ack.complete else 0,
-                      type_code=h.type_code, epoch=h.epoch, msg_id=h.msg_id,
-                      frag_index=ack.index, total=ack.cum, seq=h.seq, echo=echo,
-                      frag_size=_late(ack), block_size=_held_for(held_s),
-                      payload=ack.payload, nonce=nonce)  # fmt: skip
+        if nonce is None:
+            nonce = self._nonce(addr)
+        data = F.seal(self.framer, F.ACK, F.FLAG_COMPLETE if ack.complete else 0, self.self_id,
+                      h.type_code, h.epoch, h.msg_id, ack.index, _late(ack), _held_for(held_s),
+                      ack.cum, h.seq, nonce, echo, ack.payload)  # fmt: skip
+        self._queue_control(addr, data)
 
     def _epoch_ok(self, addr: Addr, h: F.Header, verdict: int) -> bool:
         if verdict == A.NEW_EPOCH:
@@ -471,7 +481,7 @@ class Endpoint:
             return
         # the rest leaves as DatagramRuns (parts, no join), cut after a short last fragment
         sender, type_code, epoch, msg_id = fields
-        crc = isinstance(self.framer, F.CrcFramer)
+        crc = self._crc
         crc32, crc_pack, tag = zlib.crc32, F.CRC.pack, self.framer.tag
         full = self.overhead + fs
         last_len = total - (out.count - 1) * fs
@@ -511,6 +521,10 @@ class Endpoint:
         if nonce is None:
             nonce = self._nonce(addr)
         data = F.pack(self.framer, kind, sender=self.self_id, nonce=nonce, **fields)  # type: ignore[arg-type]
+        self._queue_control(addr, data)
+
+    def _queue_control(self, addr: Addr, data: bytes) -> None:
+        """Queue a sealed control frame, within the amplification budget (else amp_blocked)."""
         budget = self._budget(addr) if self.validate else None
         if budget is not None and len(data) > budget:
             self.counters["amp_blocked"] += 1

@@ -256,16 +256,20 @@ def seal(framer: Framer, kind: int, flags: int, sender: int, type_code: int, epo
 
 def parse(framer: Framer, data: bytes) -> tuple[Header, bytes]:
     """Check the trailer, then the header; return (header, payload). Raises FrameError."""
-    if len(data) < HEADER_SIZE + framer.trailer:
+    n, trailer = len(data), framer.trailer
+    if n < HEADER_SIZE + trailer:
         raise FrameError("short datagram")
     if not framer.check(data):
         raise FrameError("bad checksum or tag")
     if not data.startswith(PREFIX):
         raise FrameError("bad magic or unsupported version")
-    header = Header._make(FIELDS.unpack_from(data, 3))
+    header = _new_header(Header, FIELDS.unpack_from(data, 3))  # (always the 13 fields)
     if header.kind not in KINDS:
         raise FrameError(f"unknown kind {header.kind}")
-    return header, data[HEADER_SIZE : len(data) - framer.trailer]
+    return header, data[HEADER_SIZE : n - trailer]
+
+
+_new_header = tuple.__new__  # Header._make without its call and length check
 
 
 _ACK_START = struct.Struct("!I")

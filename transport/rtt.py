@@ -25,7 +25,7 @@ class RttEstimator:
     only on a sample, a timeout or progress: they are computed then (`_derive`), not per read.
     `floor` and `ceiling` are fixed at construction."""
 
-    __slots__ = ("_ceiling", "_floor", "_pto", "_rto", "_shift", "base_rto", "latest", "min",
+    __slots__ = ("_ceiling", "_floor", "_shift", "base_rto", "latest", "min", "pto", "rto",
                  "rttvar", "samples", "srtt")
 
     def __init__(self, floor_s: float, ceiling_s: float) -> None:
@@ -41,8 +41,12 @@ class RttEstimator:
         self._shift = 0
         # RTO without backoff, clamped to [floor, ceiling] (seconds)
         self.base_rto = min(ceiling_s, max(floor_s, INITIAL_RTO_S))
-        self._rto = self.base_rto
-        self._pto: float | None = None
+        # rto: the current RTO with backoff, always within [floor, ceiling]; pto: the tail-probe
+        # timeout, 2 srtt (RFC 8985), at least the granularity, at most the RTO; None before the
+        # first sample (no estimate, no early probe). Plain attributes (read on every turn of
+        # every busy destination): only _derive writes them.
+        self.rto = self.base_rto
+        self.pto: float | None = None
 
     @property
     def floor(self) -> float:
@@ -57,8 +61,9 @@ class RttEstimator:
         srtt = self.srtt
         raw = INITIAL_RTO_S if srtt is None else srtt + max(GRANULARITY_S, 4 * self.rttvar)
         self.base_rto = min(self._ceiling, max(self._floor, raw))
-        self._rto = min(self._ceiling, self.base_rto * BACKOFF**self._shift)
-        self._pto = None if srtt is None else min(self._rto, max(2 * srtt, GRANULARITY_S))
+        shift = self._shift
+        self.rto = min(self._ceiling, self.base_rto * BACKOFF**shift if shift else self.base_rto)
+        self.pto = None if srtt is None else min(self.rto, max(2 * srtt, GRANULARITY_S))
 
     def sample(self, rtt_s: float) -> None:
         """Feed one round-trip measurement of a first transmission (seconds, >= 0)."""
@@ -87,17 +92,6 @@ class RttEstimator:
         if shift != self._shift:
             self._shift = shift
             self._derive()
-
-    @property
-    def pto(self) -> float | None:
-        """Tail-probe timeout (seconds): 2 srtt (RFC 8985), at least the granularity, at most the
-        RTO; None before the first sample (no estimate, no early probe)."""
-        return self._pto
-
-    @property
-    def rto(self) -> float:
-        """Current RTO with backoff, always within [floor, ceiling] (seconds)."""
-        return self._rto
 
     @property
     def backoff_shift(self) -> int:

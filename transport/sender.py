@@ -294,7 +294,7 @@ class Sender:
 
     def _finish(self, out: Outgoing, dest: Path, event: SendDone | SendFailed) -> None:
         handle, inflight = out.handle, dest.inflight
-        if out.count < len(inflight):  # many messages in flight to dest (a busy peer link)
+        if out.count <= len(inflight):  # a busy peer link, or a lone fragment: by index
             for i in range(out.count):
                 inflight.pop((handle, i), None)
         else:
@@ -311,10 +311,13 @@ class Sender:
             self._done.popitem(last=False)
         if not dest.inflight and not dest.queue:
             self._busy.pop(dest.addr, None)
-        dest.reorder.forget(handle)
-        dest.lazy.discard(handle)
-        if not dest.inflight:
-            dest.reorder.clear()
+        reo = dest.reorder
+        if reo.marks:
+            reo.forget(handle)
+        if dest.lazy:
+            dest.lazy.discard(handle)
+        if not dest.inflight and reo.heap:
+            reo.clear()
         self.counters["sent_ok" if isinstance(event, SendDone) else "send_failed"] += 1
         self.events.append(event)
 
@@ -333,6 +336,8 @@ class Sender:
         most `limit` new transmissions (None: as many as the windows allow)."""
         if self._deadlines and self._deadlines[0][0] <= now:
             self._expire(now)
+        if not self._busy:
+            return
         left = limit
         for dest in list(self._busy.values()):
             heap = dest.reorder.heap
@@ -496,10 +501,13 @@ class Sender:
         copies = 2 if last_batch and 0 < n <= TAIL and out.count > bs and out.tx[batch[-1]] else 1
         if allow is None:  # the common case: no per-fragment budget checks
             ack = FLAG_ACK_NOW
-            flags = [ack if i // bs != j // bs else 0 for i, j in pairwise(batch)]
-            flags.append(ack)
-            for k in range(max(tail, 0), n):
-                flags[k] = ack
+            if n == 1:  # (a lone fragment is the last of its block and of the batch)
+                flags = [ack]
+            else:
+                flags = [ack if i // bs != j // bs else 0 for i, j in pairwise(batch)]
+                flags.append(ack)
+                for k in range(max(tail, 0), n):
+                    flags[k] = ack
             if out.count == 1 and not out.tx[0] and self._ack_delay and not out.prompt:  # its
                 flags[0] = 0  # ACK may wait for DATA to carry it (receiver: AckOrder.delay_ok)
                 dest.lazy.add(out.handle)
@@ -565,14 +573,16 @@ class Sender:
 
     def next_deadline(self) -> float | None:
         """Earliest time `poll` has timer work (seconds), or None."""
-        times = [self._deadlines[0][0]] if self._deadlines else []
-        for dest in self._busy.values():
+        when = self._deadlines[0][0] if self._deadlines else None
+        for dest in self._busy.values():  # the minimum kept as it goes: no list per call
             if dest.inflight:
-                times.append(next(iter(dest.inflight.values())) + self._rto(dest))
+                t = next(iter(dest.inflight.values())) + self._rto(dest)
+                if when is None or t < when:
+                    when = t
                 probe = self._probe_due(dest)
-                if probe is not None:
-                    times.append(probe)
-                due = dest.reorder.next_due()
-                if due is not None:
-                    times.append(due)
-        return min(times) if times else None
+                if probe is not None and probe < when:
+                    when = probe
+                heap = dest.reorder.heap  # (its next_due, inline)
+                if heap and heap[0][0] < when:
+                    when = heap[0][0]
+        return when
