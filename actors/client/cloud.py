@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import queue
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -47,6 +48,53 @@ HOLD_PER_MB_S = 0.25  # the cloud seals about 10 MB/s here: patience after an ac
 # from this size on an image is offered (EncryptOffer to every node) and uploaded once, to the
 # election's winner; smaller ones go to every node (see README, "one upload")
 OFFER_MIN_BYTES = 64 * 1024
+
+
+class CallFuture(pykka.Future[Any]):
+    """The future of one call (set once by the session actor, waited on by the caller): the part
+    of pykka.ThreadingFuture the session uses (`set`, `set_exception`, `get` with a timeout,
+    raising pykka.Timeout), on one lock held until the result is in instead of a Condition (a
+    call's future is made and waited on per request: issue 19)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ready = threading.Lock()
+        self._ready.acquire()
+        self._value: Any = None
+        self._exc_info: Any = None
+        self._done = False
+
+    def get(self, *, timeout: float | None = None) -> Any:
+        if not self._ready.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            raise pykka.Timeout(f"{timeout} seconds")
+        self._ready.release()  # a later get returns at once
+        if self._exc_info is not None:
+            exc_type, exc_value, exc_traceback = self._exc_info
+            if exc_value is None:
+                exc_value = exc_type()
+            if exc_value.__traceback__ is not exc_traceback:
+                raise exc_value.with_traceback(exc_traceback)
+            raise exc_value
+        return self._value
+
+    def _finish(self, value: Any, exc_info: Any) -> None:
+        with self._lock:
+            if self._done:
+                raise queue.Full
+            self._done = True
+        self._value, self._exc_info = value, exc_info
+        self._ready.release()
+
+    def set(self, value: Any | None = None) -> None:
+        self._finish(value, None)
+
+    def set_exception(self, exc_info: Any = None) -> None:
+        self._finish(None, exc_info if exc_info is not None else sys.exc_info())
+
+    def set_get_hook(self, func: Any) -> None:
+        raise NotImplementedError("a call's future has no get hook")
+
+    _lock = threading.Lock()  # guards `_done` of every CallFuture: set at most once
 
 
 class Cloud:
@@ -90,7 +138,7 @@ class Cloud:
         if scope is None:  # a call of its own, so that Ctrl-C (below) can cancel it
             scope = CancelScope()
         rid = rid or self.next_rid()
-        fut: pykka.Future[CallResult] = pykka.ThreadingFuture()
+        fut = CallFuture()
         notices: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._actor.tell(StartCall(rid, lambda attempt: build(rid, attempt),
                                    tuple(targets or self.nodes), fut, deadline_s=deadline_s,
@@ -201,4 +249,4 @@ class DirectoryCache:
         return False
 
 
-__all__ = ["Cloud", "DirectoryCache"]
+__all__ = ["CallFuture", "Cloud", "DirectoryCache"]

@@ -8,24 +8,26 @@ does not store what a cancelled command received).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
 
 class CancelScope:
-    """Set once: the command was cancelled (Ctrl-C)."""
+    """Set once: the command was cancelled (Ctrl-C). A flag (one attribute write, atomic under
+    the GIL) rather than an Event: nothing waits for it, and a scope is made per call."""
+
+    __slots__ = ("_cancelled",)
 
     def __init__(self) -> None:
-        self._event = threading.Event()
+        self._cancelled = False
 
     @property
     def cancelled(self) -> bool:
-        return self._event.is_set()
+        return self._cancelled
 
     def cancel(self) -> None:
-        self._event.set()
+        self._cancelled = True
 
 
 current_scope: ContextVar[CancelScope | None] = ContextVar("veilshare_cancel_scope", default=None)
