@@ -14,6 +14,7 @@ Callers: tests/net/test_cloud_net.py, test_security.py, test_fuzz.py.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -85,7 +86,7 @@ class NetCloud(Cloud):
         self.logs[node_id] = log
         cmd = [sys.executable, "-m", "actors.server", "--node", str(node_id), "--config",
                str(self.node_configs[node_id]), "--data", str(self.root / f"data-{node_id}"),
-               "--log-level", "INFO"]  # fmt: skip
+               "--log-level", os.environ.get("VS_NET_LOG", "INFO")]  # fmt: skip
         if not self.failures:
             cmd.append("--no-failures")
         with open(log, "ab") as fh:
