@@ -39,14 +39,14 @@ class RttEstimator:
         self.min = float("inf")  # smallest sample
         self.samples = 0
         self._shift = 0
-        # RTO without backoff, clamped to [floor, ceiling] (seconds)
-        self.base_rto = min(ceiling_s, max(floor_s, INITIAL_RTO_S))
-        # rto: the current RTO with backoff, always within [floor, ceiling]; pto: the tail-probe
-        # timeout, 2 srtt (RFC 8985), at least the granularity, at most the RTO; None before the
-        # first sample (no estimate, no early probe). Plain attributes (read on every turn of
-        # every busy destination): only _derive writes them.
-        self.rto = self.base_rto
+        # base_rto: the RTO without backoff, clamped to [floor, ceiling] (seconds); rto: with
+        # the backoff, always within [floor, ceiling]; pto: the tail-probe timeout, 2 srtt
+        # (RFC 8985), at least the granularity, at most the RTO; None before the first sample
+        # (no estimate, no early probe). Plain attributes (read on every turn of every busy
+        # destination): only _derive writes them.
+        self.base_rto = self.rto = INITIAL_RTO_S
         self.pto: float | None = None
+        self._derive()
 
     @property
     def floor(self) -> float:
