@@ -31,12 +31,14 @@ def _samples() -> dict[str, tuple[type[m.Message], dict[str, Any]]]:
             "kind": ("election", "ok", "claim", "coordinator")[i % 4],
             "rid": f"user{i}#{1000 + i}",
             "priority": (i * 7919) % 1_000_000,
+            "round": 1000 + i,
         }
         for i in range(16)
     )
     return {
-        "Election": (m.Election, {"rid": "alice#1234", "node": 3, "priority": 2**40 + 5}),
-        "ElectionOk": (m.ElectionOk, {"rid": "alice#1234", "node": 2}),
+        "Election": (m.Election, {"rid": "alice#1234", "node": 3, "priority": 2**40 + 5,
+                                     "round": 1234}),
+        "ElectionOk": (m.ElectionOk, {"rid": "alice#1234", "node": 2, "round": 1234}),
         "ElectionBatch(16)": (m.ElectionBatch, {"node": 3, "items": items}),
         "Done": (m.Done, {"rid": "alice#1234", "node": 3, "acked": True}),
         "DoneBatch(16+16)": (

@@ -300,9 +300,21 @@ class PeerHeartbeat(Message):
 @register(31)
 @dataclass(frozen=True, slots=True)
 class Election(Message):
+    """`node` takes part in the election of `rid` with this key priority, in its round `round`
+    (see below)."""
+
     rid: Rid
     node: NodeId
     priority: Count
+    round: Count
+
+
+# `round` (Election, Claim, Coordinator, ElectionOk): a sender numbers each of its rounds of a
+# request's election from one counter (per process, never reused). A vote (ElectionOk) carries
+# the round of the claimant it votes for, as the voter heard it; the claimant counts it only if
+# that is the round it last sent the voter. A vote sent before the voter heard a newer round
+# (resent by the transport long after: a partition's heal) then counts for nothing, and a
+# claimant's message of an older round is not taken for an abdication (actors.core.election).
 
 
 @register(32)
@@ -310,6 +322,7 @@ class Election(Message):
 class ElectionOk(Message):
     rid: Rid
     node: NodeId
+    round: Count
 
 
 @register(33)
@@ -317,6 +330,7 @@ class ElectionOk(Message):
 class Coordinator(Message):
     rid: Rid
     node: NodeId
+    round: Count
 
 
 @register(34)
@@ -422,6 +436,7 @@ class Claim(Message):
 
     rid: Rid
     node: NodeId
+    round: Count
 
 
 ELECTION_BATCH_MAX = 256  # election messages in one ElectionBatch (64-character ids: ~20 KB)
@@ -431,11 +446,12 @@ ELECTION_BATCH_MAX = 256  # election messages in one ElectionBatch (64-character
 @dataclass(frozen=True, slots=True)
 class ElectionItem(Record):
     """One election message inside an ElectionBatch: `kind` names it (Election, ElectionOk,
-    Claim, Coordinator); `priority` is the Election's, 0 for the others."""
+    Claim, Coordinator); `priority` is the Election's, 0 for the others; `round` is each one's."""
 
     kind: Annotated[str, OneOf(("election", "ok", "claim", "coordinator"))]
     rid: Rid
     priority: Count
+    round: Count
 
 
 @register(46)

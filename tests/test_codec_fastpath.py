@@ -529,6 +529,6 @@ def test_a_quick_path_that_skips_a_check_is_caught() -> None:
     assert decoded != outcome(lambda: typed(ref_from_map(cls, kwargs)))
     # the real Int's quick paths refuse it, with the check's own reason
     with pytest.raises(DecodeError, match="256 outside 1..255"):
-        m.ElectionOk(rid="a#1", node=256)
+        m.ElectionOk(rid="a#1", node=256, round=1)
     with pytest.raises(DecodeError, match="256 outside 1..255"):
-        from_map(m.ElectionOk, kwargs)
+        from_map(m.ElectionOk, {**kwargs, "round": 1})

@@ -179,9 +179,9 @@ def test_the_election_actor_votes_for_a_claim_from_its_entry_on_the_callers_thre
 
     tp.send = recording_send  # type: ignore[method-assign]
     with election_actor(tp) as (_ref, entry):
-        entry.tell(PeerIn(2, Claim(rid="u#1", node=2)))
+        entry.tell(PeerIn(2, Claim(rid="u#1", node=2, round=1)))
         votes = [(m, t) for m, t in senders if isinstance(m, ElectionOk)]
-        assert votes == [(ElectionOk(rid="u#1", node=1), threading.get_ident())]
+        assert votes == [(ElectionOk(rid="u#1", node=1, round=1), threading.get_ident())]
 
 
 def test_the_election_actor_sends_what_one_message_produced_in_one_send_many() -> None:

@@ -16,7 +16,7 @@ from actors.core.election import (
     priority,
     tie_hash,
 )
-from actors.core.membership import CloudCoreError, Membership
+from actors.core.membership import CloudCoreError, Membership, Output
 from codec.messages import Claim, Coordinator, Election, ElectionOk, GoingDown
 
 A = 0.3  # answer timeout, seconds
@@ -271,9 +271,9 @@ def test_random_message_loss_leaves_at_most_one_coordinator(seed: int) -> None:
 def test_messages_from_unknown_or_lying_senders_are_ignored() -> None:
     m = Membership(1, [1, 2, 3], 1.0)
     core = ElectionCore(1, m, A)
-    assert not core.on_message(2, Election(rid="u#1", node=3, priority=5), 0.0)
-    assert not core.on_message(7, Coordinator(rid="u#1", node=7), 0.0)
-    assert not core.on_message(2, ElectionOk(rid="u#9", node=2), 0.0)
+    assert not core.on_message(2, Election(rid="u#1", node=3, priority=5, round=1), 0.0)
+    assert not core.on_message(7, Coordinator(rid="u#1", node=7, round=1), 0.0)
+    assert not core.on_message(2, ElectionOk(rid="u#9", node=2, round=1), 0.0)
     assert core.counters == {"bad_sender": 2}
     assert core.state_of("u#1") is None
 
@@ -282,7 +282,7 @@ def test_pending_elections_are_bounded_and_expire() -> None:
     m = Membership(1, [1, 2, 3], 1.0)
     core = ElectionCore(1, m, A, max_pending=2)
     for k in range(3):
-        core.on_message(2, Election(rid=f"u#{k}", node=2, priority=1), 0.0)
+        core.on_message(2, Election(rid=f"u#{k}", node=2, priority=1, round=1), 0.0)
     assert core.counters == {"pending_full": 1}
     assert core.next_deadline() == pytest.approx(20 * A)
     core.on_tick(20 * A)
@@ -358,17 +358,21 @@ def test_a_claimants_election_overtaken_by_its_claim_is_no_abdication() -> None:
     c = ElectionCluster()
     core = c.cores[2]
     core.start("u#1", BASE, c.now)
-    core.on_message(3, Election(rid="u#1", node=3, priority=BASE), c.now)
+    core.on_message(3, Election(rid="u#1", node=3, priority=BASE, round=2), c.now)
     for rid in ("u#1", "u#2"):  # u#2: pending
-        out = core.on_message(1, Claim(rid=rid, node=1), c.now)
-        assert (1, ElectionOk(rid=rid, node=2)) in out.sends
-        out = core.on_message(1, Election(rid=rid, node=1, priority=BASE), c.now)  # the late one
+        out = core.on_message(1, Claim(rid=rid, node=1, round=4), c.now)
+        assert (1, ElectionOk(rid=rid, node=2, round=4)) in out.sends
+        out = core.on_message(1, Election(rid=rid, node=1, priority=BASE, round=4), c.now)  # late
         assert out.sends == [] and out.events == []
-        out = core.on_message(3, Claim(rid=rid, node=3), c.now)
+        out = core.on_message(3, Claim(rid=rid, node=3, round=2), c.now)
         assert out.sends == [] and out.events == []  # our one vote is node 1's
     assert core.counters == {"late_election": 2, "claim_refused": 2}
     assert core.winner("u#1") == 1 and core.state_of("u#2") == "pending"
-    out = core.on_message(1, Election(rid="u#1", node=1, priority=BASE), c.now)  # a new round
+    # an Election of an older round of node 1 is no abdication either (several rounds overtaken)
+    old = Election(rid="u#1", node=1, priority=BASE, round=3)
+    assert core.on_message(1, old, c.now).events == []
+    new = Election(rid="u#1", node=1, priority=BASE, round=5)  # a new round
+    out = core.on_message(1, new, c.now)
     assert Restart("u#1", "winner 1 re-elects") in out.events
 
 
@@ -396,14 +400,14 @@ def test_elections_overtaken_by_later_messages_still_elect_one_winner() -> None:
 def test_a_voter_refuses_a_second_claimant_while_the_first_is_up() -> None:
     c = ElectionCluster()
     core = c.cores[1]
-    out = core.on_message(2, Claim(rid="u#1", node=2), c.now)
-    assert out.sends == [(2, ElectionOk(rid="u#1", node=1))]
-    assert core.on_message(3, Claim(rid="u#1", node=3), c.now).sends == []  # 2 is up
+    out = core.on_message(2, Claim(rid="u#1", node=2, round=3), c.now)
+    assert out.sends == [(2, ElectionOk(rid="u#1", node=1, round=3))]
+    assert core.on_message(3, Claim(rid="u#1", node=3, round=7), c.now).sends == []  # 2 is up
     assert core.counters == {"claim_refused": 1}
     c.hb_alive = {1, 3}  # 2 stops: once it is no longer up, its vote is free
     c.run_for(1.5)
-    out = core.on_message(3, Claim(rid="u#1", node=3), c.now)
-    assert out.sends == [(3, ElectionOk(rid="u#1", node=1))]
+    out = core.on_message(3, Claim(rid="u#1", node=3, round=7), c.now)
+    assert out.sends == [(3, ElectionOk(rid="u#1", node=1, round=7))]
     core.start("u#1", BASE, c.now)
     assert core.winner("u#1") == 3
 
@@ -517,23 +521,31 @@ def core_with_peers_up() -> ElectionCore:
     return ElectionCore(1, m, A)
 
 
+def round_to(out: Output, dest: int) -> int:
+    """The round of the last Election or Claim in `out` to `dest`: the round its vote carries."""
+    return [m.round for d, m in out.sends if d == dest and isinstance(m, (Election, Claim))][-1]
+
+
 def test_an_unasked_vote_is_not_counted_after_the_top_restarted() -> None:
-    """A vote given for round 0 may arrive after the top restarted (its voter then re-elects
-    when our new Election comes): in a later round only votes while claiming count."""
+    """A vote given for the first round may arrive after the top restarted (its voter then
+    re-elects when our new Election comes): it carries the old round and counts for nothing."""
     core = core_with_peers_up()
-    core.on_message(3, Election(rid="u#1", node=3, priority=BASE + 50), 0.0)
-    core.start("u#1", BASE + 10, 0.0)  # node 3 is higher: node 1 waits for its Claim
+    core.on_message(3, Election(rid="u#1", node=3, priority=BASE + 50, round=1), 0.0)
+    first = round_to(core.start("u#1", BASE + 10, 0.0), 2)  # 3 is higher: wait for its Claim
     assert core.state_of("u#1") == "waiting"
     out = core.on_tick(2 * A)  # 3 never claimed: restart with 3 suspected
-    assert Restart("u#1", "no coordinator") in out.events
-    out = core.on_message(2, ElectionOk(rid="u#1", node=2), 2 * A)  # a vote from round 0
+    assert Restart("u#1", "no coordinator") in out.events and round_to(out, 2) > first
+    out = core.on_message(2, ElectionOk(rid="u#1", node=2, round=first), 2 * A)  # first round's
     assert out.events == [] and core.state_of("u#1") == "electing"
-    out = core.on_message(2, Election(rid="u#1", node=2, priority=BASE), 2 * A)
+    out = core.on_message(2, Election(rid="u#1", node=2, priority=BASE, round=1), 2 * A)
     # 2 answered this round: node 1 decides and claims (the stale vote was not kept)
     assert core.state_of("u#1") == "claiming" and Won("u#1") not in out.events
-    assert (2, Claim(rid="u#1", node=1)) in out.sends
-    out = core.on_message(2, ElectionOk(rid="u#1", node=2), 2 * A)
+    claim = round_to(out, 2)
+    assert (2, Claim(rid="u#1", node=1, round=claim)) in out.sends
+    assert core.on_message(2, ElectionOk(rid="u#1", node=2, round=first), 2 * A).events == []
+    out = core.on_message(2, ElectionOk(rid="u#1", node=2, round=claim), 2 * A)
     assert out.events == [Won("u#1")]
+    assert core.counters == {"stale_vote": 2}
 
 
 def test_a_refused_claimant_gets_the_vote_as_soon_as_the_first_claimant_goes_down() -> None:
@@ -541,15 +553,15 @@ def test_a_refused_claimant_gets_the_vote_as_soon_as_the_first_claimant_goes_dow
     claim is refused while 2 is up. 2 is killed: node 1 votes for 3 at once, not when 3
     resends its Claim an answer timeout later; only once, and never for a claimant not up."""
     core = core_with_peers_up()
-    assert core.on_message(2, Claim(rid="u#1", node=2), 0.0).sends == [
-        (2, ElectionOk(rid="u#1", node=1))]
-    assert core.on_message(3, Claim(rid="u#1", node=3), 0.0).sends == []
+    assert core.on_message(2, Claim(rid="u#1", node=2, round=4), 0.0).sends == [
+        (2, ElectionOk(rid="u#1", node=1, round=4))]
+    assert core.on_message(3, Claim(rid="u#1", node=3, round=9), 0.0).sends == []
     assert core.counters == {"claim_refused": 1}
     out = core.peer_down(2, 0.01)
-    assert out.sends == [(3, ElectionOk(rid="u#1", node=1))]
+    assert out.sends == [(3, ElectionOk(rid="u#1", node=1, round=9))]
     assert core.peer_down(2, 0.02).sends == []  # voted: nothing more
-    out = core.on_message(3, Claim(rid="u#1", node=3), 0.03)  # its resend: the same vote
-    assert out.sends == [(3, ElectionOk(rid="u#1", node=1))]
+    out = core.on_message(3, Claim(rid="u#1", node=3, round=9), 0.03)  # its resend: same vote
+    assert out.sends == [(3, ElectionOk(rid="u#1", node=1, round=9))]
 
 
 def test_a_top_waiting_for_unasked_votes_claims_at_once_when_a_peer_goes_down() -> None:
@@ -557,15 +569,18 @@ def test_a_top_waiting_for_unasked_votes_claims_at_once_when_a_peer_goes_down() 
     the unasked votes instead of claiming. Node 3 is killed before its vote left: node 1 asks
     node 2 at once with a Claim, and wins on its vote."""
     core = core_with_peers_up()
-    core.on_message(2, Election(rid="u#1", node=2, priority=BASE), 0.0)
-    core.on_message(3, Election(rid="u#1", node=3, priority=BASE + 1), 0.0)
+    core.on_message(2, Election(rid="u#1", node=2, priority=BASE, round=1), 0.0)
+    core.on_message(3, Election(rid="u#1", node=3, priority=BASE + 1, round=1), 0.0)
     out = core.start("u#1", BASE + 50, 0.0)
     assert core.state_of("u#1") == "claiming"
     assert not any(isinstance(m, Claim) for _, m in out.sends)  # waiting for unasked votes
+    first = round_to(out, 2)
     core.m.refused(3, 0.01)  # its port is closed: the membership says so first
     out = core.peer_down(3, 0.01)
-    assert out.sends == [(2, Claim(rid="u#1", node=1))]
-    out = core.on_message(2, ElectionOk(rid="u#1", node=2), 0.011)
+    # a new round: a vote node 3 sent before it died (resent by its transport) never counts
+    new = round_to(out, 2)
+    assert out.sends == [(2, Claim(rid="u#1", node=1, round=new))] and new > first
+    out = core.on_message(2, ElectionOk(rid="u#1", node=2, round=new), 0.011)
     assert out.events == [Won("u#1")]
 
 
@@ -575,12 +590,12 @@ def test_a_voter_waiting_for_the_top_votes_at_once_when_the_silent_peer_goes_dow
     it sees node 3 gone, decides and (before) waited an answer timeout for unasked votes that
     nobody sent. Node 1 votes for node 2 as soon as node 3 goes down."""
     core = core_with_peers_up()
-    core.on_message(2, Election(rid="u#1", node=2, priority=BASE + 50), 0.0)
+    core.on_message(2, Election(rid="u#1", node=2, priority=BASE + 50, round=6), 0.0)
     out = core.start("u#1", BASE, 0.0)
     assert core.state_of("u#1") == "waiting" and out.events == []
     core.m.refused(3, 0.01)
     out = core.peer_down(3, 0.01)
-    assert out.sends == [(2, ElectionOk(rid="u#1", node=1))]
+    assert out.sends == [(2, ElectionOk(rid="u#1", node=1, round=6))]
     assert out.events == [Lost("u#1", 2)] and core.winner("u#1") == 2
 
 
@@ -589,14 +604,16 @@ def test_a_top_that_decides_because_the_silent_peer_went_down_claims_at_once() -
     Node 3 goes down: node 1 decides at once and sends its Claim at once (node 2, waiting for
     node 1, may not have seen node 3 go down yet and would not vote unasked)."""
     core = core_with_peers_up()
-    core.on_message(2, Election(rid="u#1", node=2, priority=BASE), 0.0)
+    core.on_message(2, Election(rid="u#1", node=2, priority=BASE, round=1), 0.0)
     out = core.start("u#1", BASE + 50, 0.0)
     assert core.state_of("u#1") == "electing" and out.events == []
     core.m.refused(3, 0.01)
     out = core.peer_down(3, 0.01)
     assert core.state_of("u#1") == "claiming"
-    assert out.sends == [(2, Claim(rid="u#1", node=1))]
-    assert core.on_message(2, ElectionOk(rid="u#1", node=2), 0.011).events == [Won("u#1")]
+    new = round_to(out, 2)
+    assert out.sends == [(2, Claim(rid="u#1", node=1, round=new))]
+    out = core.on_message(2, ElectionOk(rid="u#1", node=2, round=new), 0.011)
+    assert out.events == [Won("u#1")]
 
 
 def test_a_peer_killed_before_its_elections_left_costs_no_answer_timeout() -> None:
@@ -628,15 +645,16 @@ def test_a_top_waiting_for_unasked_votes_answers_a_lower_claim_with_its_own() ->
         m.observe(Membership(p, [1, 2, 3], 1.0).heartbeat(load=0, token_epoch=0,
                                                            token_holder=0), 0.0)
     core = ElectionCore(1, m, A, tie_hash=lambda rid, node: 100 - node)  # claim order 1 > 2 > 3
-    core.on_message(2, Election(rid="u#1", node=2, priority=BASE), 0.0)
-    core.on_message(3, Election(rid="u#1", node=3, priority=BASE), 0.0)
+    core.on_message(2, Election(rid="u#1", node=2, priority=BASE, round=1), 0.0)
+    core.on_message(3, Election(rid="u#1", node=3, priority=BASE, round=1), 0.0)
     out = core.start("u#1", BASE, 0.0)
+    r = round_to(out, 2)
     assert core.state_of("u#1") == "claiming" and out.sends == [
-        (2, Election(rid="u#1", node=1, priority=BASE)),
-        (3, Election(rid="u#1", node=1, priority=BASE))]  # no Claim: unasked votes expected
-    out = core.on_message(2, Claim(rid="u#1", node=2), 0.001)
-    assert out.sends == [(2, Claim(rid="u#1", node=1))]
-    assert core.on_message(2, ElectionOk(rid="u#1", node=2), 0.002).events == [Won("u#1")]
+        (2, Election(rid="u#1", node=1, priority=BASE, round=r)),
+        (3, Election(rid="u#1", node=1, priority=BASE, round=r))]  # no Claim: unasked votes
+    out = core.on_message(2, Claim(rid="u#1", node=2, round=1), 0.001)
+    assert out.sends == [(2, Claim(rid="u#1", node=1, round=r))]
+    assert core.on_message(2, ElectionOk(rid="u#1", node=2, round=r), 0.002).events == [Won("u#1")]
 
 
 def test_an_abstention_then_a_real_election_costs_no_answer_timeout() -> None:
@@ -671,17 +689,17 @@ def test_a_lost_node_probes_its_winner_when_another_peer_re_elects() -> None:
     a killed process's port answers at once) rather than learn it at its next heartbeat; once per
     peer while lost, and never for the winner's own new round (that is a restart)."""
     core = core_with_peers_up()
-    # 3's round: its Election, then its Claim (a Claim before any Election of its round would
-    # make the next Election that round's, overtaken: no new round)
-    core.on_message(3, Election(rid="u#1", node=3, priority=BASE + 9), 0.0)
-    core.on_message(3, Claim(rid="u#1", node=3), 0.0)
+    # 3's round 1: its Election, then its Claim
+    core.on_message(3, Election(rid="u#1", node=3, priority=BASE + 9, round=1), 0.0)
+    core.on_message(3, Claim(rid="u#1", node=3, round=1), 0.0)
     core.start("u#1", BASE, 0.0)
     assert core.winner("u#1") == 3
-    out = core.on_message(2, Election(rid="u#1", node=2, priority=BASE + 1), 0.05)
+    out = core.on_message(2, Election(rid="u#1", node=2, priority=BASE + 1, round=2), 0.05)
     assert out.events == [Probe(3)]
-    assert out.sends == [(2, Election(rid="u#1", node=1, priority=BASE))]
-    assert core.on_message(2, Election(rid="u#1", node=2, priority=BASE + 1), 0.06).events == []
-    out = core.on_message(3, Election(rid="u#1", node=3, priority=BASE + 9), 0.07)
+    assert out.sends == [(2, Election(rid="u#1", node=1, priority=BASE, round=round_to(out, 2)))]
+    out = core.on_message(2, Election(rid="u#1", node=2, priority=BASE + 1, round=3), 0.06)
+    assert out.events == []
+    out = core.on_message(3, Election(rid="u#1", node=3, priority=BASE + 9, round=2), 0.07)
     assert Probe(3) not in out.events and core.state_of("u#1") != "lost"
 
 
@@ -690,20 +708,20 @@ def test_a_node_without_a_copy_abstains_only_within_its_window_and_never_to_an_a
     core.abstain_until = 1.0
     grace = core.abstain_grace_s
     assert grace == A / 10
-    out = core.on_message(2, Election(rid="u#1", node=2, priority=BASE), 0.5)
+    out = core.on_message(2, Election(rid="u#1", node=2, priority=BASE, round=1), 0.5)
     assert out.sends == []  # our copy may still come
-    assert core.on_message(3, Election(rid="u#1", node=3, priority=0), 0.5).sends == []
+    assert core.on_message(3, Election(rid="u#1", node=3, priority=0, round=1), 0.5).sends == []
     assert core.next_deadline() == 0.5 + grace
     assert core.on_tick(0.5 + grace / 2).sends == []
     out = core.on_tick(0.5 + grace)  # no copy: the request was missed, abstain
-    assert out.sends == [(2, Election(rid="u#1", node=1, priority=0))]
+    assert out.sends == [(2, Election(rid="u#1", node=1, priority=0, round=0))]
     assert core.state_of("u#1") == "pending"
     assert core.on_tick(0.5 + 2 * grace).sends == []  # once per Election
-    assert core.on_message(3, Election(rid="u#2", node=3, priority=BASE), 1.0).sends == []
+    assert core.on_message(3, Election(rid="u#2", node=3, priority=BASE, round=1), 1.0).sends == []
     assert core.on_tick(1.0 + grace).sends == []  # the window is over
     core.start("u#3", BASE, 0.5)  # with a copy: a real Election, no abstention
-    out = core.on_message(2, Election(rid="u#3", node=2, priority=BASE + 1), 0.5)
-    assert Election(rid="u#3", node=1, priority=0) not in [m for _, m in out.sends]
+    out = core.on_message(2, Election(rid="u#3", node=2, priority=BASE + 1, round=1), 0.5)
+    assert not any(isinstance(m, Election) and m.priority == 0 for _, m in out.sends)
 
 
 def test_a_fresh_request_in_the_abstention_window_gets_a_real_answer_when_its_copy_comes() -> None:
@@ -712,31 +730,35 @@ def test_a_fresh_request_in_the_abstention_window_gets_a_real_answer_when_its_co
     the copy comes within the grace and we take part with our real key, never abstaining."""
     core = core_with_peers_up()
     core.abstain_until = 10.0
-    assert core.on_message(2, Election(rid="u#1", node=2, priority=BASE + 1), 0.0).sends == []
+    assert core.on_message(2, Election(rid="u#1", node=2, priority=BASE + 1, round=1),
+                           0.0).sends == []  # fmt: skip
     out = core.start("u#1", BASE + 50, 0.005)  # our copy, 5 ms later
-    assert out.sends == [(2, Election(rid="u#1", node=1, priority=BASE + 50)),
-                         (3, Election(rid="u#1", node=1, priority=BASE + 50))]
+    r = round_to(out, 2)
+    assert out.sends == [(2, Election(rid="u#1", node=1, priority=BASE + 50, round=r)),
+                         (3, Election(rid="u#1", node=1, priority=BASE + 50, round=r))]
     later = core.on_tick(core.abstain_grace_s + 0.001).sends + core.on_tick(1.0).sends
     assert not any(isinstance(m, Election) and m.priority == 0 for _, m in later)
 
 
 def test_no_unasked_vote_for_a_refused_claimant_that_is_down_too() -> None:
     core = core_with_peers_up()
-    core.on_message(2, Claim(rid="u#1", node=2), 0.0)
-    core.on_message(3, Claim(rid="u#1", node=3), 0.0)  # refused
+    core.on_message(2, Claim(rid="u#1", node=2, round=1), 0.0)
+    core.on_message(3, Claim(rid="u#1", node=3, round=1), 0.0)  # refused
     core.m.refused(3, 0.005)  # its port is closed: unreachable at once
     assert core.peer_down(2, 0.01).sends == []
 
 
 def test_a_node_that_yielded_releases_a_late_vote() -> None:
     core = core_with_peers_up()
-    core.start("u#1", BASE, 0.0)
-    core.on_message(2, Claim(rid="u#1", node=2), 0.0)  # node 1 votes for 2
+    first = round_to(core.start("u#1", BASE, 0.0), 3)
+    core.on_message(2, Claim(rid="u#1", node=2, round=1), 0.0)  # node 1 votes for 2
     assert core.winner("u#1") == 2
-    out = core.on_message(3, ElectionOk(rid="u#1", node=3), 0.0)  # 3 voted for us: released
-    assert out.sends == [(3, Election(rid="u#1", node=1, priority=BASE))]
+    out = core.on_message(3, ElectionOk(rid="u#1", node=3, round=first), 0.0)  # 3 voted for us
+    # released: an Election of a round 3 has not seen, which 3 takes for our abdication
+    r = round_to(out, 3)
+    assert out.sends == [(3, Election(rid="u#1", node=1, priority=BASE, round=r))] and r > first
     assert core.counters == {"vote_released": 1}
-    assert core.on_message(2, ElectionOk(rid="u#1", node=2), 0.0).sends == []  # the winner's own
+    assert core.on_message(2, ElectionOk(rid="u#1", node=2, round=1), 0.0).sends == []  # winner's
 
 
 def test_after_a_restart_a_vote_counts_only_from_a_peer_that_answered_the_new_round() -> None:
@@ -744,15 +766,17 @@ def test_after_a_restart_a_vote_counts_only_from_a_peer_that_answered_the_new_ro
     given up since (the voter re-elects on that Election): it is not counted until the voter's
     answer of the new round came, which follows any such vote on its link."""
     core = core_with_peers_up()
-    core.on_message(3, Election(rid="u#1", node=3, priority=BASE + 50), 0.0)
+    core.on_message(3, Election(rid="u#1", node=3, priority=BASE + 50, round=1), 0.0)
     core.start("u#1", BASE + 10, 0.0)  # 3 is higher: wait for its claim
     assert Restart("u#1", "no coordinator") in core.on_tick(2 * A).events  # 3 suspected
-    out = core.on_message(2, Election(rid="u#1", node=2, priority=BASE), 2 * A)
-    assert core.state_of("u#1") == "claiming" and (3, Claim(rid="u#1", node=1)) in out.sends
-    out = core.on_message(3, ElectionOk(rid="u#1", node=3), 2 * A)  # 3 did not answer this round
-    assert out.events == [] and core.state_of("u#1") == "claiming"
+    out = core.on_message(2, Election(rid="u#1", node=2, priority=BASE, round=1), 2 * A)
+    r = round_to(out, 3)
+    assert core.state_of("u#1") == "claiming"
+    assert (3, Claim(rid="u#1", node=1, round=r)) in out.sends
+    out = core.on_message(3, ElectionOk(rid="u#1", node=3, round=r), 2 * A)  # 3 did not answer
+    assert out.events == [] and core.state_of("u#1") == "claiming"  # this round
     assert core.counters == {"vote_before_answer": 1}
-    assert core.on_message(2, ElectionOk(rid="u#1", node=2), 2 * A).events == [Won("u#1")]
+    assert core.on_message(2, ElectionOk(rid="u#1", node=2, round=r), 2 * A).events == [Won("u#1")]
 
 
 def test_the_top_claims_at_once_when_a_peer_abstained() -> None:
@@ -761,11 +785,12 @@ def test_the_top_claims_at_once_when_a_peer_abstained() -> None:
     an answer timeout for votes that cannot come."""
     core = core_with_peers_up()
     core.start("u#1", BASE, 0.0)
-    core.on_message(2, Election(rid="u#1", node=2, priority=0), 0.001)
-    out = core.on_message(3, Election(rid="u#1", node=3, priority=0), 0.001)
+    core.on_message(2, Election(rid="u#1", node=2, priority=0, round=0), 0.001)
+    out = core.on_message(3, Election(rid="u#1", node=3, priority=0, round=0), 0.001)
     assert core.state_of("u#1") == "claiming"
-    assert [d for d, m in out.sends if m == Claim(rid="u#1", node=1)] == [2, 3]
-    assert core.on_message(2, ElectionOk(rid="u#1", node=2), 0.002).events == [Won("u#1")]
+    r = round_to(out, 2)
+    assert [d for d, m in out.sends if m == Claim(rid="u#1", node=1, round=r)] == [2, 3]
+    assert core.on_message(2, ElectionOk(rid="u#1", node=2, round=r), 0.002).events == [Won("u#1")]
 
 
 def test_a_node_frozen_then_killed_amid_elections_is_replaced_within_a_few_link_delays() -> None:
@@ -804,3 +829,51 @@ def test_a_node_frozen_then_killed_amid_elections_is_replaced_within_a_few_link_
             wins = [(t, i) for i in survivors for t, e in c.rec[i].events if e == Won(rid)]
             assert len(wins) == 1, (seed, rid, wins)
             assert wins[0][0] - seen <= 0.02, (seed, rid, wins[0][0] - seen)
+
+
+def test_a_vote_resent_from_before_a_partition_does_not_count_after_the_heal() -> None:
+    """TN-5 (traced with DEBUG node logs): node 1's input from its peers is cut for 10 s. Its
+    peers voted for it unasked (node 1 had the top key) and resent the vote; their transports
+    resend the last copy for 5 s more. Node 1 saw both peers unreachable. At the heal it sent
+    them its Election again, which node 2 took for an abdication: node 2 elected again and
+    voted for node 3. Then the old copy of node 2's vote arrived and node 1 won with it: two
+    winners, two replies. The vote carries the round it was given for; a peer that went down
+    or unreachable gets a new round, and a vote of an earlier one counts for nothing."""
+    x = core_with_peers_up()
+    out = x.start("u#1", BASE + 50, 0.0)
+    first = round_to(out, 2)
+    stale = ElectionOk(rid="u#1", node=2, round=first)  # node 2's unasked vote, not delivered
+    cut = Output()
+    for p in (2, 3):  # the cut: node 1 hears nobody; the failure detector says so
+        x.m.refused(p, 1.0)
+        cut.extend(x.peer_down(p, 1.0))
+    assert cut.events == [NoMajority("u#1")] and x.state_of("u#1") == "electing"
+    for p in (2, 3):  # the heal: their heartbeats come again
+        hb = Membership(p, [1, 2, 3], 1.0).heartbeat(load=0, token_epoch=0, token_holder=0)
+        x.m.observe(hb, 10.0)
+    out = x.on_tick(10.0)
+    again = round_to(out, 2)
+    assert again > first
+    assert (2, Election(rid="u#1", node=1, priority=BASE + 50, round=again)) in out.sends
+    out = x.on_message(2, stale, 10.001)  # the old copy: node 2 may have voted for 3 since
+    assert out.events == [] and x.state_of("u#1") == "electing"
+    assert x.counters == {"stale_vote": 1}
+    # node 2 answers the new round and votes for node 1 in it: that vote counts
+    x.on_message(2, Election(rid="u#1", node=2, priority=BASE, round=7), 10.002)
+    assert x.on_message(2, ElectionOk(rid="u#1", node=2, round=again), 10.003).events == []
+    assert x.on_tick(10.0 + A).events == [Won("u#1")]  # node 3 silent: decided on the timeout
+
+
+def test_a_winners_reintroduction_after_a_partition_makes_its_voter_elect_again() -> None:
+    """The voter's side of the same heal: node 2 voted for node 1 in round r; node 1's Election
+    of a newer round is an abdication (node 2 elects again and can vote for another claimant),
+    so node 1 must never count node 2's vote of round r again (test above)."""
+    v = ElectionCluster().cores[2]
+    v.on_message(1, Election(rid="u#1", node=1, priority=BASE + 50, round=3), 0.0)
+    v.on_message(3, Election(rid="u#1", node=3, priority=BASE, round=1), 0.0)
+    out = v.start("u#1", BASE, 0.0)
+    assert (1, ElectionOk(rid="u#1", node=2, round=3)) in out.sends  # unasked, for round 3
+    out = v.on_message(1, Election(rid="u#1", node=1, priority=BASE + 50, round=4), 10.0)
+    assert Restart("u#1", "winner 1 re-elects") in out.events
+    out = v.on_message(3, Claim(rid="u#1", node=3, round=2), 10.001)
+    assert (3, ElectionOk(rid="u#1", node=2, round=2)) in out.sends and v.winner("u#1") == 3

@@ -121,7 +121,7 @@ def test_max_body() -> None:
 
 # ---- TI-1: one DecodeError per bad body, naming the reason ----------------------------------
 
-ELECTION = encode(m.Election(rid="alice#1", node=3, priority=1))  # control type, 3 fields
+ELECTION = encode(m.Election(rid="alice#1", node=3, priority=1, round=1))  # control type, 4 fields
 
 
 def _map_with(key: str, raw_value: bytes) -> bytes:

@@ -382,10 +382,10 @@ def test_an_abstention_is_never_answered_by_another(cloud: FakeCloud) -> None:
 
     connect(cloud)
     peer = cloud.cfg.node(2).peer_addr
-    cloud.tp[1].deliver(peer, Election(rid="alice#42", node=2, priority=0))
+    cloud.tp[1].deliver(peer, Election(rid="alice#42", node=2, priority=0, round=1))
     cloud.settle()
     assert [s for s in cloud.tp[1].sends_of(Election) if s.msg.rid == "alice#42"] == []
-    cloud.tp[1].deliver(peer, Election(rid="alice#43", node=2, priority=5))  # a real one
+    cloud.tp[1].deliver(peer, Election(rid="alice#43", node=2, priority=5, round=1))  # a real one
     cloud.settle()
     assert [s for s in cloud.tp[1].sends_of(Election) if s.msg.rid == "alice#43"] == []
     cloud.step(0.05)  # past the grace (node 1's copy may come within it): no copy, it abstains
@@ -413,7 +413,8 @@ def test_a_peer_that_missed_done_is_told_again(cloud: FakeCloud) -> None:
     before = len(cloud.tp[1].sends_of(Done))
     from codec.messages import Election
 
-    cloud.tp[1].deliver(cloud.cfg.node(2).peer_addr, Election(rid="alice#3", node=2, priority=5))
+    late = Election(rid="alice#3", node=2, priority=5, round=1)
+    cloud.tp[1].deliver(cloud.cfg.node(2).peer_addr, late)
     cloud.settle()
     dones = cloud.tp[1].sends_of(Done)[before:]
     assert [(d.addr, d.msg.rid, d.msg.acked) for d in dones] == [
@@ -1496,9 +1497,12 @@ def test_election_messages_of_a_busy_mailbox_leave_in_one_batch_per_peer() -> No
         batches = tp.wait_sent(lambda s: isinstance(s.msg, ElectionBatch), count=2)
         assert {s.addr for s in batches} == {cloud.cfg.node(n).peer_addr for n in (2, 3)}
         prio = batches[0].msg.items[0].priority
+        rounds = [item.round for item in batches[0].msg.items]  # one per request: 1, 2, 3
         assert [s.msg.items for s in batches] == [
-            tuple(ElectionItem(kind="election", rid=rid, priority=prio) for rid in rids)
+            tuple(ElectionItem(kind="election", rid=rid, priority=prio, round=r)
+                  for rid, r in zip(rids, rounds, strict=True))
         ] * 2
+        assert len(set(rounds)) == 3
         assert not [s for s in tp.sent[before:] if isinstance(s.msg, Election)]
         for n in (2, 3):
             for rid in rids:
@@ -1525,15 +1529,15 @@ def test_a_received_election_batch_is_handled_item_by_item(cloud: FakeCloud) -> 
     n2 = cloud.cfg.node(2).peer_addr
     before = len(tp.sent)
     tp.deliver(n2, ElectionBatch(node=2, items=(
-        ElectionItem(kind="election", rid="alice#3", priority=5),
-        ElectionItem(kind="claim", rid="alice#4", priority=0),
-        ElectionItem(kind="ok", rid="alice#3", priority=0),
+        ElectionItem(kind="election", rid="alice#3", priority=5, round=1),
+        ElectionItem(kind="claim", rid="alice#4", priority=0, round=1),
+        ElectionItem(kind="ok", rid="alice#3", priority=0, round=1),
     )))
     cloud.settle()
     to_2 = [s.msg for s in tp.sent[before:]
             if s.addr == n2 and not isinstance(s.msg, PeerHeartbeat)]
     done = Done(rid="alice#3", node=1, acked=True)
     # the Dones leave at once, the vote with the election messages when the batch is handled
-    assert to_2 == [done, done, ElectionOk(rid="alice#4", node=1)]
+    assert to_2 == [done, done, ElectionOk(rid="alice#4", node=1, round=1)]
     cloud.ref(1, "election").tell(StartElection("alice#4"))  # its own copy: it follows 2
     assert outcomes(cloud, "alice#4", [1]) == {1: Lost("alice#4", 2)}

@@ -24,13 +24,14 @@ be in flight (the voter answers the new round's Election by electing again). Not
 chosen from heartbeat loads without Elections (it herds requests on stale loads).
 
 Messages (codec.messages; the election actor sends those of a busy mailbox to one peer as one
-ElectionBatch, which the receiver feeds here item by item):
+ElectionBatch, which the receiver feeds here item by item). Each carries a `round` (below):
   Election(rid, node, priority)  "I take part, this is my key". Every participant sends it once per
                                  round to every live peer; it is also the *answer* to a peer's
                                  Election, whatever the order of the two keys (a higher node's
                                  Election plays the bully's Ok: it carries the key, which Ok
                                  lacks). So a node knows when every live peer has answered.
-                                 From a claimant or winner a node voted for: it abdicated.
+                                 From a claimant or winner a node voted for, of a newer round
+                                 than the one voted for: it abdicated.
   Claim(rid, node)               "I would win: vote for me", resent every answer timeout to the
                                  live peers that have not voted for it.
   ElectionOk(rid, node)          the vote for a Claim (or unasked, for the top key heard), and
@@ -99,6 +100,22 @@ States of one rid on one node, and rules:
   restart   = new round: keys heard stay known (they are facts about peers), Election is sent to
             every live peer again, emit Restart(rid, reason).
 
+Rounds. A node numbers its rounds of every request from one counter, which clear() keeps (a round
+is never reused while the process lives; a restarted process is a new boot epoch, whose peers'
+transports refuse what was sent to the old one). A new round opens at start(), at every restart,
+when a peer goes down or unreachable while we elect or claim, and before an Election that releases
+votes (withdraw, yield, a vote that came after we yielded). Our Election, Claim and Coordinator
+carry the current round; a vote (ElectionOk) carries the round of its claimant as the voter last
+heard it. A claimant counts a vote only if it carries the round it last sent that voter
+(`sent_round`, else `stale_vote`), and a voter takes an Election of the claimant it voted for as
+an abdication only if its round is newer than the one it voted for (else `late_election`).
+Traced in TN-5 (DEBUG node logs): node 1's input from its peers was cut for 10 s; they had voted
+for it unasked and kept resending; node 1 saw them unreachable. At the heal node 1 sent its
+Election again, which node 2 took for an abdication (it elected again and voted for node 3), and
+then the copy of node 2's vote that its transport still resent (5 s send deadline) reached node
+1, which won with it: two winners. Now node 1's Election after the heal is of a new round and the
+old vote counts for nothing.
+
 Two winners need a voter that changed its vote: its claimant went down or restarted (or was
 judged so by the failure detector while only slow). They are resolved by tie_hash alone, which
 every node can compute for any node: a won node that hears a Coordinator of a node with a higher
@@ -106,14 +123,11 @@ tie_hash yields (Lost), else it answers with its own Coordinator; a lost node fo
 Coordinator with the higher tie_hash. Messages between two nodes may be reordered: the transport
 delivers each message on its own, so one lost and resent arrives after later ones (issue 19,
 traced under 50 % peer loss: a claimant's round Election came 500 ms late, after its Claim).
-A claimant's Election that comes after its Claim (or Coordinator) is an abdication only if an
-Election of it came before: a round sends its Election to a peer before any Claim to it, so the
-first Election after an early Claim is that round's, overtaken (`early_claim`). Taken as an
+A claimant's Election that comes after its Claim (or Coordinator) of the same round is that
+round's, overtaken, not an abdication (rounds: before them a heuristic, the first Election after
+an early Claim, which missed Elections of several earlier rounds all overtaken). Taken as an
 abdication, the voter gave its vote to a second claimant while the first won with it (two
-replies, nobody down). Not covered, needing a round number in Election and Claim (a message
-change): Elections of several earlier rounds, all overtaken. A Claim resent to a peer that came
-up after the round's Elections went out has no Election before it: if that claimant abdicates,
-the voter keeps its vote (slower, never two winners).
+replies, nobody down).
 
 Callers: the node actor (via its cluster wrapper) feeds start/on_message/on_tick/peer_down and
 performs `Output.sends`; the encrypt service acts on the Won/Lost/Restart/NoMajority events. The
@@ -136,7 +150,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from actors.core.membership import CloudCoreError, Membership, Output
@@ -226,8 +240,11 @@ class _Rid:
     voted_at: float | None = None  # lost by an unasked vote the winner has not answered yet
     restarts: int = 0  # rounds this node restarted; unasked votes count only in round 0
     peer_gone: bool = False  # a peer went down while we elected: claim at once (peer_down)
-    # claimants we voted for before any Election of theirs came: their first one is overtaken
-    early_claim: set[int] = field(default_factory=set)
+    round: int = 0  # our current round (ElectionCore._new_round): in each message we send
+    sent_round: dict[int, int] = field(default_factory=dict)  # peer -> round of our last
+    # Election or Claim to it: its vote counts only if it carries that round
+    heard_round: dict[int, int] = field(default_factory=dict)  # peer -> highest round heard
+    voted_round: int = -1  # pending/lost: the round of the claimant we voted for
     ties: dict[int, int] = field(default_factory=dict)  # node -> tie_hash(rid, node) (_tie_of)
 
 
@@ -262,6 +279,7 @@ class ElectionCore:
         self._heap: list[tuple[float, int, str]] = []
         self._watch: dict[int, set[str]] = {}  # node -> rids waiting for it / lost to it
         self._npending = 0
+        self._rounds = 0  # rounds numbered by this node so far (never reset: see _new_round)
         self.counters: dict[str, int] = {}
         # until then, a peer's Election for a request we have no copy of (pending) is answered
         # with an abstention, an Election of priority 0 (set by the caller after a restart on a
@@ -319,6 +337,7 @@ class ElectionCore:
             e.abstain_to.clear()  # our copy came in time: we take part with our real key
         e.prio = prio
         e.round_start = now
+        self._new_round(e)
         heard = e.winner
         e.state, e.winner = "electing", 0
         if heard and self.m.state_of(heard, now) == "up":
@@ -339,12 +358,19 @@ class ElectionCore:
         if isinstance(msg, Election):
             self._on_election(msg, now, out)
         elif isinstance(msg, Claim):
-            self._on_claim(msg.rid, src, now, out)
+            self._on_claim(msg.rid, src, msg.round, now, out)
         elif isinstance(msg, Coordinator):
-            self._on_coordinator(msg.rid, src, now, out)
+            self._on_coordinator(msg.rid, src, msg.round, now, out)
         elif isinstance(msg, ElectionOk):
             e = self._rids.get(msg.rid)
-            if e is not None and e.state in ("electing", "waiting"):
+            if e is not None and e.state in ("electing", "waiting", "claiming") and (
+                msg.round != e.sent_round.get(src)
+            ):
+                # a vote for another round of ours than the one we last sent this voter: it
+                # may have given that vote up since (a partition's heal delivered votes resent
+                # 4 s earlier, after our new Election had made the voter elect again)
+                self._count("stale_vote")
+            elif e is not None and e.state in ("electing", "waiting"):
                 # an unasked vote (the voter heard every live peer, ours is the top key): it
                 # is also an answer. Only in our first round: a vote for an earlier round may
                 # still be in flight after a restart (later rounds count votes to a Claim).
@@ -355,7 +381,8 @@ class ElectionCore:
             elif e is not None and e.state == "lost" and src != e.winner:
                 # a vote that came after we yielded: release it (the voter elects again)
                 self._count("vote_released")
-                out.send(src, self._election_msg(e))
+                self._new_round(e)  # a round the voter has not seen: it gives its vote up
+                self._send_election(e, (src,), out)
             elif e is not None and e.state == "claiming":
                 if e.restarts and src not in e.answered:
                     # after a restart, a vote counts once its voter answered this round: one
@@ -373,7 +400,7 @@ class ElectionCore:
                         self._disarm(e)
                 elif src not in e.told:  # a voter resent its vote: it has not heard us. Once
                     e.told.add(src)  # per peer (its acknowledgement is an ElectionOk too)
-                    out.send(src, Coordinator(rid=e.rid, node=self.self_id))
+                    out.send(src, self._coordinator_msg(e))
         return out
 
     def on_tick(self, now: float) -> Output:
@@ -401,8 +428,13 @@ class ElectionCore:
             e.sent_to.discard(node)
             e.unacked.discard(node)
             e.suspects.discard(node)
-            e.early_claim.discard(node)
             e.votes.discard(node)  # back up, it remembers nothing: its vote is void
+            e.sent_round.pop(node, None)  # a vote of it that comes now is stale
+            e.heard_round.pop(node, None)  # a restarted process numbers its rounds from 1
+            if e.state in ("electing", "waiting", "claiming"):
+                # what we send from now on carries a round this node has not seen: a vote it
+                # sent before (still resent by its transport) never counts, even once it is back
+                self._new_round(e)
             if e.state in ("lost", "waiting") and e.winner == node:
                 self._restart(e, now, f"node {node} down", out)
             elif e.state == "pending" and e.winner == node:
@@ -413,7 +445,7 @@ class ElectionCore:
                 w = next((q for q in sorted(e.refused) if self.m.state_of(q, now) == "up"), 0)
                 if w:
                     e.winner = w
-                    out.send(w, ElectionOk(rid=e.rid, node=self.self_id))
+                    self._vote(e, w, out)
             elif e.state in ("electing", "waiting") and self.m.self_up:
                 # the peer we had not heard from is gone: we may now have every live peer's
                 # answer. A top claims at once (a voter waiting for it votes only once it sees
@@ -424,7 +456,7 @@ class ElectionCore:
             elif e.state == "claiming" and self.m.self_up:
                 # the unasked vote we waited for may have been the gone node's: ask the live
                 # peers now instead of after the answer timeout (a Claim may always be resent)
-                out.send_all(self.m.up_peers(now) - e.votes, Claim(rid=e.rid, node=self.self_id))
+                self._send_claim(e, self.m.up_peers(now) - e.votes, out)
         return out
 
     def forget(self, rid: str) -> None:
@@ -448,13 +480,14 @@ class ElectionCore:
         e = self._entry(msg.rid, now)
         if e is None:
             return
-        early = p in e.early_claim
-        e.early_claim.discard(p)
+        self._heard(e, p, msg.round)
         e.keys[p] = (msg.priority, self._tie_of(e, p), p)
         e.answered.add(p)
         e.suspects.discard(p)
-        if early and e.state in ("pending", "lost") and e.winner == p:
-            self._count("late_election")  # sent before the Claim we voted for: no abdication
+        if e.state in ("pending", "lost") and e.winner == p and msg.round <= e.voted_round:
+            # of the round we voted for (or older): sent before the Claim we voted for and
+            # overtaken by it, not an abdication (which always opens a new round)
+            self._count("late_election")
             return
         if e.state == "pending":
             if e.winner == p:  # the claimant we voted for abdicated
@@ -468,10 +501,10 @@ class ElectionCore:
                 e.abstain_to.add(p)
             return
         if e.state == "claiming":  # our claim answers it: it votes for us unless it voted
-            out.send(p, Claim(rid=e.rid, node=self.self_id))
+            self._send_claim(e, (p,), out)
             return
         if e.state == "won":
-            out.send(p, Coordinator(rid=e.rid, node=self.self_id))
+            out.send(p, self._coordinator_msg(e))
             self._await_ack(e, p, now)
             return
         if e.state == "lost" and p == e.winner:
@@ -480,29 +513,28 @@ class ElectionCore:
         if e.state == "lost":  # p restarted a round: our answer is fresh evidence for it. Once
             if p not in e.told:  # per peer while lost: two lost nodes would answer each
                 e.told.add(p)  # other's answers forever (a late Election starts that)
-                out.send(p, self._election_msg(e))
+                self._send_election(e, (p,), out)
                 out.events.append(Probe(e.winner))
             return
         if p not in e.sent_to:
             e.sent_to.add(p)
-            out.send(p, self._election_msg(e))
+            self._send_election(e, (p,), out)
         elif e.state == "waiting" and p == e.winner:
             # the peer we wait for started a new round (its winner went down after it had our
             # answer): answers of an earlier round do not count in its new one, so answer again
-            out.send(p, self._election_msg(e))
+            self._send_election(e, (p,), out)
         if e.state != "lost":
             self._evaluate(e, now, out)
 
-    def _on_coordinator(self, rid: str, w: int, now: float, out: Output) -> None:
+    def _on_coordinator(self, rid: str, w: int, round_: int, now: float, out: Output) -> None:
         e = self._entry(rid, now)
         if e is None:
             return
+        self._heard(e, w, round_)
         e.suspects.discard(w)
-        if w not in e.keys:  # as for a Claim: its round's Election is still on its way
-            e.early_claim.add(w)
         if e.state == "pending":
             e.winner = w
-            out.send(w, ElectionOk(rid=rid, node=self.self_id))
+            self._vote(e, w, out)
         elif e.state in ("electing", "waiting"):
             self._lose(e, w, out)
         elif e.state == "claiming":  # w won with a majority: ours cannot be one
@@ -510,28 +542,27 @@ class ElectionCore:
         elif e.state == "lost":
             if w == e.winner:
                 self._heard_winner(e)
-                out.send(w, ElectionOk(rid=rid, node=self.self_id))
+                self._vote(e, w, out)
             elif self._claim(e, w) > self._claim(e, e.winner):
                 self._lose(e, w, out)
         elif self._claim(e, w) > self._claim(e, self.self_id):  # won: two claimants
             self._lose(e, w, out)
         else:
-            out.send(w, Coordinator(rid=rid, node=self.self_id))
+            out.send(w, self._coordinator_msg(e))
             self._await_ack(e, w, now)
 
-    def _on_claim(self, rid: str, w: int, now: float, out: Output) -> None:
+    def _on_claim(self, rid: str, w: int, round_: int, now: float, out: Output) -> None:
         """w asks for our vote. We vote for one claimant per rid: the first one, unless it is no
         longer up; a claimant yields to a higher claim (it has not sealed: it had no majority)."""
         e = self._entry(rid, now)
         if e is None:
             return
+        self._heard(e, w, round_)
         e.suspects.discard(w)
-        if w not in e.keys:  # its Election of this round is still on its way (see above)
-            e.early_claim.add(w)
         if e.state == "pending":
             if e.winner in (0, w) or self.m.state_of(e.winner, now) != "up":
                 e.winner = w
-                out.send(w, ElectionOk(rid=rid, node=self.self_id))
+                self._vote(e, w, out)
             else:
                 e.refused.add(w)  # voted for when our claimant goes down (peer_down)
                 self._count("claim_refused")
@@ -541,15 +572,15 @@ class ElectionCore:
             if self._claim(e, w) > self._claim(e, self.self_id):
                 self._withdraw(e, w, out)
             else:  # w yields to our Claim, and a claimant never votes unasked: ask it now
-                out.send(w, Claim(rid=rid, node=self.self_id))  # (we may be waiting for that)
+                self._send_claim(e, (w,), out)  # (we may be waiting for that)
         elif e.state == "lost":
             if w == e.winner:
                 self._heard_winner(e)
-                out.send(w, ElectionOk(rid=rid, node=self.self_id))
+                self._vote(e, w, out)
             else:  # we voted for another claimant that is still up: our vote stays
                 self._count("claim_refused")
         else:  # won: tell the late claimant
-            out.send(w, Coordinator(rid=rid, node=self.self_id))
+            out.send(w, self._coordinator_msg(e))
             self._await_ack(e, w, now)
 
     # ---- transitions --------------------------------------------------------------------------
@@ -560,7 +591,7 @@ class ElectionCore:
         if new:  # peers that were not live before get a full answer timeout to answer
             e.sent_to |= new
             e.round_start = now
-            out.send_all(new, self._election_msg(e))
+            self._send_election(e, new, out)
         candidates = live - e.suspects
         mine = (e.prio, self._tie_of(e, self.self_id), self.self_id)
         higher = [e.keys[q] for q in candidates if q in e.keys and e.keys[q] > mine]
@@ -620,7 +651,7 @@ class ElectionCore:
             # for a request it has no copy of) never votes unasked: claim at once
             self._arm(e, now + self.answer_timeout_s)
             return
-        out.send_all(live, Claim(rid=e.rid, node=self.self_id))
+        self._send_claim(e, live, out)
         self._arm(e, now + self.answer_timeout_s)
 
     def _win(self, e: _Rid, now: float, out: Output) -> None:
@@ -641,13 +672,17 @@ class ElectionCore:
         """Our claim yields to w: release the peers that voted for us (an Election from the
         node they follow makes them elect again) and vote for w."""
         voters, e.votes = e.votes, set()
-        out.send_all(voters, self._election_msg(e))
+        if voters:
+            self._new_round(e)  # a round they have not seen: they give their votes up
+            self._send_election(e, voters, out)
         self._lose(e, w, out)
 
     def _lose(self, e: _Rid, w: int, out: Output) -> None:
         if e.state in ("electing", "waiting"):  # release the unasked votes we held: our
-            voters, e.votes = e.votes - {w}, set()  # Election makes them elect again
-            out.send_all(voters, self._election_msg(e))
+            voters, e.votes = e.votes - {w}, set()  # Election (a new round) makes them
+            if voters:  # elect again
+                self._new_round(e)
+                self._send_election(e, voters, out)
         self._unwatch(e)
         e.state, e.winner = "lost", w
         e.voted_at = None
@@ -656,7 +691,7 @@ class ElectionCore:
         self._disarm(e)
         self._watch.setdefault(w, set()).add(e.rid)
         out.events.append(Lost(e.rid, w))
-        out.send(w, ElectionOk(rid=e.rid, node=self.self_id))
+        self._vote(e, w, out)
 
     def _restart(self, e: _Rid, now: float, reason: str, out: Output) -> None:
         if e.state == "waiting" and reason == "no coordinator":
@@ -664,10 +699,12 @@ class ElectionCore:
         self._unwatch(e)
         e.state, e.winner = "electing", 0
         e.sent_to.clear()
+        e.sent_round.clear()
         e.answered.clear()  # answers of an earlier round are no evidence for this one
         e.unacked.clear()
         e.votes.clear()
         e.restarts += 1
+        self._new_round(e)
         e.round_start = now
         out.events.append(Restart(e.rid, reason))
         self._evaluate(e, now, out)
@@ -680,7 +717,7 @@ class ElectionCore:
     def _on_timer(self, e: _Rid, now: float, out: Output) -> None:
         if e.state == "lost":  # our unasked vote may be lost: the winner would wait forever
             if e.voted_at is not None and now - e.voted_at <= self.pending_ttl_s:
-                out.send(e.winner, ElectionOk(rid=e.rid, node=self.self_id))
+                out.send(e.winner, ElectionOk(rid=e.rid, node=self.self_id, round=e.voted_round))
                 self._arm(e, now + self.coordinator_timeout_s)
             else:
                 e.voted_at = None
@@ -688,7 +725,8 @@ class ElectionCore:
             if not e.abstain_to:
                 self.forget(e.rid)
                 return
-            out.send_all(e.abstain_to, Election(rid=e.rid, node=self.self_id, priority=0))
+            out.send_all(e.abstain_to, Election(rid=e.rid, node=self.self_id, priority=0,
+                                                round=e.round))
             e.abstain_to.clear()
             self._arm(e, e.round_start + self.pending_ttl_s)
         elif e.state == "electing":
@@ -699,13 +737,13 @@ class ElectionCore:
             if now - e.claim_at > self.pending_ttl_s:  # abdicate (Elections release the voters)
                 self._restart(e, now, "claim not accepted", out)
                 return
-            out.send_all(self.m.up_peers(now) - e.votes, Claim(rid=e.rid, node=self.self_id))
+            self._send_claim(e, self.m.up_peers(now) - e.votes, out)
             self._arm(e, now + self.answer_timeout_s)
         elif e.state == "won":
             e.unacked &= self.m.up_peers(now)
             if now - e.won_at > self.pending_ttl_s:
                 e.unacked.clear()  # a peer silent that long is hung: stop resending
-            out.send_all(e.unacked, Coordinator(rid=e.rid, node=self.self_id))
+            out.send_all(e.unacked, self._coordinator_msg(e))
             if e.unacked:
                 self._arm(e, now + self.answer_timeout_s)
 
@@ -735,7 +773,39 @@ class ElectionCore:
         return tie
 
     def _election_msg(self, e: _Rid) -> Election:
-        return Election(rid=e.rid, node=self.self_id, priority=e.prio)
+        return Election(rid=e.rid, node=self.self_id, priority=e.prio, round=e.round)
+
+    def _coordinator_msg(self, e: _Rid) -> Coordinator:
+        return Coordinator(rid=e.rid, node=self.self_id, round=e.round)
+
+    def _new_round(self, e: _Rid) -> None:
+        """Open a round of ours for `e`: numbered from one counter of this node, which clear()
+        keeps, so a round is never reused while the process lives (a peer's transport refuses
+        what was sent to a previous process of ours: its boot epoch)."""
+        self._rounds += 1
+        e.round = self._rounds
+
+    def _send_election(self, e: _Rid, peers: Iterable[int], out: Output) -> None:
+        msg = self._election_msg(e)
+        for q in peers:
+            e.sent_round[q] = e.round
+        out.send_all(peers, msg)
+
+    def _send_claim(self, e: _Rid, peers: Iterable[int], out: Output) -> None:
+        msg = Claim(rid=e.rid, node=self.self_id, round=e.round)
+        for q in peers:
+            e.sent_round[q] = e.round
+        out.send_all(peers, msg)
+
+    def _heard(self, e: _Rid, p: int, round_: int) -> None:
+        if round_ > e.heard_round.get(p, -1):
+            e.heard_round[p] = round_
+
+    def _vote(self, e: _Rid, w: int, out: Output) -> None:
+        """Our vote for `w` (also the acknowledgement of its Coordinator), for the latest round
+        of w we heard: w counts it only if that is the round it last sent us."""
+        e.voted_round = e.heard_round.get(w, 0)
+        out.send(w, ElectionOk(rid=e.rid, node=self.self_id, round=e.voted_round))
 
     def _await_ack(self, e: _Rid, peer: int, now: float) -> None:
         if not e.unacked:

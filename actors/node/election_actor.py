@@ -111,15 +111,16 @@ class _FlushElection:
 
 def batch_item(msg: Message) -> ElectionItem:
     rid: str = msg.rid  # type: ignore[attr-defined]
-    return ElectionItem(kind=_KIND[type(msg)], rid=rid, priority=getattr(msg, "priority", 0))
+    return ElectionItem(kind=_KIND[type(msg)], rid=rid, priority=getattr(msg, "priority", 0),
+                        round=msg.round)  # type: ignore[attr-defined]
 
 
 def item_message(node: int, item: ElectionItem) -> Message:
     """The election message an ElectionBatch item of `node` stands for."""
     if item.kind == "election":
-        return Election(rid=item.rid, node=node, priority=item.priority)
+        return Election(rid=item.rid, node=node, priority=item.priority, round=item.round)
     kind = {"ok": ElectionOk, "claim": Claim, "coordinator": Coordinator}[item.kind]
-    return kind(rid=item.rid, node=node)
+    return kind(rid=item.rid, node=node, round=item.round)
 
 
 class ElectionActor(DirectActor, NodePartActor):
