@@ -116,3 +116,56 @@ def test_a_run_arrives_as_the_same_datagrams(mode: str) -> None:
     finally:
         tx.close()
         rx.close()
+
+
+class _RefusedOnce:
+    """A socket whose next send raises ECONNREFUSED without sending: the kernel's report of an
+    ICMP port unreachable an earlier datagram (maybe to another address) drew (IP_RECVERR)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.refuse = 1
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+    def _maybe_refuse(self) -> None:
+        self.calls += 1
+        if self.refuse:
+            self.refuse -= 1
+            raise ConnectionRefusedError(errno.ECONNREFUSED, "queued port unreachable")
+
+    def sendmsg(self, *args: Any) -> int:
+        self._maybe_refuse()
+        return self._sock.sendmsg(*args)
+
+    def sendto(self, *args: Any) -> int:
+        self._maybe_refuse()
+        return self._sock.sendto(*args)
+
+
+@pytest.mark.parametrize("size", [FS // 2, 3 * FS])
+def test_a_queued_port_unreachable_does_not_eat_the_next_message(size: int) -> None:
+    """The error another datagram drew is reported instead of sending the next one: that one is
+    sent again at once (not an RTO later), a one-datagram message as any other."""
+    wrapped: list[_RefusedOnce] = []
+
+    def wrapper(sock: socket.socket) -> Any:
+        wrapped.append(_RefusedOnce(sock))
+        return wrapped[0]
+
+    tx = DatagramSocket(("127.0.0.1", 0), 1 << 22, wrap=wrapper)
+    rx = DatagramSocket(("127.0.0.1", 0), 1 << 22, batching=False)
+    try:
+        ep = endpoint("client")
+        ep.send(rx.address, BULK_TYPE, random.Random(6).randbytes(size), 0.0)
+        out = ep.gathered_to_send(0.0)
+        expected = [d for _, r in out for d in r.datagrams()]  # type: ignore[union-attr]
+        assert tx.send(out) == 0
+        rx.sock.settimeout(2.0)
+        got = [rx.sock.recv(65536) for _ in expected]
+        assert got == expected and wrapped[0].refuse == 0
+    finally:
+        tx.close()
+        rx.close()

@@ -167,7 +167,7 @@ class DatagramSocket:
         parts, seg, n = run.parts, run.seg, run.count
         if n == 1:  # a one-datagram message (the common control message): one plain call
             try:
-                self.io.sendmsg(parts, (), 0, addr)
+                _once_more(self.io.sendmsg, parts, (), 0, addr)
                 return 0
             except OSError:
                 return 1  # the core resends
