@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from actors.core.election import ElectionCore, Lost, TieHash, Won, tie_hash
 from actors.core.membership import Membership, Output
 from actors.core.token_ring import Minted, NeedSync, TokenRing, WentDown
-from codec.messages import Message
+from codec.messages import Done, Message
 from config import FailuresConfig
 
 IDS = (1, 2, 3)
@@ -42,12 +42,27 @@ class FakeNet:
         # (src, dst, type) -> extra delay of the next such message, which later messages on the
         # link overtake (the real transport: one message lost and resent arrives after others)
         self.late: dict[tuple[int, int, type[Message]], float] = {}
+        # (src, dst) -> when the link heals: meanwhile its messages are held as the real
+        # transport resends them, and those sent less than `resend_s` before the heal arrive
+        # after it (in any order); older ones are dropped (transport.send_deadline_s)
+        self.held: dict[tuple[int, int], float] = {}
+        self.resend_s = 5.0
+        self.spread_s = 1.0  # after the heal, within this (the resend timers run on)
 
     def send(self, src: int, dst: int, msg: Message, now: float) -> None:
         self.sent += 1
         if ((src, dst) in self.cut or (dst, type(msg)) in self.deaf_to
                 or self.rng.random() < self.loss):
             self.dropped += 1
+            return
+        heal = self.held.get((src, dst))
+        if heal is not None and now < heal:
+            if heal - now > self.resend_s:
+                self.dropped += 1
+                return
+            self.seq += 1
+            at = heal + self.rng.uniform(0.0, min(self.spread_s, self.resend_s - (heal - now)))
+            heapq.heappush(self.queue, (at, self.seq, src, dst, msg))
             return
         extra = self.slow.get((src, dst), 0.0)
         late = self.late.pop((src, dst, type(msg)), None)
@@ -104,13 +119,22 @@ class ElectionCluster:
         self.silent: set[int] = set()
         self.hb_interval = failure_timeout_s / 5
         self.hb_alive = set(ids)  # nodes whose heartbeats reach everyone
+        self.hb_deaf: set[int] = set()  # nodes that hear no heartbeat (their input is cut)
+        # feed Membership.transitions to ElectionCore.peer_down, as the election actor does
+        # (off by default: most tests call peer_down themselves, at chosen moments)
+        self.track_transitions = False
+        # the encrypt flow's Done, as the node actors do it: a winner sends Done(rid) to its
+        # peers at once (they forget the request) and answers any later election message of it
+        # with Done again (the election actor's `settled`); off by default
+        self.done_on_win = False
+        self.settled: dict[int, set[str]] = {i: set() for i in ids}
         self.next_hb = 0.0
         self.heartbeats()
 
     def heartbeats(self) -> None:
         for i in self.hb_alive:
             for j in self.ids:
-                if i != j and j in self.hb_alive:
+                if i != j and j in self.hb_alive and j not in self.hb_deaf:
                     self.members[j].observe(
                         self.members[i].heartbeat(load=0, token_epoch=0, token_holder=0), self.now
                     )
@@ -123,6 +147,10 @@ class ElectionCluster:
             if isinstance(ev, Won):
                 rec.won[ev.rid] = self.now
                 rec.lost.pop(ev.rid, None)
+                if self.done_on_win:
+                    self.settled[node].add(ev.rid)
+                    out.sends.extend((p, Done(rid=ev.rid, node=node, acked=True))
+                                     for p in self.ids if p != node)
             elif isinstance(ev, Lost):
                 rec.lost[ev.rid] = ev.winner
                 rec.won.pop(ev.rid, None)
@@ -148,14 +176,29 @@ class ElectionCluster:
         if self.now >= self.next_hb:
             self.heartbeats()
             for i, core in self.cores.items():
+                if self.track_transitions:
+                    for node, state in self.members[i].transitions(self.now):
+                        if state != "up":
+                            self.apply(i, core.peer_down(node, self.now))
                 self.apply(i, core.on_tick(self.now))
         for src, dst, msg in self.net.pop_due(self.now):
-            self.apply(dst, self.cores[dst].on_message(src, msg, self.now))
+            self._deliver(src, dst, msg)
         for i, core in self.cores.items():
             deadline = core.next_deadline()
             if deadline is not None and deadline <= self.now:
                 self.apply(i, core.on_tick(self.now))
         return self.now < limit
+
+    def _deliver(self, src: int, dst: int, msg: Message) -> None:
+        if isinstance(msg, Done):
+            if self.members[dst].self_up:
+                self.cores[dst].forget(msg.rid)
+            return
+        if self.done_on_win and getattr(msg, "rid", None) in self.settled[dst]:
+            if self.members[dst].self_up:
+                self.net.send(dst, src, Done(rid=msg.rid, node=dst, acked=True), self.now)
+            return
+        self.apply(dst, self.cores[dst].on_message(src, msg, self.now))
 
     def run(self, max_steps: int = 1_000_000) -> None:
         """Run until no message is in flight and no core has a deadline."""
