@@ -938,3 +938,19 @@ def test_a_node_whose_input_is_cut_for_10_s_then_healed_leaves_one_winner(seed: 
         assert len(set(won_events(c, rid))) == 1, (seed, x, third, rid, won_events(c, rid))
         left = {i: c.cores[i].state_of(rid) for i in c.ids}
         assert not {"electing", "waiting", "claiming"} & set(left.values()), (seed, rid, left)
+
+
+def test_after_a_restart_a_vote_for_the_current_round_counts() -> None:
+    """A peer that yielded to an earlier Claim of ours and heard our new round since votes for
+    it while we elect (not claim): that vote is an answer and a vote. Before rounds, votes
+    counted in `electing` only in the first round, and a node that every peer had voted for
+    after its restart, and that none answered with an Election, elected for ever (the TN-5
+    fault on the fake network, seed 346)."""
+    core = core_with_peers_up()
+    core.on_message(3, Election(rid="u#1", node=3, priority=BASE + 50, round=1), 0.0)
+    core.start("u#1", BASE + 10, 0.0)  # 3 is higher: wait for its Claim
+    out = core.on_tick(2 * A)  # none: restart with 3 suspected
+    assert Restart("u#1", "no coordinator") in out.events
+    r = round_to(out, 2)
+    out = core.on_message(2, ElectionOk(rid="u#1", node=2, round=r), 2 * A + 0.001)
+    assert out.events == [Won("u#1")]

@@ -19,8 +19,9 @@ decides with every live peer's answer in its first round, usually holds a majori
 already and wins without a Claim round; otherwise it waits one answer timeout for the votes and
 then claims as before (the fallback). All up, 3 nodes: 6 Elections and 2 votes, two link delays
 (an Election, a vote), instead of 6 Elections, 2 Claims and 2 votes over three link delays.
-Votes in a round after a restart count only for a Claim: a vote for an earlier round may still
-be in flight (the voter answers the new round's Election by electing again). Not done: a winner
+A vote counts only for the round it names (Rounds, below): one for an earlier round may still be
+in flight after a restart (the voter answers the new round's Election by electing again). Not
+done: a winner
 chosen from heartbeat loads without Elections (it herds requests on stale loads).
 
 Messages (codec.messages; the election actor sends those of a busy mailbox to one peer as one
@@ -64,7 +65,7 @@ States of one rid on one node, and rules:
             - a peer goes down/unreachable (electing or waiting)  -> evaluate again at once: the
               silent peer may have been the gone one (killed before its Election left), so
               every live peer may have answered now (a top decides, a voter votes unasked)
-            An unasked vote is an answer; it is kept (first round only) for decide.
+            A vote for our current round is an answer; it is kept for decide.
             decide: with a majority (Membership.has_majority) AND answers in this election from
             a majority of the nodes (self included) -> claiming (won at once if the unasked
             votes make a majority; Claim sent at once unless every live peer answered in the
@@ -238,7 +239,7 @@ class _Rid:
     gen: int = 0
     no_majority_said: bool = False
     voted_at: float | None = None  # lost by an unasked vote the winner has not answered yet
-    restarts: int = 0  # rounds this node restarted; unasked votes count only in round 0
+    restarts: int = 0  # rounds this node restarted (after one, no Claim is skipped)
     peer_gone: bool = False  # a peer went down while we elected: claim at once (peer_down)
     round: int = 0  # our current round (ElectionCore._new_round): in each message we send
     sent_round: dict[int, int] = field(default_factory=dict)  # peer -> round of our last
@@ -371,13 +372,15 @@ class ElectionCore:
                 # 4 s earlier, after our new Election had made the voter elect again)
                 self._count("stale_vote")
             elif e is not None and e.state in ("electing", "waiting"):
-                # an unasked vote (the voter heard every live peer, ours is the top key): it
-                # is also an answer. Only in our first round: a vote for an earlier round may
-                # still be in flight after a restart (later rounds count votes to a Claim).
-                if e.restarts == 0:
-                    e.votes.add(src)
-                    e.answered.add(src)
-                    self._evaluate(e, now, out)
+                # a vote for our current round (unasked: the voter heard every live peer and
+                # ours is the top key; or the voter yielded to an earlier Claim of ours and
+                # heard this round since): it is also an answer. Before rounds it counted only
+                # in our first round (a vote for an earlier one could still be in flight), and
+                # a node whose peers had all voted for it after its restart elected for ever
+                # (the TN-5 fault on the fake network, one seed in 400)
+                e.votes.add(src)
+                e.answered.add(src)
+                self._evaluate(e, now, out)
             elif e is not None and e.state == "lost" and src != e.winner:
                 # a vote that came after we yielded: release it (the voter elects again)
                 self._count("vote_released")
