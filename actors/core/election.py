@@ -560,6 +560,13 @@ class ElectionCore:
         e = self._entry(rid, now)
         if e is None:
             return
+        if round_ < e.heard_round.get(w, -1):
+            # w opened a newer round since (it restarted: it abandoned that claim): following
+            # it now would leave us lost to a node that is not claiming, and it perhaps lost to
+            # us (two nodes that each followed the other: the TN-5 fault on the fake network,
+            # seed 1367 of 2,400, where a Claim resent before a partition came after its heal)
+            self._count("stale_claim")
+            return
         self._heard(e, w, round_)
         e.suspects.discard(w)
         if e.state == "pending":
