@@ -81,6 +81,7 @@ from codec.messages import (
     ReplicateUpdate,
     StateRequest,
     StateSync,
+    Token,
 )
 from codec.records import Update
 from tests.imgdata import png_bytes
@@ -278,6 +279,51 @@ def test_the_token_actor_tells_a_token_view_exactly_when_a_field_of_it_changes()
     finally:
         ref.stop()
         election.stop()
+
+
+class _PassingRing(_StubRing):
+    """A ring that holds the token until a tick, which passes it to node 2."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.st = replace(self.st, epoch=1, holder=1, holding=True)
+
+    def on_tick(self, now: float) -> Output:
+        out = Output()
+        if self.st.holding:
+            self.st = replace(self.st, holder=2, holding=False)
+            out.send(2, Token(epoch=1, holder=2, seq=0))
+        return out
+
+
+def test_a_pass_tells_the_supervisor_before_the_token_leaves() -> None:
+    """Status queries are answered by the supervisor: the pass's TokenView reaches it straight
+    from the token actor, and is in its mailbox before the Token is sent, so a status answered
+    after the next holder took the token cannot say this node holds it too (through the
+    election's ClusterView it could, long after the pass on a busy host: test_chaos [delay]
+    counted the same two holders in 4 samples in a row)."""
+    cfg = three_node_config()
+    supervisor = Recorder.start()
+    seen_at_send: list[list[TokenView]] = []
+
+    class Watching(FakeTransport):
+        def send(self, addr: Any, msg: Any, **kw: Any) -> Any:
+            if isinstance(msg, Token):
+                seen_at_send.append(recorded(supervisor, TokenView))
+            return super().send(addr, msg, **kw)
+
+    ref = FailureTokenActor.start(cfg, 1, PeerLink(cfg, 1, Watching()), clock=FakeClock(),  # type: ignore[arg-type]
+                                  rng=random.Random(1), boot_epoch=1, failures=False)
+    try:
+        ref.proxy().ring = _PassingRing()
+        wired(ref, supervisor=supervisor)
+        ref.ask(Tick())
+        (views,) = seen_at_send
+        assert views[-1] == TokenView(epoch=1, holder=2, holding=False, down=False,
+                                      down_since=0.0)
+    finally:
+        ref.stop()
+        supervisor.stop()
 
 
 def test_a_silent_peer_is_skipped(cloud: FakeCloud) -> None:
@@ -1443,6 +1489,11 @@ def test_the_supervisor_wires_every_actor_and_answers_status_from_their_snapshot
             if st.pending == 1 and st.digest == expected:
                 break
         assert (st.node, st.state, st.pending, st.users, st.digest) == (1, "up", 1, 0, expected)
+        # the token fields come from the token actor's own TokenView, not the election's view
+        assert (st.token, st.token_holder) == (False, 0)
+        ref.tell(TokenView(epoch=7, holder=1, holding=True, down=False, down_since=0.0))
+        assert (status().token, status().token_holder) == (True, 1)
+        assert ref.proxy().view.get().holding is False  # the ClusterView still says not held
         # a heartbeat from a peer goes to both membership replicas; a StatusQuery to the supervisor
         counters = ref.ask({"query": "counters"})
         assert counters.get("internal_errors", 0) == 0

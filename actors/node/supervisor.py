@@ -40,7 +40,15 @@ from actors.node.encrypt_actor import EncryptFlowActor
 from actors.node.pending_actor import PendingUpdateActor
 from actors.node.pending_store import PendingStore, PinStore
 from actors.node.router import Router
-from actors.node.signals import ClientIn, ClusterView, CountersQuery, Digest, Snapshot, Tick
+from actors.node.signals import (
+    ClientIn,
+    ClusterView,
+    CountersQuery,
+    Digest,
+    Snapshot,
+    Tick,
+    TokenView,
+)
 from actors.node.token_actor import FailureTokenActor
 from codec.messages import StatusQuery, StatusReply
 from config import Config
@@ -89,6 +97,7 @@ class NodeActor(NodePartActor):
         self.boot_epoch = boot_epoch if boot_epoch is not None else int(time.time() * 1000)
         self.peer_policy = PolicyFile(peer_policy_file) if peer_policy_file else None
         self.view = initial_view(cfg)
+        self.token: TokenView | None = None  # straight from the FailureTokenActor (status)
         self.figures: dict[str, Any] = {"served": 0, "cached": 0, "users": 0, "pending": 0}
         self.digests = {"directory": b"", "pending": b""}
         self.children: dict[str, pykka.ActorRef[Any]] = {}
@@ -170,6 +179,8 @@ class NodeActor(NodePartActor):
             if self.view is None or message.holding != self.view.holding:
                 log.debug("view: holding %s (version %d)", message.holding, message.version)
             self.view = message
+        elif isinstance(message, TokenView):
+            self.token = message
         elif isinstance(message, Tick):
             if self.peer_policy is not None:
                 self._poll_peer_policy(self.clock())
@@ -199,11 +210,11 @@ class NodeActor(NodePartActor):
             state="up" if v.self_up else "down",
             served=self.figures["served"],
             cached=self.figures["cached"],
-            token=v.holding,
+            token=v.holding if self.token is None else self.token.holding,
             users=self.figures["users"],
             pending=self.figures["pending"],
             down_since=v.down_since,
-            token_holder=v.token_holder,
+            token_holder=v.token_holder if self.token is None else self.token.holder,
             majority=v.majority,
             digest=digest,
             pid=os.getpid(),
