@@ -40,6 +40,7 @@ from benchmarks.localcloud import Cloud, json_lines
 from transport.policy import PEER_FILE_ENV
 
 FAILURES = {"max_down_s": 2.0, "mean_up_s": 3.0, "token_hold_s": 0.5}
+CHUNK_S = 2.5  # run_round: seconds of a peer-fault schedule per load chunk (see there)
 RECHECK_S = 3.0  # patience for a node that did not answer a status sample in 0.3 s
 
 
@@ -270,8 +271,11 @@ def run_round(root: Path, *, clients: int = 4, total: int = 500, updates: int = 
     try:
         alice, bob = _share(cloud, root)
         files = [_images(root / f"in{c}", total // clients, seed * 10 + c) for c in range(clients)]
-        n_chunks = 8 if phases else 1
         span_s = sum(t for _, t in phases)
+        # a shell per chunk (each joins anew), one every CHUNK_S of the schedule, at most 8:
+        # a shell's start-up and its share of requests take about that long here, so the
+        # load stays continuous over the schedule without queueing far past its end
+        n_chunks = min(8, max(1, round(span_s / CHUNK_S))) if phases else 1
         sampler.start()
         start = time.monotonic()
         faults = None

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +13,29 @@ import pytest
 
 from benchmarks.localcloud import Cloud
 from transport.udp import Transport
+
+
+_PYC_PREFIX = pytest.StashKey[tuple[str, str]]()  # (cache dir, PYTHONDONTWRITEBYTECODE)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """With PYTHONDONTWRITEBYTECODE set (as on this machine), every child process of the run
+    (node, shell, driver, status: hundreds) compiled the project's sources again, ~0.2 s of CPU
+    each. The children now share one bytecode cache of this run, outside the checkout
+    (PYTHONPYCACHEPREFIX, a temp dir removed at the end); this process is unchanged."""
+    if os.environ.get("PYTHONDONTWRITEBYTECODE") and not os.environ.get("PYTHONPYCACHEPREFIX"):
+        prefix = tempfile.mkdtemp(prefix="veilshare-pyc-")
+        config.stash[_PYC_PREFIX] = (prefix, os.environ.pop("PYTHONDONTWRITEBYTECODE"))
+        os.environ["PYTHONPYCACHEPREFIX"] = prefix
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    saved = config.stash.get(_PYC_PREFIX, None)
+    if saved is not None:
+        prefix, dont_write = saved
+        os.environ["PYTHONDONTWRITEBYTECODE"] = dont_write
+        del os.environ["PYTHONPYCACHEPREFIX"]
+        shutil.rmtree(prefix, ignore_errors=True)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -100,14 +101,32 @@ def test_peer_request_with_wrong_or_missing_token_is_refused(cloud: Cloud, tmp_p
         stop_shell(alice)
 
 
-@pytest.mark.parametrize("name", ["../x.jpg", "/etc/passwd", "a/b.jpg", "..", ".hidden"])
-def test_bad_image_names_refused_before_any_file_is_touched(cloud: Cloud, tmp_path: Path,
+BAD_NAMES = ["../x.jpg", "/etc/passwd", "a/b.jpg", "..", ".hidden"]
+
+
+@pytest.fixture(scope="module")
+def names_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
+    """One cloud for the bad-name cases: each is only refused, by a user of its own."""
+    c = Cloud(tmp_path_factory.mktemp("names"), 3)
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_bad_image_names_refused_before_any_file_is_touched(names_cloud: Cloud, tmp_path: Path,
                                                             name: str) -> None:
     home = tmp_path / "bob"
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    r = cloud.shell("bob", home, f"request alice '{name}' 1; view '{name}'")
+    # a user per case: one name from another home is refused at join (its keys are pinned)
+    user = f"bob{BAD_NAMES.index(name)}"
+    r = names_cloud.shell(user, home, f"request alice '{name}' 1; view '{name}'")
     assert r.returncode != 0
-    for out in json_lines(r.stdout):
+    outs = json_lines(r.stdout)
+    assert len(outs) == 2, r.stderr  # both commands ran (and were refused)
+    for out in outs:
         assert "error" in out
     after = {p.relative_to(tmp_path) for p in tmp_path.rglob("*")}
     assert not any(".." in str(p) or "passwd" in str(p) for p in after)

@@ -85,8 +85,9 @@ def fuzz_run(netns_ok: None, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 def fuzz_once(net: Net, cloud: NetCloud, root: Path) -> dict[str, Any]:
     node = psutil.Process(cloud.pid(1))
+    # ended by SIGTERM once the fuzz is over; its --duration is only a guard
     client = cloud.driver("c2", "carol", root / "carol", "encrypt", "--interval", "0.5",
-                          "--duration", str(FUZZ_S + 6))  # fmt: skip
+                          "--duration", str(FUZZ_S + 30))  # fmt: skip
     time.sleep(3.0)  # warm-up and baseline: about 6 requests before the fuzz
     rss0, udp0 = node.memory_info().rss, udp_counters(net, "n1")
     t_fuzz = time.monotonic()
@@ -97,6 +98,7 @@ def fuzz_once(net: Net, cloud: NetCloud, root: Path) -> dict[str, Any]:
     t_end = time.monotonic()
     fuzz_out, fuzz_err = fuzzer.communicate()
     udp1 = udp_counters(net, "n1")
+    client.terminate()  # the fuzz is over: the request in flight ends, then the summary
     out, _err = client.communicate(timeout=60)
     reqs = [r for r in json_lines(out) if r.get("op") == "encrypt"]
     (fz,) = json_lines(fuzz_out) or [{"error": fuzz_err[-2000:]}]
