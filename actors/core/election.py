@@ -110,6 +110,8 @@ carry the current round; a vote (ElectionOk) carries the round of its claimant a
 heard it. A claimant counts a vote only if it carries the round it last sent that voter
 (`sent_round`, else `stale_vote`), and a voter takes an Election of the claimant it voted for as
 an abdication only if its round is newer than the one it voted for (else `late_election`).
+A Claim of a round older than one already heard from its claimant gets no vote (`stale_claim`:
+the claimant left that claim; following it could leave two nodes each following the other).
 Traced in TN-5 (DEBUG node logs): node 1's input from its peers was cut for 10 s; they had voted
 for it unasked and kept resending; node 1 saw them unreachable. At the heal node 1 sent its
 Election again, which node 2 took for an abdication (it elected again and voted for node 3), and
