@@ -798,13 +798,13 @@ class ElectionCore:
         e.round = self._rounds
 
     def _send_election(self, e: _Rid, peers: Iterable[int], out: Output) -> None:
-        msg = self._election_msg(e)
-        for q in peers:
-            e.sent_round[q] = e.round
-        out.send_all(peers, msg)
+        self._send_round(e, peers, self._election_msg(e), out)
 
     def _send_claim(self, e: _Rid, peers: Iterable[int], out: Output) -> None:
-        msg = Claim(rid=e.rid, node=self.self_id, round=e.round)
+        self._send_round(e, peers, Claim(rid=e.rid, node=self.self_id, round=e.round), out)
+
+    def _send_round(self, e: _Rid, peers: Iterable[int], msg: Message, out: Output) -> None:
+        """`msg` (of our current round) to `peers`: each one's vote must now name that round."""
         for q in peers:
             e.sent_round[q] = e.round
         out.send_all(peers, msg)
