@@ -73,6 +73,7 @@ class ElectionConfig:
     failure_timeout_ms: int = 1000
     answer_timeout_ms: int = 300
     done_hold_ms: int = 0  # a winner's Dones wait this long to leave together (encrypt_actor)
+    bind_votes: bool = True  # a node's first Election is its vote for the top key (election core)
 
 
 @dataclass(frozen=True, slots=True)

@@ -106,13 +106,14 @@ class ElectionCluster:
         answer_timeout_s: float = 0.3,
         failure_timeout_s: float = 1.0,
         tie_hash: TieHash = tie_hash,
+        bind: bool = True,
     ) -> None:
         self.ids = ids
         self.now = 0.0
         self.rng = random.Random(seed)
         self.net = FakeNet(self.rng, loss)
         self.members = {i: Membership(i, ids, failure_timeout_s) for i in ids}
-        self.cores = {i: ElectionCore(i, self.members[i], answer_timeout_s, tie_hash)
+        self.cores = {i: ElectionCore(i, self.members[i], answer_timeout_s, tie_hash, bind=bind)
                       for i in ids}
         self.rec = {i: Record() for i in ids}
         # nodes alive by heartbeat that send no election message

@@ -1550,8 +1550,8 @@ def test_election_messages_of_a_busy_mailbox_leave_in_one_batch_per_peer() -> No
         prio = batches[0].msg.items[0].priority
         rounds = [item.round for item in batches[0].msg.items]  # one per request: 1, 2, 3
         assert [s.msg.items for s in batches] == [
-            tuple(ElectionItem(kind="election", rid=rid, priority=prio, round=r)
-                  for rid, r in zip(rids, rounds, strict=True))
+            tuple(ElectionItem(kind="election", rid=rid, priority=prio, round=r, bind=0b1110)
+                  for rid, r in zip(rids, rounds, strict=True))  # each binds nodes 1, 2, 3
         ] * 2
         assert len(set(rounds)) == 3
         assert not [s for s in tp.sent[before:] if isinstance(s.msg, Election)]
@@ -1580,9 +1580,9 @@ def test_a_received_election_batch_is_handled_item_by_item(cloud: FakeCloud) -> 
     n2 = cloud.cfg.node(2).peer_addr
     before = len(tp.sent)
     tp.deliver(n2, ElectionBatch(node=2, items=(
-        ElectionItem(kind="election", rid="alice#3", priority=5, round=1),
-        ElectionItem(kind="claim", rid="alice#4", priority=0, round=1),
-        ElectionItem(kind="ok", rid="alice#3", priority=0, round=1),
+        ElectionItem(kind="election", rid="alice#3", priority=5, round=1, bind=0),
+        ElectionItem(kind="claim", rid="alice#4", priority=0, round=1, bind=0),
+        ElectionItem(kind="ok", rid="alice#3", priority=0, round=1, bind=0),
     )))
     cloud.settle()
     to_2 = [s.msg for s in tp.sent[before:]

@@ -21,8 +21,33 @@ then claims as before (the fallback). All up, 3 nodes: 6 Elections and 2 votes, 
 (an Election, a vote), instead of 6 Elections, 2 Claims and 2 votes over three link delays.
 A vote counts only for the round it names (Rounds, below): one for an earlier round may still be
 in flight after a restart (the voter answers the new round's Election by electing again). Not
-done: a winner
-chosen from heartbeat loads without Elections (it herds requests on stale loads).
+done: a winner chosen from heartbeat loads without Elections (it herds requests on stale loads).
+
+Bindings (issue 19; `bind=True`, config `election.bind_votes`, the default): one link delay.
+A node that starts a rid without having voted for it (no Claim or Coordinator came first) and
+sees a majority *binds* its vote: its Election carries `bind`, the set B of nodes it counts live
+and heard from in the last half failure timeout (itself included, a bit per id), and it then votes for nobody but top(B), the highest key among
+the nodes of B that are still live in its view, and only once it knows every one of those keys.
+That is a vote cast before the voter knows whom for, so nobody has to wait for it: a node counts
+a peer's binding as the peer's vote once it knows the key of every node of B and its own key is
+the top (`_binds_to_me`). All up, 3 nodes: 6 Elections, no vote, and the top wins when the last
+Election reaches it. A bound voter goes to `lost` to top(B) without sending anything; a Claim
+of another node gets no vote (`claim_refused_bound`); a Claim of the top that came before the
+voter knew every key gets its vote as soon as it does (`deferred`: a top that cannot count the
+binding, its view of B differs, claims at once and must not wait a timeout). Why at most one
+winner still holds: every key is the same everywhere (one priority per node and rid: an
+abstention stays the node's key for that rid, even if its copy comes later), so every node that
+knows B's keys computes the same top(B), and a voter's binding and its explicit votes all go to
+that one node while it stays up in the voter's view (the voter changing its vote after the top
+went down, or was judged down while only slow, is the same case as for any vote, below). What
+it costs: a bound node cannot decide on the round timeout while a live node of B is silent (it
+may be the top, and have counted the binding). So (a) a node without its copy of the request
+abstains after the grace when a bound peer's Election comes, not only in its abstain window, and
+(b) a bound node still missing a key after an answer timeout sends that node its Election again
+with the ASK bit, which every node answers with its Election whatever its state (the answer
+never carries ASK: no loop); a node that stays silent (paused) holds the request until it is
+declared down, and is left out of the bindings of requests that start after half the failure
+timeout. A bound top needs no answer from a live node outside its binding to decide. A vote that changed is resolved as before (Coordinators, tie_hash order).
 
 Messages (codec.messages; the election actor sends those of a busy mailbox to one peer as one
 ElectionBatch, which the receiver feeds here item by item). Each carries a `round` (below):
@@ -142,10 +167,8 @@ docs/profile-after.md): from the winner's turn on its copy of the request, the l
 arrives and leaves as its Election, one link delay to the top, each voter's unasked vote one link
 delay back. A link delay (send, the peer's reader thread waking in another process) is 0.7-1.3 ms
 on the shared 2-core host, most of the 2-3 ms; each actor hop on the way cost 0.1-0.4 ms (over
-1 ms at 6 clients) until they ran on the sender's thread. Not done: winning one link delay after
-the last copy ("every node's Election binds its vote to the top key of all nodes"), which needs
-every node to hold that promise across its restarts and a node that stays silent (its Election
-lost) to block the others' claims until it is declared down.
+1 ms at 6 clients) until they ran on the sender's thread. With Bindings the votes' link delay
+is gone: the top wins when the last copy's Election reaches it.
 """
 
 from __future__ import annotations
@@ -164,6 +187,20 @@ TieHash = Callable[[str, int], int]
 
 SLOT_POINTS = 100  # priority points of one free encoder slot
 BASE_SLOTS = 10_000  # keeps the priority >= 0 with up to this many jobs beyond capacity
+
+
+ASK = 1  # bit 0 of an Election's bind (no node has id 0): "I lack your key, answer"
+MAX_BIND_ID = 62  # a binding is a Count bitmask (< 2**63): node ids above this never bind
+
+
+def _mask(nodes: Iterable[int]) -> int:
+    """The binding of `nodes`, 0 (none) if one of their ids does not fit."""
+    mask = 0
+    for q in nodes:
+        if not 0 < q <= MAX_BIND_ID:
+            return 0
+        mask |= 1 << q
+    return mask
 
 
 def tie_hash(rid: str, node: int) -> int:
@@ -249,6 +286,10 @@ class _Rid:
     heard_round: dict[int, int] = field(default_factory=dict)  # peer -> highest round heard
     voted_round: int = -1  # pending/lost: the round of the claimant we voted for
     ties: dict[int, int] = field(default_factory=dict)  # node -> tie_hash(rid, node) (_tie_of)
+    bound: int = 0  # our binding (Bindings): a bit per node id, 0 for none
+    binds: dict[int, int] = field(default_factory=dict)  # peer -> its binding, from its Election
+    abstained: bool = False  # we abstained: our key stays 0 for this rid (Bindings)
+    deferred: set[int] = field(default_factory=set)  # bound: claimants we could not vote for yet
 
 
 class ElectionCore:
@@ -264,6 +305,7 @@ class ElectionCore:
         pending_ttl_s: float | None = None,
         max_pending: int = 4096,
         abstain_grace_s: float | None = None,
+        bind: bool = True,
     ) -> None:
         if self_id != membership.self_id:
             raise CloudCoreError(
@@ -272,6 +314,7 @@ class ElectionCore:
         if not answer_timeout_s > 0:
             raise CloudCoreError(f"answer_timeout_s must be > 0, not {answer_timeout_s!r}")
         self.self_id = self_id
+        self.bind = bind  # our Elections bind our votes (Bindings); else the unasked votes only
         self.m = membership
         self.answer_timeout_s = answer_timeout_s
         self.coordinator_timeout_s = 2 * answer_timeout_s
@@ -338,7 +381,7 @@ class ElectionCore:
         else:
             self._npending -= 1
             e.abstain_to.clear()  # our copy came in time: we take part with our real key
-        e.prio = prio
+        e.prio = 0 if e.abstained and self.bind else prio  # an abstention stays our key (Bindings)
         e.round_start = now
         self._new_round(e)
         heard = e.winner
@@ -346,6 +389,11 @@ class ElectionCore:
         if heard and self.m.state_of(heard, now) == "up":
             self._lose(e, heard, out)
             return out
+        if self.bind and e.voted_round < 0 and self.m.has_majority(now):  # no vote given: bind it
+            # to the peers heard lately: one silent for half the failure timeout (paused?)
+            # would hold the request until it is declared down (see Bindings)
+            fresh = self.m.fresh_peers(now, self.m.failure_timeout_s / 2)
+            e.bound = _mask(fresh | {self.self_id})
         self._evaluate(e, now, out)
         return out
 
@@ -430,6 +478,7 @@ class ElectionCore:
         out = Output()
         for e in list(self._rids.values()):
             e.keys.pop(node, None)
+            e.binds.pop(node, None)
             e.sent_to.discard(node)
             e.unacked.discard(node)
             e.suspects.discard(node)
@@ -487,6 +536,10 @@ class ElectionCore:
             return
         self._heard(e, p, msg.round)
         e.keys[p] = (msg.priority, self._tie_of(e, p), p)
+        if msg.bind:
+            e.binds[p] = msg.bind & ~ASK
+            if msg.bind & ASK and e.state != "pending":  # p lacks our key: answer whatever
+                self._send_election(e, (p,), out)  # our state (never with ASK: no loop)
         e.answered.add(p)
         e.suspects.discard(p)
         if e.state in ("pending", "lost") and e.winner == p and msg.round <= e.voted_round:
@@ -497,15 +550,21 @@ class ElectionCore:
         if e.state == "pending":
             if e.winner == p:  # the claimant we voted for abdicated
                 e.winner = 0
-            if msg.priority > 0 and now < self.abstain_until:
-                # maybe sent while we were down: unless our copy comes within the grace, we
-                # take no part, and say so (_on_timer); never to another abstention (two nodes
-                # without a copy would answer each other for ever)
+            if msg.priority > 0 and (now < self.abstain_until or msg.bind):
+                # maybe sent while we were down (or a bound peer waits for our key: Bindings):
+                # unless our copy comes within the grace, we take no part, and say so
+                # (_on_timer); never to another abstention (two nodes without a copy would
+                # answer each other for ever)
                 if not e.abstain_to:
                     self._arm(e, now + self.abstain_grace_s)
                 e.abstain_to.add(p)
             return
         if e.state == "claiming":  # our claim answers it: it votes for us unless it voted
+            if self._binds_to_me(e, p):
+                e.votes.add(p)
+                if len(e.votes) + 1 >= self.m.majority:
+                    self._win(e, now, out)
+                    return
             self._send_claim(e, (p,), out)
             return
         if e.state == "won":
@@ -579,6 +638,10 @@ class ElectionCore:
                 e.refused.add(w)  # voted for when our claimant goes down (peer_down)
                 self._count("claim_refused")
         elif e.state in ("electing", "waiting"):
+            if e.bound and self._top_bound(e, self.m.up_peers(now)) != w:
+                self._count("claim_refused_bound")  # our vote is bound to another (or to a key
+                e.deferred.add(w)  # not known yet: voted for once it is, see _evaluate)
+                return
             self._lose(e, w, out)
         elif e.state == "claiming":
             if self._claim(e, w) > self._claim(e, self.self_id):
@@ -606,7 +669,27 @@ class ElectionCore:
             self._send_election(e, new, out)
         candidates = live - e.suspects
         mine = (e.prio, self._tie_of(e, self.self_id), self.self_id)
-        higher = [e.keys[q] for q in candidates if q in e.keys and e.keys[q] > mine]
+        if e.bound:
+            top = self._top_bound(e, live)
+            if top is None:  # a key of our binding is missing: no vote, no claim until it comes
+                round_end = e.round_start + self.answer_timeout_s
+                if now >= round_end:  # our Election may be lost: ask the silent ones again
+                    missing = [q for q in self._members(e.bound) if q in live and q not in e.keys]
+                    out.send_all(missing, Election(rid=e.rid, node=self.self_id, priority=e.prio,
+                                                   round=e.round, bind=e.bound | ASK))
+                    e.round_start = now
+                    round_end = now + self.answer_timeout_s
+                self._arm(e, round_end)
+                return
+            if top != self.self_id:  # our vote is bound to the top: our Election was it. A top
+                # that cannot count it claims at once: if its Claim came already, vote now
+                self._lose(e, top, out, vote=top in e.deferred)
+                return
+            higher = []  # the top of our binding: a peer outside it cannot have our vote, and
+            # we need no answer from it (a peer of our binding that is live answered: its key)
+            candidates = {q for q in self._members(e.bound) if q in live and q != self.self_id}
+        else:
+            higher = [e.keys[q] for q in candidates if q in e.keys and e.keys[q] > mine]
         if higher:
             best = max(higher)[2]
             if (
@@ -652,11 +735,13 @@ class ElectionCore:
         e.state = "claiming"
         e.claim_at = now
         e.votes &= live
+        e.votes.update(q for q in live if self._binds_to_me(e, q))
         if len(e.votes) + 1 >= self.m.majority:
             self._win(e, now, out)
             return
         if (e.restarts == 0 and not e.suspects and not e.peer_gone and live <= e.answered
-                and all(e.keys.get(q, (1,))[0] > 0 for q in live)):
+                and all(e.keys.get(q, (1,))[0] > 0 for q in live)
+                and not all(q in e.binds for q in live)):
             # first round, every live peer answered: each of them has every key we have (or
             # will, with our Election) and votes unasked; the Claim is the fallback after an
             # answer timeout. A peer that abstained (priority 0: the election actor's answer
@@ -689,7 +774,7 @@ class ElectionCore:
             self._send_election(e, voters, out)
         self._lose(e, w, out)
 
-    def _lose(self, e: _Rid, w: int, out: Output) -> None:
+    def _lose(self, e: _Rid, w: int, out: Output, vote: bool = True) -> None:
         if e.state in ("electing", "waiting"):  # release the unasked votes we held: our
             voters, e.votes = e.votes - {w}, set()  # Election (a new round) makes them
             if voters:  # elect again
@@ -703,7 +788,10 @@ class ElectionCore:
         self._disarm(e)
         self._watch.setdefault(w, set()).add(e.rid)
         out.events.append(Lost(e.rid, w))
-        self._vote(e, w, out)
+        if vote:
+            self._vote(e, w, out)
+        else:  # bound (Bindings): the round our Election voted in, for late_election
+            e.voted_round = e.heard_round.get(w, 0)
 
     def _restart(self, e: _Rid, now: float, reason: str, out: Output) -> None:
         if e.state == "waiting" and reason == "no coordinator":
@@ -740,6 +828,7 @@ class ElectionCore:
             out.send_all(e.abstain_to, Election(rid=e.rid, node=self.self_id, priority=0,
                                                 round=e.round))
             e.abstain_to.clear()
+            e.abstained = True
             self._arm(e, e.round_start + self.pending_ttl_s)
         elif e.state == "electing":
             self._evaluate(e, now, out)
@@ -785,7 +874,41 @@ class ElectionCore:
         return tie
 
     def _election_msg(self, e: _Rid) -> Election:
-        return Election(rid=e.rid, node=self.self_id, priority=e.prio, round=e.round)
+        return Election(rid=e.rid, node=self.self_id, priority=e.prio, round=e.round,
+                        bind=e.bound)
+
+    @staticmethod
+    def _members(mask: int) -> Iterable[int]:
+        while mask:
+            low = mask & -mask
+            yield low.bit_length() - 1
+            mask ^= low
+
+    def _top_bound(self, e: _Rid, live: set[int]) -> int | None:
+        """The node our binding gives our vote to: the top key among its nodes that are live
+        (ourselves included); None while the key of one of them is unknown."""
+        best = (e.prio, self._tie_of(e, self.self_id), self.self_id)
+        for q in self._members(e.bound):
+            if q != self.self_id and q in live:
+                k = e.keys.get(q)
+                if k is None:
+                    return None
+                best = max(best, k)
+        return best[2]
+
+    def _binds_to_me(self, e: _Rid, q: int) -> bool:
+        """Peer q's binding is a vote for us: it names us, and we know the key of every node it
+        names, ours the top (q then votes for nobody else while we are up in its view)."""
+        mask = e.binds.get(q, 0)
+        if not mask >> self.self_id & 1:
+            return False
+        mine = (e.prio, self._tie_of(e, self.self_id), self.self_id)
+        for m in self._members(mask):
+            if m != self.self_id:
+                k = e.keys.get(m)
+                if k is None or k > mine:
+                    return False
+        return True
 
     def _coordinator_msg(self, e: _Rid) -> Coordinator:
         return Coordinator(rid=e.rid, node=self.self_id, round=e.round)

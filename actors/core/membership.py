@@ -233,6 +233,12 @@ class Membership:
         return {n for n, v in self._peers.items()
                 if v.last_seen >= limit and v.state == "up" and not v.refused}
 
+    def fresh_peers(self, now: float, within: float) -> set[int]:
+        """Up peers heard from (any message) in the last `within` seconds."""
+        limit = now - min(within, self.failure_timeout_s)
+        return {n for n, v in self._peers.items()
+                if v.last_seen >= limit and v.state == "up" and not v.refused}
+
     def alive(self, now: float) -> set[int]:
         """Up nodes, self included when self is up."""
         nodes = self.up_peers(now)

@@ -112,13 +112,14 @@ class _FlushElection:
 def batch_item(msg: Message) -> ElectionItem:
     rid: str = msg.rid  # type: ignore[attr-defined]
     return ElectionItem(kind=_KIND[type(msg)], rid=rid, priority=getattr(msg, "priority", 0),
-                        round=msg.round)  # type: ignore[attr-defined]
+                        round=msg.round, bind=getattr(msg, "bind", 0))  # type: ignore[attr-defined]
 
 
 def item_message(node: int, item: ElectionItem) -> Message:
     """The election message an ElectionBatch item of `node` stands for."""
     if item.kind == "election":
-        return Election(rid=item.rid, node=node, priority=item.priority, round=item.round)
+        return Election(rid=item.rid, node=node, priority=item.priority, round=item.round,
+                        bind=item.bind)
     kind = {"ok": ElectionOk, "claim": Claim, "coordinator": Coordinator}[item.kind]
     return kind(rid=item.rid, node=node, round=item.round)
 
@@ -142,7 +143,8 @@ class ElectionActor(DirectActor, NodePartActor):
         self.peers = peers
         ids = [n.id for n in cfg.nodes]
         self.m = Membership(node_id, ids, cfg.election.failure_timeout_ms / 1000, epoch=boot_epoch)
-        self.election = el.ElectionCore(node_id, self.m, cfg.election.answer_timeout_ms / 1000)
+        self.election = el.ElectionCore(node_id, self.m, cfg.election.answer_timeout_ms / 1000,
+                                        bind=cfg.election.bind_votes)
         self.hb_period = cfg.election.heartbeat_interval_ms / 1000
         # how long requests missed while down can stay in the cloud: until the client's retry
         self.missed_s = 4 * cfg.client.retry_s + cfg.election.failure_timeout_ms / 1000

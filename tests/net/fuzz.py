@@ -60,7 +60,7 @@ def corpus_peer(secret: bytes) -> list[bytes]:
     msgs: list[M.Message] = [
         M.PeerHeartbeat(node=2, epoch=now, state="up", load=0, token_epoch=1, token_holder=2,
                         digest=b"\0" * 16),
-        M.Election(rid="fz#1", node=2, priority=5, round=1),
+        M.Election(rid="fz#1", node=2, priority=5, round=1, bind=0b1110),
         M.Coordinator(rid="fz#1", node=2, round=1),
         M.Token(epoch=9, holder=1, seq=0), M.GoingDown(node=2, epoch=now),
         M.ForgetUpdates(ids=("fz#1",), user="bob", session=bytes(16)), M.StateRequest(node=2),

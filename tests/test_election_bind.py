@@ -1,0 +1,134 @@
+"""ElectionCore's bound Elections (the default): each node's first Election is its vote for the top
+key among the nodes it counted live, so the top wins one link delay after the last Election."""
+
+from cloud_sim import ElectionCluster
+from test_election import BASE, A, core_with_peers_up, outcome
+
+from actors.core.election import ASK, ElectionCore, Lost, Won
+from actors.core.membership import Membership
+from codec.messages import Claim, Election, ElectionOk
+
+ALL = 1 << 1 | 1 << 2 | 1 << 3  # the binding of a node that counted nodes 1, 2, 3 live
+
+
+def test_the_top_wins_on_the_elections_alone_one_link_delay_after_the_last() -> None:
+    c = ElectionCluster()
+    prios = {1: BASE, 2: BASE + 300, 3: BASE + 100}
+    for i in c.ids:
+        c.start(i, "u#1", prios[i])
+    c.run_for(A)
+    assert outcome(c, "u#1") == ([2], {1: 2, 3: 2})
+    assert [e for _, e in c.rec[2].events] == [Won("u#1")]
+    assert c.rec[2].won["u#1"] <= 0.0008  # one link delay (the fake net's longest), not two
+    c.run()  # no Done here: nothing else is ever sent, no vote, no Claim, no Coordinator
+    assert c.net.sent == 6
+
+
+def test_a_bound_voter_votes_only_for_its_top_once_it_knows_every_key() -> None:
+    core = core_with_peers_up()  # node 1, nodes 2 and 3 up
+    core.start("u#1", BASE, 0.0)
+    # node 3 claims before node 1 knows node 2's key: no vote yet (node 2 may be the top)
+    assert core.on_message(3, Claim(rid="u#1", node=3, round=5), 0.001).sends == []
+    assert core.counters["claim_refused_bound"] == 1
+    out = core.on_message(3, Election(rid="u#1", node=3, priority=BASE + 5, round=5, bind=ALL),
+                          0.002)
+    assert [m for _, m in out.sends if isinstance(m, ElectionOk)] == []
+    # node 2's key comes, lower: node 3 is the top, and it asked already: the vote goes now
+    out = core.on_message(2, Election(rid="u#1", node=2, priority=BASE + 1, round=9, bind=ALL),
+                          0.003)
+    assert (3, ElectionOk(rid="u#1", node=1, round=5)) in out.sends
+    assert Lost("u#1", 3) in out.events
+    # a Claim of node 2 (not the top) never gets it
+    out = core.on_message(2, Claim(rid="u#1", node=2, round=9), 0.004)
+    assert [m for _, m in out.sends if isinstance(m, ElectionOk)] == []
+
+
+def test_a_bound_voter_whose_top_never_asked_sends_no_vote() -> None:
+    core = core_with_peers_up()
+    core.start("u#1", BASE, 0.0)
+    core.on_message(3, Election(rid="u#1", node=3, priority=BASE + 5, round=5, bind=ALL), 0.001)
+    out = core.on_message(2, Election(rid="u#1", node=2, priority=BASE + 1, round=9, bind=ALL),
+                          0.002)
+    assert out.sends == [] and out.events == [Lost("u#1", 3)]  # its Election was the vote
+
+
+def _four_nodes_two_peers_up() -> ElectionCore:
+    m = Membership(1, [1, 2, 3, 4], 1.0)
+    for p in (2, 3):
+        m.observe(Membership(p, [1, 2, 3, 4], 1.0).heartbeat(load=0, token_epoch=0,
+                                                             token_holder=0), 0.0)
+    return ElectionCore(1, m, A)
+
+
+def test_the_top_counts_a_binding_only_when_it_knows_every_key_it_names() -> None:
+    core = _four_nodes_two_peers_up()  # node 4 down: majority 3 of 4
+    core.start("u#1", BASE + 9, 0.0)
+    # node 2 counted node 4 live when it started: node 1 has no key of 4 (it may be the top)
+    core.on_message(2, Election(rid="u#1", node=2, priority=BASE, round=3, bind=ALL | 1 << 4),
+                    0.001)
+    out = core.on_message(3, Election(rid="u#1", node=3, priority=BASE, round=4, bind=ALL), 0.002)
+    # node 3's binding counts, node 2's does not: 2 of the 3 needed. Every peer is bound, so
+    # none votes unasked: claim at once, no answer timeout
+    assert Won("u#1") not in out.events
+    assert (2, Claim(rid="u#1", node=1, round=core._rids["u#1"].round)) in out.sends
+    out = core.on_message(2, ElectionOk(rid="u#1", node=2, round=core._rids["u#1"].round), 0.003)
+    assert out.events == [Won("u#1")]
+
+
+def test_a_binding_that_names_a_higher_key_is_no_vote() -> None:
+    core = core_with_peers_up()
+    core.start("u#1", BASE + 1, 0.0)
+    core.on_message(3, Election(rid="u#1", node=3, priority=BASE + 5, round=4, bind=ALL), 0.001)
+    out = core.on_message(2, Election(rid="u#1", node=2, priority=BASE, round=3, bind=ALL), 0.002)
+    assert Won("u#1") not in out.events and Lost("u#1", 3) in out.events
+
+
+def test_an_election_lost_for_good_is_asked_for_again_and_answered() -> None:
+    c = ElectionCluster()
+    asks = []
+    send = c.net.send
+    dropped = {(3, 1)}
+
+    def lossy(src: int, dst: int, msg, now: float) -> None:
+        if isinstance(msg, Election) and (src, dst) in dropped:
+            dropped.discard((src, dst))  # node 3's first Election to node 1 never arrives
+            return
+        if isinstance(msg, Election) and msg.bind & ASK:
+            asks.append((src, dst))
+        send(src, dst, msg, now)
+
+    c.net.send = lossy
+    for i, prio in ((1, BASE), (2, BASE + 1), (3, BASE + 5)):
+        c.start(i, "u#1", prio)
+    c.run()
+    assert asks == [(1, 3)]  # node 1 lacked node 3's key: it asked node 3 once
+    assert outcome(c, "u#1") == ([3], {1: 3, 2: 3})
+
+
+def test_a_node_without_its_copy_abstains_for_a_bound_peer_and_keeps_key_0() -> None:
+    c = ElectionCluster()
+    c.start(2, "u#1", BASE)
+    c.start(3, "u#1", BASE + 1)
+    c.run_for(A / 2)  # node 1's copy is late: after the grace (A / 10) it abstains
+    assert outcome(c, "u#1") == ([3], {2: 3})
+    c.start(1, "u#1", BASE + 100)  # its copy came: it follows, it does not take part with 100
+    c.run()
+    assert outcome(c, "u#1") == ([3], {1: 3, 2: 3})
+
+
+def test_a_peer_silent_for_half_the_failure_timeout_is_left_out_of_the_binding() -> None:
+    """A paused node (no heartbeat, no answer) is up for the failure timeout (1 s). Bound to it,
+    the others would hold every request until it is declared down; left out after half of
+    that, they elect without it at once (the answer timeout, 0.3 s, was the unbound wait)."""
+    c = ElectionCluster()
+    c.hb_alive = {1, 2}
+    c.silent.add(3)
+    c.run_for(0.6)  # node 3 last heard at 0: still up, but silent for more than 0.5 s
+    assert c.members[1].state_of(3, c.now) == "up"
+    t0 = c.now
+    c.start(1, "u#1", BASE + 1)
+    c.start(2, "u#1", BASE)
+    c.run_for(0.05)
+    assert outcome(c, "u#1") == ([1], {2: 1})
+    assert c.rec[1].won["u#1"] - t0 <= 0.0008  # one link delay: node 2's Election
+    assert c.cores[1]._rids["u#1"].bound == 1 << 1 | 1 << 2
