@@ -1,8 +1,11 @@
 """ElectionCore's bound Elections (the default): each node's first Election is its vote for the top
 key among the nodes it counted live, so the top wins one link delay after the last Election."""
 
+import random
+
+import pytest
 from cloud_sim import ElectionCluster
-from test_election import BASE, A, core_with_peers_up, outcome
+from test_election import BASE, A, core_with_peers_up, outcome, won_events
 
 from actors.core.election import ASK, ElectionCore, Lost, Won
 from actors.core.membership import Membership
@@ -132,3 +135,32 @@ def test_a_peer_silent_for_half_the_failure_timeout_is_left_out_of_the_binding()
     assert outcome(c, "u#1") == ([1], {2: 1})
     assert c.rec[1].won["u#1"] - t0 <= 0.0008  # one link delay: node 2's Election
     assert c.cores[1]._rids["u#1"].bound == 1 << 1 | 1 << 2
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_copies_that_come_late_or_never_still_elect_one_winner(seed: int) -> None:
+    """Each node gets its copy of a request at once, up to 100 ms late (past the abstention
+    grace) or never (the client's datagrams to it lost); 5 % of peer messages are lost for good.
+    Every request some node started gets exactly one Won, and every node that started it ends
+    following that winner."""
+    rng = random.Random(seed)
+    c = ElectionCluster(seed=seed, loss=0.05)
+    starts = []
+    for k in range(20):
+        rid = f"s{seed}#{k}"
+        t0 = rng.uniform(0.0, 0.5)
+        for i in c.ids:
+            late = rng.choice((0.0, 0.0, rng.uniform(0.0, 0.1), None))
+            if late is not None:
+                starts.append((t0 + late, rid, i, BASE + rng.randrange(3)))
+    started: dict[str, set[int]] = {}
+    for t, rid, i, prio in sorted(starts):
+        c.run_for(max(0.0, t - c.now))
+        c.start(i, rid, prio)
+        started.setdefault(rid, set()).add(i)
+    c.run()
+    for rid, nodes in started.items():
+        winners = won_events(c, rid)
+        assert len(winners) == 1, (rid, winners)
+        for i in nodes - set(winners):
+            assert c.cores[i].winner(rid) == winners[0], (rid, i)

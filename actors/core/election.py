@@ -536,10 +536,13 @@ class ElectionCore:
             return
         self._heard(e, p, msg.round)
         e.keys[p] = (msg.priority, self._tie_of(e, p), p)
+        ask = msg.bind & ASK
         if msg.bind:
             e.binds[p] = msg.bind & ~ASK
-            if msg.bind & ASK and e.state != "pending":  # p lacks our key: answer whatever
-                self._send_election(e, (p,), out)  # our state (never with ASK: no loop)
+            if ask and e.state != "pending":  # p lacks our key: answer whatever our state
+                self._send_election(e, (p,), out)  # (never with ASK: no loop)
+            elif ask and e.abstained:  # our key is the abstention's: say it again, at once
+                out.send(p, Election(rid=e.rid, node=self.self_id, priority=0, round=e.round))
         e.answered.add(p)
         e.suspects.discard(p)
         if e.state in ("pending", "lost") and e.winner == p and msg.round <= e.voted_round:
@@ -550,11 +553,11 @@ class ElectionCore:
         if e.state == "pending":
             if e.winner == p:  # the claimant we voted for abdicated
                 e.winner = 0
-            if msg.priority > 0 and (now < self.abstain_until or msg.bind):
+            if (msg.priority > 0 or ask) and (now < self.abstain_until or msg.bind):
                 # maybe sent while we were down (or a bound peer waits for our key: Bindings):
                 # unless our copy comes within the grace, we take no part, and say so
                 # (_on_timer); never to another abstention (two nodes without a copy would
-                # answer each other for ever)
+                # answer each other for ever) unless it asks (ASK: its answers never ask)
                 if not e.abstain_to:
                     self._arm(e, now + self.abstain_grace_s)
                 e.abstain_to.add(p)
