@@ -7,7 +7,9 @@ message, each election message it sends and reads, Won, the flow's Won, the seal
 and then 6 clients back to back (as `benchmarks.cloud` (b)), and prints for each the median time
 of each step relative to the winner's flow turn on the request (the start of the `election_ms`
 figure, which ends at `seal`). Peers are named by the order their copies of the request arrived
-("early", "late"); the winner's own rank among the three copies is printed too.
+("early", "late"); the winner's own rank among the three copies is printed too. Then one
+link delay in three parts: an Election's send by the election actor to its socket's send, to the
+peer's socket returning it, to the peer's router (the hook notes the socket calls too).
 """
 
 from __future__ import annotations
@@ -88,6 +90,56 @@ def breakdown(evs: list[tuple[float, int, str, str]]) -> dict[str, float] | None
     return out
 
 
+def link_parts(paths: list[Path], since: float, peer_port: dict[int, int]) -> str:
+    """Where one link delay goes: for each Election a node sent a peer (tx_election), the time to
+    its own peer socket's send to that peer, from there to the peer's socket returning it from
+    recv, and from there to the peer's router (rx_election); p50/p90 in ms."""
+    ev: dict[int, list[tuple[float, str, str, str]]] = {}
+    for node, path in enumerate(paths, start=1):
+        rows = [ln.split(" ") for ln in path.read_text().splitlines()] if path.exists() else []
+        ev[node] = [(float(t), e, rid, x[0] if x else "") for t, e, rid, *x in rows
+                    if float(t) >= since]
+    port_node = {port: n for n, port in peer_port.items()}
+
+    def socket_times(node: int, kind: str, sep: str, other: int) -> list[float]:
+        times = []
+        for t, e, _, x in ev[node]:
+            if e != kind:
+                continue
+            local, _, ports = x.partition(sep)
+            if int(local) == peer_port[node] and str(peer_port[other]) in ports.split(","):
+                times.append(t)
+        return times
+
+    parts: dict[str, list[float]] = {"election send -> socket send": [],
+                                     "socket send -> peer's recv": [],
+                                     "peer's recv -> its router": []}
+    for a, events in ev.items():
+        for t, e, rid, x in events:
+            if e != "tx_election" or not x.isdigit() or int(x) not in port_node.values():
+                continue
+            b = int(x)
+            sends = [s for s in socket_times(a, "sock_send", ">", b) if s >= t]
+            if not sends:
+                continue
+            recvs = [r for r in socket_times(b, "sock_recv", "<", a) if r >= sends[0]]
+            rxs = [u for u, e2, rid2, x2 in ev[b]
+                   if e2 == "rx_election" and rid2 == rid and x2 == str(a) and u >= t]
+            if not recvs or not rxs or recvs[0] > rxs[0]:
+                continue
+            parts["election send -> socket send"].append((sends[0] - t) * 1000)
+            parts["socket send -> peer's recv"].append((recvs[0] - sends[0]) * 1000)
+            parts["peer's recv -> its router"].append((rxs[0] - recvs[0]) * 1000)
+    n = len(parts["election send -> socket send"])
+    lines = [f"one link delay, an Election's way to a peer: ms over {n} Elections",
+             f"{'part':32} {'p50':>7} {'p90':>7}"]
+    for k, vals in parts.items():
+        if len(vals) >= 2:
+            lines.append(f"{k:32} {statistics.median(vals):7.3f} "
+                         f"{statistics.quantiles(vals, n=10)[8]:7.3f}")
+    return "\n".join(lines)
+
+
 def table(title: str, rows: list[dict[str, float]]) -> str:
     labels: list[str] = []
     for r in rows:
@@ -124,6 +176,7 @@ def main() -> None:
                 rows = [b for evs in read_events(traces, since).values()
                         if (b := breakdown(evs)) is not None]
                 print(table(f"{c} client(s), election p50 {res['election_p50_ms']:.2f} ms", rows))
+                print(link_parts(traces, since, {n[0]: n[3] for n in cloud.nodes}))
                 print()
         finally:
             cloud.stop()

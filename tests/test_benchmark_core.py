@@ -92,3 +92,33 @@ def test_node_profile_summary_drops_idle_waits_and_counts_shares(tmp_path: Path)
     assert "| `seal (codec/seal.py)` | 10.0 |" in text  # self time
     assert "| `seal (codec/seal.py)` | 40.0 |" in text  # inclusive
     assert "Condition.wait" not in text
+
+
+def test_election_trace_splits_one_link_delay_at_the_sockets(tmp_path: Path) -> None:
+    from benchmarks.election_trace import link_parts
+
+    # node 1 (peer port 7001) sends node 2 (7002) an Election: flush at 10.000, socket send at
+    # 10.001, node 2's recv at 10.004, its router at 10.006; a socket send to node 3 and an
+    # older receive do not count
+    (tmp_path / "t1").write_text("10.000000 tx_election r#1 2\n"
+                                 "10.0005 sock_send - 7001>7003\n"
+                                 "10.001000 sock_send - 7001>7003,7002\n")
+    (tmp_path / "t2").write_text("9.000000 sock_recv - 7002<7001\n"
+                                 "10.004000 sock_recv - 7002<7001\n"
+                                 "10.006000 rx_election r#1 1\n")
+    (tmp_path / "t3").write_text("")
+    out = link_parts([tmp_path / "t1", tmp_path / "t2", tmp_path / "t3"], 5.0,
+                     {1: 7001, 2: 7002, 3: 7003})
+    rows = {ln[:32].strip(): ln[32:].split() for ln in out.splitlines()[2:]}
+    assert "over 1 Elections" in out.splitlines()[0]
+    assert rows == {}  # p50/p90 need two Elections: one is not a distribution
+    (tmp_path / "t1").write_text((tmp_path / "t1").read_text()
+                                 + "11.000000 tx_election r#2 2\n11.002000 sock_send - 7001>7002\n")
+    (tmp_path / "t2").write_text((tmp_path / "t2").read_text()
+                                 + "11.003000 sock_recv - 7002<7001\n11.004000 rx_election r#2 1\n")
+    out = link_parts([tmp_path / "t1", tmp_path / "t2", tmp_path / "t3"], 5.0,
+                     {1: 7001, 2: 7002, 3: 7003})
+    rows = {ln[:32].strip(): [float(v) for v in ln[32:].split()] for ln in out.splitlines()[2:]}
+    assert rows["election send -> socket send"][0] == pytest.approx(1.5)  # median of 1, 2
+    assert rows["socket send -> peer's recv"][0] == pytest.approx(2.0)  # of 3, 1
+    assert rows["peer's recv -> its router"][0] == pytest.approx(1.5)  # of 2, 1

@@ -78,6 +78,26 @@ def _install(path: str) -> None:
             if isinstance(ev, el.Won):
                 note((t, "won", ev.rid, ""))
 
+    # socket calls, for the link delay's parts (no rid: the benchmark pairs them with the
+    # election's sends by port and time): "sock_send" before a send, "sock_recv" after a recv
+    from transport.sockets import DatagramSocket
+
+    send, recv = DatagramSocket.send, DatagramSocket.recv
+
+    def sock_send(self: DatagramSocket, out: list) -> int:
+        note((clock(), "sock_send", "-", f"{self.io.getsockname()[1]}>"
+              + ",".join(str(addr[1]) for addr, _ in out)))
+        return send(self, out)
+
+    def sock_recv(self: DatagramSocket, limit: int) -> tuple[list, int]:
+        got = recv(self, limit)
+        if got[0]:
+            note((clock(), "sock_recv", "-", f"{self.io.getsockname()[1]}<"
+                  + ",".join(str(addr[1]) for addr, _ in got[0])))
+        return got
+
+    DatagramSocket.send = sock_send  # type: ignore[method-assign]
+    DatagramSocket.recv = sock_recv  # type: ignore[method-assign]
     wrap(Router, "client_batch", rx_client)
     wrap(Router, "peer_batch", rx_peer)
     wrap(ea.ElectionActor, "handle", el_handle)
