@@ -79,7 +79,9 @@ States of one rid on one node, and rules:
             `abstain_grace_s` later: a request we missed while down never comes (until the
             client's retry), a fresh one's copy follows a peer's Election by milliseconds and
             then we take part with our real key (an abstention at once made the peer claim at
-            once, bypassing the load-based choice for every request of the window).
+            once, bypassing the load-based choice for every request of the window). A bound
+            peer's Election (Bindings) is answered so too, whenever it comes, and an ASK at
+            once if we abstained already; with bindings an abstention stays our key.
             Expires after pending_ttl_s.
   electing  start(): send Election to live peers, round deadline = now + answer_timeout_s.
             - every live peer answered, a peer has the top key, first round, no suspect
