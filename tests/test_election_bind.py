@@ -164,3 +164,15 @@ def test_copies_that_come_late_or_never_still_elect_one_winner(seed: int) -> Non
         assert len(winners) == 1, (rid, winners)
         for i in nodes - set(winners):
             assert c.cores[i].winner(rid) == winners[0], (rid, i)
+
+
+def test_a_node_that_abstained_answers_an_ask_at_once_with_key_0() -> None:
+    core = core_with_peers_up()  # node 1 never gets its copy of u#1
+    out = core.on_message(2, Election(rid="u#1", node=2, priority=BASE, round=3, bind=ALL), 0.0)
+    assert out.sends == []  # its copy may still come: the grace first
+    out = core.on_tick(core.abstain_grace_s)
+    assert [(d, m.priority) for d, m in out.sends] == [(2, 0)]  # abstained, to the bound peer
+    # node 3 (its copy came late: it elects with key 0 too) lacks our key and asks
+    out = core.on_message(3, Election(rid="u#1", node=3, priority=0, round=4, bind=ALL | ASK),
+                          core.abstain_grace_s + 0.3)
+    assert [(d, type(m), m.priority) for d, m in out.sends] == [(3, Election, 0)]  # at once
