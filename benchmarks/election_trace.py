@@ -15,6 +15,7 @@ peer's socket returning it, to the peer's router (the hook notes the socket call
 from __future__ import annotations
 
 import argparse
+import bisect
 import statistics
 import tempfile
 import time
@@ -99,37 +100,44 @@ def link_parts(paths: list[Path], since: float, peer_port: dict[int, int]) -> st
         rows = [ln.split(" ") for ln in path.read_text().splitlines()] if path.exists() else []
         ev[node] = [(float(t), e, rid, x[0] if x else "") for t, e, rid, *x in rows
                     if float(t) >= since]
+    # (node, other) -> sorted times of node's peer socket sending to / receiving from other's;
+    # (node, rid, sender) -> times node's router took an Election of rid from sender
+    sock: dict[tuple[str, int, int], list[float]] = defaultdict(list)
+    rx: dict[tuple[int, str, str], list[float]] = defaultdict(list)
     port_node = {port: n for n, port in peer_port.items()}
+    for node, events in ev.items():
+        for t, e, rid, x in events:
+            if e in ("sock_send", "sock_recv"):
+                local, _, ports = x.partition(">" if e == "sock_send" else "<")
+                if int(local) == peer_port[node]:
+                    for port in ports.split(","):
+                        if int(port) in port_node:
+                            sock[e, node, port_node[int(port)]].append(t)
+            elif e == "rx_election":
+                rx[node, rid, x].append(t)
+    for times in (*sock.values(), *rx.values()):
+        times.sort()  # the hook's threads note out of order by microseconds
 
-    def socket_times(node: int, kind: str, sep: str, other: int) -> list[float]:
-        times = []
-        for t, e, _, x in ev[node]:
-            if e != kind:
-                continue
-            local, _, ports = x.partition(sep)
-            if int(local) == peer_port[node] and str(peer_port[other]) in ports.split(","):
-                times.append(t)
-        return times
+    def first_after(times: list[float], t: float) -> float | None:
+        i = bisect.bisect_left(times, t)
+        return times[i] if i < len(times) else None
 
     parts: dict[str, list[float]] = {"election send -> socket send": [],
                                      "socket send -> peer's recv": [],
                                      "peer's recv -> its router": []}
     for a, events in ev.items():
         for t, e, rid, x in events:
-            if e != "tx_election" or not x.isdigit() or int(x) not in port_node.values():
+            if e != "tx_election" or not x.isdigit() or int(x) not in peer_port:
                 continue
             b = int(x)
-            sends = [s for s in socket_times(a, "sock_send", ">", b) if s >= t]
-            if not sends:
+            sent = first_after(sock["sock_send", a, b], t)
+            got = None if sent is None else first_after(sock["sock_recv", b, a], sent)
+            seen = first_after(rx[b, rid, str(a)], t)
+            if sent is None or got is None or seen is None or got > seen:
                 continue
-            recvs = [r for r in socket_times(b, "sock_recv", "<", a) if r >= sends[0]]
-            rxs = [u for u, e2, rid2, x2 in ev[b]
-                   if e2 == "rx_election" and rid2 == rid and x2 == str(a) and u >= t]
-            if not recvs or not rxs or recvs[0] > rxs[0]:
-                continue
-            parts["election send -> socket send"].append((sends[0] - t) * 1000)
-            parts["socket send -> peer's recv"].append((recvs[0] - sends[0]) * 1000)
-            parts["peer's recv -> its router"].append((rxs[0] - recvs[0]) * 1000)
+            parts["election send -> socket send"].append((sent - t) * 1000)
+            parts["socket send -> peer's recv"].append((got - sent) * 1000)
+            parts["peer's recv -> its router"].append((seen - got) * 1000)
     n = len(parts["election send -> socket send"])
     lines = [f"one link delay, an Election's way to a peer: ms over {n} Elections",
              f"{'part':32} {'p50':>7} {'p90':>7}"]

@@ -311,9 +311,10 @@ class Election(Message):
 
 
 # `bind` (Election, ElectionItem): the sender's binding, a bit per node id (1 << id) of the nodes it
-# counted live when it started, itself included; 0 for none. Such a node gives its vote to nobody
-# but the top key among them (and counts that node's Election as an answer to a vote): the top
-# counts the Election as a vote once it knows every one of those keys (actors.core.election).
+# counted live and heard from lately when it started, itself included; 0 for none. Such a node
+# gives its vote to nobody but the top key among them: the top counts the Election as that vote
+# once it knows every one of those keys. Bit 0 (no node has id 0), ASK: "I lack your key, send
+# me your Election" (actors.core.election, Bindings).
 # `round` (Election, Claim, Coordinator, ElectionOk): a sender numbers each of its rounds of a
 # request's election from one counter (per process, never reused). A vote (ElectionOk) carries
 # the round of the claimant it votes for, as the voter heard it; the claimant counts it only if

@@ -516,11 +516,11 @@ def test_a_top_that_heard_nobody_wins_on_the_resent_unasked_votes() -> None:
     assert outcome(c, "u#1") == ([1], {2: 1, 3: 1})
 
 
-def core_with_peers_up(*, bind: bool = True) -> ElectionCore:
-    """Node 1's core, having heard a heartbeat of nodes 2 and 3 at time 0."""
-    m = Membership(1, [1, 2, 3], 1.0)
+def core_with_peers_up(*, bind: bool = True, ids: tuple[int, ...] = (1, 2, 3)) -> ElectionCore:
+    """Node 1's core among `ids`, having heard a heartbeat of nodes 2 and 3 at time 0."""
+    m = Membership(1, ids, 1.0)
     for p in (2, 3):
-        hb = Membership(p, [1, 2, 3], 1.0).heartbeat(load=0, token_epoch=0, token_holder=0)
+        hb = Membership(p, ids, 1.0).heartbeat(load=0, token_epoch=0, token_holder=0)
         m.observe(hb, 0.0)
     return ElectionCore(1, m, A, bind=bind)
 

@@ -7,8 +7,7 @@ import pytest
 from cloud_sim import ElectionCluster
 from test_election import BASE, A, core_with_peers_up, outcome, won_events
 
-from actors.core.election import ASK, ElectionCore, Lost, Won
-from actors.core.membership import Membership
+from actors.core.election import ASK, Lost, Won
 from codec.messages import Claim, Election, ElectionOk
 
 ALL = 1 << 1 | 1 << 2 | 1 << 3  # the binding of a node that counted nodes 1, 2, 3 live
@@ -55,16 +54,8 @@ def test_a_bound_voter_whose_top_never_asked_sends_no_vote() -> None:
     assert out.sends == [] and out.events == [Lost("u#1", 3)]  # its Election was the vote
 
 
-def _four_nodes_two_peers_up() -> ElectionCore:
-    m = Membership(1, [1, 2, 3, 4], 1.0)
-    for p in (2, 3):
-        m.observe(Membership(p, [1, 2, 3, 4], 1.0).heartbeat(load=0, token_epoch=0,
-                                                             token_holder=0), 0.0)
-    return ElectionCore(1, m, A)
-
-
 def test_the_top_counts_a_binding_only_when_it_knows_every_key_it_names() -> None:
-    core = _four_nodes_two_peers_up()  # node 4 down: majority 3 of 4
+    core = core_with_peers_up(ids=(1, 2, 3, 4))  # node 4 never heard: majority 3 of 4
     core.start("u#1", BASE + 9, 0.0)
     # node 2 counted node 4 live when it started: node 1 has no key of 4 (it may be the top)
     core.on_message(2, Election(rid="u#1", node=2, priority=BASE, round=3, bind=ALL | 1 << 4),

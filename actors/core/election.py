@@ -544,7 +544,7 @@ class ElectionCore:
             if ask and e.state != "pending":  # p lacks our key: answer whatever our state
                 self._send_election(e, (p,), out)  # (never with ASK: no loop)
             elif ask and e.abstained:  # our key is the abstention's: say it again, at once
-                out.send(p, Election(rid=e.rid, node=self.self_id, priority=0, round=e.round))
+                out.send(p, self._abstention_msg(e))
         e.answered.add(p)
         e.suspects.discard(p)
         if e.state in ("pending", "lost") and e.winner == p and msg.round <= e.voted_round:
@@ -673,15 +673,13 @@ class ElectionCore:
             e.round_start = now
             self._send_election(e, new, out)
         candidates = live - e.suspects
-        mine = (e.prio, self._tie_of(e, self.self_id), self.self_id)
         if e.bound:
             top = self._top_bound(e, live)
             if top is None:  # a key of our binding is missing: no vote, no claim until it comes
                 round_end = e.round_start + self.answer_timeout_s
                 if now >= round_end:  # our Election may be lost: ask the silent ones again
                     missing = [q for q in self._members(e.bound) if q in live and q not in e.keys]
-                    out.send_all(missing, Election(rid=e.rid, node=self.self_id, priority=e.prio,
-                                                   round=e.round, bind=e.bound | ASK))
+                    self._send_round(e, missing, self._election_msg(e, ask=True), out)
                     e.round_start = now
                     round_end = now + self.answer_timeout_s
                 self._arm(e, round_end)
@@ -694,6 +692,7 @@ class ElectionCore:
             # we need no answer from it (a peer of our binding that is live answered: its key)
             candidates = {q for q in self._members(e.bound) if q in live and q != self.self_id}
         else:
+            mine = self._own_key(e)
             higher = [e.keys[q] for q in candidates if q in e.keys and e.keys[q] > mine]
         if higher:
             best = max(higher)[2]
@@ -830,8 +829,7 @@ class ElectionCore:
             if not e.abstain_to:
                 self.forget(e.rid)
                 return
-            out.send_all(e.abstain_to, Election(rid=e.rid, node=self.self_id, priority=0,
-                                                round=e.round))
+            out.send_all(e.abstain_to, self._abstention_msg(e))
             e.abstain_to.clear()
             e.abstained = True
             self._arm(e, e.round_start + self.pending_ttl_s)
@@ -878,9 +876,17 @@ class ElectionCore:
             tie = e.ties[node] = self._tie(e.rid, node)
         return tie
 
-    def _election_msg(self, e: _Rid) -> Election:
+    def _own_key(self, e: _Rid) -> Key:
+        return (e.prio, self._tie_of(e, self.self_id), self.self_id)
+
+    def _election_msg(self, e: _Rid, ask: bool = False) -> Election:
+        """Our Election of the current round; `ask`: we lack the receiver's key (Bindings)."""
         return Election(rid=e.rid, node=self.self_id, priority=e.prio, round=e.round,
-                        bind=e.bound)
+                        bind=e.bound | ASK if ask else e.bound)
+
+    def _abstention_msg(self, e: _Rid) -> Election:
+        """We have no copy of the request: we take no part (priority 0), bound to nothing."""
+        return Election(rid=e.rid, node=self.self_id, priority=0, round=e.round)
 
     @staticmethod
     def _members(mask: int) -> Iterable[int]:
@@ -892,7 +898,7 @@ class ElectionCore:
     def _top_bound(self, e: _Rid, live: set[int]) -> int | None:
         """The node our binding gives our vote to: the top key among its nodes that are live
         (ourselves included); None while the key of one of them is unknown."""
-        best = (e.prio, self._tie_of(e, self.self_id), self.self_id)
+        best = self._own_key(e)
         for q in self._members(e.bound):
             if q != self.self_id and q in live:
                 k = e.keys.get(q)
@@ -907,7 +913,7 @@ class ElectionCore:
         mask = e.binds.get(q, 0)
         if not mask >> self.self_id & 1:
             return False
-        mine = (e.prio, self._tie_of(e, self.self_id), self.self_id)
+        mine = self._own_key(e)
         for m in self._members(mask):
             if m != self.self_id:
                 k = e.keys.get(m)

@@ -229,12 +229,10 @@ class Membership:
 
     def up_peers(self, now: float) -> set[int]:
         """Peers that are up (heard within the timeout, last word "up"); self never included."""
-        limit = now - self.failure_timeout_s
-        return {n for n, v in self._peers.items()
-                if v.last_seen >= limit and v.state == "up" and not v.refused}
+        return self.fresh_peers(now, self.failure_timeout_s)
 
     def fresh_peers(self, now: float, within: float) -> set[int]:
-        """Up peers heard from (any message) in the last `within` seconds."""
+        """Up peers heard from (any message) in the last `within` seconds (at most the timeout)."""
         limit = now - min(within, self.failure_timeout_s)
         return {n for n, v in self._peers.items()
                 if v.last_seen >= limit and v.state == "up" and not v.refused}
