@@ -348,7 +348,12 @@ def seal(
             out[at : at + p1 - p0] = tmp[p0 - g0 * k : p1 - g0 * k]
         return out.reshape(r1 - r0, spr)
 
-    return prep.encode(samples, -(-need // spr), cfg.zlib_level)
+    # the grant's zero padding (the whole room without a grant) is samples of 0: cover rows
+    glen = _FIXED.unpack_from(head)[-1]
+    spb = 8 // HEADER_BITS  # header samples per byte
+    blank0 = -(-(_FIXED.size + glen) * spb // spr)
+    blank1 = (_FIXED.size + GRANT_CAPACITY) * spb // spr
+    return prep.encode(samples, -(-need // spr), cfg.zlib_level, (blank0, blank1))
 
 
 def _open(

@@ -6,31 +6,37 @@ image path (raw rows), which gives the same bytes as the code before compact tie
 from __future__ import annotations
 
 import hashlib
+import io
+import itertools
 import random
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from codec import covers as C
 from codec import png
 from codec import seal as S
-from codec.covers import BAND_BYTES, CoverSet
+from codec.covers import CoverSet, band_tops
 from config import SealConfig, TransportConfig
 
 pytestmark = pytest.mark.timeout(300)
 GRANT = S.Grant("alice", "bob", "pic.jpg", 3)
-_BAND = BAND_BYTES // (1 + 3 * 640)  # rows per band of the 640x480 tier
-_TWO_BANDS = (2 * _BAND * 3 * 640 - S.HEADER_SAMPLES) // 4  # payload rows end on a band edge
+_TOPS = band_tops(480, 1 + 3 * 640)  # the bands of the 640x480 tier
+_TWO_BANDS = (_TOPS[2] * 3 * 640 - S.HEADER_SAMPLES) // 4  # payload rows end on a band edge
 
-# (payload bytes, sha256 prefix of the sealed PNG made by 31356e7, before compact tiers), bits 2
+# (payload bytes, sha256 prefix of the sealed PNG, sha256 prefix of its decoded RGB pixels), bits
+# 2. The pixels are those the code from 31356e7 (before compact tiers) to 16104c1 made; the file
+# bytes changed once since, with the band ladder and the blank header rows (smaller files).
 GOLDEN = [
-    (4096, "da50ceb74b4405ff"),
-    (_TWO_BANDS, "755c820ea106e7d0"),
-    (_TWO_BANDS + 1, "593ca15b39a97101"),
-    (S.capacity(640, 480, 2), "55f9671f15584d90"),  # the first tier, full
-    (S.capacity(640, 480, 2) + 1, "c6437f2581e748d9"),  # the second, one byte in
-    (S.capacity(1024, 768, 2), "564fc3230ca78350"),
-    (S.capacity(1024, 768, 2) + 1, "b411816a419af509"),  # 1600x1200, in parallel pieces
-    (S.capacity(1600, 1200, 2) + 1, "b77fdc87e47e58b7"),  # 2000x1500: a scaled tier
+    (4096, "d624d6e69c6cefee", "1a400e0c31c0a052"),
+    (_TWO_BANDS, "7f0bf7dc23662753", "82065d2bfd5a6078"),
+    (_TWO_BANDS + 1, "dcdb9d072fcfa113", "6dd0371a9ba34b74"),
+    (S.capacity(640, 480, 2), "f1be7ef5e01a82ae", "f8d91eebdf8216ba"),  # the first tier, full
+    (S.capacity(640, 480, 2) + 1, "8ea01ccc8d91b5a3", "929cdca9d5499b72"),  # the second, one byte in
+    (S.capacity(1024, 768, 2), "4cf2dd2c55f6a8e1", "2cfd9ca11b4098a3"),
+    (S.capacity(1024, 768, 2) + 1, "2f76d25a3e2480c6", "6b85659c95e839af"),  # 1600x1200, parallel
+    (S.capacity(1600, 1200, 2) + 1, "960433224073ef3f", "f42a9f2090769913"),  # 2000x1500: scaled
 ]
 
 
@@ -44,15 +50,18 @@ def compact() -> CoverSet:
     return CoverSet(raw_tier_bytes=0)
 
 
-@pytest.mark.parametrize(("n", "digest"), GOLDEN)
+@pytest.mark.parametrize(("n", "digest", "pixels"), GOLDEN)
 def test_band_path_gives_the_bytes_of_the_whole_image_path(
-    n: int, digest: str, raw: CoverSet, compact: CoverSet
+    n: int, digest: str, pixels: str, raw: CoverSet, compact: CoverSet
 ) -> None:
     data = random.Random(n).randbytes(n)
     whole = S.seal(data, grant=GRANT, covers=raw)
     bands = S.seal(data, grant=GRANT, covers=compact)
     assert bands == whole
     assert hashlib.sha256(whole).hexdigest()[:16] == digest
+    with Image.open(io.BytesIO(whole), formats=["PNG"]) as im:  # another decoder than ours
+        decoded = np.asarray(im.convert("RGB"))
+    assert hashlib.sha256(decoded.tobytes()).hexdigest()[:16] == pixels
     got = S.unseal(bands, covers=compact)
     assert (got.payload, got.grant) == (data, GRANT)
     need = S.HEADER_SAMPLES + S.payload_samples(n, 2)
@@ -78,8 +87,10 @@ def test_a_compact_tier_holds_the_masked_rows_of_the_raw_one(compact: CoverSet) 
     assert prep.rows is None and prep.nbytes < rows.nbytes // 10
     masked = rows & np.uint8(0xFC)
     assert np.array_equal(prep.masked(0, size[1]), masked)
-    b = prep.band_rows
-    for r0, r1 in [(0, 1), (b - 1, b + 1), (b, 2 * b), (3, 5 * b + 7), (size[1] - 1, size[1])]:
+    t = prep.tops
+    assert t[0] == 0 and t[-1] == size[1] and len(t) == len(prep.bands) + 1
+    edges = [(0, 1), (t[1] - 1, t[1] + 1), (t[1], t[2]), (3, t[5] + 7), (t[-2] - 1, t[-2] + 1)]
+    for r0, r1 in [*edges, (size[1] - 1, size[1])]:
         assert np.array_equal(prep.masked(r0, r1), masked[r0:r1])
 
 
@@ -112,3 +123,63 @@ def test_the_largest_accepted_image_seals_through_a_compact_tier() -> None:
     assert (prep.width, prep.height, prep.rows) == (9535, 7152, None)
     assert prep.nbytes < 8 * 1024 * 1024
     assert S.unseal(sealed, covers=covers, max_payload=limit).payload == data
+
+
+@pytest.mark.parametrize(("height", "stride"), [(480, 1921), (1500, 6001), (7152, 28606), (3, 10)])
+def test_bands_start_small_and_double_up_to_band_bytes(height: int, stride: int) -> None:
+    """The band ladder: about FIRST_BAND_BYTES first, each next band twice as big until
+    BAND_BYTES, at least one row each, and together exactly the tier's rows."""
+    t = band_tops(height, stride)
+    assert t[0] == 0 and t[-1] == height
+    sizes = [b - a for a, b in itertools.pairwise(t)]
+    assert all(s >= 1 for s in sizes)
+    for i, rows in enumerate(sizes[:-1]):  # the last one ends at the height
+        assert rows == max(1, min(C.BAND_BYTES, C.FIRST_BAND_BYTES << i) // stride)
+    assert 0 < sizes[-1] <= max(1, C.BAND_BYTES // stride)
+
+
+def test_a_small_seal_compresses_its_rows_and_the_rest_of_a_small_band(
+    raw: CoverSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 4 KB seal on a warmed tier compresses its own rows and the rest of the band they end
+    in: less than twice its rows (a 128 KiB band would be 68 rows against its 18)."""
+    data = random.Random(1).randbytes(4096)
+    S.seal(data, covers=raw)  # the tier and its bands are ready
+    prep = raw.prepared((640, 480), 2)
+    used = -(-(S.HEADER_SAMPLES + S.payload_samples(4096, 2)) // (3 * 640))
+    rows: list[int] = []
+    real = png.compress_rows
+
+    def counting(slices, level, *, up, prev=None):  # type: ignore[no-untyped-def]
+        parts = list(slices)
+        rows.append(sum(len(p) for p in parts))
+        return real(iter(parts), level, up=up, prev=prev)
+
+    monkeypatch.setattr(png, "compress_rows", counting)
+    sealed = S.seal(data, covers=raw)
+    assert sum(rows) == prep.tops[prep.band_of(used - 1) + 1] < 2 * used
+    assert S.unseal(sealed, covers=raw).payload == data
+
+
+@pytest.mark.parametrize("blank", [(0, 0), (1, 8), (0, 12), (3, 12), (5, 2), (-4, 99)])
+def test_the_blank_rows_change_the_compression_never_the_pixels(
+    blank: tuple[int, int], raw: CoverSet
+) -> None:
+    """`Prepared.encode`'s blank range only chooses how rows are compressed: any range, even
+    one whose rows carry samples, gives the same pixels."""
+    prep = raw.prepared((640, 480), 2)
+    rng = np.random.default_rng(4)
+    stream = rng.integers(0, 4, (12, 3 * 640), dtype=np.uint8)
+    stream[1:8] = 0  # what the seal calls blank: no samples there
+
+    def samples(r0: int, r1: int) -> np.ndarray:
+        return stream[r0:r1].copy()
+
+    sealed = prep.encode(samples, 12, 1, blank)
+    with Image.open(io.BytesIO(sealed), formats=["PNG"]) as im:
+        got = np.asarray(im.convert("RGB")).reshape(480, 3 * 640)
+    want = prep.masked(0, 480)[:, 1:]
+    want[:12] |= stream
+    assert np.array_equal(got, want)
+    if blank == (1, 8):  # the true blank rows cost less than Huffman coding them
+        assert len(sealed) < len(prep.encode(samples, 12, 1))

@@ -59,7 +59,7 @@ def test_first_seals_after_start_hit_the_warmed_covers() -> None:
             return all(
                 b is not None
                 for p, row in zip(preps, firsts, strict=True)
-                for b in p.bands[row // p.band_rows :]
+                for b in p.bands[p.band_of(row) :]
             )
 
         while time.monotonic() < deadline and not warmed_up():

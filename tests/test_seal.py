@@ -201,7 +201,7 @@ def test_warm_compresses_every_cover_band_a_seal_of_the_tier_uses(warm_size: int
         else:
             lo = mid + 1
     smallest = lo
-    first = (S.HEADER_SAMPLES + S.payload_samples(smallest, 2)) // (3 * tier[0]) // prep.band_rows
+    first = prep.band_of((S.HEADER_SAMPLES + S.payload_samples(smallest, 2)) // (3 * tier[0]))
     assert all(b is not None for b in prep.bands[first:])
     assert warm_size == 4096 or all(b is None for b in prep.bands[: first - 1])  # not needed
     before = list(prep.bands)
