@@ -122,3 +122,37 @@ def test_election_trace_splits_one_link_delay_at_the_sockets(tmp_path: Path) -> 
     assert rows["election send -> socket send"][0] == pytest.approx(1.5)  # median of 1, 2
     assert rows["socket send -> peer's recv"][0] == pytest.approx(2.0)  # of 3, 1
     assert rows["peer's recv -> its router"][0] == pytest.approx(1.5)  # of 2, 1
+
+
+def test_thread_cpu_counts_this_thread_and_reports_per_request() -> None:
+    """benchmarks.thread_cpu: /proc counts this thread's CPU as it spins; the per-request rows
+    give each thread's ticks as ms per request under its name (or its id), busiest first, and
+    leave out the threads that did nothing."""
+    import os
+    import threading
+    import time
+
+    from benchmarks import thread_cpu
+
+    me = threading.get_native_id()
+    before = thread_cpu.thread_counts(os.getpid())
+    ticks = os.sysconf("SC_CLK_TCK")
+    t0 = time.thread_time()
+    while time.thread_time() - t0 < 3 / ticks:  # three clock ticks of CPU on this thread
+        pass
+    after = thread_cpu.thread_counts(os.getpid())
+    assert after[me][0] + after[me][1] > before[me][0] + before[me][1]
+    assert all(a >= b for a, b in zip(after[me], before[me], strict=True))
+
+    rows = thread_cpu.per_request(
+        {1: (10, 2, 5, 0), 2: (0, 0, 0, 0), 3: (4, 4, 4, 4)},
+        {1: (30, 4, 9, 2), 2: (40, 0, 1, 0), 3: (4, 4, 4, 4), 4: (0, 10, 0, 0)},
+        {1: "transport-node1-peer", 2: "EncryptFlowActor-7"},
+        10,
+    )
+    tick_ms = 1000 / ticks
+    assert rows == [
+        ("EncryptFlowActor-7", pytest.approx(4 * tick_ms), 0.0, 0.1, 0.0),
+        ("transport-node1-peer", pytest.approx(2 * tick_ms), pytest.approx(0.2 * tick_ms), 0.4, 0.2),
+        ("thread 4", 0.0, pytest.approx(tick_ms), 0.0, 0.0),
+    ]
