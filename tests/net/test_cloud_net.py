@@ -400,7 +400,10 @@ def test_tn4_link_down_at_the_winner_during_a_request(
     try:
         assert read_json(drv).get("joined") == "carol" and read_json(drv)["ready"]
         base = [request(drv, pic)[0] for _ in range(3)]
-        assert [(b["node"], b["exact"]) for b in base] == [(1, True)] * 3, base
+        assert all(b.get("exact") for b in base), base
+        # node 1 wins the elections of an idle cloud, but on a busy host its copy can come late
+        # (it then abstains): the trials start once it wins again, as after each trial
+        winner_again(cloud, drv, pic, 1)
         trials: list[dict[str, Any]] = []
         missed: list[dict[str, Any]] = []  # node 1 did not win: answered before any cut
         while len(trials) < TRIALS and len(missed) < TRIALS:
@@ -417,6 +420,7 @@ def test_tn4_link_down_at_the_winner_during_a_request(
             reply, t_cut = request(drv, pic, cut)
             # on a loaded host node 1 may lose that election (its copy late: it abstains); the
             # reply then comes before the cut, and the end checks that node 1 never sealed it
+            assert "reply" in reply, reply
             (missed if reply["reply"] < t_cut else trials).append({**reply, "cut": t_cut})
             net.heal("c1")
             net.link_up("n1")
@@ -443,7 +447,9 @@ def test_tn4_link_down_at_the_winner_during_a_request(
     # a request not in flight at a cut got one reply (the baseline, and the one after the trials)
     assert {b["rid"]: replies[b["rid"]] for b in [*base, after]} == {
         b["rid"]: [b["node"]] for b in [*base, after]}
-    assert after["node"] == 1 and after["exact"]  # node 1 survived ENETUNREACH and serves again
+    # node 1 survived ENETUNREACH and serves again (winner_again after the last trial), and a
+    # request after the trials is answered bit-exact, once
+    assert after["exact"], after
 
 
 def down_node(cloud: NetCloud, limit_s: float = 30.0) -> int:
