@@ -41,11 +41,17 @@ IDLE_WAITS = (
 _FRAME = re.compile(r"(?P<func>.*?) \((?P<path>.*?):(?P<line>\d+)\)$")
 
 
+def py_spy() -> str | None:
+    """The py-spy executable: on the PATH, else beside this Python (a venv's bin/); None."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    return spy if Path(spy).exists() else None
+
+
 def record(pids: dict[int, int], out: Path, tag: str, seconds: int,
            gil: bool = False) -> list[subprocess.Popen[bytes]]:
     """One py-spy per node, sampling `seconds` at 100 Hz into out/<tag>-node<N>.txt; with `gil`,
     only samples of the thread that holds the GIL (Python work, not waits for the GIL)."""
-    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    spy = py_spy() or "py-spy"  # (missing: Popen says so)
     procs = [subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", "100", "--nonblocking",
                                *(["--gil"] if gil else []),
                                "--format", "raw", "--duration", str(seconds),

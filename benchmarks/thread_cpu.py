@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 from benchmarks.cloud import load_images, run_clients
 from benchmarks.localcloud import Cloud
+from benchmarks.profile_nodes import py_spy
 
 Counts = tuple[int, int, int, int]  # user ticks, system ticks, voluntary, involuntary switches
 
@@ -46,8 +45,8 @@ def thread_counts(pid: int) -> dict[int, Counts]:
 
 def thread_names(pid: int) -> dict[int, str]:
     """Native thread id -> Python thread name, from `py-spy dump` ({} without py-spy)."""
-    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    if not Path(spy).exists() and shutil.which(spy) is None:
+    spy = py_spy()
+    if spy is None:
         return {}
     try:
         dump = subprocess.run([spy, "dump", "--pid", str(pid)], check=False,

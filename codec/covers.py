@@ -166,14 +166,17 @@ class Prepared:
         def cover(start: int, stop: int) -> Callable[[], png.Piece]:
             return lambda: png.compress_rows(slices(start, stop), level, up=False)
 
-        b0, b1 = max(0, blank[0]), min(used, blank[1])
         step = max(1, PIECE_BYTES // stride)
-        if b1 > b0:  # rows 0..b0, the blank rows, b1..used
-            jobs = [payload(0, b0)] if b0 else []
-            jobs.append(cover(b0, b1))
-            jobs += [payload(r0, min(used, r0 + step)) for r0 in range(b1, used, step)]
-        else:
-            jobs = [payload(r0, min(used, r0 + step)) for r0 in range(0, used, step)]
+
+        def payload_pieces(start: int, stop: int) -> list[Callable[[], png.Piece]]:
+            return [payload(r0, min(stop, r0 + step)) for r0 in range(start, stop, step)]
+
+        b0, b1 = max(0, blank[0]), min(used, blank[1])
+        if b1 <= b0:  # no blank rows
+            b0 = b1 = 0
+        # rows 0..b0, the blank rows b0..b1, then b1..used
+        jobs = [*payload_pieces(0, b0), *([cover(b0, b1)] if b1 > b0 else []),
+                *payload_pieces(b1, used)]
         parallel = used > step  # a payload under PIECE_BYTES is sealed on the caller's thread
         fresh_end = self.tops[nband]
         if fresh_end > used:
@@ -243,10 +246,13 @@ def _compact(
     carry = np.empty((0, stride), dtype=np.uint8)
     for strip in strips:
         rows = np.concatenate([carry, strip]) if len(carry) else strip
-        cut, at, i = [], 0, len(bands)
-        while i + 1 < len(tops) and tops[i + 1] - tops[i] <= len(rows) - at:
-            cut.append(rows[at : at + tops[i + 1] - tops[i]])
-            at, i = at + tops[i + 1] - tops[i], i + 1
+        cut, at = [], 0
+        for i in range(len(bands), len(tops) - 1):  # the whole bands these rows complete
+            n = tops[i + 1] - tops[i]
+            if n > len(rows) - at:
+                break
+            cut.append(rows[at : at + n])
+            at += n
         if cut:
             bands += png.compress_pieces([_band_job(c, keep, tail_level) for c in cut])
         carry = rows[at:].copy()

@@ -351,8 +351,8 @@ def seal(
     # the grant's zero padding (the whole room without a grant) is samples of 0: cover rows
     glen = _FIXED.unpack_from(head)[-1]
     spb = 8 // HEADER_BITS  # header samples per byte
-    blank0 = -(-(_FIXED.size + glen) * spb // spr)
-    blank1 = (_FIXED.size + GRANT_CAPACITY) * spb // spr
+    blank0 = -(-((_FIXED.size + glen) * spb) // spr)  # the first whole row after the grant
+    blank1 = (_FIXED.size + GRANT_CAPACITY) * spb // spr  # the end of the last whole row before
     return prep.encode(samples, -(-need // spr), cfg.zlib_level, (blank0, blank1))
 
 
