@@ -153,6 +153,7 @@ def test_thread_cpu_counts_this_thread_and_reports_per_request() -> None:
     tick_ms = 1000 / ticks
     assert rows == [
         ("EncryptFlowActor-7", pytest.approx(4 * tick_ms), 0.0, 0.1, 0.0),
-        ("transport-node1-peer", pytest.approx(2 * tick_ms), pytest.approx(0.2 * tick_ms), 0.4, 0.2),
+        ("transport-node1-peer", pytest.approx(2 * tick_ms), pytest.approx(0.2 * tick_ms), 0.4,
+         0.2),
         ("thread 4", 0.0, pytest.approx(tick_ms), 0.0, 0.0),
     ]

@@ -33,7 +33,7 @@ GOLDEN = [
     (_TWO_BANDS, "7f0bf7dc23662753", "82065d2bfd5a6078"),
     (_TWO_BANDS + 1, "dcdb9d072fcfa113", "6dd0371a9ba34b74"),
     (S.capacity(640, 480, 2), "f1be7ef5e01a82ae", "f8d91eebdf8216ba"),  # the first tier, full
-    (S.capacity(640, 480, 2) + 1, "8ea01ccc8d91b5a3", "929cdca9d5499b72"),  # the second, one byte in
+    (S.capacity(640, 480, 2) + 1, "8ea01ccc8d91b5a3", "929cdca9d5499b72"),  # the second, 1 B in
     (S.capacity(1024, 768, 2), "4cf2dd2c55f6a8e1", "2cfd9ca11b4098a3"),
     (S.capacity(1024, 768, 2) + 1, "2f76d25a3e2480c6", "6b85659c95e839af"),  # 1600x1200, parallel
     (S.capacity(1600, 1200, 2) + 1, "960433224073ef3f", "f42a9f2090769913"),  # 2000x1500: scaled

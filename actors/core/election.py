@@ -26,9 +26,9 @@ done: a winner chosen from heartbeat loads without Elections (it herds requests 
 Bindings (issue 19; `bind=True`, config `election.bind_votes`, the default): one link delay.
 A node that starts a rid without having voted for it (no Claim or Coordinator came first) and
 sees a majority *binds* its vote: its Election carries `bind`, the set B of nodes it counts live
-and heard from in the last half failure timeout (itself included, a bit per id), and it then votes for nobody but top(B), the highest key among
-the nodes of B that are still live in its view, and only once it knows every one of those keys.
-That is a vote cast before the voter knows whom for, so nobody has to wait for it: a node counts
+and heard from in the last half failure timeout (itself included, a bit per id), and it then
+votes for nobody but top(B), the highest key among the nodes of B that are still live in its
+view, and only once it knows every one of those keys. That is a vote cast before the voter knows whom for, so nobody has to wait for it: a node counts
 a peer's binding as the peer's vote once it knows the key of every node of B and its own key is
 the top (`_binds_to_me`). All up, 3 nodes: 6 Elections, no vote, and the top wins when the last
 Election reaches it. A bound voter goes to `lost` to top(B) without sending anything; a Claim
@@ -47,7 +47,8 @@ abstains after the grace when a bound peer's Election comes, not only in its abs
 with the ASK bit, which every node answers with its Election whatever its state (the answer
 never carries ASK: no loop); a node that stays silent (paused) holds the request until it is
 declared down, and is left out of the bindings of requests that start after half the failure
-timeout. A bound top needs no answer from a live node outside its binding to decide. A vote that changed is resolved as before (Coordinators, tie_hash order).
+timeout. A bound top needs no answer from a live node outside its binding to decide. A vote
+that changed is resolved as before (Coordinators, tie_hash order).
 
 Messages (codec.messages; the election actor sends those of a busy mailbox to one peer as one
 ElectionBatch, which the receiver feeds here item by item). Each carries a `round` (below):
