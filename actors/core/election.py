@@ -29,9 +29,9 @@ sees a majority *binds* its vote: its Election carries `bind`, the set B of node
 and heard from in the last half failure timeout (itself included, a bit per id), and it then
 votes for nobody but top(B), the highest key among the nodes of B that are still live in its
 view, and only once it knows every one of those keys. That is a vote cast before the voter
-knows whom for, so nobody has to wait for it: a node counts a peer's binding as the peer's vote once it knows the key of every node of B and its own key is
-the top (`_binds_to_me`). All up, 3 nodes: 6 Elections, no vote, and the top wins when the last
-Election reaches it. A bound voter goes to `lost` to top(B) without sending anything; a Claim
+knows whom for, so nobody has to wait for it: a node counts a peer's binding as the peer's
+vote once it knows the key of every node of B and its own key is the top (`_binds_to_me`). All
+up, 3 nodes: 6 Elections, no vote, and the top wins when the last Election reaches it. A bound voter goes to `lost` to top(B) without sending anything; a Claim
 of another node gets no vote (`claim_refused_bound`); a Claim of the top that came before the
 voter knew every key gets its vote as soon as it does (`deferred`: a top that cannot count the
 binding, its view of B differs, claims at once and must not wait a timeout). Why at most one
