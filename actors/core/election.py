@@ -23,32 +23,32 @@ A vote counts only for the round it names (Rounds, below): one for an earlier ro
 in flight after a restart (the voter answers the new round's Election by electing again). Not
 done: a winner chosen from heartbeat loads without Elections (it herds requests on stale loads).
 
-Bindings (issue 19; `bind=True`, config `election.bind_votes`, the default): one link delay.
-A node that starts a rid without having voted for it (no Claim or Coordinator came first) and
-sees a majority *binds* its vote: its Election carries `bind`, the set B of nodes it counts live
-and heard from in the last half failure timeout (itself included, a bit per id), and it then
-votes for nobody but top(B), the highest key among the nodes of B that are still live in its
-view, and only once it knows every one of those keys. That is a vote cast before the voter
-knows whom for, so nobody has to wait for it: a node counts a peer's binding as the peer's
-vote once it knows the key of every node of B and its own key is the top (`_binds_to_me`). All
-up, 3 nodes: 6 Elections, no vote, and the top wins when the last Election reaches it. A bound voter goes to `lost` to top(B) without sending anything; a Claim
-of another node gets no vote (`claim_refused_bound`); a Claim of the top that came before the
-voter knew every key gets its vote as soon as it does (`deferred`: a top that cannot count the
-binding, its view of B differs, claims at once and must not wait a timeout). Why at most one
-winner still holds: every key is the same everywhere (one priority per node and rid: an
+Bindings (issue 19; `bind=True`, config `election.bind_votes`, the default): one link delay. A node
+that starts a rid without having voted for it (no Claim or Coordinator came first) and sees a
+majority *binds* its vote: its Election carries `bind`, the set B of nodes it counts live and heard
+from in the last half failure timeout (itself included, a bit per id), and it then votes for nobody
+but top(B), the highest key among the nodes of B that are still live in its view, and only once it
+knows every one of those keys. That is a vote cast before the voter knows whom for, so nobody has to
+wait for it: a node counts a peer's binding as the peer's vote once it knows the key of every node
+of B and its own key is the top (`_binds_to_me`). All up, 3 nodes: 6 Elections, no vote, and the top
+wins when the last Election reaches it. A bound voter goes to `lost` to top(B) without sending
+anything; a Claim of another node gets no vote (`claim_refused_bound`); a Claim of the top that came
+before the voter knew every key gets its vote as soon as it does (`deferred`: a top that cannot
+count the binding, its view of B differs, claims at once and must not wait a timeout). Why at most
+one winner still holds: every key is the same everywhere (one priority per node and rid: an
 abstention stays the node's key for that rid, even if its copy comes later), so every node that
-knows B's keys computes the same top(B), and a voter's binding and its explicit votes all go to
-that one node while it stays up in the voter's view (the voter changing its vote after the top
-went down, or was judged down while only slow, is the same case as for any vote, below). What
-it costs: a bound node cannot decide on the round timeout while a live node of B is silent (it
-may be the top, and have counted the binding). So (a) a node without its copy of the request
-abstains after the grace when a bound peer's Election comes, not only in its abstain window, and
-(b) a bound node still missing a key after an answer timeout sends that node its Election again
-with the ASK bit, which every node answers with its Election whatever its state (the answer
-never carries ASK: no loop); a node that stays silent (paused) holds the request until it is
-declared down, and is left out of the bindings of requests that start after half the failure
-timeout. A bound top needs no answer from a live node outside its binding to decide. A vote
-that changed is resolved as before (Coordinators, tie_hash order).
+knows B's keys computes the same top(B), and a voter's binding and its explicit votes all go to that
+one node while it stays up in the voter's view (the voter changing its vote after the top went down,
+or was judged down while only slow, is the same case as for any vote, below). What it costs: a bound
+node cannot decide on the round timeout while a live node of B is silent (it may be the top, and
+have counted the binding). So (a) a node without its copy of the request abstains after the grace
+when a bound peer's Election comes, not only in its abstain window, and (b) a bound node still
+missing a key after an answer timeout sends that node its Election again with the ASK bit, which
+every node answers with its Election whatever its state (the answer never carries ASK: no loop); a
+node that stays silent (paused) holds the request until it is declared down, and is left out of the
+bindings of requests that start after half the failure timeout. A bound top needs no answer from a
+live node outside its binding to decide. A vote that changed is resolved as before (Coordinators,
+tie_hash order).
 
 Messages (codec.messages; the election actor sends those of a busy mailbox to one peer as one
 ElectionBatch, which the receiver feeds here item by item). Each carries a `round` (below):
