@@ -94,6 +94,9 @@ States of one rid on one node, and rules:
               silent peer may have been the gone one (killed before its Election left), so
               every live peer may have answered now (a top decides, a voter votes unasked)
             A vote for our current round is an answer; it is kept for decide.
+            - a peer we answered opens a new round (a restart; or, with bindings, its first
+              Election after it voted while pending) -> answer it again: its earlier answers
+              were cleared, and a bound voter whose top it is would go to lost without a word
             decide: with a majority (Membership.has_majority) AND answers in this election from
             a majority of the nodes (self included) -> claiming (won at once if the unasked
             votes make a majority; Claim sent at once unless every live peer answered in the
@@ -537,6 +540,7 @@ class ElectionCore:
         e = self._entry(msg.rid, now)
         if e is None:
             return
+        earlier = e.heard_round.get(p)  # p's latest round before this Election
         self._heard(e, p, msg.round)
         e.keys[p] = (msg.priority, self._tie_of(e, p), p)
         ask = msg.bind & ASK
@@ -592,6 +596,15 @@ class ElectionCore:
         elif e.state == "waiting" and p == e.winner:
             # the peer we wait for started a new round (its winner went down after it had our
             # answer): answers of an earlier round do not count in its new one, so answer again
+            self._send_election(e, (p,), out)
+        elif (earlier is not None and msg.round > earlier) or (
+            earlier is None and self.bind and not msg.bind
+        ):
+            # p opened a round after our answer reached it: a restart (we heard an earlier
+            # round), or, unbound with bindings on, a first Election after it had voted (it
+            # took a Claim while pending, then restarted). Its answers were cleared, and a bound
+            # voter whose top is p goes to lost without a word: answer again, or p waits in
+            # NoMajority for good (the twelfth session's TN-4 gap, never answered)
             self._send_election(e, (p,), out)
         if e.state != "lost":
             self._evaluate(e, now, out)
