@@ -15,6 +15,7 @@ on election answers of an earlier round; the test reproduces that case determini
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from collections.abc import Iterator
@@ -352,7 +353,10 @@ def test_partition_every_request_issued_after_the_cut_gets_one_reply(
 
 
 # ---- TN-4: the winner's link goes down during a request ----------------------------------------
-TRIALS = 5  # RELIABILITY asks 20; 5 keep the N-level budget (each trial waits for X to rejoin)
+# RELIABILITY asks 20; 5 keep the N-level budget (each trial waits for X to rejoin).
+# `VS_TN4_TRIALS=20 python -m pytest -s tests/net -k tn4` runs the catalog's 20 (its p50 and max
+# are printed: the thirteenth session's note has a run).
+TRIALS = int(os.environ.get("VS_TN4_TRIALS", "5"))
 
 
 def read_json(proc: Any) -> dict[str, Any]:
