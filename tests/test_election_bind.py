@@ -249,6 +249,8 @@ def test_a_peer_that_voted_while_pending_and_restarts_gets_a_bound_voters_answer
     c.run_for(5.0)
     top = 2 if p2 > p3 else 3
     assert won_events(c, "u#1") == [1, top]  # served again, once, by the top of {2, 3}
+    if top == 2:  # node 3 answered node 2's new round (it would have followed it in silence)
+        assert c.cores[3].counters.get("answered_new_round") == 1
     other = 5 - top
     assert c.cores[other].winner("u#1") == top
 

@@ -605,6 +605,7 @@ class ElectionCore:
             # took a Claim while pending, then restarted). Its answers were cleared, and a bound
             # voter whose top is p goes to lost without a word: answer again, or p waits in
             # NoMajority for good (the twelfth session's TN-4 gap, never answered)
+            self._count("answered_new_round")
             self._send_election(e, (p,), out)
         if e.state != "lost":
             self._evaluate(e, now, out)
