@@ -249,8 +249,6 @@ def test_a_peer_that_voted_while_pending_and_restarts_gets_a_bound_voters_answer
     c.run_for(5.0)
     top = 2 if p2 > p3 else 3
     assert won_events(c, "u#1") == [1, top]  # served again, once, by the top of {2, 3}
-    if top == 2:  # node 3 answered node 2's new round (it would have followed it in silence)
-        assert c.cores[3].counters.get("answered_new_round") == 1
     other = 5 - top
     assert c.cores[other].winner("u#1") == top
 
@@ -299,4 +297,103 @@ def test_requests_in_the_rejoin_window_are_served_once_by_the_nodes_that_stay() 
     with nobody of nodes 2 and 3 serving the request): every one is served by exactly one of
     them (before the cut, or after it, once node 1 is down)."""
     bad = {seed: won for seed in range(1200) if len(won := _rejoin_window(seed)) != 1}
+    assert not bad, bad
+
+
+def test_a_node_left_top_of_its_binding_gets_a_claimants_answer_after_its_restart() -> None:
+    """Found by a fuzz of asymmetric views (thirteenth session): node 1 starts a request while
+    node 3 is still down in its view, so it binds its vote to {1, 2}. Node 2, the top, wins, then
+    goes down. Node 3 sees it first, elects again and claims; node 1 sees it later, elects again,
+    and is now the top of what is left of its binding: it refuses node 3's Claim. Node 3 answers
+    node 1's Election with its Claim, never an Election, so node 1 had no answer for its quorum
+    and never claimed, and node 3 never got a vote: nobody served the request until node 3's
+    claim expired (pending_ttl_s, 6 s). Now a node's Election after a restart asks (ASK) for
+    answers, which node 3 gives whatever its state: node 1 claims too, and the claim order leaves
+    one of them, within a few answer timeouts."""
+    c = ElectionCluster()
+    c.net.delay = (5e-4, 5e-4)
+    c.run_for(0.5)
+    c.members[1].refused(3, c.now)
+    c.apply(1, c.cores[1].peer_down(3, c.now))
+    c.start(1, "u#1", BASE + 50)  # bound to {1, 2}
+    c.members[1].heard_from(3, c.now)
+    c.start(3, "u#1", BASE + 100)
+    c.start(2, "u#1", BASE + 300)  # the top
+    c.run_for(0.05)
+    assert won_events(c, "u#1") == [2]
+    assert c.rec[1].lost["u#1"] == 2 and c.rec[3].lost["u#1"] == 2
+    c.silent.add(2)  # node 2 goes down after it won (its reply lost with it)
+    c.hb_alive.discard(2)
+    cut = c.now
+    c.members[3].refused(2, c.now)
+    c.apply(3, c.cores[3].peer_down(2, c.now))
+    c.run_for(0.05)  # node 3 elects again and claims before node 1 sees node 2 gone
+    c.members[1].refused(2, c.now)
+    c.apply(1, c.cores[1].peer_down(2, c.now))
+    c.run_for(10.0)
+    after = [n for n in won_events(c, "u#1") if n != 2]
+    assert len(after) == 1, c.rec  # served again, once
+    (when,) = [t for n in (1, 3) for t, e in c.rec[n].events if e == Won("u#1")]
+    # fake time: a few answer timeouts (0.3 s each), not the 6 s of an expired claim
+    assert when - cut < 2.0, when - cut
+
+
+def _views_window(seed: int) -> list[tuple[str, object]]:
+    """Asymmetric views at random (thirteenth session): each directed view "a sees b down" holds
+    with probability 0.3 when three requests come, and heals within 6 ms; each node gets each
+    copy with probability 0.95, in random order, on random link delays; 0-400 ms later one node
+    at random (or none) goes silent, and the others notice within 200 ms. Returns the requests
+    that went wrong: not served by exactly one node that stays, or served again more than 2 s
+    (fake time) after the cut. A request only one node that stays has a copy of waits for the
+    client's retry (not modelled): left out."""
+    rng = random.Random(seed)
+    c = ElectionCluster(seed=seed)
+    c.net.delay = (rng.uniform(1e-4, 5e-4), rng.uniform(6e-4, 5e-3))
+    c.run_for(0.5)
+    downs = [(a, b) for a in c.ids for b in c.ids if a != b and rng.random() < 0.3]
+    for viewer, gone in downs:
+        c.members[viewer].refused(gone, c.now)
+        c.apply(viewer, c.cores[viewer].peer_down(gone, c.now))
+    rids = [f"r#{k}" for k in range(3)]
+    copies = {rid: {n for n in c.ids if rng.random() < 0.95} for rid in rids}
+    steps: list[tuple[float, int, str, int]] = [
+        (rng.uniform(0, 4e-3), n, rid, BASE + rng.choice([50, 100, 300]))
+        for rid in rids for n in sorted(copies[rid])
+    ]
+    steps += [(rng.uniform(0, 6e-3), viewer, "", gone) for viewer, gone in downs]
+    t0 = c.now
+    for at, node, rid, arg in sorted(steps):
+        c.run_for(max(0.0, t0 + at - c.now))
+        if rid:
+            c.start(node, rid, arg)
+        else:
+            c.members[node].heard_from(arg, c.now)
+    c.run_for(rng.uniform(0.0, 0.4))
+    victim = rng.choice([0, *c.ids])
+    cut = c.now
+    if victim:
+        c.silent.add(victim)
+        c.hb_alive.discard(victim)
+        for after, n in sorted((rng.uniform(0, 0.2), n) for n in c.ids if n != victim):
+            c.run_for(max(0.0, cut + after - c.now))
+            c.members[n].refused(victim, c.now)
+            c.apply(n, c.cores[n].peer_down(victim, c.now))
+    c.run_for(8.0)
+    wrong: list[tuple[str, object]] = []
+    for rid in rids:
+        if len(copies[rid] - {victim}) < 2:
+            continue
+        wins = [(t, n) for n in c.ids if n != victim for t, e in c.rec[n].events if e == Won(rid)]
+        if len(wins) != 1:
+            wrong.append((rid, wins))
+        elif victim and wins[0][0] > cut + 2.0:
+            wrong.append((rid, f"served {wins[0][0] - cut:.1f} s after the cut"))
+    return wrong
+
+
+def test_requests_under_asymmetric_views_are_served_once_and_soon_by_the_nodes_that_stay() -> None:
+    """600 random runs of `_views_window`. Before the restart's ASK, 52 of them went wrong: 57
+    requests served 6.0-6.5 s after the cut (a claim had to expire, pending_ttl_s), and one never
+    (a bound voter's silence)."""
+    bad = {seed: w for seed in range(600) if (w := _views_window(seed))}
     assert not bad, bad

@@ -82,7 +82,9 @@ States of one rid on one node, and rules:
             then we take part with our real key (an abstention at once made the peer claim at
             once, bypassing the load-based choice for every request of the window). A bound
             peer's Election (Bindings) is answered so too, whenever it comes, and an ASK at
-            once if we abstained already; with bindings an abstention stays our key.
+            once if we abstained already; with bindings an abstention stays our key. A bare ASK
+            (a restarted unbound peer's) is not: a node that forgot the request (Done) must not
+            give a peer that missed the Done the quorum to serve it again.
             Expires after pending_ttl_s.
   electing  start(): send Election to live peers, round deadline = now + answer_timeout_s.
             - every live peer answered, a peer has the top key, first round, no suspect
@@ -130,7 +132,9 @@ States of one rid on one node, and rules:
   (gone)    forget(rid) on Done; clear() when this node goes down (a down node keeps nothing and
             takes no part: while Membership says self is down, every input is ignored).
   restart   = new round: keys heard stay known (they are facts about peers), Election is sent to
-            every live peer again, emit Restart(rid, reason).
+            every live peer again, with ASK (every peer in the election answers it, whatever its
+            state: the answers of earlier rounds were cleared, and a bound voter whose top we
+            are would follow us without a word), emit Restart(rid, reason).
 
 Rounds. A node numbers its rounds of every request from one counter, which clear() keeps (a round
 is never reused while the process lives; a restarted process is a new boot epoch, whose peers'
@@ -560,7 +564,7 @@ class ElectionCore:
         if e.state == "pending":
             if e.winner == p:  # the claimant we voted for abdicated
                 e.winner = 0
-            if (msg.priority > 0 or ask) and (now < self.abstain_until or msg.bind):
+            if (msg.priority > 0 or ask) and (now < self.abstain_until or msg.bind & ~ASK):
                 # maybe sent while we were down (or a bound peer waits for our key: Bindings):
                 # unless our copy comes within the grace, we take no part, and say so
                 # (_on_timer); never to another abstention (two nodes without a copy would
@@ -658,7 +662,8 @@ class ElectionCore:
                 e.refused.add(w)  # voted for when our claimant goes down (peer_down)
                 self._count("claim_refused")
         elif e.state in ("electing", "waiting"):
-            if e.bound and self._top_bound(e, self.m.up_peers(now)) != w:
+            live = self.m.up_peers(now)
+            if e.bound and self._top_bound(e, live) != w:
                 self._count("claim_refused_bound")  # our vote is bound to another (or to a key
                 e.deferred.add(w)  # not known yet: voted for once it is, see _evaluate)
                 return
@@ -686,7 +691,12 @@ class ElectionCore:
         if new:  # peers that were not live before get a full answer timeout to answer
             e.sent_to |= new
             e.round_start = now
-            self._send_election(e, new, out)
+            # after a restart, ASK: a peer that answered an earlier round (or while we were
+            # pending) may not answer this one by itself (a bound voter whose top we are goes to
+            # lost without a word), and our quorum of answers would never come. A peer that has
+            # no copy (it forgot the request: Done) stays silent: only a bound Election makes a
+            # pending node abstain, and a bare ASK binds nothing.
+            self._send_round(e, new, self._election_msg(e, ask=e.restarts > 0), out)
         candidates = live - e.suspects
         if e.bound:
             top = self._top_bound(e, live)
