@@ -121,12 +121,14 @@ class ElectionCluster:
         self.hb_interval = failure_timeout_s / 5
         self.hb_alive = set(ids)  # nodes whose heartbeats reach everyone
         self.hb_deaf: set[int] = set()  # nodes that hear no heartbeat (their input is cut)
+        self.hb_cut: set[tuple[int, int]] = set()  # (src, dst): src's heartbeats do not reach dst
         # feed Membership.transitions to ElectionCore.peer_down, as the election actor does
         # (off by default: most tests call peer_down themselves, at chosen moments)
         self.track_transitions = False
         # the encrypt flow's Done, as the node actors do it: a winner sends Done(rid) to its
-        # peers at once (they forget the request) and answers any later election message of it
-        # with Done again (the election actor's `settled`); off by default
+        # peers at once (they forget the request), and the winner and every node its Done
+        # reached answer any later election message of it with Done again (the election actor's
+        # `settled`, for an acknowledged reply); off by default
         self.done_on_win = False
         self.settled: dict[int, set[str]] = {i: set() for i in ids}
         self.next_hb = 0.0
@@ -135,7 +137,8 @@ class ElectionCluster:
     def heartbeats(self) -> None:
         for i in self.hb_alive:
             for j in self.ids:
-                if i != j and j in self.hb_alive and j not in self.hb_deaf:
+                if (i != j and j in self.hb_alive and j not in self.hb_deaf
+                        and (i, j) not in self.hb_cut):
                     self.members[j].observe(
                         self.members[i].heartbeat(load=0, token_epoch=0, token_holder=0), self.now
                     )
@@ -194,6 +197,8 @@ class ElectionCluster:
         if isinstance(msg, Done):
             if self.members[dst].self_up:
                 self.cores[dst].forget(msg.rid)
+                if self.done_on_win:  # the election actor: ForgetElection(settled=True)
+                    self.settled[dst].add(msg.rid)
             return
         if self.done_on_win and getattr(msg, "rid", None) in self.settled[dst]:
             if self.members[dst].self_up:

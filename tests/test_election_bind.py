@@ -2,6 +2,7 @@
 key among the nodes it counted live, so the top wins one link delay after the last Election."""
 
 import random
+from typing import Any
 
 import pytest
 from cloud_sim import ElectionCluster
@@ -397,3 +398,74 @@ def test_requests_under_asymmetric_views_are_served_once_and_soon_by_the_nodes_t
     (a bound voter's silence)."""
     bad = {seed: w for seed in range(600) if (w := _views_window(seed))}
     assert not bad, bad
+
+
+def _one_way_window(seed: int) -> tuple[list[tuple[str, list[int]]], bool]:
+    """One or two directed links fail for 0.2-2 s while four requests come (thirteenth session):
+    what they carry arrives after the heal, as the transport's resends would, and their
+    heartbeats are lost meanwhile (the views follow them); the winner says Done at once, and a
+    node that got it answers later election messages with Done (`done_on_win`). Returns the
+    requests (with two copies or more) not won exactly once, and whether a node was judged down
+    (its peer's failure detector called it down or unreachable)."""
+    rng = random.Random(seed)
+    c = ElectionCluster(seed=seed)
+    c.track_transitions = True
+    judged: list[int] = []  # a node's failure detector called a peer not up, at some moment
+    for m in c.members.values():
+        def up_peers(now: float, m: Any = m, up: Any = m.up_peers) -> Any:
+            peers = up(now)
+            if len(peers) < len(m.peer_ids):
+                judged.append(m.self_id)
+            return peers
+
+        def state_of(node: int, now: float, m: Any = m, state: Any = m.state_of) -> Any:
+            s = state(node, now)
+            if s != "up" and node != m.self_id:
+                judged.append(m.self_id)
+            return s
+        m.up_peers = up_peers  # type: ignore[method-assign]
+        m.state_of = state_of  # type: ignore[method-assign]
+    c.done_on_win = True
+    c.net.delay = (rng.uniform(1e-4, 5e-4), rng.uniform(6e-4, 5e-3))
+    c.run_for(0.5)
+    links = [(a, b) for a in c.ids for b in c.ids if a != b]
+    failed_for = rng.uniform(0.2, 2.0)
+    for link in rng.sample(links, rng.choice([1, 1, 2])):
+        c.net.held[link] = c.now + failed_for
+        c.hb_cut.add(link)
+    steps: list[tuple[float, int, str]] = [(failed_for, 0, "")]
+    copies: dict[str, set[int]] = {}
+    for k in range(4):
+        rid, t0 = f"r#{k}", rng.uniform(0, 2.5)
+        copies[rid] = {n for n in c.ids if rng.random() < 0.95}
+        steps += [(t0 + rng.uniform(0, 3e-3), n, rid) for n in sorted(copies[rid])]
+    base = c.now
+    for at, node, rid in sorted(steps):
+        c.run_for(max(0.0, base + at - c.now))
+        if rid:
+            c.start(node, rid, BASE + rng.choice([50, 100, 300]))
+        else:
+            c.hb_cut.clear()
+    c.run_for(10.0)
+    wrong = [(rid, won) for rid in copies if len(copies[rid]) >= 2
+             if len(won := won_events(c, rid)) != 1]
+    return wrong, bool(judged)
+
+
+def test_one_way_link_failures_leave_every_request_served_and_once_if_nobody_was_judged_down(
+) -> None:
+    """400 random runs of `_one_way_window`: every request is served, and served once unless a
+    node was judged down. A node judged down while it was alive (its two links out failed, or
+    two nodes lost each other) may serve a request its peers serve too: the case the design
+    accepts (under 1 % with a node down or suspected; 3 of these 400 runs). In 154 of them
+    nobody was judged down. The code before this session passes too: this guards the restart's
+    ASK (a duplicate or an unserved request under one-way failures would show here)."""
+    unserved: dict[int, object] = {}
+    twice: dict[int, object] = {}
+    for seed in range(400):
+        wrong, judged = _one_way_window(seed)
+        if any(not won for _, won in wrong):
+            unserved[seed] = wrong
+        elif wrong and not judged:
+            twice[seed] = wrong
+    assert not unserved and not twice, (unserved, twice)
