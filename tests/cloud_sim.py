@@ -163,6 +163,12 @@ class ElectionCluster:
         for dst, msg in out.sends:
             self.net.send(node, dst, msg, self.now)
 
+    def see_down(self, node: int, gone: int) -> None:
+        """`node` sees `gone` unreachable now (its port refused), and its election learns it, as
+        the election actor does on PeerRefused."""
+        self.members[node].refused(gone, self.now)
+        self.apply(node, self.cores[node].peer_down(gone, self.now))
+
     def start(self, node: int, rid: str, prio: int) -> None:
         self.apply(node, self.cores[node].start(rid, prio, self.now))
 

@@ -221,13 +221,11 @@ def test_a_winner_gone_seen_by_the_others_a_few_ms_apart_is_replaced_at_once() -
     assert outcome(c, "u#1")[0] == [3]
     c.hb_alive = {1, 2}  # node 3 is killed
     c.silent.add(3)
-    c.members[1].refused(3, c.now)
-    c.apply(1, c.cores[1].peer_down(3, c.now))
+    c.see_down(1, 3)
     c.run_for(0.005)  # node 1's Election reached node 2, which still follows node 3
     assert c.cores[1].state_of("u#1") == "waiting" and c.cores[2].state_of("u#1") == "lost"
     t1 = c.now
-    c.members[2].refused(3, c.now)
-    c.apply(2, c.cores[2].peer_down(3, c.now))
+    c.see_down(2, 3)
     c.run_for(0.1)
     assert c.cores[2].state_of("u#1") == "won" and c.rec[2].won["u#1"] - t1 < 0.005
     assert c.cores[1].winner("u#1") == 2
@@ -826,8 +824,7 @@ def test_a_node_frozen_then_killed_amid_elections_is_replaced_within_a_few_link_
         for i, off in sorted(((i, rng.uniform(0.0, 0.05)) for i in survivors),
                              key=lambda x: x[1]):
             c.run_for(max(0.0, kill_at + off - c.now))
-            c.members[i].refused(victim, c.now)
-            c.apply(i, c.cores[i].peer_down(victim, c.now))
+            c.see_down(i, victim)
         seen = c.now  # the later survivor saw the kill
         c.run_for(3 * A)
         for rid in rids:

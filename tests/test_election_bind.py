@@ -177,8 +177,7 @@ def _rejoin_then_cut(p2: int, p3: int, n3_sees: bool) -> tuple[list[int], list[i
     c = ElectionCluster()
     c.run_for(0.5)
     for n in (2,) if n3_sees else (2, 3):
-        c.members[n].refused(1, c.now)
-        c.apply(n, c.cores[n].peer_down(1, c.now))
+        c.see_down(n, 1)
     for node, prio in ((1, BASE + 300), (2, p2), (3, p3)):
         c.start(node, "u#1", prio)
     c.run_for(0.0005)
@@ -189,8 +188,7 @@ def _rejoin_then_cut(p2: int, p3: int, n3_sees: bool) -> tuple[list[int], list[i
     c.silent.add(1)  # its link is down: it neither sends nor heartbeats
     c.hb_alive.discard(1)
     for n in (2, 3):
-        c.members[n].refused(1, c.now)
-        c.apply(n, c.cores[n].peer_down(1, c.now))
+        c.see_down(n, 1)
     before = {n: len(c.rec[n].events) for n in (2, 3)}
     c.run_for(5.0)
     after = [n for n in (2, 3) if any(isinstance(e, Won) for _, e in c.rec[n].events[before[n]:])]
@@ -229,8 +227,7 @@ def test_a_peer_that_voted_while_pending_and_restarts_gets_a_bound_voters_answer
     c.net.delay = (5e-4, 5e-4)
     c.run_for(0.5)
     for viewer, gone in ((2, 1), (3, 1), (1, 2)):
-        c.members[viewer].refused(gone, c.now)
-        c.apply(viewer, c.cores[viewer].peer_down(gone, c.now))
+        c.see_down(viewer, gone)
     c.start(1, "u#1", BASE + 300)
     c.start(3, "u#1", p3)  # bound to {2, 3}: node 1 is down in its view
     c.members[2].heard_from(1, c.now)
@@ -245,8 +242,7 @@ def test_a_peer_that_voted_while_pending_and_restarts_gets_a_bound_voters_answer
     c.silent.add(1)  # node 1's link goes down (TN-4) before node 3 asks node 2 for its key
     c.hb_alive.discard(1)
     for n in (2, 3):
-        c.members[n].refused(1, c.now)
-        c.apply(n, c.cores[n].peer_down(1, c.now))
+        c.see_down(n, 1)
     c.run_for(5.0)
     top = 2 if p2 > p3 else 3
     assert won_events(c, "u#1") == [1, top]  # served again, once, by the top of {2, 3}
@@ -267,8 +263,7 @@ def _rejoin_window(seed: int) -> list[int]:
     downs = [(2, 1)]
     downs += [v for v, p in (((3, 1), 0.5), ((1, 2), 0.5), ((1, 3), 0.3)) if rng.random() < p]
     for viewer, gone in downs:
-        c.members[viewer].refused(gone, c.now)
-        c.apply(viewer, c.cores[viewer].peer_down(gone, c.now))
+        c.see_down(viewer, gone)
     prios = {1: BASE + rng.choice([50, 100, 300, 300]),
              2: BASE + rng.choice([50, 100, 300]), 3: BASE + rng.choice([50, 100, 300])}
     steps: list[tuple[float, int, int]] = [(rng.uniform(0, 3e-3), n, 0) for n in (1, 2, 3)]
@@ -287,8 +282,7 @@ def _rejoin_window(seed: int) -> list[int]:
     seen = sorted((rng.uniform(0, 0.2), n) for n in (2, 3))
     for after, n in seen:
         c.run_for(max(0.0, cut_at + after - c.now))
-        c.members[n].refused(1, c.now)
-        c.apply(n, c.cores[n].peer_down(1, c.now))
+        c.see_down(n, 1)
     c.run_for(5.0)
     return [n for n in won_events(c, "u#1") if n != 1]
 
@@ -314,8 +308,7 @@ def test_a_node_left_top_of_its_binding_gets_a_claimants_answer_after_its_restar
     c = ElectionCluster()
     c.net.delay = (5e-4, 5e-4)
     c.run_for(0.5)
-    c.members[1].refused(3, c.now)
-    c.apply(1, c.cores[1].peer_down(3, c.now))
+    c.see_down(1, 3)
     c.start(1, "u#1", BASE + 50)  # bound to {1, 2}
     c.members[1].heard_from(3, c.now)
     c.start(3, "u#1", BASE + 100)
@@ -326,11 +319,9 @@ def test_a_node_left_top_of_its_binding_gets_a_claimants_answer_after_its_restar
     c.silent.add(2)  # node 2 goes down after it won (its reply lost with it)
     c.hb_alive.discard(2)
     cut = c.now
-    c.members[3].refused(2, c.now)
-    c.apply(3, c.cores[3].peer_down(2, c.now))
+    c.see_down(3, 2)
     c.run_for(0.05)  # node 3 elects again and claims before node 1 sees node 2 gone
-    c.members[1].refused(2, c.now)
-    c.apply(1, c.cores[1].peer_down(2, c.now))
+    c.see_down(1, 2)
     c.run_for(10.0)
     after = [n for n in won_events(c, "u#1") if n != 2]
     assert len(after) == 1, c.rec  # served again, once
@@ -353,8 +344,7 @@ def _views_window(seed: int) -> list[tuple[str, object]]:
     c.run_for(0.5)
     downs = [(a, b) for a in c.ids for b in c.ids if a != b and rng.random() < 0.3]
     for viewer, gone in downs:
-        c.members[viewer].refused(gone, c.now)
-        c.apply(viewer, c.cores[viewer].peer_down(gone, c.now))
+        c.see_down(viewer, gone)
     rids = [f"r#{k}" for k in range(3)]
     copies = {rid: {n for n in c.ids if rng.random() < 0.95} for rid in rids}
     steps: list[tuple[float, int, str, int]] = [
@@ -377,8 +367,7 @@ def _views_window(seed: int) -> list[tuple[str, object]]:
         c.hb_alive.discard(victim)
         for after, n in sorted((rng.uniform(0, 0.2), n) for n in c.ids if n != victim):
             c.run_for(max(0.0, cut + after - c.now))
-            c.members[n].refused(victim, c.now)
-            c.apply(n, c.cores[n].peer_down(victim, c.now))
+            c.see_down(n, victim)
     c.run_for(8.0)
     wrong: list[tuple[str, object]] = []
     for rid in rids:

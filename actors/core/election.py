@@ -548,10 +548,12 @@ class ElectionCore:
         self._heard(e, p, msg.round)
         e.keys[p] = (msg.priority, self._tie_of(e, p), p)
         ask = msg.bind & ASK
+        answered = False  # our Election went to p for this one already (an ASK's answer)
         if msg.bind:
             e.binds[p] = msg.bind & ~ASK
             if ask and e.state != "pending":  # p lacks our key: answer whatever our state
                 self._send_election(e, (p,), out)  # (never with ASK: no loop)
+                answered = True
             elif ask and e.abstained:  # our key is the abstention's: say it again, at once
                 out.send(p, self._abstention_msg(e))
         e.answered.add(p)
@@ -591,12 +593,16 @@ class ElectionCore:
         if e.state == "lost":  # p restarted a round: our answer is fresh evidence for it. Once
             if p not in e.told:  # per peer while lost: two lost nodes would answer each
                 e.told.add(p)  # other's answers forever (a late Election starts that)
-                self._send_election(e, (p,), out)
+                if not answered:
+                    self._send_election(e, (p,), out)
                 out.events.append(Probe(e.winner))
             return
         if p not in e.sent_to:
             e.sent_to.add(p)
-            self._send_election(e, (p,), out)
+            if not answered:
+                self._send_election(e, (p,), out)
+        elif answered:  # the ASK's answer is the answer again that the rules below would send
+            pass
         elif e.state == "waiting" and p == e.winner:
             # the peer we wait for started a new round (its winner went down after it had our
             # answer): answers of an earlier round do not count in its new one, so answer again
@@ -604,11 +610,11 @@ class ElectionCore:
         elif (earlier is not None and msg.round > earlier) or (
             earlier is None and self.bind and not msg.bind
         ):
-            # p opened a round after our answer reached it: a restart (we heard an earlier
-            # round), or, unbound with bindings on, a first Election after it had voted (it
-            # took a Claim while pending, then restarted). Its answers were cleared, and a bound
-            # voter whose top is p goes to lost without a word: answer again, or p waits in
-            # NoMajority for good (the twelfth session's TN-4 gap, never answered)
+            # p opened a round after our answer reached it without asking (a restart asks:
+            # above), or, unbound with bindings on, sent a first Election after it had voted
+            # (it took a Claim while pending, and its winner was gone at its start). Its answers
+            # were cleared, and a bound voter whose top is p goes to lost without a word: answer
+            # again, or p waits in NoMajority for good (the twelfth session's TN-4 gap)
             self._count("answered_new_round")
             self._send_election(e, (p,), out)
         if e.state != "lost":
@@ -662,8 +668,7 @@ class ElectionCore:
                 e.refused.add(w)  # voted for when our claimant goes down (peer_down)
                 self._count("claim_refused")
         elif e.state in ("electing", "waiting"):
-            live = self.m.up_peers(now)
-            if e.bound and self._top_bound(e, live) != w:
+            if e.bound and self._top_bound(e, self.m.up_peers(now)) != w:
                 self._count("claim_refused_bound")  # our vote is bound to another (or to a key
                 e.deferred.add(w)  # not known yet: voted for once it is, see _evaluate)
                 return
