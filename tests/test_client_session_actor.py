@@ -36,6 +36,7 @@ from actors.client.session_messages import (
 from actors.core.calls import CallError, CallStats
 from actors.core.directory import token_digest
 from actors.core.presence import REJOINED_NOTICE, UNREACHABLE_NOTICE
+from actors.direct import DirectEntry
 from codec import sharecrypt
 from codec.messages import (
     Ack,
@@ -56,6 +57,7 @@ from codec.messages import (
 )
 from tests.fake_transport import FakeClock, FakeTransport, Sent
 from transport.errors import SendError
+from transport.udp import Delivery
 
 NODES = [("127.0.0.1", 47001), ("127.0.0.1", 47002), ("127.0.0.1", 47003)]
 KEYS = ClientKeys(b"s" * 32, b"b" * 32)
@@ -77,6 +79,13 @@ class Rig:
     peer: list[tuple[Any, Any]] = field(default_factory=list)
     rejoined: list[tuple[Update, ...]] = field(default_factory=list)
     rids: list[str] = field(default_factory=list)
+    entry: DirectEntry | None = None
+
+    def on_peer(self, addr: Any, msg: Any) -> None:  # (a test may replace these two)
+        self.peer.append((addr, msg))
+
+    def notify(self, text: str) -> None:
+        self.notices.append(text)
 
     def tick(self, advance: float = 0.0) -> None:
         self.clock.now += advance
@@ -122,6 +131,17 @@ class Rig:
 
 @pytest.fixture
 def rig() -> Iterator[Rig]:
+    yield from _rig(None)
+
+
+@pytest.fixture
+def direct_rig() -> Iterator[Rig]:
+    """As `rig`, wired as ClientSession wires it: the transport subscription and the calls go
+    through the actor's DirectEntry (`rig.entry`)."""
+    yield from _rig(DirectEntry())
+
+
+def _rig(direct: DirectEntry | None) -> Iterator[Rig]:
     tp = FakeTransport(address=ME, auto=None)
     clock = FakeClock()
     state, stats = SessionState(), CallStats()
@@ -136,11 +156,11 @@ def rig() -> Iterator[Rig]:
     ref = ClientSessionActor.start(
         user="alice", nodes=NODES, transport=tp, retry_s=RETRY_S, deadline_s=DEADLINE_S,
         heartbeat_s=HEARTBEAT_S, keys=KEYS, next_rid=next_rid,
-        on_peer=lambda addr, msg: holder["rig"].peer.append((addr, msg)),
+        on_peer=lambda addr, msg: holder["rig"].on_peer(addr, msg),
         on_rejoined=lambda updates: holder["rig"].rejoined.append(updates),
-        notify=lambda text: holder["rig"].notices.append(text),
-        clock=clock, rng=random.Random(5), state=state, stats=stats, tick_s=None)
-    r = Rig(ref, tp, clock, state, stats)
+        notify=lambda text: holder["rig"].notify(text),
+        clock=clock, rng=random.Random(5), state=state, stats=stats, tick_s=None, entry=direct)
+    r = Rig(ref, tp, clock, state, stats, entry=direct)
     holder["rig"] = r
     try:
         yield r
@@ -570,3 +590,136 @@ def test_stopping_fails_open_calls_as_closed_without_notices(rig: Rig) -> None:
         fut.get(timeout=5)
     assert err.value.code == "closed"
     assert rig.notices == []  # not "the cloud does not answer"
+
+
+# ---- the direct entry (issue 19: two thread wake-ups less per call) ---------------------------
+class _ThreadFuture(pykka.ThreadingFuture[Any]):
+    """A future that remembers the thread that resolved it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread: int | None = None
+
+    def set(self, value: Any = None) -> None:
+        self.thread = threading.get_ident()
+        super().set(value)
+
+
+def _threads_of(tp: FakeTransport, method: str) -> list[int]:
+    """Record the thread of each call of `tp.<method>` from now on (the list returned)."""
+    threads: list[int] = []
+    inner = getattr(tp, method)
+
+    def recording(*args: Any, **kw: Any) -> Any:
+        threads.append(threading.get_ident())
+        return inner(*args, **kw)
+
+    setattr(tp, method, recording)
+    return threads
+
+
+def _start(rig: Rig, rid: str) -> _ThreadFuture:
+    assert rig.entry is not None
+    fut = _ThreadFuture()
+    rig.entry.tell(StartCall(
+        rid, lambda a: EncryptRequest(rid=rid, image="a.png", data=b"x" * 10, attempt=a),
+        tuple(NODES), fut, notices=queue.SimpleQueue()))
+    return fut
+
+
+def _reply(rid: str) -> EncryptReply:
+    return EncryptReply(rid=rid, node=1, sealed=b"p", seal_ms=1.0, wait_ms=1.0)
+
+
+def test_a_call_starts_and_its_reply_is_handled_on_the_callers_threads_while_idle(
+    direct_rig: Rig,
+) -> None:
+    """The copies leave from the thread that started the call (before `tell` returns), and the
+    reply resolves the call on the thread that delivered it: the actor's thread wakes for
+    neither (it would with the entry replaced by the actor's ref: both tests fail)."""
+    rig, me = direct_rig, threading.get_ident()
+    senders = _threads_of(rig.tp, "send_many")
+    fut = _start(rig, "alice#40")
+    assert senders == [me] and len(rig.sends(EncryptRequest, "alice#40")) == 3
+    rig.tp.deliver(NODES[1], _reply("alice#40"))
+    assert fut.thread == me and fut.get(timeout=0).reply == _reply("alice#40")
+
+
+def test_a_reply_that_comes_while_the_actor_is_busy_waits_in_its_mailbox(direct_rig: Rig) -> None:
+    """A peer request holds the actor (its handler waits, run on the delivering thread); a reply
+    delivered meanwhile is not run beside it: it waits in the mailbox and the actor's own thread
+    handles it after."""
+    rig = direct_rig
+    fut = _start(rig, "alice#41")
+    inside, release = threading.Event(), threading.Event()
+
+    def blocking_peer(addr: Any, msg: Any) -> None:
+        inside.set()
+        release.wait(10)
+
+    rig.on_peer = blocking_peer  # type: ignore[method-assign]
+    busy = threading.Thread(target=rig.tp.deliver, daemon=True, args=(
+        ("127.0.0.1", 40009), PreviewRequest(rid="bob#3", user="bob", token=TOKEN)))
+    busy.start()
+    assert inside.wait(10)
+    rig.tp.deliver(NODES[0], _reply("alice#41"))  # returns at once: queued, not run
+    assert fut.thread is None
+    release.set()
+    busy.join(10)
+    assert fut.get(timeout=5).reply == _reply("alice#41")
+    assert fut.thread not in (threading.get_ident(), busy.ident)
+
+
+def test_a_notice_raised_on_a_callers_thread_is_printed_on_the_actors(direct_rig: Rig) -> None:
+    """`notify` may write to a terminal: a notice that a reply handled on the transport's
+    reader thread raises is printed by the actor's thread, not the reader's."""
+    rig = direct_rig
+    where: list[int] = []
+
+    def notify(text: str) -> None:
+        where.append(threading.get_ident())
+        rig.notices.append(text)
+
+    rig.notify = notify  # type: ignore[method-assign]
+    rig.join()
+    for _ in range(3):  # three silent rounds: the unreachable notice (raised at a Tick)
+        rig.tick(HEARTBEAT_S)
+        answer_check(rig, {})
+        rig.tick(HEARTBEAT_S - 0.01)
+    rig.tick(0.01)
+    answer_check(rig, {n: (entry(TOKEN),) for n in NODES})  # delivered on this thread
+    assert rig.notices == [UNREACHABLE_NOTICE, "the cloud answers again"]
+    # the first came at a Tick (the actor's thread); the second was raised on this thread
+    assert len(where) == 2 and where[1] == where[0] != threading.get_ident()
+
+
+def test_nothing_runs_through_the_entry_once_the_actor_stopped(direct_rig: Rig) -> None:
+    rig = direct_rig
+    assert rig.entry is not None
+    fut = _start(rig, "alice#42")
+    rig.ref.stop()
+    with pytest.raises(CallError):
+        fut.get(timeout=5)  # failed as closed by the stop
+    with pytest.raises(pykka.ActorDeadError):
+        rig.entry.tell(Delivery(NODES[0], _reply("alice#42")))
+
+
+def test_a_fetch_delivered_on_a_callers_thread_is_answered_on_the_actors(direct_rig: Rig) -> None:
+    """The payload of an offered call is encoded and sent by the actor's thread, not by the
+    transport's reader that delivered the FetchPayload (it would stall the reader)."""
+    rig, me = direct_rig, threading.get_ident()
+    assert rig.entry is not None
+    data = b"p" * 5000
+    senders = _threads_of(rig.tp, "send")
+    fut = _ThreadFuture()
+    rig.entry.tell(StartCall(
+        "alice#43", lambda a: EncryptOffer(rid="alice#43", image="p.png", size=len(data), attempt=a),
+        tuple(NODES), fut,
+        fetch=lambda a: EncryptRequest(rid="alice#43", image="p.png", data=data, attempt=a)))
+    rig.complete(rig.sends(EncryptOffer))
+    senders.clear()  # (the offers left through send_many, on this thread)
+    rig.tp.deliver(NODES[1], FetchPayload(rid="alice#43", node=2, attempt=0))
+    rig.settle()
+    [up] = rig.sends(EncryptRequest)
+    assert up.addr == NODES[1] and up.msg.data == data
+    assert len(senders) == 1 and senders[0] != me

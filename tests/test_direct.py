@@ -13,8 +13,8 @@ import pytest
 from fake_transport import FakeClock, FakeTransport
 from node_actor_kit import Recorder, three_node_config
 
+from actors.direct import DirectActor, DirectEntry
 from actors.node.base import PeerLink, Wire
-from actors.node.direct import DirectActor, DirectEntry
 from actors.node.election_actor import ElectionActor
 from actors.node.signals import PeerIn, StartElection
 from codec.messages import Claim, Election, ElectionOk, PeerHeartbeat

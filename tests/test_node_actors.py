@@ -34,8 +34,8 @@ from node_actor_kit import (
 from actors.client.keys import ClientKeys
 from actors.core.membership import Output
 from actors.core.token_ring import TokenStatus
+from actors.direct import DirectEntry
 from actors.node.base import PeerLink, Wire, initial_view
-from actors.node.direct import DirectEntry
 from actors.node.directory_actor import DirectoryActor
 from actors.node.election_actor import ElectionActor
 from actors.node.encoder import EncoderActor, EncoderPool, Sealed

@@ -52,6 +52,7 @@ from actors.client.session_messages import (
 from actors.client.session_messages import CancelScope as CancelMsg
 from actors.core.calls import CallError, CallStats
 from actors.core.encrypt_flow import too_large
+from actors.direct import DirectEntry
 from codec import images, seal
 from codec.messages import EncryptReply, JoinReply, Message, Update, UserEntry
 from codec.names import check_name, image_name_for
@@ -153,6 +154,7 @@ class ClientSession:
         rng = rng or random.Random()
         on_peer, on_rejoined = _Relay(), _Relay()
         next_rid = functools.partial(self.db.next_request_id, self.user)
+        entry = DirectEntry()  # replies and call starts skip the actor's mailbox when idle
         self.actor = ClientSessionActor.start(
             user=self.user, nodes=self.node_addrs, transport=self.transport,
             retry_s=cfg.client.retry_s, deadline_s=cfg.client.request_deadline_s,
@@ -160,11 +162,11 @@ class ClientSession:
             keys=self.keys, next_rid=next_rid,
             on_peer=on_peer, on_rejoined=on_rejoined, notify=self._notify,
             clock=clock, rng=random.Random(rng.getrandbits(64)), state=self.state,
-            stats=self.caller.stats)
+            stats=self.caller.stats, entry=entry)
         self.cloud = Cloud(self.actor, user=self.user, nodes=self.node_addrs,
                            retry_s=cfg.client.retry_s, next_rid=next_rid,
                            notify=self._notify, state=self.state,
-                           rng=random.Random(rng.getrandbits(64)))
+                           rng=random.Random(rng.getrandbits(64)), entry=entry)
         self.dir = DirectoryCache(self.cloud)
         self.ctx = ClientContext(user=self.user, cfg=cfg, home=self.home, db=self.db,
                                  keys=self.keys, cloud=self.cloud, directory=self.dir,

@@ -102,8 +102,11 @@ class Cloud:
 
     def __init__(self, actor: Any, *, user: str, nodes: Sequence[Addr], retry_s: float,
                  next_rid: Callable[[], str], notify: Callable[[str], None],
-                 state: SessionState, rng: random.Random | None = None) -> None:
+                 state: SessionState, rng: random.Random | None = None,
+                 entry: Any = None) -> None:
         self._actor = actor
+        # a StartCall runs on the calling thread while the actor is idle (actors.direct)
+        self._start = entry.tell if entry is not None else actor.tell
         self.user = user
         self.nodes = list(nodes)
         self.retry_s = retry_s
@@ -140,7 +143,7 @@ class Cloud:
         rid = rid or self.next_rid()
         fut = CallFuture()
         notices: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self._actor.tell(StartCall(rid, lambda attempt: build(rid, attempt),
+        self._start(StartCall(rid, lambda attempt: build(rid, attempt),
                                    tuple(targets or self.nodes), fut, deadline_s=deadline_s,
                                    hold_s=hold_s, notices=notices, scope=scope,
                                    quorum=quorum,

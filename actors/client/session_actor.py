@@ -22,6 +22,16 @@ Messages it takes (actors.client.session_messages; all `tell`; nothing inside it
   before the actor's next message (the reply, a Tick), so waking the actor for each (three
   per request, one per node) only cost CPU and the reply's latency.
 
+Replies and `StartCall` skip the mailbox while the actor is idle (`actors.direct`, as the node's
+election hops do): the transport subscription and `Cloud` tell the actor's `DirectEntry`, so a
+reply is handled on the transport's reader thread and a call starts on its caller's thread,
+under the actor's lock; when the actor is busy (a Tick, another thread's message) the message
+waits in the mailbox as before, never overtaking one queued there. That is two thread wake-ups
+less per call (issue 19: `python -m benchmarks.msg_count`, the client's `tell` rows). Nothing
+here waits, except a notice printed to a terminal: one raised on a caller's thread is told to
+the actor and printed on its own (`_Say`); a node's FetchPayload likewise goes to the actor's
+thread (`_Fetch`: encoding the payload may take milliseconds).
+
 It publishes `SessionState` (connection text, token) for any thread to read without asking.
 A rejoin draws its request id (a state.db commit) on a helper thread, which comes back with
 `_RidDrawn`; it applies the updates handed over on `on_rejoined` (the session's worker thread,
@@ -66,6 +76,7 @@ from actors.core.calls import (
     Retrying,
     Send,
 )
+from actors.direct import DirectActor, DirectEntry
 from codec.messages import (
     ClientHeartbeat,
     DirectoryQuery,
@@ -85,6 +96,20 @@ Addr = tuple[str, int]
 TICK_S = 0.05
 LEAVE_WAIT_S = 1.0  # a node that is down must not hold up the end of a session
 CHECK_SHARE = 0.9  # a check round's calls end before the next round starts
+
+
+@dataclass(frozen=True, slots=True)
+class _Say:
+    """A notice to print on the actor's own thread (see `_say`)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Fetch:
+    """A node's FetchPayload, answered on the actor's own thread (the payload's encode)."""
+
+    d: Delivery
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +148,22 @@ class JoinSigner(Protocol):
     def join(self, rid: str, user: str, stamp: float) -> Join: ...
 
 
-class ClientSessionActor(pykka.ThreadingActor):
+class _Receiving(pykka.ThreadingActor):
+    """The session's handler, below `DirectActor` in the method order (its lock wraps every
+    message, from the mailbox or an entry)."""
+
+    def on_receive(self, message: Any) -> Any:
+        try:
+            return self._receive(message)
+        except Exception:  # a bug or bad input must not stop the session: log, carry on
+            log.exception("client session: %s failed", type(message).__name__)
+            return None
+
+    def _receive(self, message: Any) -> Any:
+        raise NotImplementedError
+
+
+class ClientSessionActor(DirectActor, _Receiving):
     """See the module docstring. Build with `ClientSessionActor.start(...)`."""
 
     def __init__(
@@ -146,8 +186,14 @@ class ClientSessionActor(pykka.ThreadingActor):
         stats: CallStats | None = None,
         tick_s: float | None = TICK_S,
         wall: Callable[[], float] = time.time,
+        entry: DirectEntry | None = None,
     ) -> None:
         super().__init__()
+        # replies and StartCall run on the thread that has them while we are idle (see the
+        # module docstring): a reply is handled on the transport's reader thread, a call
+        # starts on its caller's, each one wake-up of this actor's thread less
+        self.direct_init(entry)
+        self.entry = entry
         self.user = user
         self.nodes = tuple(nodes)
         self.transport = transport
@@ -182,7 +228,10 @@ class ClientSessionActor(pykka.ThreadingActor):
 
     # ---- life -----------------------------------------------------------------------------------
     def on_start(self) -> None:
-        self._unsubscribe = self.transport.subscribe(self.actor_ref)
+        if self.entry is not None:  # quick: nothing here blocks or waits for the transport
+            self._unsubscribe = self.transport.subscribe(self.entry.tell, quick=True)
+        else:
+            self._unsubscribe = self.transport.subscribe(self.actor_ref)
         if self._tick_s is not None:
             ref, stop, period = self.actor_ref, self._ticker_stop, self._tick_s
 
@@ -196,6 +245,10 @@ class ClientSessionActor(pykka.ThreadingActor):
             threading.Thread(target=ticker, name=f"ticker-{self.user}", daemon=True).start()
 
     def on_stop(self) -> None:
+        with self._direct_lock:  # not while a caller's thread runs a message of ours
+            self._stop_session()
+
+    def _stop_session(self) -> None:
         self._stopping = True  # calls end as "closed"; no notices, no rejoin
         self._ticker_stop.set()
         if self._unsubscribe is not None:
@@ -214,13 +267,6 @@ class ClientSessionActor(pykka.ThreadingActor):
         self._ticker_stop.set()
 
     # ---- messages -------------------------------------------------------------------------------
-    def on_receive(self, message: Any) -> Any:
-        try:
-            return self._receive(message)
-        except Exception:  # a bug or bad input must not stop the session: log, carry on
-            log.exception("client session: %s failed", type(message).__name__)
-            return None
-
     def _receive(self, message: Any) -> Any:
         self._send_outcomes()
         now = self.clock()
@@ -244,6 +290,10 @@ class ClientSessionActor(pykka.ThreadingActor):
             self._leave_done(message.addr)
         elif isinstance(message, _RidDrawn):
             self._rid_drawn(message, now)
+        elif isinstance(message, _Fetch):
+            self._fetched(message.d.addr, message.d.msg)
+        elif isinstance(message, _Say):
+            self.notify(message.text)
         elif isinstance(message, UseToken):
             self.presence.joining()
             self._presence(self.presence.joined(message.token, now), now)
@@ -252,7 +302,10 @@ class ClientSessionActor(pykka.ThreadingActor):
 
     def _delivery(self, d: Delivery, now: float) -> None:
         if isinstance(d.msg, FetchPayload):
-            self._fetched(d.addr, d.msg)
+            if self.in_direct:  # encoding a large payload is not the transport reader's job
+                self.actor_ref.tell(_Fetch(d))
+            else:
+                self._fetched(d.addr, d.msg)
             return
         ours, effects = self.table.on_reply(d.addr, d.msg, now)
         if ours:
@@ -454,7 +507,15 @@ class ClientSessionActor(pykka.ThreadingActor):
             elif isinstance(e, P.Rejoin):
                 self._join(_Waiter("rejoin"), NO_CLOUD_S, now)
             elif isinstance(e, P.Notice):
-                self.notify(e.text)
+                self._say(e.text)
+
+    def _say(self, text: str) -> None:
+        """`notify(text)`, on this actor's thread: a message handled on a caller's thread (the
+        transport's reader) must not wait for a terminal."""
+        if self.in_direct:
+            self.actor_ref.tell(_Say(text))
+        else:
+            self.notify(text)
 
     def _check(self, e: P.Check, now: float) -> None:
         for addr in e.nodes:

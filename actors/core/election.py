@@ -170,7 +170,7 @@ replies, nobody down).
 Callers: the node actor (via its cluster wrapper) feeds start/on_message/on_tick/peer_down and
 performs `Output.sends`; the encrypt service acts on the Won/Lost/Restart/NoMajority events. The
 ElectionActor runs a peer's message on the peer transport's reader thread and StartElection on the
-client transport's (actors.node.direct), and the Won on its thread starts the seal.
+client transport's (actors.direct), and the Won on its thread starts the seal.
 
 Where the time goes, all up, one client (`python -m benchmarks.election_trace`; figures in
 docs/profile-after.md): from the winner's turn on its copy of the request, the last node's copy

@@ -26,7 +26,7 @@ Owns two pure cores, `actors.core.membership.Membership` (heartbeats, who is up,
   without it, it waited for the client's retry (8 s: 4 x client.retry_s after the last
   acknowledgement);
 - handles peer messages on the thread that read them (the peer transport's reader: the router
-  tells its `DirectEntry`, see actors.node.direct) while it is idle, and sends what they
+  tells its `DirectEntry`, see actors.direct) while it is idle, and sends what they
   produced at once: a thread wake-up less on each side of every link delay of an election;
 - publishes a `ClusterView` (versioned, immutable) to its subscribers whenever it changes;
 - syncs state: at start-up (a restarted process lost its directory) and on `NeedSync` (back from a
@@ -56,8 +56,8 @@ import psutil
 
 from actors.core import election as el
 from actors.core.membership import Membership, Output
+from actors.direct import DirectActor, DirectEntry
 from actors.node.base import NodePartActor, PeerLink
-from actors.node.direct import DirectActor, DirectEntry
 from actors.node.signals import (
     ClusterView,
     ComeUp,

@@ -7,7 +7,7 @@ Owns the pure core `actors.core.encrypt_flow.EncryptService` and the `EncoderPoo
   SEAL_HERE_MAX, on this actor's own thread once the current message is handled (a SealJob told
   to itself: ~0.4-0.7 ms of CPU, while the pool's round trip cost two thread wake-ups and two
   `Load` messages to the election per request); `Lost` -> wait for Done. The ElectionActor tells
-  Won through a `DirectEntry`: handled on its thread while this actor is idle (actors.node.direct);
+  Won through a `DirectEntry`: handled on its thread while this actor is idle (actors.direct);
   `PeerDown` -> re-elect what the fallen winner held;
 - a seal's result -> EncryptReply to the client; its acknowledgement (or failure) -> Done to the
   peers, `ForgetElection` (settled when the client's transport acknowledged the reply). The
@@ -43,8 +43,8 @@ from typing import Any
 import pykka
 
 from actors.core.encrypt_flow import EncryptService
+from actors.direct import DirectActor, DirectEntry
 from actors.node.base import PeerLink, ServicePartActor
-from actors.node.direct import DirectActor, DirectEntry
 from actors.node.encoder import EncoderPool, Sealed, SealJob
 from actors.node.signals import (
     ClientIn,

@@ -32,8 +32,8 @@ from typing import Any
 
 import pykka
 
+from actors.direct import DirectEntry
 from actors.node.base import NodePartActor, PeerLink, Wire, initial_view, refusals_to
-from actors.node.direct import DirectEntry
 from actors.node.directory_actor import DirectoryActor
 from actors.node.election_actor import ElectionActor
 from actors.node.encrypt_actor import EncryptFlowActor
@@ -113,7 +113,7 @@ class NodeActor(NodePartActor):
         store = PendingStore(self.data_dir / "pending.db")
         pins = PinStore(self.data_dir / "pending.db")
         view = self.view
-        # the election's hops run on the thread that has the message (actors.node.direct): the
+        # the election's hops run on the thread that has the message (actors.direct): the
         # routers' client requests and peer messages on the transports' reader threads, the
         # flow's StartElection and the ElectionActor's Won on their callers' threads (and the
         # outcomes of the flow's client sends on the client transport's)

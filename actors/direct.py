@@ -91,6 +91,8 @@ class DirectActor(pykka.ThreadingActor):
         me = threading.get_ident()
         if self._holder != me and self._direct_lock.acquire(blocking=False):
             try:
+                if self.actor_stopped.is_set():  # stopped while we took the lock: its ref
+                    return False  # raises ActorDeadError for the caller, as a tell would
                 # read without _queued_lock: it only drops under the lock we hold; a rise racing
                 # with this read is another thread's message, queued as we run ours (either
                 # order is one the lock would allow), while our own thread's are seen
