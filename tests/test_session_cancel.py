@@ -136,3 +136,41 @@ def test_the_toolbar_shows_the_sessions_true_state(
     for state in ("rejoining", "cloud unreachable"):  # what the actor publishes (see
         seen = SimpleNamespace(user="alice", transport=tp, connection=state)  # its tests)
         assert f"| {state} |" in fragment_list_to_text(make_toolbar(seen, names)())
+
+
+def test_ctrl_c_while_a_call_starts_on_the_callers_thread_cancels_it(
+        joined: tuple[ClientSession, FakeTransport, FakeClock]) -> None:
+    """The call starts on the caller's thread while the session actor is idle (actors.direct),
+    so a Ctrl-C (KeyboardInterrupt) can land inside it, here as its copies leave. The call is
+    cancelled like one interrupted while it waits: it is not left open in the actor's call
+    table (before the start moved inside the call's try, it was, and took a later reply), and
+    the actor keeps serving."""
+    session, tp, clock = joined
+    send_many = tp.send_many
+    rids: list[str] = []
+
+    def ctrl_c_once(*args: Any, **kw: Any) -> Any:
+        if len(rids) == 1:
+            rids.append("interrupted")
+            raise KeyboardInterrupt
+        return send_many(*args, **kw)
+
+    def build(rid: str, attempt: int) -> EncryptRequest:
+        rids.append(rid)
+        return EncryptRequest(rid=rid, image="p.png", data=b"x", attempt=attempt)
+
+    tp.send_many = ctrl_c_once  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        session.cloud.call(build)
+    assert rids[1:] == ["interrupted"]
+    tick(session, clock, 0.0)  # the cancel told to the actor has been handled
+    assert rids[0] not in session.actor.proxy().table.get().rids()
+    tp.send_many = send_many  # type: ignore[method-assign]
+    out: dict[str, Any] = {}
+    worker = threading.Thread(target=lambda: out.update(reply=session.cloud.call(build)))
+    worker.start()  # the next call goes through
+    [first] = tp.wait_msg(EncryptRequest, where=lambda m: m.rid == rids[-1])[:1]
+    reply = EncryptReply(rid=first.rid, node=1, sealed=b"x", seal_ms=1.0, wait_ms=1.0)
+    tp.deliver(session.node_addrs[0], reply)
+    worker.join(10)
+    assert out["reply"] == reply

@@ -143,13 +143,14 @@ class Cloud:
         rid = rid or self.next_rid()
         fut = CallFuture()
         notices: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self._start(StartCall(rid, lambda attempt: build(rid, attempt),
-                                   tuple(targets or self.nodes), fut, deadline_s=deadline_s,
-                                   hold_s=hold_s, notices=notices, scope=scope,
-                                   quorum=quorum,
-                                   fetch=None if fetch is None else
-                                   lambda attempt: fetch(rid, attempt)))
+        start = StartCall(rid, lambda attempt: build(rid, attempt), tuple(targets or self.nodes),
+                          fut, deadline_s=deadline_s, hold_s=hold_s, notices=notices,
+                          scope=scope, quorum=quorum,
+                          fetch=None if fetch is None else lambda attempt: fetch(rid, attempt))
         try:
+            # inside the try: the start may run here, on this thread (actors.direct), so a
+            # Ctrl-C can land in it, and a closed session raises ActorDeadError here
+            self._start(start)
             result: CallResult = self.wait(fut, notices)
             return result
         except CallError as exc:
