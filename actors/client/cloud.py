@@ -27,6 +27,7 @@ from actors.client.session_messages import CallResult, SessionState, StartCall
 from actors.client.session_messages import CancelScope as CancelMsg
 from actors.core.calls import CallError
 from actors.core.directory import token_digest
+from actors.direct import DirectEntry
 from codec.messages import (
     Ack,
     ConfirmUpdates,
@@ -103,7 +104,7 @@ class Cloud:
     def __init__(self, actor: Any, *, user: str, nodes: Sequence[Addr], retry_s: float,
                  next_rid: Callable[[], str], notify: Callable[[str], None],
                  state: SessionState, rng: random.Random | None = None,
-                 entry: Any = None) -> None:
+                 entry: DirectEntry | None = None) -> None:
         self._actor = actor
         # a StartCall runs on the calling thread while the actor is idle (actors.direct)
         self._start = entry.tell if entry is not None else actor.tell

@@ -28,9 +28,9 @@ reply is handled on the transport's reader thread and a call starts on its calle
 under the actor's lock; when the actor is busy (a Tick, another thread's message) the message
 waits in the mailbox as before, never overtaking one queued there. That is two thread wake-ups
 less per call (issue 19: `python -m benchmarks.msg_count`, the client's `tell` rows). Nothing
-here waits, except a notice printed to a terminal: one raised on a caller's thread is told to
-the actor and printed on its own (`_Say`); a node's FetchPayload likewise goes to the actor's
-thread (`_Fetch`: encoding the payload may take milliseconds).
+here waits, except two things left to the actor's own thread when a caller's thread has the
+message (`_own_thread`): a notice printed to a terminal, and the answer to a node's
+FetchPayload (encoding the payload may take milliseconds).
 
 It publishes `SessionState` (connection text, token) for any thread to read without asking.
 A rejoin draws its request id (a state.db commit) on a helper thread, which comes back with
@@ -41,6 +41,7 @@ since applying may call the cloud), and says `rejoined the cloud` through `notif
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import queue
 import random
@@ -99,17 +100,10 @@ CHECK_SHARE = 0.9  # a check round's calls end before the next round starts
 
 
 @dataclass(frozen=True, slots=True)
-class _Say:
-    """A notice to print on the actor's own thread (see `_say`)."""
+class _OwnThread:
+    """Work left to the actor's own thread by a message handled on a caller's (`_own_thread`)."""
 
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Fetch:
-    """A node's FetchPayload, answered on the actor's own thread (the payload's encode)."""
-
-    d: Delivery
+    fn: Callable[[], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,10 +284,8 @@ class ClientSessionActor(DirectActor, _Receiving):
             self._leave_done(message.addr)
         elif isinstance(message, _RidDrawn):
             self._rid_drawn(message, now)
-        elif isinstance(message, _Fetch):
-            self._fetched(message.d.addr, message.d.msg)
-        elif isinstance(message, _Say):
-            self.notify(message.text)
+        elif isinstance(message, _OwnThread):
+            message.fn()
         elif isinstance(message, UseToken):
             self.presence.joining()
             self._presence(self.presence.joined(message.token, now), now)
@@ -301,11 +293,8 @@ class ClientSessionActor(DirectActor, _Receiving):
         return None
 
     def _delivery(self, d: Delivery, now: float) -> None:
-        if isinstance(d.msg, FetchPayload):
-            if self.in_direct:  # encoding a large payload is not the transport reader's job
-                self.actor_ref.tell(_Fetch(d))
-            else:
-                self._fetched(d.addr, d.msg)
+        if isinstance(d.msg, FetchPayload):  # encoding the payload: not the reader's job
+            self._own_thread(functools.partial(self._fetched, d.addr, d.msg))
             return
         ours, effects = self.table.on_reply(d.addr, d.msg, now)
         if ours:
@@ -506,16 +495,16 @@ class ClientSessionActor(DirectActor, _Receiving):
                 self._check(e, now)
             elif isinstance(e, P.Rejoin):
                 self._join(_Waiter("rejoin"), NO_CLOUD_S, now)
-            elif isinstance(e, P.Notice):
-                self._say(e.text)
+            elif isinstance(e, P.Notice):  # a terminal may make it wait
+                self._own_thread(functools.partial(self.notify, e.text))
 
-    def _say(self, text: str) -> None:
-        """`notify(text)`, on this actor's thread: a message handled on a caller's thread (the
-        transport's reader) must not wait for a terminal."""
+    def _own_thread(self, fn: Callable[[], None]) -> None:
+        """fn() on this actor's own thread: now when we are on it, else (a message handled on a
+        caller's thread, such as the transport's reader) from the mailbox after this message."""
         if self.in_direct:
-            self.actor_ref.tell(_Say(text))
+            self.actor_ref.tell(_OwnThread(fn))
         else:
-            self.notify(text)
+            fn()
 
     def _check(self, e: P.Check, now: float) -> None:
         for addr in e.nodes:
