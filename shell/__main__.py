@@ -30,9 +30,23 @@ def version() -> str:
         return "unknown"
 
 
+class _VersionAction(argparse.Action):
+    """`--version`: the metadata is read only when asked (importlib.metadata and the email
+    package it loads cost ~30 ms of every start otherwise)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        print(f"veilshare {version()}")
+        parser.exit()
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m shell", description="the Veilshare client")
-    p.add_argument("--version", action="version", version=f"veilshare {version()}")
+    p.add_argument("--version", action=_VersionAction, help="show the version and exit")
     p.add_argument("--user", required=True, help="your user name ([A-Za-z0-9._-], 1-64)")
     p.add_argument("--home", type=Path, help="client home (default: per user data directory)")
     p.add_argument("--config", type=Path, help="cluster file (default config/cluster.toml)")
