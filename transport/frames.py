@@ -56,7 +56,7 @@ from typing import NamedTuple, Protocol, cast
 try:
     from _hashlib import hmac_new as _openssl_hmac  # what hmac.new wraps, without the wrapper
 except ImportError:  # a Python built without OpenSSL
-    _openssl_hmac = None
+    _openssl_hmac = None  # type: ignore[assignment]
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF

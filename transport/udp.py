@@ -56,7 +56,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import pykka
 
@@ -73,7 +73,7 @@ from transport.endpoint import Delivered, Endpoint, Event
 from transport.errors import MessageRejected, SendError, TransportError
 from transport.frames import DatagramRun
 from transport.policy import LossPolicy, PolicyGate
-from transport.sender import SendDone
+from transport.sender import SendDone, SendFailed
 from transport.sockets import DatagramSocket, canonical_address
 
 __all__ = [
@@ -571,9 +571,10 @@ class Transport:
             if type(ev) is Delivered:
                 work.append(ev)
                 continue
-            entry = self._pending.pop(ev.handle, None)
+            ended = cast("SendDone | SendFailed", ev)
+            entry = self._pending.pop(ended.handle, None)
             if entry is not None:
-                err = None if isinstance(ev, SendDone) else SendError(ev.kind, ev.reason)
+                err = None if isinstance(ended, SendDone) else SendError(ended.kind, ended.reason)
                 self._resolve(entry[0], entry[1], err, work, entry[2])
         if work:
             self._dispatch(work)
@@ -596,8 +597,9 @@ class Transport:
                         self._deliver(run)
                         run = []
                     self._call(item.fn, item.err)
-                elif len(item.parts) * len(item.parts[0]) <= INLINE_MAX and self._quick(item):
-                    run.append(item)
+                elif len((d := cast(_Deliver, item)).parts) * len(d.parts[0]) <= INLINE_MAX \
+                        and self._quick(d):
+                    run.append(d)
                 else:
                     break
                 i += 1

@@ -232,8 +232,8 @@ class DirectoryActor(ServicePartActor):
                 ),
             )
         elif isinstance(msg, StateSync):
-            pins = ((p.user, p.sign_key, p.box_key) for p in msg.pins)
-            for vote in self.directory.vote_pins(sender, pins):  # before the users' entries
+            pinned = ((p.user, p.sign_key, p.box_key) for p in msg.pins)
+            for vote in self.directory.vote_pins(sender, pinned):  # before the users' entries
                 if vote.outcome == "disputed":
                     self.count("pin_conflict", f"node {sender} pins other keys for {vote.user} "
                                                "and no majority agrees: the user is refused")

@@ -266,8 +266,8 @@ class ElectionActor(DirectActor, NodePartActor):
     def _election_in(self, sender: int, msg: Message, now: float) -> None:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("in %d: %s", sender, msg)
-        settled = isinstance(msg, (Election, Claim, ElectionOk)) and msg.rid in self.settled
-        if settled and self.m.self_up:
+        if isinstance(msg, (Election, Claim, ElectionOk)) and msg.rid in self.settled \
+                and self.m.self_up:
             # a peer that missed the Done of an acknowledged reply re-elects (or resends its
             # unasked vote): tell it again
             self.peers.send(sender, Done(rid=msg.rid, node=self.node_id, acked=True))

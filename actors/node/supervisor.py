@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pykka
 
@@ -192,7 +192,7 @@ class NodeActor(NodePartActor):
         """Every actor's counters and the router's, added up (tests, diagnostics)."""
         total: Counter[str] = Counter(self.counters)
         for ref in self.children.values():
-            total.update(ref.ask(CountersQuery(), timeout=5.0) or {})
+            total.update(cast("dict[str, int]", ref.ask(CountersQuery(), timeout=5.0)) or {})
         if self.router is not None:
             total.update(self.router.counters)
         return dict(total)
