@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -24,14 +25,47 @@ REPO = Path(__file__).resolve().parent.parent  # the checkout (benchmarks/ sits 
 SECRET = "test-secret-" + "0123456789abcdef" * 3
 
 
-def free_udp_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """Ports free for UDP right now (kept bound until all are chosen, so they differ)."""
-    socks = []
+EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
+PORTS_LOW = 10000  # the lowest port a cloud of tests or benchmarks takes
+SLICES = 4  # of the range below the ephemeral ports: one per pytest-xdist worker (mod SLICES)
+
+
+def port_slice(worker: str | None = None) -> range:
+    """The ports a cloud of this process picks from: below the kernel's ephemeral range, so no
+    socket bound to port 0 (a client, a shell, another test's socket) ever takes one, not even
+    while its node restarts; and one slice of that range per pytest-xdist worker
+    (`PYTEST_XDIST_WORKER`, "gw0", "gw1" ...), so the clouds of two workers never pick the same
+    port between choosing it and their node binding it."""
     try:
-        for _ in range(n):
+        high = int(EPHEMERAL.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        high = 32768  # Linux's default start of the ephemeral range
+    if high - PORTS_LOW < SLICES * 1000:  # an unusual range: share what there is
+        return range(1024, max(high, 2048))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "") if worker is None else worker
+    k = int(worker[2:]) % SLICES if worker.startswith("gw") and worker[2:].isdigit() else 0
+    size = (high - PORTS_LOW) // SLICES
+    return range(PORTS_LOW + k * size, PORTS_LOW + (k + 1) * size)
+
+
+def free_udp_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """`n` different ports of `port_slice()` free for UDP right now (each tried by binding it,
+    all kept bound until every one is chosen), picked at random."""
+    ports = port_slice()
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(200 * n):
+            if len(socks) == n:
+                break
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.bind((host, 0))
+            try:
+                s.bind((host, random.choice(ports)))
+            except OSError:  # taken
+                s.close()
+                continue
             socks.append(s)
+        if len(socks) < n:
+            raise OSError(f"no {n} free UDP ports in {ports.start}-{ports.stop - 1} on {host}")
         return [s.getsockname()[1] for s in socks]
     finally:
         for s in socks:

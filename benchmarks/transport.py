@@ -44,6 +44,7 @@ from typing import Any
 
 import pykka
 
+from benchmarks.localcloud import free_udp_ports
 from config import TransportConfig
 from transport.auth import MemoryEpochStore, PeerAuth
 from transport.policy import LossPolicy
@@ -246,11 +247,7 @@ class _Chains(pykka.ThreadingActor):
 
 def echo(cfg: TransportConfig, messages: int, chains: int) -> dict[str, float]:
     """The small-message figures of the module docstring."""
-    ports = []
-    for _ in range(2):
-        probe = open_socket((LOOPBACK, 0), 65536)
-        ports.append(probe.getsockname()[1])
-        probe.close()
+    ports = free_udp_ports(2, LOOPBACK)
     peers = {1: (LOOPBACK, ports[0]), 2: (LOOPBACK, ports[1])}
     secret = os.urandom(32)
     tps = [Transport.start(peers[n], cfg, codec=BlobCodec, name=f"echo{n}",

@@ -13,6 +13,7 @@ import pykka
 import pytest
 from udp_kit import CFG, LOCAL, Inbox, start
 
+from benchmarks.localcloud import free_udp_ports
 from transport import frames as F
 from transport.auth import MemoryEpochStore, PeerAuth
 from transport.policy import LossPolicy
@@ -108,12 +109,7 @@ def test_tl4_forged_ack_from_another_port_is_not_accepted(transports: list[Trans
 
 def _two_peer_addresses() -> dict[int, tuple[str, int]]:
     """Two free loopback ports, as node ids 1 and 2."""
-    ports = []
-    for _ in range(2):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(LOCAL)
-        ports.append(s.getsockname()[1])
-        s.close()
+    ports = free_udp_ports(2)
     return {1: ("127.0.0.1", ports[0]), 2: ("127.0.0.1", ports[1])}
 
 
