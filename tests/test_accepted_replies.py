@@ -62,3 +62,26 @@ def test_two_replies_of_one_request_are_stored_once_and_the_second_is_a_duplicat
     assert session.caller.stats.duplicates == 1  # the second reply: counted, never accepted
     assert session.home.accepted(req.rid) == 1
     assert session.home.accepted_twice() == 0
+
+
+def test_encrypts_take_ids_from_one_reserved_block_and_updates_stay_above_it(
+        joined: tuple[ClientSession, FakeTransport, FakeClock]) -> None:
+    """An encrypt's request id comes from a block of ids reserved with one commit
+    (state_db.RequestIdBlock), not a commit each; an id drawn one at a time (an update's, a
+    join's) is above the whole block, so updates keep their post order."""
+    session, tp, _clock = joined
+    before = session.db.last_request_number("alice")  # the join's id
+    rids = []
+    for i in range(3):
+        worker = threading.Thread(target=session.seal_through_cloud, args=(f"p{i}.png", b"x"))
+        worker.start()
+        req = tp.wait_msg(EncryptRequest, count=len(session.node_addrs) * (i + 1))[-1]
+        tp.deliver(session.node_addrs[0], EncryptReply(rid=req.rid, node=1, sealed=b"s",
+                                                       seal_ms=1.0, wait_ms=1.0))
+        worker.join(10)
+        assert not worker.is_alive()
+        rids.append(req.rid)
+    assert rids == [f"alice#{before + n}" for n in (1, 2, 3)]
+    reserved = session.db.last_request_number("alice")
+    assert reserved == before + 64  # one block, committed once for all three
+    assert session.next_rid() == f"alice#{reserved + 1}"

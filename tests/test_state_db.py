@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from actors.client.client_store import GivenGrant, ReceivedGrant, StateDB, StateTxn, StoreError
+from actors.client.client_store import (
+    GivenGrant,
+    ReceivedGrant,
+    RequestIdBlock,
+    StateDB,
+    StateTxn,
+    StoreError,
+)
 from codec.messages import Update
 
 
@@ -55,6 +62,74 @@ def test_request_ids_are_never_reused_after_a_kill(tmp_path: Path) -> None:
     assert used == [f"alice#{n}" for n in range(2, 27)]
     with StateDB(path) as d:
         assert d.next_request_id("alice") == "alice#27"
+
+
+_KILL_BLOCK = """
+import os, signal, sys
+from actors.client.client_store import RequestIdBlock, StateDB
+ids = RequestIdBlock(StateDB(sys.argv[1]), "alice", size=10)
+for _ in range(13):  # a block of 10 used up, 3 of the next
+    print(ids.next(), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_block_of_ids_is_one_commit_and_never_handed_out_twice(tmp_path: Path) -> None:
+    """Encrypt ids come from blocks (one commit per block). An update's id, drawn one at a time,
+    is above every id of the blocks reserved before it; ids of a block left unused when the
+    process dies are skipped, never reused, by this home's next process."""
+    path = tmp_path / "s.db"
+    with StateDB(path) as d:
+        block = RequestIdBlock(d, "alice", size=4)
+        assert block.next() == "alice#1"
+        assert d.last_request_number("alice") == 4  # the whole block committed at once
+        assert d.next_request_id("alice") == "alice#5"  # an update: above the block
+        assert [block.next() for _ in range(4)] == ["alice#2", "alice#3", "alice#4", "alice#6"]
+        assert d.last_request_number("alice") == 9
+        assert d.reserve_request_ids("bob", 2) == range(1, 3)  # per user
+        with pytest.raises(StoreError):
+            d.reserve_request_ids("alice", 0)
+    out = subprocess.run(
+        _RUN + [_KILL_BLOCK, str(path)], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == -signal.SIGKILL, out.stderr
+    used = out.stdout.split()
+    assert used == [f"alice#{n}" for n in range(10, 23)]
+    with StateDB(path) as d:
+        assert d.next_request_id("alice") == "alice#30"  # 23..29 were reserved: skipped
+
+
+def test_blocks_from_threads_and_a_second_process_hand_out_distinct_ids(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with StateDB(path) as d, StateDB(path) as other:
+        mine, theirs = RequestIdBlock(d, "alice", size=7), RequestIdBlock(other, "alice", size=5)
+        got: list[str] = []
+        lock = threading.Lock()
+
+        def draw(block: RequestIdBlock) -> None:
+            for _ in range(40):
+                rid = block.next()
+                with lock:
+                    got.append(rid)
+
+        threads = [threading.Thread(target=draw, args=(b,)) for b in (mine, mine, theirs, theirs)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(got) == 160 and len(set(got)) == 160
+
+
+def test_reserving_past_the_counter_limit_is_refused_and_moves_nothing(tmp_path: Path) -> None:
+    from actors.client.state_db import MAX_REQUEST_COUNTER
+
+    with StateDB(tmp_path / "s.db") as d:
+        d.reserve_request_ids("alice", MAX_REQUEST_COUNTER - 3)
+        with pytest.raises(StoreError, match="exhausted"):
+            d.reserve_request_ids("alice", 4)
+        assert d.last_request_number("alice") == MAX_REQUEST_COUNTER - 3
+        assert d.reserve_request_ids("alice", 3) == range(MAX_REQUEST_COUNTER - 2,
+                                                          MAX_REQUEST_COUNTER + 1)
 
 
 def up(n: int, kind: str, delta: int, author: str = "alice", image: str = "pic.jpg") -> Update:

@@ -33,7 +33,7 @@ from typing import Any
 
 import pykka
 
-from actors.client.client_store import ClientHome, StoreError
+from actors.client.client_store import ClientHome, RequestIdBlock, StoreError
 from actors.client.cloud import Cloud, DirectoryCache
 from actors.client.context import ClientContext
 from actors.client.errors import SessionError
@@ -166,7 +166,8 @@ class ClientSession:
         self.cloud = Cloud(self.actor, user=self.user, nodes=self.node_addrs,
                            retry_s=cfg.client.retry_s, next_rid=next_rid,
                            notify=self._notify, state=self.state,
-                           rng=random.Random(rng.getrandbits(64)), entry=entry)
+                           rng=random.Random(rng.getrandbits(64)), entry=entry,
+                           encrypt_rid=RequestIdBlock(self.db, self.user).next)
         self.dir = DirectoryCache(self.cloud)
         self.ctx = ClientContext(user=self.user, cfg=cfg, home=self.home, db=self.db,
                                  keys=self.keys, cloud=self.cloud, directory=self.dir,
@@ -284,7 +285,7 @@ class ClientSession:
     def seal_through_cloud(self, name: str, data: bytes, rid: str | None = None) -> tuple[bytes, int]:
         """Send bytes to the cloud to be sealed (request id `rid`, a fresh one by default);
         returns (png, node that sealed)."""
-        reply = self.cloud.seal(name, data, rid=rid or self.next_rid()).reply
+        reply = self.cloud.seal(name, data, rid=rid).reply
         assert isinstance(reply, EncryptReply)  # Cloud.seal checked it
         return reply.sealed, reply.node
 
@@ -293,7 +294,7 @@ class ClientSession:
         acknowledged the request), election (the node's wait before sealing), seal, download
         (the rest: the reply's transfer). For an offered image (cloud.OFFER_MIN_BYTES) upload is
         the offer's, and election also holds the winner's fetch and the upload to it."""
-        rid = self.next_rid()
+        rid = self.cloud.encrypt_rid()
         start = time.perf_counter()
         res = self.cloud.seal(name, data, rid=rid)
         total = (time.perf_counter() - start) * 1000
@@ -336,7 +337,7 @@ class ClientSession:
             raise SessionError("not_an_image", str(exc)) from None
         started = time.time()  # wall clock: a harness compares it with its own moments
         start = time.perf_counter()
-        rid = self.next_rid()
+        rid = self.cloud.encrypt_rid()
         png, node = self.seal_through_cloud(name, data, rid)
         if cancelled():  # Ctrl-C while the reply came: what was not stored is not stored
             raise SessionError("cancelled", "cancelled")

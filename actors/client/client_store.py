@@ -20,7 +20,14 @@ from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
-from actors.client.state_db import GivenGrant, ReceivedGrant, StateDB, StateTxn, ViewRequest
+from actors.client.state_db import (
+    GivenGrant,
+    ReceivedGrant,
+    RequestIdBlock,
+    StateDB,
+    StateTxn,
+    ViewRequest,
+)
 from actors.sqlite_util import StoreError
 from codec.names import check_name, safe_join
 
@@ -28,6 +35,7 @@ __all__ = [
     "ClientHome",
     "GivenGrant",
     "ReceivedGrant",
+    "RequestIdBlock",
     "StateDB",
     "StateTxn",
     "StoreError",

@@ -104,7 +104,8 @@ class Cloud:
     def __init__(self, actor: Any, *, user: str, nodes: Sequence[Addr], retry_s: float,
                  next_rid: Callable[[], str], notify: Callable[[str], None],
                  state: SessionState, rng: random.Random | None = None,
-                 entry: DirectEntry | None = None) -> None:
+                 entry: DirectEntry | None = None,
+                 encrypt_rid: Callable[[], str] | None = None) -> None:
         self._actor = actor
         # a StartCall runs on the calling thread while the actor is idle (actors.direct)
         self._start = entry.tell if entry is not None else actor.tell
@@ -112,6 +113,8 @@ class Cloud:
         self.nodes = list(nodes)
         self.retry_s = retry_s
         self.next_rid = next_rid
+        # an encrypt's id: unique, in no order (state_db.RequestIdBlock: one commit per block)
+        self.encrypt_rid = encrypt_rid or next_rid
         self._notify = notify
         self.state = state
         self._rng = rng or random.Random()
@@ -183,8 +186,10 @@ class Cloud:
 
     # ---- the cloud's requests -------------------------------------------------------------------
     def seal(self, name: str, data: bytes, rid: str | None = None) -> CallResult:
-        """Send bytes to the cloud to be sealed: the EncryptReply's CallResult."""
+        """Send bytes to the cloud to be sealed (request id `rid`, by default one of
+        `encrypt_rid`'s): the EncryptReply's CallResult."""
         hold = 4 * self.retry_s + HOLD_PER_MB_S * len(data) / 1e6
+        rid = rid or self.encrypt_rid()
 
         def request(r: str, attempt: int) -> Message:
             return EncryptRequest(rid=r, image=name, data=data, attempt=attempt)
