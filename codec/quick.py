@@ -153,5 +153,20 @@ def compile_record(
     if any(type(cls.__dict__.get(n)).__name__ != "member_descriptor" for n in specs):
         return None
     defaults = {n: f.default for n, f in fields.items() if f.default is not dataclasses.MISSING}
-    _FROM_MAP[cls] = _from_map(cls, specs, defaults)
-    return _post_init(cls, specs, steps)
+
+    # generated at the first use, not at import: a process uses a few of the ~40 message types,
+    # and generating them all cost every node and client start ~25 ms. Two threads may both
+    # generate one at first: the same function, either kept.
+    def from_map_first(raw: dict[Any, Any]) -> Any:
+        build = _FROM_MAP[cls] = _from_map(cls, specs, defaults)
+        return build(raw)
+
+    def post_init_first(rec: Any) -> Any:
+        if type(rec) is not cls:  # an undeclared subclass: the steps (which refuse it)
+            return steps(rec)
+        post_init = _post_init(cls, specs, steps)
+        cls.__post_init__ = post_init
+        return post_init(rec)
+
+    _FROM_MAP[cls] = from_map_first
+    return post_init_first

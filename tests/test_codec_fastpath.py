@@ -532,3 +532,40 @@ def test_a_quick_path_that_skips_a_check_is_caught() -> None:
         m.ElectionOk(rid="a#1", node=256, round=1)
     with pytest.raises(DecodeError, match="256 outside 1..255"):
         from_map(m.ElectionOk, {**kwargs, "round": 1})
+
+
+def _declare_fresh() -> type[Record]:
+    @record
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Fresh(Record):
+        rid: m.Rid
+        node: Annotated[int, Int(1, 255)]
+        note: Annotated[str, Text(8)] = ""
+
+    return Fresh
+
+
+def test_quick_paths_are_generated_at_first_use_and_check_from_the_first() -> None:
+    """A record's quick paths are generated when first used, not at import (the cost of every
+    process start). The first use checks as every later one: a bad value refused with the
+    check's reason, built or decoded; a subclass never declared takes the steps (refused)."""
+    cls = _declare_fresh()
+    stub = cls.__post_init__
+    with pytest.raises(DecodeError, match="256 outside 1..255"):
+        cls(rid="a#1", node=256)  # the very first construction
+    assert cls.__post_init__ is not stub  # generated now, kept for the next ones
+    assert as_fields(cls(rid="a#1", node=3)) == typed({"rid": "a#1", "node": 3, "note": ""})
+
+    cls = _declare_fresh()
+    with pytest.raises(DecodeError, match="256 outside 1..255"):
+        from_map(cls, {"rid": "a#1", "node": 256})  # the very first decode
+    assert as_fields(from_map(cls, {"rid": "a#1", "node": 7, "note": "x"})) == \
+        typed({"rid": "a#1", "node": 7, "note": "x"})
+
+    cls = _declare_fresh()
+
+    class Undeclared(cls):  # type: ignore[valid-type,misc]
+        __slots__ = ()
+
+    with pytest.raises(TypeError):
+        Undeclared(rid="a#1", node=3)  # its first construction: the steps refuse it
