@@ -65,7 +65,7 @@ import numpy as np
 from PIL import Image
 
 from codec import heap, png
-from codec.png import SealError
+from codec.errors import SealError
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "default_images"
 GROWTH = 1.25

@@ -29,3 +29,8 @@ class DecodeError(CodecError, ValueError):
 
     def __reduce__(self) -> tuple[type[DecodeError], tuple[str, str | None]]:
         return (type(self), (self.reason, self.field))
+
+
+class SealError(CodecError, ValueError):
+    """A sealed image cannot be made or read: the message says why. Raised by codec.png,
+    codec.covers, codec.grant and codec.seal (exported there as codec.seal.SealError)."""

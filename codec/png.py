@@ -52,7 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from codec.errors import CodecError
+from codec.errors import SealError
 from codec.images import open_image, sniff
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -63,11 +63,6 @@ INFLATE_STEP = 8 * 1024 * 1024  # bytes inflated per zlib call
 _MOD_ADLER = 65521
 _IHDR = struct.Struct(">IIBBBBB")
 _KNOWN_CRITICAL = {b"IHDR", b"PLTE", b"IDAT", b"IEND"}
-
-
-class SealError(CodecError, ValueError):
-    """A sealed image cannot be made or read: the message says why. Raised by codec.png,
-    codec.covers and codec.seal (exported there as codec.seal.SealError)."""
 
 
 # ---- writer --------------------------------------------------------------------------------------

@@ -50,8 +50,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from codec.errors import CodecError
+from codec.grant import MAX_VIEWS, Grant
 from codec.names import InvalidName, check_name
-from codec.seal import MAX_VIEWS, Grant
 
 MAGIC = b"VSAE1"
 GRANT_MAGIC = b"VSG1"

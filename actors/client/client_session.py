@@ -53,7 +53,7 @@ from actors.client.session_messages import CancelScope as CancelMsg
 from actors.core.calls import CallError, CallStats
 from actors.core.encrypt_flow import too_large
 from actors.direct import DirectEntry
-from codec import images, seal
+from codec import images
 from codec.messages import EncryptReply, JoinReply, Message, Update, UserEntry
 from codec.names import check_name, image_name_for
 from config import Config
@@ -310,6 +310,8 @@ class ClientSession:
     @functools.cached_property
     def max_image(self) -> int:
         """The largest image the cloud can seal and send back (codec.seal.max_image_bytes)."""
+        from codec import seal  # numpy and Pillow: loaded here, not at every client start
+
         return seal.max_image_bytes(self.cfg.seal, self.cfg.transport.max_message)
 
     def encrypt_file(self, path: Path, base: Path | None = None) -> dict[str, Any]:

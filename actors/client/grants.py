@@ -23,7 +23,9 @@ import time
 from actors.client.client_store import GivenGrant, ReceivedGrant
 from actors.client.context import ClientContext
 from actors.client.errors import SessionError
-from codec import images, seal, sharecrypt
+from codec import images, sharecrypt
+from codec.errors import SealError
+from codec.grant import Grant
 from codec.messages import EncryptReply, Update
 from codec.sharecrypt import ShareCryptError, SignedGrant
 
@@ -75,6 +77,7 @@ class Grants:
                                   content_key=content_key, nonce=nonce,
                                   borrower_box_public=box_key)
         del content_key
+        from codec import seal  # numpy and Pillow: loaded here, not at every client start
         png = seal.regrant(png, sharecrypt.sealed_grant(g), max_payload=self._max())
         self.s.db.put_given(GivenGrant(borrower, image, views, views, version, g.encode()))
         return png, g.encode()
@@ -100,6 +103,7 @@ class Grants:
     # ---- borrower ---------------------------------------------------------------------------------
     def accept_image(self, owner: str, image: str, png: bytes) -> SignedGrant:
         """Verify the sealed image's signed grant; store the file and the grant. Raises."""
+        from codec import seal  # numpy and Pillow: loaded here, not at every client start
         sign_key, _box = self.peer_keys(owner)
         try:
             header = seal.read_header(png, max_payload=self._max())
@@ -107,7 +111,7 @@ class Grants:
                 raise ShareCryptError("the image carries no grant")
             g = sharecrypt.verify_sealed_grant(header.grant, sign_key, owner=owner,
                                                borrower=self.s.user)
-        except (seal.SealError, ShareCryptError) as exc:
+        except (SealError, ShareCryptError) as exc:
             raise self._error("bad_grant", f"the grant from {owner} is not valid: {exc}") from None
         if g.image != image:
             raise self._error("bad_grant", f"{owner} sent a grant for {g.image}, not {image}")
@@ -140,10 +144,11 @@ class Grants:
         if not sharecrypt.may_view(g, rec.views_left, now):
             self.end(rec)
             return None
+        from codec import seal  # numpy and Pillow: loaded here, not at every client start
         try:  # decrypt first: a damaged file costs no view
             payload = seal.unseal(png, max_payload=self._max()).payload
             plain = sharecrypt.open_payload(g, payload, sharecrypt.open_content_key(g, self.keys))
-        except (seal.SealError, ShareCryptError) as exc:
+        except (SealError, ShareCryptError) as exc:
             raise self._error("damaged", f"{rec.owner}/{rec.image} cannot be opened: {exc}") \
                 from None
         left = self.s.db.take_view(rec.owner, rec.image, now=now)  # before it is shown
@@ -157,13 +162,14 @@ class Grants:
         """The grant ended: wipe the wrapped key from state.db and from the sealed file."""
         self.s.db.wipe_key(rec.owner, rec.image)
         path = self.s.home.root / rec.path
+        from codec import seal  # numpy and Pillow: loaded here, not at every client start
         try:
             png = path.read_bytes()
             header = seal.read_header(png, max_payload=self._max())
             if header.grant is not None and header.grant.blob:
-                bare = seal.Grant(rec.owner, self.s.user, rec.image, 0)
+                bare = Grant(rec.owner, self.s.user, rec.image, 0)
                 self.s.home.write(path, seal.regrant(png, bare, max_payload=self._max()))
-        except (OSError, seal.SealError):
+        except (OSError, SealError):
             pass  # the file is gone or damaged: nothing of the key left in it to wipe
 
     def _max(self) -> int:

@@ -26,7 +26,7 @@ from actors.client.grants import Grants
 from actors.client.share_owner import OwnerSide
 from actors.core import access
 from actors.core.access import AccessError
-from codec import images, seal
+from codec import images
 from codec.messages import (
     AccessUpdate,
     Ack,
@@ -260,6 +260,8 @@ class Sharing:
         if plain is None:
             data.update(views_left=0, shown="default",
                         hint=f"no views left: more {g.owner} {g.image} N")
+            from codec import seal  # numpy and Pillow: loaded here, not at every client start
+
             return data, seal.open_sealed_cover(png)
         picture: Image.Image = images.open_for_view(plain, images.max_user_pixels(self.s.cfg))
         del plain
