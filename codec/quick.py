@@ -3,7 +3,8 @@
 Every field of a record is checked when it is built (`Record.__post_init__`) and when it is read
 from a decoded map (`from_map`). The step-by-step checks (codec.fields: `Spec.check`,
 `from_map`) say which field is wrong and why, and cost a few method calls per field. Here, per
-record class, two functions are generated (as dataclasses generates `__init__`):
+record class, two functions are generated (as dataclasses generates `__init__`), each at its
+first use:
 
 - `post_init(rec)`: each field's check inlined as one expression (`Spec.quick_expr`, e.g.
   `type(v) is int and 0 <= v <= 255`), or its `Spec.quick()` function;
