@@ -38,9 +38,11 @@ from typing import Any, TextIO, cast
 from prompt_toolkit import PromptSession
 from prompt_toolkit.application import create_app_session
 from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
+from prompt_toolkit.completion import CompleteEvent, get_common_complete_suffix
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.history import FileHistory, History
 from prompt_toolkit.input import Input
+from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.output import Output
 from prompt_toolkit.patch_stdout import StdoutProxy
 from prompt_toolkit.styles import Style
@@ -66,6 +68,34 @@ STYLE = Style.from_dict(
         "toolbar.count": "ansiyellow bold",
     }
 )
+
+
+def _complete_now(event: KeyPressEvent) -> None:
+    """Tab: the completion is inserted before the next key is read. prompt_toolkit's own Tab
+    computes completions in the background, and a key that comes first (a paste, a fast typist,
+    tmux send-keys) drops them: `hel<Tab>gr` became `helgr`. Our completer never waits on the
+    network (shell.names refreshes in the background), so asking it here is cheap. With the
+    menu open Tab moves to the next entry; several candidates without a common part open it."""
+    buff = event.current_buffer
+    if buff.complete_state is not None:
+        buff.complete_next()
+        return
+    if buff.completer is None:
+        return
+    found = list(buff.completer.get_completions(buff.document,
+                                                CompleteEvent(completion_requested=True)))
+    if len(found) == 1:
+        buff.apply_completion(found[0])
+    elif found:
+        common = get_common_complete_suffix(buff.document, found)
+        if common:
+            buff.insert_text(common)
+        else:
+            buff.start_completion(select_first=False)
+
+
+TAB_NOW = KeyBindings()
+TAB_NOW.add("tab")(_complete_now)
 
 
 class _SessionStdoutProxy(StdoutProxy):
@@ -262,6 +292,7 @@ class Shell:
             history=history,
             completer=ShellCompleter(self.names.sources()),
             complete_while_typing=True,
+            key_bindings=TAB_NOW,
             auto_suggest=AutoSuggestFromHistory(),
             bottom_toolbar=make_toolbar(self.ctx.session, self.names),
             style=STYLE,

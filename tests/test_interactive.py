@@ -322,3 +322,18 @@ def test_terminal_log_handlers_write_above_the_prompt_while_the_shell_runs() -> 
         sys.stderr = saved
         root.removeHandler(handler)
         root.removeHandler(other)
+
+
+def test_tab_completes_at_once_when_keys_follow_it_in_one_burst(fake: FakeSession) -> None:
+    """Keys typed right after Tab (a paste, a fast typist, a terminal multiplexer) land after
+    the completion: `hel<Tab>gr<Tab><Enter>` in one burst runs `help grant`."""
+
+    def script(run: Run) -> None:
+        wait_for(typed(run.shell, ""))
+        run.type("hel\tgr\t\r")
+        wait_for(run.shows("change a borrower's access"))
+        run.type("\x04")
+
+    run = drive(fake, script)
+    assert run.rc == 0
+    assert list(run.history.load_history_strings()) == ["help grant "]
