@@ -56,7 +56,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import pykka
 
@@ -73,7 +73,7 @@ from transport.endpoint import Delivered, Endpoint, Event
 from transport.errors import MessageRejected, SendError, TransportError
 from transport.frames import DatagramRun
 from transport.policy import LossPolicy, PolicyGate
-from transport.sender import SendDone, SendFailed
+from transport.sender import SendDone
 from transport.sockets import DatagramSocket, canonical_address
 
 __all__ = [
@@ -568,13 +568,12 @@ class Transport:
             self._count("oserrors", errors)
         work: list[_Deliver | _Call] = []  # for the delivery thread, in the order of the events
         for ev in events:
-            if type(ev) is Delivered:
+            if isinstance(ev, Delivered):  # isinstance, not type() is: mypy narrows the rest
                 work.append(ev)
                 continue
-            ended = cast("SendDone | SendFailed", ev)
-            entry = self._pending.pop(ended.handle, None)
+            entry = self._pending.pop(ev.handle, None)
             if entry is not None:
-                err = None if isinstance(ended, SendDone) else SendError(ended.kind, ended.reason)
+                err = None if isinstance(ev, SendDone) else SendError(ev.kind, ev.reason)
                 self._resolve(entry[0], entry[1], err, work, entry[2])
         if work:
             self._dispatch(work)
@@ -590,16 +589,15 @@ class Transport:
             run: list[_Deliver] = []  # consecutive messages: decoded and handed on together
             while i < n:
                 item = work[i]
-                if type(item) is _Call:
+                if isinstance(item, _Call):
                     if not item.quick:
                         break
                     if run:
                         self._deliver(run)
                         run = []
                     self._call(item.fn, item.err)
-                elif len((d := cast(_Deliver, item)).parts) * len(d.parts[0]) <= INLINE_MAX \
-                        and self._quick(d):
-                    run.append(d)
+                elif len(item.parts) * len(item.parts[0]) <= INLINE_MAX and self._quick(item):
+                    run.append(item)
                 else:
                     break
                 i += 1

@@ -251,16 +251,7 @@ class StateDB(SqliteStore):
     # -- request ids ------------------------------------------------------------------------
     def next_request_id(self, user: str) -> str:
         """Return "user#n" with n one above the last id handed out; committed to disk before returning."""
-        check_name(user, "user")
-        with self._db.write() as cur:
-            (n,) = cur.execute(
-                "INSERT INTO counter (user, n) VALUES (?, 1) "
-                "ON CONFLICT (user) DO UPDATE SET n = n + 1 RETURNING n",
-                (user,),
-            ).fetchone()
-            if n > MAX_REQUEST_COUNTER:
-                raise StoreError(f"request counter of {user} exhausted (above 2**53)")
-        return make_request_id(user, n)
+        return make_request_id(user, self.reserve_request_ids(user, 1)[0])
 
     def reserve_request_ids(self, user: str, count: int) -> range:
         """Move the counter past `count` ids at once (one commit, before returning) and return
