@@ -17,6 +17,8 @@ Threads, and what runs where:
   asks for (at most CHUNK DATA datagrams per turn; after a full CHUNK it polls the socket without
   sleeping, so ACKs are read between chunks) and resolves send futures. Per-datagram work never
   leaves this thread.
+- a `Reactor` may be the reader thread of several transports (a node's client and peer
+  sockets): one select() on all of them, then each one's turn as above (see `Reactor`).
 - caller threads: `send()` encodes the message, hands it to the core under the lock and sends
   the first FIRST_CHUNK itself (a small message leaves at once); the reader thread sends the rest.
   One thread, not two, then sends a large message: a caller thread pumping chunks starved the
@@ -217,7 +219,7 @@ class Transport:
     """Thread-safe handle of one UDP socket (see module docstring). Build with `start`."""
 
     def __init__(self, sock: DatagramSocket, ep: Endpoint, codec: Codec, *, name: str,
-                 gate: PolicyGate | None) -> None:  # fmt: skip
+                 gate: PolicyGate | None, reactor: Reactor | None = None) -> None:  # fmt: skip
         self.name = name
         self._sock = sock
         self._ep = ep
@@ -245,16 +247,30 @@ class Transport:
         self._ep_deadline: float | None = None
         self._io = False  # (reader thread) the last turn received or sent datagrams
         self._spin_s = ep.cfg.busy_poll_us / 1e6
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._reactor = reactor
+        if reactor is None:
+            self._wake_r, self._wake_w = socket.socketpair()
+            self._wake_r.setblocking(False)
+            self._wake_w.setblocking(False)
+        else:
+            self._wake_r, self._wake_w = reactor.wake_r, reactor.wake_w
         self._actor_thread: threading.Thread | None = None
         self._epoch_writes: list[tuple[int, int]] = []  # (send lock) queued by the guard
         self.address: Addr = sock.address
         self.epoch = ep.epoch
         self._actor = TransportActor.start(self)
-        self._reader = threading.Thread(target=self._run, name=f"transport-{name}", daemon=True)
-        self._reader.start()
+        if reactor is None:
+            self._reader = threading.Thread(target=self._run, name=f"transport-{name}",
+                                            daemon=True)
+            self._reader.start()
+        else:
+            self._reader = reactor.thread
+            try:
+                reactor.add(self)
+            except TransportError:
+                self._actor.stop()
+                sock.close()
+                raise
 
     @classmethod
     def start(
@@ -270,6 +286,7 @@ class Transport:
         sock_wrapper: Callable[[Any], Any] | None = None,
         batching: bool = True,
         recv_errors: bool = False,
+        reactor: Reactor | None = None,
     ) -> Transport:
         """Bind `bind` (port 0: any) and start the reader and delivery threads.
         `codec` defaults to codec.messages; `policy` to LossPolicy.from_env();
@@ -299,7 +316,8 @@ class Transport:
         if policy is not None:
             gate = PolicyGate(policy)
             log.warning("transport %s: loss policy %s", name, policy.spec())
-        return cls(sock, ep, codec, name=name or f"{bind[0]}:{bind[1]}", gate=gate)
+        return cls(sock, ep, codec, name=name or f"{bind[0]}:{bind[1]}", gate=gate,
+                   reactor=reactor)
 
     # ----------------------------------------------------------------- public API
     def send(self, addr: Addr, msg: Any, *, deadline_s: float | None = None,
@@ -446,14 +464,18 @@ class Transport:
                 return
             self._closed.set()
             pending, self._pending = self._pending, {}
-        self._poke()
-        if threading.current_thread() is not self._reader:
-            self._reader.join(timeout=5.0)
+        if self._reactor is not None:
+            self._reactor.remove(self)
+        else:
+            self._poke()
+            if threading.current_thread() is not self._reader:
+                self._reader.join(timeout=5.0)
         for fut, on_done, _ in pending.values():
             self._resolve(fut, on_done, SendError("rejected", "transport stopped"))
         in_actor = threading.current_thread() is self._actor_thread
         self._actor.stop(block=not in_actor)
-        for s in (self._sock, self._wake_r, self._wake_w):
+        for s in ((self._sock,) if self._reactor is not None
+                  else (self._sock, self._wake_r, self._wake_w)):
             s.close()
 
     # ----------------------------------------------------------------- reader thread
@@ -467,13 +489,7 @@ class Transport:
                 self._closed.wait(0.01)
 
     def _iterate(self) -> None:
-        with self._lock:
-            now = time.monotonic()
-            wake = now if self._more else self._next_wake()
-            if now - self._last_io < ACTIVE_S:  # busy lately: see the module docstring
-                wake = min(wake, now + self._horizon)
-            self._sleep_until = wake
-            spin = self._spin_s if self._io and self._ep.bulk_in_progress() else 0.0
+        wake, spin = self._plan()
         timeout = None if wake == float("inf") else max(0.0, wake - time.monotonic())
         fds = [self._sock.fileno(), self._wake_r.fileno()]
         try:
@@ -489,7 +505,22 @@ class Transport:
             self._sleep_until = -math.inf
         if fds[1] in ready:
             self._drain_wake()
-        batch = self._recv_batch() if fds[0] in ready else []
+        self._turn(fds[0] in ready)
+
+    def _plan(self) -> tuple[float, float]:
+        """(reader thread) when the reader must wake at the latest, and how long it may spin."""
+        with self._lock:
+            now = time.monotonic()
+            wake = now if self._more else self._next_wake()
+            if now - self._last_io < ACTIVE_S:  # busy lately: see the module docstring
+                wake = min(wake, now + self._horizon)
+            self._sleep_until = wake
+            spin = self._spin_s if self._io and self._ep.bulk_in_progress() else 0.0
+        return wake, spin
+
+    def _turn(self, readable: bool) -> None:
+        """(reader thread) one turn after the wait: read, feed the core, send, hand on."""
+        batch = self._recv_batch() if readable else []
         now = time.monotonic()
         with self._lock:
             if self._closed.is_set():
@@ -655,17 +686,10 @@ class Transport:
             self._hand(_Call(on_done, err))
 
     def _poke(self) -> None:
-        try:
-            self._wake_w.send(b"\0")
-        except OSError:  # full (a wake-up is already pending) or closed
-            pass
+        _wake(self._wake_w)
 
     def _drain_wake(self) -> None:
-        try:
-            while self._wake_r.recv(4096):
-                pass
-        except OSError:
-            pass
+        _drain(self._wake_r)
 
     def _count(self, key: str, n: int = 1) -> None:
         with self._lock:
@@ -706,3 +730,124 @@ class Transport:
         except Exception:
             self._count("subscriber_errors")
             log.exception("transport %s: subscriber %r failed", self.name, handler)
+
+
+def _wake(wake_w: socket.socket) -> None:
+    """Write the wake-up byte that ends a reader's select()."""
+    try:
+        wake_w.send(b"\0")
+    except OSError:  # full (a wake-up is already pending) or closed
+        pass
+
+
+def _drain(wake_r: socket.socket) -> None:
+    try:
+        while wake_r.recv(4096):
+            pass
+    except OSError:
+        pass
+
+
+class Reactor:
+    """One reader thread for several transports: a node's client and peer sockets (issue 19).
+
+    Each turn it asks every transport when it must wake at the latest (`Transport._plan`), sleeps
+    in one select() on all their sockets and one shared wake-up socketpair (a send() that pokes
+    its reader writes there), then gives each transport its turn (`Transport._turn`) in the order
+    they were added: read, feed the core, send, hand on. A transport that filled a CHUNK asks for
+    the next turn at once, and the others are polled in between, so a bulk transfer on one socket
+    does not starve the other. What one reader per socket cost: every request woke both readers
+    of a node in turn, and the two took the GIL from each other.
+
+    A transport joins with `Transport.start(..., reactor=r)` and leaves with its `stop()`, which
+    returns once the thread no longer uses its socket. The thread starts with the first
+    transport and ends (closing the wake-up pair) when the last one has left; a reactor is not
+    reused."""
+
+    def __init__(self, name: str) -> None:
+        self.wake_r, self.wake_w = socket.socketpair()
+        self.wake_r.setblocking(False)
+        self.wake_w.setblocking(False)
+        self._cond = threading.Condition()  # guards _tps, _turns and _state
+        self._tps: list[Transport] = []
+        self._turns = 0  # turns begun (see remove)
+        self._state = "new"  # new | running | ended
+        self.thread = threading.Thread(target=self._run, name=f"transport-{name}", daemon=True)
+
+    def add(self, tp: Transport) -> None:
+        with self._cond:
+            if self._state == "ended":
+                raise TransportError("reactor: its thread has ended (every transport left)")
+            self._tps.append(tp)
+            start, self._state = self._state == "new", "running"
+        if start:
+            self.thread.start()
+        else:
+            self._poke()
+
+    def remove(self, tp: Transport) -> None:
+        """`tp` leaves; returns once the thread's current turn (which may still select on its
+        socket) is over, so the caller may close the socket. From the thread itself: at once
+        (the turn skips a closed transport, and the next one leaves it out)."""
+        with self._cond:
+            if tp in self._tps:
+                self._tps.remove(tp)
+            turns = self._turns
+        if threading.current_thread() is self.thread:
+            return
+        self._poke()
+        with self._cond:
+            self._cond.wait_for(lambda: self._turns > turns or self._state == "ended", 5.0)
+
+    def _poke(self) -> None:
+        _wake(self.wake_w)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._turns += 1
+                self._cond.notify_all()
+                tps = list(self._tps)
+                if not tps:
+                    self._state = "ended"
+                    self.wake_r.close()
+                    self.wake_w.close()
+                    return
+            try:
+                self._iterate(tps)
+            except Exception:  # a bug must not stop the sockets: log, go on
+                log.exception("reactor %s: iteration failed", self.thread.name)
+                time.sleep(0.01)
+
+    def _iterate(self, tps: list[Transport]) -> None:
+        wake, spin = math.inf, 0.0
+        for tp in tps:
+            w, sp = tp._plan()
+            wake = min(wake, w)
+            spin = max(spin, sp)
+        for tp in tps:  # a send() pokes only for a deadline before the one we sleep to
+            tp._sleep_until = wake
+        fds = [tp._sock.fileno() for tp in tps]
+        fds.append(self.wake_r.fileno())
+        try:
+            timeout = None if wake == math.inf else max(0.0, wake - time.monotonic())
+            ready = Transport._wait(fds, timeout, spin)
+        except (OSError, ValueError):  # a socket closed under us: the next turn leaves it out
+            for tp in tps:
+                if not tp._closed.is_set():
+                    tp._count("oserrors")
+            time.sleep(0.001)
+            return
+        finally:
+            for tp in tps:  # awake: see Transport._iterate
+                tp._sleep_until = -math.inf
+        if fds[-1] in ready:
+            _drain(self.wake_r)
+        for tp, fd in zip(tps, fds):
+            if tp._closed.is_set():
+                continue
+            try:
+                tp._turn(fd in ready)
+            except Exception:  # as Transport._run: count, log, the other transports go on
+                tp._count("internal_errors")
+                log.exception("transport %s: reader turn failed", tp.name)

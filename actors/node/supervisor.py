@@ -53,7 +53,7 @@ from actors.node.token_actor import FailureTokenActor
 from codec.messages import StatusQuery, StatusReply
 from config import Config
 from transport.policy import PEER_FILE_ENV, PolicyFile
-from transport.udp import PeerAuth, Transport
+from transport.udp import PeerAuth, Reactor, Transport
 
 log = logging.getLogger(__name__)
 
@@ -320,16 +320,18 @@ def start_node(
         peers={n.id: n.peer_addr for n in cfg.nodes},
         epoch_store=SqliteEpochStore(data_dir / "epochs.db"),
     )
+    reactor = Reactor(f"node{node_id}")  # one reader thread for both sockets (issue 19)
     client_tp = Transport.start(
         me.client_addr,
         cfg.transport,
+        reactor=reactor,
         validate_addresses=True,
         policy=policy,
         name=f"node{node_id}-client",
     )
     peer_tp = Transport.start(  # recv_errors: a killed peer's port unreachable, at once
         me.peer_addr, cfg.transport, auth=auth, policy=peer_policy, name=f"node{node_id}-peer",
-        recv_errors=True,
+        recv_errors=True, reactor=reactor,
     )
     ref = NodeActor.start(
         cfg,

@@ -1,0 +1,238 @@
+"""`transport.udp.Reactor`: one reader thread for several transports (a node's client and peer
+sockets), on real sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import math
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from udp_kit import CFG, LOCAL, Inbox, start
+
+from transport.errors import TransportError
+from transport.policy import LossPolicy
+from transport.sim import Blob, BlobCodec, Ping
+from transport.udp import Delivery, Reactor, Transport
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def reactor() -> Iterator[Reactor]:
+    """A reactor; at the end its transports are stopped and its thread must have ended."""
+    r = Reactor("test-reactor")
+    yield r
+    for tp in list(r._tps):
+        tp.stop()
+    r.thread.join(timeout=10)
+    assert not r.thread.is_alive()
+
+
+def on(reactor: Reactor, started: list[Transport], name: str,
+       policy: LossPolicy | None = None) -> Transport:
+    return start(started, policy, reactor=reactor, name=name)
+
+
+def echo(tp: Transport) -> None:
+    """Answer every Ping with the same Ping (from the delivery or the reader thread)."""
+    def answer(d: Delivery) -> None:
+        tp.send(d.addr, d.msg)
+
+    tp.subscribe(answer, (Ping,), quick=True)
+
+
+def ping_pong(a: Transport, b: Transport, n: int) -> list[bytes]:
+    """`a` pings `b` (an echo) n times, one at a time; what came back, in order."""
+    inbox = Inbox()
+    a.subscribe(inbox, (Ping,))
+    for i in range(n):
+        a.send(b.address, Ping(b"%d" % i), deadline_s=30).get(timeout=60)
+        inbox.wait(i + 1)
+    return [d.msg.data for d in inbox.items]
+
+
+def transport_threads() -> list[str]:
+    return sorted(t.name for t in threading.enumerate() if t.name.startswith("transport-"))
+
+
+def test_one_thread_reads_both_sockets_and_each_exchange_is_exact_under_loss(
+        transports: list[Transport], reactor: Reactor) -> None:  # fmt: skip
+    lossy = LossPolicy(seed=7, drop=0.1)
+    a1, a2 = on(reactor, transports, "a1", lossy), on(reactor, transports, "a2", lossy)
+    b1, b2 = start(transports, name="b1"), start(transports, name="b2")
+    assert a1._reader is a2._reader is reactor.thread
+    names = transport_threads()
+    assert names.count("transport-test-reactor") == 1
+    assert "transport-a1" not in names and "transport-a2" not in names
+    assert names.count("transport-b1") == 1 and names.count("transport-b2") == 1
+    inbox_b1, inbox_b2, inbox_a1, inbox_a2 = Inbox(), Inbox(), Inbox(), Inbox()
+    for tp, box in ((b1, inbox_b1), (b2, inbox_b2), (a1, inbox_a1), (a2, inbox_a2)):
+        tp.subscribe(box)
+    sizes = [0, 1, 1400, 5000, 70_000, 300_000]
+    out = {(a1, b1): [bytes([1, n % 251]) * (n // 2) for n in sizes],
+           (a2, b2): [bytes([2, n % 251]) * (n // 2) for n in sizes],
+           (b1, a1): [bytes([3, n % 251]) * (n // 2) for n in sizes],
+           (b2, a2): [bytes([4, n % 251]) * (n // 2) for n in sizes]}
+    futures = [src.send(dst.address, Blob(x), deadline_s=60)
+               for (src, dst), xs in out.items() for x in xs]
+    for f in futures:
+        f.get(timeout=90)
+    for box, (src, dst) in ((inbox_b1, (a1, b1)), (inbox_b2, (a2, b2)),
+                            (inbox_a1, (b1, a1)), (inbox_a2, (b2, a2))):
+        got = box.wait(len(sizes))
+        assert sorted(d.msg.data for d in got) == sorted(out[(src, dst)])
+        assert {d.addr for d in got} == {src.address}
+    for t in (a1, a2):
+        s = t.stats()
+        assert s["internal_errors"] == 0 and s["pending"] == 0 and s["held_bytes"] == 0
+        assert s["policy_dropped"] > 0  # the loss was real, and each core recovered it
+
+
+class FakeTp:
+    """What the reactor uses of a Transport: `_plan`, `_turn`, `_sock`, `_closed`, `_count`,
+    `_sleep_until`; the socket is a real one (select needs a descriptor)."""
+
+    def __init__(self, name: str, wake: float, spin: float = 0.0) -> None:
+        self.name = name
+        self._sock, self.peer = socket.socketpair()
+        self.wake, self.spin = wake, spin
+        self._closed = threading.Event()
+        self._sleep_until = 0.0
+        self.turns: list[bool] = []
+        self.counts: dict[str, int] = {}
+
+    def _plan(self) -> tuple[float, float]:
+        self._sleep_until = self.wake
+        return self.wake, self.spin
+
+    def _turn(self, readable: bool) -> None:
+        self.turns.append(readable)
+        if readable:
+            self._sock.recv(4096)
+
+    def _count(self, key: str, n: int = 1) -> None:
+        self.counts[key] = self.counts.get(key, 0) + n
+
+    def close(self) -> None:
+        self._sock.close()
+        self.peer.close()
+
+
+@pytest.fixture
+def fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Reactor, list[Any]]]:
+    """A reactor whose thread is not started, and what its select() was asked (fds, timeout,
+    spin, each transport's _sleep_until then)."""
+    waits: list[Any] = []
+    real_wait = Transport._wait
+    r = Reactor("fake")
+    tps: list[FakeTp] = []
+
+    def wait(fds: list[int], timeout: float | None, spin: float) -> list[int]:
+        waits.append((fds, timeout, spin, [t._sleep_until for t in tps]))
+        return real_wait(fds, 0.0, 0.0)
+
+    monkeypatch.setattr(Transport, "_wait", staticmethod(wait))
+    yield r, [tps, waits]
+    for t in tps:
+        t.close()
+    r.wake_r.close()
+    r.wake_w.close()
+
+
+def test_every_transport_gets_its_turn_each_round_whatever_the_others_want(
+        fakes: tuple[Reactor, list[Any]]) -> None:  # fmt: skip
+    """One that wants the next turn at once (a full CHUNK sent) and is readable does not keep
+    the others waiting: one select on all, then a turn each, in order."""
+    r, (tps, waits) = fakes
+    now = time.monotonic()
+    busy, other, idle = FakeTp("busy", now), FakeTp("other", now + 3600), FakeTp("idle", math.inf)
+    tps += [busy, other, idle]
+    busy.peer.send(b"x")
+    other.peer.send(b"y")
+    for _ in range(3):
+        r._iterate(list(tps))
+    assert busy.turns == [True, False, False]
+    assert other.turns == [True, False, False]
+    assert idle.turns == [False, False, False]
+    fds, timeout, spin, sleeping = waits[0]
+    assert fds == [busy._sock.fileno(), other._sock.fileno(), idle._sock.fileno(),
+                   r.wake_r.fileno()]
+    assert timeout == 0.0 and spin == 0.0  # the earliest wake-up of all: busy's, now
+    assert sleeping == [now, now, now]  # a send() pokes only for a deadline before that
+    assert [t._sleep_until for t in tps] == [-math.inf] * 3  # awake after the wait
+
+
+def test_the_sleep_is_the_earliest_wake_up_and_the_longest_spin(
+        fakes: tuple[Reactor, list[Any]]) -> None:  # fmt: skip
+    r, (tps, waits) = fakes
+    later = time.monotonic() + 3600
+    tps += [FakeTp("a", later + 10, spin=0.0), FakeTp("b", later, spin=0.002),
+            FakeTp("c", math.inf, spin=0.0)]
+    r._iterate(list(tps))
+    _, timeout, spin, sleeping = waits[0]
+    assert 3599 < timeout <= 3600 and spin == 0.002
+    assert sleeping == [later, later, later]
+    tps[:] = [FakeTp("d", math.inf)]
+    r._iterate(list(tps))
+    assert waits[1][1] is None  # nothing due anywhere: sleep until a datagram or a poke
+
+
+def test_a_closed_transport_gets_no_turn_and_a_failing_turn_stops_no_other(
+        fakes: tuple[Reactor, list[Any]], caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    r, (tps, _) = fakes
+    now = time.monotonic()
+    closed, failing, fine = FakeTp("closed", now), FakeTp("failing", now), FakeTp("fine", now)
+    tps += [closed, failing, fine]
+    closed._closed.set()
+
+    def fail(readable: bool) -> None:
+        raise RuntimeError("a bug")
+
+    failing._turn = fail  # type: ignore[method-assign]
+    r._iterate(list(tps))
+    assert closed.turns == [] and fine.turns == [False]
+    assert failing.counts == {"internal_errors": 1}
+    assert "reader turn failed" in caplog.text
+
+
+def test_a_transport_leaves_the_other_serves_on_and_the_thread_ends_with_the_last(
+        transports: list[Transport], reactor: Reactor) -> None:  # fmt: skip
+    a1, a2 = on(reactor, transports, "a1"), on(reactor, transports, "a2")
+    b = start(transports)
+    echo(b)
+    a1.stop()
+    assert a1._sock.fileno() == -1  # closed once the reactor let go of it
+    assert ping_pong(a2, b, 5) == [b"%d" % i for i in range(5)]
+    assert reactor.thread.is_alive()
+    a2.stop()
+    reactor.thread.join(timeout=10)
+    assert not reactor.thread.is_alive()
+    assert reactor.wake_r.fileno() == -1 and reactor.wake_w.fileno() == -1
+    with pytest.raises(TransportError):
+        Transport.start(LOCAL, CFG, codec=BlobCodec, reactor=reactor)
+
+
+def test_a_transport_stopped_on_the_reactor_thread_does_not_stall_it(
+        transports: list[Transport], reactor: Reactor,
+        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    a1, a2 = on(reactor, transports, "a1"), on(reactor, transports, "a2")
+    b = start(transports)
+    echo(b)
+    stopped_on: list[threading.Thread] = []
+    turn = a1._turn
+
+    def turn_then_stop(readable: bool) -> None:  # a1's turn stops a1 once it read something
+        turn(readable)
+        if readable and not stopped_on:
+            stopped_on.append(threading.current_thread())
+            a1.stop()
+
+    monkeypatch.setattr(a1, "_turn", turn_then_stop)
+    b.send(a1.address, Ping(b"stop"), deadline_s=30)
+    assert a1._closed.wait(30)
+    assert stopped_on == [reactor.thread]
+    assert ping_pong(a2, b, 5) == [b"%d" % i for i in range(5)]
