@@ -47,6 +47,10 @@ class DirectEntry:
         """Called once by the actor this entry leads to, when it is built."""
         self._run, self._ref = run, ref
 
+    def is_alive(self) -> bool:
+        """Whether the actor behind this entry runs (as its ref's `is_alive`)."""
+        return self._ref is not None and self._ref.is_alive()
+
     def tell(self, message: Any) -> None:
         if self._run is None or self._ref is None:
             raise pykka.ActorDeadError("no actor behind this entry")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -146,6 +147,40 @@ def test_an_entry_of_a_stopped_actor_raises_like_a_tell() -> None:
     ref.stop()
     with pytest.raises(pykka.ActorDeadError):
         entry.tell("late")
+
+
+def test_the_ticker_ticks_an_idle_actor_through_its_entry_on_the_tickers_thread(
+        probe: tuple[DirectEntry, pykka.ActorRef[Any], Probe]) -> None:
+    """The node's ticker holds the ElectionActor's entry: each tick while it is idle costs no
+    wake-up of its thread. A busy actor gets the tick through its mailbox."""
+    from actors.node.signals import Tick
+    from actors.node.supervisor import Ticker
+
+    entry, ref, actor = probe
+    assert entry.is_alive()
+    ticker = Ticker([(entry, 0.001)], period=0.001)
+    ticker.start()
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while len(actor.seen) < 3 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        ticks = [(m, t) for m, t in actor.seen if isinstance(m, Tick)]
+        assert len(ticks) >= 3
+        assert {t for _, t in ticks} == {ticker.ident}  # all on the ticker's thread
+        ref.tell("block")
+        assert actor.inside.wait(WAIT_S)
+        n = len(actor.seen)
+        actor.release.set()
+        deadline = time.monotonic() + WAIT_S
+        while len(actor.seen) < n + 2 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        later = [m for m, _ in actor.seen[n:]]
+        assert later and all(isinstance(m, Tick) for m in later)  # none lost while it was busy
+    finally:
+        ticker.stop()
+        ticker.join(timeout=WAIT_S)
+    ref.stop()
+    assert not entry.is_alive()
 
 
 @contextlib.contextmanager

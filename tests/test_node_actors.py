@@ -1469,8 +1469,12 @@ def test_the_supervisor_wires_every_actor_and_answers_status_from_their_snapshot
         ref.ask({"query": "counters"})  # on_start done: the actors are wired and subscribed
         # failures off: the token ring has no deadlines, its actor is ticked slowly
         children = ref.proxy().children.get()
-        periods = dict(ref.proxy().ticker.get()._refs)
+        ticked = ref.proxy().ticker.get()._refs
+        periods = {t._ref if isinstance(t, DirectEntry) else t: p for t, p in ticked}
         assert {n: periods[r] for n, r in children.items()} == tick_periods(False)
+        # the election is ticked through its entry: a tick while it is idle needs no wake-up
+        entries = [t for t, _ in ticked if isinstance(t, DirectEntry)]
+        assert len(entries) == 1 and entries[0]._ref is children["election"]
         assert tick_periods(False)["token"] == SLOW_TICK_S
         assert tick_periods(True)["token"] == tick_periods(True)["election"] == FAST_TICK_S
 

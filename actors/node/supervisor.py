@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import pykka
 
@@ -155,7 +155,10 @@ class NodeActor(NodePartActor):
         ]
         self.peer_tp.on_refused(refusals_to(peers, refs))
         periods = tick_periods(self.failures and cfg.failures.enabled)
-        ticker.add([(self.children[name], period) for name, period in periods.items()]
+        # the election's ticks through its entry: a tick while it is idle runs on the ticker's
+        # thread (100 wake-ups a second of the ElectionActor's thread less)
+        ticker.add([(direct.get(name, self.children[name]) if name == "election"
+                     else self.children[name], period) for name, period in periods.items()]
                    + [(self.actor_ref, SLOW_TICK_S)])
         ticker.start()
 
@@ -233,12 +236,21 @@ class NodeActor(NodePartActor):
             self.peer_tp.set_policy(policy)
 
 
+class Tickable(Protocol):
+    """What the ticker tells Tick to: an actor's ref, or a DirectEntry (the tick then runs on
+    the ticker's thread while the actor is idle)."""
+
+    def tell(self, message: Any) -> None: ...
+
+    def is_alive(self) -> bool: ...
+
+
 class Ticker(threading.Thread):
     """The one shared clock source: tells Tick to each actor every its own period (s), and runs
     the one-shot timers of `after` (to the period: the flow's held Dones), on its own thread,
     which wakes every period anyway."""
 
-    def __init__(self, refs: list[tuple[pykka.ActorRef[Any], float]], *,
+    def __init__(self, refs: list[tuple[Tickable, float]], *,
                  period: float | None = None) -> None:  # fmt: skip
         super().__init__(name="ticker", daemon=True)
         self._refs = refs
@@ -248,7 +260,7 @@ class Ticker(threading.Thread):
         self._timers: list[tuple[float, int, Callable[[], None]]] = []  # a heap
         self._seq = itertools.count()
 
-    def add(self, refs: list[tuple[pykka.ActorRef[Any], float]]) -> None:
+    def add(self, refs: list[tuple[Tickable, float]]) -> None:
         """More actors to tick (before `start`)."""
         self._refs.extend(refs)
 
