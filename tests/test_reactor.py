@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -236,3 +237,106 @@ def test_a_transport_stopped_on_the_reactor_thread_does_not_stall_it(
     assert a1._closed.wait(30)
     assert stopped_on == [reactor.thread]
     assert ping_pong(a2, b, 5) == [b"%d" % i for i in range(5)]
+
+
+class FakeTimer:
+    """A TimerSource: due at `due`; records its fires (and may fail)."""
+
+    def __init__(self, due: float, fail: bool = False) -> None:
+        self.due, self.fail = due, fail
+        self.fired: list[float] = []
+
+    def next_due(self) -> float:
+        return self.due
+
+    def fire(self, now: float) -> None:
+        self.fired.append(now)
+        if self.fail:
+            raise RuntimeError("a bug")
+
+
+def test_a_timer_bounds_the_sleep_and_fires_once_due_after_the_turns(
+        fakes: tuple[Reactor, list[Any]], caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    r, (tps, waits) = fakes
+    now = time.monotonic()
+    idle = FakeTp("idle", math.inf)
+    tps.append(idle)
+    later, due, failing = FakeTimer(now + 3600), FakeTimer(now - 1), FakeTimer(now - 1, fail=True)
+    r._iterate(list(tps), [later, failing, due])
+    _, timeout, _, sleeping = waits[0]
+    assert timeout == 0.0 and sleeping == [now - 1]  # the earliest due time bounds the sleep
+    assert idle.turns == [False]
+    assert later.fired == [] and len(failing.fired) == 1 and len(due.fired) == 1
+    assert due.fired[0] >= now  # fired after the wait and the turns
+    assert "timer" in caplog.text and "failed" in caplog.text
+    r._iterate(list(tps), [later])
+    assert 3599 < waits[1][1] <= 3600 and later.fired == []
+
+
+def test_a_driven_ticker_ticks_on_the_reactor_thread_until_it_stops(
+        transports: list[Transport], reactor: Reactor) -> None:  # fmt: skip
+    """The node's ticker on its reader thread: no thread of its own; the ticks and the `after`
+    timers run on the reactor's thread; after `stop` nothing more fires."""
+    from actors.node.supervisor import Ticker
+
+    on(reactor, transports, "a1")
+    ticks: list[threading.Thread] = []
+    three = threading.Event()
+
+    class Ref:
+        def is_alive(self) -> bool:
+            return True
+
+        def tell(self, message: Any) -> None:
+            ticks.append(threading.current_thread())
+            if len(ticks) >= 3:
+                three.set()
+
+    ticker = Ticker([(Ref(), 0.001)], period=0.001)
+    timer_ran: list[threading.Thread] = []
+    ticker.after(0.0, lambda: timer_ran.append(threading.current_thread()))
+    ticker.drive(reactor)
+    assert three.wait(30)
+    assert not ticker.is_alive()  # its own thread never started
+    ticker.stop()
+    n = len(ticks)
+    assert set(ticks) == {reactor.thread} and timer_ran == [reactor.thread]
+    assert ticker.next_due() == math.inf
+    ticker.after(3600.0, lambda: timer_ran.append(threading.current_thread()))  # at once now
+    assert timer_ran[-1] is threading.current_thread()
+    b = start(transports, name="b")  # a few more reactor turns: no tick after stop
+    echo(b)
+    a2 = on(reactor, transports, "a2")
+    assert ping_pong(a2, b, 3) == [b"0", b"1", b"2"]
+    assert len(ticks) <= n + 1  # at most one fire that had begun before stop
+
+
+def test_a_node_reads_both_sockets_and_ticks_on_one_thread(tmp_path: Path) -> None:
+    """`start_node`: one reader thread for the client and the peer socket, the ticker driven by
+    it (no thread of its own, and it fires: its next due time moves on), all of it gone at
+    stop."""
+    import config as config_mod
+    from actors.node.supervisor import start_node
+    from benchmarks.localcloud import free_udp_ports, write_config
+
+    ports = free_udp_ports(6)
+    nodes = [(i + 1, "127.0.0.1", ports[2 * i], ports[2 * i + 1]) for i in range(3)]
+    cfg = config_mod.load(write_config(tmp_path / "cluster.toml", nodes))
+    before = set(threading.enumerate())
+    ref, stop = start_node(cfg, 1, tmp_path / "data", failures=False)
+    try:
+        ticker = ref.proxy().ticker.get()
+        first = ticker.next_due()
+        deadline = time.monotonic() + 30
+        while ticker.next_due() <= first + 0.05 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert first < math.inf and ticker.next_due() > first + 0.05  # five periods and more
+        started = {t.name for t in set(threading.enumerate()) - before}
+        assert "transport-node1" in started and not ticker.is_alive()
+        assert not {"transport-node1-client", "transport-node1-peer", "ticker"} & started
+    finally:
+        stop()
+    reader = [t for t in threading.enumerate() if t.name == "transport-node1"]
+    for t in reader:
+        t.join(timeout=10)
+    assert not any(t.is_alive() for t in reader)

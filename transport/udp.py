@@ -18,7 +18,8 @@ Threads, and what runs where:
   sleeping, so ACKs are read between chunks) and resolves send futures. Per-datagram work never
   leaves this thread.
 - a `Reactor` may be the reader thread of several transports (a node's client and peer
-  sockets): one select() on all of them, then each one's turn as above (see `Reactor`).
+  sockets): one select() on all of them, then each one's turn as above, then its timer sources
+  (the node's ticker) once due (see `Reactor`).
 - caller threads: `send()` encodes the message, hands it to the core under the lock and sends
   the first FIRST_CHUNK itself (a small message leaves at once); the reader thread sends the rest.
   One thread, not two, then sends a large message: a caller thread pumping chunks starved the
@@ -748,6 +749,16 @@ def _drain(wake_r: socket.socket) -> None:
         pass
 
 
+class TimerSource(Protocol):
+    """Periodic work a Reactor runs on its thread between turns (a node's ticker)."""
+
+    def next_due(self) -> float:
+        """When `fire` is due next (time.monotonic(); inf: not now)."""
+        ...
+
+    def fire(self, now: float) -> None: ...
+
+
 class Reactor:
     """One reader thread for several transports: a node's client and peer sockets (issue 19).
 
@@ -762,7 +773,9 @@ class Reactor:
     A transport joins with `Transport.start(..., reactor=r)` and leaves with its `stop()`, which
     returns once the thread no longer uses its socket. The thread starts with the first
     transport and ends (closing the wake-up pair) when the last one has left; a reactor is not
-    reused."""
+    reused. Timer sources (`add_timer`) run on the same thread after the turns once due, and
+    their due time bounds the sleep: a node's ticker rides on the wake-ups its sockets cause
+    instead of waking a thread of its own every period."""
 
     def __init__(self, name: str) -> None:
         self.wake_r, self.wake_w = socket.socketpair()
@@ -770,6 +783,7 @@ class Reactor:
         self.wake_w.setblocking(False)
         self._cond = threading.Condition()  # guards _tps, _turns and _state
         self._tps: list[Transport] = []
+        self._timers: list[TimerSource] = []
         self._turns = 0  # turns begun (see remove)
         self._state = "new"  # new | running | ended
         self.thread = threading.Thread(target=self._run, name=f"transport-{name}", daemon=True)
@@ -784,6 +798,19 @@ class Reactor:
             self.thread.start()
         else:
             self._poke()
+
+    def add_timer(self, source: TimerSource) -> None:
+        """Run `source.fire(now)` on this thread whenever `source.next_due()` has passed (from
+        the first transport's joining: the thread runs while transports do)."""
+        with self._cond:
+            self._timers.append(source)
+        self._poke()
+
+    def remove_timer(self, source: TimerSource) -> None:
+        """No more fires of `source` after the current turn."""
+        with self._cond:
+            if source in self._timers:
+                self._timers.remove(source)
 
     def remove(self, tp: Transport) -> None:
         """`tp` leaves; returns once the thread's current turn (which may still select on its
@@ -807,24 +834,26 @@ class Reactor:
             with self._cond:
                 self._turns += 1
                 self._cond.notify_all()
-                tps = list(self._tps)
+                tps, timers = list(self._tps), list(self._timers)
                 if not tps:
                     self._state = "ended"
                     self.wake_r.close()
                     self.wake_w.close()
                     return
             try:
-                self._iterate(tps)
+                self._iterate(tps, timers)
             except Exception:  # a bug must not stop the sockets: log, go on
                 log.exception("reactor %s: iteration failed", self.thread.name)
                 time.sleep(0.01)
 
-    def _iterate(self, tps: list[Transport]) -> None:
+    def _iterate(self, tps: list[Transport], timers: Sequence[TimerSource] = ()) -> None:
         wake, spin = math.inf, 0.0
         for tp in tps:
             w, sp = tp._plan()
             wake = min(wake, w)
             spin = max(spin, sp)
+        for source in timers:
+            wake = min(wake, source.next_due())
         for tp in tps:  # a send() pokes only for a deadline before the one we sleep to
             tp._sleep_until = wake
         fds = [tp._sock.fileno() for tp in tps]
@@ -851,3 +880,11 @@ class Reactor:
             except Exception:  # as Transport._run: count, log, the other transports go on
                 tp._count("internal_errors")
                 log.exception("transport %s: reader turn failed", tp.name)
+        if timers:
+            now = time.monotonic()
+            for source in timers:
+                if source.next_due() <= now:
+                    try:
+                        source.fire(now)
+                    except Exception:  # a bug must not stop the sockets: log, go on
+                        log.exception("reactor %s: timer %r failed", self.thread.name, source)

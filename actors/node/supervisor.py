@@ -86,8 +86,10 @@ class NodeActor(NodePartActor):
         failures: bool,
         peer_policy_file: str | None = None,
         boot_epoch: int | None = None,
+        reactor: Reactor | None = None,
     ) -> None:
         super().__init__(node_id, clock)
+        self.reactor = reactor  # the transports' reader: drives the ticker (else its thread)
         self.cfg = cfg
         self.data_dir = data_dir
         self.client_tp = client_tp
@@ -160,7 +162,10 @@ class NodeActor(NodePartActor):
         ticker.add([(direct.get(name, self.children[name]) if name == "election"
                      else self.children[name], period) for name, period in periods.items()]
                    + [(self.actor_ref, SLOW_TICK_S)])
-        ticker.start()
+        if self.reactor is not None:
+            ticker.drive(self.reactor)
+        else:
+            ticker.start()
 
     def on_stop(self) -> None:
         if self.ticker is not None:
@@ -247,26 +252,33 @@ class Tickable(Protocol):
 
 class Ticker(threading.Thread):
     """The one shared clock source: tells Tick to each actor every its own period (s), and runs
-    the one-shot timers of `after` (to the period: the flow's held Dones), on its own thread,
-    which wakes every period anyway."""
+    the one-shot timers of `after` (to the period: the flow's held Dones). Either on its own
+    thread (`start`), which wakes every period, or driven by the node's Reactor (`drive`): its
+    `fire` then runs on the reader thread between turns, on the wake-ups the sockets cause
+    anyway while the node is busy (issue 19: a thread wake-up per period less)."""
 
     def __init__(self, refs: list[tuple[Tickable, float]], *,
                  period: float | None = None) -> None:  # fmt: skip
         super().__init__(name="ticker", daemon=True)
         self._refs = refs
+        self._due: list[float] = []  # per ref: its next tick (the driving thread's)
         self._period = period or min((p for _, p in refs), default=0.01)
+        self._next = math.inf  # (driven) the next fire
+        self._reactor: Reactor | None = None
         self._halt = threading.Event()
         self._lock = threading.Lock()  # the timers
         self._timers: list[tuple[float, int, Callable[[], None]]] = []  # a heap
         self._seq = itertools.count()
+        self._tick = Tick()
 
     def add(self, refs: list[tuple[Tickable, float]]) -> None:
-        """More actors to tick (before `start`)."""
+        """More actors to tick (before `start` or `drive`)."""
         self._refs.extend(refs)
 
     def after(self, delay_s: float, fn: Callable[[], None]) -> None:
-        """fn() on the ticker thread once `delay_s` has passed (it only tells an actor). A timer
-        never dies silently: the ones pending at `stop` run then, one set after it at once."""
+        """fn() on the ticker's thread once `delay_s` has passed (it only tells an actor). A
+        timer never dies silently: the ones pending at `stop` run then, one set after it at
+        once."""
         with self._lock:
             if not self._halt.is_set():
                 heapq.heappush(self._timers, (time.monotonic() + delay_s, next(self._seq), fn))
@@ -274,15 +286,33 @@ class Ticker(threading.Thread):
         self._run_timers(fn)
 
     def run(self) -> None:
-        due = [0.0] * len(self._refs)
-        tick = Tick()
         while not self._halt.wait(self._period):
-            now = time.monotonic()
-            for i, (ref, period) in enumerate(self._refs):
-                if now >= due[i] and ref.is_alive():
-                    due[i] = now + period - self._period / 2
-                    ref.tell(tick)
-            self._run_timers(*self._take(now))
+            self.fire(time.monotonic())
+
+    def drive(self, reactor: Reactor) -> None:
+        """Fire on `reactor`'s thread every period from now, instead of a thread of our own."""
+        self._next = time.monotonic() + self._period
+        self._reactor = reactor
+        reactor.add_timer(self)
+
+    def next_due(self) -> float:
+        return math.inf if self._halt.is_set() else self._next
+
+    def fire(self, now: float) -> None:
+        """One period: Tick to each actor whose own period is due, then the timers due."""
+        if self._halt.is_set():
+            return
+        self._next = now + self._period
+        if len(self._due) < len(self._refs):
+            self._due += [0.0] * (len(self._refs) - len(self._due))
+        for i, (ref, period) in enumerate(self._refs):
+            if now >= self._due[i] and ref.is_alive():
+                self._due[i] = now + period - self._period / 2
+                try:
+                    ref.tell(self._tick)
+                except pykka.ActorDeadError:  # stopped since is_alive (the node stops)
+                    pass
+        self._run_timers(*self._take(now))
 
     def _take(self, until: float) -> list[Callable[[], None]]:
         """The timers due by `until`, taken off the heap."""
@@ -303,6 +333,8 @@ class Ticker(threading.Thread):
     def stop(self) -> None:
         with self._lock:
             self._halt.set()
+        if self._reactor is not None:
+            self._reactor.remove_timer(self)
         self._run_timers(*self._take(math.inf))  # early rather than never
 
 
@@ -355,6 +387,7 @@ def start_node(
         rng=rng or random.Random(),
         failures=failures,
         peer_policy_file=os.environ.get(PEER_FILE_ENV) or None,
+        reactor=reactor,
     )
 
     def stop() -> None:
