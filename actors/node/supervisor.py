@@ -157,8 +157,8 @@ class NodeActor(NodePartActor):
         ]
         self.peer_tp.on_refused(refusals_to(peers, refs))
         periods = tick_periods(self.failures and cfg.failures.enabled)
-        # the election's ticks through its entry: a tick while it is idle runs on the ticker's
-        # thread (100 wake-ups a second of the ElectionActor's thread less)
+        # the election's ticks through its entry: a tick while it is idle runs on the thread
+        # that fires the ticker (100 wake-ups a second of the ElectionActor's thread less)
         ticker.add([(direct.get(name, self.children[name]) if name == "election"
                      else self.children[name], period) for name, period in periods.items()]
                    + [(self.actor_ref, SLOW_TICK_S)])
@@ -243,7 +243,7 @@ class NodeActor(NodePartActor):
 
 class Tickable(Protocol):
     """What the ticker tells Tick to: an actor's ref, or a DirectEntry (the tick then runs on
-    the ticker's thread while the actor is idle)."""
+    the thread that fires the ticker, its own or the node's reader, while the actor is idle)."""
 
     def tell(self, message: Any) -> None: ...
 
@@ -276,7 +276,7 @@ class Ticker(threading.Thread):
         self._refs.extend(refs)
 
     def after(self, delay_s: float, fn: Callable[[], None]) -> None:
-        """fn() on the ticker's thread once `delay_s` has passed (it only tells an actor). A
+        """fn() on the thread that fires the ticker once `delay_s` has passed (it only tells an actor). A
         timer never dies silently: the ones pending at `stop` run then, one set after it at
         once."""
         with self._lock:
