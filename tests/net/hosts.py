@@ -363,6 +363,10 @@ class Net:
         """Datagrams the nft rules of `ref` dropped and duplicated so far: {"loss", "dup"}."""
         return impair.nft_counts(self._host(ref).ns)
 
+    def impair_kinds(self, ref: HostRef) -> set[str]:
+        """The impairments ("loss", "dup") that have an nft rule on `ref` now."""
+        return impair.nft_rule_kinds(self._host(ref).ns)
+
     def clear(self, ref: HostRef) -> str:
         """Remove the loss and duplication rules of `ref`."""
         host = self._host(ref)

@@ -114,11 +114,23 @@ def nft_impair(ns: str, kind: str, pct: int, own_addr: str, port: int | None) ->
 def nft_counts(ns: str) -> dict[str, int]:
     """Packets matched so far by the loss and dup rules in `ns`: {"loss": n, "dup": n}."""
     counts = {"loss": 0, "dup": 0}
+    for kind, n in _nft_rule_counters(ns):
+        counts[kind] += n
+    return counts
+
+
+def nft_rule_kinds(ns: str) -> set[str]:
+    """The kinds ("loss", "dup") that have a rule in `ns` now, whatever it matched so far."""
+    return {kind for kind, _ in _nft_rule_counters(ns)}
+
+
+def _nft_rule_counters(ns: str) -> list[tuple[str, int]]:
+    """(kind, packets matched) of each loss or dup rule in `ns`."""
     try:
         text = sh(in_ns(ns, "nft", "list", "table", "ip", NFT_TABLE))
     except NetError:
-        return counts  # no table yet: nothing matched
-    current = ""
+        return []  # no table yet: no rule
+    rules, current = [], ""
     for line in text.splitlines():
         head = re.match(r"\s*chain (\S+)", line)
         if head:
@@ -127,8 +139,8 @@ def nft_counts(ns: str) -> dict[str, int]:
         if hit:
             for kind, (chain, _prio) in _CHAINS.items():
                 if chain == current:
-                    counts[kind] += int(hit.group(1))
-    return counts
+                    rules.append((kind, int(hit.group(1))))
+    return rules
 
 
 def drop_types(ns: str, port: int, type_codes: list[int], *, data_only: bool = False) -> str:

@@ -116,8 +116,14 @@ def test_tn2_impaired_network_every_result_exact_no_ip_fragments(
             cloud.log_text(node_id)
     counts = {name: net.impair_counts(name) for name in net.hosts}
     print(f"[TN-2] nft drops/dups per host: {counts}")
+    # the impairment really ran: both rules on every host, each host lost datagrams, and the
+    # hosts together got duplicates. Not a duplicate on every host: bob's host receives ~100
+    # datagrams here, and at 5 % (of those the loss rule let through) it sees none in about 1
+    # run of 100 (one CI run did: loss 11, dup 0)
     for name in ("n1", "n2", "n3", "c1", "c2"):
-        assert counts[name]["loss"] > 0 and counts[name]["dup"] > 0, counts
+        assert net.impair_kinds(name) == {"loss", "dup"}, name
+        assert counts[name]["loss"] > 0, counts
+    assert sum(counts[name]["dup"] for name in ("n1", "n2", "n3", "c1", "c2")) > 0, counts
     after = {name: net.ip_frag_creates(name) for name in net.hosts}
     assert after == frags  # TN-1: no datagram needed IP fragmentation, on any host
 

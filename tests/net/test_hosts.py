@@ -171,7 +171,9 @@ def test_loss_drops_about_the_share_asked_and_counts_it(net: Net) -> None:
     got = drain(b, 400 - dropped)
     assert 60 <= dropped <= 180  # 30 % of 400 = 120, sd 9
     assert len(got) == len(set(got)) == 400 - dropped and set(got) <= sent
+    assert net.impair_kinds("n2") == {"loss"}
     net.clear("n2")
+    assert net.impair_kinds("n2") == set()
     assert sorted(drain_after(a, b, net["n2"].addr, 50)) == sorted(blast_payloads(50))
 
 
@@ -189,6 +191,7 @@ def test_duplicate_delivers_copies_and_counts_them(net: Net) -> None:
     assert arrives(a, b, net["n2"].addr)
     line = net.duplicate("n2", 20)
     assert f"dup to {net['n2'].addr}" in line
+    assert net.impair_kinds("n2") == {"dup"}
     sent = blast(a, net["n2"].addr, 400)
     copies = net.impair_counts("n2")["dup"]
     got = drain(b, 400 + copies)
