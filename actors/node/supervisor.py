@@ -116,7 +116,8 @@ class NodeActor(NodePartActor):
         pins = PinStore(self.data_dir / "pending.db")
         view = self.view
         # the election's hops run on the thread that has the message (actors.direct): the
-        # routers' client requests and peer messages on the transports' reader threads, the
+        # routers' client requests and peer messages on the transports' reader (one thread for
+        # both sockets, start_node's Reactor; without one, each socket's own), the
         # flow's StartElection and the ElectionActor's Won on their callers' threads (and the
         # outcomes of the flow's client sends on the client transport's)
         entry, flow_entry = DirectEntry(), DirectEntry()
