@@ -35,7 +35,7 @@ from benchmarks.localcloud import REPO, Cloud
 IDLE_WAITS = (
     ("Condition.wait", "waiter.acquire("),
     ("Event.wait", ""),
-    ("Transport._wait", "select.select(fds, [], [], timeout)"),
+    ("Reactor._wait", "select.select(fds, [], [], timeout)"),
     ("_worker", "work_queue.get(block=True)"),
 )
 _FRAME = re.compile(r"(?P<func>.*?) \((?P<path>.*?):(?P<line>\d+)\)$")

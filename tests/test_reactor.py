@@ -93,6 +93,20 @@ def test_one_thread_reads_both_sockets_and_each_exchange_is_exact_under_loss(
         assert s["policy_dropped"] > 0  # the loss was real, and each core recovered it
 
 
+def test_a_transport_alone_reads_on_a_reactor_of_its_own_that_ends_with_it(
+        transports: list[Transport]) -> None:  # fmt: skip
+    solo, other = start(transports, name="solo"), start(transports, name="other")
+    echo(other)
+    assert ping_pong(solo, other, 2) == [b"0", b"1"]
+    reader = solo._reader
+    assert reader.name == "transport-solo" and reader.is_alive() and reader is not other._reader
+    solo.stop()
+    reader.join(timeout=10)
+    assert not reader.is_alive() and solo._sock.fileno() == -1
+    assert solo._reactor.wake_r.fileno() == -1 and solo._reactor.wake_w.fileno() == -1
+    assert other._reader.is_alive()
+
+
 class FakeTp:
     """What the reactor uses of a Transport: `_plan`, `_turn`, `_sock`, `_closed`, `_count`,
     `_sleep_until`; the socket is a real one (select needs a descriptor)."""
@@ -128,7 +142,7 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Reactor, list[Any]]
     """A reactor whose thread is not started, and what its select() was asked (fds, timeout,
     spin, each transport's _sleep_until then)."""
     waits: list[Any] = []
-    real_wait = Transport._wait
+    real_wait = Reactor._wait
     r = Reactor("fake")
     tps: list[FakeTp] = []
 
@@ -136,7 +150,7 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Reactor, list[Any]]
         waits.append((fds, timeout, spin, [t._sleep_until for t in tps]))
         return real_wait(fds, 0.0, 0.0)
 
-    monkeypatch.setattr(Transport, "_wait", staticmethod(wait))
+    monkeypatch.setattr(Reactor, "_wait", staticmethod(wait))
     yield r, [tps, waits]
     for t in tps:
         t.close()

@@ -17,9 +17,9 @@ Threads, and what runs where:
   asks for (at most CHUNK DATA datagrams per turn; after a full CHUNK it polls the socket without
   sleeping, so ACKs are read between chunks) and resolves send futures. Per-datagram work never
   leaves this thread.
-- a `Reactor` may be the reader thread of several transports (a node's client and peer
-  sockets): one select() on all of them, then each one's turn as above, then its timer sources
-  (the node's ticker) once due (see `Reactor`).
+- the reader thread is a `Reactor`: the transport's own, or one shared by several transports (a
+  node's client and peer sockets): one select() on all their sockets, then each one's turn as
+  above, then its timer sources (the node's ticker) once due (see `Reactor`).
 - caller threads: `send()` encodes the message, hands it to the core under the lock and sends
   the first FIRST_CHUNK itself (a small message leaves at once); the reader thread sends the rest.
   One thread, not two, then sends a large message: a caller thread pumping chunks starved the
@@ -248,30 +248,20 @@ class Transport:
         self._ep_deadline: float | None = None
         self._io = False  # (reader thread) the last turn received or sent datagrams
         self._spin_s = ep.cfg.busy_poll_us / 1e6
-        self._reactor = reactor
-        if reactor is None:
-            self._wake_r, self._wake_w = socket.socketpair()
-            self._wake_r.setblocking(False)
-            self._wake_w.setblocking(False)
-        else:
-            self._wake_r, self._wake_w = reactor.wake_r, reactor.wake_w
+        # the reader thread: a reactor of its own, or one shared with other transports
+        self._reactor = reactor if reactor is not None else Reactor(name)
         self._actor_thread: threading.Thread | None = None
         self._epoch_writes: list[tuple[int, int]] = []  # (send lock) queued by the guard
         self.address: Addr = sock.address
         self.epoch = ep.epoch
         self._actor = TransportActor.start(self)
-        if reactor is None:
-            self._reader = threading.Thread(target=self._run, name=f"transport-{name}",
-                                            daemon=True)
-            self._reader.start()
-        else:
-            self._reader = reactor.thread
-            try:
-                reactor.add(self)
-            except TransportError:
-                self._actor.stop()
-                sock.close()
-                raise
+        self._reader = self._reactor.thread
+        try:
+            self._reactor.add(self)
+        except TransportError:  # a shared reactor whose thread has ended
+            self._actor.stop()
+            sock.close()
+            raise
 
     @classmethod
     def start(
@@ -465,49 +455,14 @@ class Transport:
                 return
             self._closed.set()
             pending, self._pending = self._pending, {}
-        if self._reactor is not None:
-            self._reactor.remove(self)
-        else:
-            self._poke()
-            if threading.current_thread() is not self._reader:
-                self._reader.join(timeout=5.0)
+        self._reactor.remove(self)  # returns once its thread no longer uses our socket
         for fut, on_done, _ in pending.values():
             self._resolve(fut, on_done, SendError("rejected", "transport stopped"))
         in_actor = threading.current_thread() is self._actor_thread
         self._actor.stop(block=not in_actor)
-        for s in ((self._sock,) if self._reactor is not None
-                  else (self._sock, self._wake_r, self._wake_w)):
-            s.close()
+        self._sock.close()
 
     # ----------------------------------------------------------------- reader thread
-    def _run(self) -> None:
-        while not self._closed.is_set():
-            try:
-                self._iterate()
-            except Exception:  # a bug must not kill the socket: count, log, go on
-                self._count("internal_errors")
-                log.exception("transport %s: reader iteration failed", self.name)
-                self._closed.wait(0.01)
-
-    def _iterate(self) -> None:
-        wake, spin = self._plan()
-        timeout = None if wake == float("inf") else max(0.0, wake - time.monotonic())
-        fds = [self._sock.fileno(), self._wake_r.fileno()]
-        try:
-            ready = self._wait(fds, timeout, spin)
-        except (OSError, ValueError):
-            if not self._closed.is_set():
-                self._count("oserrors")
-                self._closed.wait(0.001)
-            return
-        finally:
-            # awake: before sleeping again it takes the next deadline under the lock, so a
-            # send() from now on needs no wake-up byte (see _pump's poke)
-            self._sleep_until = -math.inf
-        if fds[1] in ready:
-            self._drain_wake()
-        self._turn(fds[0] in ready)
-
     def _plan(self) -> tuple[float, float]:
         """(reader thread) when the reader must wake at the latest, and how long it may spin."""
         with self._lock:
@@ -539,20 +494,6 @@ class Transport:
             self._refused = []
         self._more = _datagrams(out) >= CHUNK  # the windows may allow more: read ACKs, send on
         self._io = bool(batch or out)
-
-    @staticmethod
-    def _wait(fds: list[int], timeout: float | None, spin: float) -> list[int]:
-        """select() on `fds`; first poll without sleeping for up to `spin` seconds (busy poll:
-        in a bulk transfer the next datagram is due within microseconds, and waking a thread
-        that slept costs far more here, up to milliseconds on this VM)."""
-        if spin and timeout != 0.0:
-            until = time.monotonic() + min(spin, timeout if timeout is not None else spin)
-            while True:
-                ready, _, _ = select.select(fds, [], [], 0)
-                if ready or time.monotonic() >= until:
-                    return list(ready)
-        ready, _, _ = select.select(fds, [], [], timeout)
-        return list(ready)
 
     def _recv_batch(self) -> list[tuple[Addr, bytes]]:
         batch, errors = self._sock.recv(DRAIN_BATCH)
@@ -687,10 +628,7 @@ class Transport:
             self._hand(_Call(on_done, err))
 
     def _poke(self) -> None:
-        _wake(self._wake_w)
-
-    def _drain_wake(self) -> None:
-        _drain(self._wake_r)
+        self._reactor.poke()
 
     def _count(self, key: str, n: int = 1) -> None:
         with self._lock:
@@ -731,22 +669,6 @@ class Transport:
         except Exception:
             self._count("subscriber_errors")
             log.exception("transport %s: subscriber %r failed", self.name, handler)
-
-
-def _wake(wake_w: socket.socket) -> None:
-    """Write the wake-up byte that ends a reader's select()."""
-    try:
-        wake_w.send(b"\0")
-    except OSError:  # full (a wake-up is already pending) or closed
-        pass
-
-
-def _drain(wake_r: socket.socket) -> None:
-    try:
-        while wake_r.recv(4096):
-            pass
-    except OSError:
-        pass
 
 
 class TimerSource(Protocol):
@@ -797,14 +719,14 @@ class Reactor:
         if start:
             self.thread.start()
         else:
-            self._poke()
+            self.poke()
 
     def add_timer(self, source: TimerSource) -> None:
         """Run `source.fire(now)` on this thread whenever `source.next_due()` has passed (from
         the first transport's joining: the thread runs while transports do)."""
         with self._cond:
             self._timers.append(source)
-        self._poke()
+        self.poke()
 
     def remove_timer(self, source: TimerSource) -> None:
         """No more fires of `source` after the current turn."""
@@ -822,12 +744,16 @@ class Reactor:
             turns = self._turns
         if threading.current_thread() is self.thread:
             return
-        self._poke()
+        self.poke()
         with self._cond:
             self._cond.wait_for(lambda: self._turns > turns or self._state == "ended", 5.0)
 
-    def _poke(self) -> None:
-        _wake(self.wake_w)
+    def poke(self) -> None:
+        """Write the wake-up byte that ends the thread's select()."""
+        try:
+            self.wake_w.send(b"\0")
+        except OSError:  # full (a wake-up is already pending) or closed
+            pass
 
     def _run(self) -> None:
         while True:
@@ -846,10 +772,29 @@ class Reactor:
                 log.exception("reactor %s: iteration failed", self.thread.name)
                 time.sleep(0.01)
 
+    @staticmethod
+    def _wait(fds: list[int], timeout: float | None, spin: float) -> list[int]:
+        """select() on `fds`; first poll without sleeping for up to `spin` seconds (busy poll:
+        in a bulk transfer the next datagram is due within microseconds, and waking a thread
+        that slept costs far more here, up to milliseconds on this VM)."""
+        if spin and timeout != 0.0:
+            until = time.monotonic() + min(spin, timeout if timeout is not None else spin)
+            while True:
+                ready, _, _ = select.select(fds, [], [], 0)
+                if ready or time.monotonic() >= until:
+                    return list(ready)
+        ready, _, _ = select.select(fds, [], [], timeout)
+        return list(ready)
+
     def _iterate(self, tps: list[Transport], timers: Sequence[TimerSource] = ()) -> None:
         wake, spin = math.inf, 0.0
         for tp in tps:
-            w, sp = tp._plan()
+            try:
+                w, sp = tp._plan()
+            except Exception:  # as a failing turn: count, log, try it again a little later
+                tp._count("internal_errors")
+                log.exception("transport %s: reader plan failed", tp.name)
+                w, sp = time.monotonic() + 0.01, 0.0
             wake = min(wake, w)
             spin = max(spin, sp)
         for source in timers:
@@ -860,7 +805,7 @@ class Reactor:
         fds.append(self.wake_r.fileno())
         try:
             timeout = None if wake == math.inf else max(0.0, wake - time.monotonic())
-            ready = Transport._wait(fds, timeout, spin)
+            ready = self._wait(fds, timeout, spin)
         except (OSError, ValueError):  # a socket closed under us: the next turn leaves it out
             for tp in tps:
                 if not tp._closed.is_set():
@@ -868,10 +813,16 @@ class Reactor:
             time.sleep(0.001)
             return
         finally:
-            for tp in tps:  # awake: see Transport._iterate
+            # awake: before sleeping again each transport takes its next deadline under its
+            # lock (_plan), so a send() from now on needs no wake-up byte (see _pump's poke)
+            for tp in tps:
                 tp._sleep_until = -math.inf
         if fds[-1] in ready:
-            _drain(self.wake_r)
+            try:
+                while self.wake_r.recv(4096):
+                    pass
+            except OSError:
+                pass
         for tp, fd in zip(tps, fds):
             if tp._closed.is_set():
                 continue

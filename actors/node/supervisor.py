@@ -262,7 +262,7 @@ class Ticker(threading.Thread):
                  period: float | None = None) -> None:  # fmt: skip
         super().__init__(name="ticker", daemon=True)
         self._refs = refs
-        self._due: list[float] = []  # per ref: its next tick (the driving thread's)
+        self._due: list[float] = []  # per ref: its next tick (set by run or drive)
         self._period = period or min((p for _, p in refs), default=0.01)
         self._next = math.inf  # (driven) the next fire
         self._reactor: Reactor | None = None
@@ -277,9 +277,9 @@ class Ticker(threading.Thread):
         self._refs.extend(refs)
 
     def after(self, delay_s: float, fn: Callable[[], None]) -> None:
-        """fn() on the thread that fires the ticker once `delay_s` has passed (it only tells an actor). A
-        timer never dies silently: the ones pending at `stop` run then, one set after it at
-        once."""
+        """fn() on the thread that fires the ticker once `delay_s` has passed (it only tells an
+        actor). A timer never dies silently: the ones pending at `stop` run then, one set after
+        it at once."""
         with self._lock:
             if not self._halt.is_set():
                 heapq.heappush(self._timers, (time.monotonic() + delay_s, next(self._seq), fn))
@@ -287,11 +287,13 @@ class Ticker(threading.Thread):
         self._run_timers(fn)
 
     def run(self) -> None:
+        self._due = [0.0] * len(self._refs)
         while not self._halt.wait(self._period):
             self.fire(time.monotonic())
 
     def drive(self, reactor: Reactor) -> None:
         """Fire on `reactor`'s thread every period from now, instead of a thread of our own."""
+        self._due = [0.0] * len(self._refs)
         self._next = time.monotonic() + self._period
         self._reactor = reactor
         reactor.add_timer(self)
@@ -304,8 +306,6 @@ class Ticker(threading.Thread):
         if self._halt.is_set():
             return
         self._next = now + self._period
-        if len(self._due) < len(self._refs):
-            self._due += [0.0] * (len(self._refs) - len(self._due))
         for i, (ref, period) in enumerate(self._refs):
             if now >= self._due[i] and ref.is_alive():
                 self._due[i] = now + period - self._period / 2
