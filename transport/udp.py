@@ -75,6 +75,7 @@ from transport.auth import (
 from transport.endpoint import Delivered, Endpoint, Event
 from transport.errors import MessageRejected, SendError, TransportError
 from transport.frames import DatagramRun
+from transport.future import SendFuture
 from transport.policy import LossPolicy, PolicyGate
 from transport.sender import SendDone
 from transport.sockets import DatagramSocket, canonical_address
@@ -340,7 +341,7 @@ class Transport:
         refused: list[tuple[pykka.Future[None], OnDone | None, SendError]] = []
         bodies: dict[int, bytes] = {}  # id(msg) -> body (the messages live through this call)
         for addr, msg, on_done in items:
-            fut: pykka.Future[None] = pykka.ThreadingFuture()
+            fut: pykka.Future[None] = SendFuture()
             futs.append(fut)
             try:
                 body = bodies.get(id(msg))
