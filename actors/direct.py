@@ -26,6 +26,8 @@ from typing import Any
 
 import pykka
 
+from transport.mailbox import QuickInboxActor
+
 
 class _Queued:
     """A message an entry could not run at once, told to the actor's mailbox."""
@@ -58,7 +60,7 @@ class DirectEntry:
             self._ref.tell(_Queued(message))
 
 
-class DirectActor(pykka.ThreadingActor):
+class DirectActor(QuickInboxActor):
     """Mixin (before the actor's base class): every message, from the mailbox or an entry, is
     handled under one lock. `direct_done()` runs after each message handled from an entry,
     still under the lock (the ElectionActor sends what it produced there)."""

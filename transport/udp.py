@@ -76,6 +76,7 @@ from transport.endpoint import Delivered, Endpoint, Event
 from transport.errors import MessageRejected, SendError, TransportError
 from transport.frames import DatagramRun
 from transport.future import SendFuture
+from transport.mailbox import QuickInboxActor
 from transport.policy import LossPolicy, PolicyGate
 from transport.sender import SendDone
 from transport.sockets import DatagramSocket, canonical_address
@@ -187,7 +188,7 @@ class _ConfiguredCodec:
                               control_max=self._cfg.control_max_body)
 
 
-class TransportActor(pykka.ThreadingActor):
+class TransportActor(QuickInboxActor):
     """Delivery side of one Transport: decode once, hand to subscribers, run callbacks."""
 
     def __init__(self, transport: Transport) -> None:

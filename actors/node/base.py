@@ -29,6 +29,7 @@ from codec.messages import (
     PostUpdate,
 )
 from config import Config
+from transport.mailbox import QuickInboxActor
 from transport.udp import Transport
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ def client_gate(
     return None
 
 
-class NodePartActor(pykka.ThreadingActor):
+class NodePartActor(QuickInboxActor):
     """Base of the node's actors: `handle(message)` in subclasses; counters; wiring."""
 
     def __init__(self, node_id: int, clock: Callable[[], float]) -> None:

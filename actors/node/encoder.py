@@ -12,12 +12,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import pykka
-
 from codec import heap
 from codec import seal as seal_mod
 from codec.covers import CoverSet
 from config import SealConfig
+from transport.mailbox import QuickInboxActor
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ class Warm:
     sizes: tuple[int, ...]
 
 
-class EncoderActor(pykka.ThreadingActor):
+class EncoderActor(QuickInboxActor):
     def __init__(
         self, cfg: SealConfig, max_payload: int, deliver: Callable[[Sealed], None], covers: CoverSet
     ) -> None:
