@@ -6,7 +6,7 @@ photo `--photos` times, the first on the fresh cloud; (2) `--clients` client pro
 `--total` small images back to back. Prints, per phase, the functions with the most self time and
 the most inclusive time as a markdown table (% of the CPU the nodes used: the samples of all
 nodes added up, with idle waits removed: a blocking select of the transport's reader, a
-`Condition.wait`/`Event.wait`, an idle worker of a thread pool). The raw profiles stay in `--out`.
+`Condition.wait`/`Event.wait`, an actor waiting on its mailbox, an idle worker of a thread pool). The raw profiles stay in `--out`.
 py-spy counts a thread that waits for the GIL as running, so on a busy host the shares blur.
 Needs py-spy (`pip install py-spy`) and the right to trace the node processes (root, or
 ptrace_scope 0). Used for docs/profile-before.md and docs/profile-after.md (issue 19).
@@ -37,6 +37,9 @@ IDLE_WAITS = (
     ("Event.wait", ""),
     ("Reactor._wait", "select.select(fds, [], [], timeout)"),
     ("_worker", "work_queue.get(block=True)"),
+    # an actor waiting for its next message: a SimpleQueue mailbox (transport.mailbox) waits in
+    # C, so the loop's own line is the leaf (pykka's queue.Queue waited in Condition.wait)
+    ("Actor._actor_loop_running", "envelope = self.actor_inbox.get()"),
 )
 _FRAME = re.compile(r"(?P<func>.*?) \((?P<path>.*?):(?P<line>\d+)\)$")
 

@@ -77,6 +77,15 @@ def test_node_profile_summary_drops_idle_waits_and_counts_shares(tmp_path: Path)
     idle = f"Condition.wait (threading.py:{wait_line})"
     busy = f"Condition.wait (threading.py:{first})"  # the def line: not a wait
     assert is_idle(idle) and not is_idle(busy)
+    # an actor of ours waiting on its SimpleQueue mailbox: the wait is C, pykka's loop the leaf
+    import pykka
+
+    loop = pykka.Actor._actor_loop_running
+    src, first = inspect.getsourcelines(loop)
+    get_line = first + next(i for i, t in enumerate(src) if "self.actor_inbox.get()" in t)
+    path = inspect.getsourcefile(loop)
+    assert is_idle(f"Actor._actor_loop_running ({path}:{get_line})")
+    assert not is_idle(f"Actor._actor_loop_running ({path}:{first})")
     run = "run (threading.py:1)"
     (tmp_path / "a.txt").write_text(
         f"{run};seal (codec/seal.py:10);compress_rows (codec/png.py:5) 30\n"
