@@ -64,6 +64,7 @@ class TransportConfig:
     partial_idle_s: float = 30.0
     socket_buffer: int = 8 * 1024 * 1024
     busy_poll_us: int = 1000
+    poll_after_io_us: int = 2000
     ack_delay_ms: float = 5.0
 
 
@@ -154,6 +155,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "transport.partial_idle_s": (0.1, 3600),
     "transport.socket_buffer": (65536, 1 << 30),
     "transport.busy_poll_us": (0, 100_000),
+    "transport.poll_after_io_us": (0, 100_000),
     "transport.ack_delay_ms": (0, 1000),
     "election.heartbeat_interval_ms": (10, 60_000),
     "election.failure_timeout_ms": (20, 600_000),

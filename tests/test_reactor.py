@@ -354,3 +354,81 @@ def test_a_node_reads_both_sockets_and_ticks_on_one_thread(tmp_path: Path) -> No
     for t in reader:
         t.join(timeout=10)
     assert not any(t.is_alive() for t in reader)
+
+
+def test_a_transport_polls_on_after_datagrams_moved_while_they_move_often() -> None:
+    """transport.poll_after_io_us: while datagrams move at least POLL_MIN_EVENTS times per
+    POLL_RATE_S, the reader's plan asks to poll until that long after the last one moved; not
+    once the window has passed, not for sparse traffic (an idle cloud's heartbeats), and not
+    when the setting is 0."""
+    import dataclasses
+
+    from transport.udp import POLL_MIN_EVENTS, POLL_RATE_S
+
+    started = [Transport.start(LOCAL, CFG, codec=BlobCodec),
+               Transport.start(LOCAL, dataclasses.replace(CFG, poll_after_io_us=0),
+                               codec=BlobCodec)]  # fmt: skip
+    tp, off = started
+    for t in started:
+        t.stop()  # (its reader is gone: the plans below are ours alone)
+    window = CFG.poll_after_io_us / 1e6
+    assert window > 0
+
+    def moved(t: Transport, times: int) -> None:
+        with t._lock:
+            now = time.monotonic()
+            for _ in range(times):
+                t._moved(now)
+
+    moved(tp, 1)  # one datagram after a long quiet: sparse, no poll
+    assert tp._plan()[1] == 0.0
+    moved(tp, POLL_MIN_EVENTS)  # a burst: poll for the rest of the window
+    spin = tp._plan()[1]
+    assert 0 < spin <= window
+    with tp._lock:
+        tp._last_io = time.monotonic() - window - 0.001
+    assert tp._plan()[1] == 0.0  # the window has passed: sleep at once
+    with tp._lock:  # the traffic stopped a while ago: the last busy bucket no longer counts
+        tp._io_bucket -= 3 * POLL_RATE_S
+        tp._last_io = time.monotonic()
+    assert tp._plan()[1] == 0.0
+    moved(tp, POLL_MIN_EVENTS)  # busy again ...
+    with tp._lock:
+        tp._io_bucket -= POLL_RATE_S  # ... in a bucket that has just ended
+    moved(tp, 1)  # the first datagram of the next bucket: the one before was busy, poll
+    assert tp._plan()[1] > 0
+    moved(off, 2 * POLL_MIN_EVENTS)
+    assert off._plan()[1] == 0.0  # switched off
+
+
+def test_a_poll_yields_the_cpu_between_polls_and_returns_what_became_readable(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reactor._wait: within `spin` it polls without sleeping, giving the CPU up between two
+    polls, and returns a socket as soon as a datagram is there; with nothing coming it returns
+    nothing after the spin."""
+    import os
+
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        rx.bind(("127.0.0.1", 0))
+        yields = 0
+        real_yield = os.sched_yield
+
+        def counting_yield() -> None:
+            nonlocal yields
+            yields += 1
+            if yields == 3:  # the datagram comes during the poll
+                tx.sendto(b"x", rx.getsockname())
+            real_yield()
+
+        monkeypatch.setattr(os, "sched_yield", counting_yield)
+        ready = Reactor._wait([rx.fileno()], 60.0, 30.0)
+        assert ready == [rx.fileno()] and yields >= 3
+        rx.recv(16)
+        before = yields
+        assert Reactor._wait([rx.fileno()], 60.0, 0.005) == []  # nothing came: spin, then none
+        assert yields > before
+    finally:
+        rx.close()
+        tx.close()

@@ -12,7 +12,12 @@ Threads, and what runs where:
   ~2 per request and node). The price: a lost datagram or ACK is retransmitted at most
   POKE_SLACK_S (5 ms) after its deadline (any send whose deadline is earlier than that still
   pokes), and a busy-lately reader with nothing due wakes every horizon for up to ACTIVE_S.
-  It drains up to
+  After a turn or a send moved datagrams, the reader polls the socket without sleeping
+  until transport.poll_after_io_us (2 ms) have passed since (yielding its CPU between two
+  polls, `Reactor._wait`): the answer of an exchange (a peer's Election, a client's reply,
+  their ACKs) mostly comes within that, and is then read without a wake-up of a sleeping
+  thread, which costs 0.5 ms and more on this VM (issue 19, seventeenth session: 3 nodes, one
+  client back to back, p50 3.2 -> 2.5 ms). It drains up to
   DRAIN_BATCH datagrams, feeds them to the pure `Endpoint` under one lock, sends what the core
   asks for (at most CHUNK DATA datagrams per turn; after a full CHUNK it polls the socket without
   sleeping, so ACKs are read between chunks) and resolves send futures. Per-datagram work never
@@ -110,6 +115,12 @@ FIRST_CHUNK = 32  # DATA datagrams send() builds itself: the wire (and the peer)
 # socket had I/O in the last ACTIVE_S the reader sleeps at most the horizon (the RTO floor)
 POKE_SLACK_S = 0.005
 ACTIVE_S = 0.1
+# the reader polls after datagrams moved (transport.poll_after_io_us) only while they move at
+# least POLL_MIN_EVENTS times per POLL_RATE_S (200 a second): an exchange of requests, not the
+# heartbeats of an idle cloud (15 a second and node), whose polls cost an idle node 27 -> 67 ms
+# of CPU a second
+POLL_RATE_S = 0.1
+POLL_MIN_EVENTS = 20
 
 
 Outbox = list[tuple[Addr, bytes | DatagramRun]]
@@ -250,6 +261,10 @@ class Transport:
         self._ep_deadline: float | None = None
         self._io = False  # (reader thread) the last turn received or sent datagrams
         self._spin_s = ep.cfg.busy_poll_us / 1e6
+        self._poll_s = ep.cfg.poll_after_io_us / 1e6  # (see the module docstring)
+        # (under the lock) datagram-moving events in the current POLL_RATE_S bucket, its start,
+        # and whether the last full bucket had POLL_MIN_EVENTS: traffic worth polling for
+        self._io_events, self._io_bucket, self._io_busy = 0, -math.inf, False
         # the reader thread: a reactor of its own, or one shared with other transports
         self._reactor = reactor if reactor is not None else Reactor(name)
         self._actor_thread: threading.Thread | None = None
@@ -365,7 +380,7 @@ class Transport:
                     self._pending[handle] = (fut, on_done, quick_done)
                 except MessageRejected as exc:
                     refused.append((fut, on_done, SendError("rejected", exc.reason)))
-            self._last_io = now
+            self._moved(now)
             out, events, poke = self._pump(now, limit)
         self._flush(out, events)
         for fut, on_done, err in refused:
@@ -474,7 +489,25 @@ class Transport:
                 wake = min(wake, now + self._horizon)
             self._sleep_until = wake
             spin = self._spin_s if self._io and self._ep.bulk_in_progress() else 0.0
+            if self._poll_s and self._traffic(now):  # poll on (module docstring)
+                spin = max(spin, self._last_io + self._poll_s - now)
         return wake, spin
+
+    def _moved(self, now: float) -> None:
+        """(under the lock) datagrams moved now: a send, or a reader turn that read or sent."""
+        self._last_io = now
+        if now - self._io_bucket >= POLL_RATE_S:
+            self._io_busy = (self._io_events >= POLL_MIN_EVENTS
+                             and now - self._io_bucket < 2 * POLL_RATE_S)  # the one just before
+            self._io_bucket, self._io_events = now, 0
+        self._io_events += 1
+
+    def _traffic(self, now: float) -> bool:
+        """(under the lock) whether datagrams move often enough to poll after them: the last
+        POLL_RATE_S had POLL_MIN_EVENTS events, or the current one has so far."""
+        if now - self._io_bucket >= 2 * POLL_RATE_S:
+            return False  # a quiet bucket came between: whatever the last one was
+        return self._io_busy or self._io_events >= POLL_MIN_EVENTS
 
     def _turn(self, readable: bool) -> None:
         """(reader thread) one turn after the wait: read, feed the core, send, hand on."""
@@ -489,7 +522,7 @@ class Transport:
                 self._ep.datagrams_received(batch, now)
             out, events, _ = self._pump(now)
             if batch or out:
-                self._last_io = now
+                self._moved(now)
         self._flush(out, events)
         if self._refused:  # after this turn's messages (a peer's last words come first)
             self._hand(_Refused(tuple(self._refused)))  # counted, like every delivery-thread item
@@ -777,14 +810,18 @@ class Reactor:
     @staticmethod
     def _wait(fds: list[int], timeout: float | None, spin: float) -> list[int]:
         """select() on `fds`; first poll without sleeping for up to `spin` seconds (busy poll:
-        in a bulk transfer the next datagram is due within microseconds, and waking a thread
-        that slept costs far more here, up to milliseconds on this VM)."""
-        if spin and timeout != 0.0:
+        in a bulk transfer the next datagram is due within microseconds, and in an exchange of
+        small messages within a millisecond or two, while waking a thread that slept costs
+        far more here: 0.5 ms and more on this VM). Between two polls the thread yields its
+        CPU (`sched_yield`): whatever else is ready to run there, another thread of this
+        process or another process, runs first, so a poll only takes time nobody wanted."""
+        if spin > 0 and timeout != 0.0:
             until = time.monotonic() + min(spin, timeout if timeout is not None else spin)
             while True:
                 ready, _, _ = select.select(fds, [], [], 0)
                 if ready or time.monotonic() >= until:
                     return list(ready)
+                os.sched_yield()
         ready, _, _ = select.select(fds, [], [], timeout)
         return list(ready)
 
