@@ -6,7 +6,9 @@ photo `--photos` times, the first on the fresh cloud; (2) `--clients` client pro
 `--total` small images back to back. Prints, per phase, the functions with the most self time and
 the most inclusive time as a markdown table (% of the CPU the nodes used: the samples of all
 nodes added up, with idle waits removed: a blocking select of the transport's reader, a
-`Condition.wait`/`Event.wait`, an actor waiting on its mailbox, an idle worker of a thread pool). The raw profiles stay in `--out`.
+`Condition.wait`/`Event.wait`, an actor waiting on its mailbox, an idle worker of a thread pool;
+the readers' polls after datagrams moved, `transport.poll_after_io_us`, are counted apart). The
+raw profiles stay in `--out`.
 py-spy counts a thread that waits for the GIL as running, so on a busy host the shares blur.
 Needs py-spy (`pip install py-spy`) and the right to trace the node processes (root, or
 ptrace_scope 0). Used for docs/profile-before.md and docs/profile-after.md (issue 19).
@@ -41,6 +43,12 @@ IDLE_WAITS = (
     # C, so the loop's own line is the leaf (pykka's queue.Queue waited in Condition.wait)
     ("Actor._actor_loop_running", "envelope = self.actor_inbox.get()"),
 )
+# a leaf frame is the reader's poll after datagrams moved (transport.poll_after_io_us): CPU
+# spent on purpose (and given up to anything else ready), shown apart from the functions
+POLLS = (
+    ("Reactor._wait", "select.select(fds, [], [], 0)"),
+    ("Reactor._wait", "os.sched_yield()"),
+)
 _FRAME = re.compile(r"(?P<func>.*?) \((?P<path>.*?):(?P<line>\d+)\)$")
 
 
@@ -73,28 +81,42 @@ def _source_line(path: str, line: int) -> str:
     return ""
 
 
-def is_idle(frame: str) -> bool:
+def _matches(frame: str, waits: tuple[tuple[str, str], ...]) -> bool:
     m = _FRAME.match(frame.strip())
     if m is None:
         return False
-    for func, text in IDLE_WAITS:
+    for func, text in waits:
         if m["func"] == func and (not text or text in _source_line(m["path"], int(m["line"]))):
             return True
     return False
 
 
-def load(files: list[Path]) -> collections.Counter[str]:
-    """Collapsed stacks of `files` added up, idle ones left out."""
+def is_idle(frame: str) -> bool:
+    return _matches(frame, IDLE_WAITS)
+
+
+def is_poll(frame: str) -> bool:
+    return _matches(frame, POLLS)
+
+
+def load(files: list[Path], polls: list[int] | None = None) -> collections.Counter[str]:
+    """Collapsed stacks of `files` added up, idle ones left out, and the reader's polls too
+    (their samples added to polls[0] when given)."""
     stacks: collections.Counter[str] = collections.Counter()
-    idle: dict[str, bool] = {}
+    kind: dict[str, str] = {}
     for f in files:
         for line in f.read_text().splitlines():
             stack, _, n = line.rpartition(" ")
             leaf = stack.split(";")[-1]
-            if leaf not in idle:
-                idle[leaf] = is_idle(leaf)
-            if stack and not idle[leaf]:
-                stacks[stack] += int(n)
+            if leaf not in kind:
+                kind[leaf] = "idle" if is_idle(leaf) else "poll" if is_poll(leaf) else "cpu"
+            if not stack or kind[leaf] == "idle":
+                continue
+            if kind[leaf] == "poll":
+                if polls is not None:
+                    polls[0] += int(n)
+                continue
+            stacks[stack] += int(n)
     return stacks
 
 
@@ -107,7 +129,8 @@ def _name(frame: str) -> str:
 
 def summary(title: str, files: list[Path], top: int = 15) -> str:
     """Markdown: the `top` functions by self time and by inclusive time."""
-    stacks = load(files)
+    polls = [0]
+    stacks = load(files, polls)
     total = sum(stacks.values()) or 1
     own: collections.Counter[str] = collections.Counter()
     incl: collections.Counter[str] = collections.Counter()
@@ -117,8 +140,11 @@ def summary(title: str, files: list[Path], top: int = 15) -> str:
             own[frames[-1]] += n
             for fr in set(frames):
                 incl[fr] += n
-    lines = [f"### {title}: {sum(stacks.values())} samples at 100 Hz, idle waits removed", "",
-             "| function (self time) | % of node CPU |", "| --- | --- |"]
+    poll = (f"; the readers' polls after datagrams moved, {polls[0]} samples more "
+            f"({100 * polls[0] / (total + polls[0]):.1f} % of all), left out of the shares"
+            if polls[0] else "")
+    lines = [f"### {title}: {sum(stacks.values())} samples at 100 Hz, idle waits removed{poll}",
+             "", "| function (self time) | % of node CPU |", "| --- | --- |"]
     lines += [f"| `{fr}` | {100 * n / total:.1f} |" for fr, n in own.most_common(top)]
     lines += ["", "| function (inclusive) | % of node CPU |", "| --- | --- |"]
     plumbing = ("Thread.", "Actor._actor_loop", "_bootstrap", "<module>", "_run_module")

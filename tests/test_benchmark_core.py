@@ -86,6 +86,15 @@ def test_node_profile_summary_drops_idle_waits_and_counts_shares(tmp_path: Path)
     path = inspect.getsourcefile(loop)
     assert is_idle(f"Actor._actor_loop_running ({path}:{get_line})")
     assert not is_idle(f"Actor._actor_loop_running ({path}:{first})")
+    # the reader's poll after datagrams moved: neither idle nor a function's CPU, counted apart
+    from benchmarks.profile_nodes import is_poll
+    from transport.udp import Reactor
+
+    src, first = inspect.getsourcelines(Reactor._wait)
+    yield_line = first + next(i for i, t in enumerate(src) if "os.sched_yield()" in t)
+    poll = f"Reactor._wait (transport/udp.py:{yield_line})"
+    assert is_poll(poll) and not is_idle(poll)
+    assert not is_poll(f"Reactor._wait (transport/udp.py:{first})")
     run = "run (threading.py:1)"
     (tmp_path / "a.txt").write_text(
         f"{run};seal (codec/seal.py:10);compress_rows (codec/png.py:5) 30\n"
@@ -93,9 +102,11 @@ def test_node_profile_summary_drops_idle_waits_and_counts_shares(tmp_path: Path)
     )
     (tmp_path / "b.txt").write_text(
         f"{run};seal (codec/seal.py:10) 10\n{run};send (transport/udp.py:3) 60\n"
+        f"{run};{poll} 25\n"
     )
     text = summary("t", [tmp_path / "a.txt", tmp_path / "b.txt"], top=5)
     assert "100 samples" in text
+    assert "polls after datagrams moved, 25 samples more (20.0 % of all)" in text
     assert "| `send (transport/udp.py)` | 60.0 |" in text
     assert "| `compress_rows (codec/png.py)` | 30.0 |" in text
     assert "| `seal (codec/seal.py)` | 10.0 |" in text  # self time
