@@ -177,3 +177,30 @@ def test_thread_cpu_counts_this_thread_and_reports_per_request() -> None:
          0.2),
         ("thread 4", 0.0, pytest.approx(tick_ms), 0.0, 0.0),
     ]
+
+
+def test_node_profile_is_read_with_the_source_lines_it_was_recorded_with(tmp_path: Path) -> None:
+    """benchmarks.profile_nodes: `save_lines` keeps each leaf frame's source text beside the raw
+    profiles; a profile read after the code changed (its line numbers moved) is classified by
+    those texts, not by whatever the same line numbers hold now."""
+    import inspect
+    import json
+
+    from benchmarks.profile_nodes import LINES_FILE, save_lines, summary
+    from transport.udp import Reactor
+
+    src, first = inspect.getsourcelines(Reactor._wait)
+    run = "run (threading.py:1)"
+    wait = f"Reactor._wait (transport/udp.py:{first})"  # its def line now: not a wait
+    raw = tmp_path / "small-node1.txt"
+    raw.write_text(f"{run};{wait} 70\n{run};send (transport/udp.py:3) 30\n")
+    path = save_lines([raw])
+    recorded = json.loads(path.read_text())
+    assert recorded[f"transport/udp.py:{first}"] == src[0]  # the text, read at record time
+    now = summary("now", [raw])
+    assert "100 samples" in now and "| `Reactor._wait (transport/udp.py)` | 70.0 |" in now
+    # as if recorded with older code, where that line was the blocking select
+    recorded[f"transport/udp.py:{first}"] = "        ready, _, _ = select.select(fds, [], [], timeout)\n"
+    (tmp_path / LINES_FILE).write_text(json.dumps(recorded))
+    text = summary("then", [raw])
+    assert "30 samples" in text and "Reactor._wait" not in text
