@@ -38,6 +38,20 @@ def test_second_address_refused_while_online_then_allowed_after_expiry() -> None
     assert entry.port == 4001
 
 
+def test_a_dead_session_is_replaced_once_by_the_joins_that_found_it_dead() -> None:
+    """`stale`: a join replaces the session its node probed and found dead, and only that one;
+    a second join that found the same session dead meets the first one's live session."""
+    d = _dir()
+    _, a1 = d.join("alice", "127.0.0.1", 4000, "alice#1", b"", b"", now=0.0)
+    _, a2 = d.join("alice", "127.0.0.1", 4001, "alice#2", b"", b"", now=1.0, stale=a1)
+    assert a2.port == 4001 and d.entries["alice"] == a2
+    with pytest.raises(AlreadyOnline) as info:
+        d.join("alice", "127.0.0.1", 4002, "alice#3", b"", b"", now=1.0, stale=a1)
+    assert info.value.current == a2 and d.entries["alice"] == a2
+    _, a3 = d.join("alice", "127.0.0.1", 4002, "alice#4", b"", b"", now=1.0, stale=a2)
+    assert d.entries["alice"] == a3  # a2 found dead in its turn: replaced
+
+
 def test_heartbeat_extends_and_silence_expires() -> None:
     d = _dir()
     t, _ = d.join("bob", "127.0.0.1", 5000, "bob#1", b"", b"", now=0.0)

@@ -658,6 +658,30 @@ def test_a_dead_first_session_is_replaced(directory: Any) -> None:
     assert [m.addr for m in got if isinstance(m, HandOver)] == [ALICE, ALICE2]
 
 
+def test_two_joins_that_find_one_dead_session_do_not_both_replace_it(directory: Any) -> None:
+    """Two sessions of alice join while her first one is dead: both joins probe it; the first
+    probe's failure lets its join replace the dead session, the second's finds that new,
+    live session in the way and is refused. Before, it replaced whatever was there: this node
+    accepted both, and with the other nodes split the same way both got a majority
+    (test_sessions_cloud saw it once)."""
+    ref, client, _peer, pending = directory
+    ref.tell(ClientIn(ALICE, join("alice#1")))
+    wait_recorded(pending, lambda ms: len(ms) >= 1)
+    client.auto = None  # the probes stay open until this test answers them
+    alice3 = ("127.0.0.1", 40003)
+    ref.tell(ClientIn(ALICE2, join("alice#2")))
+    ref.tell(ClientIn(alice3, join("alice#3")))
+    probes = client.wait_sent(lambda s: isinstance(s.msg, Ack), count=2)
+    assert {p.addr for p in probes} == {ALICE}  # both probe the first session
+    for p in probes:  # ... which is dead: neither is acknowledged
+        client.complete(p, SendError("unacknowledged", "no acknowledgement for 0.5 s"))
+    (err,) = client.wait_msg(ErrorReply)
+    assert err.code == "already_online" and err.rid == "alice#3"
+    got = wait_recorded(pending, lambda ms: len([m for m in ms if isinstance(m, HandOver)]) >= 2)
+    assert [m.addr for m in got if isinstance(m, HandOver)] == [ALICE, ALICE2]
+    assert len(recorded(pending, HandOver)) == 2  # (and no third)
+
+
 def test_a_post_is_checked_then_handed_to_the_pending_actor(directory: Any) -> None:
     ref, client, _peer, pending = directory
     ref.tell(ClientIn(ALICE, join("alice#1")))

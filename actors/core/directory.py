@@ -13,7 +13,8 @@ Rules:
 - Join from the address the user is already registered at: refreshed (a client that rejoins).
 - Join while the user is online from another address: refused (`AlreadyOnline`), unless that
   entry has expired or the node found that session dead (it probes the old address first:
-  actors.node.node_parts) and joins with `replace_stale`.
+  actors.node.directory_actor) and joins with `stale`, that entry: it replaces that session
+  only, never one that took its place meanwhile.
 - Heartbeat with the right token: expiry pushed to now + ttl. Leave with the right token: removed.
 - Keys: a user's public keys are pinned at the first join (trust on first use, kept on disk by
   the node); a join or replicated entry with other keys is refused (`KeysChanged`). Pins travel
@@ -143,12 +144,15 @@ class Directory:
         return e if e is not None and e.expires > now else None
 
     def join(self, user: str, host: str, port: int, rid: str, sign_key: bytes, box_key: bytes,
-             now: float, *, replace_stale: bool = False) -> tuple[bytes, UserEntry]:
+             now: float, *, stale: UserEntry | None = None) -> tuple[bytes, UserEntry]:
         """Register a user; returns (token, entry). Raises AlreadyOnline (`.current` is the
-        entry in the way) unless `replace_stale`: the caller found that session dead."""
+        entry in the way) unless the entry in the way is `stale`: the session the caller probed
+        and found dead. Another session that took its place meanwhile (a concurrent join that
+        replaced the same dead one first) is in the way like any live one: two joins that both
+        found one dead session must not both replace it, or this node accepts both."""
         current = self.get(user, now)
         if current is not None and (current.host, current.port) != (host, port) \
-                and not replace_stale:
+                and (stale is None or current.token_digest != stale.token_digest):
             left = int(current.expires - now) + 1
             raise AlreadyOnline(
                 f"{user} is already online from {current.host}:{current.port}; if that session "

@@ -63,6 +63,7 @@ from codec.messages import (
     PostUpdate,
     StateRequest,
     StateSync,
+    UserEntry,
 )
 from codec.records import LIST_MAX, STATE_SYNC_UPDATES_MAX
 from config import Config
@@ -90,7 +91,8 @@ class DirectoryActor(ServicePartActor):
         key = hashlib.sha256(b"veilshare directory v1|" + cfg.secret_bytes()).digest()
         self.directory = Directory(key, cfg.directory.ttl_s, pins=pins.pins(), on_pin=pins.pin_set,
                                    nodes=len(cfg.nodes))
-        self.probing: dict[str, tuple[Addr, Join]] = {}  # join rid -> (new address, Join)
+        # join rid -> (new address, Join, the session in its way, being probed)
+        self.probing: dict[str, tuple[Addr, Join, UserEntry]] = {}
         self.published: tuple[bytes, int] | None = None
 
     def on_stop(self) -> None:
@@ -137,7 +139,7 @@ class DirectoryActor(ServicePartActor):
                 if exc.current is None or msg.rid in self.probing:
                     raise
                 old = (exc.current.host, exc.current.port)
-                self.probing[msg.rid] = (addr, msg)
+                self.probing[msg.rid] = (addr, msg, exc.current)
                 me = self.actor_ref
                 key = f"probe:{msg.rid}"
                 self.client_tp.send(
@@ -176,7 +178,7 @@ class DirectoryActor(ServicePartActor):
         else:
             self.count("client_unexpected", type(msg).__name__)
 
-    def _join(self, addr: Addr, msg: Join, wall: float, replace_stale: bool = False) -> None:
+    def _join(self, addr: Addr, msg: Join, wall: float, stale: UserEntry | None = None) -> None:
         token, entry = self.directory.join(
             msg.user,
             addr[0],
@@ -185,7 +187,7 @@ class DirectoryActor(ServicePartActor):
             msg.sign_key,
             msg.box_key,
             wall,
-            replace_stale=replace_stale,
+            stale=stale,
         )
         self.peers.send_all(DirectoryChange(op="join", entry=entry))
         self.tell(
@@ -195,11 +197,11 @@ class DirectoryActor(ServicePartActor):
     def _probed(self, rid: str, error: object | None) -> None:
         """The old session of a joining user answered the probe (alive: refuse) or not (dead:
         the new session replaces it)."""
-        addr, msg = self.probing.pop(rid, (None, None))
+        addr, msg, old = self.probing.pop(rid, (None, None, None))
         if addr is None or msg is None or not self.up:
             return
-        try:
-            self._join(addr, msg, self.wall(), replace_stale=error is not None)
+        try:  # dead: replace that session, not one that replaced it meanwhile (core.directory)
+            self._join(addr, msg, self.wall(), stale=old if error is not None else None)
         except DirectoryError as exc:
             self.count("directory_refused", str(exc))
             self.client_tp.send(
