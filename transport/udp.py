@@ -12,12 +12,14 @@ Threads, and what runs where:
   ~2 per request and node). The price: a lost datagram or ACK is retransmitted at most
   POKE_SLACK_S (5 ms) after its deadline (any send whose deadline is earlier than that still
   pokes), and a busy-lately reader with nothing due wakes every horizon for up to ACTIVE_S.
-  After a turn or a send moved datagrams, the reader polls the socket without sleeping
-  until transport.poll_after_io_us (2 ms) have passed since (yielding its CPU between two
-  polls, `Reactor._wait`): the answer of an exchange (a peer's Election, a client's reply,
-  their ACKs) mostly comes within that, and is then read without a wake-up of a sleeping
-  thread, which costs 0.5 ms and more on this VM (issue 19, seventeenth session: 3 nodes, one
-  client back to back, p50 3.2 -> 2.5 ms). It drains up to
+  While datagrams move at least POLL_MIN_EVENTS times per POLL_RATE_S (`TrafficRate`: an
+  exchange of requests, not an idle cloud's heartbeats), after a turn or a send moved
+  datagrams the reader polls the socket without sleeping until transport.poll_after_io_us
+  (2 ms) have passed since, yielding its CPU between two polls (`Reactor._wait`): the answer
+  of an exchange (a peer's Election, the ACKs of a client's request) mostly comes within that,
+  and is then read without a wake-up of a sleeping thread, which costs 0.5 ms and more on this
+  VM (issue 19, seventeenth session: 3 nodes, 6 clients, median of eight `benchmarks.cloud`
+  runs 379 -> 427 images/s; the 1-client p50 moved less, 3.75 -> 3.45 ms). It drains up to
   DRAIN_BATCH datagrams, feeds them to the pure `Endpoint` under one lock, sends what the core
   asks for (at most CHUNK DATA datagrams per turn; after a full CHUNK it polls the socket without
   sleeping, so ACKs are read between chunks) and resolves send futures. Per-datagram work never
@@ -85,6 +87,7 @@ from transport.mailbox import QuickInboxActor
 from transport.policy import LossPolicy, PolicyGate
 from transport.sender import SendDone
 from transport.sockets import DatagramSocket, canonical_address
+from transport.traffic import TrafficRate
 
 __all__ = [
     "Delivery",
@@ -262,9 +265,8 @@ class Transport:
         self._io = False  # (reader thread) the last turn received or sent datagrams
         self._spin_s = ep.cfg.busy_poll_us / 1e6
         self._poll_s = ep.cfg.poll_after_io_us / 1e6  # (see the module docstring)
-        # (under the lock) datagram-moving events in the current POLL_RATE_S bucket, its start,
-        # and whether the last full bucket had POLL_MIN_EVENTS: traffic worth polling for
-        self._io_events, self._io_bucket, self._io_busy = 0, -math.inf, False
+        # (under the lock) whether datagrams move often enough to poll after them
+        self._rate = TrafficRate(POLL_RATE_S, POLL_MIN_EVENTS)
         # the reader thread: a reactor of its own, or one shared with other transports
         self._reactor = reactor if reactor is not None else Reactor(name)
         self._actor_thread: threading.Thread | None = None
@@ -489,25 +491,14 @@ class Transport:
                 wake = min(wake, now + self._horizon)
             self._sleep_until = wake
             spin = self._spin_s if self._io and self._ep.bulk_in_progress() else 0.0
-            if self._poll_s and self._traffic(now):  # poll on (module docstring)
+            if self._poll_s and self._rate.busy(now):  # poll on (module docstring)
                 spin = max(spin, self._last_io + self._poll_s - now)
         return wake, spin
 
     def _moved(self, now: float) -> None:
         """(under the lock) datagrams moved now: a send, or a reader turn that read or sent."""
         self._last_io = now
-        if now - self._io_bucket >= POLL_RATE_S:
-            self._io_busy = (self._io_events >= POLL_MIN_EVENTS
-                             and now - self._io_bucket < 2 * POLL_RATE_S)  # the one just before
-            self._io_bucket, self._io_events = now, 0
-        self._io_events += 1
-
-    def _traffic(self, now: float) -> bool:
-        """(under the lock) whether datagrams move often enough to poll after them: the last
-        POLL_RATE_S had POLL_MIN_EVENTS events, or the current one has so far."""
-        if now - self._io_bucket >= 2 * POLL_RATE_S:
-            return False  # a quiet bucket came between: whatever the last one was
-        return self._io_busy or self._io_events >= POLL_MIN_EVENTS
+        self._rate.moved(now)
 
     def _turn(self, readable: bool) -> None:
         """(reader thread) one turn after the wait: read, feed the core, send, hand on."""
@@ -867,7 +858,7 @@ class Reactor:
                 continue
             try:
                 tp._turn(fd in ready)
-            except Exception:  # as Transport._run: count, log, the other transports go on
+            except Exception:  # a failing turn: count, log, the other transports go on
                 tp._count("internal_errors")
                 log.exception("transport %s: reader turn failed", tp.name)
         if timers:
