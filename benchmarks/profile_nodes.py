@@ -139,11 +139,12 @@ def _recorded_lines(files: list[Path]) -> dict[str, str]:
     return lines
 
 
-def load(files: list[Path], polls: list[int] | None = None) -> collections.Counter[str]:
-    """Collapsed stacks of `files` added up, idle ones left out, and the reader's polls too
-    (their samples added to polls[0] when given). Leaf lines are read from LINES_FILE beside
-    the files when it is there (`save_lines`), else from the source as it is now."""
+def load(files: list[Path]) -> tuple[collections.Counter[str], int]:
+    """Collapsed stacks of `files` added up, idle ones and the readers' polls left out, and
+    the polls' samples. Leaf lines are read from LINES_FILE beside the files when it is there
+    (`save_lines`), else from the source as it is now."""
     stacks: collections.Counter[str] = collections.Counter()
+    polls = 0
     kind: dict[str, str] = {}
     lines = _recorded_lines(files)
     for f in files:
@@ -156,11 +157,10 @@ def load(files: list[Path], polls: list[int] | None = None) -> collections.Count
             if not stack or kind[leaf] == "idle":
                 continue
             if kind[leaf] == "poll":
-                if polls is not None:
-                    polls[0] += int(n)
+                polls += int(n)
                 continue
             stacks[stack] += int(n)
-    return stacks
+    return stacks, polls
 
 
 def _name(frame: str) -> str:
@@ -172,8 +172,7 @@ def _name(frame: str) -> str:
 
 def summary(title: str, files: list[Path], top: int = 15) -> str:
     """Markdown: the `top` functions by self time and by inclusive time."""
-    polls = [0]
-    stacks = load(files, polls)
+    stacks, polls = load(files)
     total = sum(stacks.values()) or 1
     own: collections.Counter[str] = collections.Counter()
     incl: collections.Counter[str] = collections.Counter()
@@ -183,9 +182,9 @@ def summary(title: str, files: list[Path], top: int = 15) -> str:
             own[frames[-1]] += n
             for fr in set(frames):
                 incl[fr] += n
-    poll = (f"; the readers' polls after datagrams moved, {polls[0]} samples more "
-            f"({100 * polls[0] / (total + polls[0]):.1f} % of all), left out of the shares"
-            if polls[0] else "")
+    poll = (f"; the readers' polls after datagrams moved, {polls} samples more "
+            f"({100 * polls / (total + polls):.1f} % of all), left out of the shares"
+            if polls else "")
     lines = [f"### {title}: {sum(stacks.values())} samples at 100 Hz, idle waits removed{poll}",
              "", "| function (self time) | % of node CPU |", "| --- | --- |"]
     lines += [f"| `{fr}` | {100 * n / total:.1f} |" for fr, n in own.most_common(top)]
