@@ -221,3 +221,28 @@ def test_a_node_that_keeps_crashing_is_restarted_with_a_growing_back_off(
     assert a.log_text().count("FileExistsError") <= 4  # one traceback per crash, not a flood
     assert [r["state"] for r in a.status()] == ["up", "unreachable", "up"]
     assert os.path.isfile(a.data / "node-2")
+
+
+def test_status_asks_again_while_the_nodes_name_two_token_holders() -> None:
+    """`python -m actors.server status`: caught while the failure token passes (the nodes name
+    different holders until the holder's next heartbeat), it asks again, a heartbeat apart, and
+    shows one settled answer; a split that lasts is shown as it is, after `tries` asks."""
+    from actors.server import settled_status
+
+    def rows(*holders: int) -> list[dict[str, object]]:
+        return [{"id": i + 1, "token_holder": h} for i, h in enumerate(holders)]
+
+    answers = [rows(2, 3, 3), rows(0, 3, 3), rows(3, 3, 3), rows(2, 2, 2)]
+    asked: list[int] = []
+
+    def query() -> list[dict[str, object]]:
+        asked.append(1)
+        return answers[len(asked) - 1]
+
+    # the second answer agrees: node 1 has no view yet (0), the others name node 3
+    assert settled_status(query, tries=4, pause_s=0.0) == rows(0, 3, 3)
+    assert len(asked) == 2
+    split = rows(2, 3, 3)
+    asked.clear()
+    assert settled_status(lambda: (asked.append(1), split)[1], tries=4, pause_s=0.0) == split
+    assert len(asked) == 4
