@@ -12,6 +12,14 @@ clients. (d) a summary: the 3-node / 1-node ratio of 6-client images/s, election
 and 6 clients, and the CPU budget at 6 clients: node and client CPU ms per image and the
 images/s the host's cores would give if they did nothing but that work (when nodes and clients
 share the cores, as here, images/s cannot pass it).
+(e) with `--paired N`: the same ratio taken so that the host's drift cancels. The ratio of (d)
+compares two runs minutes apart, and this shared host's speed drifts by a factor of 1.5-2 in
+that time (the seventeenth session saw 0.45-0.95 over eight runs of one code). Here both clouds
+stay up, and N batches of the most clients on the 3-node cloud alternate with N + 1 on the
+1-node cloud (A B A B ... A); each 3-node batch is divided by the mean of the two 1-node
+batches around it (`bracketed_ratios`: a drift linear over a pair cancels). Prints each pair
+and the median. The cloud not measured idles meanwhile (its nodes' heartbeats: about 30 ms of
+CPU a second per node).
 
 Images are generated deterministically (small PNGs of 3-5 KB, one photo-like JPEG of ~1.9 MB),
 or taken from `--images DIR`. Every client is its own process (its own socket and GIL). The
@@ -232,6 +240,44 @@ def summary(load: list[dict[str, Any]], cores: int | None = None) -> list[dict[s
     return out
 
 
+def bracketed_ratios(one: list[float], three: list[float]) -> list[float]:
+    """(e): batches run as one[0], three[0], one[1], three[1], ..., one[n]: each three[i] over
+    the mean of one[i] and one[i + 1], the runs just before and after it on the smaller cloud
+    (a drift of the host that is linear over the pair cancels)."""
+    if len(one) != len(three) + 1:
+        raise ValueError(f"need one more 1-node batch than 3-node ones: {len(one)}, {len(three)}")
+    return [t / ((one[i] + one[i + 1]) / 2) for i, t in enumerate(three)]
+
+
+def paired(tmp: Path, sections: dict[str, dict[str, Any]], images: list[tuple[str, bytes]],
+           clients: int, n: int) -> dict[str, Any]:
+    """(e): a 1-node and a 3-node cloud up at once, `n` 3-node batches of `clients` clients
+    bracketed by `n` + 1 1-node ones, in turn; their images/s and `bracketed_ratios`."""
+    clouds = {}
+    try:
+        for size in (1, 3):
+            root = tmp / f"paired{size}"
+            root.mkdir()
+            clouds[size] = (Cloud(root, size, sections=sections).start(), root)
+        for cloud, root in clouds.values():  # warm: a fresh cloud's first batch pays lazy work
+            run_clients(cloud, clients, images[: 10 * clients], 0.0, root)
+        one: list[float] = []
+        three: list[float] = []
+        for i in range(2 * n + 1):
+            size = 1 if i % 2 == 0 else 3
+            cloud, root = clouds[size]
+            r = run_clients(cloud, clients, images, 0.0, root)
+            (one if size == 1 else three).append(r["images_per_s"])
+    finally:
+        for cloud, _ in clouds.values():
+            cloud.stop()
+    ratios = bracketed_ratios(one, three)
+    rows = [{"pair": i + 1, "one_before": one[i], "three": t, "one_after": one[i + 1],
+             "ratio": ratios[i]} for i, t in enumerate(three)]
+    return {"rows": rows, "median": statistics.median(ratios), "min": min(ratios),
+            "max": max(ratios), "three_median": statistics.median(three)}
+
+
 # ---- report ---------------------------------------------------------------------------------------
 def table(rows: list[dict[str, Any]], cols: list[str]) -> str:
     from shell.render import table as render
@@ -247,19 +293,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spaced", type=int, default=50, help="images for (a)")
     p.add_argument("--spacing", type=float, default=1.0, help="seconds between images in (a)")
     p.add_argument("--max-clients", type=int, default=6)
-    p.add_argument("--nodes", default="1,3", help="cloud sizes to measure")
+    p.add_argument("--nodes", default="1,3", help="cloud sizes to measure (\"\": none, for --paired alone)")
     p.add_argument("--pool", type=int, default=None, help="encoder pool size per node")
     p.add_argument("--photos", type=int, default=10,
                    help="photo requests per cloud for (c), the first on the fresh cloud")
     p.add_argument("--plot", type=Path, nargs="?", const=Path("bench-out/cloud.png"),
                    help="save a PNG of response time against clients (default path "
                    "bench-out/cloud.png)")
+    p.add_argument("--paired", type=int, default=0, metavar="N",
+                   help="(e): N 3-node batches of the most clients bracketed by N + 1 1-node "
+                   "ones, both clouds up (see above); 0: skip")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
+    if args.paired < 0:
+        p.error("--paired must be 0 or more")
     out: dict[str, Any] = {"spaced": [], "load": [], "breakdown": [], "summary": []}
     sections = {"encoder": {"pool_size": args.pool}} if args.pool else {}
     images = load_images(args.images, max(args.total, args.spaced))
-    sizes = [int(x) for x in args.nodes.split(",")]
+    sizes = [int(x) for x in args.nodes.split(",") if x.strip()]  # "": (e) alone
     with tempfile.TemporaryDirectory() as tmp:
         for n_nodes in sizes:
             root = Path(tmp) / f"n{n_nodes}"
@@ -278,6 +329,9 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 cloud.stop()
             out["breakdown"] += [{"nodes": n_nodes, **r} for r in small_phases(out["load"], n_nodes)]
+        if args.paired:
+            out["paired"] = paired(Path(tmp), sections, images[: args.total], args.max_clients,
+                                   args.paired)
     out["summary"] = summary(out["load"])
     if args.json:
         print(json.dumps(out))
@@ -298,6 +352,15 @@ def main(argv: list[str] | None = None) -> int:
               " most clients (nodes, clients) and the images/s the host's cores would allow if"
               " they did nothing else")
         print(table(out["summary"], list(out["summary"][0]) if out["summary"] else []))
+        if args.paired:
+            pr = out["paired"]
+            print(f"\n(e) paired: {args.max_clients} clients, {args.total} images a batch, "
+                  "1-node and 3-node batches in turn on two clouds up at once; each 3-node "
+                  "batch over the mean of the 1-node batches before and after it")
+            shown = [{**r, "ratio": f"{r['ratio']:.2f}"} for r in pr["rows"]]
+            print(table(shown, ["pair", "one_before", "three", "one_after", "ratio"]))
+            print(f"ratio median {pr['median']:.2f} (min {pr['min']:.2f}, max {pr['max']:.2f}); "
+                  f"3 nodes median {pr['three_median']:.1f} images/s")
     if args.plot is not None:
         plot(out["load"], args.plot)
     return 0

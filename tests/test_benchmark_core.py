@@ -64,6 +64,20 @@ def test_cloud_benchmark_summary_ratio_elections_and_phases() -> None:
     assert math.isnan(phase_p50([runs[3]])["upload_ms"])
 
 
+def test_cloud_benchmark_paired_ratio_brackets_each_three_node_batch() -> None:
+    """benchmarks.cloud (e): each 3-node batch is divided by the mean of the 1-node batches just
+    before and after it, so a host that slows down steadily does not move the ratio."""
+    from benchmarks.cloud import bracketed_ratios
+
+    # the host slows linearly: 1-node batches 800, 700, 600; the 3-node ones at 0.6 of the
+    # 1-node figure of their moment (750 and 650 in between): 450 and 390
+    assert bracketed_ratios([800, 700, 600], [450, 390]) == pytest.approx([0.6, 0.6])
+    # against only the batch before it, the same runs would say 0.5625 and 0.557
+    assert bracketed_ratios([500, 500], [400]) == pytest.approx([0.8])
+    with pytest.raises(ValueError):
+        bracketed_ratios([500, 500], [400, 300])
+
+
 def test_node_profile_summary_drops_idle_waits_and_counts_shares(tmp_path: Path) -> None:
     """benchmarks.profile_nodes: a stack whose leaf is a blocking wait (found by its source
     line) is not CPU; the rest is shared out by self and inclusive time over all node files."""
