@@ -1231,6 +1231,48 @@ def test_an_idle_flow_handles_a_reply_outcome_on_the_thread_that_learned_it() ->
     ref.stop()
 
 
+def test_a_won_on_the_reader_thread_is_sealed_there_once_the_turn_is_over() -> None:
+    """A Won that runs on a foreign thread through the flow's DirectEntry (the reader thread,
+    which handles the election while both actors are idle) does not wake the flow's thread with
+    a SealJob: the seal is left to the end of that thread's turn (`after_turn`, the node's
+    `Reactor.defer`) and runs there, through the entry. Where `after_turn` refuses (not the
+    reactor's thread), the SealJob goes to the flow's mailbox as before."""
+    from codec import seal as seal_mod
+
+    cfg = three_node_config()
+    client, peer, entry = FakeTransport(auto=None), FakeTransport(), DirectEntry()
+    deferred: list[Any] = []
+    accept = [True]
+
+    def after_turn(fn: Any) -> bool:
+        if accept[0]:
+            deferred.append(fn)
+        return accept[0]
+
+    ref = EncryptFlowActor.start(cfg, 1, client, PeerLink(cfg, 1, peer), up_view(),  # type: ignore[arg-type]
+                                 clock=FakeClock(), entry=entry, after_turn=after_turn)
+    wired(ref, election=Recorder.start(), supervisor=Recorder.start())
+    try:
+        data = png_bytes(1)
+        for k in (1, 2):
+            ref.tell(ClientIn(ALICE, EncryptRequest(rid=f"alice#{k}", image="a.png", data=data,
+                                                    attempt=0)))
+        ref.ask(CountersQuery())  # idle: the entry runs the Won on this thread
+        entry.tell(Won("alice#1"))
+        assert len(deferred) == 1
+        ref.ask(CountersQuery())  # whatever the mailbox held has run: no SealJob was told
+        assert [s for s in client.sent if isinstance(s.msg, EncryptReply)] == []
+        deferred.pop()()  # the turn is over: sealed now, on this thread
+        (sent,) = [s for s in client.sent if isinstance(s.msg, EncryptReply)]
+        assert sent.msg.rid == "alice#1" and seal_mod.unseal(sent.msg.sealed).payload == data
+        accept[0] = False
+        entry.tell(Won("alice#2"))
+        client.wait_sent(lambda s: isinstance(s.msg, EncryptReply) and s.msg.rid == "alice#2")
+        assert deferred == []
+    finally:
+        ref.stop()
+
+
 def test_a_peer_done_batch_drops_every_request_it_names(flow: Any) -> None:
     ref, _client, _peer, _election = flow
     for k in (1, 2, 3):

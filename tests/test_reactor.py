@@ -287,6 +287,46 @@ def test_a_timer_bounds_the_sleep_and_fires_once_due_after_the_turns(
     assert 3599 < waits[1][1] <= 3600 and later.fired == []
 
 
+def test_deferred_functions_run_on_the_reactor_thread_after_the_turns_and_timers(
+        fakes: tuple[Reactor, list[Any]], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    """`defer` from the reactor's thread: run once every transport had its turn and the due
+    timers fired, in order, with what they defer in turn; one that fails is logged and stops no
+    other. From any other thread it refuses (False) and keeps nothing."""
+    r, (tps, _) = fakes
+    monkeypatch.setattr(r, "thread", threading.current_thread())  # _iterate runs on this one
+    order: list[str] = []
+    a, b = FakeTp("a", math.inf), FakeTp("b", math.inf)
+    tps += [a, b]
+
+    def fail() -> None:
+        order.append("fail")
+        raise RuntimeError("a bug")
+
+    def turn_a(readable: bool) -> None:
+        order.append("turn a")
+        assert r.defer(lambda: order.append("deferred 1"))
+        assert r.defer(fail)
+        assert r.defer(lambda: (order.append("deferred 2"),
+                                r.defer(lambda: order.append("deferred by deferred 2"))))
+
+    a._turn = turn_a  # type: ignore[method-assign]
+    b._turn = lambda readable: order.append("turn b")  # type: ignore[method-assign]
+    timer = FakeTimer(time.monotonic() - 1)
+    timer.fire = lambda now: order.append("timer")  # type: ignore[method-assign]
+    r._iterate(list(tps), [timer])
+    assert order == ["turn a", "turn b", "timer", "deferred 1", "fail", "deferred 2",
+                     "deferred by deferred 2"]
+    assert "deferred" in caplog.text and "failed" in caplog.text
+    order.clear()
+    refused: list[bool] = []
+    other = threading.Thread(target=lambda: refused.append(r.defer(lambda: order.append("x"))))
+    other.start()
+    other.join()
+    r._iterate(list(tps))
+    assert refused == [False] and "x" not in order and order[-1] == "deferred by deferred 2"
+
+
 def test_a_driven_ticker_ticks_on_the_reactor_thread_until_it_stops(
         transports: list[Transport], reactor: Reactor) -> None:  # fmt: skip
     """The node's ticker on its reader thread: no thread of its own; the ticks and the `after`

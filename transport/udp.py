@@ -723,7 +723,9 @@ class Reactor:
     transport and ends (closing the wake-up pair) when the last one has left; a reactor is not
     reused. Timer sources (`add_timer`) run on the same thread after the turns once due, and
     their due time bounds the sleep: a node's ticker rides on the wake-ups its sockets cause
-    instead of waking a thread of its own every period."""
+    instead of waking a thread of its own every period. Work handed on by a turn can run there
+    too, after the turns and timers (`defer`): the winner's seal of a small image, instead of a
+    wake-up of the flow actor's thread."""
 
     def __init__(self, name: str) -> None:
         self.wake_r, self.wake_w = socket.socketpair()
@@ -732,6 +734,7 @@ class Reactor:
         self._cond = threading.Condition()  # guards _tps, _turns and _state
         self._tps: list[Transport] = []
         self._timers: list[TimerSource] = []
+        self._deferred: list[Callable[[], None]] = []  # run after this turn (defer)
         self._turns = 0  # turns begun (see remove)
         self._state = "new"  # new | running | ended
         self.thread = threading.Thread(target=self._run, name=f"transport-{name}", daemon=True)
@@ -773,6 +776,15 @@ class Reactor:
         self.poke()
         with self._cond:
             self._cond.wait_for(lambda: self._turns > turns or self._state == "ended", 5.0)
+
+    def defer(self, fn: Callable[[], None]) -> bool:
+        """On this reactor's thread: run `fn` there once the current turn is over (every
+        transport's datagrams read, handed on and sent) and return True; from any other thread
+        return False and do nothing (the caller does the work its own way)."""
+        if threading.current_thread() is not self.thread:
+            return False
+        self._deferred.append(fn)
+        return True
 
     def poke(self) -> None:
         """Write the wake-up byte that ends the thread's select()."""
@@ -869,3 +881,14 @@ class Reactor:
                         source.fire(now)
                     except Exception:  # a bug must not stop the sockets: log, go on
                         log.exception("reactor %s: timer %r failed", self.thread.name, source)
+        self._run_deferred()
+
+    def _run_deferred(self) -> None:
+        """The functions `defer` took this turn, in order (and those they defer in turn)."""
+        while self._deferred:
+            fns, self._deferred = self._deferred, []
+            for fn in fns:
+                try:
+                    fn()
+                except Exception:  # a bug must not stop the sockets: log, go on
+                    log.exception("reactor %s: deferred %r failed", self.thread.name, fn)

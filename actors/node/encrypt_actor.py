@@ -8,6 +8,11 @@ Owns the pure core `actors.core.encrypt_flow.EncryptService` and the `EncoderPoo
   to itself: ~0.4-0.7 ms of CPU, while the pool's round trip cost two thread wake-ups and two
   `Load` messages to the election per request); `Lost` -> wait for Done. The ElectionActor tells
   Won through a `DirectEntry`: handled on its thread while this actor is idle (actors.direct);
+  when that thread is the node's reader (`after_turn`: `Reactor.defer` accepts), the SealJob is
+  not told to our sleeping thread but handed to the entry once the reader's turn is over (its
+  ACKs and election messages sent): sealed there, without a wake-up. On this 2-core VM the
+  wake cost more than it saved: the woken thread wanted the GIL the reader held, and py-spy
+  (`benchmarks.profile_nodes --gil`) found the GIL's holder in that `tell` 20 % of the time;
   `PeerDown` -> re-elect what the fallen winner held;
 - a seal's result -> EncryptReply to the client; its acknowledgement (or failure) -> Done to the
   peers, `ForgetElection` (settled when the client's transport acknowledged the reply). The
@@ -89,6 +94,14 @@ def _tell_if_alive(ref: pykka.ActorRef[Any], message: Any) -> None:
         pass
 
 
+def _tell_entry(entry: DirectEntry, message: Any) -> None:
+    """A deferred tell (see `after_turn`): an actor stopped meanwhile drops it."""
+    try:
+        entry.tell(message)
+    except pykka.ActorDeadError:
+        pass
+
+
 WARM_SIZES = (4096, 2 * 1024 * 1024)  # covers of small images and of a photo, prepared at start
 SEAL_HERE_MAX = 16 * 1024  # payload bytes sealed on the flow actor's thread (see the docstring)
 
@@ -107,6 +120,7 @@ class EncryptFlowActor(DirectActor, ServicePartActor):
         figures: dict[str, Any] | None = None,
         entry: DirectEntry | None = None,
         later: Later | None = None,
+        after_turn: Callable[[Callable[[], None]], bool] | None = None,
     ) -> None:
         super().__init__(node_id, client_tp, peers, view, clock=clock)
         self.direct_init(entry)  # the ElectionActor's Won starts the seal on its thread
@@ -119,6 +133,7 @@ class EncryptFlowActor(DirectActor, ServicePartActor):
         self.dones: list[Done] = []  # held: sent by _FlushDones (see the module docstring)
         self.dones_gen = 0  # the hold now (see _FlushDones)
         self.later = later
+        self.after_turn = after_turn
         self.done_hold_s = cfg.election.done_hold_ms / 1000
         self.flow = EncryptService(
             node_id=node_id,
@@ -193,7 +208,13 @@ class EncryptFlowActor(DirectActor, ServicePartActor):
     def _submit(self, rid: str, data: bytes) -> None:
         assert self.pool is not None
         if len(data) <= SEAL_HERE_MAX:  # sealed by us, after the message being handled
-            self.actor_ref.tell(SealJob(rid, data))
+            job = SealJob(rid, data)
+            entry, after = self.entry, self.after_turn
+            # on the reader's thread: sealed there once its turn is over, no wake-up (docstring)
+            if (self.in_direct and entry is not None and after is not None
+                    and after(lambda: _tell_entry(entry, job))):
+                return
+            self.actor_ref.tell(job)
         else:
             self.pool.submit(rid, data)
 

@@ -144,7 +144,9 @@ class NodeActor(NodePartActor):
             ),
             "flow": EncryptFlowActor.start(cfg, nid, self.client_tp, peers, view, clock=clock,
                                            figures=self.figures,  # written there: no Snapshot
-                                           entry=flow_entry, later=ticker.after),
+                                           entry=flow_entry, later=ticker.after,
+                                           after_turn=None if self.reactor is None
+                                           else self.reactor.defer),
         }
         refs = {**self.children, "supervisor": self.actor_ref}
         self.refs = refs
