@@ -60,6 +60,7 @@ class Sent:
     future: pykka.Future[None]
     on_done: OnDone | None
     done: bool = False
+    thread: int = field(default_factory=threading.get_ident)  # the thread that sent it
 
 
 @dataclass

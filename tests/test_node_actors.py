@@ -1265,10 +1265,12 @@ def test_a_won_on_the_reader_thread_is_sealed_there_once_the_turn_is_over() -> N
         deferred.pop()()  # the turn is over: sealed now, on this thread
         (sent,) = [s for s in client.sent if isinstance(s.msg, EncryptReply)]
         assert sent.msg.rid == "alice#1" and seal_mod.unseal(sent.msg.sealed).payload == data
+        assert sent.thread == threading.get_ident()
         accept[0] = False
         entry.tell(Won("alice#2"))
-        client.wait_sent(lambda s: isinstance(s.msg, EncryptReply) and s.msg.rid == "alice#2")
-        assert deferred == []
+        (sent,) = client.wait_sent(lambda s: isinstance(s.msg, EncryptReply)
+                                   and s.msg.rid == "alice#2")
+        assert sent.thread != threading.get_ident() and deferred == []  # the flow's own
     finally:
         ref.stop()
 
