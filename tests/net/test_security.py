@@ -10,9 +10,12 @@ every counter delta is the attack's own.
 
 from __future__ import annotations
 
+import array
+import fcntl
 import functools
 import secrets
 import signal
+import termios
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -46,17 +49,38 @@ def rows(cloud: NetCloud) -> dict[int, tuple[Any, ...]]:
 
 @contextmanager
 def paused(cloud: NetCloud, ids: list[int]) -> Iterator[None]:
-    """Nodes `ids` (processes) stopped with SIGSTOP, continued afterwards. Waits 0.3 s after
-    stopping them, so what they sent before is in and counted before the caller measures."""
+    """Nodes `ids` (processes) stopped with SIGSTOP, continued afterwards. Once they are
+    stopped, waits until every in-process node has read and counted what they sent before
+    (`quiet`), so the caller's counters see only what it sends itself."""
     cloud.net.note(f"pause nodes {ids}", "SIGSTOP, then SIGCONT (no genuine peer traffic)")
     for i in ids:
         cloud.kill(i, signal.SIGSTOP)
-    settle(0.3)
+    for node in [n for n in cloud.inproc if n not in ids]:
+        quiet(cloud, node)
     try:
         yield
     finally:
         for i in ids:
             cloud.kill(i, signal.SIGCONT)
+
+
+def quiet(cloud: NetCloud, node: int, limit_s: float = 60.0) -> None:
+    """Until in-process node `node`'s peer socket holds no datagram (FIONREAD) and its peer
+    transport's `datagrams_in` stayed the same over a tenth of a second: what reached it has
+    been read and counted. (A fixed 0.3 s here was not always enough on a busy machine for
+    the node's reader to get the CPU and read what the paused peers sent just before.)"""
+    tp = cloud.inproc[node][0].proxy().peer_tp.get()
+    last = None
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        count = tp.stats()["datagrams_in"]
+        queued = array.array("i", [0])
+        fcntl.ioctl(tp._sock.fileno(), termios.FIONREAD, queued)
+        if queued[0] == 0 and count == last:
+            return
+        last = count
+        time.sleep(0.1)
+    raise AssertionError(f"node {node}'s peer socket never went quiet")
 
 
 def directory(cloud: NetCloud) -> list[M.UserEntry]:
