@@ -78,6 +78,30 @@ def test_cloud_benchmark_paired_ratio_brackets_each_three_node_batch() -> None:
         bracketed_ratios([500, 500], [400, 300])
 
 
+def test_ab_rotates_the_order_and_counts_wins_against_the_first_checkout() -> None:
+    """benchmarks.ab: each checkout opens one round in turn (a run's place in the round must not
+    favour one checkout), and the wins are counted per round against checkout 0."""
+    from benchmarks.ab import rotations, summarize
+
+    orders = rotations(3, 6)
+    assert orders[:3] == [[0, 1, 2], [1, 2, 0], [2, 0, 1]] and orders[3:] == orders[:3]
+    for place in range(3):  # over 3 rounds each checkout holds each place once
+        assert sorted(o[place] for o in orders[:3]) == [0, 1, 2]
+
+    def fig(ips: float, p50: float) -> dict[str, float]:
+        return {"images_per_s": ips, "node_cpu_ms": 3.0, "client_cpu_ms": 1.0, "p50_ms": p50,
+                "election_p50_ms": 1.0}
+
+    # round 1: b more images/s, worse p50; round 2: b worse at both; round 3: b better at both
+    runs = [[fig(400, 3.0), fig(420, 3.2)], [fig(500, 2.5), fig(450, 2.6)],
+            [fig(300, 4.0), fig(350, 3.5)]]
+    a, b = summarize(["a", "b"], runs)
+    assert (a["images_per_s"], b["images_per_s"]) == (400, 420)  # medians
+    assert (b["p50_ms"], b["rounds"]) == (3.2, 3)
+    assert (b["more_images_per_s"], b["lower_p50"]) == (2, 1)
+    assert "more_images_per_s" not in a
+
+
 def test_node_profile_summary_drops_idle_waits_and_counts_shares(tmp_path: Path) -> None:
     """benchmarks.profile_nodes: a stack whose leaf is a blocking wait (found by its source
     line) is not CPU; the rest is shared out by self and inclusive time over all node files."""
