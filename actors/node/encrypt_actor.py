@@ -86,18 +86,11 @@ Later = Callable[[float, Callable[[], None]], None]  # (delay_s, fn): fn() on a 
 DONE_HOLD_MAX = 64  # Dones held at most: a full hold leaves at once (one ~4 KB DoneBatch)
 
 
-def _tell_if_alive(ref: pykka.ActorRef[Any], message: Any) -> None:
-    """A timer's tell: an actor stopped meanwhile sent its held Dones in on_stop."""
+def _tell_if_alive(ref: pykka.ActorRef[Any] | DirectEntry, message: Any) -> None:
+    """A timer's or a deferred tell (see `after_turn`): an actor stopped meanwhile drops it
+    (its held Dones left in on_stop)."""
     try:
         ref.tell(message)
-    except pykka.ActorDeadError:
-        pass
-
-
-def _tell_entry(entry: DirectEntry, message: Any) -> None:
-    """A deferred tell (see `after_turn`): an actor stopped meanwhile drops it."""
-    try:
-        entry.tell(message)
     except pykka.ActorDeadError:
         pass
 
@@ -212,7 +205,7 @@ class EncryptFlowActor(DirectActor, ServicePartActor):
             entry, after = self.entry, self.after_turn
             # on the reader's thread: sealed there once its turn is over, no wake-up (docstring)
             if (self.in_direct and entry is not None and after is not None
-                    and after(lambda: _tell_entry(entry, job))):
+                    and after(lambda: _tell_if_alive(entry, job))):
                 return
             self.actor_ref.tell(job)
         else:
