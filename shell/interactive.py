@@ -151,6 +151,14 @@ def logs_above_the_prompt() -> Iterator[None]:
             handler.setStream(stream)
 
 
+def home_shown(home: Path) -> str:
+    """`home` as a user would type it: `~/...` when it is under their home directory."""
+    try:
+        return "~/" + home.resolve().relative_to(Path.home().resolve()).as_posix()
+    except (ValueError, RuntimeError, OSError):  # elsewhere, or no home to speak of
+        return str(home)
+
+
 def history_file(home: Path) -> FileHistory:
     """`<home>/history`, created private (0600) before prompt_toolkit appends to it."""
     path = Path(home) / "history"
@@ -327,6 +335,8 @@ class Shell:
                 print(
                     f"Veilshare: you are {session.user}. Type help for the commands, "
                     "Tab to complete.",
+                    f"\nYour images, sealed copies and inbox are kept in "
+                    f"{home_shown(Path(session.home.root))}.",
                     flush=True,
                 )
                 self._loop(self.prompt)

@@ -24,7 +24,7 @@ from shell_fakes import Entry, FakeSession, wait_for
 
 from actors.client.client_session import ClientSession, SessionError
 from shell.commands import Context
-from shell.interactive import Shell, logs_above_the_prompt, run_interactive
+from shell.interactive import Shell, home_shown, logs_above_the_prompt, run_interactive
 from shell.names import NameSource
 from shell.toolbar import connection_text, make_toolbar
 
@@ -118,7 +118,18 @@ def typed(shell: Shell, text: str) -> Callable[[], bool]:
     return check
 
 
-def test_run_interactive_help_then_ctrl_d(fake: FakeSession) -> None:
+def test_home_shown_is_short_under_the_users_home(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "me"))
+    inside = tmp_path / "me" / ".local" / "share" / "veilshare" / "alice"
+    inside.mkdir(parents=True)
+    assert home_shown(inside) == "~/.local/share/veilshare/alice"
+    assert home_shown(tmp_path / "elsewhere") == str(tmp_path / "elsewhere")
+
+
+def test_run_interactive_help_then_ctrl_d(fake: FakeSession, monkeypatch: pytest.MonkeyPatch,
+                                          tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "not-the-home"))
     out = RecordingOutput()
     with create_pipe_input() as inp:
         inp.send_text("help\r")
@@ -134,6 +145,8 @@ def test_run_interactive_help_then_ctrl_d(fake: FakeSession) -> None:
     text = out.text()
     assert rc == 0
     assert "Veilshare: you are me." in text
+    # the home, where a user finds the files (tmp_path is not under HOME here: shown whole)
+    assert f"Your images, sealed copies and inbox are kept in {fake.home.root}." in text
     assert "command" in text and "what it does" in text
     assert "approve ID [N]" in text and HELP_LINE in text
     assert text.rstrip().endswith("bye")
