@@ -9,7 +9,11 @@ of each step relative to the winner's flow turn on the request (the start of the
 figure, which ends at `seal`). Peers are named by the order their copies of the request arrived
 ("early", "late"); the winner's own rank among the three copies is printed too. Then one
 link delay in three parts: an Election's send by the election actor to its socket's send, to the
-peer's socket returning it, to the peer's router (the hook notes the socket calls too).
+peer's socket returning it, to the peer's router (the hook notes the socket calls too); and, for
+the Elections that found the peer's reader in its wait (`Reactor._wait`, which the hook notes as
+well), the time until that wait returned, apart for a reader that was polling (after recent
+I/O, `transport.poll_after_io_us`) and one asleep in select: a polling reader that is slow to
+come back was not on a core (nineteenth session, docs/perf-history.md).
 """
 
 from __future__ import annotations
@@ -94,7 +98,9 @@ def breakdown(evs: list[tuple[float, int, str, str]]) -> dict[str, float] | None
 def link_parts(paths: list[Path], since: float, peer_port: dict[int, int]) -> str:
     """Where one link delay goes: for each Election a node sent a peer (tx_election), the time to
     its own peer socket's send to that peer, from there to the peer's socket returning it from
-    recv, and from there to the peer's router (rx_election); p50/p90 in ms."""
+    recv, and from there to the peer's router (rx_election); p50/p90 in ms. When the peer's
+    reader was in its wait at that send (its last wait event before it is a wait_in, followed
+    by a wait_out), also the time until that wait returned, by whether it polled or slept."""
     ev: dict[int, list[tuple[float, str, str, str]]] = {}
     for node, path in enumerate(paths, start=1):
         rows = [ln.split(" ") for ln in path.read_text().splitlines()] if path.exists() else []
@@ -104,6 +110,8 @@ def link_parts(paths: list[Path], since: float, peer_port: dict[int, int]) -> st
     # (node, rid, sender) -> times node's router took an Election of rid from sender
     sock: dict[tuple[str, int, int], list[float]] = defaultdict(list)
     rx: dict[tuple[int, str, str], list[float]] = defaultdict(list)
+    # node -> its reader's waits: (time, "wait_in" | "wait_out", the poll it may do in us)
+    waits: dict[int, list[tuple[float, str, int]]] = defaultdict(list)
     port_node = {port: n for n, port in peer_port.items()}
     for node, events in ev.items():
         for t, e, rid, x in events:
@@ -115,16 +123,33 @@ def link_parts(paths: list[Path], since: float, peer_port: dict[int, int]) -> st
                             sock[e, node, port_node[int(port)]].append(t)
             elif e == "rx_election":
                 rx[node, rid, x].append(t)
+            elif e in ("wait_in", "wait_out"):
+                waits[node].append((t, e, int(x) if x.isdigit() else 0))
     for times in (*sock.values(), *rx.values()):
         times.sort()  # the hook's threads note out of order by microseconds
+    for w in waits.values():
+        w.sort()
+    wait_times = {node: [t for t, _, _ in w] for node, w in waits.items()}
 
     def first_after(times: list[float], t: float) -> float | None:
         i = bisect.bisect_left(times, t)
         return times[i] if i < len(times) else None
 
+    def in_wait(node: int, t: float) -> tuple[int, float] | None:
+        """(poll us, when the wait returned) if `node`'s reader was in its wait at `t`."""
+        w, times = waits.get(node, []), wait_times.get(node, [])
+        i = bisect.bisect_right(times, t) - 1
+        if i < 0 or w[i][1] != "wait_in" or i + 1 >= len(w) or w[i + 1][1] != "wait_out":
+            return None
+        return w[i][2], w[i + 1][0]
+
     parts: dict[str, list[float]] = {"election send -> socket send": [],
                                      "socket send -> peer's recv": [],
-                                     "peer's recv -> its router": []}
+                                     "peer's recv -> its router": [],
+                                     # the peer's reader was in its wait when the datagram left:
+                                     # how long until it returned, polling or asleep
+                                     "send -> peer's wait ends, polled": [],
+                                     "send -> peer's wait ends, slept": []}
     for a, events in ev.items():
         for t, e, rid, x in events:
             if e != "tx_election" or not x.isdigit() or int(x) not in peer_port:
@@ -138,13 +163,18 @@ def link_parts(paths: list[Path], since: float, peer_port: dict[int, int]) -> st
             parts["election send -> socket send"].append((sent - t) * 1000)
             parts["socket send -> peer's recv"].append((got - sent) * 1000)
             parts["peer's recv -> its router"].append((seen - got) * 1000)
+            waiting = in_wait(b, sent)
+            if waiting is not None:
+                polled, back = waiting
+                parts["send -> peer's wait ends, " + ("polled" if polled else "slept")].append(
+                    (back - sent) * 1000)
     n = len(parts["election send -> socket send"])
     lines = [f"one link delay, an Election's way to a peer: ms over {n} Elections",
-             f"{'part':32} {'p50':>7} {'p90':>7}"]
+             f"{'part':32} {'p50':>7} {'p90':>7} {'n':>5}"]
     for k, vals in parts.items():
         if len(vals) >= 2:
             lines.append(f"{k:32} {statistics.median(vals):7.3f} "
-                         f"{statistics.quantiles(vals, n=10)[8]:7.3f}")
+                         f"{statistics.quantiles(vals, n=10)[8]:7.3f} {len(vals):5}")
     return "\n".join(lines)
 
 

@@ -180,6 +180,42 @@ def test_election_trace_splits_one_link_delay_at_the_sockets(tmp_path: Path) -> 
     assert rows["election send -> socket send"][0] == pytest.approx(1.5)  # median of 1, 2
     assert rows["socket send -> peer's recv"][0] == pytest.approx(2.0)  # of 3, 1
     assert rows["peer's recv -> its router"][0] == pytest.approx(1.5)  # of 2, 1
+    assert "send -> peer's wait ends, polled" not in rows  # no waits noted: no split
+
+
+def test_election_trace_times_the_peer_readers_wait_polled_or_asleep(tmp_path: Path) -> None:
+    """An Election that finds the peer's reader in its wait: the time until that wait returned,
+    apart by whether the reader polled (wait_in's detail > 0) or slept; a send while the reader
+    was busy (between a wait_out and the next wait_in) is not in either."""
+    from benchmarks.election_trace import link_parts
+
+    t1, t2 = [], []
+    for k, (spin_us, back_ms) in enumerate([(2000, 0.2), (1500, 0.4), (0, 1.0), (0, 3.0)]):
+        base = 10.0 + k  # node 2 enters its wait, node 1's Election leaves 1 ms later
+        t2.append(f"{base:.6f} wait_in - {spin_us}")
+        t1.append(f"{base + 0.0005:.6f} tx_election r#{k} 2")
+        t1.append(f"{base + 0.001:.6f} sock_send - 7001>7002")
+        t2.append(f"{base + 0.001 + back_ms / 1000:.6f} wait_out - ")
+        t2.append(f"{base + 0.0011 + back_ms / 1000:.6f} sock_recv - 7002<7001")
+        t2.append(f"{base + 0.0012 + back_ms / 1000:.6f} rx_election r#{k} 1")
+    # a fifth Election sent while node 2 was busy: no wait to time
+    t2.append("20.000000 wait_out - ")
+    t1.append("20.000100 tx_election r#5 2")
+    t1.append("20.000200 sock_send - 7001>7002")
+    t2.append("20.000300 sock_recv - 7002<7001")
+    t2.append("20.000400 rx_election r#5 1")
+    t2.append("20.000500 wait_in - 2000")
+    (tmp_path / "t1").write_text("\n".join(t1) + "\n")
+    (tmp_path / "t2").write_text("\n".join(t2) + "\n")
+    (tmp_path / "t3").write_text("")
+    out = link_parts([tmp_path / "t1", tmp_path / "t2", tmp_path / "t3"], 5.0,
+                     {1: 7001, 2: 7002, 3: 7003})
+    rows = {ln[:32].strip(): [float(v) for v in ln[32:].split()] for ln in out.splitlines()[2:]}
+    assert "over 5 Elections" in out.splitlines()[0]
+    assert rows["send -> peer's wait ends, polled"][0] == pytest.approx(0.3)  # median of .2, .4
+    assert rows["send -> peer's wait ends, slept"][0] == pytest.approx(2.0)  # of 1, 3
+    assert rows["send -> peer's wait ends, polled"][2] == 2  # n: the busy one is in neither
+    assert rows["socket send -> peer's recv"][2] == 5
 
 
 def test_thread_cpu_counts_this_thread_and_reports_per_request() -> None:

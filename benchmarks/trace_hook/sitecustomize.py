@@ -96,6 +96,20 @@ def _install(path: str) -> None:
                   + ",".join(str(addr[1]) for addr, _ in got[0])))
         return got
 
+    # the reader's wait (Reactor._wait): "wait_in" on entry with the poll it may do (us; 0:
+    # it sleeps in select at once), "wait_out" on return: whether a peer's datagram found the
+    # reader waiting, and how long it took to come back
+    from transport.udp import Reactor
+
+    wait = Reactor._wait
+
+    def reader_wait(fds: list[int], timeout: float | None, spin: float) -> list[int]:
+        note((clock(), "wait_in", "-", str(round(spin * 1e6))))
+        ready = wait(fds, timeout, spin)
+        note((clock(), "wait_out", "-", ""))
+        return ready
+
+    Reactor._wait = staticmethod(reader_wait)  # type: ignore[method-assign]
     DatagramSocket.send = sock_send  # type: ignore[method-assign]
     DatagramSocket.recv = sock_recv  # type: ignore[method-assign]
     wrap(Router, "client_batch", rx_client)
