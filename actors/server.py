@@ -13,6 +13,11 @@
   is gone or is another program, is reported and removed).
 - `dashboard [--port P] [--host H]`: a live, read-only web page of the cloud (actors.dashboard).
 
+With VEILSHARE_STOP_WITH=PID in its environment, the cloud or node stops (as on SIGTERM) once
+process PID has exited, checked every STOP_WITH_PERIOD_S: what the tests and benchmarks set
+(benchmarks.localcloud), so that a runner killed with SIGKILL leaves no node behind. Children
+inherit the variable and watch the same process.
+
 A wrong configuration is reported as one line naming the key, exit status 2.
 """
 
@@ -25,6 +30,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +44,8 @@ from actors.backoff import Restart, RestartBackoff
 from config import Config, ConfigError
 
 PR_SET_PDEATHSIG = 1
+STOP_WITH_ENV = "VEILSHARE_STOP_WITH"
+STOP_WITH_PERIOD_S = 0.5
 STOP_WAIT_S = 15.0  # the supervisor gives its nodes 5 s to stop, then kills them
 
 
@@ -47,12 +55,60 @@ def default_data_root() -> Path:
     return Path(base) / "veilshare" / "nodes"
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def _libc() -> ctypes.CDLL | None:
     try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:  # not glibc: the children stop with us only on a clean stop
+        return None
+
+
+# loaded here, not between fork and exec: the child then only calls prctl, and no lock another
+# thread of ours held at the fork (the stop-with watcher's, say) can be one it needs
+_LIBC = _libc()
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _gone(proc: psutil.Process) -> bool:
+    """Whether `proc` has exited (a zombie has: it only waits for its parent to reap it)."""
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def stop_with(value: str, period_s: float = STOP_WITH_PERIOD_S,
+              stop: Callable[[], None] | None = None) -> threading.Thread | None:
+    """Watch process `value` (a pid, from STOP_WITH_ENV) on a daemon thread and call `stop` (by
+    default: SIGTERM to this process, so the usual handlers stop it cleanly) once it has exited,
+    at once if it is gone already. A value that is not a pid is reported and ignored."""
+    try:
+        pid = int(value)
+        if pid <= 0:
+            raise ValueError(value)
+    except ValueError:
+        print(f"veilshare: {STOP_WITH_ENV}={value!r} is not a process id: ignored",
+              file=sys.stderr)
+        return None
+    try:
+        watched: psutil.Process | None = psutil.Process(pid)  # is_running() checks its start time
+    except psutil.NoSuchProcess:
+        watched = None
+    halt = stop if stop is not None else (lambda: os.kill(os.getpid(), signal.SIGTERM))
+
+    def watch() -> None:
+        while watched is not None and not _gone(watched):
+            time.sleep(period_s)
+        print(f"veilshare: process {pid} ({STOP_WITH_ENV}) has exited: stopping",
+              file=sys.stderr, flush=True)
+        halt()
+
+    thread = threading.Thread(target=watch, name="stop-with", daemon=True)
+    thread.start()
+    return thread
 
 
 def _node_command(node_id: int, args: argparse.Namespace) -> list[str]:
@@ -305,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
             from actors.dashboard.server import serve
 
             return serve(cfg, host=args.host, port=args.port)
+        if os.environ.get(STOP_WITH_ENV):
+            stop_with(os.environ[STOP_WITH_ENV])
         if args.node is not None:
             from actors.node.supervisor import run_node
 

@@ -21,6 +21,8 @@ from typing import Any
 
 from benchmarks.terminal import run_on_terminal
 
+STOP_WITH_ENV = "VEILSHARE_STOP_WITH"  # the name actors.server reads (a test checks they agree)
+
 REPO = Path(__file__).resolve().parent.parent  # the checkout (benchmarks/ sits in it)
 SECRET = "test-secret-" + "0123456789abcdef" * 3
 
@@ -101,9 +103,13 @@ def _embedded_loopback_fragment_size() -> int:
 
 
 def env() -> dict[str, str]:
+    """The environment of the processes started here: this checkout first on the path, and
+    the clouds and nodes stop once this process has exited (actors.server's
+    VEILSHARE_STOP_WITH), even when it was killed before it could stop them."""
     e = dict(os.environ)
     e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
     e.setdefault("PYTHONUNBUFFERED", "1")
+    e[STOP_WITH_ENV] = str(os.getpid())
     return e
 
 

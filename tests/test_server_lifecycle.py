@@ -246,3 +246,110 @@ def test_status_asks_again_while_the_nodes_name_two_token_holders() -> None:
     asked.clear()
     assert settled_status(lambda: (asked.append(1), split)[1], tries=4, pause_s=0.0) == split
     assert len(asked) == 4
+
+
+# ---- VEILSHARE_STOP_WITH: no cloud outlives the runner that started it ----------------------
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    """A process to watch: the stand-in for a test runner that gets SIGKILLed."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_the_test_processes_stop_with_the_process_that_started_them() -> None:
+    from actors.server import STOP_WITH_ENV
+    from benchmarks import localcloud
+
+    assert localcloud.STOP_WITH_ENV == STOP_WITH_ENV
+    assert env()[STOP_WITH_ENV] == str(os.getpid())
+
+
+def test_stop_with_calls_stop_once_the_watched_process_exits(
+        sleeper: subprocess.Popen[bytes]) -> None:
+    import threading
+
+    from actors.server import stop_with
+
+    stopped = threading.Event()
+    watcher = stop_with(str(sleeper.pid), period_s=0.01, stop=stopped.set)
+    assert watcher is not None
+    # while it lives, nothing: twenty periods and more, and the watcher still watches
+    assert not stopped.wait(0.3) and watcher.is_alive()
+    sleeper.kill()  # SIGKILL: no goodbye; the watcher sees a zombie, then nothing
+    assert stopped.wait(30)
+    watcher.join(30)
+    assert not watcher.is_alive()
+
+
+def test_stop_with_a_process_gone_already_or_a_zombie_stops_at_once(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import threading
+
+    from actors.server import stop_with
+
+    zombie = subprocess.Popen(["true"])  # exits, not reaped yet: a zombie
+    wait_for(lambda: not running(zombie.pid), "the child to exit")
+    try:
+        stopped = threading.Event()
+        stop_with(str(zombie.pid), period_s=60, stop=stopped.set)
+        assert stopped.wait(30)  # the first check, not a period later
+    finally:
+        zombie.wait()
+    gone = zombie.pid  # reaped now: no such process
+    stopped = threading.Event()
+    stop_with(str(gone), period_s=60, stop=stopped.set)
+    assert stopped.wait(30)
+    assert f"process {gone} (VEILSHARE_STOP_WITH) has exited: stopping" in capsys.readouterr().err
+    assert stop_with("not-a-pid", stop=stopped.set) is None
+    assert "is not a process id: ignored" in capsys.readouterr().err
+
+
+def test_a_node_stops_cleanly_when_the_process_it_stops_with_is_killed(
+        tmp_path: Path, sleeper: subprocess.Popen[bytes]) -> None:
+    from benchmarks.localcloud import STOP_WITH_ENV, Cloud
+
+    cloud = Cloud(tmp_path, 1, node_env=lambda _i: {STOP_WITH_ENV: str(sleeper.pid)})
+    try:
+        cloud.start()  # up while the watched process lives
+        sleeper.kill()
+        assert cloud.procs[1].wait(timeout=60) == 0  # SIGTERM's clean stop, not a kill
+        assert "has exited: stopping" in cloud.log_text(1)
+    finally:
+        cloud.stop()
+
+
+def test_an_embedded_cloud_stops_with_its_runner_nodes_and_pid_file(
+        tmp_path: Path, sleeper: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks import localcloud
+
+    real_env = localcloud.env
+    monkeypatch.setattr(localcloud, "env",
+                        lambda: {**real_env(), localcloud.STOP_WITH_ENV: str(sleeper.pid)})
+    c = EmbeddedCloud(tmp_path / "cloud")
+    try:
+        c.start()
+        nodes = node_pids(c)
+        assert c.proc is not None and len(nodes) == 3
+        sleeper.kill()
+        assert c.proc.wait(timeout=60) == 0
+        wait_for(lambda: not any(map(running, nodes)), "the nodes to stop")
+        assert not pid_path(c.data).exists()
+        assert "cloud stopped" in c.log_text()
+    finally:
+        c.stop()
+
+
+def test_the_nodes_die_with_a_cloud_killed_with_sigkill(
+        clouds: Callable[..., EmbeddedCloud]) -> None:
+    """No handler runs on SIGKILL: the nodes go because the kernel signals them
+    (PR_SET_PDEATHSIG, set between fork and exec), not because the cloud stopped them."""
+    c = clouds()
+    nodes = node_pids(c)
+    assert c.proc is not None and len(nodes) == 3
+    c.proc.kill()
+    c.proc.wait(timeout=30)
+    wait_for(lambda: not any(map(running, nodes)), "the nodes to die with the cloud")
