@@ -29,6 +29,7 @@ from PIL import Image, features
 from window_probe import smooth
 
 from actors.client.client_session import ClientSession
+from actors.client.errors import SessionError
 from benchmarks import localcloud
 from benchmarks.terminal import open_pty
 from shell import viewer
@@ -326,6 +327,12 @@ class _NoView:
         self.sharing = self
         self.views = 0
 
+    def find_received(self, name: str) -> object:
+        if name != "pic.png":
+            raise SessionError("no_such_image",
+                               f"nothing called {name!r} was shared with you; see: inbox")
+        return object()
+
     def view(self, name: str) -> tuple[dict[str, object], Image.Image]:
         self.views += 1
         data: dict[str, object] = {"owner": "alice", "image": name, "path": "received/alice/p.png",
@@ -348,6 +355,19 @@ def test_view_refuses_without_a_terminal_or_display_before_taking_a_view(
     assert out.data["code"] == "no_terminal" and "stderr is not a terminal" in out.data["error"]
     assert session.views == 0
     assert sys.stdout.getvalue() == ""  # type: ignore[attr-defined]
+
+
+def test_view_of_a_name_not_in_the_inbox_says_so_even_without_a_terminal(
+    no_display: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not "run view in a terminal": the user would, and only then hear the name is wrong."""
+    session = _NoView()
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    out = run_line(Context(cast(ClientSession, session)), "view zzz.png")
+    assert not out.ok and out.data == {
+        "error": "nothing called 'zzz.png' was shared with you; see: inbox",
+        "code": "no_such_image"}
+    assert session.views == 0
 
 
 def test_view_on_a_terminal_says_1_view_left(no_display: None, pty: Pty) -> None:
