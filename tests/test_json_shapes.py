@@ -348,8 +348,9 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         cloud.kill(3)
         _server_status(sc)
         _dashboard_state(sc)
-        _script(sc, "bob", [("status", OK), ("more alice dog.png 1", OK)])  # alice offline
-        _script(sc, "alice", [("requests", OK)])  # she ignores it at join, with a notice
+        _script(sc, "bob", [("status", OK), ("more alice dog.png 1", "no_grant"),  # alice offline
+                            ("more alice pic.jpg 1", OK)])  # through the cloud
+        _script(sc, "alice", [("requests", OK)])  # the one for pic.jpg, applied at her join
         yield sc
     finally:
         cloud.stop()
@@ -376,7 +377,7 @@ def test_design_shapes_hold(scenario: Scenario, command: str) -> None:
 
 def test_errors_are_error_and_code(scenario: Scenario) -> None:
     errors = [s for s in scenario.seen if s.expect not in (OK, FAILED)]
-    assert len(errors) == 17
+    assert len(errors) == 18
     for s in errors:
         assert problems(s.obj, SHAPES["error"]) == [], (s.line, s.obj)
         assert s.obj["error"] and s.obj["code"] == s.expect
@@ -430,10 +431,11 @@ def test_values_follow_the_story(scenario: Scenario) -> None:
     assert [(o["image"], o["views_left"]) for o in scenario.of("view")] == [
         ("pic.jpg", 1), ("cat.png", 0), ("cat.png", 0)]
     # the owner's counts: pic.jpg 2 granted + 2 approved, cat.png 1 + 1 (the owner does not see
-    # the borrower's views); `more` for dog.png (never shared with bob) left no request
+    # the borrower's views); `more` for dog.png (never shared with bob) left no request, the
+    # last `more` (pic.jpg, alice offline) is the one request of her last `requests`
     assert [o["views"] for o in scenario.of("approve")] == [4, 2]
     assert [(r["image"], r["views"]) for o in scenario.of("requests") for r in o["requests"]] == [
-        ("pic.jpg", 3), ("cat.png", 1), ("cat.png", 2)]
+        ("pic.jpg", 3), ("cat.png", 1), ("cat.png", 2), ("pic.jpg", 1)]
     # bob: pic.jpg 1 left of 2 -> approved to 4 (3 left) -> +2 (5) -> -1 (4 left of 5);
     # cat.png 0 left of 1 -> approved to 2 (1 left) -> revoked (0 of 0)
     final = scenario.of("inbox")[-1]["images"]
@@ -451,19 +453,19 @@ def test_values_follow_the_story(scenario: Scenario) -> None:
     assert last["cat.png"]["revoked"] is True and last["pic.jpg"]["revoked"] is False
 
 
-def test_more_for_an_image_never_shared_is_refused_or_ignored(scenario: Scenario) -> None:
-    """Owner online: `more` is refused (no_grant); owner offline: the request goes through the
-    cloud and the owner's client drops it at its next join, with a notice, and records nothing."""
-    (refused,) = [s.obj for s in scenario.seen if s.line == "more alice dog.png 1"
-                  and s.expect == "no_grant"]
-    assert refused["error"] == "alice never shared dog.png with you"
-    (posted,) = [s.obj for s in scenario.seen if s.line == "more alice dog.png 1"
-                 and s.expect == OK]
+def test_more_for_an_image_never_shared_is_refused_online_or_not(scenario: Scenario) -> None:
+    """`more` for an image not in the inbox is refused by the borrower's client (no_grant),
+    whether the owner is online or not: nothing is sent (before, offline, it went through the
+    cloud for the owner's client to drop, and the borrower read "via cloud"). A `more` for a
+    shared image with the owner offline goes through the cloud and is a request at her join."""
+    refused = [s.obj for s in scenario.seen if s.line == "more alice dog.png 1"]
+    assert refused == [{"error": "alice never shared dog.png with you", "code": "no_grant"}] * 2
+    (posted,) = [s.obj for s in scenario.seen if s.line == "more alice pic.jpg 1"]
     assert (posted["delivered"], posted["to"]) == ("via cloud", "alice")
     user, stderr = scenario.stderr[-1]
-    assert user == "alice" and stderr.splitlines() == [
-        "bob asked for more views of dog.png, which you never shared with them: ignored"]
-    assert scenario.seen[-1].obj == {"requests": []}
+    assert user == "alice" and "dog.png" not in stderr
+    (request,) = scenario.seen[-1].obj["requests"]
+    assert (request["borrower"], request["image"], request["views"]) == ("bob", "pic.jpg", 1)
 
 
 def test_docs_document_every_shape_with_checked_examples() -> None:

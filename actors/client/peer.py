@@ -216,9 +216,13 @@ class Sharing:
         views = access.check_views(views)
         if views < 1:
             raise self.Error("bad_views", "ask for at least 1 view")
+        owner, image = check_name(owner, "user"), check_name(image, "image name")
+        if self.s.db.get_received(owner, image) is None:  # said now, whether the owner is online
+            # or not (offline, the request would go through the cloud for its client to drop)
+            raise self.Error("no_grant", f"{owner} never shared {image} with you")
         rid = self.s.cloud.next_rid()
-        update = Update(id=rid, kind="more", owner=check_name(owner, "user"),
-                        borrower=self.s.user, image=check_name(image, "image name"), delta=views,
+        update = Update(id=rid, kind="more", owner=owner,
+                        borrower=self.s.user, image=image, delta=views,
                         addressee=owner, grant=b"", created=time.time())
         return self._deliver(update, lambda r, t: MoreViews(rid=r, user=self.s.user, token=t,
                                                             image=image, views=views))
