@@ -334,8 +334,7 @@ class Shell:
             try:
                 print(
                     f"Veilshare: you are {session.user}. Type help for the commands, "
-                    "Tab to complete.",
-                    f"\nYour images, sealed copies and inbox are kept in "
+                    "Tab to complete.\nYour images, sealed copies and inbox are kept in "
                     f"{home_shown(Path(session.home.root))}.",
                     flush=True,
                 )

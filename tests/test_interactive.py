@@ -146,7 +146,8 @@ def test_run_interactive_help_then_ctrl_d(fake: FakeSession, monkeypatch: pytest
     assert rc == 0
     assert "Veilshare: you are me." in text
     # the home, where a user finds the files (tmp_path is not under HOME here: shown whole)
-    assert f"Your images, sealed copies and inbox are kept in {fake.home.root}." in text
+    assert (f"Tab to complete.\nYour images, sealed copies and inbox are kept in "
+            f"{fake.home.root}.\n") in text.replace("\r\n", "\n")
     assert "command" in text and "what it does" in text
     assert "approve ID [N]" in text and HELP_LINE in text
     assert text.rstrip().endswith("bye")
