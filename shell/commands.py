@@ -179,10 +179,10 @@ def _inbox(ctx: Context, args: list[str]) -> Outcome:
 def _view(ctx: Context, args: list[str]) -> Outcome:
     from shell import viewer
 
+    ctx.session.sharing.find_received(args[0])  # a name not in the inbox: said first, as such
     if ctx.view_refusal is not None:  # handed over: the caller's terminal is not ours
         raise CommandError(ctx.view_refusal, code="no_terminal")
     out = ctx.art_out if ctx.art_out is not None else sys.stdout
-    ctx.session.sharing.find_received(args[0])  # a name not in the inbox: said first, as such
     if viewer.where(out) is None:  # refused before a view is taken (issue 17)
         stream = "stderr" if ctx.art_out is sys.stderr else "stdout"
         raise CommandError(f"view shows the picture only in a window or on a terminal: {stream} "

@@ -11,9 +11,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from actors.client.client_store import ClientHome, GivenGrant, ReceivedGrant
+from actors.client.peer import Sharing
 from actors.client.share_owner import OwnerSide
 
 
@@ -32,6 +33,10 @@ class FakeTransport:
 @dataclass
 class FakeSharing:
     owner: Any
+
+    def find_received(self, name: str) -> ReceivedGrant:
+        """The real lookup (Sharing.find_received) in this fake session's inbox."""
+        return Sharing(cast(Any, self.owner.s), cast(Any, None)).find_received(name)
 
 
 class FakeSession:

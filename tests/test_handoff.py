@@ -271,6 +271,10 @@ def test_view_is_refused_before_a_view_is_taken(served: Served) -> None:
     assert served.session.db.get_received("bob", "pic.jpg").views_left == 2
     status, out, _err = served.forward("view pic.jpg", as_json=True)
     assert '"code": "no_terminal"' in out and status == 1
+    # a name not in the inbox is said as such, not "run view in alice's client"
+    status, _out, err = served.forward("view nope.jpg")
+    assert status == 1
+    assert err == "error: nothing called 'nope.jpg' was shared with you; see: inbox\n"
 
 
 def test_another_user_name_is_refused(served: Served) -> None:

@@ -20,6 +20,7 @@ import pytest
 from imgdata import jpeg_bytes
 
 from actors.client import local_socket
+from actors.client.client_store import ClientHome, ReceivedGrant
 from benchmarks.localcloud import REPO, Cloud, env, json_lines, serve_shell, stop_shell
 from benchmarks.terminal import open_pty
 
@@ -58,10 +59,19 @@ def test_c_next_to_serve_grants_approves_and_refuses_view(cloud: Cloud, tmp_path
         assert requests == {"requests": [{"id": 1, "borrower": "bob", "image": "pic.jpg",
                                           "views": 2}]}
         assert approved["views"] == 7
-        r = cloud.shell("alice", alice_home, "view pic.jpg; grant bob nosuch.jpg +1")
+        # a grant in alice's inbox (written beside her running client: the refusal below comes
+        # before any file of it is read), so that `view` gets as far as the terminal question
+        db = ClientHome(alice_home).open_state()
+        db.put_received(ReceivedGrant("carol", "gift.png", 1, 1, "received/carol/gift.png"))
+        db.close()
+        r = cloud.shell("alice", alice_home,
+                        "view gift.png; view pic.jpg; grant bob nosuch.jpg +1")
         assert r.returncode == 1  # the status of a script whose commands failed
-        view, grant = json_lines(r.stdout)
+        view, own, grant = json_lines(r.stdout)
         assert view["code"] == "no_terminal" and f"(pid {alice.pid})" in view["error"]
+        # her own image is not in her inbox: said as such, not "use the running client"
+        assert own == {"error": "nothing called 'pic.jpg' was shared with you; see: inbox",
+                       "code": "no_such_image"}
         assert grant["code"] == "no_grant"
         assert alice.poll() is None  # still serving
         r = cloud.shell("bob", bob_home, "users")
