@@ -73,7 +73,8 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 def _gone(proc: psutil.Process) -> bool:
-    """Whether `proc` has exited (a zombie has: it only waits for its parent to reap it)."""
+    """Whether `proc` has exited (a zombie has: it only waits for its parent to reap it; a pid
+    taken since by another process is not `proc`: is_running() compares start times)."""
     try:
         return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
@@ -245,13 +246,14 @@ def _exit_line(node_id: int, status: int | None, r: Restart) -> str:
 
 
 def _wait_gone(pid: int, timeout_s: float) -> bool:
-    """Wait until process `pid` has exited (a zombie counts: its parent may be anyone)."""
+    """Wait until process `pid` has exited (`_gone`: a zombie counts, its parent may be anyone)."""
+    try:
+        proc = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return True
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
+        if _gone(proc):
             return True
         time.sleep(0.05)
     return False
