@@ -32,12 +32,13 @@ def _samples() -> dict[str, tuple[type[m.Message], dict[str, Any]]]:
             "rid": f"user{i}#{1000 + i}",
             "priority": (i * 7919) % 1_000_000,
             "round": 1000 + i,
+            "bind": 0b1110 if i % 4 == 0 else 0,  # an Election of a bound node (nodes 1-3)
         }
         for i in range(16)
     )
     return {
         "Election": (m.Election, {"rid": "alice#1234", "node": 3, "priority": 2**40 + 5,
-                                     "round": 1234}),
+                                     "round": 1234, "bind": 0b1110}),
         "ElectionOk": (m.ElectionOk, {"rid": "alice#1234", "node": 2, "round": 1234}),
         "ElectionBatch(16)": (m.ElectionBatch, {"node": 3, "items": items}),
         "Done": (m.Done, {"rid": "alice#1234", "node": 3, "acked": True}),
