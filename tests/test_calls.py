@@ -284,6 +284,21 @@ def test_a_retryable_refusal_after_the_answer_is_no_duplicate_a_refusal_is() -> 
     assert t.stats.duplicates == 1  # a final answer from a second node is one
 
 
+def test_the_last_refusal_of_a_call_a_majority_refused_is_no_duplicate_a_seal_is() -> None:
+    """Two nodes' refusals fail the call; the third node's, arriving after, repeats the answer
+    (no node served the request twice), so it is no duplicate. A good reply after the refusal
+    is still one: a node served what the cloud had refused."""
+    t = CallTable(retry_s=1.0, deadline_s=60.0)
+    t.start(RID, lambda a: Ack(rid=RID), NODES, 0.0)
+    t.on_reply(NODES[0], refuse(0), 0.1)
+    _, effects = t.on_reply(NODES[1], refuse(0), 0.2)
+    assert [type(e) for e in effects] == [Failed]
+    ours, effects = t.on_reply(NODES[2], refuse(0), 0.3)
+    assert ours and effects == [] and t.stats.duplicates == 0 and t.stats.replies_received == 3
+    _, effects = t.on_reply(NODES[2], Ack(rid=RID), 0.4)
+    assert [type(e) for e in effects] == [Duplicate] and t.stats.duplicates == 1
+
+
 def test_a_duplicate_says_which_call_attempt_and_nodes_so_it_can_be_traced() -> None:
     """Issue 19: a rare second seal was counted but not traceable. The duplicate names the
     request id, the attempts the call had sent, the replying and the accepted node, and when."""

@@ -172,3 +172,39 @@ def test_encrypt_takes_file_names_as_people_have_them(cloud: Cloud, tmp_path: Pa
     assert (home / "high/a.jpg").read_bytes() == (shots / "a.jpg").read_bytes()
     assert seal.unseal((home / "encrypted/my_cat_photo.png").read_bytes()).payload == (
         shots / "my cat photo.png").read_bytes()
+
+
+def test_the_same_user_from_a_second_home_is_told_its_ids_are_taken_and_sealed_at_once(
+        cloud: Cloud, tmp_path: Path) -> None:
+    """A second home of one user starts its request counter again at 1, under ids the nodes
+    remember as Done (for `done_ttl_s`, 5 minutes) for the first home. The nodes refuse those
+    ids (`id_in_use`) instead of ignoring them, and the client skips ahead and seals under a
+    fresh id: each image is sealed, its own, without waiting out the request deadline (60 s)
+    and reading "unreachable" at the end, as before."""
+    from actors.client.client_session import ClientSession
+
+    cfg = config_mod.load(str(cloud.config))
+    first = ClientSession("carol", tmp_path / "home1", cfg)
+    try:
+        used = [first.cloud.seal(f"f{i}.png", png_bytes(500 + i)).reply.rid for i in range(5)]
+    finally:
+        first.close()
+    assert used == [f"carol#{n}" for n in range(1, 6)]
+    notices: list[str] = []
+    second = ClientSession("carol", tmp_path / "home2", cfg, notify=notices.append)
+    try:
+        for i in range(3):
+            src = tmp_path / f"mine{i}.png"
+            src.write_bytes(png_bytes(600 + i))
+            out = second.encrypt_file(src)
+            sealed = (tmp_path / "home2" / out["path"]).read_bytes()
+            assert seal.unseal(sealed).payload == src.read_bytes()
+        rids = [f"carol#{n}" for n in range(1, second.db.last_request_number("carol") + 1)]
+        assert second.caller.stats.duplicates == 0
+    finally:
+        second.close()
+    assert len(rids) > 5  # it moved past the first home's ids
+    assert any("carol#1 is in use by another client" in n for n in notices), notices
+    # a majority of the nodes refused carol#1, each with a (counted) log line
+    logged = [i for i, *_ in cloud.nodes if "id_in_use carol#1 from" in cloud.log_text(i)]
+    assert len(logged) >= 2, logged

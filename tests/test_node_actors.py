@@ -1086,6 +1086,26 @@ def test_the_flow_actor_seals_when_won_and_replies(flow: Any) -> None:
     assert next(m for m in got if type(m).__name__ == "ForgetElection").settled
 
 
+def test_the_flow_actor_refuses_a_request_id_another_client_holds_and_counts_it(flow: Any) -> None:
+    """A second client sending an id in flight gets `id_in_use` through the client transport,
+    counted on the node; the reply still goes to the client that sent the id first."""
+    ref, client, _peer, election = flow
+    mine = EncryptRequest(rid="alice#1", image="a.png", data=png_bytes(1), attempt=0)
+    ref.tell(ClientIn(ALICE, mine))
+    ref.tell(ClientIn(ALICE2, EncryptRequest(rid="alice#1", image="b.png", data=png_bytes(2),
+                                             attempt=0)))
+    (refusal,) = client.wait_sent(lambda s: isinstance(s.msg, ErrorReply))
+    assert refusal.addr == ALICE2 and refusal.msg.code == "id_in_use"
+    assert ref.ask(CountersQuery())["id_in_use"] == 1
+    assert len(recorded(election, StartElection)) == 1
+    ref.tell(Won("alice#1"))
+    (sent,) = client.wait_sent(lambda s: isinstance(s.msg, EncryptReply))
+    assert sent.addr == ALICE
+    from codec import seal as seal_mod
+
+    assert seal_mod.unseal(sent.msg.sealed).payload == mine.data
+
+
 def test_the_flow_actor_writes_its_status_figures_without_a_message() -> None:
     """served and cached go into the supervisor's `figures` dict, not as Snapshot messages (two
     per request on every node before: issue 19)."""

@@ -34,6 +34,7 @@ class Node:
     cancelled: list[str] = field(default_factory=list)
     sealing: list[str] = field(default_factory=list)
     fetches: list[Message] = field(default_factory=list)
+    refusals: list[tuple[tuple[str, int], Message]] = field(default_factory=list)
     svc: Any = None
 
     def __post_init__(self) -> None:
@@ -47,6 +48,7 @@ class Node:
             max_pixels=10_000_000,
             clock=lambda: self.now,
             send_fetch=lambda addr, msg, rid: self.fetches.append(msg),
+            send_refusal=lambda addr, msg: self.refusals.append((addr, msg)),
         )
 
 
@@ -153,6 +155,53 @@ def test_after_an_acknowledged_reply_any_retry_or_late_election_is_settled() -> 
         assert n.svc.settled("alice#1")  # an Election from c is answered with Done
     c.svc.on_done("alice#1", True, 0.3)  # c missed the first Done; it drops its copy now
     assert c.svc.cache == {} and c.cancelled == ["alice#1"]
+
+
+OTHER = ("127.0.0.1", 40001)  # another client (process) using the same request id
+
+
+def test_a_copy_of_an_id_in_flight_from_another_client_is_refused_and_the_reply_stays_with_its_owner(
+) -> None:
+    """A request id belongs to the address that sent it first: a copy from elsewhere (a guessed
+    `user#n`) gets `id_in_use` at once and changes nothing, so the sealed image still goes to
+    the client that sent it, and only that client's retries count."""
+    a, b, c = cloud()
+    intruder = EncryptRequest(rid="alice#1", image="x.png", data=png_bytes(2, 8), attempt=5)
+    for n in (a, b, c):
+        n.svc.on_request(OTHER, intruder, 0.05)
+        ((addr, msg),) = n.refusals
+        assert addr == OTHER and isinstance(msg, ErrorReply)
+        assert (msg.rid, msg.code, msg.retryable) == ("alice#1", "id_in_use", False)
+        assert n.svc.counters.id_in_use == 1 and n.elections == ["alice#1"]
+        assert n.svc.cache["alice#1"].client == CLIENT and n.svc.cache["alice#1"].attempt == 0
+        assert n.svc.cache["alice#1"].data == request().data
+    sent: list[tuple[tuple[str, int], Message]] = []
+    b.svc.send_client = lambda addr, msg, rid: sent.append((addr, msg))
+    win_and_reply(b, [a, c])
+    assert [(addr, type(msg)) for addr, msg in sent] == [(CLIENT, EncryptReply)]
+
+
+def test_a_copy_of_a_done_id_from_another_client_is_refused_not_ignored() -> None:
+    """The same user from another home (its counter starts again at 1) reuses an id the nodes
+    remember as Done: it is told at once, instead of waiting out its deadline for an answer
+    that never comes. The owner's own late copies stay ignored, as before; a node that knew
+    the id only from a peer's Done (it never saw the request) cannot tell and ignores it."""
+    a, b, c = cloud()
+    win_and_reply(b, [a, c])
+    b.svc.on_reply_done("alice#1", None, 0.2)
+    a.svc.on_done("alice#1", True, 0.2)
+    late = Node(4)
+    late.svc.on_done("alice#1", True, 0.2)
+    for n in (a, b):
+        n.svc.on_request(CLIENT, request(attempt=0), 0.3)
+        assert n.refusals == [] and n.svc.counters.late_ignored == 1
+        n.svc.on_request(OTHER, request(), 0.3)
+        assert [(addr, msg.code) for addr, msg in n.refusals] == [(OTHER, "id_in_use")]  # type: ignore[attr-defined]
+    late.svc.on_request(OTHER, request(), 0.3)
+    assert late.refusals == [] and late.svc.counters.late_ignored == 1
+    a.svc.expire(a.svc.done_ttl_s + 1)  # forgotten: the id is anyone's again
+    a.svc.on_request(OTHER, request(), a.svc.done_ttl_s + 2)
+    assert a.elections == ["alice#1", "alice#1"] and a.svc.cache["alice#1"].client == OTHER
 
 
 def test_a_payload_that_is_no_image_gets_one_refusal_from_the_winner_only() -> None:

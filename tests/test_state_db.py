@@ -99,6 +99,18 @@ def test_a_block_of_ids_is_one_commit_and_never_handed_out_twice(tmp_path: Path)
         assert d.next_request_id("alice") == "alice#30"  # 23..29 were reserved: skipped
 
 
+def test_skipping_moves_past_the_block_and_that_many_ids_none_handed_out(tmp_path: Path) -> None:
+    """`skip(n)` (the cloud said the next ids are in use: another home of this user): the rest
+    of the block and n more ids are passed over, in one commit; the next id follows them."""
+    with StateDB(tmp_path / "s.db") as d:
+        block = RequestIdBlock(d, "alice", size=4)
+        assert block.next() == "alice#1"
+        block.skip(8)  # alice#2..4 (the block) and alice#5..12
+        assert d.last_request_number("alice") == 12
+        assert [block.next() for _ in range(2)] == ["alice#13", "alice#14"]
+        assert d.last_request_number("alice") == 16
+
+
 def test_blocks_from_threads_and_a_second_process_hand_out_distinct_ids(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     with StateDB(path) as d, StateDB(path) as other:

@@ -67,7 +67,8 @@ def test_the_flow_core_refuses_before_sealing() -> None:
                          cancel_election=lambda rid: None,
                          submit_seal=lambda rid, data: sealed.append(rid),
                          max_pixels=10**8, clock=lambda: 0.0, max_image=1000,
-                         send_fetch=lambda addr, msg, rid: sent.append((msg, rid)))
+                         send_fetch=lambda addr, msg, rid: sent.append((msg, rid)),
+                         send_refusal=lambda addr, msg: sent.append((msg, "")))
     svc.on_request(("127.0.0.1", 9), EncryptRequest(rid="a#1", image="x.png",
                                                     data=MAGIC + bytes(2000), attempt=0), 0.0)
     svc.on_won("a#1")

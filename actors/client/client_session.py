@@ -167,7 +167,8 @@ class ClientSession:
                            retry_s=cfg.client.retry_s, next_rid=next_rid,
                            notify=self._notify, state=self.state,
                            rng=random.Random(rng.getrandbits(64)), entry=entry,
-                           encrypt_rid=RequestIdBlock(self.db, self.user).next)
+                           encrypt_rid=(ids := RequestIdBlock(self.db, self.user)).next,
+                           skip_encrypt_ids=ids.skip)
         self.dir = DirectoryCache(self.cloud)
         self.ctx = ClientContext(user=self.user, cfg=cfg, home=self.home, db=self.db,
                                  keys=self.keys, cloud=self.cloud, directory=self.dir,
@@ -294,9 +295,8 @@ class ClientSession:
         acknowledged the request), election (the node's wait before sealing), seal, download
         (the rest: the reply's transfer). For an offered image (cloud.OFFER_MIN_BYTES) upload is
         the offer's, and election also holds the winner's fetch and the upload to it."""
-        rid = self.cloud.encrypt_rid()
         start = time.perf_counter()
-        res = self.cloud.seal(name, data, rid=rid)
+        res = self.cloud.seal(name, data)
         total = (time.perf_counter() - start) * 1000
         reply = res.reply
         assert isinstance(reply, EncryptReply)
@@ -339,8 +339,9 @@ class ClientSession:
             raise SessionError("not_an_image", str(exc)) from None
         started = time.time()  # wall clock: a harness compares it with its own moments
         start = time.perf_counter()
-        rid = self.cloud.encrypt_rid()
-        png, node = self.seal_through_cloud(name, data, rid)
+        reply = self.cloud.seal(name, data).reply
+        assert isinstance(reply, EncryptReply)  # Cloud.seal checked it
+        png, node, rid = reply.sealed, reply.node, reply.rid  # rid: the id it was sealed under
         if cancelled():  # Ctrl-C while the reply came: what was not stored is not stored
             raise SessionError("cancelled", "cancelled")
         try:

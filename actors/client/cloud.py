@@ -49,6 +49,10 @@ HOLD_PER_MB_S = 0.25  # the cloud seals about 10 MB/s here: patience after an ac
 # from this size on an image is offered (EncryptOffer to every node) and uploaded once, to the
 # election's winner; smaller ones go to every node (see README, "one upload")
 OFFER_MIN_BYTES = 64 * 1024
+# a seal refused with `id_in_use` (another client of this user holds the id) is asked again
+# under a fresh id, each time past twice as many ids as before: 1, 2, 4, ... (24 tries pass
+# 16 million ids: any counter another home of the user could have used in the nodes' memory)
+ID_IN_USE_TRIES = 24
 
 
 class CallFuture(pykka.Future[Any]):
@@ -105,7 +109,8 @@ class Cloud:
                  next_rid: Callable[[], str], notify: Callable[[str], None],
                  state: SessionState, rng: random.Random | None = None,
                  entry: DirectEntry | None = None,
-                 encrypt_rid: Callable[[], str] | None = None) -> None:
+                 encrypt_rid: Callable[[], str] | None = None,
+                 skip_encrypt_ids: Callable[[int], None] | None = None) -> None:
         self._actor = actor
         # a StartCall runs on the calling thread while the actor is idle (actors.direct)
         self._start = entry.tell if entry is not None else actor.tell
@@ -115,6 +120,7 @@ class Cloud:
         self.next_rid = next_rid
         # an encrypt's id: unique, in no order (state_db.RequestIdBlock: one commit per block)
         self.encrypt_rid = encrypt_rid or next_rid
+        self.skip_encrypt_ids = skip_encrypt_ids  # see `seal`; None: `id_in_use` is final
         self._notify = notify
         self.state = state
         self._rng = rng or random.Random()
@@ -187,9 +193,28 @@ class Cloud:
     # ---- the cloud's requests -------------------------------------------------------------------
     def seal(self, name: str, data: bytes, rid: str | None = None) -> CallResult:
         """Send bytes to the cloud to be sealed (request id `rid`, by default one of
-        `encrypt_rid`'s): the EncryptReply's CallResult."""
-        hold = 4 * self.retry_s + HOLD_PER_MB_S * len(data) / 1e6
+        `encrypt_rid`'s): the EncryptReply's CallResult. Its `reply.rid` is the id it was
+        sealed under: if the nodes refuse the id as in use by another client of this user
+        (`id_in_use`: the same user in another home), the ids after it are skipped
+        (`skip_encrypt_ids`, ID_IN_USE_TRIES times at most) and the image is sent again under
+        a fresh one; the user is told once."""
         rid = rid or self.encrypt_rid()
+        for attempt in range(ID_IN_USE_TRIES):
+            try:
+                return self._seal_once(name, data, rid)
+            except SessionError as exc:
+                if (exc.code != "id_in_use" or self.skip_encrypt_ids is None
+                        or attempt == ID_IN_USE_TRIES - 1):
+                    raise
+                if attempt == 0:
+                    self._notify(f"request id {rid} is in use by another client of {self.user} "
+                                 "(another home?); sending again under a fresh id")
+                self.skip_encrypt_ids(2**attempt)
+                rid = self.encrypt_rid()
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _seal_once(self, name: str, data: bytes, rid: str) -> CallResult:
+        hold = 4 * self.retry_s + HOLD_PER_MB_S * len(data) / 1e6
 
         def request(r: str, attempt: int) -> Message:
             return EncryptRequest(rid=r, image=name, data=data, attempt=attempt)

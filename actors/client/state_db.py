@@ -483,3 +483,11 @@ class RequestIdBlock:
                 self._left = self._db.reserve_request_ids(self._user, self._size)
             n, self._left = self._left[0], self._left[1:]
         return make_request_id(self._user, n)
+
+    def skip(self, count: int) -> None:
+        """Move past the rest of this block and `count` more ids, none of them ever handed out:
+        the ids after ours are in use by another client of this user (the cloud refused one
+        with `id_in_use`: the same user in another home, whose counter started again)."""
+        with self._lock:
+            self._db.reserve_request_ids(self._user, count)
+            self._left = range(0)

@@ -16,7 +16,8 @@ Rules (those of the first client, `Caller` in actors/client/rpc.py, kept; the re
 - The first reply that is not an ErrorReply ends the call (`Answered`). A reply to a call that
   already ended is a duplicate: counted, never accepted (a race can make two nodes answer), and
   reported with its rid, the attempts sent, its sender and the accepted reply's sender; a
-  retryable ErrorReply to an ended call is received but no duplicate: it answers nothing.
+  retryable ErrorReply to an ended call is received but no duplicate: it answers nothing; nor is
+  any ErrorReply to a call that failed (the last target's refusal after a majority's).
   A quorum call (`quorum` > 1: a PostUpdate is stored only once a majority of the nodes has it on
   disk; a Join hands over what a majority holds) ends once that many targets replied; their
   replies come with `Answered`, and later replies are expected, not counted as duplicates.
@@ -177,6 +178,7 @@ class _Ended:
     first: int | None  # the accepted reply's `node` field
     started: float
     at: float  # when it ended
+    failed: bool = False  # it ended failed (a refusal, its deadline): a later refusal is no answer
 
 
 class CallTable:
@@ -232,8 +234,10 @@ class CallTable:
             self.stats.replies_received += 1
             # a quorum call's later replies are expected, not twice; a retryable error is
             # no answer (a node that restarted, still without a majority, refusing a late
-            # retransmission of a request the others answered)
-            if not ended.count or (isinstance(msg, ErrorReply) and msg.retryable):
+            # retransmission of a request the others answered), nor is a refusal of a call
+            # that failed (the last target's refusal after a majority's)
+            if not ended.count or (isinstance(msg, ErrorReply)
+                                   and (msg.retryable or ended.failed)):
                 return True, []
             self.stats.duplicates += 1
             dup = Duplicate(rid, ended.attempts, addr, _node_of(msg), ended.first, ended.started,
@@ -345,7 +349,7 @@ class CallTable:
     def _end(self, call: _Call, effect: Any, now: float, reply: Message | None = None) -> Any:
         self._calls.pop(call.rid, None)
         self._answered[call.rid] = _Ended(call.quorum == 1, call.attempt + 1, _node_of(reply),
-                                          call.started, now)
+                                          call.started, now, isinstance(effect, Failed))
         while len(self._answered) > ANSWERED_KEPT:
             self._answered.popitem(last=False)
         return effect

@@ -28,6 +28,14 @@ Rules:
 - A peer that elects for a request we know was answered and acknowledged (it missed the
   Coordinator and the Done) is told Done again instead of being answered (`settled`); a peer
   electing for a retry of an unacknowledged reply takes part in a normal election.
+- A request id belongs to the client address that sent it first (for as long as the id is cached or
+  remembered as Done): a copy of it from another address is refused at once with `id_in_use`
+  (counted, logged), never merged. Before, the reply went to whichever address sent the id last,
+  so a third party that sent a copy of a request id in flight (ids are `user#n`, easy to guess)
+  got that request's sealed image; and a copy of an id the nodes remember as Done (the same user
+  from another home, whose counter starts again at 1) was ignored in silence: its client waited
+  out its deadline and read "unreachable". The client answers `id_in_use` by skipping ids and
+  asking again under a fresh one (actors.client.cloud `Cloud.seal`).
 - Cached requests expire after `cache_ttl_s` whatever happens, so a lost Done cannot pin memory.
 - A winner that goes down (simulated failure) with a reply already sent tells its peers Done
   first: that reply still arrives, so nobody else answers the request.
@@ -78,6 +86,7 @@ class ServiceCounters:
     reelected: int = 0
     expired: int = 0
     late_ignored: int = 0
+    id_in_use: int = 0  # copies of a request id from another client address, refused
     yielded: int = 0
     fetched: int = 0
 
@@ -95,12 +104,14 @@ class EncryptService:
     max_pixels: int
     clock: Callable[[], float]
     send_fetch: Callable[[Addr, Message, str], None]  # like send_client; completion via on_fetch_done
+    send_refusal: Callable[[Addr, Message], None]  # (addr, msg): an answer outside the flow, no completion
     cache_ttl_s: float = 120.0
     max_image: int = 2**62  # largest payload whose sealed reply fits a message (codec.seal)
     max_reply: int = 2**62  # largest sealed PNG a reply may carry
     done_ttl_s: float = 300.0
     cache: dict[str, Cached] = field(default_factory=dict)
-    done: dict[str, tuple[int, float, bool]] = field(default_factory=dict)  # rid -> (attempt, when, acked)
+    # rid -> (attempt, when, acked, client address: None when only a peer's Done told us)
+    done: dict[str, tuple[int, float, bool, Addr | None]] = field(default_factory=dict)
     counters: ServiceCounters = field(default_factory=ServiceCounters)
 
     # ---- client side -------------------------------------------------------------------
@@ -111,12 +122,15 @@ class EncryptService:
         attempt = msg.attempt
         data = msg.data if isinstance(msg, EncryptRequest) else None
         prior = self.done.get(rid)
+        cached = self.cache.get(rid)
+        owner = cached.client if cached is not None else prior[3] if prior is not None else None
+        if owner is not None and owner != client:
+            self._id_in_use(client, msg)
+            return
         if prior is not None and (prior[2] or attempt <= prior[0]):
             self.counters.late_ignored += 1
             return
-        cached = self.cache.get(rid)
-        if cached is not None:
-            cached.client = client  # the client may have moved; same bytes (same request id)
+        if cached is not None:  # the same client's retry (or a late copy): same bytes
             cached.attempt = max(cached.attempt, attempt)
             if cached.data is None and data is not None:
                 cached.data = data
@@ -130,6 +144,12 @@ class EncryptService:
         log.debug("request %s attempt %d from %s", rid, attempt, client)
         self.cache[rid] = Cached(rid, client, msg.image, data, attempt, now, size)
         self.start_election(rid, now)
+
+    def _id_in_use(self, client: Addr, msg: EncryptRequest | EncryptOffer) -> None:
+        self.counters.id_in_use += 1  # the node actor counts it on its figures and logs it
+        self.send_refusal(client, ErrorReply(
+            rid=msg.rid, code="id_in_use", retryable=False,
+            message=f"request id {msg.rid} is in use by another client"))
 
     # ---- election outcomes ---------------------------------------------------------------
     def on_won(self, rid: str) -> None:
@@ -232,7 +252,7 @@ class EncryptService:
             self.counters.served += 1
         else:
             log.info("reply %s to %s not acknowledged: %s", rid, cached.client, error)
-        self.done[rid] = (cached.attempt, now, error is None)
+        self.done[rid] = (cached.attempt, now, error is None, cached.client)
         self.cancel_election(rid)  # a retry must find no won election that would ignore it
         self.send_peers(Done(rid=rid, node=self.node_id, acked=error is None))
 
@@ -240,8 +260,9 @@ class EncryptService:
     def on_done(self, rid: str, acked: bool, now: float) -> None:
         cached = self.cache.pop(rid, None)
         attempt = cached.attempt if cached is not None else 0
-        prior_attempt, _, prior_acked = self.done.get(rid, (0, 0.0, False))
-        self.done[rid] = (max(attempt, prior_attempt), now, acked or prior_acked)
+        prior_attempt, _, prior_acked, prior_client = self.done.get(rid, (0, 0.0, False, None))
+        client = cached.client if cached is not None else prior_client
+        self.done[rid] = (max(attempt, prior_attempt), now, acked or prior_acked, client)
         self.cancel_election(rid)
 
     def settled(self, rid: str) -> bool:
@@ -269,7 +290,7 @@ class EncryptService:
         for rid, cached in list(self.cache.items()):
             self.cancel_election(rid)
             if cached.state == "replying":  # outcome unknown: a later retry is served again
-                self.done[rid] = (cached.attempt, now, False)
+                self.done[rid] = (cached.attempt, now, False, cached.client)
                 self.send_peers(Done(rid=rid, node=self.node_id, acked=False))
         self.cache.clear()
 
@@ -279,7 +300,7 @@ class EncryptService:
                 del self.cache[rid]
                 self.cancel_election(rid)
                 self.counters.expired += 1
-        for rid, (_, when, _acked) in list(self.done.items()):
+        for rid, (_, when, _acked, _client) in list(self.done.items()):
             if now - when > self.done_ttl_s:
                 del self.done[rid]
 

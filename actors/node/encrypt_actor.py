@@ -65,7 +65,15 @@ from actors.node.signals import (
     Won,
 )
 from codec import images, seal
-from codec.messages import DONE_BATCH_MAX, Done, DoneBatch, EncryptOffer, EncryptRequest, Message
+from codec.messages import (
+    DONE_BATCH_MAX,
+    Done,
+    DoneBatch,
+    EncryptOffer,
+    EncryptRequest,
+    ErrorReply,
+    Message,
+)
 from config import Config
 from transport.udp import Transport
 
@@ -143,6 +151,7 @@ class EncryptFlowActor(DirectActor, ServicePartActor):
             max_image=seal.max_image_bytes(cfg.seal, cfg.transport.max_message),
             max_reply=cfg.transport.max_message - seal.REPLY_OVERHEAD,
             send_fetch=lambda addr, msg, rid: self._send_client(addr, msg, f"fetch:{rid}"),
+            send_refusal=self._refuse_id,
         )
 
     def on_start(self) -> None:
@@ -170,6 +179,13 @@ class EncryptFlowActor(DirectActor, ServicePartActor):
         tell = self.entry.tell if self.entry is not None else self.actor_ref.tell
         self.client_tp.send(addr, msg, on_done=lambda err: tell(SendResult(key, err)),
                             quick_done=True)  # it never waits: may run on the reader thread
+
+    def _refuse_id(self, addr: Addr, msg: Message) -> None:
+        """A copy of a request id from another client (EncryptService `id_in_use`): counted on
+        the node's figures like every refused input, and answered."""
+        assert isinstance(msg, ErrorReply), msg
+        self.count("id_in_use", f"{msg.rid} from {addr[0]}:{addr[1]}")
+        self.client_tp.send(addr, msg)
 
     def _to_peers(self, msg: Message) -> None:
         """The flow's peer messages are all Done: held (see the module docstring), then one
