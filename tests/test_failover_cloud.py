@@ -30,6 +30,9 @@ def test_a_sigkilled_winner_is_replaced_and_the_request_answered_once(tmp_path: 
         src = tmp_path / "big.jpg"
         src.write_bytes(data)
         procs = {int(r["id"]): psutil.Process(int(r["pid"])) for r in cloud.status()}
+        # a node prepares its covers after it is up, and its memory grows by more than half
+        # the payload meanwhile (a second "winner" in a CI run): measure from its working size
+        wait_for(lambda: all("covers prepared" in cloud.log_text(n) for n in procs), limit_s=120)
         base = {n: p.memory_info().rss for n, p in procs.items()}
         fetched: list[int] = []
 
