@@ -208,3 +208,38 @@ def test_the_same_user_from_a_second_home_is_told_its_ids_are_taken_and_sealed_a
     # a majority of the nodes refused carol#1, each with a (counted) log line
     logged = [i for i, *_ in cloud.nodes if "id_in_use carol#1 from" in cloud.log_text(i)]
     assert len(logged) >= 2, logged
+
+
+def test_keys_taken_to_a_new_home_start_its_ids_above_the_old_homes(
+        cloud: Cloud, tmp_path: Path) -> None:
+    """A home that finds this user's keys but no request counter (the keys/ folder copied to a
+    new machine, or state.db lost) starts its counter at the wall clock in microseconds, above
+    any counter that began at 1: its ids meet none the nodes or the borrowers remember (an
+    update id again would be dropped as a duplicate, for good). A new user's home starts at 1."""
+    import shutil
+
+    from actors.client.client_session import ClientSession
+
+    cfg = config_mod.load(str(cloud.config))
+    first = ClientSession("dora", tmp_path / "old", cfg)
+    try:
+        old = [first.cloud.seal(f"f{i}.png", png_bytes(700 + i)).reply.rid for i in range(3)]
+    finally:
+        first.close()
+    assert old == ["dora#1", "dora#2", "dora#3"]
+    (tmp_path / "new").mkdir()
+    shutil.copytree(tmp_path / "old" / "keys", tmp_path / "new" / "keys")
+    notices: list[str] = []
+    second = ClientSession("dora", tmp_path / "new", cfg, notify=notices.append)
+    try:
+        rid = second.cloud.seal("g.png", png_bytes(710)).reply.rid
+        last = second.db.last_request_number("dora")
+    finally:
+        second.close()
+    n = int(rid.split("#")[1])
+    assert n > 10**15 and notices == []  # no id_in_use round: the ids never met
+    third = ClientSession("dora", tmp_path / "new", cfg)  # the same home again: counter kept
+    try:
+        assert third.cloud.encrypt_rid() == f"dora#{last + 1}"
+    finally:
+        third.close()

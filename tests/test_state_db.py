@@ -111,6 +111,16 @@ def test_skipping_moves_past_the_block_and_that_many_ids_none_handed_out(tmp_pat
         assert d.last_request_number("alice") == 16
 
 
+def test_the_counter_is_raised_never_lowered(tmp_path: Path) -> None:
+    with StateDB(tmp_path / "s.db") as d:
+        d.raise_counter("alice", 1000)  # no row yet: created at 1000
+        assert d.next_request_id("alice") == "alice#1001"
+        d.raise_counter("alice", 10)  # below: unchanged
+        assert d.last_request_number("alice") == 1001
+        with pytest.raises(StoreError):
+            d.raise_counter("alice", 2**53 + 1)
+
+
 def test_blocks_from_threads_and_a_second_process_hand_out_distinct_ids(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     with StateDB(path) as d, StateDB(path) as other:

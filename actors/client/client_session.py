@@ -38,7 +38,8 @@ from actors.client.cloud import Cloud, DirectoryCache
 from actors.client.context import ClientContext
 from actors.client.errors import SessionError
 from actors.client.grants import Grants
-from actors.client.keys import ClientKeys
+from actors.client.keys import FOLDER as KEYS_FOLDER
+from actors.client.keys import SIGN_FILE, ClientKeys
 from actors.client.peer import Sharing
 from actors.client.scope import CancelScope, cancelled, current_notices
 from actors.client.session_actor import ClientSessionActor
@@ -143,7 +144,14 @@ class ClientSession:
         self.home = ClientHome(home)
         self.db = self.home.open_state()
         self._notify = _Notifier(notify)
+        keys_existed = (self.home.root / KEYS_FOLDER / SIGN_FILE).exists()
         self.keys = ClientKeys.load_or_create(self.home.root)
+        if keys_existed and self.db.last_request_number(self.user) == 0:
+            # keys without a counter: this user's keys were used before, from another home or
+            # with a state.db since lost, whose ids the nodes and the borrowers remember (Done
+            # for 5 minutes, update ids for good: one of them again would be dropped as a
+            # duplicate). Start above any counter that began at 1: at the wall clock in us.
+            self.db.raise_counter(self.user, time.time_ns() // 1000)
         self.node_addrs: list[Addr] = [n.client_addr for n in cfg.nodes]
         self.transport = transport if transport is not None else \
             Transport.start((host, port), cfg.transport, name=f"client-{user}")

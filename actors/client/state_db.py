@@ -273,6 +273,19 @@ class StateDB(SqliteStore):
                 raise StoreError(f"request counter of {user} exhausted (above 2**53)")
         return range(n - count + 1, n + 1)
 
+    def raise_counter(self, user: str, at_least: int) -> None:
+        """Move the counter of `user` up to `at_least` if it is below (never down): the next
+        id is above it. One commit, before returning."""
+        check_name(user, "user")
+        if type(at_least) is not int or not 0 <= at_least <= MAX_REQUEST_COUNTER:
+            raise StoreError(f"a request counter of 0 to 2**53, not {at_least!r}")
+        with self._db.write() as cur:
+            cur.execute(
+                "INSERT INTO counter (user, n) VALUES (?, ?) "
+                "ON CONFLICT (user) DO UPDATE SET n = max(n, excluded.n)",
+                (user, at_least),
+            )
+
     def last_request_number(self, user: str) -> int:
         """The n of the last id handed out to `user` (0 if none)."""
         rows = self._db.query("SELECT n FROM counter WHERE user=?", (user,))
