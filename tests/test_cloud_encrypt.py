@@ -174,6 +174,18 @@ def test_encrypt_takes_file_names_as_people_have_them(cloud: Cloud, tmp_path: Pa
         shots / "my cat photo.png").read_bytes()
 
 
+def seal_from(cfg: config_mod.Config, user: str, home: Path, count: int) -> list[str]:
+    """`count` small images sealed by a client of `user` in `home`: the request ids used."""
+    from actors.client.client_session import ClientSession
+
+    session = ClientSession(user, home, cfg)
+    try:
+        return [session.cloud.seal(f"f{i}.png", png_bytes(500 + i)).reply.rid
+                for i in range(count)]
+    finally:
+        session.close()
+
+
 def test_the_same_user_from_a_second_home_is_told_its_ids_are_taken_and_sealed_at_once(
         cloud: Cloud, tmp_path: Path) -> None:
     """A second home of one user starts its request counter again at 1, under ids the nodes
@@ -184,12 +196,7 @@ def test_the_same_user_from_a_second_home_is_told_its_ids_are_taken_and_sealed_a
     from actors.client.client_session import ClientSession
 
     cfg = config_mod.load(str(cloud.config))
-    first = ClientSession("carol", tmp_path / "home1", cfg)
-    try:
-        used = [first.cloud.seal(f"f{i}.png", png_bytes(500 + i)).reply.rid for i in range(5)]
-    finally:
-        first.close()
-    assert used == [f"carol#{n}" for n in range(1, 6)]
+    assert seal_from(cfg, "carol", tmp_path / "home1", 5) == [f"carol#{n}" for n in range(1, 6)]
     notices: list[str] = []
     second = ClientSession("carol", tmp_path / "home2", cfg, notify=notices.append)
     try:
@@ -221,12 +228,7 @@ def test_keys_taken_to_a_new_home_start_its_ids_above_the_old_homes(
     from actors.client.client_session import ClientSession
 
     cfg = config_mod.load(str(cloud.config))
-    first = ClientSession("dora", tmp_path / "old", cfg)
-    try:
-        old = [first.cloud.seal(f"f{i}.png", png_bytes(700 + i)).reply.rid for i in range(3)]
-    finally:
-        first.close()
-    assert old == ["dora#1", "dora#2", "dora#3"]
+    assert seal_from(cfg, "dora", tmp_path / "old", 3) == ["dora#1", "dora#2", "dora#3"]
     (tmp_path / "new").mkdir()
     shutil.copytree(tmp_path / "old" / "keys", tmp_path / "new" / "keys")
     notices: list[str] = []
