@@ -14,7 +14,7 @@ from shell_fakes import wait_for
 import config as config_mod
 from benchmarks.localcloud import Cloud, json_lines
 from codec import seal
-from codec.messages import EncryptReply, EncryptRequest, Message
+from codec.messages import EncryptReply, EncryptRequest, ErrorReply, Message
 from transport.udp import Transport
 
 pytestmark = pytest.mark.timeout(240)
@@ -245,3 +245,39 @@ def test_keys_taken_to_a_new_home_start_its_ids_above_the_old_homes(
         assert third.cloud.encrypt_rid() == f"dora#{last + 1}"
     finally:
         third.close()
+
+
+def test_a_copy_of_a_request_id_in_flight_from_another_socket_gets_no_image(
+        cloud: Cloud, tmp_path: Path) -> None:
+    """Hostile input on real sockets: while a client's large image is being sealed (every node
+    holds its offer), another socket sends a request under the same id to every node. Each node
+    refuses it (`id_in_use`) and the intruder never gets a sealed image; the client gets its
+    own, under its id. Until the twentieth session the intruder's copy moved the reply to it."""
+    from actors.client.client_session import ClientSession
+    from benchmarks.memory import payload
+
+    cfg = config_mod.load(str(cloud.config))
+    data = payload(6_000_000, seed=20)  # offered, fetched by the winner, about half a second to seal
+    victim = ClientSession("erin", tmp_path / "erin", cfg)
+    intruder = Transport.start(("127.0.0.1", 0), cfg.transport)
+    got: list[Message] = []
+    intruder.subscribe(lambda d: got.append(d.msg))
+    result: list[Any] = []
+    sealing = threading.Thread(
+        target=lambda: result.append(victim.cloud.seal("big.jpg", data, rid="erin#500")))
+    try:
+        sealing.start()
+        wait_for(lambda: [r["cached"] for r in cloud.status()] == [1, 1, 1], limit_s=120)
+        for node in cfg.nodes:
+            intruder.send(node.client_addr, EncryptRequest(rid="erin#500", image="x.png",
+                                                           data=png_bytes(9), attempt=7))
+        wait_for(lambda: len(got) >= 3, limit_s=120)
+        sealing.join(timeout=120)
+        assert not sealing.is_alive()
+        (res,) = result
+        assert res.reply.rid == "erin#500" and seal.unseal(res.reply.sealed).payload == data
+        wait_for(lambda: [r["cached"] for r in cloud.status()] == [0, 0, 0], limit_s=120)
+        assert [(type(m), getattr(m, "code", "")) for m in got] == [(ErrorReply, "id_in_use")] * 3
+    finally:
+        intruder.stop()
+        victim.close()
