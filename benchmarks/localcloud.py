@@ -19,9 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from actors.server import STOP_WITH_ENV
 from benchmarks.terminal import run_on_terminal
-
-STOP_WITH_ENV = "VEILSHARE_STOP_WITH"  # the name actors.server reads (a test checks they agree)
 
 REPO = Path(__file__).resolve().parent.parent  # the checkout (benchmarks/ sits in it)
 SECRET = "test-secret-" + "0123456789abcdef" * 3

@@ -38,8 +38,7 @@ from actors.client.cloud import Cloud, DirectoryCache
 from actors.client.context import ClientContext
 from actors.client.errors import SessionError
 from actors.client.grants import Grants
-from actors.client.keys import FOLDER as KEYS_FOLDER
-from actors.client.keys import SIGN_FILE, ClientKeys
+from actors.client.keys import ClientKeys
 from actors.client.peer import Sharing
 from actors.client.scope import CancelScope, cancelled, current_notices
 from actors.client.session_actor import ClientSessionActor
@@ -144,7 +143,7 @@ class ClientSession:
         self.home = ClientHome(home)
         self.db = self.home.open_state()
         self._notify = _Notifier(notify)
-        keys_existed = (self.home.root / KEYS_FOLDER / SIGN_FILE).exists()
+        keys_existed = ClientKeys.exist(self.home.root)
         self.keys = ClientKeys.load_or_create(self.home.root)
         if keys_existed and self.db.last_request_number(self.user) == 0:
             # keys without a counter: this user's keys were used before, from another home or
@@ -292,8 +291,9 @@ class ClientSession:
 
     # ---- encrypt ------------------------------------------------------------------------------
     def seal_through_cloud(self, name: str, data: bytes, rid: str | None = None) -> tuple[bytes, int]:
-        """Send bytes to the cloud to be sealed (request id `rid`, a fresh one by default);
-        returns (png, node that sealed)."""
+        """Send bytes to the cloud to be sealed (request id `rid`, a fresh one by default; a
+        fresh one too if the nodes refuse it as in use: `Cloud.seal`); returns (png, node that
+        sealed)."""
         reply = self.cloud.seal(name, data, rid=rid).reply
         assert isinstance(reply, EncryptReply)  # Cloud.seal checked it
         return reply.sealed, reply.node

@@ -199,19 +199,18 @@ class Cloud:
         (`skip_encrypt_ids`, ID_IN_USE_TRIES times at most) and the image is sent again under
         a fresh one; the user is told once."""
         rid = rid or self.encrypt_rid()
-        for attempt in range(ID_IN_USE_TRIES):
+        for attempt in range(ID_IN_USE_TRIES - 1):
             try:
                 return self._seal_once(name, data, rid)
             except SessionError as exc:
-                if (exc.code != "id_in_use" or self.skip_encrypt_ids is None
-                        or attempt == ID_IN_USE_TRIES - 1):
+                if exc.code != "id_in_use" or self.skip_encrypt_ids is None:
                     raise
                 if attempt == 0:
                     self._notify(f"request id {rid} is in use by another client of {self.user} "
                                  "(another home?); sending again under a fresh id")
                 self.skip_encrypt_ids(2**attempt)
                 rid = self.encrypt_rid()
-        raise AssertionError("unreachable")  # the loop returns or raises
+        return self._seal_once(name, data, rid)  # the last try: its refusal is the answer
 
     def _seal_once(self, name: str, data: bytes, rid: str) -> CallResult:
         hold = 4 * self.retry_s + HOLD_PER_MB_S * len(data) / 1e6

@@ -59,6 +59,11 @@ class ClientKeys:
         self._sign = Ed25519PrivateKey.from_private_bytes(sign_private)
         self._box = X25519PrivateKey.from_private_bytes(box_private)
 
+    @staticmethod
+    def exist(home: Path) -> bool:
+        """Whether `home` holds keys already (they were made before, here or elsewhere)."""
+        return (Path(home) / FOLDER / SIGN_FILE).exists()
+
     @classmethod
     def load_or_create(cls, home: Path, *, rng: Callable[[int], bytes] = os.urandom) -> ClientKeys:
         """The keys under `home` (which must exist), creating what is missing. KeyFileError."""

@@ -48,6 +48,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from codec import images, sharecrypt
 from codec.messages import (
@@ -79,6 +80,15 @@ class Cached:
     sealing_at: float = 0.0
 
 
+class DoneId(NamedTuple):
+    """What a node remembers of a request id that was Done (no bytes), for `done_ttl_s`."""
+
+    attempt: int
+    when: float
+    acked: bool  # the client's transport acknowledged the reply
+    client: Addr | None  # the address that sent it; None when only a peer's Done told us
+
+
 @dataclass(slots=True)
 class ServiceCounters:
     served: int = 0
@@ -86,7 +96,6 @@ class ServiceCounters:
     reelected: int = 0
     expired: int = 0
     late_ignored: int = 0
-    id_in_use: int = 0  # copies of a request id from another client address, refused
     yielded: int = 0
     fetched: int = 0
 
@@ -110,8 +119,7 @@ class EncryptService:
     max_reply: int = 2**62  # largest sealed PNG a reply may carry
     done_ttl_s: float = 300.0
     cache: dict[str, Cached] = field(default_factory=dict)
-    # rid -> (attempt, when, acked, client address: None when only a peer's Done told us)
-    done: dict[str, tuple[int, float, bool, Addr | None]] = field(default_factory=dict)
+    done: dict[str, DoneId] = field(default_factory=dict)
     counters: ServiceCounters = field(default_factory=ServiceCounters)
 
     # ---- client side -------------------------------------------------------------------
@@ -123,11 +131,13 @@ class EncryptService:
         data = msg.data if isinstance(msg, EncryptRequest) else None
         prior = self.done.get(rid)
         cached = self.cache.get(rid)
-        owner = cached.client if cached is not None else prior[3] if prior is not None else None
-        if owner is not None and owner != client:
-            self._id_in_use(client, msg)
+        owner = cached.client if cached is not None else (prior.client if prior else None)
+        if owner is not None and owner != client:  # the node actor counts and logs it
+            self.send_refusal(client, ErrorReply(
+                rid=rid, code="id_in_use", retryable=False,
+                message=f"request id {rid} is in use by another client"))
             return
-        if prior is not None and (prior[2] or attempt <= prior[0]):
+        if prior is not None and (prior.acked or attempt <= prior.attempt):
             self.counters.late_ignored += 1
             return
         if cached is not None:  # the same client's retry (or a late copy): same bytes
@@ -144,12 +154,6 @@ class EncryptService:
         log.debug("request %s attempt %d from %s", rid, attempt, client)
         self.cache[rid] = Cached(rid, client, msg.image, data, attempt, now, size)
         self.start_election(rid, now)
-
-    def _id_in_use(self, client: Addr, msg: EncryptRequest | EncryptOffer) -> None:
-        self.counters.id_in_use += 1  # the node actor counts it on its figures and logs it
-        self.send_refusal(client, ErrorReply(
-            rid=msg.rid, code="id_in_use", retryable=False,
-            message=f"request id {msg.rid} is in use by another client"))
 
     # ---- election outcomes ---------------------------------------------------------------
     def on_won(self, rid: str) -> None:
@@ -252,7 +256,7 @@ class EncryptService:
             self.counters.served += 1
         else:
             log.info("reply %s to %s not acknowledged: %s", rid, cached.client, error)
-        self.done[rid] = (cached.attempt, now, error is None, cached.client)
+        self.done[rid] = DoneId(cached.attempt, now, error is None, cached.client)
         self.cancel_election(rid)  # a retry must find no won election that would ignore it
         self.send_peers(Done(rid=rid, node=self.node_id, acked=error is None))
 
@@ -260,15 +264,15 @@ class EncryptService:
     def on_done(self, rid: str, acked: bool, now: float) -> None:
         cached = self.cache.pop(rid, None)
         attempt = cached.attempt if cached is not None else 0
-        prior_attempt, _, prior_acked, prior_client = self.done.get(rid, (0, 0.0, False, None))
-        client = cached.client if cached is not None else prior_client
-        self.done[rid] = (max(attempt, prior_attempt), now, acked or prior_acked, client)
+        prior = self.done.get(rid, DoneId(0, 0.0, False, None))
+        client = cached.client if cached is not None else prior.client
+        self.done[rid] = DoneId(max(attempt, prior.attempt), now, acked or prior.acked, client)
         self.cancel_election(rid)
 
     def settled(self, rid: str) -> bool:
         """True if `rid` was answered and its reply acknowledged by the client's transport."""
         prior = self.done.get(rid)
-        return prior is not None and prior[2]
+        return prior is not None and prior.acked
 
     def on_node_down(self, node: int, now: float) -> None:
         """The winner of some requests went down before Done: elect again from the cache."""
@@ -290,7 +294,7 @@ class EncryptService:
         for rid, cached in list(self.cache.items()):
             self.cancel_election(rid)
             if cached.state == "replying":  # outcome unknown: a later retry is served again
-                self.done[rid] = (cached.attempt, now, False, cached.client)
+                self.done[rid] = DoneId(cached.attempt, now, False, cached.client)
                 self.send_peers(Done(rid=rid, node=self.node_id, acked=False))
         self.cache.clear()
 
@@ -300,8 +304,8 @@ class EncryptService:
                 del self.cache[rid]
                 self.cancel_election(rid)
                 self.counters.expired += 1
-        for rid, (_, when, _acked, _client) in list(self.done.items()):
-            if now - when > self.done_ttl_s:
+        for rid, prior in list(self.done.items()):
+            if now - prior.when > self.done_ttl_s:
                 del self.done[rid]
 
 
