@@ -70,7 +70,8 @@ def test_c_next_to_serve_grants_approves_and_refuses_view(cloud: Cloud, tmp_path
         view, own, grant = json_lines(r.stdout)
         assert view["code"] == "no_terminal" and f"(pid {alice.pid})" in view["error"]
         # her own image is not in her inbox: said as such, not "use the running client"
-        assert own == {"error": "nothing called 'pic.jpg' was shared with you; see: inbox",
+        assert own == {"error": "nothing called 'pic.jpg' was shared with you; see: inbox "
+                                "(pic.jpg is your own image: its original is high/pic.jpg)",
                        "code": "no_such_image"}
         assert grant["code"] == "no_grant"
         assert alice.poll() is None  # still serving

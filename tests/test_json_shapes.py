@@ -337,7 +337,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
             ("deny 2", "answered"),
             ("shared", OK), ("grant bob pic.jpg +2", OK), ("grant bob cat.png revoke", OK),
             ("grant bob pic.jpg x", "bad_value"), ("grant carol pic.jpg +1", "no_grant"),
-            ("grant bob pic.jpg +0", "bad_value")])
+            ("grant bob pic.jpg +0", "bad_value"), ("request alice pic.jpg", "yourself")])
         bob = _serve(sc, "bob")
         try:
             _script(sc, "alice", [("grant bob pic.jpg -1", OK), ("shared", OK)])
@@ -377,7 +377,7 @@ def test_design_shapes_hold(scenario: Scenario, command: str) -> None:
 
 def test_errors_are_error_and_code(scenario: Scenario) -> None:
     errors = [s for s in scenario.seen if s.expect not in (OK, FAILED)]
-    assert len(errors) == 18
+    assert len(errors) == 19
     for s in errors:
         assert problems(s.obj, SHAPES["error"]) == [], (s.line, s.obj)
         assert s.obj["error"] and s.obj["code"] == s.expect
@@ -484,7 +484,7 @@ def test_docs_error_examples_are_real(scenario: Scenario) -> None:
     seen = [s.obj for s in scenario.seen if s.expect not in (OK, FAILED)] + [PARSE_ERROR]
     examples = [o for objs in _doc_sections(DOCS.read_text()).values() for o in objs
                 if "error" in o]
-    assert len(examples) == 16
+    assert len(examples) == 17
     for obj in examples:
         assert obj in seen, obj
 

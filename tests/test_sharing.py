@@ -106,7 +106,7 @@ BAD_NAMES = ["../x.jpg", "/etc/passwd", "a/b.jpg", "..", ".hidden"]
 
 @pytest.fixture(scope="module")
 def names_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
-    """One cloud for the bad-name cases: each is only refused, by a user of its own."""
+    """One cloud for the refusal cases: each is only refused, by a user of its own."""
     c = Cloud(tmp_path_factory.mktemp("names"), 3)
     try:
         c.start()
@@ -174,3 +174,23 @@ def test_a_crashed_session_does_not_lock_its_user_out(cloud: Cloud, tmp_path: Pa
     assert r.returncode == 0, r.stderr
     users = json_lines(r.stdout)[0]["users"]
     assert [u["user"] for u in users] == ["alice"]  # the new session, not the dead one
+
+
+def test_your_own_name_browses_locally_and_is_never_asked_over_the_network(
+        names_cloud: Cloud, tmp_path: Path) -> None:
+    """browse/request/view of your own user name: your own previews (what peers see), a clear
+    refusal to borrow your own image, a hint where its original is. Sent to your own address, a
+    request was read back by your own socket as its answer ("unexpected answer to browse")."""
+    pic = tmp_path / "pic.jpg"
+    pic.write_bytes(jpeg_bytes(9, 120))
+    home = tmp_path / "selfie"
+    assert names_cloud.shell("selfie", home, f"encrypt {pic}").returncode == 0
+    r = names_cloud.shell("selfie", home, "browse selfie; request selfie pic.jpg 2; "
+                          "request selfie nope.jpg; view pic.jpg")
+    browse, request, nope, view = json_lines(r.stdout)
+    assert [p["image"] for p in browse["previews"]] == ["pic.jpg"], r.stderr
+    assert (home / browse["previews"][0]["path"]).read_bytes()[:2] == b"\xff\xd8"
+    assert request["code"] == "yourself" and "high/pic.jpg" in request["error"]
+    assert nope["code"] == "yourself" and "nope.jpg" in nope["error"]
+    assert view["code"] == "no_such_image" and "your own image" in view["error"]
+    assert not (home / "received").exists() or not any((home / "received").iterdir())

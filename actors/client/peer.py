@@ -172,20 +172,30 @@ class Sharing:
         return notices
 
     # ---- outgoing: borrower ---------------------------------------------------------------------
-    def _peer(self, user: str) -> tuple[Addr, bytes]:
-        entry = self.s.directory.lookup(check_name(user, "user"), refresh=True)
+    def _peer(self, user: str, what: str) -> tuple[Addr, bytes]:
+        if check_name(user, "user") == self.s.user:  # our own socket would read the request
+            # as the answer to it
+            raise self.Error("yourself", f"{user} is you: {what} would never be answered")
+        entry = self.s.directory.lookup(user, refresh=True)
         if entry is None:
             raise self.Error("offline", f"{user} is not online")
         return (entry.host, entry.port), self.s.cloud.require_token()
 
     def browse(self, owner: str) -> list[dict[str, Any]]:
-        addr, tok = self._peer(owner)
-        reply = self.s.cloud.call(lambda rid, _a: PreviewRequest(rid=rid, user=self.s.user, token=tok),
-                            targets=[addr], deadline_s=20)
-        if not isinstance(reply, PreviewReply):
-            raise self.Error("protocol", "unexpected answer to browse")
+        """owner's previews, written to previews/OWNER/; our own (what peers see) without a
+        network call."""
+        if check_name(owner, "user") == self.s.user:
+            previews = tuple(self.owner.previews())
+        else:
+            addr, tok = self._peer(owner, "a request to yourself")
+            reply = self.s.cloud.call(
+                lambda rid, _a: PreviewRequest(rid=rid, user=self.s.user, token=tok),
+                targets=[addr], deadline_s=20)
+            if not isinstance(reply, PreviewReply):
+                raise self.Error("protocol", "unexpected answer to browse")
+            previews = reply.previews
         rows = []
-        for p in reply.previews:
+        for p in previews:
             path = self.s.home.write(self.s.home.preview_path(owner, images.preview_name(p.image)),
                                      p.jpeg)
             rows.append({"image": p.image, "path": self.s.home.relative(path), "bytes": len(p.jpeg)})
@@ -196,7 +206,12 @@ class Sharing:
         views = access.check_views(views)
         if views < 1:
             raise self.Error("bad_views", "ask for at least 1 view")
-        addr, tok = self._peer(owner)
+        if check_name(owner, "user") == self.s.user:
+            high = self.s.home.high_path(image)
+            raise self.Error("yourself", f"{image} is your own image: its original is "
+                             f"{self.s.home.relative(high)}" if high.is_file() else
+                             f"you have no image {image!r}, and your own need no request")
+        addr, tok = self._peer(owner, "a request to yourself")
         reply = self.s.cloud.call(lambda rid, _a: ImageRequest(
             rid=rid, user=self.s.user, token=tok, image=image, views=views, days=days),
             targets=[addr])
@@ -243,7 +258,11 @@ class Sharing:
             check_name(owner, "owner")
         found = [g for g in self.s.db.inbox() if g.image == image and (not owner or g.owner == owner)]
         if not found:
-            raise self.Error("no_such_image", f"nothing called {name!r} was shared with you; see: inbox")
+            msg = f"nothing called {name!r} was shared with you; see: inbox"
+            high = self.s.home.high_path(image)
+            if owner in ("", self.s.user) and high.is_file():
+                msg += f" ({image} is your own image: its original is {self.s.home.relative(high)})"
+            raise self.Error("no_such_image", msg)
         if len(found) > 1:
             names = ", ".join(f"{g.owner}/{g.image}" for g in found)
             raise self.Error("ambiguous", f"several owners shared {image}: say which ({names})")
