@@ -207,7 +207,9 @@ class Shell:
             if n <= 1 or abandoned.is_set():
                 return
             end = "\n" if i >= n else ""
-            sys.stdout.write("\r" + render.progress_line(i, n, name) + end)
+            # padded as the transfer bar is: the two take turns on one line (a photo's upload
+            # bar, then the next file's progress), and a shorter line would leave the tail
+            sys.stdout.write("\r" + render.progress_line(i, n, name).ljust(len(WAITING_LINE)) + end)
             sys.stdout.flush()
             self._bar_open = not end
 

@@ -297,3 +297,23 @@ def test_codec_speed_times_every_hot_message_as_the_codec_builds_it_now() -> Non
     batch = codec_speed._builder(*codec_speed._samples()["ElectionBatch(16)"])()
     assert isinstance(batch, m.ElectionBatch)
     assert any(item.bind for item in batch.items)  # the bound Elections are timed too
+
+
+def test_batch_benchmark_files_are_distinct_images_of_their_kind(tmp_path: Path) -> None:
+    """benchmarks.batch seals its photos as distinct files (no name or byte repeats, so each
+    is a new image to the client) that are still the one photo (the extra byte is after the
+    JPEG's end)."""
+    import io
+
+    from PIL import Image
+
+    from benchmarks.batch import write_files
+
+    sets = write_files(tmp_path, small=3, photos=2)
+    assert [len(v) for v in sets.values()] == [3, 2]
+    blobs = [p.read_bytes() for files in sets.values() for p in files]
+    assert len(set(blobs)) == 5 and len({p.name for v in sets.values() for p in v}) == 5
+    a, b = (Image.open(io.BytesIO(p.read_bytes())) for p in sets["2 photos"])
+    a.load()
+    b.load()
+    assert a.size == b.size and a.tobytes() == b.tobytes()

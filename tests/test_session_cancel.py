@@ -43,7 +43,7 @@ def test_cancel_stops_retries_and_nothing_is_stored_later(
 
     def command() -> None:
         with within(scope):
-            out["outcome"] = session.encrypt(pics)
+            out["outcome"] = session.encrypt(pics, in_flight=1)  # one at a time: pic2 unsent
 
     worker = threading.Thread(target=command)
     worker.start()
@@ -100,26 +100,64 @@ def test_ctrl_c_in_the_shell_cancels_the_command(
     assert list((session.home.root / "encrypted").iterdir()) == []
 
 
-def test_a_notice_never_glues_onto_the_transfer_bar(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture
+def moving_shell(tmp_path: Path) -> Iterator[tuple[Shell, dict[str, tuple[int, int]]]]:
+    """A shell over a fake session whose transport reports `moving["p"]` (bytes done, total):
+    4 of 20 MB at first."""
     fake = FakeSession(tmp_path / "home")
     try:
         shell = Shell(Context(cast(Any, fake)), names=NameSource(fake))
         moving = {"p": (4_000_000, 20_000_000)}
         fake.transport.progress = lambda: moving["p"]  # type: ignore[method-assign]
-        abandoned = threading.Event()
-        assert shell._transfer_bar(abandoned)
-        shell.notify("request me#9: no answer yet; trying again")
-        out = capsys.readouterr().out
-        assert "4.0/20.0 MB transferred" in out
-        assert "\n* request me#9: no answer yet; trying again\n" in out  # a line of its own
-        assert shell._transfer_bar(abandoned)
-        moving["p"] = (0, 0)  # the upload is acknowledged; the cloud seals
-        assert shell._transfer_bar(abandoned)
-        out = capsys.readouterr().out
-        assert out.endswith(WAITING_LINE) or WAITING_LINE in out
+        yield shell, moving
     finally:
         fake.close()
+
+
+def test_a_notice_never_glues_onto_the_transfer_bar(
+        moving_shell: tuple[Shell, dict[str, tuple[int, int]]],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    shell, moving = moving_shell
+    abandoned = threading.Event()
+    assert shell._transfer_bar(abandoned)
+    shell.notify("request me#9: no answer yet; trying again")
+    out = capsys.readouterr().out
+    assert "4.0/20.0 MB transferred" in out
+    assert "\n* request me#9: no answer yet; trying again\n" in out  # a line of its own
+    assert shell._transfer_bar(abandoned)
+    moving["p"] = (0, 0)  # the upload is acknowledged; the cloud seals
+    assert shell._transfer_bar(abandoned)
+    out = capsys.readouterr().out
+    assert out.endswith(WAITING_LINE) or WAITING_LINE in out
+
+
+def _visible_line(out: str) -> str:
+    """What a terminal shows on the last line of `out`: each carriage return writes over the
+    line from its start."""
+    shown: list[str] = []
+    for part in out.split("\n")[-1].split("\r"):
+        shown[: len(part)] = list(part)
+    return "".join(shown).rstrip()
+
+
+def test_the_file_progress_line_covers_the_transfer_bar_it_follows(
+        moving_shell: tuple[Shell, dict[str, tuple[int, int]]],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """encrypt of a photo and more files: the bar of the photo's upload, then its waiting line,
+    then the next file's progress on the same line, which must leave no tail of the longer
+    waiting line ("...works on it)")."""
+    shell, moving = moving_shell
+    abandoned = threading.Event()
+    progress = shell._progress_for(abandoned)
+    progress(0, 3, "photo.jpg")
+    assert shell._transfer_bar(abandoned)
+    moving["p"] = (0, 0)
+    assert shell._transfer_bar(abandoned)
+    before = capsys.readouterr().out
+    assert _visible_line(before) == WAITING_LINE
+    progress(1, 3, "b.png")
+    seen = _visible_line(before + capsys.readouterr().out)  # on the screen, one after the other
+    assert seen.endswith("] 1/3 b.png"), seen
 
 
 def test_the_toolbar_shows_the_sessions_true_state(

@@ -20,13 +20,14 @@ the nodes no longer know (expiry, cloud restart) is joined again by the actor, w
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import queue
 import random
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,13 @@ from actors.client.errors import SessionError
 from actors.client.grants import Grants
 from actors.client.keys import ClientKeys
 from actors.client.peer import Sharing
-from actors.client.scope import CancelScope, cancelled, current_notices
+from actors.client.scope import (
+    CancelScope,
+    cancelled,
+    current_notices,
+    current_scope,
+    within,
+)
 from actors.client.session_actor import ClientSessionActor
 from actors.client.session_messages import (
     NO_CLOUD_S,
@@ -63,6 +70,9 @@ log = logging.getLogger(__name__)
 
 Addr = tuple[str, int]
 START_CLOUD_HINT = "start it with: python -m actors.server"
+# images of one `encrypt` in flight at once: the nodes elect a winner per image, so a batch keeps
+# several of them sealing while the next file is read (see benchmarks.batch)
+ENCRYPT_IN_FLIGHT = 3
 
 __all__ = ["ClientSession", "EncryptOutcome", "SessionError"]
 
@@ -329,6 +339,13 @@ class ClientSession:
         message is refused here, before anything is read or sent (`too_large`). A relative `path`
         is read from `base` when given (the folder of the process that handed the command over)
         and shown as given."""
+        return self._seal_file(self._read_image(path, base, {}))
+
+    def _read_image(self, path: Path, base: Path | None,
+                    named: dict[str, bytes]) -> tuple[Path, str, bytes]:
+        """(path, image name, bytes) of a file to seal; raises SessionError. `named`: the names
+        an `encrypt` gave earlier files of its own and their bytes (their high/ copies are not
+        written yet: another file's bytes under one of them get the next free name)."""
         full = base / path if base is not None else path
         try:
             size = full.stat().st_size
@@ -339,12 +356,22 @@ class ClientSession:
             raise SessionError("unreadable", f"cannot read {path}: {exc.strerror}") from None
         if len(data) > self.max_image:  # it grew while we looked
             raise SessionError("too_large", too_large(len(data), self.max_image))
-        name = image_name_for(path.name, lambda n: (h := self.home.high_path(n)).exists()
-                              and h.read_bytes() != data)
+
+        def taken(n: str) -> bool:
+            if n in named:
+                return named[n] != data
+            return (h := self.home.high_path(n)).exists() and h.read_bytes() != data
+
+        name = image_name_for(path.name, taken)
         try:
             images.probe(data, images.max_user_pixels(self.cfg))
         except images.ImageError as exc:
             raise SessionError("not_an_image", str(exc)) from None
+        named[name] = data
+        return path, name, data
+
+    def _seal_file(self, job: tuple[Path, str, bytes]) -> dict[str, Any]:
+        path, name, data = job
         started = time.time()  # wall clock: a harness compares it with its own moments
         start = time.perf_counter()
         reply = self.cloud.seal(name, data).reply
@@ -366,20 +393,70 @@ class ClientSession:
 
     def encrypt(self, paths: list[Path],
                 progress: Callable[[int, int, str], None] | None = None,
-                base: Path | None = None) -> EncryptOutcome:
-        out = EncryptOutcome()
-        for i, path in enumerate(paths):
-            if cancelled():
-                out.failed.append({"file": path.name, "error": "cancelled", "code": "cancelled"})
-                continue
-            if progress is not None:
-                progress(i, len(paths), path.name)
+                base: Path | None = None, in_flight: int = ENCRYPT_IN_FLIGHT) -> EncryptOutcome:
+        """Seal `paths` (see encrypt_file), up to `in_flight` at once: each file is read and
+        named here, in order, when a place is free (the names are the ones a one-by-one run
+        gives), and sealed on a worker thread of this call, inside the caller's cancel scope
+        (one of its own if it has none, which a Ctrl-C here cancels). Rows in the order given.
+        `progress(done, total, file)`: before each file is read, and once at the end."""
+        n = len(paths)
+        rows: list[tuple[str, dict[str, Any]] | None] = [None] * n
+        scope = current_scope.get()
+        own = scope is None
+        if scope is None:
+            scope = CancelScope()
+        named: dict[str, bytes] = {}
+        running: dict[Future[dict[str, Any]], int] = {}
+        done = 0
+
+        def settle(block: bool) -> None:
+            nonlocal done
+            if not running:
+                return
+            ready, _ = wait(running, timeout=None if block else 0, return_when=FIRST_COMPLETED)
+            for fut in ready:
+                i = running.pop(fut)
+                done += 1
+                try:
+                    rows[i] = ("ok", fut.result())
+                except SessionError as exc:
+                    rows[i] = ("failed", {"file": paths[i].name, "error": str(exc),
+                                          "code": exc.code})
+
+        with within(scope), ThreadPoolExecutor(max(1, in_flight),
+                                               thread_name_prefix="encrypt") as pool:
             try:
-                out.encrypted.append(self.encrypt_file(path, base))
-            except SessionError as exc:
-                out.failed.append({"file": path.name, "error": str(exc), "code": exc.code})
+                for i, path in enumerate(paths):
+                    while len(running) >= max(1, in_flight):
+                        settle(block=True)
+                    settle(block=False)
+                    if cancelled():
+                        rows[i] = ("failed", {"file": path.name, "error": "cancelled",
+                                              "code": "cancelled"})
+                        continue
+                    if progress is not None:
+                        progress(done, n, path.name)
+                    try:
+                        job = self._read_image(path, base, named)
+                    except SessionError as exc:
+                        rows[i] = ("failed", {"file": path.name, "error": str(exc),
+                                              "code": exc.code})
+                        done += 1
+                        continue
+                    ctx = contextvars.copy_context()  # the scope, and where notices go
+                    running[pool.submit(ctx.run, self._seal_file, job)] = i
+                while running:
+                    settle(block=True)
+            except KeyboardInterrupt:  # Ctrl-C on this thread (-c): the workers' calls end
+                if own:
+                    self.cancel(scope)
+                raise
         if progress is not None:
-            progress(len(paths), len(paths), "")
+            progress(n, n, "")
+        out = EncryptOutcome()
+        for row in rows:
+            assert row is not None
+            (out.encrypted if row[0] == "ok" else out.failed).append(row[1])
         return out
 
     # ---- status -------------------------------------------------------------------------------
