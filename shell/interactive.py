@@ -258,6 +258,11 @@ class Shell:
             if abandoned.is_set() and not _cancelled(outcome):
                 state = "done" if outcome.ok else "failed"
                 self.notify(f"the cancelled command finished in the background ({state}): {line}")
+            elif abandoned.is_set() and outcome.data.get("encrypted"):  # stored before the cancel
+                done_n = len(outcome.data["encrypted"])
+                total = done_n + len(outcome.data.get("failed") or [])
+                self.notify(f"{done_n} of {total} files were sealed before the cancel "
+                            f"(in encrypted/; the others were not sent or not stored): {line}")
 
         try:  # Ctrl-C may come while the thread starts: inside the try
             threading.Thread(target=work, name="command", daemon=True).start()
@@ -350,15 +355,17 @@ class Shell:
 
 
 def _cancelled(outcome: Outcome) -> bool:
-    """The command ended because Ctrl-C cancelled it (its failures are all `cancelled`)."""
+    """The command ended because Ctrl-C cancelled it: its error is `cancelled`, or it is an
+    encrypt whose failures are all `cancelled` (files sealed before the cancel may be among its
+    rows)."""
     data = outcome.data
     if outcome.ok:
         return False
     if data.get("code") == "cancelled":
         return True
     failed = data.get("failed") or []
-    return bool(failed) and not data.get("encrypted") and all(
-        isinstance(f, dict) and f.get("code") == "cancelled" for f in failed)
+    return bool(failed) and all(isinstance(f, dict) and f.get("code") == "cancelled"
+                                for f in failed)
 
 
 def run_interactive(

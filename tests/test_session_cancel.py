@@ -100,6 +100,37 @@ def test_ctrl_c_in_the_shell_cancels_the_command(
     assert list((session.home.root / "encrypted").iterdir()) == []
 
 
+def test_ctrl_c_after_some_files_were_sealed_says_which_are_stored(
+        joined: tuple[ClientSession, FakeTransport, FakeClock], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], ctrl_c_raises: None) -> None:
+    """A batch cancelled after its first file was stored: the abandoned command's table is never
+    shown, so the notice says how many were sealed (not that it "finished in the background")."""
+    session, tp, _clock = joined
+    pics = [tmp_path / "one.png", tmp_path / "two.png"]
+    for i, pic in enumerate(pics):
+        pic.write_bytes(png_bytes(60 + i))
+    main = threading.main_thread().ident
+    assert main is not None
+    shell = Shell(Context(session), names=NameSource(session, period_s=600, local_period_s=600))
+    nodes = len(session.node_addrs)
+
+    def seal_one_then_ctrl_c() -> None:
+        sent = tp.wait_msg(EncryptRequest, count=2 * nodes)  # both in flight
+        first = next(m for m in sent if m.image == "one.png")
+        tp.deliver(session.node_addrs[0], EncryptReply(rid=first.rid, node=1, sealed=b"s1",
+                                                       seal_ms=1.0, wait_ms=1.0))
+        wait_for(lambda: (session.home.root / "encrypted/one.png").exists())
+        signal.pthread_kill(main, signal.SIGINT)
+
+    threading.Thread(target=seal_one_then_ctrl_c, daemon=True).start()
+    assert shell.run_command(f"encrypt {pics[0]} {pics[1]}") is None
+    wait_for(lambda: not [t for t in threading.enumerate() if t.name == "command"])
+    out = capsys.readouterr().out
+    assert "1 of 2 files were sealed before the cancel" in out
+    assert "finished in the background" not in out
+    assert [p.name for p in (session.home.root / "encrypted").iterdir()] == ["one.png"]
+
+
 @pytest.fixture
 def moving_shell(tmp_path: Path) -> Iterator[tuple[Shell, dict[str, tuple[int, int]]]]:
     """A shell over a fake session whose transport reports `moving["p"]` (bytes done, total):
