@@ -8,15 +8,18 @@ import os
 import sys
 from pathlib import Path
 
-import config
-from actors.client import local_socket
-from actors.client.client_session import ClientSession, SessionError
-from actors.client.client_store import default_home
-from actors.client.errors import HandoffError
-from codec.names import InvalidName
-from config import ConfigError
-from shell import handoff, script
-from shell.commands import Context
+try:  # a Ctrl-C while the client still loads ends it as one later would: status 130, no traceback
+    import config
+    from actors.client import local_socket
+    from actors.client.client_session import ClientSession, SessionError
+    from actors.client.client_store import default_home
+    from actors.client.errors import HandoffError
+    from codec.names import InvalidName
+    from config import ConfigError
+    from shell import handoff, script
+    from shell.commands import Context
+except KeyboardInterrupt:
+    raise SystemExit(130) from None
 
 
 def version() -> str:

@@ -26,3 +26,24 @@ def test_the_client_starts_without_numpy_and_loads_it_for_the_seal() -> None:
                        cwd=str(REPO), timeout=60, check=False)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["", "True"]
+
+
+_CTRL_C_WHILE_LOADING = """
+import runpy, sys
+
+class CtrlC:  # Ctrl-C lands while the client's modules load (the first seconds on a busy host)
+    def find_spec(self, name, path=None, target=None):
+        if name == "codec.names":
+            raise KeyboardInterrupt
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+sys.argv = ["shell", "--user", "alice", "-c", "status"]
+runpy.run_module("shell", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_ctrl_c_while_the_client_loads_exits_130_without_a_traceback() -> None:
+    r = subprocess.run([sys.executable, "-c", _CTRL_C_WHILE_LOADING], capture_output=True,
+                       text=True, env=env(), cwd=str(REPO), timeout=60, check=False)
+    assert (r.returncode, r.stderr, r.stdout) == (130, "", "")
