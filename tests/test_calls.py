@@ -284,6 +284,20 @@ def test_a_retryable_refusal_after_the_answer_is_no_duplicate_a_refusal_is() -> 
     assert t.stats.duplicates == 1  # a final answer from a second node is one
 
 
+def test_id_in_use_after_the_answer_is_no_duplicate() -> None:
+    """A node that knew the request only from its peers' Done refuses a late copy of it with
+    `id_in_use` (actors.core.encrypt_flow): that repeats nothing, so it is no duplicate; any
+    other refusal after the answer still is one."""
+    t = CallTable(retry_s=1.0, deadline_s=60.0)
+    t.start(RID, lambda a: Ack(rid=RID), NODES, 0.0)
+    t.on_reply(NODES[0], Ack(rid=RID), 0.1)
+    in_use = ErrorReply(rid=RID, code="id_in_use", retryable=False, message="answered already")
+    ours, effects = t.on_reply(NODES[1], in_use, 0.2)
+    assert ours and effects == [] and t.stats.duplicates == 0 and t.stats.replies_received == 2
+    t.on_reply(NODES[2], refuse(0), 0.3)
+    assert t.stats.duplicates == 1
+
+
 def test_the_last_refusal_of_a_call_a_majority_refused_is_no_duplicate_a_seal_is() -> None:
     """Two nodes' refusals fail the call; the third node's, arriving after, repeats the answer
     (no node served the request twice), so it is no duplicate. A good reply after the refusal

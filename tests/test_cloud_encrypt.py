@@ -281,3 +281,48 @@ def test_a_copy_of_a_request_id_in_flight_from_another_socket_gets_no_image(
     finally:
         intruder.stop()
         victim.close()
+
+
+def test_an_id_sent_to_one_node_ahead_of_its_owner_costs_the_owner_one_fresh_id(
+        cloud: Cloud, tmp_path: Path) -> None:
+    """Hostile input on real sockets: another socket sends `gina#1`, the first id gina's new
+    home will use, to node 1 alone. Node 1 serves it (its peers, without a copy, abstain) and
+    tells them Done. When gina seals, node 1 refuses the id as another address's, and nodes 2
+    and 3, which knew it only from that Done, refuse it too: her client skips to a fresh id and
+    seals her own image. Before, nodes 2 and 3 ignored her copies as late ones of an answered
+    request, and her call took node 1's lone refusal as the answer only at its deadline (60 s;
+    10 s here)."""
+    from dataclasses import replace
+
+    from actors.client.client_session import ClientSession
+
+    cfg = config_mod.load(str(cloud.config))
+    cfg = replace(cfg, client=replace(cfg.client, request_deadline_s=10.0))
+    intruder = Transport.start(("127.0.0.1", 0), cfg.transport)
+    got: list[Message] = []
+    intruder.subscribe(lambda d: got.append(d.msg))
+    notices: list[str] = []
+    gina = None
+    try:
+        intruder.send(cfg.nodes[0].client_addr, EncryptRequest(
+            rid="gina#1", image="x.png", data=png_bytes(10), attempt=0))
+        wait_for(lambda: [type(m) for m in got] == [EncryptReply], limit_s=120)
+        wait_for(lambda: [r["cached"] for r in cloud.status()] == [0, 0, 0], limit_s=120)
+        gina = ClientSession("gina", tmp_path / "gina", cfg, notify=notices.append)
+        assert gina.cloud.encrypt_rid() == "gina#1"  # the id taken, as her home would use it
+        src = tmp_path / "mine.png"
+        src.write_bytes(png_bytes(11))
+        res = gina.cloud.seal("mine.png", src.read_bytes(), rid="gina#1")
+        assert res.reply.rid != "gina#1"
+        assert seal.unseal(res.reply.sealed).payload == src.read_bytes()
+        assert any("gina#1 is in use by another client" in n for n in notices), notices
+        assert gina.caller.stats.duplicates == 0
+        # every node refused her copy at once (counted, logged): node 1 as another address's
+        # id, nodes 2 and 3 as one they knew answered; before, only node 1 did, and her call
+        # took that lone refusal as the cloud's answer only at its deadline
+        logged = [i for i, *_ in cloud.nodes if "id_in_use gina#1 from" in cloud.log_text(i)]
+        assert logged == [1, 2, 3]
+    finally:
+        intruder.stop()
+        if gina is not None:
+            gina.close()

@@ -185,7 +185,8 @@ def test_a_copy_of_a_done_id_from_another_client_is_refused_not_ignored() -> Non
     """The same user from another home (its counter starts again at 1) reuses an id the nodes
     remember as Done: it is told at once, instead of waiting out its deadline for an answer
     that never comes. The owner's own late copies stay ignored, as before; a node that knew
-    the id only from a peer's Done (it never saw the request) cannot tell and ignores it."""
+    the id only from a peer's Done of an acknowledged reply (it never saw the request) cannot
+    tell whose a copy is and refuses any (the owner has its reply and ignores the refusal)."""
     a, b, c = cloud()
     win_and_reply(b, [a, c])
     b.svc.on_reply_done("alice#1", None, 0.2)
@@ -197,11 +198,35 @@ def test_a_copy_of_a_done_id_from_another_client_is_refused_not_ignored() -> Non
         assert n.refusals == [] and n.svc.counters.late_ignored == 1
         n.svc.on_request(OTHER, request(), 0.3)
         assert [(addr, msg.code) for addr, msg in n.refusals] == [(OTHER, "id_in_use")]  # type: ignore[attr-defined]
-    late.svc.on_request(OTHER, request(), 0.3)
-    assert late.refusals == [] and late.svc.counters.late_ignored == 1
+    for who in (OTHER, CLIENT):
+        late.svc.on_request(who, request(), 0.3)
+    assert [(addr, msg.code) for addr, msg in late.refusals] == [  # type: ignore[attr-defined]
+        (OTHER, "id_in_use"), (CLIENT, "id_in_use")]
+    assert late.elections == [] and late.svc.cache == {}
     a.svc.expire(a.svc.done_ttl_s + 1)  # forgotten: the id is anyone's again
     a.svc.on_request(OTHER, request(), a.svc.done_ttl_s + 2)
     assert a.elections == ["alice#1", "alice#1"] and a.svc.cache["alice#1"].client == OTHER
+
+
+def test_an_id_sent_to_one_node_ahead_of_its_owner_is_refused_to_the_owner_by_every_node() -> None:
+    """Someone sends `alice#1` to node a alone, before alice does: a serves it (its peers, with
+    no copy, abstain) and tells them Done. When alice's own copies come, a refuses hers (the id
+    is another address's) and so do b and c, which knew the id only from that Done: a majority
+    of refusals, so her client takes a fresh id at once. Before, b and c ignored her copies as
+    late ones of an answered request, and her call waited out its deadline."""
+    a, b, c = [Node(i) for i in (1, 2, 3)]
+    a.svc.on_request(OTHER, request(), 0.0)
+    a.svc.on_won("alice#1")
+    a.svc.on_sealed("alice#1", b"sealed png", 1.0, None)
+    a.svc.on_reply_done("alice#1", None, 0.1)
+    assert a.to_peers == [Done(rid="alice#1", node=1, acked=True)]
+    for n in (b, c):
+        n.svc.on_done("alice#1", True, 0.1)
+    for n in (a, b, c):
+        n.svc.on_request(CLIENT, request(), 0.2)
+        assert [(addr, msg.code) for addr, msg in n.refusals] == [  # type: ignore[attr-defined]
+            (CLIENT, "id_in_use")]
+    assert b.elections == c.elections == [] and b.svc.cache == c.svc.cache == {}
 
 
 def test_a_payload_that_is_no_image_gets_one_refusal_from_the_winner_only() -> None:

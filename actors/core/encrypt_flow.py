@@ -35,7 +35,11 @@ Rules:
   got that request's sealed image; and a copy of an id the nodes remember as Done (the same user
   from another home, whose counter starts again at 1) was ignored in silence: its client waited
   out its deadline and read "unreachable". The client answers `id_in_use` by skipping ids and
-  asking again under a fresh one (actors.client.cloud `Cloud.seal`).
+  asking again under a fresh one (actors.client.cloud `Cloud.seal`). A node that knows an id only
+  from a peer's Done of an acknowledged reply (it never had a copy) refuses every copy so too:
+  it cannot tell whose it is, and the client that was answered ignores the refusal. Otherwise an
+  id sent to one node alone ahead of its owner (ids are easy to guess) was answered to the
+  sender and then ignored at the other nodes when its owner sent it: a minute's stall per id.
 - Cached requests expire after `cache_ttl_s` whatever happens, so a lost Done cannot pin memory.
 - A winner that goes down (simulated failure) with a reply already sent tells its peers Done
   first: that reply still arrives, so nobody else answers the request.
@@ -136,6 +140,17 @@ class EncryptService:
             self.send_refusal(client, ErrorReply(
                 rid=rid, code="id_in_use", retryable=False,
                 message=f"request id {rid} is in use by another client"))
+            return
+        if owner is None and prior is not None and prior.acked:
+            # known only from a peer's Done, and that reply's client holds it (its transport
+            # acknowledged it): a copy now is a late one of that client's, whose call has ended
+            # (the refusal answers nothing there), or another client's: the user from a second
+            # home, or someone who sent the id to this node alone before its owner did (each such
+            # id then answered to them, with its owner ignored in silence until its deadline).
+            # `id_in_use` makes the client take a fresh id at once.
+            self.send_refusal(client, ErrorReply(
+                rid=rid, code="id_in_use", retryable=False,
+                message=f"request id {rid} was answered already"))
             return
         if prior is not None and (prior.acked or attempt <= prior.attempt):
             self.counters.late_ignored += 1
