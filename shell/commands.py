@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob as glob_mod
 import logging
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable
@@ -299,14 +300,58 @@ def _int(text: str, what: str) -> int:
     return int(text)
 
 
+# what `help CMD` says beyond the one line of `help` (tests/test_commands_help.py checks that
+# every command has it and that the names it mentions are commands)
+DETAILS: dict[str, str] = {
+    "encrypt": "Each image is named after its file (made valid; -2, -3 ... when another of your "
+               "images has that name). The original is kept in high/ (what you can share), the "
+               "sealed copy goes to encrypted/. Globs are expanded (encrypt *.jpg). Up to 3 files "
+               "are in the cloud at once; Ctrl-C stops the rest.",
+    "status": "One row per node: up or down (the failure token makes nodes fail at random; the "
+              "cloud serves while a majority is up), requests served, requests cached, whether "
+              "it holds the token, users online, updates kept for offline users.",
+    "users": "Who is online now, and the address their peers reach them at. Sharing goes peer "
+             "to peer; the cloud keeps the directory and the updates for offline users.",
+    "browse": "Asks USER's client (online: see users) for small previews of the images it "
+              "shares. Your own name lists yours, what peers see, without asking anyone.",
+    "request": "Asks USER's client for IMAGE (a name from browse), sealed for you with VIEWS "
+               "views: it lands in received/USER/ and shows in inbox. The owner's client "
+               "serves it at once, up to its client.max_views_per_grant views.",
+    "inbox": "Each image shared with you: owner, views left of the views granted, expiry, and "
+             "whether the owner revoked it.",
+    "view": "Shows the hidden picture and uses one view: in a window, or on this terminal until "
+            "a key or 10 s. With no views left it shows the cover and says how to ask for more "
+            "(more OWNER IMAGE N). A view taken offline counts like any other.",
+    "more": "Asks the owner of an image in your inbox for N more views. An offline owner gets "
+            "the request through the cloud when it comes online; the answer comes as a notice.",
+    "shared": "Each image you shared and with whom: the views granted in total, and the views "
+              "left the borrower's client last reported.",
+    "grant": "+N adds views, -N takes some back (never below 0), revoke ends the borrower's "
+             "access. Delivered at once if the borrower is online, else kept by the cloud and "
+             "applied when they next join, in the order you gave them.",
+    "requests": "Requests for more views: id, borrower, image, views asked. Answer with "
+                "approve ID [N] or deny ID.",
+    "approve": "Grants the views asked for (or N instead), delivered as grant delivers.",
+    "deny": "Refuses the request; the borrower is told.",
+    "help": "help alone lists the commands; help CMD explains one. Tab completes commands, "
+            "user names, image names and paths.",
+    "quit": "Leaves the directory: peers no longer see you online. Ctrl-D does the same.",
+}
+
+
 @command("help", "help [CMD]", "list commands, or explain one", max_args=1, arg_kinds=("command",))
 def _help(ctx: Context, args: list[str]) -> Outcome:
     if args:
         cmd = COMMANDS.get(args[0])
         if cmd is None:
             raise CommandError(f"no command {args[0]!r}; try: help")
-        return Outcome({"command": cmd.name, "usage": cmd.usage, "help": cmd.help},
-                       f"{cmd.usage}\n  {cmd.help}")
+        details = DETAILS.get(cmd.name, "")
+        text = f"{cmd.usage}\n  {cmd.help}"
+        if details:
+            text += "\n\n" + textwrap.fill(details, width=78, initial_indent="  ",
+                                            subsequent_indent="  ")
+        return Outcome({"command": cmd.name, "usage": cmd.usage, "help": cmd.help,
+                        "details": details}, text)
     rows = [{"usage": c.usage, "help": c.help} for c in COMMANDS.values()]
     return Outcome({"commands": rows}, render.table(rows, ["usage", "help"], ["command", "what it does"]))
 

@@ -181,7 +181,7 @@ SHAPES: dict[str, Any] = {
     "approve": {**ANSWER, "views": int},
     "deny": ANSWER,
     "help": AnyOf(({"commands": [{"usage": str, "help": str}]},
-                   {"command": str, "usage": str, "help": str})),
+                   {"command": str, "usage": str, "help": str, "details": str})),
     "quit": {"quit": OneOf((True,))},
     "error": {"error": str, "code": Match(r"[a-z_]+")},
     "server status": {"nodes": [NODE]},

@@ -1,0 +1,37 @@
+"""`help CMD` explains every command beyond its line in `help`: no command without details, and
+the commands and config keys the details name exist (a renamed command or key breaks this)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, cast
+
+import config
+from shell.commands import COMMANDS, DETAILS, Context, run_line
+
+
+def _help(name: str) -> Any:
+    out = run_line(Context(cast(Any, None)), f"help {name}")
+    return out[0] if isinstance(out, list) else out
+
+
+def test_every_command_has_details_and_help_shows_them() -> None:
+    assert set(DETAILS) == set(COMMANDS)
+    for name, cmd in COMMANDS.items():
+        out = _help(name)
+        assert out.ok and out.data == {"command": name, "usage": cmd.usage, "help": cmd.help,
+                                       "details": DETAILS[name]}
+        lines = out.text.splitlines()
+        assert lines[:3] == [cmd.usage, f"  {cmd.help}", ""]
+        assert " ".join(line.strip() for line in lines[3:]) == DETAILS[name]
+        assert all(len(line) <= 78 for line in lines[3:])
+
+
+def test_the_commands_and_keys_the_details_name_exist() -> None:
+    cfg = config.load(None)
+    for text in DETAILS.values():
+        for sect, key in re.findall(r"\b([a-z]+)\.([a-z_]+)\b", text):
+            if sect in ("client", "transport", "election", "seal", "encoder", "directory"):
+                assert hasattr(getattr(cfg, sect), key), f"{sect}.{key}"
+        for word in re.findall(r"\b([a-z]+) (?:OWNER|USER|ID|CMD)\b", text):
+            assert word in COMMANDS, word
