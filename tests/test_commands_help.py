@@ -7,12 +7,11 @@ import re
 from typing import Any, cast
 
 import config
-from shell.commands import COMMANDS, DETAILS, Context, run_line
+from shell.commands import COMMANDS, DETAILS, Context, Outcome, run_line
 
 
-def _help(name: str) -> Any:
-    out = run_line(Context(cast(Any, None)), f"help {name}")
-    return out[0] if isinstance(out, list) else out
+def _help(name: str) -> Outcome:
+    return run_line(Context(cast(Any, None)), f"help {name}")
 
 
 def test_every_command_has_details_and_help_shows_them() -> None:

@@ -140,7 +140,8 @@ def test_c_next_to_an_open_interactive_client(cloud: Cloud, tmp_path: Path) -> N
         assert r.returncode == 0, r.stderr
         lines = r.stdout.splitlines()
         assert lines[0].split() == ["user", "address"] and lines[2].split()[0] == "alice"
-        assert lines[3:] == ["quit", "  leave the directory and exit"]  # quit ended the script
+        assert lines[3:5] == ["quit", "  leave the directory and exit"]
+        assert lines[-1].endswith("Ctrl-D does the same.")  # quit ended the script
         os.write(master, b"users\r")  # the prompt still works, and the client is still online
         seen = _read_until(master, b"user   address")
         # the prompt again (bracketed paste on: it reads the raw terminal), so that Ctrl-D goes
