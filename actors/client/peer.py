@@ -172,10 +172,10 @@ class Sharing:
         return notices
 
     # ---- outgoing: borrower ---------------------------------------------------------------------
-    def _peer(self, user: str, what: str) -> tuple[Addr, bytes]:
+    def _peer(self, user: str) -> tuple[Addr, bytes]:
         if check_name(user, "user") == self.s.user:  # our own socket would read the request
-            # as the answer to it
-            raise self.Error("yourself", f"{user} is you: {what} would never be answered")
+            # as the answer to it (callers handle their own name first)
+            raise self.Error("yourself", f"{user} is you: a request to yourself is never answered")
         entry = self.s.directory.lookup(user, refresh=True)
         if entry is None:
             raise self.Error("offline", f"{user} is not online")
@@ -187,7 +187,7 @@ class Sharing:
         if check_name(owner, "user") == self.s.user:
             previews = tuple(self.owner.previews())
         else:
-            addr, tok = self._peer(owner, "a request to yourself")
+            addr, tok = self._peer(owner)
             reply = self.s.cloud.call(
                 lambda rid, _a: PreviewRequest(rid=rid, user=self.s.user, token=tok),
                 targets=[addr], deadline_s=20)
@@ -211,7 +211,7 @@ class Sharing:
             raise self.Error("yourself", f"{image} is your own image: its original is "
                              f"{self.s.home.relative(high)}" if high.is_file() else
                              f"you have no image {image!r}, and your own need no request")
-        addr, tok = self._peer(owner, "a request to yourself")
+        addr, tok = self._peer(owner)
         reply = self.s.cloud.call(lambda rid, _a: ImageRequest(
             rid=rid, user=self.s.user, token=tok, image=image, views=views, days=days),
             targets=[addr])
