@@ -59,3 +59,36 @@ def test_a_sigkilled_winner_is_replaced_and_the_request_answered_once(tmp_path: 
         if shell is not None and shell.returncode is None:
             stop_shell(shell)
         cloud.stop()
+
+
+def test_a_batch_in_flight_survives_a_node_sigkilled_under_it(tmp_path: Path) -> None:
+    """One `encrypt` of nine images keeps three in the cloud at once (ClientSession.encrypt); a
+    node is SIGKILLed once the first is stored, while others are in flight, some of them
+    likely its own. Every image is still stored once, its own bytes, in the order given."""
+    cloud = Cloud(tmp_path, 3).start()
+    shell = None
+    try:
+        srcs = []
+        for i in range(9):  # eight left at the kill: rounds of three seals, far from done
+            src = tmp_path / f"b{i}.jpg"
+            src.write_bytes(payload(2_000_000, seed=40 + i))
+            srcs.append(src)
+        home = tmp_path / "alice"
+        shell = cloud.spawn_shell("alice", home, ["-c", "encrypt " + " ".join(map(str, srcs)),
+                                                  "--json"])
+        wait_for(lambda: (home / "encrypted").is_dir()
+                 and any((home / "encrypted").iterdir()), limit_s=120)
+        assert shell.poll() is None  # the rest still in flight at the kill
+        cloud.kill(2)
+        out, err = shell.communicate(timeout=180)
+        assert shell.returncode == 0, err
+        (res,) = json_lines(out)
+        assert res["failed"] == [] and res["accepted_twice"] == 0, res
+        assert [r["file"] for r in res["encrypted"]] == [s.name for s in srcs]
+        for row, src in zip(res["encrypted"], srcs, strict=True):
+            sealed = (home / row["path"]).read_bytes()
+            assert seal.unseal(sealed).payload == src.read_bytes()
+    finally:
+        if shell is not None and shell.returncode is None:
+            stop_shell(shell)
+        cloud.stop()
