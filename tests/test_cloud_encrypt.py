@@ -320,9 +320,12 @@ def test_an_id_sent_to_one_node_ahead_of_its_owner_costs_the_owner_one_fresh_id(
         # every node refused her copy at once (counted, logged): node 1 as another address's
         # id, nodes 2 and 3 as one they knew answered; before, only node 1 did, and her call
         # took that lone refusal as the cloud's answer only at its deadline
-        wait_for(lambda: [i for i, *_ in cloud.nodes
-                          if "id_in_use gina#1 from" in cloud.log_text(i)] == [1, 2, 3],
-                 limit_s=60)
+        def refused(why: str) -> list[int]:
+            return [i for i, *_ in cloud.nodes if "id_in_use gina#1 from" in
+                    (text := cloud.log_text(i)) and f"request id gina#1 {why}" in text]
+
+        wait_for(lambda: refused("is in use by another client") == [1]
+                 and refused("was answered already") == [2, 3], limit_s=60)
     finally:
         intruder.stop()
         if gina is not None:

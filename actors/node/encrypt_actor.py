@@ -181,10 +181,11 @@ class EncryptFlowActor(DirectActor, ServicePartActor):
                             quick_done=True)  # it never waits: may run on the reader thread
 
     def _refuse_id(self, addr: Addr, msg: Message) -> None:
-        """A copy of a request id from another client (EncryptService `id_in_use`): counted on
-        the node's figures like every refused input, and answered."""
+        """A copy of a request id from another client, or of one known only as answered
+        (EncryptService `id_in_use`): counted on the node's figures like every refused input,
+        logged with the reason, and answered."""
         assert isinstance(msg, ErrorReply), msg
-        self.count("id_in_use", f"{msg.rid} from {addr[0]}:{addr[1]}")
+        self.count("id_in_use", f"{msg.rid} from {addr[0]}:{addr[1]}: {msg.message}")
         self.client_tp.send(addr, msg)
 
     def _to_peers(self, msg: Message) -> None:
