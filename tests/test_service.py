@@ -144,14 +144,17 @@ def test_after_an_unacknowledged_reply_a_retry_is_served_again_by_a_normal_elect
 
 
 def test_after_an_acknowledged_reply_any_retry_or_late_election_is_settled() -> None:
-    """A retry that crossed the reply is not served: the client already holds that reply."""
+    """A retry that crossed the reply is not served: the client already holds that reply (it
+    gets `id_in_use`, which its ended call ignores)."""
     a, b, c = cloud()
     win_and_reply(b, [a, c])
     b.svc.on_reply_done("alice#1", None, 0.2)
     a.svc.on_done("alice#1", True, 0.2)
     for n in (a, b):
         n.svc.on_request(CLIENT, request(attempt=3), 0.3)
-        assert n.elections == ["alice#1"] and n.svc.counters.late_ignored == 1
+        assert n.elections == ["alice#1"] and n.sealing == (["alice#1"] if n is b else [])
+        assert [(addr, msg.code) for addr, msg in n.refusals] == [  # type: ignore[attr-defined]
+            (CLIENT, "id_in_use")]
         assert n.svc.settled("alice#1")  # an Election from c is answered with Done
     c.svc.on_done("alice#1", True, 0.3)  # c missed the first Done; it drops its copy now
     assert c.svc.cache == {} and c.cancelled == ["alice#1"]
@@ -184,9 +187,9 @@ def test_a_copy_of_an_id_in_flight_from_another_client_is_refused_and_the_reply_
 def test_a_copy_of_a_done_id_from_another_client_is_refused_not_ignored() -> None:
     """The same user from another home (its counter starts again at 1) reuses an id the nodes
     remember as Done: it is told at once, instead of waiting out its deadline for an answer
-    that never comes. The owner's own late copies stay ignored, as before; a node that knew
-    the id only from a peer's Done of an acknowledged reply (it never saw the request) cannot
-    tell whose a copy is and refuses any (the owner has its reply and ignores the refusal)."""
+    that never comes. Once the reply was acknowledged every copy gets it, the owner's own late
+    ones too (it holds its reply and ignores the refusal), also at a node that knew the id only
+    from a peer's Done (it never saw the request, and cannot tell whose a copy is)."""
     a, b, c = cloud()
     win_and_reply(b, [a, c])
     b.svc.on_reply_done("alice#1", None, 0.2)
@@ -194,10 +197,12 @@ def test_a_copy_of_a_done_id_from_another_client_is_refused_not_ignored() -> Non
     late = Node(4)
     late.svc.on_done("alice#1", True, 0.2)
     for n in (a, b):
-        n.svc.on_request(CLIENT, request(attempt=0), 0.3)
-        assert n.refusals == [] and n.svc.counters.late_ignored == 1
         n.svc.on_request(OTHER, request(), 0.3)
-        assert [(addr, msg.code) for addr, msg in n.refusals] == [(OTHER, "id_in_use")]  # type: ignore[attr-defined]
+        n.svc.on_request(CLIENT, request(attempt=0), 0.3)
+        assert [(addr, msg.code, msg.message.split()[-1])  # type: ignore[attr-defined]
+                for addr, msg in n.refusals] == [(OTHER, "id_in_use", "client"),
+                                                 (CLIENT, "id_in_use", "already")]
+        assert n.svc.counters.late_ignored == 0
     for who in (OTHER, CLIENT):
         late.svc.on_request(who, request(), 0.3)
     assert [(addr, msg.code) for addr, msg in late.refusals] == [  # type: ignore[attr-defined]
@@ -227,6 +232,33 @@ def test_an_id_sent_to_one_node_ahead_of_its_owner_is_refused_to_the_owner_by_ev
         assert [(addr, msg.code) for addr, msg in n.refusals] == [  # type: ignore[attr-defined]
             (CLIENT, "id_in_use")]
     assert b.elections == c.elections == [] and b.svc.cache == c.svc.cache == {}
+
+
+def test_the_owner_of_an_id_another_copy_won_with_is_refused_by_every_node_at_its_retry() -> None:
+    """Someone's copy of `alice#1` reaches node a just before alice's (the race): a refuses
+    hers, b and c cache hers; a wins the election with the other copy and answers its sender;
+    b and c drop hers at a's Done, which says the reply was acknowledged. At alice's retry all
+    three refuse (a: another address's id; b, c: answered already): a majority, so her client
+    takes a fresh id. Before, b and c ignored her retries (a retry that crossed its reply, they
+    thought), and her call waited out its deadline."""
+    a, b, c = [Node(i) for i in (1, 2, 3)]
+    a.svc.on_request(OTHER, request(), 0.0)
+    for n in (a, b, c):
+        n.svc.on_request(CLIENT, request(), 0.01)
+    assert [addr for addr, _ in a.refusals] == [CLIENT]
+    assert b.svc.cache["alice#1"].client == c.svc.cache["alice#1"].client == CLIENT
+    a.svc.on_won("alice#1")
+    for n in (b, c):
+        n.svc.on_lost("alice#1", 1)
+    a.svc.on_sealed("alice#1", b"sealed png", 1.0, None)
+    a.svc.on_reply_done("alice#1", None, 0.1)
+    for n in (b, c):
+        n.svc.on_done("alice#1", True, 0.1)
+    for n in (a, b, c):
+        n.svc.on_request(CLIENT, request(attempt=1), 2.0)  # her retry
+        assert [(addr, msg.code) for addr, msg in n.refusals][-1] == (  # type: ignore[attr-defined]
+            CLIENT, "id_in_use")
+    assert b.sealing == c.sealing == [] and b.svc.cache == c.svc.cache == {}
 
 
 def test_a_payload_that_is_no_image_gets_one_refusal_from_the_winner_only() -> None:

@@ -22,9 +22,10 @@ Rules:
   drops the cached bytes. Nothing of an image is written to disk, nothing stays after Done.
 - A request id that was Done is remembered (id, attempt, and whether the client's transport
   acknowledged the reply; no bytes) for `done_ttl_s`. A late copy of the same attempt (an upload
-  that was still in flight) is ignored, and so is any copy once the reply was acknowledged (a
-  retry that crossed the reply). A client retry with a higher attempt after a reply that was
-  not acknowledged is served again (sealing is deterministic, the client keeps the first reply).
+  that was still in flight) is ignored; any copy once the reply was acknowledged (a retry that
+  crossed the reply) gets `id_in_use` (below), which the answered client ignores. A client retry
+  with a higher attempt after a reply that was not acknowledged is served again (sealing is
+  deterministic, the client keeps the first reply).
 - A peer that elects for a request we know was answered and acknowledged (it missed the
   Coordinator and the Done) is told Done again instead of being answered (`settled`); a peer
   electing for a retry of an unacknowledged reply takes part in a normal election.
@@ -35,11 +36,11 @@ Rules:
   got that request's sealed image; and a copy of an id the nodes remember as Done (the same user
   from another home, whose counter starts again at 1) was ignored in silence: its client waited
   out its deadline and read "unreachable". The client answers `id_in_use` by skipping ids and
-  asking again under a fresh one (actors.client.cloud `Cloud.seal`). A node that knows an id only
-  from a peer's Done of an acknowledged reply (it never had a copy) refuses every copy so too:
-  it cannot tell whose it is, and the client that was answered ignores the refusal. Otherwise an
-  id sent to one node alone ahead of its owner (ids are easy to guess) was answered to the
-  sender and then ignored at the other nodes when its owner sent it: a minute's stall per id.
+  asking again under a fresh one (actors.client.cloud `Cloud.seal`). A copy of an id whose reply
+  was acknowledged is refused so too, from any address (the client that was answered ignores the
+  refusal): ignored, as before, an id someone sent to one node ahead of its owner, or while the
+  owner's was in flight, was answered to that sender and then the owner's call met silence at the
+  other nodes (they knew the id as answered) until its deadline, a minute per id.
 - Cached requests expire after `cache_ttl_s` whatever happens, so a lost Done cannot pin memory.
 - A winner that goes down (simulated failure) with a reply already sent tells its peers Done
   first: that reply still arrives, so nobody else answers the request.
@@ -141,18 +142,20 @@ class EncryptService:
                 rid=rid, code="id_in_use", retryable=False,
                 message=f"request id {rid} is in use by another client"))
             return
-        if owner is None and prior is not None and prior.acked:
-            # known only from a peer's Done, and that reply's client holds it (its transport
-            # acknowledged it): a copy now is a late one of that client's, whose call has ended
-            # (the refusal answers nothing there), or another client's: the user from a second
-            # home, or someone who sent the id to this node alone before its owner did (each such
-            # id then answered to them, with its owner ignored in silence until its deadline).
-            # `id_in_use` makes the client take a fresh id at once.
+        if prior is not None and prior.acked:
+            # answered, and the reply's client holds it (its transport acknowledged it). A copy
+            # now is a late one of that client's, whose call has ended (the refusal answers
+            # nothing there), or the copy of a client that got no answer: the user from a second
+            # home; or the owner of an id someone else sent to a node first (to that node alone,
+            # ahead of the owner: we knew the id only from its Done; or while the owner's was in
+            # flight: that node won with the other copy, and ours, the owner's, was dropped at its
+            # Done). Ignored, that client waited out its deadline; `id_in_use` makes it take a
+            # fresh id at once.
             self.send_refusal(client, ErrorReply(
                 rid=rid, code="id_in_use", retryable=False,
                 message=f"request id {rid} was answered already"))
             return
-        if prior is not None and (prior.acked or attempt <= prior.attempt):
+        if prior is not None and attempt <= prior.attempt:  # the reply may still come
             self.counters.late_ignored += 1
             return
         if cached is not None:  # the same client's retry (or a late copy): same bytes
