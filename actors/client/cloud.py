@@ -122,6 +122,7 @@ class Cloud:
         self.encrypt_rid = encrypt_rid or next_rid
         self.skip_encrypt_ids = skip_encrypt_ids  # see `seal`; None: `id_in_use` is final
         self._notify = notify
+        self._told_id_in_use = False  # `seal` says it once a session (a batch meets it thrice)
         self.state = state
         self._rng = rng or random.Random()
         self._rng_lock = threading.Lock()
@@ -197,7 +198,7 @@ class Cloud:
         sealed under: if the nodes refuse the id as in use by another client of this user
         (`id_in_use`: the same user in another home), the ids after it are skipped
         (`skip_encrypt_ids`, ID_IN_USE_TRIES times at most) and the image is sent again under
-        a fresh one; the user is told once."""
+        a fresh one; the user is told once a session."""
         rid = rid or self.encrypt_rid()
         for attempt in range(ID_IN_USE_TRIES - 1):
             try:
@@ -205,7 +206,8 @@ class Cloud:
             except SessionError as exc:
                 if exc.code != "id_in_use" or self.skip_encrypt_ids is None:
                     raise
-                if attempt == 0:
+                if not self._told_id_in_use:
+                    self._told_id_in_use = True
                     self._notify(f"request id {rid} is in use by another client of {self.user} "
                                  "(another home?); sending again under a fresh id")
                 self.skip_encrypt_ids(2**attempt)
