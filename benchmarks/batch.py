@@ -57,7 +57,7 @@ def run(small: int, photos: int, values: list[int], rounds: int) -> list[dict[st
         try:
             cfg = config_mod.load(cloud.config)
             walls: dict[tuple[str, int], list[float]] = {}
-            failed = 0
+            failed: dict[str, int] = {}
             home = 0
             for r in range(rounds):
                 for name, files in sets.items():
@@ -71,7 +71,7 @@ def run(small: int, photos: int, values: list[int], rounds: int) -> list[dict[st
                             wall = time.perf_counter() - t0
                         finally:
                             session.close()
-                        failed += len(out.failed)
+                        failed[name] = failed.get(name, 0) + len(out.failed)
                         walls.setdefault((name, k), []).append(wall)
                         print(f"round {r + 1}: {name}, {k} at a time: {wall:.2f} s"
                               f"{f', {len(out.failed)} failed' if out.failed else ''}", flush=True)
@@ -83,7 +83,7 @@ def run(small: int, photos: int, values: list[int], rounds: int) -> list[dict[st
                     rows.append({"batch": name, "in_flight": k, "wall_s": round(w, 3),
                                  "images_per_s": round(len(files) / w, 1),
                                  "speedup": round(base / w, 2), "rounds": rounds,
-                                 "failed": failed})
+                                 "failed": failed[name]})
             return rows
         finally:
             cloud.stop()

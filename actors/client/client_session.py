@@ -400,6 +400,7 @@ class ClientSession:
         (one of its own if it has none, which a Ctrl-C here cancels). Rows in the order given.
         `progress(done, total, file)`: before each file is read, and once at the end."""
         n = len(paths)
+        slots = max(1, in_flight)
         rows: list[tuple[str, dict[str, Any]] | None] = [None] * n
         scope = current_scope.get()
         own = scope is None
@@ -408,6 +409,9 @@ class ClientSession:
         named: dict[str, bytes] = {}
         running: dict[Future[dict[str, Any]], int] = {}
         done = 0
+
+        def fail(i: int, exc: SessionError) -> None:
+            rows[i] = ("failed", {"file": paths[i].name, "error": str(exc), "code": exc.code})
 
         def settle(block: bool) -> None:
             nonlocal done
@@ -420,27 +424,23 @@ class ClientSession:
                 try:
                     rows[i] = ("ok", fut.result())
                 except SessionError as exc:
-                    rows[i] = ("failed", {"file": paths[i].name, "error": str(exc),
-                                          "code": exc.code})
+                    fail(i, exc)
 
-        with within(scope), ThreadPoolExecutor(max(1, in_flight),
-                                               thread_name_prefix="encrypt") as pool:
+        with within(scope), ThreadPoolExecutor(slots, thread_name_prefix="encrypt") as pool:
             try:
                 for i, path in enumerate(paths):
-                    while len(running) >= max(1, in_flight):
+                    while len(running) >= slots:
                         settle(block=True)
                     settle(block=False)
                     if cancelled():
-                        rows[i] = ("failed", {"file": path.name, "error": "cancelled",
-                                              "code": "cancelled"})
+                        fail(i, SessionError("cancelled", "cancelled"))
                         continue
                     if progress is not None:
                         progress(done, n, path.name)
                     try:
                         job = self._read_image(path, base, named)
                     except SessionError as exc:
-                        rows[i] = ("failed", {"file": path.name, "error": str(exc),
-                                              "code": exc.code})
+                        fail(i, exc)
                         done += 1
                         continue
                     ctx = contextvars.copy_context()  # the scope, and where notices go

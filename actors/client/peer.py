@@ -173,17 +173,14 @@ class Sharing:
 
     # ---- outgoing: borrower ---------------------------------------------------------------------
     def _peer(self, user: str) -> tuple[Addr, bytes]:
-        if check_name(user, "user") == self.s.user:  # our own socket would read the request
-            # as the answer to it (callers handle their own name first)
-            raise self.Error("yourself", f"{user} is you: a request to yourself is never answered")
-        entry = self.s.directory.lookup(user, refresh=True)
+        entry = self.s.directory.lookup(check_name(user, "user"), refresh=True)
         if entry is None:
             raise self.Error("offline", f"{user} is not online")
         return (entry.host, entry.port), self.s.cloud.require_token()
 
     def browse(self, owner: str) -> list[dict[str, Any]]:
         """owner's previews, written to previews/OWNER/; our own (what peers see) without a
-        network call."""
+        network call (our own socket would read the request as its answer)."""
         if check_name(owner, "user") == self.s.user:
             previews = tuple(self.owner.previews())
         else:
@@ -206,11 +203,12 @@ class Sharing:
         views = access.check_views(views)
         if views < 1:
             raise self.Error("bad_views", "ask for at least 1 view")
-        if check_name(owner, "user") == self.s.user:
-            high = self.s.home.high_path(image)
-            raise self.Error("yourself", f"{image} is your own image: its original is "
-                             f"{self.s.home.relative(high)}" if high.is_file() else
-                             f"you have no image {image!r}, and your own need no request")
+        if check_name(owner, "user") == self.s.user:  # our own socket would read the request
+            high = self.s.home.high_path(image)      # as its answer: never sent
+            if high.is_file():
+                raise self.Error("yourself", f"{image} is your own image: its original is "
+                                 f"{self.s.home.relative(high)}")
+            raise self.Error("yourself", f"you have no image {image!r}, and your own need no request")
         addr, tok = self._peer(owner)
         reply = self.s.cloud.call(lambda rid, _a: ImageRequest(
             rid=rid, user=self.s.user, token=tok, image=image, views=views, days=days),

@@ -18,7 +18,7 @@ Rules (those of the first client, `Caller` in actors/client/rpc.py, kept; the re
   reported with its rid, the attempts sent, its sender and the accepted reply's sender; a
   retryable ErrorReply to an ended call is received but no duplicate: it answers nothing; nor is
   any ErrorReply to a call that failed (the last target's refusal after a majority's), nor an
-  `id_in_use` (a node that knew the request only from its peers' Done, refusing a late copy).
+  `id_in_use` (a node refusing a late copy of a request whose reply was acknowledged).
   A quorum call (`quorum` > 1: a PostUpdate is stored only once a majority of the nodes has it on
   disk; a Join hands over what a majority holds) ends once that many targets replied; their
   replies come with `Answered`, and later replies are expected, not counted as duplicates.
@@ -237,7 +237,7 @@ class CallTable:
             # no answer (a node that restarted, still without a majority, refusing a late
             # retransmission of a request the others answered), nor is a refusal of a call
             # that failed (the last target's refusal after a majority's), nor `id_in_use` (a
-            # node that knew the request only from a peer's Done refusing a late copy of it)
+            # node refusing a late copy of a request whose reply was acknowledged)
             if not ended.count or (isinstance(msg, ErrorReply)
                                    and (msg.retryable or ended.failed or msg.code == "id_in_use")):
                 return True, []

@@ -31,16 +31,12 @@ Rules:
   electing for a retry of an unacknowledged reply takes part in a normal election.
 - A request id belongs to the client address that sent it first (for as long as the id is cached or
   remembered as Done): a copy of it from another address is refused at once with `id_in_use`
-  (counted, logged), never merged. Before, the reply went to whichever address sent the id last,
-  so a third party that sent a copy of a request id in flight (ids are `user#n`, easy to guess)
-  got that request's sealed image; and a copy of an id the nodes remember as Done (the same user
-  from another home, whose counter starts again at 1) was ignored in silence: its client waited
-  out its deadline and read "unreachable". The client answers `id_in_use` by skipping ids and
-  asking again under a fresh one (actors.client.cloud `Cloud.seal`). A copy of an id whose reply
-  was acknowledged is refused so too, from any address (the client that was answered ignores the
-  refusal): ignored, as before, an id someone sent to one node ahead of its owner, or while the
-  owner's was in flight, was answered to that sender and then the owner's call met silence at the
-  other nodes (they knew the id as answered) until its deadline, a minute per id.
+  (counted, logged), never merged, and so is any copy of an id whose reply was acknowledged (the
+  client that was answered ignores the refusal). Ids are `user#n`, easy to guess: before, a copy
+  from a third party moved the reply to it; and the same user from another home (its counter
+  starting again at 1), or the owner of an id someone else's copy won with at one node, met
+  silence and read "unreachable" at its deadline. The client answers `id_in_use` by skipping ids
+  and asking again under a fresh one (actors.client.cloud `Cloud.seal`).
 - Cached requests expire after `cache_ttl_s` whatever happens, so a lost Done cannot pin memory.
 - A winner that goes down (simulated failure) with a reply already sent tells its peers Done
   first: that reply still arrives, so nobody else answers the request.
@@ -137,23 +133,16 @@ class EncryptService:
         prior = self.done.get(rid)
         cached = self.cache.get(rid)
         owner = cached.client if cached is not None else (prior.client if prior else None)
-        if owner is not None and owner != client:  # the node actor counts and logs it
-            self.send_refusal(client, ErrorReply(
-                rid=rid, code="id_in_use", retryable=False,
-                message=f"request id {rid} is in use by another client"))
+        if owner is not None and owner != client:
+            self._in_use(client, rid, "is in use by another client")
             return
         if prior is not None and prior.acked:
-            # answered, and the reply's client holds it (its transport acknowledged it). A copy
-            # now is a late one of that client's, whose call has ended (the refusal answers
-            # nothing there), or the copy of a client that got no answer: the user from a second
-            # home; or the owner of an id someone else sent to a node first (to that node alone,
-            # ahead of the owner: we knew the id only from its Done; or while the owner's was in
-            # flight: that node won with the other copy, and ours, the owner's, was dropped at its
-            # Done). Ignored, that client waited out its deadline; `id_in_use` makes it take a
-            # fresh id at once.
-            self.send_refusal(client, ErrorReply(
-                rid=rid, code="id_in_use", retryable=False,
-                message=f"request id {rid} was answered already"))
+            # the reply's client holds it (its transport acknowledged it): a copy now is a late
+            # one of that client's (its call has ended: the refusal answers nothing), or comes
+            # from a client that got no answer (a second home of the user; the owner of an id
+            # someone else's copy won with at another node, ahead of the owner's or racing it).
+            # Ignored, that client would wait out its deadline; refused, it takes a fresh id.
+            self._in_use(client, rid, "was answered already")
             return
         if prior is not None and attempt <= prior.attempt:  # the reply may still come
             self.counters.late_ignored += 1
@@ -172,6 +161,11 @@ class EncryptService:
         log.debug("request %s attempt %d from %s", rid, attempt, client)
         self.cache[rid] = Cached(rid, client, msg.image, data, attempt, now, size)
         self.start_election(rid, now)
+
+    def _in_use(self, client: Addr, rid: str, why: str) -> None:
+        """Refuse a copy of `rid` with `id_in_use` (the node actor counts and logs it)."""
+        self.send_refusal(client, ErrorReply(rid=rid, code="id_in_use", retryable=False,
+                                             message=f"request id {rid} {why}"))
 
     # ---- election outcomes ---------------------------------------------------------------
     def on_won(self, rid: str) -> None:
