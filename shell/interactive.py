@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
+import queue
 import sys
 import threading
 from collections.abc import Iterator
@@ -98,18 +99,44 @@ TAB_NOW = KeyBindings()
 TAB_NOW.add("tab")(_complete_now)
 
 
+class _CountingQueue(queue.Queue):  # type: ignore[type-arg]
+    """The proxy's flush queue, counting the non-empty texts put and taken (see `drain`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.put_count = 0
+        self.taken_count = 0
+
+    def _put(self, item: Any) -> None:  # under the queue's mutex
+        if isinstance(item, str) and item:
+            self.put_count += 1
+        super()._put(item)
+
+    def _get(self) -> Any:
+        item = super()._get()
+        if isinstance(item, str) and item:
+            self.taken_count += 1
+        return item
+
+
 class _SessionStdoutProxy(StdoutProxy):
-    """prompt_toolkit's StdoutProxy whose flush thread runs in the creator's context.
+    """prompt_toolkit's StdoutProxy whose flush thread runs in the creator's context, and which
+    can wait until what was written has reached the terminal (`drain`).
 
     The proxy hands each write to the running application with `run_in_terminal`, which finds
     the application through a context variable (the AppSession). A thread starts with an empty
     context, so under `create_app_session` (our own input/output) the flush thread would see the
     default session, find no application running and write straight through the prompt line.
     Running the thread inside a copy of the creating context keeps the session. (Overrides
-    `_start_write_thread`, prompt_toolkit 3.0.x; tests/test_interactive.py checks the notice is
-    drawn after the prompt was erased.)"""
+    `_start_write_thread` and `_write_and_flush`, prompt_toolkit 3.0.x; tests/test_interactive.py
+    checks the notice is drawn after the prompt was erased.)"""
+
+    DRAIN_S = 2.0  # never hold the prompt longer than this for a stuck terminal
 
     def _start_write_thread(self) -> threading.Thread:
+        self._flush_queue = _CountingQueue()
+        self._written = 0  # texts taken from the queue and written (or handed to the app)
+        self._written_cond = threading.Condition()
         context = contextvars.copy_context()
         thread = threading.Thread(
             target=context.run,
@@ -120,16 +147,40 @@ class _SessionStdoutProxy(StdoutProxy):
         thread.start()
         return thread
 
+    def _write_and_flush(self, loop: Any, text: str) -> None:
+        # every text taken so far is in `text` (the flush thread takes a batch, then writes it)
+        taken = cast(_CountingQueue, self._flush_queue).taken_count
+        try:
+            super()._write_and_flush(loop, text)
+        finally:
+            with self._written_cond:
+                self._written = taken
+                self._written_cond.notify_all()
+
+    def drain(self) -> None:
+        """Return once everything written so far is on the terminal. Between two prompts (no
+        application running) the flush thread writes straight to the output, but later than the
+        caller: a prompt started before it did was drawn where the last line had not ended yet
+        (seen in tmux: a batch's progress line, then `alice>` glued to it). The shell calls this
+        before each prompt."""
+        self.flush()
+        queue_ = cast(_CountingQueue, self._flush_queue)
+        with queue_.mutex:
+            target = queue_.put_count
+        with self._written_cond:
+            self._written_cond.wait_for(lambda: self._written >= target, timeout=self.DRAIN_S)
+
 
 @contextmanager
-def output_above_the_prompt() -> Iterator[None]:
+def output_above_the_prompt() -> Iterator[_SessionStdoutProxy]:
     """patch_stdout(raw=True) with the proxy above: sys.stdout and sys.stderr print above the
-    prompt while it runs, and straight to the output between prompts."""
-    with _SessionStdoutProxy(raw=True) as proxy:
+    prompt while it runs, and straight to the output between prompts. Yields the proxy."""
+    proxy = _SessionStdoutProxy(raw=True)
+    with proxy:
         saved = sys.stdout, sys.stderr
         sys.stdout = sys.stderr = cast(TextIO, proxy)
         try:
-            yield
+            yield proxy
         finally:
             sys.stdout, sys.stderr = saved
 
@@ -189,6 +240,7 @@ class Shell:
         self.cancelled = 0  # commands abandoned with Ctrl-C
         self._bar_open = False  # a bar is drawn on the current line (no newline yet)
         self._bar_seen = False  # this command drew a transfer bar (its upload was large)
+        self._proxy: _SessionStdoutProxy | None = None  # sys.stdout while run() runs
 
     # ---- notifications and progress (any thread) ------------------------------------------------
     def notify(self, text: str) -> None:
@@ -316,6 +368,8 @@ class Shell:
 
     def _loop(self, prompt: PromptSession[str]) -> None:
         while not self.ctx.quit_requested:
+            if self._proxy is not None:  # the last command's lines first, then the prompt
+                self._proxy.drain()
             try:
                 line = prompt.prompt(self._message)
             except KeyboardInterrupt:
@@ -331,9 +385,10 @@ class Shell:
         session = self.ctx.session
         with (
             create_app_session(input=self._input, output=self._output),
-            output_above_the_prompt(),
+            output_above_the_prompt() as proxy,
             logs_above_the_prompt(),
         ):
+            self._proxy = proxy
             self.prompt = self._make_prompt()
             old_notify, session.notify = session.notify, self.notify
             if self._owns_names:

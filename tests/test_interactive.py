@@ -10,6 +10,7 @@ import signal
 import stat
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -258,6 +259,51 @@ def test_ctrl_c_cancels_a_running_command(
     assert outcome is not None and outcome.data == {
         "users": [{"user": "bob", "address": "127.0.0.1:2"}]
     }
+
+
+class SlowOutput(RecordingOutput):
+    """Writes the chunk holding `marker` late, as a busy terminal (or host) would, and notes
+    whether a prompt was running by the time it was written."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.marker = marker
+        self.shell: Shell | None = None
+        self.prompt_running_after: list[bool] = []
+
+    def write(self, data: str) -> None:
+        if self.marker in data:
+            time.sleep(0.3)
+            prompt = self.shell.prompt if self.shell is not None else None
+            self.prompt_running_after.append(prompt is not None and prompt.app.is_running)
+        super().write(data)
+
+    write_raw = write
+
+
+def test_the_next_prompt_waits_for_the_last_commands_lines(fake: FakeSession) -> None:
+    # the lines of a command are written by the stdout proxy's own thread; a prompt drawn before
+    # they were glued itself to the unfinished line (a batch's progress bar, in tmux)
+    out = SlowOutput(HELP_LINE)
+    with create_pipe_input() as inp:
+        shell = Shell(ctx_of(fake), input=inp, output=out, names=NameSource(fake),
+                      history=InMemoryHistory())
+        out.shell = shell
+        inp.send_text("help\r")
+
+        def finish() -> None:
+            wait_for(lambda: HELP_LINE in out.text())
+            wait_for(typed(shell, ""))  # the next prompt runs
+            inp.send_text("\x04")
+
+        feeder = threading.Thread(target=finish)
+        feeder.start()
+        rc = shell.run()
+        feeder.join()
+    assert rc == 0
+    assert out.prompt_running_after == [False]  # written whole before the next prompt began
+    text = out.text()
+    assert text.index(HELP_LINE) < text.rindex("bye")
 
 
 def test_progress_bar_for_several_files(
