@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import cast
 
 try:  # a Ctrl-C while the client still loads ends it as one later would: status 130, no traceback
     import config
@@ -17,7 +18,7 @@ try:  # a Ctrl-C while the client still loads ends it as one later would: status
     from codec.names import InvalidName
     from config import ConfigError
     from shell import handoff, script
-    from shell.commands import Context
+    from shell.commands import Context, needs_no_cloud
 except KeyboardInterrupt:
     raise SystemExit(130) from None
 
@@ -76,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
         cfg = config.load(args.config)
+        if args.commands is not None and not args.serve and needs_no_cloud(args.commands):
+            # help needs no cloud: a new user's first command works before the cloud runs
+            return run_script(Context(cast(ClientSession, None)), args.commands, args.json)
         home = args.home or default_home(args.user)
         status = _hand_over(home, args)
         if status is not None:

@@ -363,7 +363,22 @@ def _quit(ctx: Context, args: list[str]) -> Outcome:
 
 
 # ---- dispatch -------------------------------------------------------------------------------
-__all__ = ["COMMANDS", "CommandError", "Context", "Outcome", "run_line", "split_commands"]
+__all__ = ["COMMANDS", "CommandError", "Context", "Outcome", "needs_no_cloud", "run_line",
+           "split_commands"]
+
+LOCAL_ONLY = frozenset({"help", "quit"})  # commands that never use the session
+
+
+def needs_no_cloud(text: str) -> bool:
+    """True when every command of the `-c` script `text` is one of LOCAL_ONLY: the client can
+    run it without joining (`python -m shell --user me -c help` with no cloud running)."""
+    try:
+        lines = [split_words(line) for line in split_commands(text)]
+    except ValueError:
+        return False
+    words = [w for w in lines if w]
+    return bool(words) and all(w[0].text in LOCAL_ONLY for w in words)
+
 
 _ERROR_CODES: dict[type, str] = {InvalidName: "bad_name", AccessError: "bad_value",
                                  StoreError: "store"}

@@ -7,7 +7,7 @@ import re
 from typing import Any, cast
 
 import config
-from shell.commands import COMMANDS, DETAILS, Context, Outcome, run_line
+from shell.commands import COMMANDS, DETAILS, LOCAL_ONLY, Context, Outcome, needs_no_cloud, run_line
 
 
 def _help(name: str) -> Outcome:
@@ -34,3 +34,16 @@ def test_the_commands_and_keys_the_details_name_exist() -> None:
                 assert hasattr(getattr(cfg, sect), key), f"{sect}.{key}"
         for word in re.findall(r"\b([a-z]+) (?:OWNER|USER|ID|CMD)\b", text):
             assert word in COMMANDS, word
+
+
+def test_only_scripts_of_help_and_quit_run_without_the_cloud() -> None:
+    assert needs_no_cloud("help") and needs_no_cloud("help grant; quit")
+    assert needs_no_cloud(" help ;; help view ")
+    assert not needs_no_cloud("help; users")
+    assert not needs_no_cloud("")  # nothing to run: the usual path says so
+    assert not needs_no_cloud("help 'unclosed")  # a parse error is reported by the usual path
+    assert not needs_no_cloud("helpx")
+    # what runs without a session must not touch it: each handler runs with none
+    for name in LOCAL_ONLY:
+        outcome = run_line(Context(cast(Any, None)), name)
+        assert outcome.ok, outcome.text

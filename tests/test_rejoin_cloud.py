@@ -198,7 +198,7 @@ def test_a_serving_client_paused_past_the_ttl_rejoins(cloud_factory: Callable[..
     assert err.count("rejoined the cloud") == 1, err
 
 
-def test_no_cloud_running_fails_at_once_with_the_hint(tmp_path: Path) -> None:
+def test_no_cloud_running_fails_at_once_with_the_hint_and_help_still_works(tmp_path: Path) -> None:
     ports = free_udp_ports(6)
     cfg = write_config(tmp_path / "cluster.toml",
                        [(i + 1, "127.0.0.1", ports[2 * i], ports[2 * i + 1]) for i in range(3)])
@@ -212,6 +212,16 @@ def test_no_cloud_running_fails_at_once_with_the_hint(tmp_path: Path) -> None:
     assert lines[0].startswith("veilshare: cannot join the cloud: no node of the cloud answers")
     assert "python -m actors.server" in lines[0]
     assert r.stdout == ""
+    # help needs no cloud (a new user's first command); a script with any other command joins
+    helped = subprocess.run(cmd[:-1] + ["help; help grant"], capture_output=True, text=True,
+                            env=env(), cwd=str(REPO), timeout=45, check=False)
+    assert helped.returncode == 0, helped.stderr
+    assert "approve ID [N]" in helped.stdout and "revoke ends the" in helped.stdout
+    assert helped.stderr == ""
+    mixed = subprocess.run(cmd[:-1] + ["help; users"], capture_output=True, text=True,
+                           env=env(), cwd=str(REPO), timeout=45, check=False)
+    assert mixed.returncode == 3 and "cannot join the cloud" in mixed.stderr
+    assert mixed.stdout == ""
 
 
 def test_a_large_upload_is_not_sent_twice(cloud_factory: Callable[..., Cloud],
