@@ -20,6 +20,7 @@ from typing import Any
 
 from actors.client.client_session import ClientSession, SessionError
 from actors.client.client_store import StoreError
+from actors.client.peer import ENDED_TEXT
 from actors.core.access import AccessError
 from codec.names import InvalidName
 from shell import render
@@ -193,8 +194,8 @@ def _view(ctx: Context, args: list[str]) -> Outcome:
     title = f"{data['owner']}/{data['image']}"
     data["display"] = viewer.show(picture, title, out=out, seconds=ctx.view_seconds)
     if data["shown"] == "default":
-        return Outcome(data, f"{title}: no views left; ask for more: more {data['owner']} "
-                             f"{data['image']} N")
+        return Outcome(data, f"{title}: {ENDED_TEXT[data['ended']]}; ask for more: "
+                             f"more {data['owner']} {data['image']} N")
     return Outcome(data, f"{title}: {_views(data['views_left'])} left")
 
 

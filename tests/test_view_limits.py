@@ -365,13 +365,32 @@ def test_an_update_that_ends_a_grant_leaves_no_key_in_the_file(
     assert all(files_holding(w, bob) for w in wrapped.values())  # control: the finder finds them
     assert alice.sharing.grant(user, "pic.png", "revoke")["delivered"] == "via cloud"
     assert alice.sharing.grant(user, "other.png", "-2")["views"] == 0
-    with _client(share, user, bob):  # applies both at join
-        pass
+    with _client(share, user, bob) as client:  # applies both at join
+        for image in files:  # the cover, and why: the owner took every view back
+            view, _cover = client.sharing.view(image)
+            assert (view["shown"], view["ended"]) == ("default", "revoked")
+            assert view["hint"] == f"revoked by its owner: more alice {image} N"
     for image, path in files.items():
         rec = received(bob, "alice", image)
         assert (rec.views_left, rec.views_total, rec.ended, rec.content_key) == (0, 0, True, b"")
         assert seal.read_header(path.read_bytes()).grant == seal.Grant("alice", user, image, 0)
         assert files_holding(wrapped[image], bob) == []
+
+
+def test_a_view_after_the_expiry_shows_the_cover_and_says_it_expired(
+    share: Share, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user, bob = "bob-expiry", tmp_path / "bob"
+    with _client(share, user, bob) as client:
+        client.sharing.request("alice", "pic.png", 3, days=1)
+        view, _picture = client.sharing.view("pic.png")
+        assert (view["shown"], view["views_left"]) == ("image", 2)
+        later = time.time() + 2 * 86400  # two days on: past the one day asked for
+        monkeypatch.setattr(time, "time", lambda: later)
+        view, _cover = client.sharing.view("pic.png")
+        monkeypatch.undo()  # the session's own threads leave at the real time
+    assert (view["shown"], view["ended"], view["views_left"]) == ("default", "expired", 0)
+    assert view["hint"] == "expired: more alice pic.png N"
 
 
 def test_a_grant_after_a_revoke_brings_a_working_key_back(share: Share, tmp_path: Path) -> None:

@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 Addr = tuple[str, int]
 PEER_REQUESTS = (PreviewRequest, ImageRequest, AccessUpdate, MoreViews)
+# why a view showed the cover (`view`'s "ended"), as the hint and the shell say it
+ENDED_TEXT = {"used": "no views left", "revoked": "revoked by its owner",
+              "expired": "expired"}
 
 
 class Sharing:
@@ -279,8 +282,9 @@ class Sharing:
         data: dict[str, Any] = {"owner": g.owner, "image": g.image, "path": g.path}
         plain = self.grants.open_view(g, png)
         if plain is None:
-            data.update(views_left=0, shown="default",
-                        hint=f"no views left: more {g.owner} {g.image} N")
+            ended = self._why_ended(g)
+            data.update(views_left=0, shown="default", ended=ended,
+                        hint=f"{ENDED_TEXT[ended]}: more {g.owner} {g.image} N")
             from codec import seal  # numpy and Pillow: loaded here, not at every client start
 
             return data, seal.open_sealed_cover(png)
@@ -290,6 +294,16 @@ class Sharing:
         data.update(views_left=rec.views_left if rec else 0, shown="image",
                     width=picture.width, height=picture.height)
         return data, picture
+
+    def _why_ended(self, g: ReceivedGrant) -> str:
+        """Why a view of `g` showed the cover: "revoked" (the owner took every view back),
+        "expired" (its time ran out) or "used" (every view granted was taken)."""
+        rec = self.s.db.get_received(g.owner, g.image) or g
+        if rec.ended and rec.views_total == 0:
+            return "revoked"
+        if rec.expires and time.time() >= rec.expires:
+            return "expired"
+        return "used"
 
     # ---- outgoing: owner ------------------------------------------------------------------------
     def grant(self, borrower: str, image: str, change: str) -> dict[str, Any]:
