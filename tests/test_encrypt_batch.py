@@ -132,3 +132,35 @@ def test_a_cancel_fails_the_running_and_the_waiting_and_stores_nothing(
     assert {s.msg.image for s in tp.sends_of(EncryptRequest)} == set(reqs)  # no more sent
     assert not (session.home.root / "encrypted").exists() or not any(
         (session.home.root / "encrypted").iterdir())
+
+
+def test_a_file_named_twice_is_sealed_once(
+        joined: tuple[ClientSession, FakeTransport, FakeClock], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    session, tp, _clock = joined
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    a.write_bytes(png_bytes(50))
+    b.write_bytes(png_bytes(51))
+    (tmp_path / "link.png").symlink_to(a)
+    monkeypatch.chdir(tmp_path)
+    # as `encrypt *.png a.png ./a.png` expands: a.png by four paths, b.png once
+    paths = [Path("a.png"), Path("b.png"), Path("link.png"), Path("a.png"), Path("./a.png")]
+    seen: list[tuple[int, int, str]] = []
+    out: dict[str, Any] = {}
+    worker = threading.Thread(target=lambda: out.update(
+        o=session.encrypt(paths, progress=lambda i, n, f: seen.append((i, n, f)), in_flight=3)))
+    worker.start()
+    reqs = _requests(tp, 2, len(session.node_addrs))
+    assert sorted(reqs) == ["a.png", "b.png"]
+    for image, node in (("a.png", 1), ("b.png", 2)):
+        _reply(session, tp, reqs[image], node)
+    worker.join(10)
+    assert not worker.is_alive()
+    o = out["o"]
+    assert o.failed == []
+    assert [(r["file"], r["image"]) for r in o.encrypted] == [("a.png", "a.png"),
+                                                               ("b.png", "b.png")]
+    images = {s.msg.image for s in tp.sends_of(EncryptRequest)}
+    assert images == {"a.png", "b.png"}  # nothing sent for the repeats
+    assert len({s.msg.rid for s in tp.sends_of(EncryptRequest)}) == 2
+    assert seen[-1] == (2, 2, "") and all(n == 2 for _i, n, _f in seen)

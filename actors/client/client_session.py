@@ -398,7 +398,9 @@ class ClientSession:
         named here, in order, when a place is free (the names are the ones a one-by-one run
         gives), and sealed on a worker thread of this call, inside the caller's cancel scope
         (one of its own if it has none, which a Ctrl-C here cancels). Rows in the order given.
-        `progress(done, total, file)`: before each file is read, and once at the end."""
+        `progress(done, total, file)`: before each file is read, and once at the end. A file
+        named twice (`encrypt *.png cat.png`, or `a.png ./a.png`) is sealed once, one row."""
+        paths = _distinct_files(paths, base)
         n = len(paths)
         slots = max(1, in_flight)
         rows: list[tuple[str, dict[str, Any]] | None] = [None] * n
@@ -464,3 +466,20 @@ class ClientSession:
         from actors.status import query_status
 
         return query_status(self.cfg, timeout_s=timeout_s, transport=self.transport)
+
+
+def _distinct_files(paths: list[Path], base: Path | None) -> list[Path]:
+    """`paths` without the later mentions of a file already in it (the same file by another
+    path too: `a.png`, `./a.png`, a symbolic link), in the order given."""
+    seen: set[Path] = set()
+    out: list[Path] = []
+    for path in paths:
+        full = base / path if base is not None else path
+        try:
+            key = full.resolve()
+        except (OSError, RuntimeError):  # a link loop: read (and refused) as given
+            key = full.absolute()
+        if key not in seen:
+            seen.add(key)
+            out.append(path)
+    return out
