@@ -164,3 +164,17 @@ def test_a_file_named_twice_is_sealed_once(
     assert images == {"a.png", "b.png"}  # nothing sent for the repeats
     assert len({s.msg.rid for s in tp.sends_of(EncryptRequest)}) == 2
     assert seen[-1] == (2, 2, "") and all(n == 2 for _i, n, _f in seen)
+
+
+def test_a_folder_or_a_missing_file_fails_its_row_and_sends_nothing(
+        joined: tuple[ClientSession, FakeTransport, FakeClock], tmp_path: Path) -> None:
+    session, tp, _clock = joined
+    (tmp_path / "pics").mkdir()
+    o = session.encrypt([tmp_path / "pics", tmp_path / "gone.png"])
+    assert o.encrypted == []
+    assert [(f["file"], f["code"]) for f in o.failed] == [("pics", "unreadable"),
+                                                           ("gone.png", "unreadable")]
+    assert o.failed[0]["error"] == (f"{tmp_path / 'pics'} is a folder: encrypt "
+                                    f"{tmp_path / 'pics' / '*'} seals the files in it")
+    assert o.failed[1]["error"] == f"cannot read {tmp_path / 'gone.png'}: No such file or directory"
+    assert tp.sends_of(EncryptRequest) == []

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import logging
+import os
 import queue
 import random
 import time
@@ -347,6 +348,9 @@ class ClientSession:
         an `encrypt` gave earlier files of its own and their bytes (their high/ copies are not
         written yet: another file's bytes under one of them get the next free name)."""
         full = base / path if base is not None else path
+        if full.is_dir():
+            raise SessionError("unreadable", f"{path} is a folder: encrypt "
+                                             f"{os.path.join(path, '*')} seals the files in it")
         try:
             size = full.stat().st_size
             if size > self.max_image:
