@@ -291,18 +291,9 @@ def _print_status(rows: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
         print(json.dumps({"nodes": rows}))
         return
-    from shell.render import table  # local import: the server itself does not need the shell
+    from shell.render import status_table  # local import: the server does not need the shell
 
-    for r in rows:
-        since = r.get("down_since") or 0.0
-        r["down since"] = time.strftime("%H:%M:%S", time.localtime(since)) if since else "-"
-        r["token"] = "yes" if r["token"] else ("-" if r["state"] != "up" else "no")
-        r["pid"] = r.get("pid") or "-"
-    print(table(rows, ["id", "state", "pid", "served", "cached", "token", "users", "pending",
-                       "down since"]))
-    holders = {int(r["token_holder"]) for r in rows if r.get("token_holder")}
-    if holders:
-        print(f"failure token held by node {', '.join(map(str, sorted(holders)))}")
+    print(status_table(rows, pids=True))
 
 
 def status(cfg: Config, args: argparse.Namespace) -> int:

@@ -124,8 +124,7 @@ def _encrypt(ctx: Context, args: list[str]) -> Outcome:
 def _status(ctx: Context, args: list[str]) -> Outcome:
     rows = ctx.session.node_status()
     host, port = ctx.session.transport.address
-    text = render.table(rows, ["id", "state", "served", "cached", "token", "users", "pending"])
-    text += f"\nyou: {ctx.session.user} at {host}:{port}"
+    text = render.status_table(rows) + f"\nyou: {ctx.session.user} at {host}:{port}"
     return Outcome({"nodes": rows, "user": ctx.session.user, "address": f"{host}:{port}"}, text)
 
 
@@ -310,7 +309,8 @@ DETAILS: dict[str, str] = {
                "are in the cloud at once; Ctrl-C stops the rest.",
     "status": "One row per node: up or down (the failure token makes nodes fail at random; the "
               "cloud serves while a majority is up), requests served, requests cached, whether "
-              "it holds the token, users online, updates kept for offline users.",
+              "it holds the token, users online, updates kept for offline users, and since "
+              "when a node is down.",
     "users": "Who is online now, and the address their peers reach them at. Sharing goes peer "
              "to peer; the cloud keeps the directory and the updates for offline users.",
     "browse": "Asks USER's client (online: see users) for small previews of the images it "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -70,3 +71,23 @@ def transfer_line(done: int, total: int, width: int = 30) -> str:
     filled = width * done // total if total > 0 else width
     return (f"[{'#' * filled}{'-' * (width - filled)}] "
             f"{done / 1e6:.1f}/{total / 1e6:.1f} MB transferred")
+
+
+def status_table(rows: Sequence[dict[str, Any]], pids: bool = False) -> str:
+    """The nodes' status (actors.status.query_status rows) as `python -m actors.server status`
+    and the client's `status` print it: the token as yes/no (- for a node not up), when a node
+    went down (local time), the failure token's holder under the table. `rows` unchanged."""
+    shown = []
+    for r in rows:
+        since = r.get("down_since") or 0.0
+        shown.append({**r, "pid": r.get("pid") or "-",
+                      "token": "yes" if r["token"] else ("-" if r["state"] != "up" else "no"),
+                      "down since": time.strftime("%H:%M:%S", time.localtime(since))
+                      if since else "-"})
+    columns = ["id", "state", *(["pid"] if pids else []), "served", "cached", "token", "users",
+               "pending", "down since"]
+    text = table(shown, columns)
+    holders = sorted({int(r["token_holder"]) for r in rows if r.get("token_holder")})
+    if holders:
+        text += f"\nfailure token held by node {', '.join(map(str, holders))}"
+    return text

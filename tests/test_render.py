@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from shell import render
@@ -71,3 +72,27 @@ def test_progress_line_has_a_constant_width_per_total() -> None:
     assert render.progress_line(9, 4, "x", width=4) == "[####] 4/4 x" + " " * 29  # clamped
     assert render.progress_line(0, 0, "", width=4) == "[####] 0/0 " + " " * 30
     assert render.progress_line(1, 2, "n" * 100, width=10) == "[#####-----] 1/2 " + "n" * 30
+
+
+def test_status_table_says_when_a_node_went_down_and_who_holds_the_token() -> None:
+    down_at = time.mktime((2026, 12, 7, 14, 5, 9, 0, 0, -1))  # local time, as printed
+    rows = [
+        {"id": 1, "state": "up", "pid": 11, "served": 4, "cached": 0, "token": False,
+         "users": 2, "pending": 0, "down_since": 0.0, "token_holder": 3},
+        {"id": 3, "state": "down", "pid": 0, "served": 0, "cached": 0, "token": True,
+         "users": 0, "pending": 0, "down_since": down_at, "token_holder": 3},
+        {"id": 2, "state": "unreachable", "pid": 0, "served": 0, "cached": 0, "token": False,
+         "users": 0, "pending": 0, "down_since": 0.0, "token_holder": 0},
+    ]
+    before = [dict(r) for r in rows]
+    lines = render.status_table(rows).splitlines()
+    assert lines[0].split() == ["id", "state", "served", "cached", "token", "users", "pending",
+                                "down", "since"]
+    assert lines[2].split() == ["1", "up", "4", "0", "no", "2", "0", "-"]
+    assert lines[3].split() == ["3", "down", "0", "0", "yes", "0", "0", "14:05:09"]
+    assert lines[4].split() == ["2", "unreachable", "0", "0", "-", "0", "0", "-"]
+    assert lines[5] == "failure token held by node 3"
+    assert rows == before  # the caller's rows (the JSON) are left as they were
+    with_pids = render.status_table(rows, pids=True).splitlines()
+    assert with_pids[0].split()[2] == "pid" and with_pids[2].split()[2] == "11"
+    assert with_pids[4].split()[2] == "-"
