@@ -317,3 +317,40 @@ def test_batch_benchmark_files_are_distinct_images_of_their_kind(tmp_path: Path)
     a.load()
     b.load()
     assert a.size == b.size and a.tobytes() == b.tobytes()
+
+
+def test_cloud_benchmark_client_nice_is_applied_in_the_client_process(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """--client-nice (a diagnostic): each client process lowers its own priority before its
+    session starts; 0 (the reference) leaves it as it is."""
+    import time
+    from types import SimpleNamespace
+    from typing import Any
+
+    import actors.client.client_session as cs
+    import config as config_mod
+    from benchmarks import cloud
+
+    calls: list[Any] = []
+
+    class FakeSession:
+        def __init__(self, user: str, home: Path, cfg: Any) -> None:
+            calls.append(("session", user))
+            self.caller = SimpleNamespace(stats=SimpleNamespace(duplicates=0))
+
+        def timed_seal(self, name: str, data: bytes) -> dict[str, Any]:
+            return {"node": 1, **{k: 0.1 for k in cloud.PHASES}}
+
+        def close(self) -> None:
+            calls.append("closed")
+
+    monkeypatch.setattr(cs, "ClientSession", FakeSession)
+    monkeypatch.setattr(config_mod, "load", lambda path: None)
+    monkeypatch.setattr(cloud.os, "nice", lambda n: calls.append(("nice", n)))
+    job = ("cluster.toml", "bench0", str(tmp_path), [("a.png", b"x")], 0.0, time.time())
+    out = cloud._client((*job, 7))
+    assert calls == [("nice", 7), ("session", "bench0"), "closed"]
+    assert out[0]["ok"] and out[0]["node"] == 1
+    calls.clear()
+    cloud._client((*job, 0))
+    assert calls == [("session", "bench0"), "closed"]
