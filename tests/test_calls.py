@@ -215,6 +215,26 @@ def test_an_acknowledgement_is_a_sign_of_life() -> None:
     assert t.tick(3.0) == []  # a node is there, busy syncing say: no "no cloud"
 
 
+def test_a_cloud_known_silent_fails_the_calls_nobody_acknowledged_in_seconds() -> None:
+    t = CallTable(retry_s=100.0, deadline_s=60.0)  # no retry falls due in this test
+    started(t)  # to the nodes, nothing heard yet
+    t.start("alice#8", lambda a: Ack(rid="alice#8"), NODES, 0.0)
+    t.send_done("alice#8", 0, NODES[0], True, 0.5)  # a node has this one
+    peer = ("127.0.0.1", 9)  # a call to a peer, not to the nodes
+    t.start("alice#9", lambda a: Ack(rid="alice#9"), [peer], 0.0)
+    before = t.next_deadline()
+    assert before is not None and before > 13.0
+    t.expect_answers_within(NODES, 3.0, now=10.0)
+    assert t.next_deadline() == 13.0  # the ticker wakes for it
+    t.expect_answers_within(NODES, 3.0, now=12.0)  # said again: the first limit stands
+    assert t.next_deadline() == 13.0
+    assert [e for e in t.tick(12.9) if isinstance(e, Failed)] == []
+    [failed] = [e for e in t.tick(13.0) if isinstance(e, Failed)]
+    assert failed.rid == RID and failed.error.code == "no_cloud"
+    assert "alice#8" in t and "alice#9" in t  # acknowledged, or not the nodes': their deadlines
+    assert t.next_deadline() == before
+
+
 def test_cancel_fails_the_call_and_nothing_more_is_sent() -> None:
     t = CallTable(retry_s=0.1, deadline_s=60.0)
     started(t)

@@ -490,6 +490,49 @@ def test_an_unreachable_cloud_gives_one_notice_and_the_toolbar_state(rig: Rig) -
     assert rig.notices == [UNREACHABLE_NOTICE, "the cloud answers again"]
 
 
+def test_while_the_cloud_does_not_answer_a_call_to_it_fails_in_seconds(rig: Rig) -> None:
+    """Before, a command waited for its whole deadline (60 s) while the toolbar already said
+    `cloud unreachable`. A call to the nodes that none has acknowledged now fails NO_CLOUD_S (3 s)
+    after the silence is known, or after its start when it was known then; a call to a peer, or
+    one a node acknowledged, keeps its deadline."""
+    rig.join()
+    start = rig.clock.now
+    early, _ = rig.call("alice#30")  # in flight when the cloud goes silent: nobody acknowledges
+    peer, _ = rig.call("alice#31", targets=[("127.0.0.1", 45000)])
+    while rig.state.connection != "cloud unreachable":
+        rig.tick(HEARTBEAT_S)
+        answer_check(rig, {})
+        rig.tick(HEARTBEAT_S - 0.01)  # the round's calls reach their deadline
+        assert rig.clock.now - start < 30, "never unreachable"
+    known = rig.clock.now
+    assert _pending(early)  # not failed the moment it became known
+    rig.tick(3.0)
+    with pytest.raises(CallError) as err:
+        early.get(timeout=5)
+    assert err.value.code == "no_cloud" and rig.clock.now - start < DEADLINE_S
+    assert rig.clock.now - known <= 3.0
+
+    late, notes = rig.call("alice#32")  # started while it is known silent
+    rig.complete(rig.sends(EncryptRequest, "alice#32"), LOST)
+    rig.tick(2.9)
+    assert _pending(late)
+    rig.tick(0.1)
+    with pytest.raises(CallError) as err:
+        late.get(timeout=5)
+    assert err.value.code == "no_cloud" and notes.empty()  # no retry notice on top either
+    assert _pending(peer)  # a peer's call: its own deadline
+
+
+def _pending(fut: pykka.Future[Any]) -> bool:
+    try:
+        fut.get(timeout=0)
+    except pykka.Timeout:
+        return True
+    except Exception:  # noqa: BLE001 - ended with an error: not pending
+        return False
+    return False
+
+
 def test_a_cloud_that_comes_back_empty_is_rejoined_after_being_unreachable(rig: Rig) -> None:
     rig.join()
     rig.tick(HEARTBEAT_S)

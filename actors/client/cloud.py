@@ -23,7 +23,7 @@ import pykka
 
 from actors.client.errors import SessionError
 from actors.client.scope import CancelScope, current_scope
-from actors.client.session_messages import CallResult, SessionState, StartCall
+from actors.client.session_messages import NO_CLOUD_S, CallResult, SessionState, StartCall
 from actors.client.session_messages import CancelScope as CancelMsg
 from actors.core.calls import CallError
 from actors.core.directory import token_digest
@@ -165,6 +165,10 @@ class Cloud:
             result: CallResult = self.wait(fut, notices)
             return result
         except CallError as exc:
+            if exc.code == "no_cloud":  # it was known silent (the session's presence checks)
+                raise SessionError("no_cloud", (
+                    f"the cloud does not answer: no node acknowledged the request within "
+                    f"{NO_CLOUD_S:g} s; try again once it is back")) from None
             raise SessionError(exc.code, str(exc)) from None
         except pykka.ActorDeadError:
             raise SessionError("closed", "the session is closed") from None

@@ -40,12 +40,16 @@ Rules (those of the first client, `Caller` in actors/client/rpc.py, kept; the re
 - `deadline_s` after the start the call fails: with the most recent refusal if one came (not
   retryable), else with the most recent retryable error, else "unreachable".
 - `silent_s` (optional, used at join): if no target acknowledged or answered anything within
-  `silent_s` of the start, fail at once as "no_cloud": nobody is listening.
+  `silent_s` of the start, fail at once as "no_cloud": nobody is listening. The client sets it
+  too for its calls to the nodes while it knows the cloud does not answer (at their start, or
+  when that becomes known: `expect_answers_within`), so a command then fails in seconds, not at
+  its deadline.
 - `cancel(rid)` fails the call as "cancelled" and drops it: nothing more is sent for it.
 """
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -297,6 +301,17 @@ class CallTable:
             out.extend(self._tick_one(call, now, moving))
         return out
 
+    def expect_answers_within(self, targets: Sequence[Addr], silent_s: float, now: float) -> None:
+        """The cloud is known not to answer: each call in flight to `targets` only (the nodes)
+        that nobody has acknowledged or answered yet fails as `no_cloud` once `silent_s` more
+        pass in silence (or at its earlier limit), instead of at its deadline."""
+        within = set(targets)
+        for call in self._calls.values():
+            if not call.alive and set(call.targets) <= within:
+                until = now + silent_s
+                call.silent_until = (until if call.silent_until is None
+                                     else min(call.silent_until, until))
+
     def cancel(self, rid: str, now: float) -> list[Effect]:
         call = self._calls.get(rid)
         if call is None:
@@ -305,7 +320,8 @@ class CallTable:
 
     def next_deadline(self) -> float | None:
         """The earliest time a tick may have something to do (None: no call in flight)."""
-        times = [min(c.deadline, c.due) for c in self._calls.values()]
+        times = [min(c.deadline, c.due, c.silent_until if c.silent_until is not None
+                     and not c.alive else math.inf) for c in self._calls.values()]
         return min(times) if times else None
 
     # ---- rules --------------------------------------------------------------------------------
