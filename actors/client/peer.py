@@ -177,8 +177,9 @@ class Sharing:
     # ---- outgoing: borrower ---------------------------------------------------------------------
     def _peer(self, user: str) -> tuple[Addr, bytes]:
         entry = self.s.directory.lookup(check_name(user, "user"), refresh=True)
-        if entry is None:
-            raise self.Error("offline", f"{user} is not online")
+        if entry is None:  # browse and request go peer to peer: the owner must be online
+            raise self.Error("offline", f"{user} is not online (see users): browse and request "
+                                        "need the owner online")
         return (entry.host, entry.port), self.s.cloud.require_token()
 
     def browse(self, owner: str) -> list[dict[str, Any]]:
