@@ -142,10 +142,12 @@ class Cloud:
     def call_result(self, build: Callable[[str, int], Message], targets: Sequence[Addr] | None = None,
                     deadline_s: float | None = None, rid: str | None = None,
                     hold_s: float | None = None, quorum: int = 1,
-                    fetch: Callable[[str, int], Message] | None = None) -> CallResult:
+                    fetch: Callable[[str, int], Message] | None = None,
+                    silent_s: float | None = None) -> CallResult:
         """One request (a fresh id unless `rid`) to the nodes or `targets`; raises SessionError.
         `quorum`: replies needed (see actors.core.calls). `fetch`: the request is an offer; a
-        node's FetchPayload(attempt) gets `fetch(rid, attempt)` back."""
+        node's FetchPayload(attempt) gets `fetch(rid, attempt)` back. `silent_s`: fail as
+        `no_cloud` if no target acknowledged anything by then (a peer that is gone)."""
         scope = current_scope.get()
         if scope is not None and scope.cancelled:
             raise SessionError("cancelled", "cancelled")
@@ -155,7 +157,8 @@ class Cloud:
         fut = CallFuture()
         notices: queue.SimpleQueue[str] = queue.SimpleQueue()
         start = StartCall(rid, lambda attempt: build(rid, attempt), tuple(targets or self.nodes),
-                          fut, deadline_s=deadline_s, hold_s=hold_s, notices=notices,
+                          fut, deadline_s=deadline_s, hold_s=hold_s, silent_s=silent_s,
+                          notices=notices,
                           scope=scope, quorum=quorum,
                           fetch=None if fetch is None else lambda attempt: fetch(rid, attempt))
         try:
@@ -165,7 +168,7 @@ class Cloud:
             result: CallResult = self.wait(fut, notices)
             return result
         except CallError as exc:
-            if exc.code == "no_cloud":  # it was known silent (the session's presence checks)
+            if exc.code == "no_cloud" and targets is None:  # known silent (presence checks)
                 raise SessionError("no_cloud", (
                     f"the cloud does not answer: no node acknowledged the request within "
                     f"{NO_CLOUD_S:g} s; try again once it is back")) from None
@@ -182,8 +185,8 @@ class Cloud:
 
     def call(self, build: Callable[[str, int], Message], targets: Sequence[Addr] | None = None,
              deadline_s: float | None = None, rid: str | None = None,
-             hold_s: float | None = None) -> Message:
-        return self.call_result(build, targets, deadline_s, rid, hold_s).reply
+             hold_s: float | None = None, silent_s: float | None = None) -> Message:
+        return self.call_result(build, targets, deadline_s, rid, hold_s, silent_s=silent_s).reply
 
     def wait(self, fut: pykka.Future[Any], notices: queue.SimpleQueue[str]) -> Any:
         while True:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 
 Addr = tuple[str, int]
 PEER_REQUESTS = (PreviewRequest, ImageRequest, AccessUpdate, MoreViews)
+PEER_SILENT_S = 3.0  # a peer's client that acknowledges nothing for this long is gone
 # why a view showed the cover (`view`'s "ended"), as the hint and the shell say it
 ENDED_TEXT = {"used": "no views left", "revoked": "revoked by its owner",
               "expired": "expired"}
@@ -182,6 +184,23 @@ class Sharing:
                                         "need the owner online")
         return (entry.host, entry.port), self.s.cloud.require_token()
 
+    def _ask(self, user: str, addr: Addr, build: Callable[[str, int], Message],
+             deadline_s: float | None = None, rid: str | None = None) -> Message:
+        """One request to `user`'s client at `addr`. A client that acknowledges nothing within
+        PEER_SILENT_S is gone (stopped without leaving: the directory lists it a while longer):
+        `no_answer` then, not a wait for the whole deadline."""
+        try:
+            return self.s.cloud.call(build, targets=[addr], deadline_s=deadline_s, rid=rid,
+                                     silent_s=PEER_SILENT_S)
+        except self.Error as exc:
+            if exc.code == "no_cloud":  # silent from the start
+                raise self.Error("no_answer", f"{user} does not answer (their client may have "
+                                              "stopped without leaving); try again later") from None
+            if exc.code == "unreachable":  # it acknowledged, then never answered
+                raise self.Error("no_answer", f"{user} did not answer in time; try again "
+                                              "later") from None
+            raise
+
     def browse(self, owner: str) -> list[dict[str, Any]]:
         """owner's previews, written to previews/OWNER/; our own (what peers see) without a
         network call (our own socket would read the request as its answer)."""
@@ -189,9 +208,8 @@ class Sharing:
             previews = tuple(self.owner.previews())
         else:
             addr, tok = self._peer(owner)
-            reply = self.s.cloud.call(
-                lambda rid, _a: PreviewRequest(rid=rid, user=self.s.user, token=tok),
-                targets=[addr], deadline_s=20)
+            reply = self._ask(owner, addr, lambda rid, _a: PreviewRequest(
+                rid=rid, user=self.s.user, token=tok), deadline_s=20)
             if not isinstance(reply, PreviewReply):
                 raise self.Error("protocol", "unexpected answer to browse")
             previews = reply.previews
@@ -214,9 +232,8 @@ class Sharing:
                                  f"{self.s.home.relative(high)}")
             raise self.Error("yourself", f"you have no image {image!r}, and your own need no request")
         addr, tok = self._peer(owner)
-        reply = self.s.cloud.call(lambda rid, _a: ImageRequest(
-            rid=rid, user=self.s.user, token=tok, image=image, views=views, days=days),
-            targets=[addr])
+        reply = self._ask(owner, addr, lambda rid, _a: ImageRequest(
+            rid=rid, user=self.s.user, token=tok, image=image, views=views, days=days))
         if not isinstance(reply, ImageReply):
             raise self.Error("protocol", "unexpected answer to the image request")
         return self.store_received(owner, reply)
@@ -355,9 +372,9 @@ class Sharing:
         entry = self.s.directory.lookup(update.addressee, refresh=True)
         if entry is not None:
             try:
-                reply = self.s.cloud.call(lambda rid, _a: build_peer(rid, tok),
-                                    targets=[(entry.host, entry.port)], deadline_s=5.0,
-                                    rid=update.id)
+                reply = self._ask(update.addressee, (entry.host, entry.port),
+                                  lambda rid, _a: build_peer(rid, tok), deadline_s=5.0,
+                                  rid=update.id)
                 if isinstance(reply, UpdateApplied) and update.addressee == update.borrower:
                     self.s.db.report_views(update.borrower, update.image, reply.views_left,
                                            time.time())
