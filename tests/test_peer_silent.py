@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from session_kit import joined_session, tick
+from session_kit import LOST, joined_session, tick
 
 from actors.client.client_session import ClientSession, SessionError
 from actors.client.peer import PEER_SILENT_S
@@ -91,11 +91,16 @@ def test_a_silent_peer_fails_as_no_answer_in_seconds(
     msg = PreviewRequest if kind == "browse" else ImageRequest
     call = ((lambda: session.sharing.browse("bob")) if kind == "browse"
             else (lambda: session.sharing.request("bob", "pic.png", 1)))
+    notices: list[str] = []
+    session.cloud._notify = notices.append
     worker, out = _run(call)
     tp.wait_msg(msg)
     [sent] = tp.sends_of(msg)
     assert sent.addr == BOB  # nobody acknowledges: bob's client is gone
-    tick(session, clock, PEER_SILENT_S - 0.1)
+    tp.complete(sent, LOST)  # its transport gave up: the call sends it again at retry_s
+    tick(session, clock, 2.0)
+    tp.wait_msg(msg, count=2)
+    tick(session, clock, PEER_SILENT_S - 2.0 - 0.1)
     assert worker.is_alive()
     tick(session, clock, 0.1)
     worker.join(10)
@@ -104,6 +109,7 @@ def test_a_silent_peer_fails_as_no_answer_in_seconds(
     assert err.code == "no_answer"
     assert str(err) == ("bob does not answer (their client may have stopped without leaving); "
                         "try again later")
+    assert notices == []  # no "trying again" a second before it ends
 
 
 def test_a_peer_that_acknowledges_is_waited_for(

@@ -405,7 +405,7 @@ class ClientSessionActor(DirectActor, _Receiving):
 
     def _retrying(self, e: Retrying) -> None:
         w = self._waiters.get(e.rid)
-        if w is None or w.notices is None or w.retried:
+        if w is None or w.notices is None or w.retried or e.silent:  # silent: it ends in seconds
             return
         w.retried = True  # one notice per call; none while the cloud is known unreachable
         if self.presence.reachable is not False:

@@ -112,6 +112,7 @@ class Retrying:
     rid: str
     attempt: int  # the attempt being sent now (1 for the first retry)
     reason: str
+    silent: bool = False  # nothing heard yet, and the call fails at its silence limit soon
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,7 +342,8 @@ class CallTable:
         reason = last.message if last is not None else "no answer yet"
         call.attempt += 1
         self.stats.retries += 1
-        return [Retrying(call.rid, call.attempt, reason), *self._send_attempt(call, now)]
+        silent = call.silent_until is not None and not call.alive
+        return [Retrying(call.rid, call.attempt, reason, silent), *self._send_attempt(call, now)]
 
     def _send_attempt(self, call: _Call, now: float) -> list[Effect]:
         msg = call.build(call.attempt)
