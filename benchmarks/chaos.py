@@ -422,7 +422,7 @@ def fault_windows(logs: list[str]) -> list[tuple[float, float, str]]:
                 elif peer in since:
                     start, was = since.pop(peer)
                     out.append((start, t, f"node {me} saw node {peer} {was}"))
-            elif (e := _PEER_EVENT.search(line)) is not None:
+            elif _PEER_EVENT.search(line) is not None:
                 out.append((t, t, f"node {me}: {line[m.end():].split(': ', 1)[-1]}"))
         out.extend((start, math.inf, f"node {me} saw node {peer} {was}")
                    for peer, (start, was) in since.items())
