@@ -397,3 +397,34 @@ def test_tab_completes_at_once_when_keys_follow_it_in_one_burst(fake: FakeSessio
     run = drive(fake, script)
     assert run.rc == 0
     assert list(run.history.load_history_strings()) == ["help grant "]
+
+
+def test_a_stuck_terminal_holds_the_prompt_back_only_a_while(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # drain waits for the proxy's thread, never forever: a terminal that does not take the
+    # text (a paused tmux pane, Ctrl-S) must not freeze the shell
+    from prompt_toolkit.application import create_app_session
+
+    from shell.interactive import _SessionStdoutProxy
+
+    release = threading.Event()
+
+    class StuckOutput(RecordingOutput):
+        def write(self, data: str) -> None:
+            release.wait(30)
+            super().write(data)
+
+        write_raw = write
+
+    out = StuckOutput()
+    monkeypatch.setattr(_SessionStdoutProxy, "DRAIN_S", 0.2)
+    with create_app_session(output=out):
+        proxy = _SessionStdoutProxy(raw=True)
+        try:
+            proxy.write("a line\n")
+            proxy.drain()  # returns although the text is not out yet
+            assert "a line" not in out.text()
+        finally:
+            release.set()
+            proxy.close()
+    assert "a line" in out.text()
