@@ -167,7 +167,9 @@ def _request(ctx: Context, args: list[str]) -> Outcome:
 @command("inbox", "inbox", "images shared with you, views left")
 def _inbox(ctx: Context, args: list[str]) -> Outcome:
     rows = ctx.session.sharing.inbox_rows()
+    now = time.time()
     shown = [{**r, "views": "revoked" if r["revoked"] else
+              "expired" if r["expires"] and r["expires"] <= now else
               f"{r['views_left']} of {r['views_total']}",
               "expires": _when(r["expires"]) if r["expires"] else "never"} for r in rows]
     return Outcome({"images": rows},
