@@ -217,20 +217,23 @@ def test_an_acknowledgement_is_a_sign_of_life() -> None:
 
 def test_a_cloud_known_silent_fails_the_calls_nobody_acknowledged_in_seconds() -> None:
     t = CallTable(retry_s=100.0, deadline_s=60.0)  # no retry falls due in this test
-    started(t)  # to the nodes, nothing heard yet
+    started(t)  # to the nodes at 0, nothing heard since
     t.start("alice#8", lambda a: Ack(rid="alice#8"), NODES, 0.0)
     t.send_done("alice#8", 0, NODES[0], True, 0.5)  # a node has this one
     peer = ("127.0.0.1", 9)  # a call to a peer, not to the nodes
     t.start("alice#9", lambda a: Ack(rid="alice#9"), [peer], 0.0)
+    t.start("alice#10", lambda a: Ack(rid="alice#10"), NODES, 9.0)  # a second before it is known
     before = t.next_deadline()
-    assert before is not None and before > 13.0
+    assert before is not None and before > 12.0
     t.expect_answers_within(NODES, 3.0, now=10.0)
-    assert t.next_deadline() == 13.0  # the ticker wakes for it
-    t.expect_answers_within(NODES, 3.0, now=12.0)  # said again: the first limit stands
-    assert t.next_deadline() == 13.0
-    assert [e for e in t.tick(12.9) if isinstance(e, Failed)] == []
-    [failed] = [e for e in t.tick(13.0) if isinstance(e, Failed)]
+    assert t.next_deadline() == 10.0  # silent for 10 s already: the next tick ends it
+    [failed] = [e for e in t.tick(10.0) if isinstance(e, Failed)]
     assert failed.rid == RID and failed.error.code == "no_cloud"
+    assert t.next_deadline() == 12.0  # alice#10: 3 s after its start
+    t.expect_answers_within(NODES, 3.0, now=11.0)  # said again: the limit stands
+    assert [e for e in t.tick(11.9) if isinstance(e, Failed)] == []
+    [failed] = [e for e in t.tick(12.0) if isinstance(e, Failed)]
+    assert failed.rid == "alice#10" and failed.error.code == "no_cloud"
     assert "alice#8" in t and "alice#9" in t  # acknowledged, or not the nodes': their deadlines
     assert t.next_deadline() == before
 

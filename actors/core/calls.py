@@ -304,12 +304,13 @@ class CallTable:
 
     def expect_answers_within(self, targets: Sequence[Addr], silent_s: float, now: float) -> None:
         """The cloud is known not to answer: each call in flight to `targets` only (the nodes)
-        that nobody has acknowledged or answered yet fails as `no_cloud` once `silent_s` more
-        pass in silence (or at its earlier limit), instead of at its deadline."""
+        that nobody has acknowledged or answered yet fails as `no_cloud` once it has been silent
+        `silent_s` since its start (at the next tick, if that is already so), instead of at its
+        deadline."""
         within = set(targets)
         for call in self._calls.values():
             if not call.alive and set(call.targets) <= within:
-                until = now + silent_s
+                until = max(now, call.started + silent_s)
                 call.silent_until = (until if call.silent_until is None
                                      else min(call.silent_until, until))
 
