@@ -404,10 +404,15 @@ def open_payload(grant: SignedGrant, payload: bytes, content_key: bytes) -> byte
 
 
 # ---- view state rules --------------------------------------------------------------------------
+def expired(expires: float, now: float) -> bool:
+    """A grant's time ran out: `expires` (unix seconds, 0.0 = never) is not after `now`."""
+    return expires != 0.0 and now >= expires
+
+
 def may_view(grant: SignedGrant, views_left: int, now: float) -> bool:
     """A view may be taken: views left (the borrower's authoritative count) and not expired.
     now: unix seconds. A revoked grant has views_left 0."""
-    return views_left > 0 and grant.views > 0 and (grant.expires == 0.0 or now < grant.expires)
+    return views_left > 0 and grant.views > 0 and not expired(grant.expires, now)
 
 
 def next_version_ok(stored_version: int, new_version: int) -> bool:

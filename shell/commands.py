@@ -167,9 +167,7 @@ def _request(ctx: Context, args: list[str]) -> Outcome:
 @command("inbox", "inbox", "images shared with you, views left")
 def _inbox(ctx: Context, args: list[str]) -> Outcome:
     rows = ctx.session.sharing.inbox_rows()
-    now = time.time()
-    shown = [{**r, "views": "revoked" if r["revoked"] else
-              "expired" if r["expires"] and r["expires"] <= now else
+    shown = [{**r, "views": "revoked" if r["revoked"] else "expired" if r["expired"] else
               f"{r['views_left']} of {r['views_total']}",
               "expires": _when(r["expires"]) if r["expires"] else "never"} for r in rows]
     return Outcome({"images": rows},
@@ -321,10 +319,10 @@ DETAILS: dict[str, str] = {
                "views: it lands in received/USER/ and shows in inbox. The owner's client "
                "serves it at once, up to its client.max_views_per_grant views.",
     "inbox": "Each image shared with you: owner, views left of the views granted, expiry, and "
-             "whether the owner revoked it.",
+             "whether the owner revoked it or its time ran out.",
     "view": "Shows the hidden picture and uses one view: in a window, or on this terminal until "
-            "a key or 10 s. With no views left it shows the cover and says how to ask for more "
-            "(more OWNER IMAGE N). A view taken offline counts like any other.",
+            "a key or 10 s. With no views left it shows the cover, says why (used, revoked, expired) "
+            "and how to ask for more (more OWNER IMAGE N). A view taken offline counts like any other.",
     "more": "Asks the owner of an image in your inbox for N more views. An offline owner gets "
             "the request through the cloud when it comes online; the answer comes as a notice.",
     "shared": "Each image you shared and with whom: the views granted in total, and the views "

@@ -50,21 +50,16 @@ def test_only_scripts_of_help_and_quit_run_without_the_cloud() -> None:
 
 
 def test_inbox_says_revoked_and_expired_instead_of_views_that_cannot_be_used() -> None:
-    import time
     from types import SimpleNamespace
 
-    base = {"owner": "alice", "path": "received/alice/x.png", "views_total": 3}
+    base = {"owner": "alice", "path": "received/alice/x.png", "views_total": 3, "expires": 0.0}
     rows = [
-        {**base, "image": "live.png", "views_left": 2, "expires": 0.0, "revoked": False},
-        {**base, "image": "gone.png", "views_left": 0, "expires": 0.0, "revoked": True},
-        {**base, "image": "late.png", "views_left": 2, "expires": time.time() - 60,
-         "revoked": False},
-        {**base, "image": "soon.png", "views_left": 1, "expires": time.time() + 3600,
-         "revoked": False},
+        {**base, "image": "live.png", "views_left": 2, "revoked": False, "expired": False},
+        {**base, "image": "gone.png", "views_left": 0, "revoked": True, "expired": False},
+        {**base, "image": "late.png", "views_left": 2, "revoked": False, "expired": True},
     ]
     session = SimpleNamespace(sharing=SimpleNamespace(inbox_rows=lambda: rows))
     out = run_line(Context(cast(Any, session)), "inbox")
     assert out.ok and out.data == {"images": rows}  # the JSON keeps the numbers
     views = {line.split()[1]: line.split()[2] for line in out.text.splitlines()[2:]}
-    assert views == {"live.png": "2", "gone.png": "revoked", "late.png": "expired",
-                     "soon.png": "1"}
+    assert views == {"live.png": "2", "gone.png": "revoked", "late.png": "expired"}

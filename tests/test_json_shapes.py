@@ -170,7 +170,7 @@ SHAPES: dict[str, Any] = {
                 "expires": float, "path": Match(r"received/[^/]+/[^/]+")},
     "inbox": {"images": [{"owner": NAME, "image": NAME, "views_left": int, "views_total": int,
                           "expires": float, "path": Match(r"received/[^/]+/[^/]+"),
-                          "revoked": bool}]},
+                          "revoked": bool, "expired": bool}]},
     "view": AnyOf(({**VIEW_BASE, "shown": OneOf(("image",)), "width": int, "height": int},
                    {**VIEW_BASE, "shown": OneOf(("default",)),
                     "ended": OneOf(("used", "revoked", "expired")), "hint": str})),

@@ -341,6 +341,10 @@ def test_may_view() -> None:
     assert sharecrypt.may_view(until, 2, now=999.9)
     assert not sharecrypt.may_view(until, 2, now=1000.0)
     assert not sharecrypt.may_view(revoked, 2, now=0.0)
+    # the expiry rule alone (inbox and view say "expired" by it)
+    assert not sharecrypt.expired(0.0, now=1e12)  # never
+    assert not sharecrypt.expired(1000.0, now=999.9)
+    assert sharecrypt.expired(1000.0, now=1000.0)
 
 
 def test_building_an_invalid_grant_is_refused() -> None:

@@ -385,8 +385,11 @@ def test_a_view_after_the_expiry_shows_the_cover_and_says_it_expired(
         client.sharing.request("alice", "pic.png", 3, days=1)
         view, _picture = client.sharing.view("pic.png")
         assert (view["shown"], view["views_left"]) == ("image", 2)
+        assert [r["expired"] for r in client.sharing.inbox_rows()] == [False]
         later = time.time() + 2 * 86400  # two days on: past the one day asked for
         monkeypatch.setattr(time, "time", lambda: later)
+        [row] = client.sharing.inbox_rows()
+        assert (row["expired"], row["views_left"]) == (True, 2)  # views left no view can use
         view, _cover = client.sharing.view("pic.png")
         monkeypatch.undo()  # the session's own threads leave at the real time
     assert (view["shown"], view["ended"], view["views_left"]) == ("default", "expired", 0)

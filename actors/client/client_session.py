@@ -26,6 +26,7 @@ import logging
 import os
 import queue
 import random
+import stat
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -348,11 +349,12 @@ class ClientSession:
         an `encrypt` gave earlier files of its own and their bytes (their high/ copies are not
         written yet: another file's bytes under one of them get the next free name)."""
         full = base / path if base is not None else path
-        if full.is_dir():
-            raise SessionError("unreadable", f"{path} is a folder: encrypt "
-                                             f"{os.path.join(path, '*')} seals the files in it")
         try:
-            size = full.stat().st_size
+            st = full.stat()
+            if stat.S_ISDIR(st.st_mode):
+                raise SessionError("unreadable", f"{path} is a folder: encrypt "
+                                                 f"{os.path.join(path, '*')} seals the files in it")
+            size = st.st_size
             if size > self.max_image:
                 raise SessionError("too_large", too_large(size, self.max_image))
             data = full.read_bytes()

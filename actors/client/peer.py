@@ -27,7 +27,7 @@ from actors.client.grants import Grants
 from actors.client.share_owner import OwnerSide
 from actors.core import access
 from actors.core.access import AccessError
-from codec import images
+from codec import images, sharecrypt
 from codec.messages import (
     AccessUpdate,
     Ack,
@@ -263,10 +263,13 @@ class Sharing:
 
     def inbox_rows(self) -> list[dict[str, Any]]:
         """Images shared with you: views left of the views granted, expiry (0 = never), revoked
-        (the owner took every view back: an ended grant whose signed total is 0)."""
+        (the owner took every view back: an ended grant whose signed total is 0), expired (its
+        time ran out: no view can be taken, whatever the views left say)."""
+        now = time.time()
         return [{"owner": g.owner, "image": g.image, "views_left": g.views_left,
                  "views_total": g.views_total, "expires": g.expires, "path": g.path,
-                 "revoked": g.ended and g.views_total == 0}
+                 "revoked": g.ended and g.views_total == 0,
+                 "expired": sharecrypt.expired(g.expires, now)}
                 for g in self.s.db.inbox()]
 
     def find_received(self, name: str) -> ReceivedGrant:
@@ -319,7 +322,7 @@ class Sharing:
         rec = self.s.db.get_received(g.owner, g.image) or g
         if rec.ended and rec.views_total == 0:
             return "revoked"
-        if rec.expires and time.time() >= rec.expires:
+        if sharecrypt.expired(rec.expires, time.time()):
             return "expired"
         return "used"
 

@@ -330,14 +330,15 @@ class ClientSessionActor(DirectActor, _Receiving):
         self._waiters[m.rid] = _Waiter("call", m.future, m.notices, m.scope)
         if m.fetch is not None:
             self._fetch[m.rid] = m.fetch
-        silent_s = m.silent_s
-        if silent_s is None and self.presence.reachable is False and self._to_nodes(m.targets):
-            silent_s = NO_CLOUD_S  # the cloud does not answer: fail in seconds, not at the deadline
         self._effects(self.table.start(m.rid, m.build, m.targets, now, deadline_s=m.deadline_s,
-                                       hold_s=m.hold_s, silent_s=silent_s, quorum=m.quorum))
+                                       hold_s=m.hold_s, silent_s=m.silent_s, quorum=m.quorum))
+        self._limit_if_cloud_silent(now)
 
-    def _to_nodes(self, targets: tuple[Addr, ...]) -> bool:
-        return set(targets) <= set(self.nodes)
+    def _limit_if_cloud_silent(self, now: float) -> None:
+        """While the cloud is known not to answer, the calls to the nodes that none has
+        acknowledged fail once silent NO_CLOUD_S, not at their deadline (CallTable)."""
+        if self.presence.reachable is False:
+            self.table.expect_answers_within(self.nodes, NO_CLOUD_S, now)
 
     def _effects(self, effects: list[Effect], closing: bool = False) -> None:
         sends = [e for e in effects if isinstance(e, Send)]
@@ -503,8 +504,7 @@ class ClientSessionActor(DirectActor, _Receiving):
                 self._join(_Waiter("rejoin"), NO_CLOUD_S, now)
             elif isinstance(e, P.Notice):  # a terminal may make it wait
                 self._own_thread(functools.partial(self.notify, e.text))
-        if self.presence.reachable is False:  # the calls waiting on the nodes: not a minute more
-            self.table.expect_answers_within(self.nodes, NO_CLOUD_S, now)
+        self._limit_if_cloud_silent(now)
 
     def _own_thread(self, fn: Callable[[], None]) -> None:
         """fn() on this actor's own thread: now when we are on it, else (a message handled on a
