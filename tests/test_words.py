@@ -77,9 +77,9 @@ def test_request_and_more_say_1_view(fake: FakeSession) -> None:
 def test_inbox_says_revoked_not_0_of_0(fake: FakeSession) -> None:
     fake.sharing.answers["inbox_rows"] = [
         {"owner": "bob", "image": "a.jpg", "views_left": 0, "views_total": 0, "expires": 0.0,
-         "path": "received/bob/a.png", "revoked": True},
+         "path": "received/bob/a.png", "revoked": True, "expired": False},
         {"owner": "bob", "image": "b.jpg", "views_left": 0, "views_total": 2, "expires": 0.0,
-         "path": "received/bob/b.png", "revoked": False},
+         "path": "received/bob/b.png", "revoked": False, "expired": False},
     ]
     lines = run(fake, "inbox").text.splitlines()
     assert lines[2].split() == ["bob", "a.jpg", "revoked", "never", "received/bob/a.png"]
@@ -94,7 +94,8 @@ def test_the_borrowers_inbox_rows_carry_revoked(tmp_path: Path) -> None:
         s.db.put_received(ReceivedGrant("alice", "b.jpg", 0, 2, "received/alice/b.png",
                                         views_total=3))
         rows = Sharing.inbox_rows(cast(Sharing, type("S", (), {"s": s})()))
-        assert [(r["image"], r["revoked"]) for r in rows] == [("a.jpg", True), ("b.jpg", False)]
+        assert [(r["image"], r["revoked"], r["expired"]) for r in rows] == [
+            ("a.jpg", True, False), ("b.jpg", False, False)]
     finally:
         s.close()
 
