@@ -317,6 +317,19 @@ def test_deferred_functions_run_on_the_reactor_thread_after_the_turns_and_timers
     r._iterate(list(tps), [timer])
     assert order == ["turn a", "turn b", "timer", "deferred 1", "fail", "deferred 2",
                      "deferred by deferred 2"]
+    order.clear()
+
+    def turn_first(readable: bool) -> None:
+        order.append("turn a")
+        assert r.defer(lambda: (order.append("deferred 1"),
+                                r.defer(lambda: order.append("first by 1"), first=True)))
+        assert r.defer(lambda: order.append("deferred 2"))
+        assert r.defer(lambda: order.append("first"), first=True)
+
+    a._turn = turn_first  # type: ignore[method-assign]
+    r._iterate(list(tps))
+    assert order == ["turn a", "turn b", "first", "deferred 1", "first by 1", "deferred 2"]
+    a._turn = turn_a  # type: ignore[method-assign]
     assert "deferred" in caplog.text and "failed" in caplog.text
     order.clear()
     refused: list[bool] = []

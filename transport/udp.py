@@ -64,6 +64,7 @@ import select
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -734,7 +735,8 @@ class Reactor:
         self._cond = threading.Condition()  # guards _tps, _turns and _state
         self._tps: list[Transport] = []
         self._timers: list[TimerSource] = []
-        self._deferred: list[Callable[[], None]] = []  # run after this turn (defer)
+        self._deferred: deque[Callable[[], None]] = deque()  # run after this turn (defer)
+        self._deferred_first: deque[Callable[[], None]] = deque()  # defer(first=True)
         self._turns = 0  # turns begun (see remove)
         self._state = "new"  # new | running | ended
         self.thread = threading.Thread(target=self._run, name=f"transport-{name}", daemon=True)
@@ -777,13 +779,15 @@ class Reactor:
         with self._cond:
             self._cond.wait_for(lambda: self._turns > turns or self._state == "ended", 5.0)
 
-    def defer(self, fn: Callable[[], None]) -> bool:
+    def defer(self, fn: Callable[[], None], *, first: bool = False) -> bool:
         """On this reactor's thread: run `fn` there once the current turn is over (every
         transport's datagrams read, handed on and sent) and return True; from any other thread
-        return False and do nothing (the caller does the work its own way)."""
+        return False and do nothing (the caller does the work its own way). `first=True`: ahead
+        of every ordinary one not yet started (a node's election messages before a seal: the
+        peers wait for them)."""
         if threading.current_thread() is not self.thread:
             return False
-        self._deferred.append(fn)
+        (self._deferred_first if first else self._deferred).append(fn)
         return True
 
     def poke(self) -> None:
@@ -884,11 +888,12 @@ class Reactor:
         self._run_deferred()
 
     def _run_deferred(self) -> None:
-        """The functions `defer` took this turn, in order (and those they defer in turn)."""
-        while self._deferred:
-            fns, self._deferred = self._deferred, []
-            for fn in fns:
-                try:
-                    fn()
-                except Exception:  # a bug must not stop the sockets: log, go on
-                    log.exception("reactor %s: deferred %r failed", self.thread.name, fn)
+        """The functions `defer` took this turn (and those they defer in turn): the `first`
+        ones in order, then the others in order, a `first` one deferred meanwhile next."""
+        first, rest = self._deferred_first, self._deferred
+        while first or rest:
+            fn = first.popleft() if first else rest.popleft()
+            try:
+                fn()
+            except Exception:  # a bug must not stop the sockets: log, go on
+                log.exception("reactor %s: deferred %r failed", self.thread.name, fn)

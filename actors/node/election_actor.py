@@ -56,7 +56,7 @@ import psutil
 
 from actors.core import election as el
 from actors.core.membership import Membership, Output
-from actors.direct import DirectActor, DirectEntry
+from actors.direct import DirectActor, DirectEntry, tell_if_alive
 from actors.node.base import NodePartActor, PeerLink
 from actors.node.signals import (
     ClusterView,
@@ -136,6 +136,7 @@ class ElectionActor(DirectActor, NodePartActor):
         loadavg: Callable[[], float] | None = None,
         disk_kept: bool = True,
         entry: DirectEntry | None = None,
+        after_turn: Callable[[Callable[[], None]], bool] | None = None,
     ) -> None:
         super().__init__(node_id, clock)
         self.direct_init(entry)  # the router's peer messages, on the transport's reader thread
@@ -173,10 +174,23 @@ class ElectionActor(DirectActor, NodePartActor):
         self.subscribers: list[Any] = []
         self._loadavg = loadavg or _host_load()
         self.outbox: dict[int, list[Message]] = {}  # peer -> election messages, sent on flush
+        self.entry = entry
+        self.after_turn = after_turn
+        self.turn_flush = False  # a flush waits for the end of the reader's turn (direct_done)
         self.probed: dict[int, float] = {}  # node -> when we last probed it (see _probe)
 
     def direct_done(self) -> None:
-        self._flush()  # what a peer message made leaves now, from the reader thread
+        """What an entry's message made leaves now, or, on the node's reader (`after_turn`
+        accepts), once its turn is over: the election messages of every datagram read in one
+        turn leave as one ElectionBatch per peer (a loaded node reads several per turn)."""
+        if not self.outbox or self.turn_flush:
+            return
+        entry, after = self.entry, self.after_turn
+        if entry is not None and after is not None \
+                and after(lambda: tell_if_alive(entry, _FlushElection())):
+            self.turn_flush = True
+            return
+        self._flush()
 
     def wired(self) -> None:
         self.subscribers = [
@@ -421,6 +435,7 @@ class ElectionActor(DirectActor, NodePartActor):
         """Send what the messages handled since the last flush produced: per peer, one message
         alone as itself, several as ElectionBatches; all peers' in one Transport.send_many."""
         outbox, self.outbox = self.outbox, {}
+        self.turn_flush = False
         sends: list[tuple[int, Message]] = []
         for dest, msgs in outbox.items():
             if log.isEnabledFor(logging.DEBUG):

@@ -45,10 +45,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import pykka
-
 from actors.core.encrypt_flow import EncryptService
-from actors.direct import DirectActor, DirectEntry
+from actors.direct import DirectActor, DirectEntry, tell_if_alive
 from actors.node.base import PeerLink, ServicePartActor
 from actors.node.encoder import EncoderPool, Sealed, SealJob
 from actors.node.signals import (
@@ -92,15 +90,6 @@ class _FlushDones:
 
 Later = Callable[[float, Callable[[], None]], None]  # (delay_s, fn): fn() on a timer thread
 DONE_HOLD_MAX = 64  # Dones held at most: a full hold leaves at once (one ~4 KB DoneBatch)
-
-
-def _tell_if_alive(ref: pykka.ActorRef[Any] | DirectEntry, message: Any) -> None:
-    """A timer's or a deferred tell (see `after_turn`): an actor stopped meanwhile drops it
-    (its held Dones left in on_stop)."""
-    try:
-        ref.tell(message)
-    except pykka.ActorDeadError:
-        pass
 
 
 WARM_SIZES = (4096, 2 * 1024 * 1024)  # covers of small images and of a photo, prepared at start
@@ -200,7 +189,7 @@ class EncryptFlowActor(DirectActor, ServicePartActor):
                 self.dones_due = True  # see handle
             else:
                 flush, me = _FlushDones(self.dones_gen), self.actor_ref
-                self.later(self.done_hold_s, lambda: _tell_if_alive(me, flush))
+                self.later(self.done_hold_s, lambda: tell_if_alive(me, flush))
 
     def _flush_dones(self) -> None:
         self.dones_gen += 1
@@ -222,7 +211,7 @@ class EncryptFlowActor(DirectActor, ServicePartActor):
             entry, after = self.entry, self.after_turn
             # on the reader's thread: sealed there once its turn is over, no wake-up (docstring)
             if (self.in_direct and entry is not None and after is not None
-                    and after(lambda: _tell_if_alive(entry, job))):
+                    and after(lambda: tell_if_alive(entry, job))):
                 return
             self.actor_ref.tell(job)
         else:
@@ -248,8 +237,16 @@ class EncryptFlowActor(DirectActor, ServicePartActor):
     def _dones_after_message(self) -> None:
         """Without a hold, the Dones held leave once every message waiting in the mailbox now
         has been handled: at once when it is empty, else after a `_FlushDones` told behind
-        them (the same as telling it always, without a message to ourselves per request)."""
+        them (the same as telling it always, without a message to ourselves per request).
+        On the node's reader (`after_turn` accepts), once its turn is over: the Dones of every
+        reply acknowledged in one turn leave as one DoneBatch per peer (a loaded node reads
+        several acknowledgements per turn)."""
         self.dones_due = False
+        entry, after = self.entry, self.after_turn
+        if self.in_direct and entry is not None and after is not None:
+            flush = _FlushDones(self.dones_gen)
+            if after(lambda: tell_if_alive(entry, flush)):
+                return
         if self.actor_inbox.empty():
             self._flush_dones()
         else:
