@@ -327,8 +327,9 @@ def test_deferred_functions_run_on_the_reactor_thread_after_the_turns_and_timers
         assert r.defer(lambda: order.append("first"), first=True)
 
     a._turn = turn_first  # type: ignore[method-assign]
-    r._iterate(list(tps))
-    assert order == ["turn a", "turn b", "first", "deferred 1", "first by 1", "deferred 2"]
+    r._iterate(list(tps), [timer])
+    assert order == ["turn a", "turn b", "first", "timer", "deferred 1", "first by 1",
+                     "deferred 2"]
     a._turn = turn_a  # type: ignore[method-assign]
     assert "deferred" in caplog.text and "failed" in caplog.text
     order.clear()

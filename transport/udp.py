@@ -783,8 +783,9 @@ class Reactor:
         """On this reactor's thread: run `fn` there once the current turn is over (every
         transport's datagrams read, handed on and sent) and return True; from any other thread
         return False and do nothing (the caller does the work its own way). `first=True`: ahead
-        of every ordinary one not yet started (a node's election messages before a seal: the
-        peers wait for them)."""
+        of the timers and of every ordinary one not yet started (a node's election messages: the
+        peers wait for them, not for its ticks or a seal; a tick tells actors whose threads
+        then want the GIL)."""
         if threading.current_thread() is not self.thread:
             return False
         (self._deferred_first if first else self._deferred).append(fn)
@@ -877,6 +878,7 @@ class Reactor:
             except Exception:  # a failing turn: count, log, the other transports go on
                 tp._count("internal_errors")
                 log.exception("transport %s: reader turn failed", tp.name)
+        self._run_deferred(first_only=True)  # what peers wait for goes before the timers
         if timers:
             now = time.monotonic()
             for source in timers:
@@ -887,11 +889,12 @@ class Reactor:
                         log.exception("reactor %s: timer %r failed", self.thread.name, source)
         self._run_deferred()
 
-    def _run_deferred(self) -> None:
+    def _run_deferred(self, first_only: bool = False) -> None:
         """The functions `defer` took this turn (and those they defer in turn): the `first`
-        ones in order, then the others in order, a `first` one deferred meanwhile next."""
+        ones in order, then (unless `first_only`) the others in order, a `first` one deferred
+        meanwhile next."""
         first, rest = self._deferred_first, self._deferred
-        while first or rest:
+        while first or (rest and not first_only):
             fn = first.popleft() if first else rest.popleft()
             try:
                 fn()
