@@ -1258,11 +1258,13 @@ class AfterTurn:
 
     def __init__(self) -> None:
         self.deferred: list[Any] = []
+        self.first: list[bool] = []  # each accepted one's `first`
         self.accept = True
 
-    def __call__(self, fn: Any) -> bool:
+    def __call__(self, fn: Any, *, first: bool = False) -> bool:
         if self.accept:
             self.deferred.append(fn)
+            self.first.append(first)
         return self.accept
 
 
@@ -1295,7 +1297,7 @@ def test_a_won_on_the_reader_thread_is_sealed_there_once_the_turn_is_over() -> N
                                                     attempt=0)))
         ref.ask(CountersQuery())  # idle: the entry runs the Won on this thread
         entry.tell(Won("alice#1"))
-        assert len(after_turn.deferred) == 1
+        assert len(after_turn.deferred) == 1 and after_turn.first == [False]
         ref.ask(CountersQuery())  # whatever the mailbox held has run: no SealJob was told
         assert [s for s in client.sent if isinstance(s.msg, EncryptReply)] == []
         after_turn.deferred.pop()()  # the turn is over: sealed now, on this thread
@@ -1329,6 +1331,7 @@ def test_the_dones_of_one_reader_turn_leave_as_one_done_batch_per_peer() -> None
         for sent in replies:
             client.complete(sent)  # the reader learns three acknowledgements in one turn
         assert peer.sent == [] and len(after_turn.deferred) == 1  # held to the turn's end: one flush
+        assert after_turn.first == [True]  # ahead of the turn's seals
         after_turn.deferred.pop()()  # the turn is over
         order = tuple(s.msg.rid for s in replies)
         assert sorted(order) == rids

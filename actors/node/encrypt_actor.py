@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from actors.core.encrypt_flow import EncryptService
 from actors.direct import DirectActor, DirectEntry, tell_if_alive
@@ -89,6 +89,12 @@ class _FlushDones:
 
 
 Later = Callable[[float, Callable[[], None]], None]  # (delay_s, fn): fn() on a timer thread
+
+
+class AfterTurn(Protocol):
+    """The node's `Reactor.defer`: fn() on the reader once its turn is over (True), or False."""
+
+    def __call__(self, fn: Callable[[], None], *, first: bool = False) -> bool: ...
 DONE_HOLD_MAX = 64  # Dones held at most: a full hold leaves at once (one ~4 KB DoneBatch)
 
 
@@ -110,7 +116,7 @@ class EncryptFlowActor(DirectActor, ServicePartActor):
         figures: dict[str, Any] | None = None,
         entry: DirectEntry | None = None,
         later: Later | None = None,
-        after_turn: Callable[[Callable[[], None]], bool] | None = None,
+        after_turn: AfterTurn | None = None,
     ) -> None:
         super().__init__(node_id, client_tp, peers, view, clock=clock)
         self.direct_init(entry)  # the ElectionActor's Won starts the seal on its thread
@@ -240,12 +246,13 @@ class EncryptFlowActor(DirectActor, ServicePartActor):
         them (the same as telling it always, without a message to ourselves per request).
         On the node's reader (`after_turn` accepts), once its turn is over: the Dones of every
         reply acknowledged in one turn leave as one DoneBatch per peer (a loaded node reads
-        several acknowledgements per turn)."""
+        several acknowledgements per turn), ahead of the turn's seals (`first`: until a Done
+        comes, a peer keeps the request and would elect it again if we died)."""
         self.dones_due = False
         entry, after = self.entry, self.after_turn
         if self.in_direct and entry is not None and after is not None:
             flush = _FlushDones(self.dones_gen)
-            if after(lambda: tell_if_alive(entry, flush)):
+            if after(lambda: tell_if_alive(entry, flush), first=True):
                 return
         if self.actor_inbox.empty():
             self._flush_dones()
