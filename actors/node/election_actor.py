@@ -13,6 +13,8 @@ Owns two pure cores, `actors.core.membership.Membership` (heartbeats, who is up,
 - sends the election messages it produced while its mailbox was busy (concurrent requests)
   together: one ElectionBatch per peer, cut when a `_FlushElection` it told itself with the
   first one arrives (every message older than it handled); one message alone goes as itself.
+  Those of the messages handled on the node's reader in one turn leave the same way, once the
+  turn is over (`after_turn`, the reactor's `defer(first=True)`: before its timers and seals).
   A received ElectionBatch is handled item by item, like the messages it carries;
 - answers a peer's Election, Claim or (resent) vote for a request whose reply was acknowledged
   (it missed the Done) with Done again (`ForgetElection(settled=True)` tells it which);

@@ -25,7 +25,8 @@ Owns the pure core `actors.core.encrypt_flow.EncryptService` and the `EncoderPoo
   client back to back, plus their ACKs; about half that with the hold, `benchmarks.msg_count`;
   more clients fill a hold faster). The timer is the supervisor's Ticker (`later`: no thread of its own, and an
   idle cloud still sends them); without one (or a hold of 0) they wait only for the messages
-  already in the mailbox (none: they leave at the end of the message that made them). What the hold costs: the peers keep their cached copy (and their
+  already in the mailbox (none: they leave at the end of the message that made them) or, on the
+  node's reader, for the end of its turn (the acknowledgements of one turn: one DoneBatch). What the hold costs: the peers keep their cached copy (and their
   election state) up to the hold longer; a winner killed inside the hold, after its reply left,
   is re-elected by its peers and the request answered twice (a simulated failure, `GoDown`,
   and stopping the node send the held Dones first); the peers' election resends (a vote every
@@ -89,13 +90,13 @@ class _FlushDones:
 
 
 Later = Callable[[float, Callable[[], None]], None]  # (delay_s, fn): fn() on a timer thread
+DONE_HOLD_MAX = 64  # Dones held at most: a full hold leaves at once (one ~4 KB DoneBatch)
 
 
 class AfterTurn(Protocol):
     """The node's `Reactor.defer`: fn() on the reader once its turn is over (True), or False."""
 
     def __call__(self, fn: Callable[[], None], *, first: bool = False) -> bool: ...
-DONE_HOLD_MAX = 64  # Dones held at most: a full hold leaves at once (one ~4 KB DoneBatch)
 
 
 WARM_SIZES = (4096, 2 * 1024 * 1024)  # covers of small images and of a photo, prepared at start
