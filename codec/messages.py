@@ -465,10 +465,14 @@ class ElectionItem(Record):
 @dataclass(frozen=True, slots=True)
 class ElectionBatch(Message):
     """Several election messages of `node` to one peer in one datagram: those its election
-    actor produced while its mailbox was busy (concurrent requests), in the order it sent them."""
+    actor produced while its mailbox was busy (concurrent requests), or in one turn of its
+    reader, in the order it sent them. `acked` / `unacked`: Dones that left in the same turn
+    (as a DoneBatch's: the receiver hands them to its encrypt flow as one)."""
 
     node: NodeId
     items: Annotated[tuple[ElectionItem, ...], Items(Nested(ElectionItem), ELECTION_BATCH_MAX)]
+    acked: Annotated[tuple[str, ...], Items(RequestIdText(), DONE_BATCH_MAX)] = ()
+    unacked: Annotated[tuple[str, ...], Items(RequestIdText(), DONE_BATCH_MAX)] = ()
 
 
 # ---- client <-> client (60-89) --------------------------------------------------------------

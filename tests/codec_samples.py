@@ -94,7 +94,7 @@ SAMPLES: dict[int, m.Message] = {
             m.ElectionItem(kind="ok", rid="bob#2", priority=0, round=1, bind=0),
             m.ElectionItem(kind="claim", rid="carol#3", priority=0, round=1, bind=0),
             m.ElectionItem(kind="coordinator", rid="dave#4", priority=0, round=1, bind=0),
-        )),
+        ), acked=("erin#5",), unacked=("frank#6",)),
         m.Token(epoch=8, holder=2, seq=1234),
         m.GoingDown(node=1, epoch=1_767_225_600_123),
         m.ComingUp(node=1, epoch=1_767_225_600_124),

@@ -13,7 +13,15 @@ import pytest
 from actors.node.base import Inbound, NodePartActor, Wire
 from actors.node.router import Router
 from actors.node.signals import ClientIn, CountersQuery, PeerIn
-from codec.messages import DirectoryQuery, Done, StateRequest, StatusQuery
+from codec.messages import (
+    DirectoryQuery,
+    Done,
+    DoneBatch,
+    ElectionBatch,
+    ElectionItem,
+    StateRequest,
+    StatusQuery,
+)
 from transport.udp import Delivery
 
 pytestmark = pytest.mark.timeout(60)
@@ -97,3 +105,17 @@ def test_a_node_actor_handles_an_inbound_in_order_and_survives_a_bad_item() -> N
         ref.stop()
     assert handled == ["early", "a", "b"]
     assert counters == {"internal_errors": 1}
+
+
+def test_the_dones_riding_in_an_election_batch_reach_the_flow_as_a_done_batch(boxes: Any) -> None:
+    """An ElectionBatch that carries Dones (a peer's turn sent both in one datagram) goes to the
+    election as it is, and its Dones to the flow as the DoneBatch they stand for; one without
+    Dones reaches the election only."""
+    router = Router(1, {PEER2: 2, PEER3: 3}, boxes)
+    item = ElectionItem(kind="election", rid="u#9", priority=5, round=1, bind=0)
+    both = ElectionBatch(node=2, items=(item,), acked=("u#1",), unacked=("u#2",))
+    alone = ElectionBatch(node=3, items=(item,))
+    router.peer_batch([Delivery(PEER2, both), Delivery(PEER3, alone)])
+    assert _told(boxes["election"]) == [Inbound((PeerIn(2, both), PeerIn(3, alone)))]
+    assert _told(boxes["flow"]) == [PeerIn(2, DoneBatch(node=2, acked=("u#1",),
+                                                        unacked=("u#2",)))]

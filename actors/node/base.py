@@ -8,6 +8,7 @@ message that breaks a rule (or a bug) is counted and logged, and the actor carri
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -19,7 +20,17 @@ import pykka
 from actors.core.loglimit import LogLimiter
 from actors.node.signals import ClusterView, ComeUp, CountersQuery, GoDown, PeerRefused, Tick
 from codec.messages import (
+    DONE_BATCH_MAX,
+    ELECTION_BATCH_MAX,
+    Claim,
     ConfirmUpdates,
+    Coordinator,
+    Done,
+    DoneBatch,
+    Election,
+    ElectionBatch,
+    ElectionItem,
+    ElectionOk,
     EncryptOffer,
     EncryptRequest,
     ErrorReply,
@@ -30,7 +41,7 @@ from codec.messages import (
 )
 from config import Config
 from transport.mailbox import QuickInboxActor
-from transport.udp import Transport
+from transport.udp import Reactor, Transport
 
 log = logging.getLogger(__name__)
 
@@ -49,30 +60,106 @@ class Wire:
     refs: dict[str, pykka.ActorRef[Any]]
 
 
+_KIND = {Election: "election", ElectionOk: "ok", Claim: "claim", Coordinator: "coordinator"}
+
+
+def batch_item(msg: Message) -> ElectionItem:
+    """The ElectionBatch item that stands for election message `msg`."""
+    rid: str = msg.rid  # type: ignore[attr-defined]
+    return ElectionItem(kind=_KIND[type(msg)], rid=rid, priority=getattr(msg, "priority", 0),
+                        round=msg.round, bind=getattr(msg, "bind", 0))  # type: ignore[attr-defined]
+
+
+def merged(node_id: int, msgs: list[Message]) -> list[Message]:
+    """The messages of one turn to one peer: several election messages and Dones as one
+    ElectionBatch (one datagram), if there is an election message among them and nothing
+    else; else as they are."""
+    items: list[ElectionItem] = []
+    acked: list[str] = []
+    unacked: list[str] = []
+    for msg in msgs:
+        if type(msg) in _KIND:
+            items.append(batch_item(msg))
+        elif isinstance(msg, ElectionBatch) and not msg.acked and not msg.unacked:
+            items.extend(msg.items)
+        elif isinstance(msg, Done):
+            (acked if msg.acked else unacked).append(msg.rid)
+        elif isinstance(msg, DoneBatch):
+            acked.extend(msg.acked)
+            unacked.extend(msg.unacked)
+        else:
+            return msgs
+    if len(msgs) < 2 or not items or len(items) > ELECTION_BATCH_MAX \
+            or max(len(acked), len(unacked)) > DONE_BATCH_MAX:
+        return msgs
+    return [ElectionBatch(node=node_id, items=tuple(items), acked=tuple(acked),
+                          unacked=tuple(unacked))]
+
+
 class PeerLink:
-    """Sends to the other nodes over the peer transport, by node id (in id order for all)."""
+    """Sends to the other nodes over the peer transport, by node id (in id order for all).
+
+    A send with `turn=True` made on the node's reader thread (`reactor`) is held until the
+    reader's turn is over (the reactor's `defer(first=True)`), and then the turn's messages to
+    each peer leave together: its election messages and Dones as one ElectionBatch (`merged`:
+    a client's acknowledgement of one reply and its next request reach the winner together,
+    so a turn that ends a request mostly starts another). Any other send first sends what is
+    held (under the same lock: a GoingDown never overtakes the Dones held before it)."""
 
     def __init__(self, cfg: Config, node_id: int, tp: Transport) -> None:
         self.tp = tp
+        self.node_id = node_id
         self.addrs = {
             n.id: n.peer_addr for n in sorted(cfg.nodes, key=lambda n: n.id) if n.id != node_id
         }
+        self.reactor: Reactor | None = None  # set by the node (see the class docstring)
+        self._held: dict[int, list[Message]] = {}
+        self._lock = threading.RLock()  # guards _held; held while it is sent (order)
 
     def send(self, node: int, msg: Message) -> None:
-        self.tp.send(self.addrs[node], msg)
+        with self._lock:
+            if self._held:
+                self.flush_turn()
+            self.tp.send(self.addrs[node], msg)
 
-    def send_each(self, items: list[tuple[int, Message]]) -> None:
+    def send_each(self, items: list[tuple[int, Message]], *, turn: bool = False) -> None:
         """Each (node, message) of `items`, in order, in one pass (Transport.send_many: one hold
         of its lock, a message object given for several nodes encoded once)."""
-        if len(items) == 1:
-            self.send(*items[0])
-        elif items:
-            addrs = self.addrs
-            self.tp.send_many([(addrs[node], msg, None) for node, msg in items])
+        if not items or turn and self._hold(items):
+            return
+        with self._lock:
+            if self._held:
+                self.flush_turn()
+            if len(items) == 1:
+                node, msg = items[0]
+                self.tp.send(self.addrs[node], msg)
+            else:
+                addrs = self.addrs
+                self.tp.send_many([(addrs[node], msg, None) for node, msg in items])
 
-    def send_all(self, msg: Message) -> None:
+    def send_all(self, msg: Message, *, turn: bool = False) -> None:
         """`msg` to every peer: encoded once, sent in one pass (Transport.send_many)."""
-        self.tp.send_many([(addr, msg, None) for addr in self.addrs.values()])
+        self.send_each([(node, msg) for node in self.addrs], turn=turn)
+
+    def _hold(self, items: list[tuple[int, Message]]) -> bool:
+        reactor = self.reactor
+        if reactor is None or threading.current_thread() is not reactor.thread:
+            return False
+        with self._lock:
+            if not self._held and not reactor.defer(self.flush_turn, first=True):
+                return False
+            for node, msg in items:
+                self._held.setdefault(node, []).append(msg)
+        return True
+
+    def flush_turn(self) -> None:
+        """Send what is held (see the class docstring)."""
+        with self._lock:
+            held, self._held = self._held, {}
+            sends = [(self.addrs[node], out, None) for node, msgs in held.items()
+                     for out in merged(self.node_id, msgs)]
+            if sends:
+                self.tp.send_many(sends)
 
     def node_at(self, addr: Addr) -> int | None:
         """The peer whose address is `addr` (None: not a peer's)."""

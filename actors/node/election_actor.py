@@ -59,7 +59,7 @@ import psutil
 from actors.core import election as el
 from actors.core.membership import Membership, Output
 from actors.direct import DirectActor, DirectEntry, tell_if_alive
-from actors.node.base import NodePartActor, PeerLink
+from actors.node.base import NodePartActor, PeerLink, batch_item
 from actors.node.signals import (
     ClusterView,
     ComeUp,
@@ -103,18 +103,11 @@ SETTLED_MAX = 65536
 LIVENESS = (PeerHeartbeat, GoingDown, ComingUp)
 PROBE_GAP_S = 0.02  # at most one probe of a node per this interval (see _probe)
 ELECTION_MESSAGES = (Election, Claim, ElectionOk, Coordinator)
-_KIND = {Election: "election", ElectionOk: "ok", Claim: "claim", Coordinator: "coordinator"}
 
 
 class _FlushElection:
     """Told to ourselves with the first election message kept: when it arrives, every message
     that was waiting before it has been handled, so what they produced leaves together."""
-
-
-def batch_item(msg: Message) -> ElectionItem:
-    rid: str = msg.rid  # type: ignore[attr-defined]
-    return ElectionItem(kind=_KIND[type(msg)], rid=rid, priority=getattr(msg, "priority", 0),
-                        round=msg.round, bind=getattr(msg, "bind", 0))  # type: ignore[attr-defined]
 
 
 def item_message(node: int, item: ElectionItem) -> Message:
@@ -452,7 +445,7 @@ class ElectionActor(DirectActor, NodePartActor):
                 else:
                     items = tuple(batch_item(m) for m in part)
                     sends.append((dest, ElectionBatch(node=self.node_id, items=items)))
-        self.peers.send_each(sends)
+        self.peers.send_each(sends, turn=True)  # held to the turn's end on the reader
 
 
 def _host_load() -> Callable[[], float]:

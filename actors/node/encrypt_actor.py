@@ -161,7 +161,7 @@ class EncryptFlowActor(DirectActor, ServicePartActor):
             )
 
     def on_stop(self) -> None:
-        self._flush_dones()  # the node stops: its held Dones leave now, not never
+        self._flush_dones(turn=False)  # the node stops: its held Dones leave now, not never
         if self.pool is not None:
             self.pool.stop()
 
@@ -198,18 +198,21 @@ class EncryptFlowActor(DirectActor, ServicePartActor):
                 flush, me = _FlushDones(self.dones_gen), self.actor_ref
                 self.later(self.done_hold_s, lambda: tell_if_alive(me, flush))
 
-    def _flush_dones(self) -> None:
+    def _flush_dones(self, turn: bool = True) -> None:
+        """Send the Dones held; on the node's reader they go with the turn's election messages
+        (PeerLink `turn`); `turn=False`: at once."""
         self.dones_gen += 1
         self.dones_due = False
         dones, self.dones = self.dones, []
         for i in range(0, len(dones), DONE_BATCH_MAX):
             part = dones[i:i + DONE_BATCH_MAX]
             if len(part) == 1:
-                self.peers.send_all(part[0])
+                self.peers.send_all(part[0], turn=turn)
                 continue
             self.peers.send_all(DoneBatch(node=self.node_id,
                                           acked=tuple(d.rid for d in part if d.acked),
-                                          unacked=tuple(d.rid for d in part if not d.acked)))
+                                          unacked=tuple(d.rid for d in part if not d.acked)),
+                                turn=turn)
 
     def _submit(self, rid: str, data: bytes) -> None:
         assert self.pool is not None
@@ -308,7 +311,7 @@ class EncryptFlowActor(DirectActor, ServicePartActor):
 
     def going_down(self, message: GoDown) -> None:
         self.flow.drop_all(self.clock())  # Done for replies in flight ...
-        self._flush_dones()
+        self._flush_dones(turn=False)
         for dest, msg in message.then_send:  # ... before the token's GoingDown
             self.peers.send(dest, msg)
 

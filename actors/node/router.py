@@ -145,6 +145,10 @@ class Router:
             item = PeerIn(sender, msg)
             for ref in refs:
                 _add(out, ref, item)
+            if type(msg) is ElectionBatch and (msg.acked or msg.unacked):  # Dones ride along
+                done = DoneBatch(node=sender, acked=msg.acked, unacked=msg.unacked)
+                for ref in self.peer_routes[DoneBatch]:
+                    _add(out, ref, PeerIn(sender, done))
         _tell(out)
 
     def _count(self, what: str, detail: str) -> None:

@@ -112,6 +112,7 @@ class NodeActor(NodePartActor):
     def on_start(self) -> None:
         cfg, nid, clock = self.cfg, self.node_id, self.clock
         peers = PeerLink(cfg, nid, self.peer_tp)
+        peers.reactor = self.reactor  # a reader turn's election messages and Dones: one datagram
         disk_kept = (self.data_dir / "pending.db").exists()  # else a new or replaced disk
         store = PendingStore(self.data_dir / "pending.db")
         pins = PinStore(self.data_dir / "pending.db")
