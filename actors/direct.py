@@ -118,12 +118,3 @@ class DirectActor(QuickInboxActor):
         with self._queued_lock:
             self._queued += 1
         return False
-
-
-def tell_if_alive(ref: pykka.ActorRef[Any] | DirectEntry, message: Any) -> None:
-    """A timer's or a deferred tell (a reactor's `defer`): an actor stopped meanwhile drops it
-    (what it held left in its on_stop)."""
-    try:
-        ref.tell(message)
-    except pykka.ActorDeadError:
-        pass

@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min", type=float, default=0.05, help="smallest count per request shown")
     p.add_argument("--no-hooks", dest="hooks", action="store_false",
                    help="no counting hooks: CPU per request and latency only")
-    p.add_argument("--clients", type=int, default=1, help="client processes (with --no-hooks)")
+    p.add_argument("--clients", type=int, default=1,
+                   help="client processes (not hooked: the nodes alone are counted)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     import config as config_mod

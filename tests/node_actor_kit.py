@@ -190,3 +190,23 @@ class FakeCloud:
         for refs in self.refs.values():
             for ref in refs.values():
                 ref.stop()
+
+
+class FakeReactor:
+    """The node's Reactor as PeerLink uses it: its thread, and `defer` (kept; the test runs
+    them when the turn is over), which refuses off that thread."""
+
+    def __init__(self, thread: threading.Thread) -> None:
+        self.thread = thread
+        self.deferred: list[tuple[Any, bool]] = []
+
+    def defer(self, fn: Any, *, first: bool = False) -> bool:
+        if threading.current_thread() is not self.thread:
+            return False
+        self.deferred.append((fn, first))
+        return True
+
+    def end_turn(self) -> None:
+        while self.deferred:
+            fn, _ = self.deferred.pop(0)
+            fn()

@@ -24,6 +24,7 @@ from node_actor_kit import (
     FAST_FAILURES,
     FakeClock,
     FakeCloud,
+    FakeReactor,
     Recorder,
     n_node_config,
     recorded,
@@ -1251,35 +1252,6 @@ def test_an_idle_flow_handles_a_reply_outcome_on_the_thread_that_learned_it() ->
     ref.stop()
 
 
-class AfterTurn:
-    """An actor's `after_turn` (the node's `Reactor.defer`): keeps the functions it accepts,
-    which the test runs when the turn is over; `accept = False`: it refuses (not the
-    reactor's thread)."""
-
-    def __init__(self) -> None:
-        self.deferred: list[Any] = []
-        self.first: list[bool] = []  # each accepted one's `first`
-        self.accept = True
-
-    def __call__(self, fn: Any, *, first: bool = False) -> bool:
-        if self.accept:
-            self.deferred.append(fn)
-            self.first.append(first)
-        return self.accept
-
-
-def flow_on_a_reader(cfg: Any) -> tuple[Any, FakeTransport, FakeTransport, DirectEntry,
-                                         AfterTurn]:
-    """A flow actor with a DirectEntry and an `after_turn`, as on a node's reader: (ref, client
-    transport that completes no send by itself, peer transport, entry, after_turn)."""
-    client, peer, entry = FakeTransport(auto=None), FakeTransport(), DirectEntry()
-    after_turn = AfterTurn()
-    ref = EncryptFlowActor.start(cfg, 1, client, PeerLink(cfg, 1, peer), up_view(),  # type: ignore[arg-type]
-                                 clock=FakeClock(), entry=entry, after_turn=after_turn)
-    wired(ref, election=Recorder.start(), supervisor=Recorder.start())
-    return ref, client, peer, entry, after_turn
-
-
 def test_a_won_on_the_reader_thread_is_sealed_there_once_the_turn_is_over() -> None:
     """A Won that runs on a foreign thread through the flow's DirectEntry (the reader thread,
     which handles the election while both actors are idle) does not wake the flow's thread with
@@ -1289,7 +1261,18 @@ def test_a_won_on_the_reader_thread_is_sealed_there_once_the_turn_is_over() -> N
     from codec import seal as seal_mod
 
     cfg = three_node_config()
-    ref, client, _peer, entry, after_turn = flow_on_a_reader(cfg)
+    client, peer, entry = FakeTransport(auto=None), FakeTransport(), DirectEntry()
+    deferred: list[Any] = []
+    accept = [True]
+
+    def after_turn(fn: Any) -> bool:
+        if accept[0]:
+            deferred.append(fn)
+        return accept[0]
+
+    ref = EncryptFlowActor.start(cfg, 1, client, PeerLink(cfg, 1, peer), up_view(),  # type: ignore[arg-type]
+                                 clock=FakeClock(), entry=entry, after_turn=after_turn)
+    wired(ref, election=Recorder.start(), supervisor=Recorder.start())
     try:
         data = png_bytes(1)
         for k in (1, 2):
@@ -1297,29 +1280,34 @@ def test_a_won_on_the_reader_thread_is_sealed_there_once_the_turn_is_over() -> N
                                                     attempt=0)))
         ref.ask(CountersQuery())  # idle: the entry runs the Won on this thread
         entry.tell(Won("alice#1"))
-        assert len(after_turn.deferred) == 1 and after_turn.first == [False]
+        assert len(deferred) == 1
         ref.ask(CountersQuery())  # whatever the mailbox held has run: no SealJob was told
         assert [s for s in client.sent if isinstance(s.msg, EncryptReply)] == []
-        after_turn.deferred.pop()()  # the turn is over: sealed now, on this thread
+        deferred.pop()()  # the turn is over: sealed now, on this thread
         (sent,) = [s for s in client.sent if isinstance(s.msg, EncryptReply)]
         assert sent.msg.rid == "alice#1" and seal_mod.unseal(sent.msg.sealed).payload == data
         assert sent.thread == threading.get_ident()
-        after_turn.accept = False
+        accept[0] = False
         entry.tell(Won("alice#2"))
         (sent,) = client.wait_sent(lambda s: isinstance(s.msg, EncryptReply)
                                    and s.msg.rid == "alice#2")
-        assert sent.thread != threading.get_ident() and after_turn.deferred == []  # the flow's own
+        assert sent.thread != threading.get_ident() and deferred == []  # the flow's own
     finally:
         ref.stop()
 
 
 def test_the_dones_of_one_reader_turn_leave_as_one_done_batch_per_peer() -> None:
-    """Replies acknowledged on the reader's thread (through the flow's DirectEntry) in one turn
-    hold their Dones until the turn is over (`after_turn`): then one DoneBatch per peer carries
-    them all, instead of one Done per reply and peer. Where `after_turn` refuses (not the
-    reactor's thread), a Done leaves at once, as before."""
+    """Replies acknowledged on the node's reader in one turn (through the flow's DirectEntry):
+    the PeerLink holds their Dones to the turn's end, then one DoneBatch per peer carries them
+    all. Off the reader a Done leaves at once."""
     cfg = three_node_config()
-    ref, client, peer, _entry, after_turn = flow_on_a_reader(cfg)
+    client, peer, entry = FakeTransport(auto=None), FakeTransport(), DirectEntry()
+    peers = PeerLink(cfg, 1, peer)  # type: ignore[arg-type]
+    reactor = FakeReactor(threading.current_thread())
+    peers.reactor = reactor  # type: ignore[assignment]
+    ref = EncryptFlowActor.start(cfg, 1, client, peers, up_view(),  # type: ignore[arg-type]
+                                 clock=FakeClock(), entry=entry)
+    wired(ref, election=Recorder.start(), supervisor=Recorder.start())
     try:
         rids = [f"alice#{k}" for k in (1, 2, 3)]
         for rid in rids:
@@ -1330,16 +1318,14 @@ def test_the_dones_of_one_reader_turn_leave_as_one_done_batch_per_peer() -> None
         ref.ask(CountersQuery())  # idle: the outcomes run on this thread, through the entry
         for sent in replies:
             client.complete(sent)  # the reader learns three acknowledgements in one turn
-        assert peer.sent == [] and len(after_turn.deferred) == 1  # held to the turn's end: one flush
-        assert after_turn.first == [True]  # ahead of the turn's seals
-        after_turn.deferred.pop()()  # the turn is over
+        assert peer.sent == [] and [first for _, first in reactor.deferred] == [True]
+        reactor.end_turn()
         order = tuple(s.msg.rid for s in replies)
         assert sorted(order) == rids
         assert [(s.addr, s.msg) for s in peer.sent] == [
-            (addr, DoneBatch(node=1, acked=order, unacked=()))
-            for addr in PeerLink(cfg, 1, peer).addrs.values()
+            (addr, DoneBatch(node=1, acked=order, unacked=())) for addr in peers.addrs.values()
         ]
-        after_turn.accept = False
+        peers.reactor = FakeReactor(threading.Thread(target=lambda: None))  # type: ignore[assignment]
         ref.tell(ClientIn(ALICE, EncryptRequest(rid="alice#4", image="a.png", data=png_bytes(1),
                                                 attempt=0)))
         ref.tell(Won("alice#4"))
@@ -1349,7 +1335,6 @@ def test_the_dones_of_one_reader_turn_leave_as_one_done_batch_per_peer() -> None
         before = len(peer.sent)
         client.complete(sent)
         assert [s.msg for s in peer.sent[before:]] == [Done(rid="alice#4", node=1, acked=True)] * 2
-        assert after_turn.deferred == []
     finally:
         ref.stop()
 
@@ -1719,21 +1704,19 @@ def test_election_messages_of_a_busy_mailbox_leave_in_one_batch_per_peer() -> No
 
 
 def test_election_messages_of_one_reader_turn_leave_in_one_batch_per_peer() -> None:
-    """Requests started on the reader's thread (the flow's StartElection through the election's
-    DirectEntry) keep their Elections until the reader's turn is over (`after_turn`, the node's
-    `Reactor.defer`): then one ElectionBatch per peer carries all of them. A lone message still
-    leaves as itself, and where `after_turn` refuses (not the reactor's thread) each request's
-    Elections leave at once."""
+    """Requests started on the node's reader (the flow's StartElection through the election's
+    DirectEntry): the PeerLink holds their Elections to the turn's end, then one ElectionBatch
+    per peer carries them all; a request alone in its turn sends Elections as themselves."""
     from codec.messages import Election, ElectionBatch
 
     cfg = three_node_config()
     tp, entry = FakeTransport(), DirectEntry()
-    after_turn = AfterTurn()
-    ref = ElectionActor.start(cfg, 1, PeerLink(cfg, 1, tp), clock=FakeClock(),  # type: ignore[arg-type]
-                              boot_epoch=1, loadavg=lambda: 0.0, disk_kept=False, entry=entry,
-                              after_turn=after_turn)
+    peers = PeerLink(cfg, 1, tp)  # type: ignore[arg-type]
+    reactor = FakeReactor(threading.current_thread())
+    peers.reactor = reactor  # type: ignore[assignment]
+    ref = ElectionActor.start(cfg, 1, peers, clock=FakeClock(), boot_epoch=1,
+                              loadavg=lambda: 0.0, disk_kept=False, entry=entry)
     wired(ref, flow=Recorder.start())
-    peers = {cfg.node(n).peer_addr for n in (2, 3)}
 
     def elections() -> list[Any]:
         return [s for s in tp.sent if isinstance(s.msg, (Election, ElectionBatch))]
@@ -1744,24 +1727,19 @@ def test_election_messages_of_one_reader_turn_leave_in_one_batch_per_peer() -> N
                                              token_holder=0, digest=b"")))
         ref.tell(Tick())
         ref.ask(CountersQuery())  # idle: the entry runs what it is told on this thread
+        reactor.end_turn()  # what the heartbeats and the tick sent
         rids = [f"alice#{k}" for k in (1, 2, 3)]
         for rid in rids:
             entry.tell(StartElection(rid))
-        assert elections() == [] and len(after_turn.deferred) == 1  # one flush for the whole turn
-        after_turn.deferred.pop()()
+        assert elections() == []
+        reactor.end_turn()
         batches = elections()
-        assert {s.addr for s in batches} == peers and len(batches) == 2
-        assert all(isinstance(s.msg, ElectionBatch) for s in batches)
+        assert {s.addr for s in batches} == set(peers.addrs.values()) and len(batches) == 2
         assert [[i.rid for i in s.msg.items] for s in batches] == [rids, rids]
         entry.tell(StartElection("alice#4"))  # alone in its turn: an Election, no batch
-        after_turn.deferred.pop()()
+        reactor.end_turn()
         alone = elections()[2:]
         assert [(type(s.msg), s.msg.rid) for s in alone] == [(Election, "alice#4")] * 2
-        after_turn.accept = False
-        entry.tell(StartElection("alice#5"))
-        entry.tell(StartElection("alice#6"))
-        assert [s.msg.rid for s in elections()[4:]] == ["alice#5"] * 2 + ["alice#6"] * 2
-        assert after_turn.deferred == []
     finally:
         ref.stop()
 

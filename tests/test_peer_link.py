@@ -5,11 +5,10 @@ at once, with what was held sent first (a GoingDown never overtakes the Dones be
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 import pytest
 from fake_transport import FakeTransport
-from node_actor_kit import three_node_config
+from node_actor_kit import FakeReactor, three_node_config
 
 from actors.node.base import PeerLink, batch_item, merged
 from codec.messages import (
@@ -24,26 +23,6 @@ from codec.messages import (
 )
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class FakeReactor:
-    """The node's Reactor as PeerLink uses it: its thread, and `defer` (kept; the test runs
-    them when the turn is over), which refuses off that thread."""
-
-    def __init__(self, thread: threading.Thread) -> None:
-        self.thread = thread
-        self.deferred: list[tuple[Any, bool]] = []
-
-    def defer(self, fn: Any, *, first: bool = False) -> bool:
-        if threading.current_thread() is not self.thread:
-            return False
-        self.deferred.append((fn, first))
-        return True
-
-    def end_turn(self) -> None:
-        while self.deferred:
-            fn, _ = self.deferred.pop(0)
-            fn()
 
 
 def link(thread: threading.Thread | None = None) -> tuple[PeerLink, FakeTransport, FakeReactor]:
@@ -72,15 +51,15 @@ def test_a_turns_election_messages_and_dones_to_a_peer_leave_as_one_election_bat
     assert tp.many == [2]  # both peers in one pass
 
 
-def test_a_lone_message_or_dones_alone_leave_as_they_are() -> None:
+def test_a_lone_message_leaves_as_itself_and_dones_alone_as_one_done_batch() -> None:
     peers, tp, reactor = link()
-    done = Done(rid="c#0", node=1, acked=False)
     peers.send_each([(2, election("a#1"))], turn=True)
-    peers.send_each([(3, done), (3, Done(rid="c#1", node=1, acked=True))], turn=True)
+    peers.send_each([(3, Done(rid="c#0", node=1, acked=False)),
+                     (3, Done(rid="c#1", node=1, acked=True))], turn=True)
     reactor.end_turn()
     assert [(s.addr, s.msg) for s in tp.sent] == [
         (peers.addrs[2], election("a#1")),
-        (peers.addrs[3], done), (peers.addrs[3], Done(rid="c#1", node=1, acked=True)),
+        (peers.addrs[3], DoneBatch(node=1, acked=("c#1",), unacked=("c#0",))),
     ]
 
 

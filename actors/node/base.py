@@ -71,9 +71,9 @@ def batch_item(msg: Message) -> ElectionItem:
 
 
 def merged(node_id: int, msgs: list[Message]) -> list[Message]:
-    """The messages of one turn to one peer: several election messages and Dones as one
-    ElectionBatch (one datagram), if there is an election message among them and nothing
-    else; else as they are."""
+    """The messages of one turn to one peer as one datagram when they are several election
+    messages and Dones and nothing else: one ElectionBatch (carrying the Dones), or one
+    DoneBatch when there are only Dones; else as they are."""
     items: list[ElectionItem] = []
     acked: list[str] = []
     unacked: list[str] = []
@@ -89,9 +89,11 @@ def merged(node_id: int, msgs: list[Message]) -> list[Message]:
             unacked.extend(msg.unacked)
         else:
             return msgs
-    if len(msgs) < 2 or not items or len(items) > ELECTION_BATCH_MAX \
+    if len(msgs) < 2 or len(items) > ELECTION_BATCH_MAX \
             or max(len(acked), len(unacked)) > DONE_BATCH_MAX:
         return msgs
+    if not items:
+        return [DoneBatch(node=node_id, acked=tuple(acked), unacked=tuple(unacked))]
     return [ElectionBatch(node=node_id, items=tuple(items), acked=tuple(acked),
                           unacked=tuple(unacked))]
 
@@ -100,11 +102,12 @@ class PeerLink:
     """Sends to the other nodes over the peer transport, by node id (in id order for all).
 
     A send with `turn=True` made on the node's reader thread (`reactor`) is held until the
-    reader's turn is over (the reactor's `defer(first=True)`), and then the turn's messages to
-    each peer leave together: its election messages and Dones as one ElectionBatch (`merged`:
-    a client's acknowledgement of one reply and its next request reach the winner together,
-    so a turn that ends a request mostly starts another). Any other send first sends what is
-    held (under the same lock: a GoingDown never overtakes the Dones held before it)."""
+    reader's turn is over (the reactor's `defer(first=True)`: before its timers and seals, for
+    the peers wait for these). Then the turn's messages to each peer leave together (`merged`):
+    a loaded node reads several datagrams per turn, and a client's acknowledgement of one reply
+    and its next request reach the winner together, so a turn that ends a request mostly starts
+    another. Any other send first sends what is held (under the same lock: a GoingDown never
+    overtakes the Dones held before it)."""
 
     def __init__(self, cfg: Config, node_id: int, tp: Transport) -> None:
         self.tp = tp

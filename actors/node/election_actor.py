@@ -13,8 +13,8 @@ Owns two pure cores, `actors.core.membership.Membership` (heartbeats, who is up,
 - sends the election messages it produced while its mailbox was busy (concurrent requests)
   together: one ElectionBatch per peer, cut when a `_FlushElection` it told itself with the
   first one arrives (every message older than it handled); one message alone goes as itself.
-  Those of the messages handled on the node's reader in one turn leave the same way, once the
-  turn is over (`after_turn`, the reactor's `defer(first=True)`: before its timers and seals).
+  What messages handled on the node's reader send waits for the end of its turn in the PeerLink
+  (`turn=True`), which sends a turn's election messages and Dones to a peer as one ElectionBatch.
   A received ElectionBatch is handled item by item, like the messages it carries;
 - answers a peer's Election, Claim or (resent) vote for a request whose reply was acknowledged
   (it missed the Done) with Done again (`ForgetElection(settled=True)` tells it which);
@@ -58,7 +58,7 @@ import psutil
 
 from actors.core import election as el
 from actors.core.membership import Membership, Output
-from actors.direct import DirectActor, DirectEntry, tell_if_alive
+from actors.direct import DirectActor, DirectEntry
 from actors.node.base import NodePartActor, PeerLink, batch_item
 from actors.node.signals import (
     ClusterView,
@@ -131,7 +131,6 @@ class ElectionActor(DirectActor, NodePartActor):
         loadavg: Callable[[], float] | None = None,
         disk_kept: bool = True,
         entry: DirectEntry | None = None,
-        after_turn: Callable[[Callable[[], None]], bool] | None = None,
     ) -> None:
         super().__init__(node_id, clock)
         self.direct_init(entry)  # the router's peer messages, on the transport's reader thread
@@ -169,23 +168,10 @@ class ElectionActor(DirectActor, NodePartActor):
         self.subscribers: list[Any] = []
         self._loadavg = loadavg or _host_load()
         self.outbox: dict[int, list[Message]] = {}  # peer -> election messages, sent on flush
-        self.entry = entry
-        self.after_turn = after_turn
-        self.turn_flush = False  # a flush waits for the end of the reader's turn (direct_done)
         self.probed: dict[int, float] = {}  # node -> when we last probed it (see _probe)
 
     def direct_done(self) -> None:
-        """What an entry's message made leaves now, or, on the node's reader (`after_turn`
-        accepts), once its turn is over: the election messages of every datagram read in one
-        turn leave as one ElectionBatch per peer (a loaded node reads several per turn)."""
-        if not self.outbox or self.turn_flush:
-            return
-        entry, after = self.entry, self.after_turn
-        if entry is not None and after is not None \
-                and after(lambda: tell_if_alive(entry, _FlushElection())):
-            self.turn_flush = True
-            return
-        self._flush()
+        self._flush()  # what a peer message made leaves now, from the reader thread
 
     def wired(self) -> None:
         self.subscribers = [
@@ -430,7 +416,6 @@ class ElectionActor(DirectActor, NodePartActor):
         """Send what the messages handled since the last flush produced: per peer, one message
         alone as itself, several as ElectionBatches; all peers' in one Transport.send_many."""
         outbox, self.outbox = self.outbox, {}
-        self.turn_flush = False
         sends: list[tuple[int, Message]] = []
         for dest, msgs in outbox.items():
             if log.isEnabledFor(logging.DEBUG):
@@ -445,7 +430,7 @@ class ElectionActor(DirectActor, NodePartActor):
                 else:
                     items = tuple(batch_item(m) for m in part)
                     sends.append((dest, ElectionBatch(node=self.node_id, items=items)))
-        self.peers.send_each(sends, turn=True)  # held to the turn's end on the reader
+        self.peers.send_each(sends, turn=True)  # on the node's reader: at the turn's end
 
 
 def _host_load() -> Callable[[], float]:

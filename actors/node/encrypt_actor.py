@@ -25,8 +25,8 @@ Owns the pure core `actors.core.encrypt_flow.EncryptService` and the `EncoderPoo
   client back to back, plus their ACKs; about half that with the hold, `benchmarks.msg_count`;
   more clients fill a hold faster). The timer is the supervisor's Ticker (`later`: no thread of its own, and an
   idle cloud still sends them); without one (or a hold of 0) they wait only for the messages
-  already in the mailbox (none: they leave at the end of the message that made them) or, on the
-  node's reader, for the end of its turn (the acknowledgements of one turn: one DoneBatch). What the hold costs: the peers keep their cached copy (and their
+  already in the mailbox (none: they leave at the end of the message that made them; on the
+  node's reader the PeerLink holds them to the end of its turn, with its election messages). What the hold costs: the peers keep their cached copy (and their
   election state) up to the hold longer; a winner killed inside the hold, after its reply left,
   is re-elected by its peers and the request answered twice (a simulated failure, `GoDown`,
   and stopping the node send the held Dones first); the peers' election resends (a vote every
@@ -44,10 +44,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
+
+import pykka
 
 from actors.core.encrypt_flow import EncryptService
-from actors.direct import DirectActor, DirectEntry, tell_if_alive
+from actors.direct import DirectActor, DirectEntry
 from actors.node.base import PeerLink, ServicePartActor
 from actors.node.encoder import EncoderPool, Sealed, SealJob
 from actors.node.signals import (
@@ -93,10 +95,13 @@ Later = Callable[[float, Callable[[], None]], None]  # (delay_s, fn): fn() on a 
 DONE_HOLD_MAX = 64  # Dones held at most: a full hold leaves at once (one ~4 KB DoneBatch)
 
 
-class AfterTurn(Protocol):
-    """The node's `Reactor.defer`: fn() on the reader once its turn is over (True), or False."""
-
-    def __call__(self, fn: Callable[[], None], *, first: bool = False) -> bool: ...
+def _tell_if_alive(ref: pykka.ActorRef[Any] | DirectEntry, message: Any) -> None:
+    """A timer's or a deferred tell (see `after_turn`): an actor stopped meanwhile drops it
+    (its held Dones left in on_stop)."""
+    try:
+        ref.tell(message)
+    except pykka.ActorDeadError:
+        pass
 
 
 WARM_SIZES = (4096, 2 * 1024 * 1024)  # covers of small images and of a photo, prepared at start
@@ -117,7 +122,7 @@ class EncryptFlowActor(DirectActor, ServicePartActor):
         figures: dict[str, Any] | None = None,
         entry: DirectEntry | None = None,
         later: Later | None = None,
-        after_turn: AfterTurn | None = None,
+        after_turn: Callable[[Callable[[], None]], bool] | None = None,
     ) -> None:
         super().__init__(node_id, client_tp, peers, view, clock=clock)
         self.direct_init(entry)  # the ElectionActor's Won starts the seal on its thread
@@ -161,7 +166,7 @@ class EncryptFlowActor(DirectActor, ServicePartActor):
             )
 
     def on_stop(self) -> None:
-        self._flush_dones(turn=False)  # the node stops: its held Dones leave now, not never
+        self._flush_dones()  # the node stops: its held Dones leave now, not never
         if self.pool is not None:
             self.pool.stop()
 
@@ -196,23 +201,21 @@ class EncryptFlowActor(DirectActor, ServicePartActor):
                 self.dones_due = True  # see handle
             else:
                 flush, me = _FlushDones(self.dones_gen), self.actor_ref
-                self.later(self.done_hold_s, lambda: tell_if_alive(me, flush))
+                self.later(self.done_hold_s, lambda: _tell_if_alive(me, flush))
 
-    def _flush_dones(self, turn: bool = True) -> None:
-        """Send the Dones held; on the node's reader they go with the turn's election messages
-        (PeerLink `turn`); `turn=False`: at once."""
+    def _flush_dones(self) -> None:
         self.dones_gen += 1
         self.dones_due = False
         dones, self.dones = self.dones, []
-        for i in range(0, len(dones), DONE_BATCH_MAX):
-            part = dones[i:i + DONE_BATCH_MAX]
+        for i in range(0, len(dones), DONE_BATCH_MAX):  # on the node's reader: held by the
+            part = dones[i:i + DONE_BATCH_MAX]  # PeerLink to the turn's end (`turn`), see there
             if len(part) == 1:
-                self.peers.send_all(part[0], turn=turn)
+                self.peers.send_all(part[0], turn=True)
                 continue
             self.peers.send_all(DoneBatch(node=self.node_id,
                                           acked=tuple(d.rid for d in part if d.acked),
                                           unacked=tuple(d.rid for d in part if not d.acked)),
-                                turn=turn)
+                                turn=True)
 
     def _submit(self, rid: str, data: bytes) -> None:
         assert self.pool is not None
@@ -221,7 +224,7 @@ class EncryptFlowActor(DirectActor, ServicePartActor):
             entry, after = self.entry, self.after_turn
             # on the reader's thread: sealed there once its turn is over, no wake-up (docstring)
             if (self.in_direct and entry is not None and after is not None
-                    and after(lambda: tell_if_alive(entry, job))):
+                    and after(lambda: _tell_if_alive(entry, job))):
                 return
             self.actor_ref.tell(job)
         else:
@@ -247,17 +250,8 @@ class EncryptFlowActor(DirectActor, ServicePartActor):
     def _dones_after_message(self) -> None:
         """Without a hold, the Dones held leave once every message waiting in the mailbox now
         has been handled: at once when it is empty, else after a `_FlushDones` told behind
-        them (the same as telling it always, without a message to ourselves per request).
-        On the node's reader (`after_turn` accepts), once its turn is over: the Dones of every
-        reply acknowledged in one turn leave as one DoneBatch per peer (a loaded node reads
-        several acknowledgements per turn), ahead of the turn's seals (`first`: until a Done
-        comes, a peer keeps the request and would elect it again if we died)."""
+        them (the same as telling it always, without a message to ourselves per request)."""
         self.dones_due = False
-        entry, after = self.entry, self.after_turn
-        if self.in_direct and entry is not None and after is not None:
-            flush = _FlushDones(self.dones_gen)
-            if after(lambda: tell_if_alive(entry, flush), first=True):
-                return
         if self.actor_inbox.empty():
             self._flush_dones()
         else:
@@ -311,7 +305,7 @@ class EncryptFlowActor(DirectActor, ServicePartActor):
 
     def going_down(self, message: GoDown) -> None:
         self.flow.drop_all(self.clock())  # Done for replies in flight ...
-        self._flush_dones(turn=False)
+        self._flush_dones()
         for dest, msg in message.then_send:  # ... before the token's GoingDown
             self.peers.send(dest, msg)
 

@@ -15,7 +15,6 @@ No actor blocks on another on a request's path; they talk by messages only (acto
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import heapq
 import itertools
@@ -127,9 +126,7 @@ class NodeActor(NodePartActor):
         self.children = {
             "election": ElectionActor.start(
                 cfg, nid, peers, clock=clock, boot_epoch=self.boot_epoch, disk_kept=disk_kept,
-                entry=entry,  # its sends of a turn, ahead of the seals (the peers wait)
-                after_turn=None if self.reactor is None
-                else functools.partial(self.reactor.defer, first=True),
+                entry=entry,
             ),
             "token": FailureTokenActor.start(
                 cfg,
