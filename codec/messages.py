@@ -295,6 +295,9 @@ class PeerHeartbeat(Message):
     token_epoch: Epoch
     token_holder: NodeOrZero
     digest: Digest
+    # the node's encoder pool size (0: not said): with it a peer knows the highest key the node
+    # can have in an election (actors.core.election, Ceilings)
+    slots: Count = 0
 
 
 @register(31)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from actors.core.election import ElectionCore, Lost, TieHash, Won, tie_hash
@@ -107,14 +108,19 @@ class ElectionCluster:
         failure_timeout_s: float = 1.0,
         tie_hash: TieHash = tie_hash,
         bind: bool = True,
+        ceilings: bool = False,
+        slots: int = 2,
     ) -> None:
         self.ids = ids
         self.now = 0.0
         self.rng = random.Random(seed)
         self.net = FakeNet(self.rng, loss)
         self.members = {i: Membership(i, ids, failure_timeout_s) for i in ids}
-        self.cores = {i: ElectionCore(i, self.members[i], answer_timeout_s, tie_hash, bind=bind)
+        self.cores = {i: ElectionCore(i, self.members[i], answer_timeout_s, tie_hash, bind=bind,
+                                      ceilings=ceilings)
                       for i in ids}
+        # priorities a test gives start() are mapped through this first (None: as given)
+        self.prio_map: Callable[[int], int] | None = None
         self.rec = {i: Record() for i in ids}
         # nodes alive by heartbeat that send no election message
         self.silent: set[int] = set()
@@ -132,6 +138,7 @@ class ElectionCluster:
         self.done_on_win = False
         self.settled: dict[int, set[str]] = {i: set() for i in ids}
         self.next_hb = 0.0
+        self.slots = {i: slots for i in ids}  # each node's pool size, as its heartbeats say
         self.heartbeats()
 
     def heartbeats(self) -> None:
@@ -140,7 +147,8 @@ class ElectionCluster:
                 if (i != j and j in self.hb_alive and j not in self.hb_deaf
                         and (i, j) not in self.hb_cut):
                     self.members[j].observe(
-                        self.members[i].heartbeat(load=0, token_epoch=0, token_holder=0), self.now
+                        self.members[i].heartbeat(load=0, token_epoch=0, token_holder=0,
+                                                  slots=self.slots[i]), self.now
                     )
         self.next_hb = self.now + self.hb_interval
 
@@ -170,6 +178,8 @@ class ElectionCluster:
         self.apply(node, self.cores[node].peer_down(gone, self.now))
 
     def start(self, node: int, rid: str, prio: int) -> None:
+        if self.prio_map is not None:
+            prio = self.prio_map(prio)
         self.apply(node, self.cores[node].start(rid, prio, self.now))
 
     def _advance(self, limit: float, settle: bool) -> bool:

@@ -2,6 +2,7 @@
 
 import collections
 import random
+from typing import Any
 
 import pytest
 from cloud_sim import ElectionCluster
@@ -21,6 +22,7 @@ from codec.messages import Claim, Coordinator, Election, ElectionOk, GoingDown
 
 A = 0.3  # answer timeout, seconds
 BASE = priority(0, 0, 0.0, 2)
+TOP = BASE  # the ceiling of a node of 2 slots: with ceilings, no key of such a node is above it
 
 
 def outcome(c: ElectionCluster, rid: str) -> tuple[list[int], dict[int, int]]:
@@ -246,6 +248,20 @@ def test_a_down_node_takes_no_part() -> None:
     assert c.cores[3].state_of("u#1") is None
 
 
+MODES = ["bind", "unasked", "ceiling"]  # bound Elections; unasked votes only; bound, with ceilings
+
+
+def cluster(mode: str, **kw: Any) -> ElectionCluster:
+    """A cluster in `mode` (MODES). With ceilings the priorities a test gives are mapped to the
+    ceiling (even steps above BASE) or a job below it (odd ones): a real priority never exceeds
+    the ceiling, and the shortcut needs nodes at it."""
+    if mode == "ceiling":
+        c = ElectionCluster(ceilings=True, **kw)
+        c.prio_map = lambda p: TOP - 100 * ((p - BASE) % 2)
+        return c
+    return ElectionCluster(bind=mode == "bind", **kw)
+
+
 def elect_all(c: ElectionCluster, rng: random.Random, rids: list[str], gap_s: float) -> None:
     """Every node starts each rid with a random priority, up to gap_s apart; run to the end."""
     for rid in rids:
@@ -256,9 +272,9 @@ def elect_all(c: ElectionCluster, rng: random.Random, rids: list[str], gap_s: fl
 
 
 @pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize("bind", [True, False])  # bound Elections, or unasked votes only
-def test_random_message_loss_leaves_at_most_one_coordinator(seed: int, bind: bool) -> None:
-    c = ElectionCluster(bind=bind, seed=seed, loss=0.25)
+@pytest.mark.parametrize("mode", MODES)
+def test_random_message_loss_leaves_at_most_one_coordinator(seed: int, mode: str) -> None:
+    c = cluster(mode, seed=seed, loss=0.25)
     rids = [f"dave#{k}" for k in range(80)]
     elect_all(c, random.Random(seed), rids, 0.002)
     for rid in rids:
@@ -289,11 +305,15 @@ def test_pending_elections_are_bounded_and_expire() -> None:
     assert core.state_of("u#0") is None and core.next_deadline() is None
 
 
-def test_priority_is_free_capacity_then_load() -> None:
+def test_priority_is_free_capacity_then_load_and_never_above_the_ceiling() -> None:
     assert priority(0, 0, 0.0, 2) > priority(1, 0, 0.0, 2) > priority(1, 1, 0.0, 2)
     assert priority(1, 0, 0.0, 2) > priority(1, 0, 0.5, 2) > priority(1, 0, 9.0, 2)
     assert priority(0, 0, 50.0, 2) > priority(1, 0, 0.0, 2)  # load never outweighs a free slot
     assert priority(10**9, 0, 0.0, 1) == 0
+    assert priority(0, 0, 0.0, 4) > priority(0, 0, 0.0, 2)  # a larger pool, a higher ceiling
+    for slots in (1, 2, 4):  # idle, no load: the ceiling, and nothing above it
+        assert max(priority(j, q, x, slots) for j in range(3) for q in range(3)
+                   for x in (0.0, 0.05, 0.5, 50.0)) == priority(0, 0, 0.0, slots)
     assert tie_hash("u#1", 1) == tie_hash("u#1", 1) != tie_hash("u#1", 2)
 
 
@@ -414,11 +434,11 @@ def test_a_voter_refuses_a_second_claimant_while_the_first_is_up() -> None:
 
 
 @pytest.mark.parametrize("seed", range(8))
-@pytest.mark.parametrize("bind", [True, False])  # bound Elections, or unasked votes only
-def test_late_and_lost_messages_never_make_two_nodes_seal(seed: int, bind: bool) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_late_and_lost_messages_never_make_two_nodes_seal(seed: int, mode: str) -> None:
     # Delays up to 1.5 answer timeouts and 10 % loss: nodes time out on peers that are only
     # slow and several claim; with no node down, exactly one node ever emits Won per request.
-    c = ElectionCluster(bind=bind, seed=seed, loss=0.1)
+    c = cluster(mode, seed=seed, loss=0.1)
     c.net.delay = (0.0002, 1.5 * A)
     rids = [f"erin#{k}" for k in range(60)]
     elect_all(c, random.Random(seed), rids, 0.05)
@@ -882,8 +902,8 @@ def test_a_winners_reintroduction_after_a_partition_makes_its_voter_elect_again(
 
 
 @pytest.mark.parametrize("seed", [*range(60), 346, 1367])  # 346, 1367: found in 2,400
-@pytest.mark.parametrize("bind", [True, False])  # bound Elections, or unasked votes only
-def test_a_node_whose_input_is_cut_for_10_s_then_healed_leaves_one_winner(seed: int, bind: bool) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_a_node_whose_input_is_cut_for_10_s_then_healed_leaves_one_winner(seed: int, mode: str) -> None:
     """TN-5 on the fake network, 62 seeds: node X hears nothing for 10 s (its heartbeats and
     Elections still reach its peers, which keep it up); what its peers send it meanwhile is
     resent as the real transport does, and what was sent within 5 s of the heal arrives after
@@ -895,7 +915,7 @@ def test_a_node_whose_input_is_cut_for_10_s_then_healed_leaves_one_winner(seed: 
     this fault; the interleaving of the traced TN-5 failure is the deterministic test above:
     these seeds, 300 tried, also pass with the round checks removed.)"""
     rng = random.Random(seed)
-    c = ElectionCluster(bind=bind, seed=seed)
+    c = cluster(mode, seed=seed)
     c.track_transitions = True
     c.done_on_win = True
     x = rng.choice(c.ids)

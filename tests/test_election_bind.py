@@ -130,13 +130,15 @@ def test_a_peer_silent_for_half_the_failure_timeout_is_left_out_of_the_binding()
 
 
 @pytest.mark.parametrize("seed", range(30))
-def test_copies_that_come_late_or_never_still_elect_one_winner(seed: int) -> None:
+@pytest.mark.parametrize("ceilings", [False, True])
+def test_copies_that_come_late_or_never_still_elect_one_winner(seed: int, ceilings: bool) -> None:
     """Each node gets its copy of a request at once, up to 100 ms late (past the abstention
     grace) or never (the client's datagrams to it lost); 5 % of peer messages are lost for good.
     Every request some node started gets exactly one Won, and every node that started it ends
-    following that winner."""
+    following that winner. (With ceilings, priorities at a node's ceiling or a job below.)"""
     rng = random.Random(seed)
-    c = ElectionCluster(seed=seed, loss=0.05)
+    c = ElectionCluster(seed=seed, loss=0.05, ceilings=ceilings)
+    prios = (BASE, BASE, BASE - 100) if ceilings else (BASE, BASE + 1, BASE + 2)
     starts = []
     for k in range(20):
         rid = f"s{seed}#{k}"
@@ -144,7 +146,7 @@ def test_copies_that_come_late_or_never_still_elect_one_winner(seed: int) -> Non
         for i in c.ids:
             late = rng.choice((0.0, 0.0, rng.uniform(0.0, 0.1), None))
             if late is not None:
-                starts.append((t0 + late, rid, i, BASE + rng.randrange(3)))
+                starts.append((t0 + late, rid, i, rng.choice(prios)))
     started: dict[str, set[int]] = {}
     for t, rid, i, prio in sorted(starts):
         c.run_for(max(0.0, t - c.now))

@@ -50,6 +50,28 @@ bindings of requests that start after half the failure timeout. A bound top need
 live node outside its binding to decide. A vote that changed is resolved as before (Coordinators,
 tie_hash order).
 
+Ceilings (issue 19; `ceilings=True`, what the election actor runs): the top wins on the first
+binding. A key is (priority, tie hash, node), and a node's priority never exceeds its ceiling,
+priority(0, 0, 0.0, its pool size), the pool size its heartbeats say (`slots`). So the key a node has
+not heard from q in this election is at most (q's ceiling, tie_hash(rid, q), q), which anyone who had
+q's heartbeat can compute. Where a binding needs a key not heard yet, that bound stands in for it: a
+node whose own key (or a known one) is above the bound of every key still missing knows top(B)
+already (`_top_bound`), and a top counts a peer's binding once every key it names is known or
+bounded below its own (`_binds_to_me`). Every key of B is at most its bound, so the top found so is
+top(B) with every key known: each node still finds the same top, and at most one winner stands as
+above (while no node restarts with a larger pool before its peers hear its new heartbeat: a new
+epoch's GoingDown or ComingUp says no pool size, which leaves its keys unbounded). The top with a
+majority of bindings counted wins at once in its first round (no restart, suspect or peer gone),
+without the keys still on their way: all up and idle (every priority at its node's ceiling, as
+on one host, where the election actor leaves the host load out), the node with the highest tie
+hash wins on the first peer's Election, not the last one's, which on a loaded host of two cores is
+the slowest node's turn (the nineteenth session, docs/perf-history.md). A node with jobs in flight
+is below its ceiling, and a node that could be above the top (a larger pool) has to be heard: the
+others then wait for its key as before. A latecomer's first Election whose binding is the winner's
+vote needs no Coordinator (`won`), and one that reaches a node lost already needs no answer: ours
+went to it at our start. A peer's Election above its ceiling turns the ceilings off for good
+(`above_ceiling`).
+
 Messages (codec.messages; the election actor sends those of a busy mailbox to one peer as one
 ElectionBatch, which the receiver feeds here item by item). Each carries a `round` (below):
   Election(rid, node, priority)  "I take part, this is my key". Every participant sends it once per
@@ -199,6 +221,7 @@ SLOT_POINTS = 100  # priority points of one free encoder slot
 BASE_SLOTS = 10_000  # keeps the priority >= 0 with up to this many jobs beyond capacity
 
 
+UNBOUNDED = 2**63  # the ceiling of a node whose pool size is not known: above every key
 ASK = 1  # bit 0 of an Election's bind (no node has id 0): "I lack your key, answer"
 MAX_BIND_ID = 62  # a binding is a Count bitmask (< 2**63): node ids above this never bind
 
@@ -223,10 +246,12 @@ def priority(jobs_in_flight: int, queued: int, loadavg: float, capacity: int) ->
     """Election priority (>= 0, higher = more free capacity).
 
     jobs_in_flight, queued: jobs of this node's encoder pool; capacity: its worker count;
-    loadavg: the host's 1-minute load average divided by its CPU count (psutil). One free slot
+    loadavg: the host's 1-minute load average divided by its CPU count (psutil), or 0.0 where
+    it cannot order the nodes (all of them on one host: the election actor). One free slot
     is worth SLOT_POINTS; load costs 1 point per 0.1, at most SLOT_POINTS - 1, so the jobs decide
     and the host load only orders nodes with equal jobs (nodes sharing a host then tie, and the
-    tie hash spreads them)."""
+    tie hash spreads them). The highest, `priority(0, 0, 0.0, capacity)`, is the ceiling of a
+    node of that capacity (Ceilings)."""
     free = capacity - jobs_in_flight - queued
     penalty = min(SLOT_POINTS - 1, int(max(0.0, loadavg) * 10))
     return max(0, SLOT_POINTS * (BASE_SLOTS + free) - penalty)
@@ -316,6 +341,7 @@ class ElectionCore:
         max_pending: int = 4096,
         abstain_grace_s: float | None = None,
         bind: bool = True,
+        ceilings: bool = False,
     ) -> None:
         if self_id != membership.self_id:
             raise CloudCoreError(
@@ -325,6 +351,9 @@ class ElectionCore:
             raise CloudCoreError(f"answer_timeout_s must be > 0, not {answer_timeout_s!r}")
         self.self_id = self_id
         self.bind = bind  # our Elections bind our votes (Bindings); else the unasked votes only
+        # a key not heard yet is bounded by its node's ceiling (Ceilings); off: it is unknown,
+        # and a binding's top is known only with every key of it
+        self.ceilings = ceilings
         self.m = membership
         self.answer_timeout_s = answer_timeout_s
         self.coordinator_timeout_s = 2 * answer_timeout_s
@@ -545,6 +574,11 @@ class ElectionCore:
         if e is None:
             return
         earlier = e.heard_round.get(p)  # p's latest round before this Election
+        if self.ceilings and msg.priority > self._ceiling_of(p):
+            # a key above what its node's heartbeat said (another code's priorities?): the
+            # bounds do not hold. Ceilings off for good
+            self._count("above_ceiling")
+            self.ceilings = False
         self._heard(e, p, msg.round)
         e.keys[p] = (msg.priority, self._tie_of(e, p), p)
         ask = msg.bind & ASK
@@ -584,11 +618,23 @@ class ElectionCore:
             self._send_claim(e, (p,), out)
             return
         if e.state == "won":
+            if not ask and self._binds_to_me(e, p):  # its first Election is its vote for us
+                e.votes.add(p)  # (we won before it came: Ceilings); it needs no Coordinator
+                if p in e.unacked:
+                    e.unacked.discard(p)
+                    if not e.unacked:
+                        self._disarm(e)
+                return
             out.send(p, self._coordinator_msg(e))
             self._await_ack(e, p, now)
             return
         if e.state == "lost" and p == e.winner:
             self._restart(e, now, f"winner {p} re-elects", out)
+            return
+        if (e.state == "lost" and self.ceilings and not ask and earlier is None
+                and p in e.sent_to):
+            # p's first Election, a start, not a restart (which asks): our Election went to it
+            # at our start. We lost before it came (Ceilings: the top was known without its key)
             return
         if e.state == "lost":  # p restarted a round: our answer is fresh evidence for it. Once
             if p not in e.told:  # per peer while lost: two lost nodes would answer each
@@ -705,7 +751,18 @@ class ElectionCore:
         candidates = live - e.suspects
         if e.bound:
             top = self._top_bound(e, live)
-            if top is None:  # a key of our binding is missing: no vote, no claim until it comes
+            if top == self.self_id and self._wins_on_bindings(e, live, now):
+                # the top of our binding with a majority of bindings counted: win now, without
+                # the keys still on their way (Ceilings: each is below ours whatever it is)
+                self._decide(e, live, now, out)
+                return
+            if top is None or (top == self.self_id and any(
+                    q in live and q not in e.keys for q in self._members(e.bound)
+                    if q != self.self_id)):
+                # a key of our binding is missing: no vote, no claim until it comes (with
+                # Ceilings we may know we are the top, but not win yet: the keys then come with
+                # the bindings we lack, and never deciding on the round timeout without them
+                # keeps the quorum of answers as it was)
                 round_end = e.round_start + self.answer_timeout_s
                 if now >= round_end:  # our Election may be lost: ask the silent ones again
                     missing = [q for q in self._members(e.bound) if q in live and q not in e.keys]
@@ -927,19 +984,28 @@ class ElectionCore:
 
     def _top_bound(self, e: _Rid, live: set[int]) -> int | None:
         """The node our binding gives our vote to: the top key among its nodes that are live
-        (ourselves included); None while the key of one of them is unknown."""
+        (ourselves included); None while the key of one of them is unknown (and, with Ceilings,
+        its bound is above the best key known)."""
         best = self._own_key(e)
+        unknown = []
         for q in self._members(e.bound):
             if q != self.self_id and q in live:
                 k = e.keys.get(q)
                 if k is None:
-                    return None
-                best = max(best, k)
+                    if not self.ceilings:
+                        return None
+                    unknown.append(q)
+                else:
+                    best = max(best, k)
+        for q in unknown:  # (Ceilings) a key not heard may be the top unless its bound is below
+            if self._ceiling_key(e, q) > best:
+                return None
         return best[2]
 
     def _binds_to_me(self, e: _Rid, q: int) -> bool:
         """Peer q's binding is a vote for us: it names us, and we know the key of every node it
-        names, ours the top (q then votes for nobody else while we are up in its view)."""
+        names (or, with Ceilings, its bound), ours the top (q then votes for nobody else while
+        we are up in its view)."""
         mask = e.binds.get(q, 0)
         if not mask >> self.self_id & 1:
             return False
@@ -947,9 +1013,29 @@ class ElectionCore:
         for m in self._members(mask):
             if m != self.self_id:
                 k = e.keys.get(m)
-                if k is None or k > mine:
+                if k is None:  # not heard: below us only if its bound is (Ceilings)
+                    if not self.ceilings or self._ceiling_key(e, m) > mine:
+                        return False
+                elif k > mine:
                     return False
         return True
+
+    def _wins_on_bindings(self, e: _Rid, live: set[int], now: float) -> bool:
+        """(Ceilings) In our first round (no restart, suspect or peer gone), the bindings of
+        live peers counted for us make a majority with our own vote."""
+        return (self.ceilings and e.restarts == 0 and not e.suspects
+                and not e.peer_gone and self.m.has_majority(now)
+                and sum(1 for q in live if self._binds_to_me(e, q)) + 1 >= self.m.majority)
+
+    def _ceiling_of(self, node: int) -> int:
+        """The highest priority `node` can have: that of its pool idle on an idle host, by the
+        pool size its heartbeats say (Ceilings); above any priority if they say none."""
+        slots = self.m.slots_of(node)
+        return priority(0, 0, 0.0, slots) if slots > 0 else UNBOUNDED
+
+    def _ceiling_key(self, e: _Rid, node: int) -> Key:
+        """The highest key `node` can have in the election of `e` (Ceilings)."""
+        return (self._ceiling_of(node), self._tie_of(e, node), node)
 
     def _coordinator_msg(self, e: _Rid) -> Coordinator:
         return Coordinator(rid=e.rid, node=self.self_id, round=e.round)

@@ -77,6 +77,7 @@ class PeerView:
     token_holder: int = 0
     digest: bytes = b""
     refused: bool = False  # its address answered port unreachable since it was last heard
+    slots: int = 0  # its encoder pool size, as this epoch's heartbeats say (0: not said)
 
 
 class Membership:
@@ -110,9 +111,11 @@ class Membership:
         self._self_up = up
 
     def heartbeat(
-        self, *, load: int, token_epoch: int, token_holder: int, digest: bytes = b""
+        self, *, load: int, token_epoch: int, token_holder: int, digest: bytes = b"",
+        slots: int = 0,
     ) -> PeerHeartbeat:
-        """This node's heartbeat (token fields from TokenRing.token_view())."""
+        """This node's heartbeat (token fields from TokenRing.token_view(); `slots`: its encoder
+        pool size)."""
         return PeerHeartbeat(
             node=self.self_id,
             epoch=self.epoch,
@@ -121,6 +124,7 @@ class Membership:
             token_epoch=token_epoch,
             token_holder=token_holder,
             digest=digest,
+            slots=slots,
         )
 
     # ---- input --------------------------------------------------------------------------------
@@ -138,6 +142,7 @@ class Membership:
                 token_epoch=msg.token_epoch,
                 token_holder=msg.token_holder,
                 digest=msg.digest,
+                slots=msg.slots,
             )
         if isinstance(msg, GoingDown):
             return self._announce(msg.node, msg.epoch, now, "down")
@@ -156,6 +161,7 @@ class Membership:
         token_epoch: int = 0,
         token_holder: int = 0,
         digest: bytes = b"",
+        slots: int = 0,
     ) -> bool:
         """Record a heartbeat of `node` received at `now`. True if the node restarted."""
         if node not in self.peer_ids:
@@ -163,7 +169,8 @@ class Membership:
         old = self._peers.get(node)
         if old is not None and epoch < old.epoch:
             return False  # from a previous life of that node
-        self._peers[node] = PeerView(now, epoch, state, load, token_epoch, token_holder, digest)
+        self._peers[node] = PeerView(now, epoch, state, load, token_epoch, token_holder, digest,
+                                     slots=slots)
         return old is not None and epoch > old.epoch
 
     def heard_from(self, node: int, now: float) -> None:
@@ -204,6 +211,12 @@ class Membership:
     def peer(self, node: int) -> PeerView | None:
         """The last accepted heartbeat of `node` (None if never heard)."""
         return self._peers.get(node)
+
+    def slots_of(self, node: int) -> int:
+        """The encoder pool size the current epoch of peer `node` said in its last heartbeat (0:
+        not said, or not heard: a GoingDown or ComingUp of a new epoch says nothing of it)."""
+        view = self._peers.get(node)
+        return view.slots if view is not None else 0
 
     def epoch_of(self, node: int) -> int:
         """Boot epoch of `node` as last heard (0 = never heard); self: our own."""

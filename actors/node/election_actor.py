@@ -47,11 +47,12 @@ Owns two pure cores, `actors.core.membership.Membership` (heartbeats, who is up,
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import psutil
@@ -92,7 +93,7 @@ from codec.messages import (
     PeerHeartbeat,
     StateRequest,
 )
-from config import Config
+from config import Config, NodeConfig
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ class ElectionActor(DirectActor, NodePartActor):
         ids = [n.id for n in cfg.nodes]
         self.m = Membership(node_id, ids, cfg.election.failure_timeout_ms / 1000, epoch=boot_epoch)
         self.election = el.ElectionCore(node_id, self.m, cfg.election.answer_timeout_ms / 1000,
-                                        bind=cfg.election.bind_votes)
+                                        bind=cfg.election.bind_votes, ceilings=True)
         self.hb_period = cfg.election.heartbeat_interval_ms / 1000
         # how long requests missed while down can stay in the cloud: until the client's retry
         self.missed_s = 4 * cfg.client.retry_s + cfg.election.failure_timeout_ms / 1000
@@ -166,7 +167,9 @@ class ElectionActor(DirectActor, NodePartActor):
         self.view: ClusterView | None = None
         self.view_key: tuple[Any, ...] | None = None  # what self.view says (see _publish)
         self.subscribers: list[Any] = []
-        self._loadavg = loadavg or _host_load()
+        # the host load orders hosts, not the nodes of one host (the same load for each, read a
+        # moment apart): there it is left out, and an idle node's key reaches the ceiling
+        self._loadavg = loadavg or (_host_load() if _hosts(cfg.nodes) > 1 else _no_load)
         self.outbox: dict[int, list[Message]] = {}  # peer -> election messages, sent on flush
         self.probed: dict[int, float] = {}  # node -> when we last probed it (see _probe)
 
@@ -298,6 +301,7 @@ class ElectionActor(DirectActor, NodePartActor):
             token_epoch=self.token.epoch,
             token_holder=self.token.holder,
             digest=self.digest,
+            slots=self.cfg.encoder.pool_size,  # (the bound of our keys: election's Ceilings)
         )
 
     def _tick(self, now: float) -> None:
@@ -431,6 +435,22 @@ class ElectionActor(DirectActor, NodePartActor):
                     items = tuple(batch_item(m) for m in part)
                     sends.append((dest, ElectionBatch(node=self.node_id, items=items)))
         self.peers.send_each(sends, turn=True)  # on the node's reader: at the turn's end
+
+
+def _no_load() -> float:
+    return 0.0
+
+
+def _hosts(nodes: Iterable[NodeConfig]) -> int:
+    """How many hosts the cloud's nodes are on, by address (every loopback address is one)."""
+    hosts = set()
+    for n in nodes:
+        try:
+            loop = ipaddress.ip_address(n.host).is_loopback
+        except ValueError:  # a name
+            loop = n.host == "localhost"
+        hosts.add("loopback" if loop else n.host)
+    return len(hosts)
 
 
 def _host_load() -> Callable[[], float]:
