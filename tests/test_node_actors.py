@@ -469,6 +469,33 @@ def test_a_peer_that_missed_done_is_told_again(cloud: FakeCloud) -> None:
     ]
 
 
+def test_a_bound_first_election_that_crossed_the_done_gets_none_an_ask_does(
+    cloud: FakeCloud,
+) -> None:
+    """With ceilings a winner is often done before the last node starts: that node's first
+    Election (bound, no ASK) crossed the Done sent to it, and is not answered with a second one.
+    Its ASK (it lacks a key after an answer timeout; a restart asks too) is."""
+    from actors.core.election import ASK
+    from actors.node.signals import ForgetElection
+    from codec.messages import Election
+
+    connect(cloud)
+    cloud.ref(1, "election").ask(ForgetElection("alice#3", settled=True))
+    n2 = cloud.cfg.node(2).peer_addr
+    before = len(cloud.tp[1].sends_of(Done))
+    first = Election(rid="alice#3", node=2, priority=5, round=1, bind=0b1110)
+    cloud.tp[1].deliver(n2, first)
+    cloud.settle()
+    assert cloud.tp[1].sends_of(Done)[before:] == []
+    assert cloud.ref(1, "election").proxy().counters.get()["done_crossed"] == 1
+    cloud.tp[1].deliver(n2, Election(rid="alice#3", node=2, priority=5, round=1,
+                                     bind=0b1110 | ASK))
+    cloud.settle()
+    assert [(d.addr, d.msg) for d in cloud.tp[1].sends_of(Done)[before:]] == [
+        (n2, Done(rid="alice#3", node=1, acked=True))
+    ]
+
+
 def state_requests_to(cloud: FakeCloud, node: int) -> set[int]:
     """The peers `node` asked for their state (read off its fake transport)."""
     by_addr = {cloud.cfg.node(n).peer_addr: n for n in cloud.ids}

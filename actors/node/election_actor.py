@@ -266,6 +266,13 @@ class ElectionActor(DirectActor, NodePartActor):
             log.debug("in %d: %s", sender, msg)
         if isinstance(msg, (Election, Claim, ElectionOk)) and msg.rid in self.settled \
                 and self.m.self_up:
+            if isinstance(msg, Election) and msg.bind and not msg.bind & el.ASK:
+                # a bound peer's first Election, which crossed the Done the winner sent it: that
+                # Done is on its way (with ceilings the winner often wins, seals and is done
+                # before the last node starts). Were it lost for good, the peer's ASK after an
+                # answer timeout, or its restart's, gets the answer below
+                self.counters["done_crossed"] += 1
+                return
             # a peer that missed the Done of an acknowledged reply re-elects (or resends its
             # unasked vote): tell it again
             self.peers.send(sender, Done(rid=msg.rid, node=self.node_id, acked=True))
