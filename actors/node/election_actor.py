@@ -4,7 +4,11 @@ Owns two pure cores, `actors.core.membership.Membership` (heartbeats, who is up,
 `actors.core.election.ElectionCore` (one bully election per request id). It:
 - sends this node's heartbeats (load from the EncryptFlowActor's `Load`, token fields from the
   FailureTokenActor's `TokenView`, the state digest from the Directory and PendingUpdate actors'
-  `Digest`) and feeds the peers' heartbeats, GoingDown and ComingUp to Membership;
+  `Digest`, and its encoder pool size: the bound of its keys, the core's Ceilings) and feeds the
+  peers' heartbeats, GoingDown and ComingUp to Membership;
+- computes this node's priority at each StartElection from its pool's jobs, and from the host
+  load only when the cloud's nodes are on several hosts (on one, the load is the same for all
+  and would only keep every key below its ceiling);
 - runs elections on `StartElection` from the EncryptFlowActor and tells it `Won` / `Lost`, and
   `PeerDown` when a peer goes down, becomes unreachable or restarts (re-election from the cache);
   `PeerRefused` (the peer transport heard ICMP port unreachable from a peer's address: its
@@ -17,7 +21,8 @@ Owns two pure cores, `actors.core.membership.Membership` (heartbeats, who is up,
   (`turn=True`), which sends a turn's election messages and Dones to a peer as one ElectionBatch.
   A received ElectionBatch is handled item by item, like the messages it carries;
 - answers a peer's Election, Claim or (resent) vote for a request whose reply was acknowledged
-  (it missed the Done) with Done again (`ForgetElection(settled=True)` tells it which);
+  (it missed the Done) with Done again (`ForgetElection(settled=True)` tells it which), except a
+  bound first Election (no ASK), which crossed the Done sent to it (`done_crossed`);
 - abstains, for a while after it restarted on its kept disk or came back from a simulated
   failure (`missed_s`): a peer's Election for a request this node has no copy of (pending in the
   core) still 30 ms later (the core's `abstain_grace_s`, a tenth of the answer timeout: a fresh
