@@ -534,13 +534,16 @@ def test_a_top_that_heard_nobody_wins_on_the_resent_unasked_votes() -> None:
     assert outcome(c, "u#1") == ([1], {2: 1, 3: 1})
 
 
-def core_with_peers_up(*, bind: bool = True, ids: tuple[int, ...] = (1, 2, 3)) -> ElectionCore:
-    """Node 1's core among `ids`, having heard a heartbeat of nodes 2 and 3 at time 0."""
+def core_with_peers_up(*, bind: bool = True, ids: tuple[int, ...] = (1, 2, 3), slots: int = 0,
+                       **kw: Any) -> ElectionCore:
+    """Node 1's core among `ids`, having heard a heartbeat of nodes 2 and 3 at time 0 (saying a
+    pool of `slots`); `kw`: more ElectionCore arguments."""
     m = Membership(1, ids, 1.0)
     for p in (2, 3):
-        hb = Membership(p, ids, 1.0).heartbeat(load=0, token_epoch=0, token_holder=0)
+        hb = Membership(p, ids, 1.0).heartbeat(load=0, token_epoch=0, token_holder=0,
+                                                slots=slots)
         m.observe(hb, 0.0)
-    return ElectionCore(1, m, A, bind=bind)
+    return ElectionCore(1, m, A, bind=bind, **kw)
 
 
 def round_to(out: Output, dest: int) -> int:

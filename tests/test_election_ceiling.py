@@ -7,10 +7,9 @@ import random
 
 import pytest
 from cloud_sim import ElectionCluster
-from test_election import A, outcome, won_events
+from test_election import A, core_with_peers_up, outcome, won_events
 
-from actors.core.election import ElectionCore, Lost, Probe, priority
-from actors.core.membership import Membership
+from actors.core.election import Lost, Probe, priority
 from actors.node.election_actor import _hosts
 from codec.messages import Claim, Coordinator, Election, ElectionOk
 from config import NodeConfig
@@ -112,18 +111,8 @@ def test_a_top_that_knows_it_is_the_top_without_any_binding_asks_the_silent_ones
     assert outcome(c, "u#1") == ([2], {1: 2, 3: 2})
 
 
-def heard(slots: int = 2) -> Membership:
-    """Node 1's membership, having heard a heartbeat of nodes 2 and 3 (of `slots` slots)."""
-    m = Membership(1, (1, 2, 3), 1.0)
-    for p in (2, 3):
-        hb = Membership(p, (1, 2, 3), 1.0).heartbeat(load=0, token_epoch=0, token_holder=0,
-                                                     slots=slots)
-        m.observe(hb, 0.0)
-    return m
-
-
 def test_a_priority_above_the_ceiling_turns_the_ceilings_off() -> None:
-    core = ElectionCore(1, heard(), A, ceilings=True, tie_hash=tied)
+    core = core_with_peers_up(slots=2, ceilings=True, tie_hash=tied)
     core.start("u#1", CEILING, 0.0)
     core.on_message(2, Election(rid="u#1", node=2, priority=CEILING + 1, round=1, bind=0b1110),
                     0.001)
@@ -135,7 +124,7 @@ def test_a_priority_above_the_ceiling_turns_the_ceilings_off() -> None:
 
 
 def test_a_claim_is_voted_for_once_the_bounds_show_its_claimant_is_the_top() -> None:
-    core = ElectionCore(1, heard(), A, ceilings=True, tie_hash=tied)
+    core = core_with_peers_up(slots=2, ceilings=True, tie_hash=tied)
     core.start("u#1", CEILING, 0.0)
     # node 2's key at the ceiling with the top tie hash: node 3's bound is below it, so node 1's
     # bound vote is node 2's at once, and node 2's Claim gets the vote without node 3's key

@@ -487,9 +487,7 @@ class ElectionCore:
                     self._win(e, now, out)
             elif e is not None and e.state == "won":
                 if src in e.unacked:
-                    e.unacked.discard(src)
-                    if not e.unacked:
-                        self._disarm(e)
+                    self._acked(e, src)
                 elif src not in e.told:  # a voter resent its vote: it has not heard us. Once
                     e.told.add(src)  # per peer (its acknowledgement is an ElectionOk too)
                     out.send(src, self._coordinator_msg(e))
@@ -621,9 +619,7 @@ class ElectionCore:
             if not ask and self._binds_to_me(e, p):  # its first Election is its vote for us
                 e.votes.add(p)  # (we won before it came: Ceilings); it needs no Coordinator
                 if p in e.unacked:
-                    e.unacked.discard(p)
-                    if not e.unacked:
-                        self._disarm(e)
+                    self._acked(e, p)
                 return
             out.send(p, self._coordinator_msg(e))
             self._await_ack(e, p, now)
@@ -756,24 +752,23 @@ class ElectionCore:
                 # the keys still on their way (Ceilings: each is below ours whatever it is)
                 self._decide(e, live, now, out)
                 return
-            if top is None or (top == self.self_id and any(
-                    q in live and q not in e.keys for q in self._members(e.bound)
-                    if q != self.self_id)):
+            if top is not None and top != self.self_id:  # our vote is bound to the top: our
+                # Election was it. A top that cannot count it claims at once: if its Claim came
+                # already, vote now
+                self._lose(e, top, out, vote=top in e.deferred)
+                return
+            missing = [q for q in self._members(e.bound) if q in live and q not in e.keys]
+            if top is None or missing:
                 # a key of our binding is missing: no vote, no claim until it comes (with
                 # Ceilings we may know we are the top, but not win yet: the keys then come with
                 # the bindings we lack, and never deciding on the round timeout without them
                 # keeps the quorum of answers as it was)
                 round_end = e.round_start + self.answer_timeout_s
                 if now >= round_end:  # our Election may be lost: ask the silent ones again
-                    missing = [q for q in self._members(e.bound) if q in live and q not in e.keys]
                     self._send_round(e, missing, self._election_msg(e, ask=True), out)
                     e.round_start = now
                     round_end = now + self.answer_timeout_s
                 self._arm(e, round_end)
-                return
-            if top != self.self_id:  # our vote is bound to the top: our Election was it. A top
-                # that cannot count it claims at once: if its Claim came already, vote now
-                self._lose(e, top, out, vote=top in e.deferred)
                 return
             higher = []  # the top of our binding: a peer outside it cannot have our vote, and
             # we need no answer from it (a peer of our binding that is live answered: its key)
@@ -1068,6 +1063,12 @@ class ElectionCore:
         of w we heard: w counts it only if that is the round it last sent us."""
         e.voted_round = e.heard_round.get(w, 0)
         out.send(w, ElectionOk(rid=e.rid, node=self.self_id, round=e.voted_round))
+
+    def _acked(self, e: _Rid, peer: int) -> None:
+        """Won: `peer` follows us now; the resends of our Coordinator stop with the last one."""
+        e.unacked.discard(peer)
+        if not e.unacked:
+            self._disarm(e)
 
     def _await_ack(self, e: _Rid, peer: int, now: float) -> None:
         if not e.unacked:
